@@ -1,0 +1,398 @@
+//! One function per subcommand. Each calls the library and prints what the user asked for;
+//! all behaviour lives in the library.
+
+use super::progress::{bar, size, speed};
+use super::*;
+use crate::compress::CompressMode;
+use crate::format::{CipherId, FLAG_NO_VERIFY, FLAG_STREAMING};
+use crate::reader::{Container, ContainerInfo};
+use crate::writer::{PackOptions, PackSummary, StreamPacker};
+use crate::{AtomicOutput, Error, UnpackOptions};
+use anyhow::{Context, Result};
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Pack(a) => pack(a),
+        Command::Unpack(a) => unpack(a),
+        Command::Seek(a) => seek(a),
+        Command::Info(a) => info(a),
+        Command::Verify(a) => verify(a),
+        Command::Keygen(a) => keygen(a),
+    }
+}
+
+fn is_dash(p: &Path) -> bool {
+    p.as_os_str() == "-"
+}
+
+fn pack(a: PackArgs) -> Result<()> {
+    let from_stdin = is_dash(&a.input);
+    let output = match &a.output {
+        Some(o) => o.clone(),
+        None if from_stdin => anyhow::bail!(Error::InvalidArgument(
+            "packing stdin needs an OUTPUT (a file, or - for stdout)".into()
+        )),
+        None => {
+            let mut o = a.input.clone().into_os_string();
+            o.push(".qltx");
+            o.into()
+        }
+    };
+    let to_stdout = is_dash(&output);
+    if to_stdout && io::stdout().is_terminal() {
+        anyhow::bail!(Error::InvalidArgument(
+            "refusing to write a container to a terminal".into()
+        ));
+    }
+    let opts = PackOptions {
+        cipher: match a.cipher {
+            CipherArg::Aes => CipherId::Aes256Gcm,
+            CipherArg::Chacha => CipherId::ChaCha20Poly1305,
+        },
+        block_size: a
+            .block_size
+            .checked_mul(1024)
+            .ok_or_else(|| Error::InvalidArgument(format!("block size {} KiB is too large", a.block_size)))?,
+        compress: match a.compress {
+            CompressArg::Auto => CompressMode::Auto,
+            CompressArg::Never => CompressMode::Never,
+            CompressArg::Always => CompressMode::Always,
+        },
+        level: a.level,
+        workers: a.workers,
+        kdf_iterations: a.kdf_iterations,
+        no_verify_hint: a.no_verify,
+        ..PackOptions::default()
+    };
+    crate::format::check_block_size(opts.block_size).map_err(Error::InvalidArgument)?;
+    if !a.force && !to_stdout && output.exists() {
+        anyhow::bail!(Error::InvalidArgument(format!(
+            "{} exists; use --force to overwrite it",
+            output.display()
+        )));
+    }
+
+    let (mut input, total): (Box<dyn io::Read>, Option<u64>) = if from_stdin {
+        (Box::new(io::stdin().lock()), None)
+    } else {
+        let f = File::open(&a.input).with_context(|| format!("{}: opening the input", a.input.display()))?;
+        let len = f.metadata().ok().map(|m| m.len());
+        (Box::new(f), len)
+    };
+    let keys = a.keys.for_packing(from_stdin)?;
+    let pb = bar(total, a.quiet || to_stdout && !io::stderr().is_terminal());
+    let mut input = pb.wrap_read(&mut input);
+    let started = Instant::now();
+    let summary = if to_stdout {
+        let mut packer = StreamPacker::new(
+            BufWriter::with_capacity(1 << 20, io::stdout().lock()),
+            &keys,
+            &opts,
+        )?;
+        packer.pack_from(&mut input)?;
+        packer.finish()?.1
+    } else {
+        crate::pack_reader(&mut input, &output, &keys, &opts, a.force).map_err(|e| {
+            if matches!(e, Error::InFile { .. }) {
+                e
+            } else {
+                e.in_file(&a.input)
+            }
+        })?
+    };
+    pb.finish_and_clear();
+    if !a.quiet {
+        print_pack_summary(&a.input, &output, &summary, started);
+    }
+    Ok(())
+}
+
+fn print_pack_summary(input: &Path, output: &Path, s: &PackSummary, started: Instant) {
+    let overhead = s.container_size as i128 - s.original_size as i128;
+    let pct = if s.original_size > 0 {
+        format!(" ({:+.2}%)", overhead as f64 * 100.0 / s.original_size as f64)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "Packed {} -> {}\n  blocks:    {} ({} compressed)\n  original:  {}\n  container: {}\n  overhead:  {}{}{pct}\n  speed:     {} in {:.2} s",
+        input.display(),
+        output.display(),
+        s.blocks,
+        s.compressed_blocks,
+        size(s.original_size),
+        size(s.container_size),
+        if overhead < 0 { "-" } else { "+" },
+        size(overhead.unsigned_abs() as u64),
+        speed(s.original_size, started.elapsed()),
+        started.elapsed().as_secs_f64(),
+    );
+}
+
+fn open(path: &Path, keys: &KeyArgs) -> Result<Container> {
+    // Check the structure first so a truncated or foreign file is reported before a prompt.
+    let file = File::open(path).map_err(|e| Error::io("opening", e).in_file(path))?;
+    ContainerInfo::read(&file).map_err(|e| e.in_file(path))?;
+    Ok(Container::from_source(file, &keys.for_reading()?).map_err(|e| e.in_file(path))?)
+}
+
+fn unpack(a: UnpackArgs) -> Result<()> {
+    let to_stdout = is_dash(&a.output);
+    if !a.force && !to_stdout && a.output.exists() {
+        anyhow::bail!(Error::InvalidArgument(format!(
+            "{} exists; use --force to overwrite it",
+            a.output.display()
+        )));
+    }
+    let container = Arc::new(open(&a.input, &a.keys)?);
+    let pb = bar(Some(container.len()), a.quiet);
+    let progress = |n| pb.inc(n);
+    let verify = !a.no_verify;
+    let started = Instant::now();
+    let written = if to_stdout {
+        let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+        let n = container
+            .unpack_to(&mut out, verify, a.workers, &progress)
+            .map_err(|e| e.in_file(&a.input))?;
+        out.flush().map_err(|e| Error::io("writing stdout", e))?;
+        n
+    } else {
+        let opts = UnpackOptions {
+            verify,
+            workers: a.workers,
+            overwrite: a.force,
+        };
+        crate::unpack_container(&container, &a.input, &a.output, &opts, &progress)?
+    };
+    pb.finish_and_clear();
+    if !a.quiet {
+        let mut msg = io::stderr();
+        let _ = writeln!(
+            msg,
+            "Unpacked {} -> {}: {} in {} blocks, {}\nIntegrity: OK{}",
+            a.input.display(),
+            a.output.display(),
+            size(written),
+            container.block_count(),
+            speed(written, started.elapsed()),
+            if verify {
+                ""
+            } else {
+                " (AEAD only; SHA-256 checks skipped)"
+            }
+        );
+    }
+    Ok(())
+}
+
+fn seek(a: SeekArgs) -> Result<()> {
+    let container = open(&a.input, &a.keys)?;
+    let in_file = |e: Error| e.in_file(&a.input);
+    match a.output.as_deref() {
+        Some(p) if is_dash(p) => {
+            let mut out = BufWriter::new(io::stdout().lock());
+            container
+                .write_range(a.offset, a.length, &mut out)
+                .map_err(in_file)?;
+            out.flush().map_err(|e| Error::io("writing stdout", e))?;
+        }
+        Some(p) => {
+            let mut out = AtomicOutput::create(p, a.force)?;
+            let n = container
+                .write_range(a.offset, a.length, out.file())
+                .map_err(in_file)?;
+            out.commit().map_err(|e| e.in_file(p))?;
+            eprintln!("Wrote {n} bytes from offset {} to {}", a.offset, p.display());
+        }
+        None => {
+            let bytes = container
+                .seek_extract(a.offset, a.length.min(64))
+                .map_err(in_file)?;
+            let available = container.len().saturating_sub(a.offset).min(a.length);
+            println!(
+                "{available} bytes at offset {} of {} (showing the first {})",
+                a.offset,
+                container.len(),
+                bytes.len()
+            );
+            print!("{}", hex_dump(&bytes, a.offset));
+        }
+    }
+    Ok(())
+}
+
+/// `offset  hex bytes  |ascii|`, 16 bytes a line.
+fn hex_dump(bytes: &[u8], base: u64) -> String {
+    let mut s = String::new();
+    for (i, line) in bytes.chunks(16).enumerate() {
+        let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+        let ascii: String = line
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        s.push_str(&format!(
+            "{:08x}  {:<47}  |{ascii}|\n",
+            base + i as u64 * 16,
+            hex.join(" ")
+        ));
+    }
+    s
+}
+
+fn info(a: InfoArgs) -> Result<()> {
+    let file = File::open(&a.input).map_err(|e| Error::io("opening", e).in_file(&a.input))?;
+    let info = ContainerInfo::read(&file).map_err(|e| e.in_file(&a.input))?;
+    let h = &info.header;
+    let overhead = info.container_size as i128 - info.original_size() as i128;
+    let slots: Vec<serde_json::Value> = info
+        .slots
+        .slots
+        .iter()
+        .map(|s| match s.kind {
+            crate::format::SlotKind::Passphrase => {
+                serde_json::json!({"type": s.kind.name(), "kdf": "PBKDF2-HMAC-SHA256", "iterations": s.param})
+            }
+            _ => serde_json::json!({"type": s.kind.name()}),
+        })
+        .collect();
+    let mut flags = Vec::new();
+    if h.flags & FLAG_STREAMING != 0 {
+        flags.push("streaming");
+    }
+    if h.flags & FLAG_NO_VERIFY != 0 {
+        flags.push("no-verify");
+    }
+    let compressed = info
+        .footer
+        .entries
+        .iter()
+        .filter(|e| e.len < e.plain_size + 156)
+        .count();
+    let doc = serde_json::json!({
+        "file": a.input.display().to_string(),
+        "format_version": crate::format::FORMAT_VERSION,
+        "flags": flags,
+        "cipher": h.cipher.name(),
+        "block_size": h.block_size,
+        "blocks": info.block_count(),
+        "compressed_blocks": compressed,
+        "original_size": info.original_size(),
+        "container_size": info.container_size,
+        "footer_offset": info.trailer.footer_offset,
+        "footer_size": info.trailer.footer_size,
+        "overhead_bytes": overhead,
+        "container_id": hex::encode(h.container_id),
+        "key_slot_area_sequence": info.slots.sequence,
+        "key_slots": slots,
+    });
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("JSON values serialize")
+        );
+        return Ok(());
+    }
+    let slot_text: Vec<String> = info
+        .slots
+        .slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match s.kind {
+            crate::format::SlotKind::Passphrase => {
+                format!("#{i} passphrase (PBKDF2-HMAC-SHA256, {} iterations)", s.param)
+            }
+            _ => format!("#{i} {}", s.kind.name()),
+        })
+        .collect();
+    let pct = if info.original_size() > 0 {
+        format!(
+            " ({:+.3}%)",
+            overhead as f64 * 100.0 / info.original_size() as f64
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "File:           {}\nFormat:         Qeltrix container v{}{}\nCipher:         {}\nBlock size:     {}\nBlocks:         {} ({} compressed)\nOriginal size:  {} ({} bytes)\nContainer size: {} ({} bytes)\nOverhead:       {} bytes{pct}\nFooter:         {} bytes at offset {}\nContainer id:   {}\nKey slots:      {}",
+        a.input.display(),
+        crate::format::FORMAT_VERSION,
+        if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) },
+        h.cipher.name(),
+        size(h.block_size as u64),
+        info.block_count(),
+        compressed,
+        size(info.original_size()),
+        info.original_size(),
+        size(info.container_size),
+        info.container_size,
+        overhead,
+        info.trailer.footer_size,
+        info.trailer.footer_offset,
+        hex::encode(h.container_id),
+        slot_text.join(", "),
+    );
+    Ok(())
+}
+
+fn verify(a: VerifyArgs) -> Result<()> {
+    let container = Arc::new(open(&a.input, &a.keys)?);
+    let pb = bar(Some(container.len()), a.quiet);
+    let started = Instant::now();
+    let n = container
+        .unpack_to(&mut io::sink(), true, a.workers, &|n| pb.inc(n))
+        .map_err(|e| e.in_file(&a.input))?;
+    pb.finish_and_clear();
+    println!(
+        "OK: {}: {} blocks, {} authenticated and hash-checked ({})",
+        a.input.display(),
+        container.block_count(),
+        size(n),
+        speed(n, started.elapsed())
+    );
+    Ok(())
+}
+
+fn keygen(a: KeygenArgs) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
+    crate::crypto::Entropy::fill(&crate::crypto::SystemEntropy, b"key file", key.as_mut());
+    let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(key.as_ref())));
+    if a.force {
+        // Remove first so the new file is created with mode 0600 rather than inheriting the old mode.
+        let _ = std::fs::remove_file(&a.output);
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&a.output)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                Error::InvalidArgument(format!(
+                    "{} exists; use --force to overwrite it",
+                    a.output.display()
+                ))
+            } else {
+                Error::io("creating the key file", e).in_file(&a.output)
+            }
+        })?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io("writing the key file", e).in_file(&a.output))?;
+    eprintln!(
+        "Wrote a new 256-bit key to {} (mode 0600). Keep a copy: without it the data is lost.",
+        a.output.display()
+    );
+    Ok(())
+}

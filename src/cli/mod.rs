@@ -1,0 +1,190 @@
+//! The command line: argument definitions, dispatch, and the exit-code contract
+//! (0 success, 2 usage, 3 wrong key or failed authentication, 1 anything else).
+
+mod commands;
+mod keys;
+mod progress;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub use keys::{KeyArgs, PASSPHRASE_ENV};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "qeltrix",
+    version,
+    about = "Seekable encrypted containers",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Encrypt a file or stdin (`-`) into a container.
+    Pack(PackArgs),
+    /// Decrypt a whole container, verifying every block; no output is left behind on failure.
+    Unpack(UnpackArgs),
+    /// Decrypt one byte range, touching only the blocks it needs.
+    Seek(SeekArgs),
+    /// Show a container's header, index and key slots (needs no key).
+    Info(InfoArgs),
+    /// Authenticate every block and the index without writing plaintext.
+    Verify(VerifyArgs),
+    /// Write a new random 32-byte key file (mode 0600).
+    Keygen(KeygenArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CipherArg {
+    Aes,
+    Chacha,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressArg {
+    Auto,
+    Never,
+    Always,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PackArgs {
+    /// Input file, or `-` for stdin.
+    pub input: PathBuf,
+    /// Output container (default: INPUT.qltx), or `-` for stdout.
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Cipher for the blocks.
+    #[arg(long, value_enum, default_value = "aes")]
+    pub cipher: CipherArg,
+    /// Block size in KiB: a multiple of 4 from 4 to 65536.
+    #[arg(long, value_name = "KIB", default_value_t = 1024)]
+    pub block_size: u32,
+    /// Deflate blocks: auto (where a sample says it pays), never, or always.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub compress: CompressArg,
+    /// Deflate level, 0-9.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub level: u32,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// PBKDF2-HMAC-SHA256 iterations for a passphrase slot.
+    #[arg(long, value_name = "N", default_value_t = crate::crypto::DEFAULT_KDF_ITERATIONS)]
+    pub kdf_iterations: u32,
+    /// Mark the container so readers may skip plaintext hash checks (AEAD is always checked).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Overwrite OUTPUT if it exists.
+    #[arg(long, short)]
+    pub force: bool,
+    /// No progress bar or summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UnpackArgs {
+    pub input: PathBuf,
+    /// Output file, or `-` for stdout.
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Skip the SHA-256 check of each block's plaintext (the AEAD is never skipped).
+    #[arg(long)]
+    pub no_verify: bool,
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    #[arg(long, short)]
+    pub force: bool,
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SeekArgs {
+    pub input: PathBuf,
+    /// First plaintext byte.
+    #[arg(long)]
+    pub offset: u64,
+    /// Number of bytes; a range past the end gives what exists.
+    #[arg(long)]
+    pub length: u64,
+    /// Write the bytes here (`-`: stdout) instead of showing a hex dump of the first 64.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[arg(long, short)]
+    pub force: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    pub input: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    pub input: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KeygenArgs {
+    /// Where to write the key file.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    #[arg(long, short)]
+    pub force: bool,
+}
+
+/// Exit codes.
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_AUTH: u8 = 3;
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    match commands::run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let lib = e.chain().find_map(|c| c.downcast_ref::<crate::Error>());
+            if lib.is_some_and(|l| l.is_broken_pipe()) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("qeltrix: error: {e:#}");
+            ExitCode::from(exit_code(lib))
+        }
+    }
+}
+
+/// The exit code for a failure, by the library error behind it (if any).
+pub fn exit_code(err: Option<&crate::Error>) -> u8 {
+    match err {
+        Some(e) if e.is_auth_failure() => EXIT_AUTH,
+        Some(e) if matches!(e.root(), crate::Error::InvalidArgument(_)) => EXIT_USAGE,
+        _ => EXIT_FAILURE,
+    }
+}

@@ -1,0 +1,263 @@
+//! Secret types and every derivation from them. Secrets zeroize on drop and print as `[redacted]`.
+
+use super::{AeadKey, Entropy};
+use crate::format::{CipherId, ContainerId, KeySlot, SlotKind, NONCE_LEN};
+use hkdf::Hkdf;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use std::fmt;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// PBKDF2 iterations for new passphrase slots (OWASP's 2023 figure for PBKDF2-HMAC-SHA256).
+pub const DEFAULT_KDF_ITERATIONS: u32 = 600_000;
+/// A slot asking for more is refused: an edited header must not make `open` spin for hours.
+pub const MAX_KDF_ITERATIONS: u32 = 100_000_000;
+
+const LABEL_META_KEY: &[u8] = b"qeltrix v1 metadata key";
+const LABEL_FOOTER_MAC: &[u8] = b"qeltrix v1 footer mac key";
+const LABEL_CDK: &[u8] = b"qeltrix v1 cdk";
+const LABEL_KEY_FILE_KEK: &[u8] = b"qeltrix v1 key-file kek";
+
+macro_rules! secret_debug {
+    ($t:ty) => {
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($t), "([redacted])"))
+            }
+        }
+    };
+}
+
+/// The container's random data key (the seeds' "master key"). Never written in the clear.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct DataKey([u8; 32]);
+secret_debug!(DataKey);
+
+impl DataKey {
+    pub fn generate(entropy: &dyn Entropy) -> Self {
+        let mut k = [0u8; 32];
+        entropy.fill(b"data key", &mut k);
+        DataKey(k)
+    }
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// A 32-byte key from a key file.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct KeyFileKey([u8; 32]);
+secret_debug!(KeyFileKey);
+
+impl KeyFileKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        KeyFileKey(bytes)
+    }
+
+    /// Parses a key file's contents: exactly 32 raw bytes, or 64 hex digits (surrounding
+    /// whitespace allowed).
+    pub fn parse(contents: &[u8]) -> Result<Self, String> {
+        if contents.len() == 32 {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(contents);
+            return Ok(KeyFileKey(k));
+        }
+        let text = Zeroizing::new(String::from_utf8_lossy(contents).trim().to_string());
+        let mut k = [0u8; 32];
+        if text.len() == 64 && hex::decode_to_slice(text.as_bytes(), &mut k).is_ok() {
+            return Ok(KeyFileKey(k));
+        }
+        k.zeroize();
+        Err(format!(
+            "a key file holds 32 raw bytes or 64 hex digits; this one has {} bytes",
+            contents.len()
+        ))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// A passphrase, as UTF-8 bytes.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Passphrase(String);
+secret_debug!(Passphrase);
+
+impl Passphrase {
+    pub fn new(s: impl Into<String>) -> Self {
+        Passphrase(s.into())
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// Something that opens (or, when packing, gets) a key slot.
+#[derive(Clone, Debug)]
+pub enum Key {
+    Passphrase(Passphrase),
+    KeyFile(KeyFileKey),
+}
+
+impl Key {
+    pub fn slot_kind(&self) -> SlotKind {
+        match self {
+            Key::Passphrase(_) => SlotKind::Passphrase,
+            Key::KeyFile(_) => SlotKind::KeyFile,
+        }
+    }
+
+    /// The key-encryption key for a slot of this kind with this salt and parameter.
+    fn kek(&self, salt: &[u8; 32], param: u32) -> Zeroizing<[u8; 32]> {
+        let mut kek = Zeroizing::new([0u8; 32]);
+        match self {
+            Key::Passphrase(p) => pbkdf2::pbkdf2_hmac::<Sha256>(p.as_bytes(), salt, param, kek.as_mut()),
+            Key::KeyFile(k) => hkdf_expand(k.as_bytes(), salt, &[LABEL_KEY_FILE_KEK], kek.as_mut()),
+        }
+        kek
+    }
+}
+
+fn hkdf_expand(ikm: &[u8], salt: &[u8], info: &[&[u8]], out: &mut [u8]) {
+    Hkdf::<Sha256>::new(Some(salt), ikm)
+        .expand_multi_info(info, out)
+        .expect("HKDF output of 32 bytes is always allowed");
+}
+
+fn slot_aad(container_id: &ContainerId, slot: &KeySlot) -> Vec<u8> {
+    let mut aad = container_id.to_vec();
+    aad.extend_from_slice(&slot.aad_fields());
+    aad
+}
+
+/// Wraps `data_key` into a new slot for `key`. For a passphrase, `iterations` PBKDF2 rounds.
+pub fn wrap_slot(
+    key: &Key,
+    data_key: &DataKey,
+    container_id: &ContainerId,
+    iterations: u32,
+    slot_number: usize,
+    entropy: &dyn Entropy,
+) -> KeySlot {
+    let param = match key {
+        Key::Passphrase(_) => iterations,
+        Key::KeyFile(_) => 0,
+    };
+    let mut slot = KeySlot {
+        kind: key.slot_kind(),
+        param,
+        salt: [0; 32],
+        nonce: [0; NONCE_LEN],
+        wrapped: [0; 48],
+    };
+    entropy.fill(format!("slot {slot_number} salt").as_bytes(), &mut slot.salt);
+    entropy.fill(format!("slot {slot_number} nonce").as_bytes(), &mut slot.nonce);
+    let kek = key.kek(&slot.salt, param);
+    let mut buf = data_key.as_bytes().to_vec();
+    AeadKey::new(CipherId::Aes256Gcm, &kek).seal(&slot.nonce, &slot_aad(container_id, &slot), &mut buf);
+    slot.wrapped.copy_from_slice(&buf);
+    buf.zeroize();
+    slot
+}
+
+/// Tries to unwrap the data key from `slot` with `key`. `None` if the slot is of another kind,
+/// asks for an out-of-range iteration count, or does not authenticate (wrong key or edited slot).
+pub fn unwrap_slot(key: &Key, slot: &KeySlot, container_id: &ContainerId) -> Option<DataKey> {
+    if slot.kind != key.slot_kind() {
+        return None;
+    }
+    if slot.kind == SlotKind::Passphrase && !(1..=MAX_KDF_ITERATIONS).contains(&slot.param) {
+        return None;
+    }
+    let kek = key.kek(&slot.salt, slot.param);
+    let mut buf = slot.wrapped.to_vec();
+    let opened =
+        AeadKey::new(CipherId::Aes256Gcm, &kek).open(&slot.nonce, &slot_aad(container_id, slot), &mut buf);
+    let result = opened.ok().map(|()| {
+        let mut k = [0u8; 32];
+        k.copy_from_slice(&buf);
+        DataKey(k)
+    });
+    buf.zeroize();
+    result
+}
+
+/// The keys one container uses, all derived from its data key.
+pub struct ContainerKeys {
+    pub cipher: CipherId,
+    pub container_id: ContainerId,
+    pub data_key: DataKey,
+    pub meta_key: AeadKey,
+    footer_mac_key: Zeroizing<[u8; 32]>,
+}
+
+pub fn derive_container_keys(
+    data_key: DataKey,
+    cipher: CipherId,
+    container_id: ContainerId,
+) -> ContainerKeys {
+    let mut meta = Zeroizing::new([0u8; 32]);
+    hkdf_expand(
+        data_key.as_bytes(),
+        &container_id,
+        &[LABEL_META_KEY],
+        meta.as_mut(),
+    );
+    let mut mac = Zeroizing::new([0u8; 32]);
+    hkdf_expand(
+        data_key.as_bytes(),
+        &container_id,
+        &[LABEL_FOOTER_MAC],
+        mac.as_mut(),
+    );
+    ContainerKeys {
+        cipher,
+        container_id,
+        meta_key: AeadKey::new(cipher, &meta),
+        data_key,
+        footer_mac_key: mac,
+    }
+}
+
+/// The block's content key: HKDF-SHA256(MK, salt, label ‖ container_id ‖ index ‖ content hash).
+/// Binding the index and the hash means a block moved elsewhere, or with other content, gets a
+/// different key and fails to authenticate.
+pub fn derive_cdk(keys: &ContainerKeys, salt: &[u8; 32], index: u64, content_hash: &[u8; 32]) -> AeadKey {
+    let mut cdk = Zeroizing::new([0u8; 32]);
+    hkdf_expand(
+        keys.data_key.as_bytes(),
+        salt,
+        &[LABEL_CDK, &keys.container_id, &index.to_le_bytes(), content_hash],
+        cdk.as_mut(),
+    );
+    AeadKey::new(keys.cipher, &cdk)
+}
+
+fn footer_hmac(keys: &ContainerKeys, header_bound: &[u8], footer_unsigned: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(keys.footer_mac_key.as_ref())
+        .expect("HMAC takes keys of any length");
+    mac.update(header_bound);
+    mac.update(footer_unsigned);
+    mac
+}
+
+/// HMAC-SHA256 over the header's bound fields and the footer (without its MAC).
+pub fn footer_mac(keys: &ContainerKeys, header_bound: &[u8], footer_unsigned: &[u8]) -> [u8; 32] {
+    footer_hmac(keys, header_bound, footer_unsigned)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+/// Constant-time check of a footer MAC.
+pub fn verify_footer_mac(
+    keys: &ContainerKeys,
+    header_bound: &[u8],
+    footer_unsigned: &[u8],
+    mac: &[u8; 32],
+) -> bool {
+    footer_hmac(keys, header_bound, footer_unsigned)
+        .verify_slice(mac)
+        .is_ok()
+}

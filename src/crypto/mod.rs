@@ -1,0 +1,21 @@
+//! Keys, key derivation, AEAD and MAC. Pure functions over bytes: no I/O and no knowledge of files.
+//!
+//! The hierarchy (see `docs/FORMAT.md` and `docs/KEYS.md`):
+//! ```text
+//! passphrase --PBKDF2--> KEK --\
+//! key file  ---HKDF----> KEK ---+--AES-256-GCM unwrap--> data key (MK, random per container)
+//!                                                          |-HKDF-> metadata key
+//!                                                          |-HKDF-> footer MAC key
+//!                                                          '-HKDF(salt, id, index, hash)-> CDK per block
+//! ```
+
+mod aead;
+mod entropy;
+mod keys;
+
+pub use aead::{AeadKey, AuthFailed};
+pub use entropy::{Entropy, SeededEntropy, SystemEntropy};
+pub use keys::{
+    derive_cdk, derive_container_keys, footer_mac, unwrap_slot, verify_footer_mac, wrap_slot, ContainerKeys,
+    DataKey, Key, KeyFileKey, Passphrase, DEFAULT_KDF_ITERATIONS, MAX_KDF_ITERATIONS,
+};

@@ -1,0 +1,176 @@
+//! The footer (the index of blocks, authenticated by a MAC) and the 32-byte trailer that points
+//! at it from the end of the file.
+
+use super::{array, le_u64, HEADER_LEN};
+use crate::{Error, Result};
+
+const FOOTER_MAGIC: &[u8; 8] = b"QLTXFOOT";
+const TRAILER_MAGIC: &[u8; 8] = b"QLTXTRLR";
+const TRAILER_END: &[u8; 8] = b"QLTXEND\0";
+pub const FOOTER_HEAD_LEN: usize = 24;
+pub const FOOTER_ENTRY_LEN: usize = 32;
+const MAC_LEN: usize = 32;
+/// Footer bytes besides the entries: head and MAC.
+pub const FOOTER_FIXED_LEN: usize = FOOTER_HEAD_LEN + MAC_LEN;
+pub const TRAILER_LEN: usize = 32;
+
+/// Where one block is and which plaintext it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FooterEntry {
+    /// Offset of the block prefix in the container.
+    pub offset: u64,
+    /// Length of the whole block: prefix, metadata and payload.
+    pub len: u64,
+    pub plain_offset: u64,
+    pub plain_size: u64,
+}
+
+/// The decoded footer. `mac` is checked by the reader (it needs the key), not here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Footer {
+    pub original_size: u64,
+    pub entries: Vec<FooterEntry>,
+    pub mac: [u8; MAC_LEN],
+}
+
+impl Footer {
+    pub fn encoded_len(entries: usize) -> u64 {
+        (FOOTER_FIXED_LEN + entries * FOOTER_ENTRY_LEN) as u64
+    }
+
+    /// Footer bytes without the MAC: what the MAC covers (after the header's bound fields).
+    pub fn encode_unsigned(original_size: u64, entries: &[FooterEntry]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(Self::encoded_len(entries.len()) as usize);
+        b.extend_from_slice(FOOTER_MAGIC);
+        b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        b.extend_from_slice(&original_size.to_le_bytes());
+        for e in entries {
+            for v in [e.offset, e.len, e.plain_offset, e.plain_size] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    /// Decodes footer bytes found at `offset`. The length must match the entry count exactly.
+    pub fn decode(b: &[u8], offset: u64) -> Result<Self> {
+        let bad = |what: String| Error::Corrupt {
+            what,
+            block: None,
+            offset: Some(offset),
+        };
+        if b.len() < FOOTER_FIXED_LEN || &b[0..8] != FOOTER_MAGIC {
+            return Err(bad("bad footer magic".into()));
+        }
+        let count = le_u64(b, 8);
+        let expected = (b.len() - FOOTER_FIXED_LEN) / FOOTER_ENTRY_LEN;
+        if count != expected as u64 || (b.len() - FOOTER_FIXED_LEN) % FOOTER_ENTRY_LEN != 0 {
+            return Err(bad(format!(
+                "footer entry count {count} does not match its length of {} bytes",
+                b.len()
+            )));
+        }
+        let entries = (0..expected)
+            .map(|i| {
+                let at = FOOTER_HEAD_LEN + i * FOOTER_ENTRY_LEN;
+                FooterEntry {
+                    offset: le_u64(b, at),
+                    len: le_u64(b, at + 8),
+                    plain_offset: le_u64(b, at + 16),
+                    plain_size: le_u64(b, at + 24),
+                }
+            })
+            .collect();
+        Ok(Footer {
+            original_size: le_u64(b, 16),
+            entries,
+            mac: array(b, b.len() - MAC_LEN),
+        })
+    }
+
+    /// Checks that the entries tile the block area and the plaintext without gaps or overlaps,
+    /// and that each block is no larger than its plaintext allows. Run before any block is read.
+    pub fn check_layout(&self, block_size: u32, blocks_end: u64) -> Result<()> {
+        let (mut offset, mut plain) = (HEADER_LEN as u64, 0u64);
+        let max_overhead = super::BLOCK_HEAD_LEN as u64 + super::TAG_LEN as u64;
+        for (i, e) in self.entries.iter().enumerate() {
+            let bad = |what: &str| Error::corrupt_block(i as u64, e.offset, format!("footer index: {what}"));
+            if e.offset != offset {
+                return Err(bad("block offset is not contiguous"));
+            }
+            if e.plain_offset != plain {
+                return Err(bad("plaintext offset is not contiguous"));
+            }
+            if e.plain_size == 0 || e.plain_size > block_size as u64 {
+                return Err(bad("plaintext size out of range"));
+            }
+            if e.len < max_overhead || e.len > max_overhead + e.plain_size {
+                return Err(bad("block length out of range"));
+            }
+            offset = offset.checked_add(e.len).ok_or_else(|| bad("offset overflow"))?;
+            plain += e.plain_size;
+        }
+        if offset != blocks_end {
+            return Err(Error::Corrupt {
+                what: format!("blocks end at {offset} but the footer starts at {blocks_end}"),
+                block: None,
+                offset: Some(blocks_end),
+            });
+        }
+        if plain != self.original_size {
+            return Err(Error::corrupt(format!(
+                "footer says {} plaintext bytes but its entries add up to {plain}",
+                self.original_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The last 32 bytes of a complete container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trailer {
+    pub footer_offset: u64,
+    pub footer_size: u64,
+}
+
+impl Trailer {
+    pub fn encode(&self) -> [u8; TRAILER_LEN] {
+        let mut b = [0u8; TRAILER_LEN];
+        b[0..8].copy_from_slice(TRAILER_MAGIC);
+        b[8..16].copy_from_slice(&self.footer_offset.to_le_bytes());
+        b[16..24].copy_from_slice(&self.footer_size.to_le_bytes());
+        b[24..32].copy_from_slice(TRAILER_END);
+        b
+    }
+
+    /// Decodes the trailer of a file of `file_len` bytes and checks that the footer it points at
+    /// lies between the header and the trailer and ends exactly where the trailer starts.
+    pub fn decode(b: &[u8; TRAILER_LEN], file_len: u64) -> Result<Self> {
+        if &b[0..8] != TRAILER_MAGIC || &b[24..32] != TRAILER_END {
+            return Err(Error::Incomplete(
+                "no valid trailer at the end of the file (a cut stream or an interrupted write; \
+                 `qeltrix repair` can recover the complete blocks)"
+                    .into(),
+            ));
+        }
+        let t = Trailer {
+            footer_offset: le_u64(b, 8),
+            footer_size: le_u64(b, 16),
+        };
+        let fits = t.footer_offset >= HEADER_LEN as u64
+            && t.footer_size >= FOOTER_FIXED_LEN as u64
+            && t.footer_offset.checked_add(t.footer_size) == Some(file_len - TRAILER_LEN as u64);
+        if !fits {
+            return Err(Error::Corrupt {
+                what: format!(
+                    "trailer points at a footer of {} bytes at {} that does not fit a file of {file_len} bytes",
+                    t.footer_size, t.footer_offset
+                ),
+                block: None,
+                offset: Some(file_len - TRAILER_LEN as u64),
+            });
+        }
+        Ok(t)
+    }
+}

@@ -1,0 +1,32 @@
+//! Qeltrix: seekable encrypted containers.
+//!
+//! A file is split into fixed-size blocks, each sealed with its own AEAD key; a footer index,
+//! authenticated by a MAC, maps plaintext offsets to blocks, so any byte range can be read by
+//! decrypting only the blocks that cover it.
+//!
+//! - [`StreamPacker`] writes a container (files, stdin, sockets); [`pack`] is the file-to-file
+//!   convenience.
+//! - [`Container`] reads one: `open`, `read_at`, `seek_extract`, `unpack_to`; [`unpack`] is the
+//!   file-to-file convenience.
+//! - [`format`] and [`crypto`] are the pure layers below them; `docs/FORMAT.md` is the spec.
+
+pub mod block;
+pub mod cli;
+pub mod compress;
+pub mod crypto;
+mod error;
+pub mod format;
+mod ops;
+pub mod pipeline;
+pub mod reader;
+pub mod source;
+pub mod writer;
+
+pub use compress::CompressMode;
+pub use crypto::Key;
+pub use error::{Error, Result};
+pub use format::CipherId;
+pub use ops::{pack, pack_reader, unpack, unpack_container, AtomicOutput, UnpackOptions};
+pub use reader::{Container, ContainerInfo};
+pub use source::ReadAt;
+pub use writer::{PackOptions, PackSummary, StreamPacker};

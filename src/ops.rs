@@ -1,0 +1,144 @@
+//! File-to-file operations, and the rule that output files appear only when complete: they are
+//! written under a temporary name in the destination's folder and renamed on success, so a wrong
+//! key, a corrupt block or a crash never leaves a partial file behind.
+
+use crate::reader::Container;
+use crate::writer::{PackOptions, PackSummary, StreamPacker};
+use crate::{Error, Key, Result};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tempfile::NamedTempFile;
+
+/// An output file under construction: a temporary file beside the destination, renamed onto it
+/// by [`AtomicOutput::commit`]. Dropped without commit, it is removed.
+pub struct AtomicOutput {
+    temp: NamedTempFile,
+    dest: PathBuf,
+    overwrite: bool,
+}
+
+impl AtomicOutput {
+    /// Prepares to write `dest`. Unless `overwrite`, an existing `dest` is an error now (and
+    /// again at commit, should one appear meanwhile).
+    pub fn create(dest: &Path, overwrite: bool) -> Result<Self> {
+        if !overwrite && dest.exists() {
+            return Err(Error::InvalidArgument(format!(
+                "{} exists; use --force to overwrite it",
+                dest.display()
+            )));
+        }
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(".qeltrix-")
+            .suffix(".part")
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
+        Ok(AtomicOutput {
+            temp,
+            dest: dest.to_path_buf(),
+            overwrite,
+        })
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        self.temp.as_file_mut()
+    }
+
+    /// Syncs the data and renames the temporary file onto the destination.
+    pub fn commit(self) -> Result<()> {
+        self.temp
+            .as_file()
+            .sync_all()
+            .map_err(|e| Error::io("syncing the output", e))?;
+        let dest = self.dest;
+        let persisted = if self.overwrite {
+            self.temp.persist(&dest).map(drop)
+        } else {
+            self.temp.persist_noclobber(&dest).map(drop)
+        };
+        persisted.map_err(|e| Error::io(format!("renaming the output to {}", dest.display()), e.error))
+    }
+}
+
+/// Packs `input` into a new container file `output`.
+pub fn pack(
+    input: &Path,
+    output: &Path,
+    keys: &[Key],
+    opts: &PackOptions,
+    overwrite: bool,
+) -> Result<PackSummary> {
+    let mut file = File::open(input).map_err(|e| Error::io("opening the input", e).in_file(input))?;
+    pack_reader(&mut file, output, keys, opts, overwrite)
+}
+
+/// Packs everything `input` yields into a new container file `output` (the stdin path).
+pub fn pack_reader(
+    input: &mut dyn std::io::Read,
+    output: &Path,
+    keys: &[Key],
+    opts: &PackOptions,
+    overwrite: bool,
+) -> Result<PackSummary> {
+    let mut out = AtomicOutput::create(output, overwrite)?;
+    let writer = BufWriter::with_capacity(1 << 20, out.file());
+    let mut packer = StreamPacker::new_seekable(writer, keys, opts)?;
+    packer.pack_from(input)?;
+    let (writer, summary) = packer.finish()?;
+    writer
+        .into_inner()
+        .map_err(|e| Error::io("writing the container", e.into_error()))?;
+    out.commit().map_err(|e| e.in_file(output))?;
+    Ok(summary)
+}
+
+/// How to unpack.
+#[derive(Clone, Copy, Debug)]
+pub struct UnpackOptions {
+    /// Recompute each block's SHA-256 (the AEAD is checked regardless).
+    pub verify: bool,
+    pub workers: usize,
+    pub overwrite: bool,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        UnpackOptions {
+            verify: true,
+            workers: 0,
+            overwrite: false,
+        }
+    }
+}
+
+/// Decrypts the container `input` into the file `output`, in parallel, all or nothing.
+pub fn unpack(input: &Path, output: &Path, key: &Key, opts: &UnpackOptions) -> Result<u64> {
+    let container = Arc::new(Container::open(input, key)?);
+    unpack_container(&container, input, output, opts, &|_| {})
+}
+
+/// Decrypts an open container into the file `output`; `progress` gets each block's byte count.
+pub fn unpack_container(
+    container: &Arc<Container>,
+    input: &Path,
+    output: &Path,
+    opts: &UnpackOptions,
+    progress: &dyn Fn(u64),
+) -> Result<u64> {
+    let mut out = AtomicOutput::create(output, opts.overwrite)?;
+    let mut writer = BufWriter::with_capacity(1 << 20, out.file());
+    let n = container
+        .unpack_to(&mut writer, opts.verify, opts.workers, progress)
+        .map_err(|e| e.in_file(input))?;
+    writer
+        .flush()
+        .map_err(|e| Error::io("writing the output", e).in_file(output))?;
+    drop(writer);
+    out.commit().map_err(|e| e.in_file(output))?;
+    Ok(n)
+}
