@@ -11,6 +11,7 @@
 //! - [`format`] and [`crypto`] are the pure layers below them; `docs/FORMAT.md` is the spec.
 
 pub mod block;
+pub mod cache;
 pub mod cli;
 pub mod compress;
 pub mod crypto;

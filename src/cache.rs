@@ -1,0 +1,324 @@
+//! The block cache: decrypted blocks shared by every reader in the process (mount, serve), bounded
+//! in bytes, least recently used out first. Concurrent readers of one block decrypt it once: the
+//! first one loads it, the others wait for that result. Readahead decrypts the next blocks of a
+//! sequential reader on a worker pool, so a streaming reader finds them ready.
+//!
+//! ```no_run
+//! use qeltrix::cache::{BlockCache, CachedContainer};
+//! use std::sync::Arc;
+//! # fn demo(container: qeltrix::Container) -> qeltrix::Result<()> {
+//! let cache = Arc::new(BlockCache::new(256 << 20, 2));
+//! let file = CachedContainer::new(Arc::new(container), Arc::clone(&cache));
+//! let mut buf = [0u8; 4096];
+//! file.read_at(123_456, &mut buf)?;   // decrypts the block once, later reads hit the cache
+//! file.readahead(file.block_of(123_456).unwrap() + 1, 4);
+//! # Ok(()) }
+//! ```
+
+use crate::reader::Container;
+use crate::{Error, Result};
+use lru::LruCache;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// A decrypted block, shared without copying.
+pub type Block = Arc<Vec<u8>>;
+
+/// Cache key: which opened container (a process-unique handle id, never reused, so a replaced
+/// container can never be served another's blocks) and which block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    pub handle: u64,
+    pub block: u64,
+}
+
+/// A load in progress: `None` while loading, then `Some(the block, or None if the load failed)`.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<Option<Option<Block>>>,
+    done: Condvar,
+}
+
+struct Inner {
+    blocks: LruCache<BlockKey, Block>,
+    bytes: usize,
+    loading: HashMap<BlockKey, Arc<Slot>>,
+}
+
+/// The process-wide cache of decrypted blocks.
+pub struct BlockCache {
+    inner: Mutex<Inner>,
+    capacity: usize,
+    pool: rayon::ThreadPool,
+}
+
+static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
+
+impl BlockCache {
+    /// A cache holding at most `capacity_bytes` of plaintext, with `workers` readahead threads
+    /// (0: one per core).
+    pub fn new(capacity_bytes: usize, workers: usize) -> Self {
+        BlockCache {
+            inner: Mutex::new(Inner {
+                blocks: LruCache::unbounded(),
+                bytes: 0,
+                loading: HashMap::new(),
+            }),
+            capacity: capacity_bytes,
+            pool: rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .thread_name(|i| format!("qeltrix-readahead-{i}"))
+                .build()
+                .expect("starting readahead threads"),
+        }
+    }
+
+    /// Bytes of plaintext held now.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the LRU half-updated in a way that matters
+        // more than losing the cache, so recover the guard rather than propagate the poison.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True if the block is cached or being loaded.
+    pub fn is_present(&self, key: BlockKey) -> bool {
+        let inner = self.lock();
+        inner.blocks.contains(&key) || inner.loading.contains_key(&key)
+    }
+
+    /// The block for `key`: from the cache, from a load already in progress, or by running `load`
+    /// (once, however many threads ask at the same time). Failed loads are not cached.
+    pub fn get_or_load(&self, key: BlockKey, load: impl FnOnce() -> Result<Vec<u8>>) -> Result<Block> {
+        let slot = {
+            let mut inner = self.lock();
+            if let Some(block) = inner.blocks.get(&key) {
+                return Ok(Arc::clone(block));
+            }
+            match inner.loading.get(&key) {
+                Some(slot) => Some(Arc::clone(slot)),
+                None => {
+                    inner.loading.insert(key, Arc::new(Slot::default()));
+                    None
+                }
+            }
+        };
+        if let Some(slot) = slot {
+            // Another thread is decrypting this block: wait for it. If it failed, load ourselves
+            // so that this caller gets the real error.
+            let mut state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
+            while state.is_none() {
+                state = slot.done.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            if let Some(Some(block)) = state.as_ref() {
+                return Ok(Arc::clone(block));
+            }
+            drop(state);
+            return load().map(Arc::new);
+        }
+
+        let result = load().map(Arc::new);
+        let slot = {
+            let mut inner = self.lock();
+            let slot = inner
+                .loading
+                .remove(&key)
+                .expect("the loader owns the loading entry");
+            if let Ok(block) = &result {
+                inner.bytes += block.len();
+                inner.blocks.put(key, Arc::clone(block));
+                while inner.bytes > self.capacity {
+                    match inner.blocks.pop_lru() {
+                        Some((_, old)) => inner.bytes -= old.len(),
+                        None => break,
+                    }
+                }
+            }
+            slot
+        };
+        *slot.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.as_ref().ok().cloned());
+        slot.done.notify_all();
+        result
+    }
+
+    /// Drops every cached block of one container handle (when its file was replaced or removed).
+    pub fn forget(&self, handle: u64) {
+        let mut inner = self.lock();
+        let stale: Vec<BlockKey> = inner
+            .blocks
+            .iter()
+            .filter(|(k, _)| k.handle == handle)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            if let Some(b) = inner.blocks.pop(&k) {
+                inner.bytes -= b.len();
+            }
+        }
+    }
+}
+
+/// An open container reading through the shared cache.
+pub struct CachedContainer {
+    handle: u64,
+    container: Arc<Container>,
+    cache: Arc<BlockCache>,
+}
+
+impl CachedContainer {
+    pub fn new(container: Arc<Container>, cache: Arc<BlockCache>) -> Self {
+        CachedContainer {
+            handle: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
+            container,
+            cache,
+        }
+    }
+
+    pub fn container(&self) -> &Arc<Container> {
+        &self.container
+    }
+
+    pub fn handle(&self) -> u64 {
+        self.handle
+    }
+
+    pub fn len(&self) -> u64 {
+        self.container.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.container.is_empty()
+    }
+
+    pub fn block_of(&self, offset: u64) -> Option<u64> {
+        self.container.block_of(offset)
+    }
+
+    /// One decrypted block, through the cache.
+    pub fn block(&self, index: u64) -> Result<Block> {
+        let key = BlockKey {
+            handle: self.handle,
+            block: index,
+        };
+        self.cache
+            .get_or_load(key, || self.container.read_block(index, false))
+    }
+
+    /// Reads plaintext at `offset` into `buf` through the cache; short only at the end of file.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let Some(index) = self.block_of(pos) else { break };
+            let block = self.block(index)?;
+            let start = (pos - self.block_start(index)?) as usize;
+            let n = (block.len() - start).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&block[start..start + n]);
+            done += n;
+        }
+        Ok(done)
+    }
+
+    fn block_start(&self, index: u64) -> Result<u64> {
+        self.container
+            .entry(index)
+            .map(|e| e.plain_offset)
+            .ok_or_else(|| Error::InvalidArgument(format!("block {index} does not exist")))
+    }
+
+    /// Starts decrypting blocks `first..first+count` in the background, skipping those cached or
+    /// already loading. Errors are left for the reader that asks for the block.
+    pub fn readahead(&self, first: u64, count: u64) {
+        let end = first.saturating_add(count).min(self.container.block_count());
+        for index in first..end {
+            let key = BlockKey {
+                handle: self.handle,
+                block: index,
+            };
+            if self.cache.is_present(key) {
+                continue;
+            }
+            let (container, cache) = (Arc::clone(&self.container), Arc::clone(&self.cache));
+            self.cache.pool.spawn(move || {
+                let _ = cache.get_or_load(key, || container.read_block(index, false));
+            });
+        }
+    }
+}
+
+impl Drop for CachedContainer {
+    fn drop(&mut self) {
+        self.cache.forget(self.handle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn key(block: u64) -> BlockKey {
+        BlockKey { handle: 1, block }
+    }
+
+    #[test]
+    fn concurrent_requests_for_one_block_load_it_once() {
+        let cache = Arc::new(BlockCache::new(1 << 20, 1));
+        let (loads, asked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, loads, asked) = (Arc::clone(&cache), Arc::clone(&loads), Arc::clone(&asked));
+                std::thread::spawn(move || {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    cache
+                        .get_or_load(key(7), || {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            // Keep the load open until every thread has asked (with a safety deadline).
+                            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                            while asked.load(Ordering::SeqCst) < 8 && std::time::Instant::now() < deadline {
+                                std::thread::yield_now();
+                            }
+                            Ok(vec![7; 100])
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(*t.join().unwrap(), vec![7; 100]);
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn stays_within_capacity_and_evicts_least_recently_used() {
+        let cache = BlockCache::new(300, 1);
+        for b in 0..3 {
+            cache.get_or_load(key(b), || Ok(vec![b as u8; 100])).unwrap();
+        }
+        cache.get_or_load(key(0), || panic!("block 0 is cached")).unwrap();
+        cache.get_or_load(key(3), || Ok(vec![3; 100])).unwrap();
+        assert_eq!(cache.bytes(), 300);
+        assert!(cache.is_present(key(0)), "recently used block kept");
+        assert!(!cache.is_present(key(1)), "least recently used block evicted");
+    }
+
+    #[test]
+    fn failed_loads_are_not_cached_and_forget_drops_a_handle() {
+        let cache = BlockCache::new(1000, 1);
+        assert!(cache.get_or_load(key(1), || Err(Error::corrupt("bad"))).is_err());
+        assert!(!cache.is_present(key(1)));
+        cache.get_or_load(key(1), || Ok(vec![1; 10])).unwrap();
+        cache.forget(1);
+        assert!(!cache.is_present(key(1)));
+        assert_eq!(cache.bytes(), 0);
+    }
+}
