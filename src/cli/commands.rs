@@ -277,7 +277,7 @@ fn info(a: InfoArgs) -> Result<()> {
         .footer
         .entries
         .iter()
-        .filter(|e| e.len < e.plain_size + 156)
+        .filter(|e| e.len < e.plain_size + crate::format::BLOCK_OVERHEAD)
         .count();
     let doc = serde_json::json!({
         "file": a.input.display().to_string(),

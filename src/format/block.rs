@@ -12,6 +12,8 @@ pub const META_PLAIN_LEN: usize = 88;
 pub const META_LEN: usize = NONCE_LEN + META_PLAIN_LEN + TAG_LEN;
 /// Prefix plus sealed metadata: everything before the payload.
 pub const BLOCK_HEAD_LEN: usize = BLOCK_PREFIX_LEN + META_LEN;
+/// Bytes a block adds to its stored data: head plus the payload's tag (156).
+pub const BLOCK_OVERHEAD: u64 = (BLOCK_HEAD_LEN + TAG_LEN) as u64;
 
 /// How a block's payload is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

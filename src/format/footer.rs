@@ -92,7 +92,6 @@ impl Footer {
     /// and that each block is no larger than its plaintext allows. Run before any block is read.
     pub fn check_layout(&self, block_size: u32, blocks_end: u64) -> Result<()> {
         let (mut offset, mut plain) = (HEADER_LEN as u64, 0u64);
-        let max_overhead = super::BLOCK_HEAD_LEN as u64 + super::TAG_LEN as u64;
         for (i, e) in self.entries.iter().enumerate() {
             let bad = |what: &str| Error::corrupt_block(i as u64, e.offset, format!("footer index: {what}"));
             if e.offset != offset {
@@ -104,7 +103,7 @@ impl Footer {
             if e.plain_size == 0 || e.plain_size > block_size as u64 {
                 return Err(bad("plaintext size out of range"));
             }
-            if e.len < max_overhead || e.len > max_overhead + e.plain_size {
+            if e.len < super::BLOCK_OVERHEAD || e.len > super::BLOCK_OVERHEAD + e.plain_size {
                 return Err(bad("block length out of range"));
             }
             offset = offset.checked_add(e.len).ok_or_else(|| bad("offset overflow"))?;

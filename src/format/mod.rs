@@ -12,7 +12,8 @@ mod header;
 mod slots;
 
 pub use block::{
-    BlockMeta, BlockPrefix, Compression, BLOCK_HEAD_LEN, BLOCK_PREFIX_LEN, META_LEN, META_PLAIN_LEN,
+    BlockMeta, BlockPrefix, Compression, BLOCK_HEAD_LEN, BLOCK_OVERHEAD, BLOCK_PREFIX_LEN, META_LEN,
+    META_PLAIN_LEN,
 };
 pub use footer::{
     Footer, FooterEntry, Trailer, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN, TRAILER_LEN,
