@@ -2,6 +2,7 @@
 //! 1. the writer, with injected deterministic randomness, produces exactly the published bytes;
 //! 2. an independent reader written here from docs/FORMAT.md alone (offsets, labels, AADs; only
 //!    the primitive crates, none of qeltrix's format or crypto code) decrypts them.
+//!
 //! If either fails, the spec and the code disagree.
 
 use hkdf::Hkdf;
