@@ -142,3 +142,29 @@ pub fn unpack_container(
     out.commit().map_err(|e| e.in_file(output))?;
     Ok(n)
 }
+
+/// Re-encrypts `input` into `output` under a new random data key and fresh block keys, with key
+/// slots for `new_keys`, packed with `opts` (cipher, block size, compression). Streams block by
+/// block: memory stays bounded whatever the container's size.
+pub fn reencrypt(
+    input: &Path,
+    output: &Path,
+    open_key: &Key,
+    new_keys: &[Key],
+    opts: &PackOptions,
+    overwrite: bool,
+) -> Result<PackSummary> {
+    let container = Container::open(input, open_key)?;
+    let mut out = AtomicOutput::create(output, overwrite)?;
+    let writer = BufWriter::with_capacity(1 << 20, out.file());
+    let mut packer = StreamPacker::new_seekable(writer, new_keys, opts)?;
+    container
+        .write_range(0, container.len(), &mut packer)
+        .map_err(|e| e.in_file(input))?;
+    let (writer, summary) = packer.finish()?;
+    writer
+        .into_inner()
+        .map_err(|e| Error::io("writing the container", e.into_error()))?;
+    out.commit().map_err(|e| e.in_file(output))?;
+    Ok(summary)
+}

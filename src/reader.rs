@@ -11,9 +11,10 @@
 //! ```
 
 use crate::block::{open_block_head, open_payload};
-use crate::crypto::{derive_container_keys, unwrap_slot, verify_footer_mac, ContainerKeys, Key};
+use crate::crypto::{derive_container_keys, unwrap_slot, verify_footer_mac, ContainerKeys, DataKey, Key};
 use crate::format::{
-    Footer, FooterEntry, Header, SlotArea, Trailer, BLOCK_HEAD_LEN, FLAG_STREAMING, HEADER_LEN, TRAILER_LEN,
+    ContainerId, Footer, FooterEntry, Header, SlotArea, Trailer, BLOCK_HEAD_LEN, FLAG_STREAMING, HEADER_LEN,
+    TRAILER_LEN,
 };
 use crate::pipeline::OrderedPool;
 use crate::source::ReadAt;
@@ -105,6 +106,37 @@ impl ContainerInfo {
     }
 }
 
+/// Unwraps the data key from the first slot `key` opens. The error says whether the key is wrong
+/// or the container simply has no slot of that kind.
+pub fn unlock_data_key(slots: &SlotArea, container_id: &ContainerId, key: &Key) -> Result<DataKey> {
+    if let Some(k) = slots
+        .slots
+        .iter()
+        .find_map(|slot| unwrap_slot(key, slot, container_id))
+    {
+        return Ok(k);
+    }
+    let have: Vec<&str> = slots.slots.iter().map(|s| s.kind.name()).collect();
+    let tried: Vec<&str> = key
+        .alternatives()
+        .iter()
+        .filter_map(|k| k.slot_kind())
+        .map(|k| k.name())
+        .collect();
+    Err(if tried.iter().any(|t| have.contains(t)) {
+        Error::WrongKey(format!(
+            "the {} given does not open any key slot",
+            tried.join(" or ")
+        ))
+    } else {
+        Error::WrongKey(format!(
+            "the container has no {} slot (its slots: {})",
+            tried.join(" or "),
+            have.join(", ")
+        ))
+    })
+}
+
 /// An open, authenticated container: its index is trusted, its blocks are decrypted on demand.
 pub struct Container<S: ReadAt = File> {
     source: S,
@@ -127,26 +159,7 @@ impl<S: ReadAt> Container<S> {
     pub fn from_source(source: S, key: &Key) -> Result<Self> {
         let info = ContainerInfo::read(&source)?;
         let cid = info.header.container_id;
-        let data_key = info
-            .slots
-            .slots
-            .iter()
-            .find_map(|slot| unwrap_slot(key, slot, &cid))
-            .ok_or_else(|| {
-                let kinds: Vec<&str> = info.slots.slots.iter().map(|s| s.kind.name()).collect();
-                if kinds.contains(&key.slot_kind().name()) {
-                    Error::WrongKey(format!(
-                        "the {} does not open any key slot",
-                        key.slot_kind().name()
-                    ))
-                } else {
-                    Error::WrongKey(format!(
-                        "the container has no {} slot (its slots: {})",
-                        key.slot_kind().name(),
-                        kinds.join(", ")
-                    ))
-                }
-            })?;
+        let data_key = unlock_data_key(&info.slots, &cid, key)?;
         let keys = derive_container_keys(data_key, info.header.cipher, cid);
         let unsigned = Footer::encode_unsigned(info.footer.original_size, &info.footer.entries);
         if !verify_footer_mac(&keys, &info.header.bound_fields(), &unsigned, &info.footer.mac) {

@@ -136,7 +136,8 @@ impl<W: Write> StreamPacker<W> {
                     entropy.as_ref(),
                 )
             })
-            .collect();
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(Error::InvalidArgument)?;
         let mut flags = if patch.is_none() { FLAG_STREAMING } else { 0 };
         if opts.no_verify_hint {
             flags |= FLAG_NO_VERIFY;

@@ -23,6 +23,10 @@ pub fn run(command: Command) -> Result<()> {
         Command::Info(a) => info(a),
         Command::Verify(a) => verify(a),
         Command::Keygen(a) => keygen(a),
+        Command::Init(a) => super::vault::init(a),
+        Command::Passwd(a) => super::vault::passwd(a),
+        Command::Rekey(a) => super::vault::rekey(a),
+        Command::Reencrypt(a) => super::vault::reencrypt(a),
     }
 }
 
@@ -84,7 +88,11 @@ fn pack(a: PackArgs) -> Result<()> {
         let len = f.metadata().ok().map(|m| m.len());
         (Box::new(f), len)
     };
-    let keys = a.keys.for_packing(from_stdin)?;
+    let keys = a.keys.for_packing(
+        from_stdin,
+        (!to_stdout).then_some(output.as_path()),
+        &a.recipients,
+    )?;
     let pb = bar(total, a.quiet || to_stdout && !io::stderr().is_terminal());
     let mut input = pb.wrap_read(&mut input);
     let started = Instant::now();
@@ -112,7 +120,7 @@ fn pack(a: PackArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_pack_summary(input: &Path, output: &Path, s: &PackSummary, started: Instant) {
+pub(super) fn print_pack_summary(input: &Path, output: &Path, s: &PackSummary, started: Instant) {
     let overhead = s.container_size as i128 - s.original_size as i128;
     let pct = if s.original_size > 0 {
         format!(" ({:+.2}%)", overhead as f64 * 100.0 / s.original_size as f64)
@@ -134,11 +142,11 @@ fn print_pack_summary(input: &Path, output: &Path, s: &PackSummary, started: Ins
     );
 }
 
-fn open(path: &Path, keys: &KeyArgs) -> Result<Container> {
+pub(super) fn open(path: &Path, keys: &KeyArgs) -> Result<Container> {
     // Check the structure first so a truncated or foreign file is reported before a prompt.
     let file = File::open(path).map_err(|e| Error::io("opening", e).in_file(path))?;
     ContainerInfo::read(&file).map_err(|e| e.in_file(path))?;
-    Ok(Container::from_source(file, &keys.for_reading()?).map_err(|e| e.in_file(path))?)
+    Ok(Container::from_source(file, &keys.for_reading_at(Some(path))?).map_err(|e| e.in_file(path))?)
 }
 
 fn unpack(a: UnpackArgs) -> Result<()> {
@@ -364,35 +372,49 @@ fn verify(a: VerifyArgs) -> Result<()> {
 }
 
 fn keygen(a: KeygenArgs) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    let entropy = crate::crypto::SystemEntropy;
+    if a.x25519 {
+        let id = crate::crypto::IdentityKey::generate(&entropy);
+        write_secret_file(&a.output, id.to_file_text().as_bytes(), a.force)?;
+        eprintln!(
+            "Wrote a new X25519 identity to {} (mode 0600). Its public recipient:",
+            a.output.display()
+        );
+        println!("{}", id.recipient());
+        return Ok(());
+    }
     let mut key = zeroize::Zeroizing::new([0u8; 32]);
-    crate::crypto::Entropy::fill(&crate::crypto::SystemEntropy, b"key file", key.as_mut());
+    crate::crypto::Entropy::fill(&entropy, b"key file", key.as_mut());
     let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(key.as_ref())));
-    if a.force {
+    write_secret_file(&a.output, text.as_bytes(), a.force)?;
+    eprintln!(
+        "Wrote a new 256-bit key to {} (mode 0600). Keep a copy: without it the data is lost.",
+        a.output.display()
+    );
+    Ok(())
+}
+
+/// Writes a new file with mode 0600 from the start (never briefly readable by others).
+pub(super) fn write_secret_file(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if force {
         // Remove first so the new file is created with mode 0600 rather than inheriting the old mode.
-        let _ = std::fs::remove_file(&a.output);
+        let _ = std::fs::remove_file(path);
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&a.output)
+        .open(path)
         .map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
-                Error::InvalidArgument(format!(
-                    "{} exists; use --force to overwrite it",
-                    a.output.display()
-                ))
+                Error::InvalidArgument(format!("{} exists; use --force to overwrite it", path.display()))
             } else {
-                Error::io("creating the key file", e).in_file(&a.output)
+                Error::io("creating the file", e).in_file(path)
             }
         })?;
-    f.write_all(text.as_bytes())
+    f.write_all(bytes)
         .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io("writing the key file", e).in_file(&a.output))?;
-    eprintln!(
-        "Wrote a new 256-bit key to {} (mode 0600). Keep a copy: without it the data is lost.",
-        a.output.display()
-    );
+        .map_err(|e| Error::io("writing the file", e).in_file(path))?;
     Ok(())
 }

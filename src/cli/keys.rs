@@ -1,16 +1,18 @@
-//! Where keys come from on the command line: key file, passphrase file, environment, prompt, and
-//! (discouraged, with a warning) the command line itself. Secrets are never logged.
+//! Where keys come from on the command line: key file, X25519 identity, vault keyring, passphrase
+//! file, environment, prompt, and (discouraged, with a warning) the command line itself. Secrets
+//! are never logged.
 
-use crate::crypto::{Key, KeyFileKey, Passphrase};
+use crate::crypto::{IdentityKey, Key, KeyFileKey, Passphrase, RecipientKey};
+use crate::keyring;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 pub const PASSPHRASE_ENV: &str = "QELTRIX_PASSPHRASE";
 
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone)]
 pub struct KeyArgs {
     /// Read the passphrase from this file (first line; a trailing newline is dropped).
     #[arg(long, value_name = "FILE")]
@@ -18,6 +20,12 @@ pub struct KeyArgs {
     /// Use a 32-byte key file (raw, or 64 hex digits), e.g. one made by `qeltrix keygen`.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// Open recipient slots with this X25519 identity (from `qeltrix keygen --x25519`).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Unlock through this vault's keyring (found automatically for paths inside a vault).
+    #[arg(long, value_name = "DIR")]
+    pub vault: Option<PathBuf>,
     /// The passphrase itself. Visible to other users (ps, shell history): prefer the options above
     /// or the QELTRIX_PASSPHRASE environment variable.
     #[arg(long, value_name = "PASSPHRASE")]
@@ -25,32 +33,91 @@ pub struct KeyArgs {
 }
 
 impl KeyArgs {
-    /// The keys for a new container: every source given becomes a key slot. With none given, the
-    /// environment, then a prompt (asked twice).
-    pub fn for_packing(&self, stdin_is_data: bool) -> Result<Vec<Key>> {
-        let mut keys = Vec::new();
+    /// The keys for a new container written to `output`: every key source given becomes a key
+    /// slot. Inside an initialised vault (or with `--vault`), a keyring slot is made instead of a
+    /// passphrase slot. With nothing given: the environment, then a prompt (asked twice).
+    pub fn for_packing(
+        &self,
+        stdin_is_data: bool,
+        output: Option<&Path>,
+        recipients: &[RecipientKey],
+    ) -> Result<Vec<Key>> {
+        let mut keys: Vec<Key> = recipients.iter().cloned().map(Key::Recipient).collect();
         if let Some(k) = self.key_file()? {
             keys.push(k);
         }
-        if let Some(p) = self.explicit_passphrase()? {
-            keys.push(p);
+        if let Some(k) = self.identity()? {
+            keys.push(k);
         }
-        if keys.is_empty() {
-            keys.push(self.ambient_passphrase(true, stdin_is_data)?);
+        let vault = self
+            .vault
+            .clone()
+            .or_else(|| output.and_then(keyring::find_vault));
+        if let Some(vault) = vault {
+            let pass = match self.explicit_passphrase()? {
+                Some(p) => p,
+                None => self.ambient_passphrase(false, stdin_is_data, "Vault passphrase: ")?,
+            };
+            keys.push(Key::Vault(keyring::unlock(&vault, &pass)?));
+        } else if let Some(p) = self.explicit_passphrase()? {
+            keys.push(Key::Passphrase(p));
+        } else if keys.is_empty() {
+            keys.push(Key::Passphrase(self.ambient_passphrase(
+                true,
+                stdin_is_data,
+                "Passphrase: ",
+            )?));
         }
         Ok(keys)
     }
 
-    /// The key to open a container with: key file, passphrase file, `--passphrase`, environment,
-    /// prompt — the first that is given.
+    /// The key to open containers with, without a vault unless `--vault` is given.
     pub fn for_reading(&self) -> Result<Key> {
+        self.for_reading_at(None)
+    }
+
+    /// The key to open containers at or under `target` with. Key files and identities need no
+    /// prompt; otherwise the passphrase (given, from the environment, or asked) unlocks the vault
+    /// keyring if `target` is inside a vault, and is also tried as a container passphrase.
+    pub fn for_reading_at(&self, target: Option<&Path>) -> Result<Key> {
+        let mut keys = Vec::new();
+        if let Some(k) = self.identity()? {
+            keys.push(k);
+        }
         if let Some(k) = self.key_file()? {
-            return Ok(k);
+            keys.push(k);
         }
-        if let Some(p) = self.explicit_passphrase()? {
-            return Ok(p);
+        let wants_passphrase =
+            self.passphrase_file.is_some() || self.passphrase.is_some() || self.vault.is_some();
+        if keys.is_empty() || wants_passphrase {
+            let vault = self
+                .vault
+                .clone()
+                .or_else(|| target.and_then(keyring::find_vault));
+            let prompt = if vault.is_some() {
+                "Vault passphrase: "
+            } else {
+                "Passphrase: "
+            };
+            let pass = match self.explicit_passphrase()? {
+                Some(p) => p,
+                None => self.ambient_passphrase(false, false, prompt)?,
+            };
+            if let Some(v) = vault {
+                match keyring::unlock(&v, &pass) {
+                    Ok(vault_key) => keys.push(Key::Vault(vault_key)),
+                    // A vault found on its own may hold containers with plain passphrase slots.
+                    Err(e) if self.vault.is_some() => return Err(e.into()),
+                    Err(_) => {}
+                }
+            }
+            keys.push(Key::Passphrase(pass));
         }
-        self.ambient_passphrase(false, false)
+        Ok(if keys.len() == 1 {
+            keys.remove(0)
+        } else {
+            Key::FirstOf(keys)
+        })
     }
 
     fn key_file(&self) -> Result<Option<Key>> {
@@ -65,14 +132,23 @@ impl KeyArgs {
         Ok(Some(Key::KeyFile(key)))
     }
 
-    fn explicit_passphrase(&self) -> Result<Option<Key>> {
+    fn identity(&self) -> Result<Option<Key>> {
+        let Some(path) = &self.identity else {
+            return Ok(None);
+        };
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("{}: reading the identity file", path.display()))?,
+        );
+        let id = IdentityKey::parse(&text)
+            .map_err(|e| crate::Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+        Ok(Some(Key::Identity(id)))
+    }
+
+    /// A passphrase given explicitly: `--passphrase-file`, then `--passphrase` (with a warning).
+    pub fn explicit_passphrase(&self) -> Result<Option<Passphrase>> {
         if let Some(path) = &self.passphrase_file {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("{}: reading the passphrase file", path.display()))?,
-            );
-            let line = text.lines().next().unwrap_or("");
-            return Ok(Some(passphrase(line.to_string(), &path.display().to_string())?));
+            return Ok(Some(read_passphrase_file(path)?));
         }
         if let Some(p) = &self.passphrase {
             eprintln!(
@@ -84,34 +160,47 @@ impl KeyArgs {
         Ok(None)
     }
 
-    fn ambient_passphrase(&self, confirm: bool, stdin_is_data: bool) -> Result<Key> {
+    /// The passphrase from the environment, or asked on the terminal (twice when `confirm`).
+    pub fn ambient_passphrase(&self, confirm: bool, stdin_is_data: bool, prompt: &str) -> Result<Passphrase> {
         if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
             return passphrase(p, PASSPHRASE_ENV);
         }
-        if stdin_is_data || !std::io::stdin().is_terminal() {
-            bail!(crate::Error::InvalidArgument(format!(
-                "no key given: use --key-file, --passphrase-file or {PASSPHRASE_ENV} (no terminal to ask on)"
-            )));
-        }
-        let first =
-            Zeroizing::new(rpassword::prompt_password("Passphrase: ").context("reading the passphrase")?);
-        if confirm {
-            let again = Zeroizing::new(
-                rpassword::prompt_password("Passphrase (again): ").context("reading the passphrase")?,
-            );
-            if *first != *again {
-                bail!(crate::Error::InvalidArgument("the two passphrases differ".into()));
-            }
-        }
-        passphrase(first.to_string(), "the prompt")
+        prompt_passphrase(confirm, stdin_is_data, prompt)
     }
 }
 
-fn passphrase(p: String, from: &str) -> Result<Key> {
+/// Reads a passphrase file's first line.
+pub fn read_passphrase_file(path: &Path) -> Result<Passphrase> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("{}: reading the passphrase file", path.display()))?,
+    );
+    let line = text.lines().next().unwrap_or("");
+    passphrase(line.to_string(), &path.display().to_string())
+}
+
+/// Asks for a passphrase on the terminal (twice when `confirm`).
+pub fn prompt_passphrase(confirm: bool, stdin_is_data: bool, prompt: &str) -> Result<Passphrase> {
+    if stdin_is_data || !std::io::stdin().is_terminal() {
+        bail!(crate::Error::InvalidArgument(format!(
+            "no key given: use --key-file, --passphrase-file or {PASSPHRASE_ENV} (no terminal to ask on)"
+        )));
+    }
+    let first = Zeroizing::new(rpassword::prompt_password(prompt).context("reading the passphrase")?);
+    if confirm {
+        let again = Zeroizing::new(rpassword::prompt_password("Again: ").context("reading the passphrase")?);
+        if *first != *again {
+            bail!(crate::Error::InvalidArgument("the two passphrases differ".into()));
+        }
+    }
+    passphrase(first.to_string(), "the prompt")
+}
+
+fn passphrase(p: String, from: &str) -> Result<Passphrase> {
     if p.is_empty() {
         bail!(crate::Error::InvalidArgument(format!(
             "empty passphrase from {from}"
         )));
     }
-    Ok(Key::Passphrase(Passphrase::new(p)))
+    Ok(Passphrase::new(p))
 }

@@ -4,6 +4,7 @@
 mod commands;
 mod keys;
 mod progress;
+mod vault;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -35,8 +36,16 @@ pub enum Command {
     Info(InfoArgs),
     /// Authenticate every block and the index without writing plaintext.
     Verify(VerifyArgs),
-    /// Write a new random 32-byte key file (mode 0600).
+    /// Write a new random 32-byte key file, or an X25519 identity (mode 0600).
     Keygen(KeygenArgs),
+    /// Make a folder a vault: a keyring whose one passphrase unlocks every container in it.
+    Init(vault::InitArgs),
+    /// Change a vault's passphrase (rewrites only the keyring; no container is touched).
+    Passwd(vault::PasswdArgs),
+    /// List, add or remove a container's key slots, crash-safely; block data is never rewritten.
+    Rekey(vault::RekeyArgs),
+    /// Copy a container under a new data key and fresh block keys (if its key may be compromised).
+    Reencrypt(vault::ReencryptArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +69,10 @@ pub struct PackArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub keys: KeyArgs,
+    /// Also wrap the key to this X25519 recipient (`qeltrix-x25519:...`; repeatable). A packer
+    /// holding only recipients can encrypt but not decrypt.
+    #[arg(long = "recipient", value_name = "RECIPIENT")]
+    pub recipients: Vec<crate::crypto::RecipientKey>,
     /// Cipher for the blocks.
     #[arg(long, value_enum, default_value = "aes")]
     pub cipher: CipherArg,
@@ -149,6 +162,9 @@ pub struct KeygenArgs {
     /// Where to write the key file.
     #[arg(long, short)]
     pub output: PathBuf,
+    /// Write an X25519 identity instead, and print its public recipient string.
+    #[arg(long)]
+    pub x25519: bool,
     #[arg(long, short)]
     pub force: bool,
 }
@@ -186,5 +202,14 @@ pub fn exit_code(err: Option<&crate::Error>) -> u8 {
         Some(e) if e.is_auth_failure() => EXIT_AUTH,
         Some(e) if matches!(e.root(), crate::Error::InvalidArgument(_)) => EXIT_USAGE,
         _ => EXIT_FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn argument_definitions_are_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

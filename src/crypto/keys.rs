@@ -93,30 +93,160 @@ impl Passphrase {
     }
 }
 
+/// A vault key: random, kept wrapped in the vault's keyring, and wrapping each container's data
+/// key in a keyring slot. One PBKDF2 unlocks it; every container then costs one HKDF.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct VaultKey([u8; 32]);
+secret_debug!(VaultKey);
+
+impl VaultKey {
+    pub fn generate(entropy: &dyn Entropy) -> Self {
+        let mut k = [0u8; 32];
+        entropy.fill(b"vault key", &mut k);
+        VaultKey(k)
+    }
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        VaultKey(bytes)
+    }
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+const RECIPIENT_PREFIX: &str = "qeltrix-x25519:";
+const IDENTITY_PREFIX: &str = "QELTRIX-X25519-IDENTITY:";
+
+/// A recipient's X25519 public key. Holding it lets you encrypt to its owner, never decrypt.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecipientKey([u8; 32]);
+
+impl fmt::Debug for RecipientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_string())
+    }
+}
+
+impl fmt::Display for RecipientKey {
+    /// `qeltrix-x25519:` followed by the public key in hex.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{RECIPIENT_PREFIX}{}", hex::encode(self.0))
+    }
+}
+
+impl std::str::FromStr for RecipientKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut k = [0u8; 32];
+        match s.trim().strip_prefix(RECIPIENT_PREFIX) {
+            Some(h) if h.len() == 64 && hex::decode_to_slice(h, &mut k).is_ok() => Ok(RecipientKey(k)),
+            _ => Err(format!(
+                "a recipient is {RECIPIENT_PREFIX} followed by 64 hex digits"
+            )),
+        }
+    }
+}
+
+/// An X25519 identity (private key): opens recipient slots made for its public key.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct IdentityKey([u8; 32]);
+secret_debug!(IdentityKey);
+
+impl IdentityKey {
+    pub fn generate(entropy: &dyn Entropy) -> Self {
+        let mut k = [0u8; 32];
+        entropy.fill(b"x25519 identity", &mut k);
+        IdentityKey(k)
+    }
+
+    pub fn recipient(&self) -> RecipientKey {
+        let secret = x25519_dalek::StaticSecret::from(self.0);
+        RecipientKey(x25519_dalek::PublicKey::from(&secret).to_bytes())
+    }
+
+    /// The identity file's text: a comment naming the recipient, then the secret line.
+    pub fn to_file_text(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!(
+            "# qeltrix X25519 identity\n# recipient: {}\n{IDENTITY_PREFIX}{}\n",
+            self.recipient(),
+            hex::encode(self.0)
+        ))
+    }
+
+    /// Parses an identity file: the first line starting with the identity prefix.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut k = [0u8; 32];
+        let line = text.lines().find_map(|l| l.trim().strip_prefix(IDENTITY_PREFIX));
+        match line {
+            Some(h) if h.len() == 64 && hex::decode_to_slice(h, &mut k).is_ok() => Ok(IdentityKey(k)),
+            _ => Err(format!("no {IDENTITY_PREFIX} line with 64 hex digits")),
+        }
+    }
+}
+
 /// Something that opens (or, when packing, gets) a key slot.
 #[derive(Clone, Debug)]
 pub enum Key {
     Passphrase(Passphrase),
     KeyFile(KeyFileKey),
+    /// Packing only: wraps to a public key, which cannot open anything.
+    Recipient(RecipientKey),
+    /// Opens recipient slots made for its public key (and, packing, wraps to it).
+    Identity(IdentityKey),
+    Vault(VaultKey),
+    /// Opening: try each key in turn (e.g. a vault key, then the passphrase itself).
+    FirstOf(Vec<Key>),
 }
 
 impl Key {
-    pub fn slot_kind(&self) -> SlotKind {
+    /// The kind of slot this key makes or opens (`None` for `FirstOf`).
+    pub fn slot_kind(&self) -> Option<SlotKind> {
         match self {
-            Key::Passphrase(_) => SlotKind::Passphrase,
-            Key::KeyFile(_) => SlotKind::KeyFile,
+            Key::Passphrase(_) => Some(SlotKind::Passphrase),
+            Key::KeyFile(_) => Some(SlotKind::KeyFile),
+            Key::Recipient(_) | Key::Identity(_) => Some(SlotKind::Recipient),
+            Key::Vault(_) => Some(SlotKind::Keyring),
+            Key::FirstOf(_) => None,
         }
     }
 
-    /// The key-encryption key for a slot of this kind with this salt and parameter.
-    fn kek(&self, salt: &[u8; 32], param: u32) -> Zeroizing<[u8; 32]> {
+    /// Every simple key inside (flattening `FirstOf`).
+    pub fn alternatives(&self) -> Vec<&Key> {
+        match self {
+            Key::FirstOf(keys) => keys.iter().flat_map(|k| k.alternatives()).collect(),
+            k => vec![k],
+        }
+    }
+
+    /// The key-encryption key for opening `slot` (a slot of this key's kind).
+    fn unwrap_kek(&self, slot: &KeySlot) -> Option<Zeroizing<[u8; 32]>> {
         let mut kek = Zeroizing::new([0u8; 32]);
         match self {
-            Key::Passphrase(p) => pbkdf2::pbkdf2_hmac::<Sha256>(p.as_bytes(), salt, param, kek.as_mut()),
-            Key::KeyFile(k) => hkdf_expand(k.as_bytes(), salt, &[LABEL_KEY_FILE_KEK], kek.as_mut()),
+            Key::Passphrase(p) => {
+                pbkdf2::pbkdf2_hmac::<Sha256>(p.as_bytes(), &slot.salt, slot.param, kek.as_mut())
+            }
+            Key::KeyFile(k) => hkdf_expand(k.as_bytes(), &slot.salt, &[LABEL_KEY_FILE_KEK], kek.as_mut()),
+            Key::Vault(v) => hkdf_expand(v.as_bytes(), &slot.salt, &[LABEL_KEYRING_KEK], kek.as_mut()),
+            Key::Identity(id) => {
+                let secret = x25519_dalek::StaticSecret::from(id.0);
+                let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(slot.salt));
+                if !shared.was_contributory() {
+                    return None;
+                }
+                x25519_kek(shared.as_bytes(), &slot.salt, &id.recipient().0, kek.as_mut());
+            }
+            Key::Recipient(_) | Key::FirstOf(_) => return None,
         }
-        kek
+        Some(kek)
     }
+}
+
+const LABEL_KEYRING_KEK: &[u8] = b"qeltrix v1 keyring kek";
+const LABEL_X25519_KEK: &[u8] = b"qeltrix v1 x25519 kek";
+
+/// KEK for a recipient slot: HKDF(shared secret, ephemeral public ‖ recipient public, label).
+fn x25519_kek(shared: &[u8; 32], ephemeral: &[u8; 32], recipient: &[u8; 32], out: &mut [u8]) {
+    let salt = [ephemeral.as_slice(), recipient.as_slice()].concat();
+    hkdf_expand(shared, &salt, &[LABEL_X25519_KEK], out);
 }
 
 fn hkdf_expand(ikm: &[u8], salt: &[u8], info: &[&[u8]], out: &mut [u8]) {
@@ -132,6 +262,7 @@ fn slot_aad(container_id: &ContainerId, slot: &KeySlot) -> Vec<u8> {
 }
 
 /// Wraps `data_key` into a new slot for `key`. For a passphrase, `iterations` PBKDF2 rounds.
+/// `slot_number` only names the purpose of the random values drawn.
 pub fn wrap_slot(
     key: &Key,
     data_key: &DataKey,
@@ -139,48 +270,77 @@ pub fn wrap_slot(
     iterations: u32,
     slot_number: usize,
     entropy: &dyn Entropy,
-) -> KeySlot {
-    let param = match key {
-        Key::Passphrase(_) => iterations,
-        Key::KeyFile(_) => 0,
-    };
+) -> Result<KeySlot, String> {
+    let kind = key.slot_kind().ok_or("a choice of keys cannot be wrapped to")?;
     let mut slot = KeySlot {
-        kind: key.slot_kind(),
-        param,
+        kind,
+        param: if kind == SlotKind::Passphrase {
+            iterations
+        } else {
+            0
+        },
         salt: [0; 32],
         nonce: [0; NONCE_LEN],
         wrapped: [0; 48],
     };
-    entropy.fill(format!("slot {slot_number} salt").as_bytes(), &mut slot.salt);
     entropy.fill(format!("slot {slot_number} nonce").as_bytes(), &mut slot.nonce);
-    let kek = key.kek(&slot.salt, param);
+    let kek = match key {
+        Key::Recipient(_) | Key::Identity(_) => {
+            let recipient = match key {
+                Key::Identity(id) => id.recipient(),
+                Key::Recipient(r) => r.clone(),
+                _ => unreachable!("matched above"),
+            };
+            let mut e = Zeroizing::new([0u8; 32]);
+            entropy.fill(format!("slot {slot_number} ephemeral").as_bytes(), e.as_mut());
+            let ephemeral = x25519_dalek::StaticSecret::from(*e);
+            slot.salt = x25519_dalek::PublicKey::from(&ephemeral).to_bytes();
+            let shared = ephemeral.diffie_hellman(&x25519_dalek::PublicKey::from(recipient.0));
+            if !shared.was_contributory() {
+                return Err(format!("{recipient} is not a valid X25519 public key"));
+            }
+            let mut kek = Zeroizing::new([0u8; 32]);
+            x25519_kek(shared.as_bytes(), &slot.salt, &recipient.0, kek.as_mut());
+            kek
+        }
+        _ => {
+            entropy.fill(format!("slot {slot_number} salt").as_bytes(), &mut slot.salt);
+            key.unwrap_kek(&slot).expect("symmetric keys always derive a KEK")
+        }
+    };
     let mut buf = data_key.as_bytes().to_vec();
     AeadKey::new(CipherId::Aes256Gcm, &kek).seal(&slot.nonce, &slot_aad(container_id, &slot), &mut buf);
     slot.wrapped.copy_from_slice(&buf);
     buf.zeroize();
-    slot
+    Ok(slot)
 }
 
-/// Tries to unwrap the data key from `slot` with `key`. `None` if the slot is of another kind,
-/// asks for an out-of-range iteration count, or does not authenticate (wrong key or edited slot).
+/// Tries to unwrap the data key from `slot` with `key` (each alternative of a `FirstOf` in turn).
+/// `None` if the slot is of another kind, asks for an out-of-range iteration count, or does not
+/// authenticate (wrong key or edited slot).
 pub fn unwrap_slot(key: &Key, slot: &KeySlot, container_id: &ContainerId) -> Option<DataKey> {
-    if slot.kind != key.slot_kind() {
-        return None;
-    }
-    if slot.kind == SlotKind::Passphrase && !(1..=MAX_KDF_ITERATIONS).contains(&slot.param) {
-        return None;
-    }
-    let kek = key.kek(&slot.salt, slot.param);
-    let mut buf = slot.wrapped.to_vec();
-    let opened =
-        AeadKey::new(CipherId::Aes256Gcm, &kek).open(&slot.nonce, &slot_aad(container_id, slot), &mut buf);
-    let result = opened.ok().map(|()| {
-        let mut k = [0u8; 32];
-        k.copy_from_slice(&buf);
-        DataKey(k)
-    });
-    buf.zeroize();
-    result
+    key.alternatives().into_iter().find_map(|k| {
+        if k.slot_kind() != Some(slot.kind) {
+            return None;
+        }
+        if slot.kind == SlotKind::Passphrase && !(1..=MAX_KDF_ITERATIONS).contains(&slot.param) {
+            return None;
+        }
+        let kek = k.unwrap_kek(slot)?;
+        let mut buf = slot.wrapped.to_vec();
+        let opened = AeadKey::new(CipherId::Aes256Gcm, &kek).open(
+            &slot.nonce,
+            &slot_aad(container_id, slot),
+            &mut buf,
+        );
+        let result = opened.ok().map(|()| {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(&buf);
+            DataKey(k)
+        });
+        buf.zeroize();
+        result
+    })
 }
 
 /// The keys one container uses, all derived from its data key.

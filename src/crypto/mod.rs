@@ -17,5 +17,6 @@ pub use aead::{AeadKey, AuthFailed};
 pub use entropy::{Entropy, SeededEntropy, SystemEntropy};
 pub use keys::{
     derive_cdk, derive_container_keys, footer_mac, unwrap_slot, verify_footer_mac, wrap_slot, ContainerKeys,
-    DataKey, Key, KeyFileKey, Passphrase, DEFAULT_KDF_ITERATIONS, MAX_KDF_ITERATIONS,
+    DataKey, IdentityKey, Key, KeyFileKey, Passphrase, RecipientKey, VaultKey, DEFAULT_KDF_ITERATIONS,
+    MAX_KDF_ITERATIONS,
 };

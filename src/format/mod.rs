@@ -50,15 +50,15 @@ pub fn check_block_size(block_size: u32) -> Result<(), String> {
 
 /// Little-endian field access on fixed-size byte slices. Callers check lengths first; these
 /// helpers only ever see slices of the size the layout says.
-pub(crate) fn le_u16(b: &[u8], at: usize) -> u16 {
+pub fn le_u16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
-pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
+pub fn le_u32(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(a)
 }
-pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
+pub fn le_u64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)

@@ -24,13 +24,19 @@ pub enum SlotKind {
     Passphrase = 1,
     /// HKDF-SHA256 of a 32-byte key file.
     KeyFile = 2,
+    /// X25519 to a recipient's public key; `salt` holds the ephemeral public key.
+    Recipient = 3,
+    /// HKDF-SHA256 of a vault key (from the vault's keyring).
+    Keyring = 4,
 }
 
 impl SlotKind {
-    fn from_byte(b: u8) -> Option<Self> {
+    pub fn from_byte(b: u8) -> Option<Self> {
         match b {
             1 => Some(SlotKind::Passphrase),
             2 => Some(SlotKind::KeyFile),
+            3 => Some(SlotKind::Recipient),
+            4 => Some(SlotKind::Keyring),
             _ => None,
         }
     }
@@ -38,6 +44,8 @@ impl SlotKind {
         match self {
             SlotKind::Passphrase => "passphrase",
             SlotKind::KeyFile => "key-file",
+            SlotKind::Recipient => "recipient",
+            SlotKind::Keyring => "keyring",
         }
     }
 }

@@ -1,0 +1,253 @@
+//! Key management commands: `init`, `passwd`, `rekey`, `reencrypt`.
+
+use super::commands::print_pack_summary;
+use super::keys::{prompt_passphrase, read_passphrase_file, KeyArgs};
+use super::CipherArg;
+use crate::crypto::{Key, KeyFileKey, RecipientKey, SystemEntropy, DEFAULT_KDF_ITERATIONS};
+use crate::format::{CipherId, SlotKind};
+use crate::keyring;
+use crate::rekey::SlotChange;
+use crate::writer::PackOptions;
+use crate::{ContainerInfo, Error};
+use anyhow::{Context, Result};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    /// The folder to make a vault (created if missing).
+    #[arg(value_name = "VAULT")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// PBKDF2-HMAC-SHA256 iterations for the vault passphrase.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KDF_ITERATIONS)]
+    pub kdf_iterations: u32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PasswdArgs {
+    #[arg(value_name = "VAULT")]
+    pub dir: PathBuf,
+    /// The current passphrase comes from the usual key options (or a prompt).
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Read the new passphrase from this file (default: ask twice).
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KDF_ITERATIONS)]
+    pub kdf_iterations: u32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RekeyArgs {
+    pub container: PathBuf,
+    /// The key that opens the container now comes from the usual key options.
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Only list the slots (needs no key).
+    #[arg(long)]
+    pub list: bool,
+    /// Add a passphrase slot (the new passphrase from --new-passphrase-file or a prompt).
+    #[arg(long)]
+    pub add_passphrase: bool,
+    /// Add a slot for this key file.
+    #[arg(long, value_name = "FILE")]
+    pub add_key_file: Option<PathBuf>,
+    /// Add a slot for this X25519 recipient.
+    #[arg(long, value_name = "RECIPIENT")]
+    pub add_recipient: Vec<RecipientKey>,
+    /// Add a keyring slot for this vault (unlocked with --new-passphrase-file or a prompt).
+    #[arg(long, value_name = "VAULT")]
+    pub add_keyring: Option<PathBuf>,
+    /// Remove the slot with this number (see --list). Never the last one.
+    #[arg(long, value_name = "N")]
+    pub remove_slot: Vec<usize>,
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KDF_ITERATIONS)]
+    pub kdf_iterations: u32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReencryptArgs {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// Opens the input, and gets a slot in the output unless --new-key-file or
+    /// --new-passphrase-file name other keys.
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Key file for the new container.
+    #[arg(long, value_name = "FILE")]
+    pub new_key_file: Option<PathBuf>,
+    /// Passphrase file for the new container.
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// Cipher for the new container (default: the input's).
+    #[arg(long, value_enum)]
+    pub cipher: Option<CipherArg>,
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KDF_ITERATIONS)]
+    pub kdf_iterations: u32,
+    #[arg(long, short)]
+    pub force: bool,
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn init(a: InitArgs) -> Result<()> {
+    let pass = match a.keys.explicit_passphrase()? {
+        Some(p) => p,
+        None => match std::env::var(super::PASSPHRASE_ENV) {
+            Ok(p) if !p.is_empty() => crate::crypto::Passphrase::new(p),
+            _ => prompt_passphrase(true, false, "New vault passphrase: ")?,
+        },
+    };
+    keyring::init(&a.dir, &pass, a.kdf_iterations, &SystemEntropy)?;
+    eprintln!(
+        "Initialised vault {}: containers packed into it get a keyring slot, and one passphrase opens them all.",
+        a.dir.display()
+    );
+    Ok(())
+}
+
+fn new_passphrase(file: &Option<PathBuf>, prompt: &str) -> Result<crate::crypto::Passphrase> {
+    match file {
+        Some(f) => read_passphrase_file(f),
+        None => prompt_passphrase(true, false, prompt),
+    }
+}
+
+pub fn passwd(a: PasswdArgs) -> Result<()> {
+    let old = match a.keys.explicit_passphrase()? {
+        Some(p) => p,
+        None => a
+            .keys
+            .ambient_passphrase(false, false, "Current vault passphrase: ")?,
+    };
+    let new = new_passphrase(&a.new_passphrase_file, "New vault passphrase: ")?;
+    let started = Instant::now();
+    keyring::change_passphrase(&a.dir, &old, &new, a.kdf_iterations, &SystemEntropy)?;
+    eprintln!(
+        "Changed the passphrase of vault {} in {:.2} s; no container was rewritten.",
+        a.dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn list_slots(path: &Path) -> Result<()> {
+    let file = File::open(path).map_err(|e| Error::io("opening", e).in_file(path))?;
+    let info = ContainerInfo::read(&file).map_err(|e| e.in_file(path))?;
+    println!(
+        "{}: key-slot area sequence {}",
+        path.display(),
+        info.slots.sequence
+    );
+    for (i, s) in info.slots.slots.iter().enumerate() {
+        match s.kind {
+            SlotKind::Passphrase => {
+                println!("  #{i} passphrase (PBKDF2-HMAC-SHA256, {} iterations)", s.param)
+            }
+            k => println!("  #{i} {}", k.name()),
+        }
+    }
+    Ok(())
+}
+
+pub fn rekey(a: RekeyArgs) -> Result<()> {
+    if a.list {
+        return list_slots(&a.container);
+    }
+    let mut changes = Vec::new();
+    if a.add_passphrase {
+        let key = Key::Passphrase(new_passphrase(&a.new_passphrase_file, "New passphrase: ")?);
+        changes.push(SlotChange::Add {
+            key,
+            iterations: a.kdf_iterations,
+        });
+    }
+    if let Some(f) = &a.add_key_file {
+        let bytes =
+            zeroize::Zeroizing::new(std::fs::read(f).with_context(|| format!("{}: reading", f.display()))?);
+        let key =
+            KeyFileKey::parse(&bytes).map_err(|e| Error::InvalidArgument(format!("{}: {e}", f.display())))?;
+        changes.push(SlotChange::Add {
+            key: Key::KeyFile(key),
+            iterations: 0,
+        });
+    }
+    for r in &a.add_recipient {
+        changes.push(SlotChange::Add {
+            key: Key::Recipient(r.clone()),
+            iterations: 0,
+        });
+    }
+    if let Some(v) = &a.add_keyring {
+        let pass = new_passphrase(&a.new_passphrase_file, "Vault passphrase: ")?;
+        changes.push(SlotChange::Add {
+            key: Key::Vault(keyring::unlock(v, &pass)?),
+            iterations: 0,
+        });
+    }
+    // Remove from the highest number down, so earlier removals do not renumber later ones.
+    let mut removals = a.remove_slot.clone();
+    removals.sort_unstable_by(|x, y| y.cmp(x));
+    removals.dedup();
+    changes.extend(removals.into_iter().map(SlotChange::Remove));
+    if changes.is_empty() {
+        anyhow::bail!(Error::InvalidArgument(
+            "nothing to do: give --list, --add-passphrase, --add-key-file, --add-recipient, --add-keyring or --remove-slot"
+                .into()
+        ));
+    }
+    let key = a.keys.for_reading_at(Some(&a.container))?;
+    crate::rekey::rekey(&a.container, &key, &changes, &SystemEntropy)?;
+    list_slots(&a.container)
+}
+
+pub fn reencrypt(a: ReencryptArgs) -> Result<()> {
+    let file = File::open(&a.input).map_err(|e| Error::io("opening", e).in_file(&a.input))?;
+    let header = ContainerInfo::read(&file)
+        .map_err(|e| e.in_file(&a.input))?
+        .header;
+    let open_key = a.keys.for_reading_at(Some(&a.input))?;
+    let mut new_keys = Vec::new();
+    if let Some(f) = &a.new_key_file {
+        let bytes =
+            zeroize::Zeroizing::new(std::fs::read(f).with_context(|| format!("{}: reading", f.display()))?);
+        let key =
+            KeyFileKey::parse(&bytes).map_err(|e| Error::InvalidArgument(format!("{}: {e}", f.display())))?;
+        new_keys.push(Key::KeyFile(key));
+    }
+    if let Some(f) = &a.new_passphrase_file {
+        new_keys.push(Key::Passphrase(read_passphrase_file(f)?));
+    }
+    if new_keys.is_empty() {
+        // The keys that opened the input. A vault key gives a keyring slot again, and then the
+        // vault passphrase (also tried as a container passphrase) does not get a slot of its own.
+        let alternatives = open_key.alternatives();
+        let in_vault = alternatives.iter().any(|k| matches!(k, Key::Vault(_)));
+        new_keys = alternatives
+            .into_iter()
+            .filter(|k| !(in_vault && matches!(k, Key::Passphrase(_))))
+            .cloned()
+            .collect();
+    }
+    let opts = PackOptions {
+        cipher: match a.cipher {
+            Some(CipherArg::Aes) => CipherId::Aes256Gcm,
+            Some(CipherArg::Chacha) => CipherId::ChaCha20Poly1305,
+            None => header.cipher,
+        },
+        block_size: header.block_size,
+        kdf_iterations: a.kdf_iterations,
+        ..PackOptions::default()
+    };
+    let started = Instant::now();
+    let summary = crate::reencrypt(&a.input, &a.output, &open_key, &new_keys, &opts, a.force)?;
+    if !a.quiet {
+        print_pack_summary(&a.input, &a.output, &summary, started);
+    }
+    Ok(())
+}
