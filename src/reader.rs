@@ -123,6 +123,11 @@ pub fn unlock_data_key(slots: &SlotArea, container_id: &ContainerId, key: &Key) 
         .filter_map(|k| k.slot_kind())
         .map(|k| k.name())
         .collect();
+    let keyring_hint = if have.contains(&"keyring") && !tried.contains(&"keyring") {
+        "; its keyring slot needs the passphrase of the vault it was packed into"
+    } else {
+        ""
+    };
     Err(if tried.iter().any(|t| have.contains(t)) {
         Error::WrongKey(format!(
             "the {} given does not open any key slot",
@@ -130,7 +135,7 @@ pub fn unlock_data_key(slots: &SlotArea, container_id: &ContainerId, key: &Key) 
         ))
     } else {
         Error::WrongKey(format!(
-            "the container has no {} slot (its slots: {})",
+            "the container has no {} slot (its slots: {}){keyring_hint}",
             tried.join(" or "),
             have.join(", ")
         ))
