@@ -93,7 +93,10 @@ fn pack(a: PackArgs) -> Result<()> {
         (!to_stdout).then_some(output.as_path()),
         &a.recipients,
     )?;
-    let pb = bar(total, a.quiet || to_stdout && !io::stderr().is_terminal());
+    let pb = bar(total, a.quiet);
+    if let Some(t) = total {
+        pb.set_message(format!("{} blocks", t.div_ceil(opts.block_size as u64)));
+    }
     let mut input = pb.wrap_read(&mut input);
     let started = Instant::now();
     let summary = if to_stdout {
@@ -159,6 +162,7 @@ fn unpack(a: UnpackArgs) -> Result<()> {
     }
     let container = Arc::new(open(&a.input, &a.keys)?);
     let pb = bar(Some(container.len()), a.quiet);
+    pb.set_message(format!("{} blocks", container.block_count()));
     let progress = |n| pb.inc(n);
     let verify = !a.no_verify;
     let started = Instant::now();
@@ -356,6 +360,7 @@ fn info(a: InfoArgs) -> Result<()> {
 fn verify(a: VerifyArgs) -> Result<()> {
     let container = Arc::new(open(&a.input, &a.keys)?);
     let pb = bar(Some(container.len()), a.quiet);
+    pb.set_message(format!("{} blocks", container.block_count()));
     let started = Instant::now();
     let n = container
         .unpack_to(&mut io::sink(), true, a.workers, &|n| pb.inc(n))
