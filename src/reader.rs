@@ -13,8 +13,8 @@
 use crate::block::{open_block_head, open_payload};
 use crate::crypto::{derive_container_keys, unwrap_slot, verify_footer_mac, ContainerKeys, DataKey, Key};
 use crate::format::{
-    ContainerId, Footer, FooterEntry, Header, SlotArea, Trailer, BLOCK_HEAD_LEN, FLAG_STREAMING, HEADER_LEN,
-    TRAILER_LEN,
+    ContainerId, Footer, FooterEntry, Header, LayoutCheck, SlotArea, Trailer, BLOCK_HEAD_LEN, FLAG_STREAMING,
+    FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN, HEADER_LEN, TRAILER_LEN,
 };
 use crate::pipeline::OrderedPool;
 use crate::source::ReadAt;
@@ -65,11 +65,7 @@ impl ContainerInfo {
             .map_err(|e| io_err("reading the trailer", e))?;
         let trailer = Trailer::decode(&tb, container_size)?;
 
-        // Bounded by the file's own length (checked by Trailer::decode), never by a bare field.
-        let mut fb = vec![0u8; trailer.footer_size as usize];
-        source
-            .read_exact_at(&mut fb, trailer.footer_offset)
-            .map_err(|e| io_err("reading the footer", e))?;
+        let fb = read_footer(source, &trailer, header.block_size)?;
         let footer = Footer::decode(&fb, trailer.footer_offset)?;
         footer.check_layout(header.block_size, trailer.footer_offset)?;
 
@@ -140,6 +136,37 @@ pub fn unlock_data_key(slots: &SlotArea, container_id: &ContainerId, key: &Key) 
             have.join(", ")
         ))
     })
+}
+
+/// Footer bytes read at once. A larger footer is read piece by piece.
+const FOOTER_READ_CHUNK: usize = 1 << 20;
+
+/// Reads the footer the trailer points at. Its size fits the file (checked by `Trailer::decode`),
+/// but a sparse file or a source that lies about its length can still claim terabytes: so the
+/// footer is read a piece at a time, and each further piece only after the entries so far have
+/// tiled the block area as they should. Memory then grows with plausible index entries, never
+/// with a bare size field.
+fn read_footer(source: &dyn ReadAt, trailer: &Trailer, block_size: u32) -> Result<Vec<u8>> {
+    let size = usize::try_from(trailer.footer_size)
+        .map_err(|_| Error::corrupt(format!("footer of {} bytes", trailer.footer_size)))?;
+    let entries_end = size - (FOOTER_FIXED_LEN - FOOTER_HEAD_LEN);
+    let mut check = LayoutCheck::new(block_size, trailer.footer_offset);
+    let mut checked = FOOTER_HEAD_LEN;
+    let mut fb = Vec::with_capacity(size.min(FOOTER_READ_CHUNK));
+    while fb.len() < size {
+        if fb.len() >= FOOTER_READ_CHUNK {
+            while checked + FOOTER_ENTRY_LEN <= fb.len().min(entries_end) {
+                check.next(&FooterEntry::decode(&fb[checked..]))?;
+                checked += FOOTER_ENTRY_LEN;
+            }
+        }
+        let at = fb.len();
+        fb.resize(at + (size - at).min(FOOTER_READ_CHUNK), 0);
+        source
+            .read_exact_at(&mut fb[at..], trailer.footer_offset + at as u64)
+            .map_err(|e| Error::io("reading the footer", e))?;
+    }
+    Ok(fb)
 }
 
 /// An open, authenticated container: its index is trusted, its blocks are decrypted on demand.

@@ -71,15 +71,7 @@ impl Footer {
             )));
         }
         let entries = (0..expected)
-            .map(|i| {
-                let at = FOOTER_HEAD_LEN + i * FOOTER_ENTRY_LEN;
-                FooterEntry {
-                    offset: le_u64(b, at),
-                    len: le_u64(b, at + 8),
-                    plain_offset: le_u64(b, at + 16),
-                    plain_size: le_u64(b, at + 24),
-                }
-            })
+            .map(|i| FooterEntry::decode(&b[FOOTER_HEAD_LEN + i * FOOTER_ENTRY_LEN..]))
             .collect();
         Ok(Footer {
             original_size: le_u64(b, 16),
@@ -91,35 +83,89 @@ impl Footer {
     /// Checks that the entries tile the block area and the plaintext without gaps or overlaps,
     /// and that each block is no larger than its plaintext allows. Run before any block is read.
     pub fn check_layout(&self, block_size: u32, blocks_end: u64) -> Result<()> {
-        let (mut offset, mut plain) = (HEADER_LEN as u64, 0u64);
-        for (i, e) in self.entries.iter().enumerate() {
-            let bad = |what: &str| Error::corrupt_block(i as u64, e.offset, format!("footer index: {what}"));
-            if e.offset != offset {
-                return Err(bad("block offset is not contiguous"));
-            }
-            if e.plain_offset != plain {
-                return Err(bad("plaintext offset is not contiguous"));
-            }
-            if e.plain_size == 0 || e.plain_size > block_size as u64 {
-                return Err(bad("plaintext size out of range"));
-            }
-            if e.len < super::BLOCK_OVERHEAD || e.len > super::BLOCK_OVERHEAD + e.plain_size {
-                return Err(bad("block length out of range"));
-            }
-            offset = offset.checked_add(e.len).ok_or_else(|| bad("offset overflow"))?;
-            plain += e.plain_size;
+        let mut check = LayoutCheck::new(block_size, blocks_end);
+        for e in &self.entries {
+            check.next(e)?;
         }
-        if offset != blocks_end {
+        check.finish(self.original_size)
+    }
+}
+
+impl FooterEntry {
+    /// Decodes the entry at the start of `b` (at least [`FOOTER_ENTRY_LEN`] bytes).
+    pub fn decode(b: &[u8]) -> Self {
+        FooterEntry {
+            offset: le_u64(b, 0),
+            len: le_u64(b, 8),
+            plain_offset: le_u64(b, 16),
+            plain_size: le_u64(b, 24),
+        }
+    }
+}
+
+/// [`Footer::check_layout`] one entry at a time, so a reader can stop at the first bad entry of
+/// a footer it is still reading.
+pub struct LayoutCheck {
+    block_size: u32,
+    blocks_end: u64,
+    index: u64,
+    offset: u64,
+    plain: u64,
+}
+
+impl LayoutCheck {
+    pub fn new(block_size: u32, blocks_end: u64) -> Self {
+        LayoutCheck {
+            block_size,
+            blocks_end,
+            index: 0,
+            offset: HEADER_LEN as u64,
+            plain: 0,
+        }
+    }
+
+    /// Checks the next entry: it starts where the previous block ended, holds 1 to `block_size`
+    /// plaintext bytes in a plausible length, and ends before the footer.
+    pub fn next(&mut self, e: &FooterEntry) -> Result<()> {
+        let bad = |what: &str| Error::corrupt_block(self.index, e.offset, format!("footer index: {what}"));
+        if e.offset != self.offset {
+            return Err(bad("block offset is not contiguous"));
+        }
+        if e.plain_offset != self.plain {
+            return Err(bad("plaintext offset is not contiguous"));
+        }
+        if e.plain_size == 0 || e.plain_size > self.block_size as u64 {
+            return Err(bad("plaintext size out of range"));
+        }
+        if e.len < super::BLOCK_OVERHEAD || e.len > super::BLOCK_OVERHEAD + e.plain_size {
+            return Err(bad("block length out of range"));
+        }
+        let end = self
+            .offset
+            .checked_add(e.len)
+            .filter(|&end| end <= self.blocks_end);
+        self.offset = end.ok_or_else(|| bad("block runs into the footer"))?;
+        self.plain += e.plain_size;
+        self.index += 1;
+        Ok(())
+    }
+
+    /// Checks that the entries seen cover the block area and add up to `original_size`.
+    pub fn finish(&self, original_size: u64) -> Result<()> {
+        if self.offset != self.blocks_end {
             return Err(Error::Corrupt {
-                what: format!("blocks end at {offset} but the footer starts at {blocks_end}"),
+                what: format!(
+                    "blocks end at {} but the footer starts at {}",
+                    self.offset, self.blocks_end
+                ),
                 block: None,
-                offset: Some(blocks_end),
+                offset: Some(self.blocks_end),
             });
         }
-        if plain != self.original_size {
+        if self.plain != original_size {
             return Err(Error::corrupt(format!(
-                "footer says {} plaintext bytes but its entries add up to {plain}",
-                self.original_size
+                "footer says {original_size} plaintext bytes but its entries add up to {}",
+                self.plain
             )));
         }
         Ok(())

@@ -16,7 +16,8 @@ pub use block::{
     META_PLAIN_LEN,
 };
 pub use footer::{
-    Footer, FooterEntry, Trailer, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN, TRAILER_LEN,
+    Footer, FooterEntry, LayoutCheck, Trailer, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN,
+    TRAILER_LEN,
 };
 pub use header::{CipherId, Header, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN};
 pub use slots::{
