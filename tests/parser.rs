@@ -391,8 +391,10 @@ fn cli_info_rejects_a_sparse_file_claiming_a_huge_footer() {
     let v = valid(false);
     let size: u64 = 1 << 40;
     let trailer_at = size - TRAILER_LEN as u64;
-    let mut head = v.bytes[..HEADER_LEN].to_vec();
+    // claim_footer writes a trailer at the end of the slice it is given: give it room for one.
+    let mut head = v.bytes[..HEADER_LEN + TRAILER_LEN].to_vec();
     claim_footer(&mut head, HEADER_LEN as u64, trailer_at - HEADER_LEN as u64);
+    head.truncate(HEADER_LEN);
     let file = std::fs::File::create(&path).unwrap();
     file.set_len(size).unwrap();
     use std::os::unix::fs::FileExt;

@@ -92,6 +92,22 @@ impl Header {
         if flags & !KNOWN_FLAGS != 0 {
             return Err(Error::corrupt(format!("unknown header flags {flags:#06x}")));
         }
+        let reserved = [
+            13..16,
+            20..24,
+            72..SLOT_AREA_A,
+            SLOT_AREA_A + SLOT_AREA_LEN..SLOT_AREA_B,
+            SLOT_AREA_B + SLOT_AREA_LEN..HEADER_LEN,
+        ];
+        if let Some(r) = reserved
+            .into_iter()
+            .find(|r| b[r.clone()].iter().any(|&x| x != 0))
+        {
+            return Err(Error::corrupt(format!(
+                "reserved header bytes {}..{} are not zero",
+                r.start, r.end
+            )));
+        }
         let cipher = CipherId::from_byte(b[12])
             .ok_or_else(|| Error::NotAContainer(format!("unknown cipher id {}", b[12])))?;
         let block_size = le_u32(b, 16);
