@@ -384,6 +384,10 @@ fn encrypt(
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(e) => {
+                // Everything that arrived goes out sealed (the partial block too), so the
+                // destination's incomplete container holds all of it for `repair`.
+                let _ = packer.flush_block();
+                meter.blocks(packer.blocks_written() - blocks);
                 drop(packer);
                 output.cut();
                 return Err(Fault::Input(Error::io(
