@@ -235,6 +235,36 @@ fn flush_after_delivers_a_partial_block_promptly() {
 }
 
 #[test]
+fn an_interactive_exchange_passes_through_a_tunnel_with_flush_after() {
+    let setup = Setup::new();
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = server.local_addr().unwrap().to_string();
+    let b = gateway(&setup, &["--decrypt", "--to", &server_addr]);
+    let a = gateway(&setup, &["--to", &b.addr_string(), "--flush-after", "20"]);
+    let client = connect(a.addr);
+    (&client).write_all(b"ping").unwrap();
+    // The server gets the bytes while the client's stream is still open: no block is held back
+    // by either gateway.
+    let (conn, _) = server.accept().unwrap();
+    conn.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut got = [0u8; 4];
+    (&conn).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    (&conn).write_all(b"pong").unwrap();
+    (&client).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"pong");
+    // Both ends close in order; the tunnel reports a clean end on each side.
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    (&conn).read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    drop(conn);
+    let mut tail = Vec::new();
+    (&client).read_to_end(&mut tail).unwrap();
+    assert!(tail.is_empty());
+}
+
+#[test]
 fn a_stalled_destination_does_not_grow_the_gateways_memory_and_a_dropped_one_resets_the_client() {
     let setup = Setup::new();
     let dest = TcpListener::bind("127.0.0.1:0").unwrap();
