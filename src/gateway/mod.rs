@@ -49,7 +49,6 @@ use stats::{Meter, MeteredReader, MeteredWriter};
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -91,7 +90,6 @@ struct Shared {
     config: GatewayConfig,
     pool: WorkerPool,
     stats: Arc<Stats>,
-    next_id: AtomicU64,
 }
 
 /// A listening gateway. See the module docs.
@@ -123,7 +121,6 @@ impl GatewayServer {
                 config,
                 pool,
                 stats: Arc::default(),
-                next_id: AtomicU64::new(1),
             }),
         })
     }
@@ -143,36 +140,57 @@ impl GatewayServer {
 
     /// Accepts connections until the listener fails, serving each on its own thread.
     pub fn run(&self) -> Result<()> {
-        loop {
-            let (client, peer) = match self.listener.accept() {
-                Ok(c) => c,
-                Err(e) if is_transient_accept_error(&e) => {
-                    eprintln!("qeltrix gateway: accepting a connection failed: {e}");
-                    continue;
-                }
-                Err(e) => return Err(Error::io("accepting connections", e)),
-            };
-            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let shared = Arc::clone(&self.shared);
-            let spawned = thread::Builder::new()
-                .name(format!("qeltrix-conn-{id}"))
-                .spawn(move || serve(&shared, client, id, peer));
-            if let Err(e) = spawned {
-                eprintln!("qeltrix gateway: #{id} {peer} refused: cannot start a thread: {e}");
-            }
-        }
+        let shared = Arc::clone(&self.shared);
+        accept_loop(&self.listener, "gateway", move |client, id, peer| {
+            serve(&shared, client, id, peer)
+        })
     }
 }
 
-/// Errors of `accept` that concern one connection (or a passing shortage), not the listener.
-pub(crate) fn is_transient_accept_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
-    ) || matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+/// Accepts connections until the listener fails, running `handle(connection, id, peer)` on a
+/// thread of its own for each. Errors that concern one connection are logged and skipped; when
+/// the process is out of descriptors or memory it pauses briefly instead of spinning.
+pub(crate) fn accept_loop(
+    listener: &TcpListener,
+    name: &'static str,
+    handle: impl Fn(TcpStream, u64, SocketAddr) + Send + Sync + Clone + 'static,
+) -> Result<()> {
+    let mut next_id = 1u64;
+    loop {
+        let (conn, peer) = match listener.accept() {
+            Ok(c) => c,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) =>
+            {
+                eprintln!("qeltrix {name}: accepting a connection failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(Error::io("accepting connections", e)),
+        };
+        let id = next_id;
+        next_id += 1;
+        let handle = handle.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("qeltrix-conn-{id}"))
+            .spawn(move || handle(conn, id, peer));
+        if let Err(e) = spawned {
+            eprintln!("qeltrix {name}: #{id} {peer} refused: cannot start a thread: {e}");
+        }
+    }
 }
 
 /// Why a connection ended early, which decides what its peers are told.

@@ -16,9 +16,7 @@ use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread;
 
 /// Suffix of a container file still arriving, or cut.
 pub const PART_SUFFIX: &str = ".part";
@@ -28,7 +26,6 @@ pub struct SinkServer {
     listener: TcpListener,
     out_dir: PathBuf,
     stats: Arc<Stats>,
-    next_id: AtomicU64,
 }
 
 impl SinkServer {
@@ -45,7 +42,6 @@ impl SinkServer {
             listener,
             out_dir: out_dir.to_path_buf(),
             stats: Arc::default(),
-            next_id: AtomicU64::new(1),
         })
     }
 
@@ -59,24 +55,10 @@ impl SinkServer {
 
     /// Accepts connections until the listener fails, saving each on its own thread.
     pub fn run(&self) -> Result<()> {
-        loop {
-            let (conn, peer) = match self.listener.accept() {
-                Ok(c) => c,
-                Err(e) if super::is_transient_accept_error(&e) => {
-                    eprintln!("qeltrix sink: accepting a connection failed: {e}");
-                    continue;
-                }
-                Err(e) => return Err(Error::io("accepting connections", e)),
-            };
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let (dir, stats) = (self.out_dir.clone(), Arc::clone(&self.stats));
-            let spawned = thread::Builder::new()
-                .name(format!("qeltrix-sink-{id}"))
-                .spawn(move || receive(&dir, &stats, conn, id, peer));
-            if let Err(e) = spawned {
-                eprintln!("qeltrix sink: #{id} {peer} refused: cannot start a thread: {e}");
-            }
-        }
+        let (dir, stats) = (self.out_dir.clone(), Arc::clone(&self.stats));
+        super::accept_loop(&self.listener, "sink", move |conn, id, peer| {
+            receive(&dir, &stats, conn, id, peer)
+        })
     }
 }
 
