@@ -1,9 +1,9 @@
 //! The gateway and the sink over real sockets on 127.0.0.1: reflect, forward, chains, the
 //! encrypt→decrypt tunnel, many clients at once, --flush-after, backpressure and every fault.
 
-mod common;
+mod netutil;
 
-use common::*;
+use netutil::*;
 use qeltrix::stream_reader::StreamReader;
 use qeltrix::{Container, Error};
 use std::collections::HashSet;

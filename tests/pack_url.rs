@@ -1,8 +1,8 @@
 //! `qeltrix pack URL OUT` against a small HTTP server on 127.0.0.1 started by each test.
 
-mod common;
+mod netutil;
 
-use common::*;
+use netutil::*;
 use qeltrix::Container;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;

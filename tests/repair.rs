@@ -1,9 +1,9 @@
 //! `repair`: containers cut at many points, with blocks of varying size, recover exactly their
 //! whole blocks; damage, wrong keys and complete containers are handled; the CLI names outputs.
 
-mod common;
+mod netutil;
 
-use common::*;
+use netutil::*;
 use qeltrix::repair::repair;
 use qeltrix::{Container, ContainerInfo, Error, PackOptions, StreamPacker};
 use std::io::Write;

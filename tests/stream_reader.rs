@@ -2,9 +2,9 @@
 //! moved or dropped blocks either fail or yield exactly the original plaintext; none is accepted
 //! as a complete stream with other bytes.
 
-mod common;
+mod netutil;
 
-use common::*;
+use netutil::*;
 use qeltrix::stream_reader::StreamReader;
 use qeltrix::{ContainerInfo, Error, PackOptions, StreamPacker};
 use std::io::Write;
