@@ -8,6 +8,8 @@
 //!   convenience.
 //! - [`Container`] reads one: `open`, `read_at`, `seek_extract`, `unpack_to`; [`unpack`] is the
 //!   file-to-file convenience.
+//! - [`stream_reader::StreamReader`] reads one front to back as it arrives; [`repair`] recovers
+//!   the whole blocks of a cut one; [`gateway`] moves streams through TCP.
 //! - [`format`] and [`crypto`] are the pure layers below them; `docs/FORMAT.md` is the spec.
 
 pub mod block;
@@ -17,12 +19,16 @@ pub mod compress;
 pub mod crypto;
 mod error;
 pub mod format;
+pub mod gateway;
 pub mod keyring;
 mod ops;
 pub mod pipeline;
 pub mod reader;
 pub mod rekey;
+pub mod repair;
 pub mod source;
+pub mod stream_reader;
+pub mod url_input;
 pub mod writer;
 
 pub use compress::CompressMode;

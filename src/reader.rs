@@ -169,6 +169,18 @@ fn read_footer(source: &dyn ReadAt, trailer: &Trailer, block_size: u32) -> Resul
     Ok(fb)
 }
 
+/// Unwraps the data key from the first key slot `key` opens and derives the container's keys.
+/// Every reader (random access, stream, repair) starts here, so a wrong key is reported the same
+/// way everywhere, before any output is written.
+pub fn unlock(header: &Header, slots: &SlotArea, key: &Key) -> Result<ContainerKeys> {
+    let cid = header.container_id;
+    Ok(derive_container_keys(
+        unlock_data_key(slots, &cid, key)?,
+        header.cipher,
+        cid,
+    ))
+}
+
 /// An open, authenticated container: its index is trusted, its blocks are decrypted on demand.
 pub struct Container<S: ReadAt = File> {
     source: S,
@@ -190,9 +202,7 @@ impl<S: ReadAt> Container<S> {
     /// from a key slot, and authenticates the footer index before any block is read.
     pub fn from_source(source: S, key: &Key) -> Result<Self> {
         let info = ContainerInfo::read(&source)?;
-        let cid = info.header.container_id;
-        let data_key = unlock_data_key(&info.slots, &cid, key)?;
-        let keys = derive_container_keys(data_key, info.header.cipher, cid);
+        let keys = unlock(&info.header, &info.slots, key)?;
         let unsigned = Footer::encode_unsigned(info.footer.original_size, &info.footer.entries);
         if !verify_footer_mac(&keys, &info.header.bound_fields(), &unsigned, &info.footer.mac) {
             return Err(Error::Corrupt {

@@ -27,7 +27,7 @@ use crate::format::{
     check_block_size, CipherId, ContainerId, Footer, FooterEntry, Header, SlotArea, Trailer,
     DEFAULT_BLOCK_SIZE, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN, MAX_SLOTS, SLOT_AREA_LEN,
 };
-use crate::pipeline::OrderedPool;
+use crate::pipeline::{OrderedPool, WorkerPool};
 use crate::{Error, Result};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
@@ -43,6 +43,9 @@ pub struct PackOptions {
     pub level: u32,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// Seal on this shared pool instead of starting `workers` threads: a server packing many
+    /// streams at once (the gateway) keeps one pool for all of them.
+    pub pool: Option<WorkerPool>,
     /// PBKDF2 iterations for passphrase slots.
     pub kdf_iterations: u32,
     /// Sets the header's no-verify hint for readers.
@@ -60,6 +63,7 @@ impl Default for PackOptions {
             compress: CompressMode::Auto,
             level: 1,
             workers: 0,
+            pool: None,
             kdf_iterations: DEFAULT_KDF_ITERATIONS,
             no_verify_hint: false,
             entropy: Arc::new(SystemEntropy),
@@ -156,7 +160,10 @@ impl<W: Write> StreamPacker<W> {
         };
         out.write_all(&header.encode())
             .map_err(|e| Error::io("writing the container header", e))?;
-        let pool = OrderedPool::new(opts.workers).map_err(|e| Error::io("starting worker threads", e))?;
+        let pool = match &opts.pool {
+            Some(shared) => OrderedPool::on(shared),
+            None => OrderedPool::new(opts.workers).map_err(|e| Error::io("starting worker threads", e))?,
+        };
         Ok(StreamPacker {
             out,
             keys: Arc::new(derive_container_keys(data_key, opts.cipher, container_id)),
@@ -193,6 +200,11 @@ impl<W: Write> StreamPacker<W> {
         self.container_offset
     }
 
+    /// Blocks written to the output so far.
+    pub fn blocks_written(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
     /// Reads `input` to its end into the container, filling whole blocks straight from the reader.
     pub fn pack_from(&mut self, input: &mut dyn Read) -> Result<u64> {
         let mut total = 0u64;
@@ -227,6 +239,11 @@ impl<W: Write> StreamPacker<W> {
     }
 
     fn seal_current(&mut self) -> Result<()> {
+        // Blocks leave as soon as they are sealed, not only when the pool is full: a socket
+        // reader downstream sees them without waiting for later input.
+        while let Some(block) = self.pool.try_next_result() {
+            self.write_block(block)?;
+        }
         while self.pool.is_full() {
             let block = self.pool.next_result().expect("a full pool has results");
             self.write_block(block)?;

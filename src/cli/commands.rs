@@ -27,6 +27,9 @@ pub fn run(command: Command) -> Result<()> {
         Command::Passwd(a) => super::vault::passwd(a),
         Command::Rekey(a) => super::vault::rekey(a),
         Command::Reencrypt(a) => super::vault::reencrypt(a),
+        Command::Gateway(a) => super::net::gateway(a),
+        Command::Sink(a) => super::net::sink(a),
+        Command::Repair(a) => super::net::repair(a),
     }
 }
 
@@ -36,11 +39,18 @@ fn is_dash(p: &Path) -> bool {
 
 fn pack(a: PackArgs) -> Result<()> {
     let from_stdin = is_dash(&a.input);
+    let url = a.input.to_str().filter(|s| crate::url_input::is_url(s));
     let output = match &a.output {
         Some(o) => o.clone(),
         None if from_stdin => anyhow::bail!(Error::InvalidArgument(
             "packing stdin needs an OUTPUT (a file, or - for stdout)".into()
         )),
+        None if url.is_some() => match url.and_then(crate::url_input::file_name) {
+            Some(name) => format!("{name}.qltx").into(),
+            None => anyhow::bail!(Error::InvalidArgument(
+                "the URL names no file: give an OUTPUT".into()
+            )),
+        },
         None => {
             let mut o = a.input.clone().into_os_string();
             o.push(".qltx");
@@ -83,6 +93,9 @@ fn pack(a: PackArgs) -> Result<()> {
 
     let (mut input, total): (Box<dyn io::Read>, Option<u64>) = if from_stdin {
         (Box::new(io::stdin().lock()), None)
+    } else if let Some(url) = url {
+        let download = crate::url_input::open_url(url)?;
+        (download.body, download.len)
     } else {
         let f = File::open(&a.input).with_context(|| format!("{}: opening the input", a.input.display()))?;
         let len = f.metadata().ok().map(|m| m.len());

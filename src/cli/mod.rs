@@ -3,6 +3,7 @@
 
 mod commands;
 mod keys;
+mod net;
 mod progress;
 mod vault;
 
@@ -46,6 +47,13 @@ pub enum Command {
     Rekey(vault::RekeyArgs),
     /// Copy a container under a new data key and fresh block keys (if its key may be compromised).
     Reencrypt(vault::ReencryptArgs),
+    /// TCP gateway: a byte stream in, a container stream out (reflected or forwarded);
+    /// `--decrypt` for the receiving side.
+    Gateway(net::GatewayArgs),
+    /// Save each incoming container stream as a file (needs no key).
+    Sink(net::SinkArgs),
+    /// Rebuild the footer of an incomplete container from the blocks that arrived whole.
+    Repair(net::RepairArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,9 +69,28 @@ pub enum CompressArg {
     Always,
 }
 
+impl From<CipherArg> for crate::format::CipherId {
+    fn from(c: CipherArg) -> Self {
+        match c {
+            CipherArg::Aes => crate::format::CipherId::Aes256Gcm,
+            CipherArg::Chacha => crate::format::CipherId::ChaCha20Poly1305,
+        }
+    }
+}
+
+impl From<CompressArg> for crate::CompressMode {
+    fn from(c: CompressArg) -> Self {
+        match c {
+            CompressArg::Auto => crate::CompressMode::Auto,
+            CompressArg::Never => crate::CompressMode::Never,
+            CompressArg::Always => crate::CompressMode::Always,
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct PackArgs {
-    /// Input file, or `-` for stdin.
+    /// Input file, `-` for stdin, or an http:// or https:// URL to download.
     pub input: PathBuf,
     /// Output container (default: INPUT.qltx), or `-` for stdout.
     pub output: Option<PathBuf>,

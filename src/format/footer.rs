@@ -34,6 +34,11 @@ pub struct Footer {
 }
 
 impl Footer {
+    /// True when `b` begins with the footer's magic: what follows the last block of a stream.
+    pub fn starts(b: &[u8]) -> bool {
+        b.starts_with(FOOTER_MAGIC)
+    }
+
     pub fn encoded_len(entries: usize) -> u64 {
         (FOOTER_FIXED_LEN + entries * FOOTER_ENTRY_LEN) as u64
     }
