@@ -8,6 +8,7 @@
 //!   convenience.
 //! - [`Container`] reads one: `open`, `read_at`, `seek_extract`, `unpack_to`; [`unpack`] is the
 //!   file-to-file convenience.
+//! - [`serve::SeekServer`] serves containers over HTTP with `Range` support.
 //! - [`format`] and [`crypto`] are the pure layers below them; `docs/FORMAT.md` is the spec.
 
 pub mod block;
@@ -20,6 +21,7 @@ pub mod format;
 mod ops;
 pub mod pipeline;
 pub mod reader;
+pub mod serve;
 pub mod source;
 pub mod writer;
 

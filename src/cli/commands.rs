@@ -23,6 +23,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Info(a) => info(a),
         Command::Verify(a) => verify(a),
         Command::Keygen(a) => keygen(a),
+        Command::Serve(a) => super::serve::run(a),
     }
 }
 

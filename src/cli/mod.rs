@@ -4,6 +4,7 @@
 mod commands;
 mod keys;
 mod progress;
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Write a new random 32-byte key file (mode 0600).
     Keygen(KeygenArgs),
+    /// Serve a container or a vault folder over HTTP, with Range requests.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
