@@ -6,12 +6,14 @@
 //! response holds at most a few blocks, whatever the file's size, and a client that stops reading
 //! stops the producer. The blocks after the current one are read ahead on the cache's workers.
 //!
-//! A block that fails to decrypt ends the response with an error: hyper then closes the
-//! connection, so the client sees a short body (its `Content-Length` unmet), never wrong bytes.
+//! A block that fails to decrypt ends the response: the body stops yielding, the connection is
+//! closed once the bytes before the bad block are written out, and the client sees a short body
+//! (its `Content-Length` unmet), never wrong bytes.
 //!
 //! The log line is written when hyper drops the body, that is when the response is finished or
 //! abandoned, so it can say how many bytes went out and whether the response was cut.
 
+use super::conn::Activity;
 use super::containers::ServedFile;
 use super::range::ByteRange;
 use crate::cache::Block;
@@ -110,6 +112,9 @@ enum Inner {
     Stream {
         rx: mpsc::Receiver<Result<Bytes, String>>,
         remaining: u64,
+        connection: Arc<Activity>,
+        /// Set once the response is being cut: nothing more is sent.
+        cut: bool,
     },
 }
 
@@ -130,10 +135,20 @@ impl ServeBody {
         }
     }
 
-    fn stream(rx: mpsc::Receiver<Result<Bytes, String>>, len: u64, mut log: AccessLog) -> Self {
+    fn stream(
+        rx: mpsc::Receiver<Result<Bytes, String>>,
+        len: u64,
+        connection: Arc<Activity>,
+        mut log: AccessLog,
+    ) -> Self {
         log.promised = Some(len);
         ServeBody {
-            inner: Inner::Stream { rx, remaining: len },
+            inner: Inner::Stream {
+                rx,
+                remaining: len,
+                connection,
+                cut: false,
+            },
             log: Some(log),
         }
     }
@@ -163,21 +178,35 @@ impl Body for ServeBody {
                 }
                 None => Poll::Ready(None),
             },
-            Inner::Stream { rx, remaining } => match rx.poll_recv(cx) {
+            Inner::Stream { cut: true, .. } => Poll::Pending,
+            Inner::Stream {
+                rx,
+                remaining,
+                connection,
+                cut,
+            } => match rx.poll_recv(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Some(Ok(chunk))) => {
                     *remaining = remaining.saturating_sub(chunk.len() as u64);
                     this.count(chunk.len());
                     Poll::Ready(Some(Ok(Frame::data(chunk))))
                 }
-                Poll::Ready(Some(Err(reason))) => {
-                    if let Some(log) = &mut this.log {
-                        log.note = Some(reason.clone());
-                    }
-                    Poll::Ready(Some(Err(io::Error::other(reason))))
-                }
                 Poll::Ready(None) if *remaining == 0 => Poll::Ready(None),
-                Poll::Ready(None) => Poll::Ready(Some(Err(io::Error::other("the response ended early")))),
+                Poll::Ready(failure) => {
+                    // An error from the producer, or (never expected) its end before the promised
+                    // length. Returning an error here would make hyper drop the connection with
+                    // good bytes still in its buffer; instead stay pending and let the connection
+                    // close itself once they are written.
+                    connection.cut_after_flush();
+                    *cut = true;
+                    if let Some(log) = &mut this.log {
+                        log.note = Some(match failure {
+                            Some(Err(reason)) => reason,
+                            _ => "the response ended early".to_string(),
+                        });
+                    }
+                    Poll::Pending
+                }
             },
         }
     }
@@ -270,6 +299,7 @@ impl Streamer {
         segments: Vec<Segment>,
         len: u64,
         first: Option<(u64, Block)>,
+        connection: Arc<Activity>,
         log: AccessLog,
     ) -> ServeBody {
         let (tx, rx) = mpsc::channel(CHANNEL_SLOTS);
@@ -278,7 +308,7 @@ impl Streamer {
                 let _ = tx.send(Err(reason)).await;
             }
         });
-        ServeBody::stream(rx, len, log)
+        ServeBody::stream(rx, len, connection, log)
     }
 
     async fn produce(

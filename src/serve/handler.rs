@@ -4,6 +4,7 @@
 
 use super::body::{AccessLog, Segment, ServeBody, Streamer};
 use super::conditional::Precondition;
+use super::conn::Activity;
 use super::containers::{OpenFailure, ServedFile};
 use super::range::{self, ByteRange, RangeRequest};
 use super::vault::{self, Target};
@@ -32,6 +33,7 @@ pub async fn handle(
     req: Request<Incoming>,
     state: Arc<State>,
     remote: SocketAddr,
+    connection: Arc<Activity>,
 ) -> Result<Reply, Infallible> {
     // A GET or HEAD body is never read; hyper discards it or closes the connection.
     let (req, _body) = req.into_parts();
@@ -116,7 +118,7 @@ pub async fn handle(
             log.note = Some(failure.detail);
             simple(failure.status, format!("{}\n", failure.reason), is_head, log)
         }
-        Outcome::File(file) => serve_file(&req.headers, file, &state, is_head, log).await,
+        Outcome::File(file) => serve_file(&req.headers, file, &state, is_head, connection, log).await,
     })
 }
 
@@ -155,6 +157,7 @@ async fn serve_file(
     file: Arc<ServedFile>,
     state: &State,
     is_head: bool,
+    connection: Arc<Activity>,
     mut log: AccessLog,
 ) -> Reply {
     let size = file.cached.len();
@@ -251,7 +254,7 @@ async fn serve_file(
     };
     finish(
         builder,
-        streamer.into_body(segments, len, Some((first_index, first)), log),
+        streamer.into_body(segments, len, Some((first_index, first)), connection, log),
     )
 }
 

@@ -24,6 +24,7 @@
 mod auth;
 mod body;
 pub mod conditional;
+mod conn;
 mod containers;
 mod handler;
 pub mod range;
@@ -33,22 +34,17 @@ pub use auth::BearerToken;
 
 use crate::cache::BlockCache;
 use crate::{Error, Key, Result};
+use conn::{Activity, Watched};
 use containers::Containers;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use vault::Root;
 
@@ -233,12 +229,11 @@ impl SeekServer {
             };
             let _ = stream.set_nodelay(true);
             let activity = Arc::new(Activity::new());
-            let io = TokioIo::new(Watched {
-                inner: stream,
-                activity: Arc::clone(&activity),
-            });
+            let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
             let state = Arc::clone(&self.state);
-            let service = service_fn(move |req| handler::handle(req, Arc::clone(&state), remote));
+            let watch = Arc::clone(&activity);
+            let service =
+                service_fn(move |req| handler::handle(req, Arc::clone(&state), remote, Arc::clone(&watch)));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(self.opts.header_timeout)
@@ -273,95 +268,5 @@ impl SeekServer {
             eprintln!("qeltrix serve: grace period over, closing the remaining connections");
         }
         Ok(())
-    }
-}
-
-/// When a connection last moved a byte, in milliseconds since it was opened.
-struct Activity {
-    opened: tokio::time::Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            opened: tokio::time::Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        self.last_ms
-            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Completes once nothing has moved for `idle`.
-    async fn stalled(&self, idle: Duration) {
-        loop {
-            let deadline = self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle;
-            if tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    }
-}
-
-/// A TCP stream that records every read or write that moved bytes.
-struct Watched {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl Watched {
-    fn moved<T>(&self, r: Poll<io::Result<usize>>, f: impl FnOnce(usize) -> T) -> Poll<io::Result<T>> {
-        if let Poll::Ready(Ok(n)) = &r {
-            if *n > 0 {
-                self.activity.touch();
-            }
-        }
-        r.map_ok(f)
-    }
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.touch();
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.moved(r, |n| n)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.moved(r, |n| n)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
