@@ -67,6 +67,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         );
     }
     let key = a.keys.for_reading()?;
+    limit_malloc_arenas();
     let server = SeekServer::bind(&a.path, addr, key, opts)?;
     let what = if server.is_vault() { "vault" } else { "container" };
     server.run(|bound| {
@@ -82,6 +83,20 @@ pub fn run(a: ServeArgs) -> Result<()> {
     })?;
     eprintln!("qeltrix serve: stopped");
     Ok(())
+}
+
+/// glibc gives each thread that allocates its own malloc arena, and 1 MiB blocks allocated on
+/// one thread (a decrypting worker) and freed on another (the cache evicting) leave every arena
+/// holding freed memory it does not return: measured here, a full GET of a large container
+/// peaked near twice the cache size. One arena keeps the peak at the cache size plus a few
+/// blocks, with no measurable cost in throughput (a few large allocations per millisecond do not
+/// contend). Process-wide, so it is set by the command, not by the library.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; it is called before the server's threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
 
 fn listen_addr(a: &ServeArgs) -> Result<SocketAddr> {
