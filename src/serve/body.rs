@@ -90,11 +90,17 @@ impl Drop for AccessLog {
             self.sent,
             self.started.elapsed().as_secs_f64() * 1000.0,
         );
-        if let Some(promised) = self.promised.filter(|&p| p != self.sent) {
-            line.push_str(&format!(" CUT after {} of {promised} bytes", self.sent));
-        }
-        if let Some(note) = &self.note {
-            line.push_str(&format!(": {note}"));
+        let short = self.promised.filter(|&p| p != self.sent);
+        match (short, &self.note) {
+            (Some(promised), Some(note)) => {
+                line.push_str(&format!(" CUT after {} of {promised} bytes: {note}", self.sent))
+            }
+            (Some(promised), None) => line.push_str(&format!(
+                " (client closed after {} of {promised} bytes)",
+                self.sent
+            )),
+            (None, Some(note)) => line.push_str(&format!(": {note}")),
+            (None, None) => {}
         }
         eprintln!("{line}");
     }
