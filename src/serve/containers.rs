@@ -2,8 +2,9 @@
 //!
 //! Opening a container costs a key derivation (PBKDF2 for a passphrase: a large fraction of a
 //! second by design), so each one is opened once and kept, together with its handle in the
-//! shared block cache. A failure to open is kept too, so a client cannot make the server run the
-//! KDF again and again for a container the key does not open. Both are keyed by the file's
+//! shared block cache. A failure to open (wrong key, damaged file) is kept too, so a client cannot
+//! make the server run the KDF again and again for a container the key does not open; an I/O
+//! error is not, since it may pass. Both are keyed by the file's
 //! identity (device, inode, size, modification time): a container replaced on disk is opened
 //! afresh on the next request, and the old one's cached blocks are dropped once no response
 //! uses it any more.
@@ -105,9 +106,20 @@ impl Containers {
         }
         let handle = File::open(file).map_err(|e| io_failure(file, e))?;
         let meta = handle.metadata().map_err(|e| io_failure(file, e))?;
-        let opened = self.open(handle, &meta, file, name).map_err(|e| failure(e, file));
-        *slot = Some((Identity::of(&meta), opened.clone()));
-        opened
+        match self.open(handle, &meta, file, name) {
+            Ok(opened) => {
+                *slot = Some((Identity::of(&meta), Ok(Arc::clone(&opened))));
+                Ok(opened)
+            }
+            // An I/O error may pass (too many open files, a flaky disk): try again next time.
+            Err(e) if matches!(e.root(), Error::Io { .. }) => Err(failure(e, file)),
+            // The key or the bytes are wrong: remembered until the file changes.
+            Err(e) => {
+                let failed = failure(e, file);
+                *slot = Some((Identity::of(&meta), Err(failed.clone())));
+                Err(failed)
+            }
+        }
     }
 
     /// Opens a container now and keeps it, returning the library's error (for a startup check:
