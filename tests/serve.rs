@@ -82,13 +82,19 @@ struct Server {
 
 impl Server {
     fn start(f: &Fixture, path: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Server::start_with(f, path, &args)
+    }
+
+    fn start_with(f: &Fixture, path: &Path, args: &[&str]) -> Server {
         let log = f.path(&format!("serve-{}.log", rand_suffix()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_qeltrix"))
             .arg("serve")
             .arg(path)
-            .args(["--listen", "127.0.0.1:0", "--key-file"])
+            .arg("--key-file")
             .arg(f.path("key"))
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
@@ -845,4 +851,28 @@ fn slow_or_oversized_requests_do_not_hold_the_server() {
         let mut body = [0u8; 10];
         s.read_exact(&mut body).unwrap();
     }
+}
+
+#[test]
+fn a_replaced_container_is_served_afresh() {
+    let f = Fixture::new();
+    let first = data(100_000, 14);
+    f.pack("vault/doc.txt.qltx", &first, KEY);
+    // The seeds' --host/--port spelling.
+    let server = Server::start_with(&f, &f.path("vault"), &["--host", "127.0.0.1", "--port", "0"]);
+    let a = agent();
+    let before = get(&a, &server.url("/doc.txt"), &[]);
+    assert!(before.body == first);
+
+    let second = data(120_000, 15);
+    f.pack("vault/doc.txt.qltx", &second, KEY); // a new file renamed over the old one
+    let after = get(&a, &server.url("/doc.txt"), &[]);
+    assert!(after.body == second, "the new container's plaintext");
+    assert_ne!(after.header("etag"), before.header("etag"));
+    let stale = get(
+        &a,
+        &server.url("/doc.txt"),
+        &[("If-None-Match", before.header("etag").unwrap())],
+    );
+    assert_eq!(stale.status, 200, "the old ETag no longer matches");
 }

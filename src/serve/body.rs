@@ -40,7 +40,8 @@ pub struct AccessLog {
     method: Method,
     target: String,
     range: Option<String>,
-    pub status: StatusCode,
+    /// `None` until a response is built: a request abandoned before that logs `---`.
+    pub status: Option<StatusCode>,
     /// The body length promised (`Content-Length`), when a body is sent.
     pub promised: Option<u64>,
     pub sent: u64,
@@ -55,7 +56,7 @@ impl AccessLog {
             method: method.clone(),
             target: printable(target.as_bytes(), 1024),
             range: range.map(|r| printable(r, 200)),
-            status: StatusCode::OK,
+            status: None,
             promised: None,
             sent: 0,
             note: None,
@@ -86,7 +87,7 @@ impl Drop for AccessLog {
             self.method,
             self.target,
             self.range.as_deref().unwrap_or("-"),
-            self.status.as_u16(),
+            self.status.map_or("---".to_string(), |s| s.as_str().to_string()),
             self.sent,
             self.started.elapsed().as_secs_f64() * 1000.0,
         );
@@ -100,6 +101,7 @@ impl Drop for AccessLog {
                 self.sent
             )),
             (None, Some(note)) => line.push_str(&format!(": {note}")),
+            (None, None) if self.status.is_none() => line.push_str(" (client left before the response)"),
             (None, None) => {}
         }
         eprintln!("{line}");

@@ -175,18 +175,18 @@ async fn serve_file(
         .header(header::LAST_MODIFIED, validators.last_modified_header());
     let (status, parts): (StatusCode, Vec<ByteRange>) = match (precondition, ranges) {
         (Precondition::NotModified, _) => {
-            log.status = StatusCode::NOT_MODIFIED;
+            log.status = Some(StatusCode::NOT_MODIFIED);
             return finish(builder.status(StatusCode::NOT_MODIFIED), ServeBody::empty(log));
         }
         (Precondition::Failed, _) => {
-            log.status = StatusCode::PRECONDITION_FAILED;
+            log.status = Some(StatusCode::PRECONDITION_FAILED);
             return finish(
                 builder.status(StatusCode::PRECONDITION_FAILED),
                 ServeBody::empty(log),
             );
         }
         (Precondition::Proceed, RangeRequest::Unsatisfiable) => {
-            log.status = StatusCode::RANGE_NOT_SATISFIABLE;
+            log.status = Some(StatusCode::RANGE_NOT_SATISFIABLE);
             builder = builder
                 .status(StatusCode::RANGE_NOT_SATISFIABLE)
                 .header(header::CONTENT_RANGE, format!("bytes */{size}"))
@@ -226,7 +226,7 @@ async fn serve_file(
         (parts.iter().map(|r| Segment::Range(*r)).collect(), len)
     };
     builder = builder.status(status).header(header::CONTENT_LENGTH, len);
-    log.status = status;
+    log.status = Some(status);
     if is_head || parts.is_empty() {
         return finish(builder, ServeBody::empty(log));
     }
@@ -289,7 +289,7 @@ fn boundary() -> String {
 /// A short text (or JSON) response; for HEAD, the same headers without the body.
 fn simple(status: StatusCode, body: impl Into<Bytes>, is_head: bool, mut log: AccessLog) -> Reply {
     let body = body.into();
-    log.status = status;
+    log.status = Some(status);
     let len = body.len();
     let builder = Response::builder()
         .status(status)
