@@ -10,6 +10,7 @@
 //!   file-to-file convenience.
 //! - [`stream_reader::StreamReader`] reads one front to back as it arrives; [`repair`] recovers
 //!   the whole blocks of a cut one; [`gateway`] moves streams through TCP.
+//! - [`serve::SeekServer`] serves containers over HTTP with `Range` support.
 //! - [`format`] and [`crypto`] are the pure layers below them; `docs/FORMAT.md` is the spec.
 
 pub mod block;
@@ -26,6 +27,7 @@ pub mod pipeline;
 pub mod reader;
 pub mod rekey;
 pub mod repair;
+pub mod serve;
 pub mod source;
 pub mod stream_reader;
 pub mod url_input;

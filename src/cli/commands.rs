@@ -30,6 +30,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Gateway(a) => super::net::gateway(a),
         Command::Sink(a) => super::net::sink(a),
         Command::Repair(a) => super::net::repair(a),
+        Command::Serve(a) => super::serve::run(a),
     }
 }
 

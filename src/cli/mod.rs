@@ -5,6 +5,7 @@ mod commands;
 mod keys;
 mod net;
 mod progress;
+mod serve;
 mod vault;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -54,6 +55,8 @@ pub enum Command {
     Sink(net::SinkArgs),
     /// Rebuild the footer of an incomplete container from the blocks that arrived whole.
     Repair(net::RepairArgs),
+    /// Serve a container or a vault folder over HTTP, with Range requests.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

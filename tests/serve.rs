@@ -1,0 +1,878 @@
+//! `qeltrix serve` end to end: the real binary on an ephemeral loopback port, a real HTTP client
+//! (ureq) or raw sockets, and every answer compared byte for byte with the original file.
+
+use qeltrix::crypto::KeyFileKey;
+use qeltrix::{format::BLOCK_HEAD_LEN, ContainerInfo, Key, PackOptions};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const BLOCK: usize = 64 * 1024;
+const KEY: [u8; 32] = [7; 32];
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Deterministic test bytes: a mix of incompressible and compressible stretches, so containers
+/// hold both raw and deflated blocks.
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if (i / 50_000) % 3 == 2 {
+                b"compressible text "[i % 18]
+            } else {
+                x as u8
+            }
+        })
+        .collect()
+}
+
+/// A temporary folder with a key file, and helpers to pack files into it.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("key"), hex::encode(KEY)).unwrap();
+        fs::write(dir.path().join("other.key"), hex::encode([9u8; 32])).unwrap();
+        Fixture { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Packs `bytes` into `rel` (relative to the fixture), with 64 KiB blocks.
+    fn pack(&self, rel: &str, bytes: &[u8], key: [u8; 32]) -> PathBuf {
+        let plain = self.path(&format!("{rel}.plain"));
+        fs::create_dir_all(plain.parent().unwrap()).unwrap();
+        fs::write(&plain, bytes).unwrap();
+        let out = self.path(rel);
+        let opts = PackOptions {
+            block_size: BLOCK as u32,
+            ..PackOptions::default()
+        };
+        qeltrix::pack(
+            &plain,
+            &out,
+            &[Key::KeyFile(KeyFileKey::from_bytes(key))],
+            &opts,
+            true,
+        )
+        .unwrap();
+        fs::remove_file(plain).unwrap();
+        out
+    }
+}
+
+/// A running `qeltrix serve`, killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(f: &Fixture, path: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Server::start_with(f, path, &args)
+    }
+
+    fn start_with(f: &Fixture, path: &Path, args: &[&str]) -> Server {
+        let log = f.path(&format!("serve-{}.log", rand_suffix()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_qeltrix"))
+            .arg("serve")
+            .arg(path)
+            .arg("--key-file")
+            .arg(f.path("key"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let addr = loop {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            if let Some(rest) = text.split("http://").nth(1) {
+                break rest.split('/').next().unwrap().parse().unwrap();
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the server exited with {status}: {text}");
+            }
+            assert!(started.elapsed() < DEADLINE, "the server did not start: {text}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Server { child, addr, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls the log until it contains `needle` (log lines are written when a response ends).
+    fn wait_for_log(&self, needle: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(started.elapsed() < DEADLINE, "{needle:?} never logged:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "the server did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .timeout_global(Some(DEADLINE))
+        .build()
+        .into()
+}
+
+/// A response: status, headers (lower-case names), body.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn get(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Reply {
+    request(agent.get(url), headers)
+}
+
+fn request(mut req: ureq::RequestBuilder<ureq::typestate::WithoutBody>, headers: &[(&str, &str)]) -> Reply {
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.call().unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap().to_string()))
+        .collect();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .unwrap();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Sends raw bytes on a fresh connection and reads until the server closes it.
+fn raw(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn status_of(response: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+/// Splits a multipart/byteranges body into (Content-Range, bytes) parts.
+fn multipart(body: &[u8], content_type: &str) -> Vec<(String, Vec<u8>)> {
+    let boundary = content_type.split("boundary=").nth(1).unwrap();
+    let delim = format!("--{boundary}");
+    let mut parts = Vec::new();
+    let mut rest = body;
+    loop {
+        let at = find(rest, delim.as_bytes()).expect("a delimiter");
+        rest = &rest[at + delim.len()..];
+        if rest.starts_with(b"--") {
+            return parts;
+        }
+        let head_end = find(rest, b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&rest[..head_end]).to_string();
+        let range = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Range: "))
+            .unwrap()
+            .to_string();
+        let (a, b) = range
+            .trim_start_matches("bytes ")
+            .split('/')
+            .next()
+            .unwrap()
+            .split_once('-')
+            .unwrap();
+        let len = b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1;
+        let start = head_end + 4;
+        parts.push((range, rest[start..start + len].to_vec()));
+        rest = &rest[start + len..];
+        assert!(rest.starts_with(b"\r\n"), "CRLF before the next delimiter");
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn every_range_form_is_byte_exact() {
+    let f = Fixture::new();
+    let size = 1_000_003;
+    let original = data(size, 1);
+    let file = f.pack("video.mp4.qltx", &original, KEY);
+    let server = Server::start(&f, &file, &[]);
+    let a = agent();
+
+    let full = get(&a, &server.url("/"), &[]);
+    assert_eq!(full.status, 200);
+    assert!(full.body == original, "full GET differs");
+    assert_eq!(full.header("content-length"), Some("1000003"));
+    assert_eq!(full.header("accept-ranges"), Some("bytes"));
+    assert_eq!(full.header("content-type"), Some("video/mp4"));
+    let etag = full.header("etag").unwrap().to_string();
+    assert!(
+        etag.starts_with('"') && etag.len() == 34,
+        "strong ETag from the container id: {etag}"
+    );
+    assert!(full.header("last-modified").is_some());
+    assert!(
+        get(&a, &server.url("/video.mp4"), &[]).body == original,
+        "also at /NAME"
+    );
+
+    let cases: &[(&str, usize, usize)] = &[
+        ("bytes=0-0", 0, 1),
+        ("bytes=0-99", 0, 100),
+        ("bytes=65535-65536", 65535, 65537), // straddles a block boundary
+        ("bytes=100000-700000", 100_000, 700_001),
+        ("bytes=999000-", 999_000, size),
+        ("bytes=-1", size - 1, size),
+        ("bytes=-70000", size - 70_000, size),
+        ("bytes=900000-99999999", 900_000, size), // clipped
+        ("bytes=-99999999", 0, size),
+    ];
+    for &(range, start, end) in cases {
+        let r = get(&a, &server.url("/"), &[("Range", range)]);
+        assert_eq!(r.status, 206, "{range}");
+        assert_eq!(
+            r.header("content-range").unwrap(),
+            format!("bytes {start}-{}/{size}", end - 1),
+            "{range}"
+        );
+        assert_eq!(r.header("content-length").unwrap(), (end - start).to_string());
+        assert!(r.body == original[start..end], "{range}: bytes differ");
+    }
+
+    let r = get(&a, &server.url("/"), &[("Range", "bytes=500000-500009, 0-9,-5")]);
+    assert_eq!(r.status, 206);
+    let ct = r.header("content-type").unwrap().to_string();
+    assert!(ct.starts_with("multipart/byteranges; boundary="), "{ct}");
+    assert_eq!(r.header("content-length").unwrap(), r.body.len().to_string());
+    let parts = multipart(&r.body, &ct);
+    let expect = [(0, 10), (500_000, 500_010), (size - 5, size)];
+    assert_eq!(parts.len(), 3);
+    for ((range, bytes), (s, e)) in parts.iter().zip(expect) {
+        assert_eq!(range, &format!("bytes {s}-{}/{size}", e - 1));
+        assert!(bytes == &original[s..e], "{range}");
+    }
+    let merged = get(&a, &server.url("/"), &[("Range", "bytes=0-99,50-199")]);
+    assert_eq!(merged.status, 206);
+    assert_eq!(
+        merged.header("content-range"),
+        Some(format!("bytes 0-199/{size}").as_str())
+    );
+    assert!(merged.body == original[..200]);
+
+    for unsatisfiable in ["bytes=1000003-", "bytes=2000000-3000000", "bytes=-0"] {
+        let r = get(&a, &server.url("/"), &[("Range", unsatisfiable)]);
+        assert_eq!(r.status, 416, "{unsatisfiable}");
+        assert_eq!(r.header("content-range"), Some("bytes */1000003"));
+    }
+    for malformed in ["bytes=5-1", "bytes=abc", "pages=1-2", "bytes=1-2-3"] {
+        let r = get(&a, &server.url("/"), &[("Range", malformed)]);
+        assert_eq!(r.status, 200, "{malformed} is ignored");
+        assert!(r.body == original);
+    }
+
+    let head = request(a.head(&server.url("/")), &[]);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("1000003"));
+    assert_eq!(head.header("etag"), Some(etag.as_str()));
+    assert!(head.body.is_empty());
+    let head = request(a.head(&server.url("/")), &[("Range", "bytes=10-19")]);
+    assert_eq!(head.status, 206);
+    assert_eq!(head.header("content-length"), Some("10"));
+    assert_eq!(head.header("content-range"), Some("bytes 10-19/1000003"));
+
+    assert_eq!(get(&a, &server.url("/other"), &[]).status, 404);
+    let post = raw(
+        server.addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&post), 405);
+
+    let log = server.wait_for_log("range=bytes=10-19 206");
+    assert!(
+        log.contains("GET / range=bytes=0-99 206 100B"),
+        "one log line per request:\n{log}"
+    );
+}
+
+#[test]
+fn conditional_requests() {
+    let f = Fixture::new();
+    let original = data(300_000, 2);
+    let file = f.pack("notes.txt.qltx", &original, KEY);
+    let server = Server::start(&f, &file, &[]);
+    let a = agent();
+    let url = server.url("/notes.txt");
+    let first = get(&a, &url, &[]);
+    assert_eq!(first.header("content-type"), Some("text/plain"));
+    let etag = first.header("etag").unwrap().to_string();
+    let modified = first.header("last-modified").unwrap().to_string();
+    let weak = format!("W/{etag}");
+    let listed = format!("\"nope\", {etag}");
+
+    for (name, value) in [
+        ("If-None-Match", etag.as_str()),
+        ("If-None-Match", weak.as_str()),
+        ("If-None-Match", listed.as_str()),
+        ("If-None-Match", "*"),
+        ("If-Modified-Since", modified.as_str()),
+        ("If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT"),
+    ] {
+        let r = get(&a, &url, &[(name, value)]);
+        assert_eq!(r.status, 304, "{name}: {value}");
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("etag"), Some(etag.as_str()));
+    }
+    for (name, value) in [
+        ("If-None-Match", "\"other\""),
+        ("If-Modified-Since", "Thu, 01 Jan 1970 00:00:01 GMT"),
+        ("If-Modified-Since", "garbage"),
+    ] {
+        let r = get(&a, &url, &[(name, value)]);
+        assert_eq!(r.status, 200, "{name}: {value}");
+        assert!(r.body == original);
+    }
+    let r = get(
+        &a,
+        &url,
+        &[("If-None-Match", "\"other\""), ("If-Modified-Since", &modified)],
+    );
+    assert_eq!(r.status, 200, "If-None-Match wins over If-Modified-Since");
+
+    let r = get(&a, &url, &[("Range", "bytes=100-199"), ("If-Range", &etag)]);
+    assert_eq!(r.status, 206);
+    assert!(r.body == original[100..200]);
+    let r = get(&a, &url, &[("Range", "bytes=100-199"), ("If-Range", &modified)]);
+    assert_eq!(r.status, 206);
+    for stale in ["\"old\"", weak.as_str(), "Thu, 01 Jan 1970 00:00:01 GMT"] {
+        let r = get(&a, &url, &[("Range", "bytes=100-199"), ("If-Range", stale)]);
+        assert_eq!(r.status, 200, "If-Range {stale} does not match: whole file");
+        assert!(r.body == original);
+    }
+
+    assert_eq!(get(&a, &url, &[("If-Match", "\"other\"")]).status, 412);
+    assert_eq!(get(&a, &url, &[("If-Match", &etag)]).status, 200);
+    let r = get(
+        &a,
+        &url,
+        &[("If-Unmodified-Since", "Thu, 01 Jan 1970 00:00:01 GMT")],
+    );
+    assert_eq!(r.status, 412);
+}
+
+#[test]
+fn vault_listing_json_index_and_health() {
+    let f = Fixture::new();
+    let a_txt = data(70_000, 3);
+    let b_mp4 = data(200_000, 4);
+    f.pack("vault/a.txt.qltx", &a_txt, KEY);
+    f.pack("vault/sub dir/b.mp4.qltx", &b_mp4, KEY);
+    fs::write(f.path("vault/plain.txt"), b"not a container").unwrap();
+    fs::write(f.path("vault/.hidden.qltx"), b"x").unwrap();
+    let server = Server::start(&f, &f.path("vault"), &[]);
+    let a = agent();
+
+    let html = get(&a, &server.url("/"), &[]);
+    assert_eq!(html.status, 200);
+    assert_eq!(html.header("content-type"), Some("text/html; charset=utf-8"));
+    let page = String::from_utf8(html.body).unwrap();
+    assert!(page.contains("<a href=\"a.txt\">a.txt</a>"), "{page}");
+    assert!(page.contains("<a href=\"sub%20dir/\">sub dir/</a>"), "{page}");
+    assert!(!page.contains("plain") && !page.contains("hidden"), "{page}");
+
+    for url in ["/?format=json", "/index.json"] {
+        let r = get(&a, &server.url(url), &[]);
+        assert_eq!(r.status, 200, "{url}");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let entries = json["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 2, "{json}");
+        assert_eq!(entries[0]["name"], "sub dir");
+        assert_eq!(entries[0]["type"], "dir");
+        assert_eq!(entries[1]["name"], "a.txt");
+        assert_eq!(entries[1]["size"], 70_000);
+        assert!(entries[1]["modified"].as_str().unwrap().ends_with('Z'));
+    }
+    let sub = get(&a, &server.url("/sub%20dir"), &[]);
+    assert_eq!(sub.status, 301);
+    assert_eq!(sub.header("location"), Some("/sub%20dir/"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&get(&a, &server.url("/sub%20dir/index.json"), &[]).body).unwrap();
+    assert_eq!(json["path"], "/sub%20dir/");
+    assert_eq!(json["entries"][0]["name"], "b.mp4");
+    assert_eq!(json["entries"][0]["size"], 200_000);
+
+    let b = get(&a, &server.url("/sub%20dir/b.mp4"), &[("Range", "bytes=-1000")]);
+    assert_eq!(b.status, 206);
+    assert_eq!(b.header("content-type"), Some("video/mp4"));
+    assert!(b.body == b_mp4[b_mp4.len() - 1000..]);
+    assert!(get(&a, &server.url("/a.txt"), &[]).body == a_txt);
+    assert_eq!(get(&a, &server.url("/a.txt.qltx"), &[]).status, 404);
+    assert_eq!(get(&a, &server.url("/plain.txt"), &[]).status, 404);
+    assert_eq!(get(&a, &server.url("/nope/"), &[]).status, 404);
+
+    let health = get(&a, &server.url("/health"), &[]);
+    assert_eq!(health.status, 200);
+    let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(json["status"], "ok");
+    assert_eq!(json["serving"], "vault");
+}
+
+#[test]
+fn traversal_attempts_are_not_found() {
+    let f = Fixture::new();
+    f.pack("vault/inside.qltx", &data(1000, 5), KEY);
+    f.pack("secret.qltx", &data(1000, 6), KEY); // same key, outside the vault
+    fs::create_dir_all(f.path("vault/dir")).unwrap();
+    std::os::unix::fs::symlink(f.path("secret.qltx"), f.path("vault/link.qltx")).unwrap();
+    std::os::unix::fs::symlink(f.dir.path(), f.path("vault/dir/up")).unwrap();
+    let server = Server::start(&f, &f.path("vault"), &[]);
+
+    let ok = raw(
+        server.addr,
+        b"GET /inside HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&ok), 200);
+    let secret = f.path("secret").display().to_string();
+    let absolute = format!("/{}", secret.trim_start_matches('/'));
+    for path in [
+        "/../secret",
+        "/dir/../../secret",
+        "/%2e%2e/secret",
+        "/%2E%2E/secret",
+        "/dir/%2e%2e/%2e%2e/secret",
+        "/.%2e/secret",
+        "/dir%2f..%2f..%2fsecret",
+        "/..%2fsecret",
+        "/..%5csecret",
+        "//secret",
+        absolute.as_str(),
+        "/link",
+        "/dir/up/secret",
+        "/inside%00",
+        "/.hidden",
+        "/./inside",
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let response = raw(server.addr, request.as_bytes());
+        assert_eq!(
+            status_of(&response),
+            404,
+            "{path}: {}",
+            String::from_utf8_lossy(&response)
+        );
+    }
+    let absolute_form = raw(
+        server.addr,
+        b"GET http://127.0.0.1/../secret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&absolute_form), 404);
+}
+
+#[test]
+fn bearer_token_on_and_off() {
+    let f = Fixture::new();
+    let original = data(50_000, 7);
+    let file = f.pack("a.bin.qltx", &original, KEY);
+    fs::write(f.path("token"), "correct-horse-battery\n").unwrap();
+    let token_file = f.path("token").display().to_string();
+    let a = agent();
+
+    let open = Server::start(&f, &file, &[]);
+    assert!(
+        get(&a, &open.url("/"), &[]).body == original,
+        "no token needed without --token-file"
+    );
+
+    let guarded = Server::start(&f, &file, &["--token-file", &token_file]);
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer correct-horse-batter"),
+        Some("Basic correct-horse-battery"),
+    ] {
+        let headers: Vec<(&str, &str)> = auth.iter().map(|v| ("Authorization", *v)).collect();
+        let r = get(&a, &guarded.url("/"), &headers);
+        assert_eq!(r.status, 401, "{auth:?}");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"qeltrix\""));
+        assert_eq!(r.body, b"a bearer token is required\n");
+    }
+    let r = get(
+        &a,
+        &guarded.url("/"),
+        &[("Authorization", "Bearer correct-horse-battery")],
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body == original);
+    assert_eq!(
+        get(&a, &guarded.url("/health"), &[]).status,
+        200,
+        "health needs no token"
+    );
+}
+
+#[test]
+fn a_container_the_key_cannot_open_is_403_and_logged() {
+    let f = Fixture::new();
+    f.pack("vault/mine.qltx", &data(1000, 8), KEY);
+    f.pack("vault/theirs.qltx", &data(1000, 9), [9; 32]);
+    let server = Server::start(&f, &f.path("vault"), &[]);
+    let a = agent();
+    assert_eq!(get(&a, &server.url("/mine"), &[]).status, 200);
+    let r = get(&a, &server.url("/theirs"), &[]);
+    assert_eq!(r.status, 403);
+    assert!(String::from_utf8_lossy(&r.body).contains("key does not open"));
+    let again = get(&a, &server.url("/theirs"), &[]);
+    assert_eq!(again.status, 403, "the failure is remembered");
+    let log = server.wait_for_log("/theirs range=- 403");
+    assert!(log.contains("theirs.qltx") && log.contains("wrong key"), "{log}");
+
+    // A single container that the key cannot open stops the server before it listens.
+    let out = Command::new(env!("CARGO_BIN_EXE_qeltrix"))
+        .arg("serve")
+        .arg(f.path("vault/theirs.qltx"))
+        .args(["--listen", "127.0.0.1:0", "--key-file"])
+        .arg(f.path("key"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong key"));
+}
+
+#[test]
+fn thirty_two_clients_fetch_random_ranges_of_several_files() {
+    let f = Fixture::new();
+    let files: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| {
+            let bytes = data(600_000 + i * 250_000, 10 + i as u64);
+            f.pack(&format!("vault/f{i}.bin.qltx"), &bytes, KEY);
+            (format!("/f{i}.bin"), bytes)
+        })
+        .collect();
+    // A 1 MiB cache (16 blocks) for ~3 MiB of files: evictions and reloads under contention.
+    let server = Server::start(&f, &f.path("vault"), &["--cache-size", "1"]);
+    let files = std::sync::Arc::new(files);
+    let threads: Vec<_> = (0..32u64)
+        .map(|t| {
+            let (files, base) = (std::sync::Arc::clone(&files), server.url(""));
+            std::thread::spawn(move || {
+                let a = agent();
+                let mut x = t.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
+                let mut next = move || {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x
+                };
+                for _ in 0..12 {
+                    let (path, bytes) = &files[(next() % files.len() as u64) as usize];
+                    let start = (next() % bytes.len() as u64) as usize;
+                    let len = 1 + (next() % 200_000) as usize;
+                    let end = (start + len).min(bytes.len());
+                    let range = format!("bytes={start}-{}", end - 1);
+                    let r = get(&a, &format!("{base}{path}"), &[("Range", &range)]);
+                    assert_eq!(r.status, 206, "{path} {range}");
+                    assert!(r.body == bytes[start..end], "{path} {range}: bytes differ");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a client thread failed");
+    }
+}
+
+#[test]
+fn a_corrupt_block_cuts_the_response_and_never_sends_wrong_bytes() {
+    let f = Fixture::new();
+    let original = data(16 * BLOCK, 11);
+    let file = f.pack("movie.mp4.qltx", &original, KEY);
+    let bad = 8;
+    let info = ContainerInfo::read(&File::open(&file).unwrap()).unwrap();
+    let entry = info.footer.entries[bad];
+    let flip_at = entry.offset + BLOCK_HEAD_LEN as u64 + (entry.len - BLOCK_HEAD_LEN as u64) / 2;
+    let handle = fs::OpenOptions::new().read(true).write(true).open(&file).unwrap();
+    let mut byte = [0u8];
+    handle.read_exact_at(&mut byte, flip_at).unwrap();
+    handle.write_all_at(&[byte[0] ^ 0x01], flip_at).unwrap();
+    drop(handle);
+
+    let server = Server::start(&f, &file, &[]);
+    let a = agent();
+    let before = format!("bytes=0-{}", bad * BLOCK - 1);
+    let r = get(&a, &server.url("/"), &[("Range", &before)]);
+    assert_eq!(r.status, 206);
+    assert!(
+        r.body == original[..bad * BLOCK],
+        "a range before the bad block is served"
+    );
+    let after = format!("bytes={}-", (bad + 1) * BLOCK + 5);
+    let r = get(&a, &server.url("/"), &[("Range", &after)]);
+    assert_eq!(r.status, 206);
+    assert!(
+        r.body == original[(bad + 1) * BLOCK + 5..],
+        "a range after it too"
+    );
+    let at = format!("bytes={}-", bad * BLOCK + 10);
+    assert_eq!(
+        get(&a, &server.url("/"), &[("Range", &at)]).status,
+        500,
+        "starts in the bad block"
+    );
+
+    // A full GET: headers promise everything, the body stops before the bad block.
+    let mut resp = a.get(&server.url("/")).call().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-length"],
+        original.len().to_string().as_str()
+    );
+    let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let outcome = loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        outcome.is_err() || got.len() < original.len(),
+        "the response was not cut"
+    );
+    assert!(
+        got.len() <= bad * BLOCK,
+        "{} bytes: past the bad block",
+        got.len()
+    );
+    assert!(
+        got == original[..got.len()],
+        "the bytes sent are a correct prefix"
+    );
+    let log = server.wait_for_log("CUT after");
+    assert!(
+        log.contains("movie.mp4.qltx") && log.contains(&format!("block {bad}")),
+        "{log}"
+    );
+}
+
+#[test]
+fn sigterm_with_requests_in_flight_exits_zero() {
+    let f = Fixture::new();
+    let original = data(24 << 20, 12);
+    let file = f.pack("big.bin.qltx", &original, KEY);
+    let mut server = Server::start(&f, &file, &["--shutdown-grace", "3"]);
+
+    // One client reads a little of a full GET and then waits; another never reads at all.
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut reader = TcpStream::connect(server.addr).unwrap();
+    reader.set_read_timeout(Some(DEADLINE)).unwrap();
+    reader.write_all(request).unwrap();
+    let mut first = vec![0u8; 64 * 1024];
+    reader.read_exact(&mut first).unwrap();
+    let mut staller = TcpStream::connect(server.addr).unwrap();
+    staller.set_read_timeout(Some(DEADLINE)).unwrap();
+    staller.write_all(request).unwrap();
+    let mut status_line = [0u8; 12];
+    staller.read_exact(&mut status_line).unwrap();
+    assert_eq!(&status_line, b"HTTP/1.1 200");
+
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    server.wait_for_log("shutting down");
+    // The in-flight response still completes, byte for byte.
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    first.extend_from_slice(&rest);
+    let split = find(&first, b"\r\n\r\n").unwrap() + 4;
+    assert!(
+        first[split..] == original[..],
+        "the in-flight response finished intact"
+    );
+
+    let status = server.wait_exit();
+    assert!(status.success(), "exit status {status}:\n{}", server.log());
+    drop(staller);
+}
+
+#[test]
+fn slow_or_oversized_requests_do_not_hold_the_server() {
+    let f = Fixture::new();
+    let file = f.pack("a.qltx", &data(10_000, 13), KEY);
+    let server = Server::start(&f, &file, &["--idle-timeout", "1"]);
+
+    // Half a request, then silence: closed.
+    let mut silent = TcpStream::connect(server.addr).unwrap();
+    silent.set_read_timeout(Some(DEADLINE)).unwrap();
+    silent.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut sink = Vec::new();
+    let _ = silent.read_to_end(&mut sink);
+    assert!(
+        !sink.windows(6).any(|w| w == b"200 OK"),
+        "no answer to half a request"
+    );
+
+    // A header dribbled one byte at a time: the header deadline closes it.
+    let mut dribble = TcpStream::connect(server.addr).unwrap();
+    dribble
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = Instant::now();
+    let closed = loop {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "a dribbling client kept its connection"
+        );
+        if dribble.write_all(b"X").is_err() {
+            break true;
+        }
+        let mut b = [0u8; 256];
+        match dribble.read(&mut b) {
+            Ok(0) => break true,
+            Ok(_) => break true, // an error status, then the close
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+            }
+            Err(_) => break true,
+        }
+    };
+    assert!(closed);
+
+    // Headers larger than the limit: 431.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    assert_eq!(status_of(&raw(server.addr, big.as_bytes())), 431);
+
+    // The server still answers, and keeps a connection alive across requests.
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n")
+            .unwrap();
+        let mut head = Vec::new();
+        while find(&head, b"\r\n\r\n").is_none() {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            head.push(b[0]);
+        }
+        assert_eq!(status_of(&head), 206);
+        let mut body = [0u8; 10];
+        s.read_exact(&mut body).unwrap();
+    }
+}
+
+#[test]
+fn a_replaced_container_is_served_afresh() {
+    let f = Fixture::new();
+    let first = data(100_000, 14);
+    f.pack("vault/doc.txt.qltx", &first, KEY);
+    // The seeds' --host/--port spelling.
+    let server = Server::start_with(&f, &f.path("vault"), &["--host", "127.0.0.1", "--port", "0"]);
+    let a = agent();
+    let before = get(&a, &server.url("/doc.txt"), &[]);
+    assert!(before.body == first);
+
+    let second = data(120_000, 15);
+    f.pack("vault/doc.txt.qltx", &second, KEY); // a new file renamed over the old one
+    let after = get(&a, &server.url("/doc.txt"), &[]);
+    assert!(after.body == second, "the new container's plaintext");
+    assert_ne!(after.header("etag"), before.header("etag"));
+    let stale = get(
+        &a,
+        &server.url("/doc.txt"),
+        &[("If-None-Match", before.header("etag").unwrap())],
+    );
+    assert_eq!(stale.status, 200, "the old ETag no longer matches");
+}
