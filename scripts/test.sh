@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 need_cargo
 need cc build-essential
 need pkg-config pkg-config
+need curl curl
+need ffmpeg ffmpeg
+need chromium chromium
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -15,3 +18,5 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "cargo test"
 cargo test --all-targets
 cargo test --doc --quiet
+step "end to end: a browser plays and seeks a served video"
+./scripts/e2e-browser.sh
