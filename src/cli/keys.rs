@@ -35,7 +35,9 @@ pub struct KeyArgs {
 impl KeyArgs {
     /// The keys for a new container written to `output`: every key source given becomes a key
     /// slot. Inside an initialised vault (or with `--vault`), a keyring slot is made instead of a
-    /// passphrase slot. With nothing given: the environment, then a prompt (asked twice).
+    /// passphrase slot; with other keys given and a vault only found, not named, the vault
+    /// passphrase is used if given or in the environment, and never asked for. With nothing
+    /// given: the environment, then a prompt (asked twice).
     pub fn for_packing(
         &self,
         stdin_is_data: bool,
@@ -54,11 +56,25 @@ impl KeyArgs {
             .clone()
             .or_else(|| output.and_then(keyring::find_vault));
         if let Some(vault) = vault {
+            // A vault that was only found, when other keys were given, is not a reason to ask:
+            // a write-only packer (recipients, a key file) must not need the vault passphrase.
+            let must_ask = self.vault.is_some() || keys.is_empty();
             let pass = match self.explicit_passphrase()? {
-                Some(p) => p,
-                None => self.ambient_passphrase(false, stdin_is_data, "Vault passphrase: ")?,
+                Some(p) => Some(p),
+                None if must_ask => {
+                    Some(self.ambient_passphrase(false, stdin_is_data, "Vault passphrase: ")?)
+                }
+                None => env_passphrase(),
             };
-            keys.push(Key::Vault(keyring::unlock(&vault, &pass)?));
+            match pass {
+                Some(pass) => keys.push(Key::Vault(keyring::unlock(&vault, &pass)?)),
+                None => eprintln!(
+                    "note: {} is inside vault {}, but no vault passphrase was given, so it gets no \
+                     keyring slot (add one later with `qeltrix rekey --add-keyring`)",
+                    output.map_or(String::new(), |o| o.display().to_string()),
+                    vault.display()
+                ),
+            }
         } else if let Some(p) = self.explicit_passphrase()? {
             keys.push(Key::Passphrase(p));
         } else if keys.is_empty() {
@@ -167,6 +183,14 @@ impl KeyArgs {
         }
         prompt_passphrase(confirm, stdin_is_data, prompt)
     }
+}
+
+/// The passphrase in the environment, if set and not empty.
+fn env_passphrase() -> Option<Passphrase> {
+    std::env::var(PASSPHRASE_ENV)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Passphrase::new)
 }
 
 /// Reads a passphrase file's first line.
