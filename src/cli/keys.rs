@@ -181,7 +181,8 @@ impl KeyArgs {
         if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
             return passphrase(p, PASSPHRASE_ENV);
         }
-        prompt_passphrase(confirm, stdin_is_data, prompt)
+        let how = format!("--passphrase-file or {PASSPHRASE_ENV} (or use --key-file or --identity)");
+        prompt_passphrase(confirm, stdin_is_data, prompt, &how)
     }
 }
 
@@ -203,11 +204,13 @@ pub fn read_passphrase_file(path: &Path) -> Result<Passphrase> {
     passphrase(line.to_string(), &path.display().to_string())
 }
 
-/// Asks for a passphrase on the terminal (twice when `confirm`).
-pub fn prompt_passphrase(confirm: bool, stdin_is_data: bool, prompt: &str) -> Result<Passphrase> {
+/// Asks for a passphrase on the terminal (twice when `confirm`). Without a terminal, the error
+/// names what was wanted and `how` to give it instead.
+pub fn prompt_passphrase(confirm: bool, stdin_is_data: bool, prompt: &str, how: &str) -> Result<Passphrase> {
     if stdin_is_data || !std::io::stdin().is_terminal() {
         bail!(crate::Error::InvalidArgument(format!(
-            "no key given: use --key-file, --passphrase-file or {PASSPHRASE_ENV} (no terminal to ask on)"
+            "{} needed and there is no terminal to ask on: give it with {how}",
+            prompt.trim_end_matches([':', ' '])
         )));
     }
     let first = Zeroizing::new(rpassword::prompt_password(prompt).context("reading the passphrase")?);
