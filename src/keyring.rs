@@ -125,17 +125,21 @@ pub fn init(
 /// Unlocks the vault key with the vault passphrase.
 pub fn unlock(vault: &Path, passphrase: &Passphrase) -> Result<VaultKey> {
     let path = keyring_path(vault);
-    let bytes = fs::read(&path).map_err(|e| {
+    decode(&read_keyring(&path)?, passphrase)
+        .map(|(k, _)| k)
+        .map_err(|e| e.in_file(&path))
+}
+
+/// The keyring file's bytes; a missing file is reported as a folder that is not a vault.
+fn read_keyring(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| {
         let what = if e.kind() == std::io::ErrorKind::NotFound {
             "not an initialised vault (run `qeltrix init` first)"
         } else {
             "reading the keyring"
         };
-        Error::io(what, e).in_file(&path)
-    })?;
-    decode(&bytes, passphrase)
-        .map(|(k, _)| k)
-        .map_err(|e| e.in_file(&path))
+        Error::io(what, e).in_file(path)
+    })
 }
 
 /// Re-wraps the vault key under a new passphrase: a new keyring file written beside the old one,
@@ -148,8 +152,7 @@ pub fn change_passphrase(
     entropy: &dyn Entropy,
 ) -> Result<()> {
     let path = keyring_path(vault);
-    let bytes = fs::read(&path).map_err(|e| Error::io("reading the keyring", e).in_file(&path))?;
-    let (key, id) = decode(&bytes, old).map_err(|e| e.in_file(&path))?;
+    let (key, id) = decode(&read_keyring(&path)?, old).map_err(|e| e.in_file(&path))?;
     write_atomically(&path, &encode(&key, new, iterations, id, entropy))
 }
 
