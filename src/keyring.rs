@@ -33,11 +33,11 @@ pub fn keyring_path(vault: &Path) -> PathBuf {
 
 /// The initialised vault that contains `path` (the nearest ancestor with a keyring), if any.
 pub fn find_vault(path: &Path) -> Option<PathBuf> {
+    // A file not written yet is looked up by its folder; a bare name's folder is ".", not "".
     let abs = fs::canonicalize(path)
-        .or_else(|_| {
-            path.parent()
-                .map(fs::canonicalize)
-                .unwrap_or(Err(std::io::ErrorKind::NotFound.into()))
+        .or_else(|_| match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => fs::canonicalize(p),
+            _ => fs::canonicalize("."),
         })
         .ok()?;
     abs.ancestors()
