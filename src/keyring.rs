@@ -45,6 +45,16 @@ pub fn find_vault(path: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// A keyring asking for another iteration count could never be unlocked: `decode` refuses it.
+fn check_iterations(iterations: u32) -> Result<()> {
+    if !(1..=MAX_KDF_ITERATIONS).contains(&iterations) {
+        return Err(Error::InvalidArgument(format!(
+            "KDF iterations must be between 1 and {MAX_KDF_ITERATIONS}"
+        )));
+    }
+    Ok(())
+}
+
 fn encode(
     vault_key: &VaultKey,
     passphrase: &Passphrase,
@@ -106,6 +116,7 @@ pub fn init(
     iterations: u32,
     entropy: &dyn Entropy,
 ) -> Result<VaultKey> {
+    check_iterations(iterations)?;
     let path = keyring_path(vault);
     if path.exists() {
         return Err(Error::InvalidArgument(format!(
@@ -151,6 +162,7 @@ pub fn change_passphrase(
     iterations: u32,
     entropy: &dyn Entropy,
 ) -> Result<()> {
+    check_iterations(iterations)?;
     let path = keyring_path(vault);
     let (key, id) = decode(&read_keyring(&path)?, old).map_err(|e| e.in_file(&path))?;
     write_atomically(&path, &encode(&key, new, iterations, id, entropy))
@@ -218,6 +230,24 @@ mod tests {
             find_vault(&dir.path().join("sub/file.qltx")).unwrap(),
             fs::canonicalize(dir.path()).unwrap()
         );
+    }
+
+    #[test]
+    fn iteration_counts_that_could_never_unlock_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Passphrase::new("pw");
+        for bad in [0, MAX_KDF_ITERATIONS + 1] {
+            let err = init(dir.path(), &p, bad, &SystemEntropy).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+            assert!(!keyring_path(dir.path()).exists());
+        }
+        init(dir.path(), &p, 10, &SystemEntropy).unwrap();
+        let before = fs::read(keyring_path(dir.path())).unwrap();
+        for bad in [0, MAX_KDF_ITERATIONS + 1] {
+            let err = change_passphrase(dir.path(), &p, &p, bad, &SystemEntropy).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        }
+        assert_eq!(fs::read(keyring_path(dir.path())).unwrap(), before);
     }
 
     #[test]
