@@ -33,16 +33,26 @@ pub fn keyring_path(vault: &Path) -> PathBuf {
 
 /// The initialised vault that contains `path` (the nearest ancestor with a keyring), if any.
 pub fn find_vault(path: &Path) -> Option<PathBuf> {
+    // A file not written yet is looked up by its folder; a bare name's folder is ".", not "".
     let abs = fs::canonicalize(path)
-        .or_else(|_| {
-            path.parent()
-                .map(fs::canonicalize)
-                .unwrap_or(Err(std::io::ErrorKind::NotFound.into()))
+        .or_else(|_| match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => fs::canonicalize(p),
+            _ => fs::canonicalize("."),
         })
         .ok()?;
     abs.ancestors()
         .find(|d| keyring_path(d).is_file())
         .map(Path::to_path_buf)
+}
+
+/// A keyring asking for another iteration count could never be unlocked: `decode` refuses it.
+fn check_iterations(iterations: u32) -> Result<()> {
+    if !(1..=MAX_KDF_ITERATIONS).contains(&iterations) {
+        return Err(Error::InvalidArgument(format!(
+            "KDF iterations must be between 1 and {MAX_KDF_ITERATIONS}"
+        )));
+    }
+    Ok(())
 }
 
 fn encode(
@@ -106,6 +116,7 @@ pub fn init(
     iterations: u32,
     entropy: &dyn Entropy,
 ) -> Result<VaultKey> {
+    check_iterations(iterations)?;
     let path = keyring_path(vault);
     if path.exists() {
         return Err(Error::InvalidArgument(format!(
@@ -125,17 +136,21 @@ pub fn init(
 /// Unlocks the vault key with the vault passphrase.
 pub fn unlock(vault: &Path, passphrase: &Passphrase) -> Result<VaultKey> {
     let path = keyring_path(vault);
-    let bytes = fs::read(&path).map_err(|e| {
+    decode(&read_keyring(&path)?, passphrase)
+        .map(|(k, _)| k)
+        .map_err(|e| e.in_file(&path))
+}
+
+/// The keyring file's bytes; a missing file is reported as a folder that is not a vault.
+fn read_keyring(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| {
         let what = if e.kind() == std::io::ErrorKind::NotFound {
             "not an initialised vault (run `qeltrix init` first)"
         } else {
             "reading the keyring"
         };
-        Error::io(what, e).in_file(&path)
-    })?;
-    decode(&bytes, passphrase)
-        .map(|(k, _)| k)
-        .map_err(|e| e.in_file(&path))
+        Error::io(what, e).in_file(path)
+    })
 }
 
 /// Re-wraps the vault key under a new passphrase: a new keyring file written beside the old one,
@@ -147,9 +162,9 @@ pub fn change_passphrase(
     iterations: u32,
     entropy: &dyn Entropy,
 ) -> Result<()> {
+    check_iterations(iterations)?;
     let path = keyring_path(vault);
-    let bytes = fs::read(&path).map_err(|e| Error::io("reading the keyring", e).in_file(&path))?;
-    let (key, id) = decode(&bytes, old).map_err(|e| e.in_file(&path))?;
+    let (key, id) = decode(&read_keyring(&path)?, old).map_err(|e| e.in_file(&path))?;
     write_atomically(&path, &encode(&key, new, iterations, id, entropy))
 }
 
@@ -215,6 +230,24 @@ mod tests {
             find_vault(&dir.path().join("sub/file.qltx")).unwrap(),
             fs::canonicalize(dir.path()).unwrap()
         );
+    }
+
+    #[test]
+    fn iteration_counts_that_could_never_unlock_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Passphrase::new("pw");
+        for bad in [0, MAX_KDF_ITERATIONS + 1] {
+            let err = init(dir.path(), &p, bad, &SystemEntropy).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+            assert!(!keyring_path(dir.path()).exists());
+        }
+        init(dir.path(), &p, 10, &SystemEntropy).unwrap();
+        let before = fs::read(keyring_path(dir.path())).unwrap();
+        for bad in [0, MAX_KDF_ITERATIONS + 1] {
+            let err = change_passphrase(dir.path(), &p, &p, bad, &SystemEntropy).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        }
+        assert_eq!(fs::read(keyring_path(dir.path())).unwrap(), before);
     }
 
     #[test]

@@ -53,11 +53,12 @@ pub fn rekey(path: &Path, key: &Key, changes: &[SlotChange], entropy: &dyn Entro
                 if slots.len() == MAX_SLOTS {
                     return Err(Error::InvalidArgument(format!(
                         "a container holds at most {MAX_SLOTS} key slots"
-                    )));
+                    ))
+                    .in_file(path));
                 }
                 let purpose = active.sequence as usize * 64 + n;
                 let slot = wrap_slot(new, &data_key, &cid, *iterations, purpose, entropy)
-                    .map_err(Error::InvalidArgument)?;
+                    .map_err(|e| Error::InvalidArgument(e).in_file(path))?;
                 slots.push(slot);
             }
             SlotChange::Remove(i) => {
@@ -65,7 +66,8 @@ pub fn rekey(path: &Path, key: &Key, changes: &[SlotChange], entropy: &dyn Entro
                     return Err(Error::InvalidArgument(format!(
                         "there is no slot #{i} ({} slots)",
                         slots.len()
-                    )));
+                    ))
+                    .in_file(path));
                 }
                 slots.remove(*i);
             }
@@ -74,7 +76,8 @@ pub fn rekey(path: &Path, key: &Key, changes: &[SlotChange], entropy: &dyn Entro
     if slots.is_empty() {
         return Err(Error::InvalidArgument(
             "refusing to remove the last key slot: the data would be lost".into(),
-        ));
+        )
+        .in_file(path));
     }
 
     let area = SlotArea {

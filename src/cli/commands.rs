@@ -123,7 +123,8 @@ fn pack(a: PackArgs) -> Result<()> {
         packer.finish()?.1
     } else {
         crate::pack_reader(&mut input, &output, &keys, &opts, a.force).map_err(|e| {
-            if matches!(e, Error::InFile { .. }) {
+            // Option errors (a bad recipient, a cipher setting) are not about the input file.
+            if matches!(e, Error::InFile { .. } | Error::InvalidArgument(_)) {
                 e
             } else {
                 e.in_file(&a.input)

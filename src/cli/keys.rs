@@ -35,7 +35,9 @@ pub struct KeyArgs {
 impl KeyArgs {
     /// The keys for a new container written to `output`: every key source given becomes a key
     /// slot. Inside an initialised vault (or with `--vault`), a keyring slot is made instead of a
-    /// passphrase slot. With nothing given: the environment, then a prompt (asked twice).
+    /// passphrase slot; with other keys given and a vault only found, not named, the vault
+    /// passphrase is used if given or in the environment, and never asked for. With nothing
+    /// given: the environment, then a prompt (asked twice).
     pub fn for_packing(
         &self,
         stdin_is_data: bool,
@@ -54,11 +56,25 @@ impl KeyArgs {
             .clone()
             .or_else(|| output.and_then(keyring::find_vault));
         if let Some(vault) = vault {
+            // A vault that was only found, when other keys were given, is not a reason to ask:
+            // a write-only packer (recipients, a key file) must not need the vault passphrase.
+            let must_ask = self.vault.is_some() || keys.is_empty();
             let pass = match self.explicit_passphrase()? {
-                Some(p) => p,
-                None => self.ambient_passphrase(false, stdin_is_data, "Vault passphrase: ")?,
+                Some(p) => Some(p),
+                None if must_ask => {
+                    Some(self.ambient_passphrase(false, stdin_is_data, "Vault passphrase: ")?)
+                }
+                None => env_passphrase(),
             };
-            keys.push(Key::Vault(keyring::unlock(&vault, &pass)?));
+            match pass {
+                Some(pass) => keys.push(Key::Vault(keyring::unlock(&vault, &pass)?)),
+                None => eprintln!(
+                    "note: {} is inside vault {}, but no vault passphrase was given, so it gets no \
+                     keyring slot (add one later with `qeltrix rekey --add-keyring`)",
+                    output.map_or(String::new(), |o| o.display().to_string()),
+                    vault.display()
+                ),
+            }
         } else if let Some(p) = self.explicit_passphrase()? {
             keys.push(Key::Passphrase(p));
         } else if keys.is_empty() {
@@ -165,8 +181,17 @@ impl KeyArgs {
         if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
             return passphrase(p, PASSPHRASE_ENV);
         }
-        prompt_passphrase(confirm, stdin_is_data, prompt)
+        let how = format!("--passphrase-file or {PASSPHRASE_ENV} (or use --key-file or --identity)");
+        prompt_passphrase(confirm, stdin_is_data, prompt, &how)
     }
+}
+
+/// The passphrase in the environment, if set and not empty.
+fn env_passphrase() -> Option<Passphrase> {
+    std::env::var(PASSPHRASE_ENV)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Passphrase::new)
 }
 
 /// Reads a passphrase file's first line.
@@ -179,11 +204,13 @@ pub fn read_passphrase_file(path: &Path) -> Result<Passphrase> {
     passphrase(line.to_string(), &path.display().to_string())
 }
 
-/// Asks for a passphrase on the terminal (twice when `confirm`).
-pub fn prompt_passphrase(confirm: bool, stdin_is_data: bool, prompt: &str) -> Result<Passphrase> {
+/// Asks for a passphrase on the terminal (twice when `confirm`). Without a terminal, the error
+/// names what was wanted and `how` to give it instead.
+pub fn prompt_passphrase(confirm: bool, stdin_is_data: bool, prompt: &str, how: &str) -> Result<Passphrase> {
     if stdin_is_data || !std::io::stdin().is_terminal() {
         bail!(crate::Error::InvalidArgument(format!(
-            "no key given: use --key-file, --passphrase-file or {PASSPHRASE_ENV} (no terminal to ask on)"
+            "{} needed and there is no terminal to ask on: give it with {how}",
+            prompt.trim_end_matches([':', ' '])
         )));
     }
     let first = Zeroizing::new(rpassword::prompt_password(prompt).context("reading the passphrase")?);

@@ -100,7 +100,12 @@ pub fn init(a: InitArgs) -> Result<()> {
         Some(p) => p,
         None => match std::env::var(super::PASSPHRASE_ENV) {
             Ok(p) if !p.is_empty() => crate::crypto::Passphrase::new(p),
-            _ => prompt_passphrase(true, false, "New vault passphrase: ")?,
+            _ => prompt_passphrase(
+                true,
+                false,
+                "New vault passphrase: ",
+                &format!("--passphrase-file or {}", super::PASSPHRASE_ENV),
+            )?,
         },
     };
     keyring::init(&a.dir, &pass, a.kdf_iterations, &SystemEntropy)?;
@@ -114,7 +119,7 @@ pub fn init(a: InitArgs) -> Result<()> {
 fn new_passphrase(file: &Option<PathBuf>, prompt: &str) -> Result<crate::crypto::Passphrase> {
     match file {
         Some(f) => read_passphrase_file(f),
-        None => prompt_passphrase(true, false, prompt),
+        None => prompt_passphrase(true, false, prompt, "--new-passphrase-file"),
     }
 }
 

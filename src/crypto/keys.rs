@@ -272,6 +272,12 @@ pub fn wrap_slot(
     entropy: &dyn Entropy,
 ) -> Result<KeySlot, String> {
     let kind = key.slot_kind().ok_or("a choice of keys cannot be wrapped to")?;
+    if kind == SlotKind::Passphrase && !(1..=MAX_KDF_ITERATIONS).contains(&iterations) {
+        // Such a slot could never be opened: unwrap_slot refuses its iteration count.
+        return Err(format!(
+            "KDF iterations must be between 1 and {MAX_KDF_ITERATIONS}"
+        ));
+    }
     let mut slot = KeySlot {
         kind,
         param: if kind == SlotKind::Passphrase {
