@@ -119,11 +119,14 @@ impl KeyArgs {
                 Some(p) => p,
                 None => self.ambient_passphrase(false, false, prompt)?,
             };
+            // Named with --vault, or given as the vault folder itself (mount, serve): a wrong
+            // vault passphrase is an error at once. A vault merely found above a container may
+            // also hold containers with plain passphrase slots, so the passphrase is tried there too.
+            let strict = self.vault.is_some() || target.is_some_and(|t| keyring::keyring_path(t).is_file());
             if let Some(v) = vault {
                 match keyring::unlock(&v, &pass) {
                     Ok(vault_key) => keys.push(Key::Vault(vault_key)),
-                    // A vault found on its own may hold containers with plain passphrase slots.
-                    Err(e) if self.vault.is_some() => return Err(e.into()),
+                    Err(e) if strict => return Err(e.into()),
                     Err(_) => {}
                 }
             }
