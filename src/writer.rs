@@ -201,18 +201,27 @@ impl<W: Write> StreamPacker<W> {
     pub fn pack_from(&mut self, input: &mut dyn Read) -> Result<u64> {
         let mut total = 0u64;
         loop {
-            self.ensure_buffer();
-            let want = (self.block_size - self.current.len()) as u64;
-            let n = input
-                .take(want)
-                .read_to_end(&mut self.current)
-                .map_err(|e| Error::io("reading the input", e))?;
+            // Read into an initialized buffer: `read_to_end` into spare capacity zeroes it first
+            // for every reader without a native `read_buf` (any wrapper: progress bars, sockets
+            // behind adapters), a memset of every block. A recycled buffer is initialized already.
+            let filled = self.current.len();
+            let mut buffer = std::mem::take(&mut self.current);
+            if buffer.capacity() == 0 {
+                buffer = self.spare.take().unwrap_or_default();
+            }
+            if buffer.len() < self.block_size {
+                buffer.reserve_exact(self.block_size + TAG_LEN - buffer.len());
+                buffer.resize(self.block_size, 0);
+            }
+            let (n, result) = read_up_to(input, &mut buffer[filled..self.block_size]);
+            buffer.truncate(filled + n);
+            self.current = buffer;
             total += n as u64;
-            if self.current.len() == self.block_size {
-                self.seal_current()?;
-            } else if n == 0 {
+            result.map_err(|e| Error::io("reading the input", e))?;
+            if self.current.len() < self.block_size {
                 return Ok(total);
             }
+            self.seal_current()?;
         }
     }
 
@@ -232,10 +241,13 @@ impl<W: Write> StreamPacker<W> {
     /// AEAD tag, so sealing in place never reallocates and copies the block.
     fn ensure_buffer(&mut self) {
         if self.current.capacity() == 0 {
-            self.current = self
-                .spare
-                .take()
-                .unwrap_or_else(|| Vec::with_capacity(self.block_size + TAG_LEN));
+            self.current = match self.spare.take() {
+                Some(mut spare) => {
+                    spare.clear();
+                    spare
+                }
+                None => Vec::with_capacity(self.block_size + TAG_LEN),
+            };
         }
     }
 
@@ -271,11 +283,10 @@ impl<W: Write> StreamPacker<W> {
         self.container_offset += block.stored_len();
         self.plain_offset += block.plain_size;
         self.compressed_blocks += block.compressed as u64;
-        // Compressed payloads are too small to hold a whole block; those are dropped.
-        let mut buffer = block.payload;
-        if buffer.capacity() >= self.block_size + TAG_LEN {
-            buffer.clear();
-            self.spare = Some(buffer);
+        // Compressed payloads are too small to hold a whole block; those are dropped. The spare
+        // keeps its stale (sealed) bytes: `pack_from` overwrites them, `ensure_buffer` clears them.
+        if block.payload.capacity() >= self.block_size + TAG_LEN {
+            self.spare = Some(block.payload);
         }
         Ok(())
     }
@@ -315,6 +326,21 @@ impl<W: Write> StreamPacker<W> {
         };
         Ok((self.out, summary))
     }
+}
+
+/// Fills `buf` from `input` until it is full or the input ends. Returns the bytes read, and the
+/// error that stopped it early if any (the bytes before it are kept).
+fn read_up_to(input: &mut dyn Read, buf: &mut [u8]) -> (usize, io::Result<()>) {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (got, Err(e)),
+        }
+    }
+    (got, Ok(()))
 }
 
 impl<W: Write + Seek> StreamPacker<W> {

@@ -121,3 +121,66 @@ fn short_flushed_blocks_between_full_ones_round_trip() {
         assert_eq!(got, input[offset as usize..(offset + len) as usize]);
     }
 }
+
+/// A reader that hands out at most `chunk` bytes per call and is interrupted every third call,
+/// then fails after `fail_after` bytes if asked to.
+struct Trickle<'a> {
+    data: &'a [u8],
+    chunk: usize,
+    calls: usize,
+    fail_after: Option<usize>,
+    given: usize,
+}
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.calls += 1;
+        if self.calls % 3 == 0 {
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
+        if self.fail_after.is_some_and(|limit| self.given >= limit) {
+            return Err(std::io::Error::other("the source went away"));
+        }
+        let n = buf.len().min(self.chunk).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        self.given += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn pack_from_a_trickling_interrupted_reader_round_trips() {
+    let input = mixed_input();
+    let mut packer = StreamPacker::new(Vec::new(), &[key()], &opts(2)).unwrap();
+    packer.write_all(&input[..100]).unwrap(); // a partial block already buffered
+    let mut reader = Trickle {
+        data: &input[100..],
+        chunk: 1000,
+        calls: 0,
+        fail_after: None,
+        given: 0,
+    };
+    assert_eq!(packer.pack_from(&mut reader).unwrap(), input.len() as u64 - 100);
+    let (container, _) = packer.finish().unwrap();
+    assert_eq!(unpack_all(container, 2), input);
+}
+
+#[test]
+fn pack_from_reports_a_failing_reader_and_keeps_what_it_read() {
+    let input = mixed_input();
+    let mut packer = StreamPacker::new(Vec::new(), &[key()], &opts(2)).unwrap();
+    let mut reader = Trickle {
+        data: &input,
+        chunk: 4096,
+        calls: 0,
+        fail_after: Some(BLOCK * 2 + 500),
+        given: 0,
+    };
+    let err = packer.pack_from(&mut reader).unwrap_err();
+    assert!(err.to_string().contains("reading the input"), "{err}");
+    assert!(err.to_string().contains("the source went away"), "{err}");
+    let read = reader.given;
+    let (container, _) = packer.finish().unwrap();
+    assert_eq!(unpack_all(container, 1), input[..read]);
+}
