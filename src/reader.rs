@@ -22,7 +22,7 @@ use crate::{Error, Result};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What can be learned about a container without its key: header, trailer and footer, parsed and
 /// checked for consistency, but not authenticated (the footer MAC needs the key).
@@ -247,6 +247,12 @@ impl<S: ReadAt> Container<S> {
     /// Decrypts one block. With `verify`, also checks the plaintext's SHA-256 (the AEAD always
     /// authenticates it; the hash additionally proves the writer hashed what it sealed).
     pub fn read_block(&self, index: u64, verify: bool) -> Result<Vec<u8>> {
+        self.read_block_into(index, verify, Vec::new())
+    }
+
+    /// [`Self::read_block`], reading the block into `buffer` (whatever it holds; its allocation
+    /// is reused) so that a caller decrypting many blocks need not allocate one per block.
+    fn read_block_into(&self, index: u64, verify: bool, mut payload: Vec<u8>) -> Result<Vec<u8>> {
         let entry = *self.entry(index).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "block {index} does not exist ({} blocks)",
@@ -279,7 +285,7 @@ impl<S: ReadAt> Container<S> {
                 "block disagrees with the footer index",
             ));
         }
-        let mut payload = vec![0u8; prefix.payload_len as usize];
+        payload.resize(prefix.payload_len as usize, 0);
         self.source
             .read_exact_at(&mut payload, entry.offset + BLOCK_HEAD_LEN as u64)
             .map_err(read_err)?;
@@ -331,7 +337,8 @@ impl<S: ReadAt> Container<S> {
 impl<S: ReadAt + 'static> Container<S> {
     /// Decrypts every block in parallel on `workers` threads (0: all cores) and writes the
     /// plaintext to `out` in order. With `verify`, checks every block's SHA-256 too. Memory stays
-    /// at about two blocks per worker. Used by `unpack` and, with a sink, by `verify`.
+    /// at about three blocks per worker (two in flight, one recycled). Used by `unpack` and, with
+    /// a sink, by `verify`.
     pub fn unpack_to(
         self: &Arc<Self>,
         out: &mut dyn Write,
@@ -340,6 +347,10 @@ impl<S: ReadAt + 'static> Container<S> {
         progress: &dyn Fn(u64),
     ) -> Result<u64> {
         let mut pool = OrderedPool::new(workers).map_err(|e| Error::io("starting worker threads", e))?;
+        // Written blocks' buffers go back to the workers: allocating and freeing one per block
+        // made the allocator return memory to the kernel and fault it in again.
+        let spares: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let max_spares = pool.workers();
         let mut written = 0u64;
         let mut write_block = |block: Result<Vec<u8>>| -> Result<()> {
             let block = block?;
@@ -347,6 +358,10 @@ impl<S: ReadAt + 'static> Container<S> {
                 .map_err(|e| Error::io("writing the output", e))?;
             written += block.len() as u64;
             progress(block.len() as u64);
+            let mut spares = spares.lock().unwrap_or_else(|e| e.into_inner());
+            if spares.len() < max_spares {
+                spares.push(block);
+            }
             Ok(())
         };
         for index in 0..self.block_count() {
@@ -354,7 +369,11 @@ impl<S: ReadAt + 'static> Container<S> {
                 write_block(pool.next_result().expect("a full pool has results"))?;
             }
             let container = Arc::clone(self);
-            pool.submit(move || container.read_block(index, verify));
+            let spares = Arc::clone(&spares);
+            pool.submit(move || {
+                let buffer = spares.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                container.read_block_into(index, verify, buffer.unwrap_or_default())
+            });
         }
         while let Some(block) = pool.next_result() {
             write_block(block)?;

@@ -25,7 +25,7 @@ use crate::crypto::{
 };
 use crate::format::{
     check_block_size, CipherId, ContainerId, Footer, FooterEntry, Header, SlotArea, Trailer,
-    DEFAULT_BLOCK_SIZE, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN, MAX_SLOTS, SLOT_AREA_LEN,
+    DEFAULT_BLOCK_SIZE, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN, MAX_SLOTS, SLOT_AREA_LEN, TAG_LEN,
 };
 use crate::pipeline::{OrderedPool, WorkerPool};
 use crate::{Error, Result};
@@ -93,6 +93,10 @@ pub struct StreamPacker<W: Write> {
     pool: OrderedPool<SealedBlock>,
     block_size: usize,
     current: Vec<u8>,
+    /// The last written block's payload buffer, kept for the next block's plaintext: allocating
+    /// and freeing a block-sized buffer per block made the allocator hand memory back to the
+    /// kernel and fault it in again, a fifth of pack's CPU time.
+    spare: Option<Vec<u8>>,
     next_index: u64,
     entries: Vec<FooterEntry>,
     container_offset: u64,
@@ -176,6 +180,7 @@ impl<W: Write> StreamPacker<W> {
             pool,
             block_size: opts.block_size as usize,
             current: Vec::new(),
+            spare: None,
             next_index: 0,
             entries: Vec::new(),
             container_offset: HEADER_LEN as u64,
@@ -209,20 +214,27 @@ impl<W: Write> StreamPacker<W> {
     pub fn pack_from(&mut self, input: &mut dyn Read) -> Result<u64> {
         let mut total = 0u64;
         loop {
-            if self.current.capacity() == 0 {
-                self.current.reserve_exact(self.block_size);
+            // Read into an initialized buffer: `read_to_end` into spare capacity zeroes it first
+            // for every reader without a native `read_buf` (any wrapper: progress bars, sockets
+            // behind adapters), a memset of every block. A recycled buffer is initialized already.
+            let filled = self.current.len();
+            let mut buffer = std::mem::take(&mut self.current);
+            if buffer.capacity() == 0 {
+                buffer = self.spare.take().unwrap_or_default();
             }
-            let want = (self.block_size - self.current.len()) as u64;
-            let n = input
-                .take(want)
-                .read_to_end(&mut self.current)
-                .map_err(|e| Error::io("reading the input", e))?;
+            if buffer.len() < self.block_size {
+                buffer.reserve_exact(self.block_size + TAG_LEN - buffer.len());
+                buffer.resize(self.block_size, 0);
+            }
+            let (n, result) = read_up_to(input, &mut buffer[filled..self.block_size]);
+            buffer.truncate(filled + n);
+            self.current = buffer;
             total += n as u64;
-            if self.current.len() == self.block_size {
-                self.seal_current()?;
-            } else if n == 0 {
+            result.map_err(|e| Error::io("reading the input", e))?;
+            if self.current.len() < self.block_size {
                 return Ok(total);
             }
+            self.seal_current()?;
         }
     }
 
@@ -236,6 +248,20 @@ impl<W: Write> StreamPacker<W> {
             self.write_block(block)?;
         }
         self.out.flush().map_err(|e| Error::io("flushing the output", e))
+    }
+
+    /// Gives the block being filled its buffer: a recycled one, or a new one with room for the
+    /// AEAD tag, so sealing in place never reallocates and copies the block.
+    fn ensure_buffer(&mut self) {
+        if self.current.capacity() == 0 {
+            self.current = match self.spare.take() {
+                Some(mut spare) => {
+                    spare.clear();
+                    spare
+                }
+                None => Vec::with_capacity(self.block_size + TAG_LEN),
+            };
+        }
     }
 
     fn seal_current(&mut self) -> Result<()> {
@@ -275,6 +301,11 @@ impl<W: Write> StreamPacker<W> {
         self.container_offset += block.stored_len();
         self.plain_offset += block.plain_size;
         self.compressed_blocks += block.compressed as u64;
+        // Compressed payloads are too small to hold a whole block; those are dropped. The spare
+        // keeps its stale (sealed) bytes: `pack_from` overwrites them, `ensure_buffer` clears them.
+        if block.payload.capacity() >= self.block_size + TAG_LEN {
+            self.spare = Some(block.payload);
+        }
         Ok(())
     }
 
@@ -315,6 +346,21 @@ impl<W: Write> StreamPacker<W> {
     }
 }
 
+/// Fills `buf` from `input` until it is full or the input ends. Returns the bytes read, and the
+/// error that stopped it early if any (the bytes before it are kept).
+fn read_up_to(input: &mut dyn Read, buf: &mut [u8]) -> (usize, io::Result<()>) {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (got, Err(e)),
+        }
+    }
+    (got, Ok(()))
+}
+
 impl<W: Write + Seek> StreamPacker<W> {
     /// Starts a container on a seekable output (a file), whose header totals are filled in by
     /// [`StreamPacker::finish`]. The output must be positioned at its start.
@@ -332,9 +378,7 @@ impl<W: Write + Seek> StreamPacker<W> {
 
 impl<W: Write> Write for StreamPacker<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.current.capacity() == 0 {
-            self.current.reserve_exact(self.block_size);
-        }
+        self.ensure_buffer();
         let n = buf.len().min(self.block_size - self.current.len());
         self.current.extend_from_slice(&buf[..n]);
         if self.current.len() == self.block_size {
