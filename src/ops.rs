@@ -85,10 +85,26 @@ pub fn pack_reader(
     opts: &PackOptions,
     overwrite: bool,
 ) -> Result<PackSummary> {
+    pack_into_file(output, keys, opts, overwrite, |packer| {
+        packer.pack_from(input).map(drop)
+    })
+}
+
+type FilePacker<'a> = StreamPacker<BufWriter<&'a mut File>>;
+
+/// Creates the container file `output` (all or nothing): `fill` writes the plaintext into the
+/// packer, then the container is finished, synced and renamed into place.
+fn pack_into_file(
+    output: &Path,
+    keys: &[Key],
+    opts: &PackOptions,
+    overwrite: bool,
+    fill: impl FnOnce(&mut FilePacker<'_>) -> Result<()>,
+) -> Result<PackSummary> {
     let mut out = AtomicOutput::create(output, overwrite)?;
     let writer = BufWriter::with_capacity(1 << 20, out.file());
     let mut packer = StreamPacker::new_seekable(writer, keys, opts)?;
-    packer.pack_from(input)?;
+    fill(&mut packer)?;
     let (writer, summary) = packer.finish()?;
     writer
         .into_inner()
@@ -155,16 +171,10 @@ pub fn reencrypt(
     overwrite: bool,
 ) -> Result<PackSummary> {
     let container = Container::open(input, open_key)?;
-    let mut out = AtomicOutput::create(output, overwrite)?;
-    let writer = BufWriter::with_capacity(1 << 20, out.file());
-    let mut packer = StreamPacker::new_seekable(writer, new_keys, opts)?;
-    container
-        .write_range(0, container.len(), &mut packer)
-        .map_err(|e| e.in_file(input))?;
-    let (writer, summary) = packer.finish()?;
-    writer
-        .into_inner()
-        .map_err(|e| Error::io("writing the container", e.into_error()))?;
-    out.commit().map_err(|e| e.in_file(output))?;
-    Ok(summary)
+    pack_into_file(output, new_keys, opts, overwrite, |packer| {
+        container
+            .write_range(0, container.len(), packer)
+            .map(drop)
+            .map_err(|e| e.in_file(input))
+    })
 }
