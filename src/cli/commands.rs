@@ -3,8 +3,7 @@
 
 use super::progress::{bar, size, speed};
 use super::*;
-use crate::compress::CompressMode;
-use crate::format::{CipherId, FLAG_NO_VERIFY, FLAG_STREAMING};
+use crate::format::{FLAG_NO_VERIFY, FLAG_STREAMING};
 use crate::reader::{Container, ContainerInfo};
 use crate::writer::{PackOptions, PackSummary, StreamPacker};
 use crate::{AtomicOutput, Error, UnpackOptions};
@@ -65,26 +64,9 @@ fn pack(a: PackArgs) -> Result<()> {
         ));
     }
     let opts = PackOptions {
-        cipher: match a.cipher {
-            CipherArg::Aes => CipherId::Aes256Gcm,
-            CipherArg::Chacha => CipherId::ChaCha20Poly1305,
-        },
-        block_size: a
-            .block_size
-            .checked_mul(1024)
-            .ok_or_else(|| Error::InvalidArgument(format!("block size {} KiB is too large", a.block_size)))?,
-        compress: match a.compress {
-            CompressArg::Auto => CompressMode::Auto,
-            CompressArg::Never => CompressMode::Never,
-            CompressArg::Always => CompressMode::Always,
-        },
-        level: a.level,
-        workers: a.workers,
-        kdf_iterations: a.kdf_iterations,
         no_verify_hint: a.no_verify,
-        ..PackOptions::default()
+        ..a.packing.options()?
     };
-    crate::format::check_block_size(opts.block_size).map_err(Error::InvalidArgument)?;
     if !a.force && !to_stdout && output.exists() {
         anyhow::bail!(Error::InvalidArgument(format!(
             "{} exists; use --force to overwrite it",
@@ -105,7 +87,7 @@ fn pack(a: PackArgs) -> Result<()> {
     let keys = a.keys.for_packing(
         from_stdin,
         (!to_stdout).then_some(output.as_path()),
-        &a.recipients,
+        &a.packing.recipients,
     )?;
     let pb = bar(total, a.quiet);
     if let Some(t) = total {

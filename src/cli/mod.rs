@@ -91,16 +91,11 @@ impl From<CompressArg> for crate::CompressMode {
     }
 }
 
+/// How new containers are packed: the options `pack` and `gateway` share.
 #[derive(clap::Args, Debug)]
-pub struct PackArgs {
-    /// Input file, `-` for stdin, or an http:// or https:// URL to download.
-    pub input: PathBuf,
-    /// Output container (default: INPUT.qltx), or `-` for stdout.
-    pub output: Option<PathBuf>,
-    #[command(flatten)]
-    pub keys: KeyArgs,
-    /// Also wrap the key to this X25519 recipient (`qeltrix-x25519:...`; repeatable). A packer
-    /// holding only recipients can encrypt but not decrypt.
+pub struct PackingArgs {
+    /// Also wrap the data key to this X25519 recipient (`qeltrix-x25519:...`; repeatable). A
+    /// packer holding only recipients can encrypt but never decrypt what it wrote.
     #[arg(long = "recipient", value_name = "RECIPIENT")]
     pub recipients: Vec<crate::crypto::RecipientKey>,
     /// Cipher for the blocks.
@@ -115,12 +110,50 @@ pub struct PackArgs {
     /// Deflate level, 0-9.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub level: u32,
-    /// Worker threads (0: one per core).
+    /// Worker threads (0: one per core; a gateway shares them among its connections).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
-    /// PBKDF2-HMAC-SHA256 iterations for a passphrase slot.
+    /// PBKDF2-HMAC-SHA256 iterations for a passphrase slot (a gateway pays them once per
+    /// connection: prefer a key file or a recipient there).
     #[arg(long, value_name = "N", default_value_t = crate::crypto::DEFAULT_KDF_ITERATIONS)]
     pub kdf_iterations: u32,
+}
+
+impl PackingArgs {
+    /// The library's options, with the block size checked.
+    pub fn options(&self) -> Result<crate::PackOptions, crate::Error> {
+        let block_size = self
+            .block_size
+            .checked_mul(1024)
+            .filter(|b| crate::format::check_block_size(*b).is_ok())
+            .ok_or_else(|| {
+                crate::Error::InvalidArgument(format!(
+                    "block size {} KiB: must be a multiple of 4 from 4 to 65536",
+                    self.block_size
+                ))
+            })?;
+        Ok(crate::PackOptions {
+            cipher: self.cipher.into(),
+            block_size,
+            compress: self.compress.into(),
+            level: self.level,
+            workers: self.workers,
+            kdf_iterations: self.kdf_iterations,
+            ..crate::PackOptions::default()
+        })
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PackArgs {
+    /// Input file, `-` for stdin, or an http:// or https:// URL to download.
+    pub input: PathBuf,
+    /// Output container (default: INPUT.qltx), or `-` for stdout.
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub packing: PackingArgs,
     /// Mark the container so readers may skip plaintext hash checks (AEAD is always checked).
     #[arg(long)]
     pub no_verify: bool,

@@ -2,9 +2,8 @@
 //! only; the servers live in `crate::gateway`, the recovery in `crate::repair`.
 
 use super::progress::size;
-use super::{CipherArg, CompressArg, KeyArgs};
+use super::{KeyArgs, PackingArgs};
 use crate::gateway::{spawn_reporter, Direction, GatewayConfig, GatewayServer, SinkServer};
-use crate::writer::PackOptions;
 use crate::Error;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -38,29 +37,8 @@ pub struct GatewayArgs {
     pub decrypt: bool,
     #[command(flatten)]
     pub keys: KeyArgs,
-    /// Also wrap each connection's data key to this X25519 recipient (repeatable). With only
-    /// recipients, the gateway can encrypt but never decrypt what it wrote.
-    #[arg(long = "recipient", value_name = "RECIPIENT")]
-    pub recipients: Vec<crate::crypto::RecipientKey>,
-    /// Cipher for the blocks (encrypting).
-    #[arg(long, value_enum, default_value = "aes")]
-    pub cipher: CipherArg,
-    /// Block size in KiB: a multiple of 4 from 4 to 65536 (encrypting).
-    #[arg(long, value_name = "KIB", default_value_t = 1024)]
-    pub block_size: u32,
-    /// Deflate blocks: auto, never, or always (encrypting).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub compress: CompressArg,
-    /// Deflate level, 0-9.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
-    pub level: u32,
-    /// Worker threads shared by all connections (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub workers: usize,
-    /// PBKDF2-HMAC-SHA256 iterations for a passphrase slot (paid once per connection: prefer a
-    /// key file for a busy gateway).
-    #[arg(long, value_name = "N", default_value_t = crate::crypto::DEFAULT_KDF_ITERATIONS)]
-    pub kdf_iterations: u32,
+    #[command(flatten)]
+    pub packing: PackingArgs,
     /// Seal a partial block after MS milliseconds without input, so a trickling stream reaches
     /// the destination promptly (encrypting).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -136,29 +114,16 @@ pub fn gateway(a: GatewayArgs) -> Result<()> {
             verify: !a.no_verify,
         }
     } else {
-        let block_size = a
-            .block_size
-            .checked_mul(1024)
-            .ok_or_else(|| Error::InvalidArgument(format!("block size {} KiB is too large", a.block_size)))?;
-        crate::format::check_block_size(block_size).map_err(Error::InvalidArgument)?;
         Direction::Encrypt {
-            keys: a.keys.for_packing(false, None, &a.recipients)?,
-            pack: PackOptions {
-                cipher: a.cipher.into(),
-                block_size,
-                compress: a.compress.into(),
-                level: a.level,
-                workers: a.workers,
-                kdf_iterations: a.kdf_iterations,
-                ..PackOptions::default()
-            },
+            keys: a.keys.for_packing(false, None, &a.packing.recipients)?,
+            pack: a.packing.options()?,
             flush_after: a.flush_after.map(Duration::from_millis),
         }
     };
     let config = GatewayConfig {
         direction,
         forward_to,
-        workers: a.workers,
+        workers: a.packing.workers,
     };
     let mode = match (&config.direction, &config.forward_to) {
         (Direction::Encrypt { .. }, None) => "encrypt, reflect".to_string(),
