@@ -101,6 +101,8 @@ pub struct StreamPacker<W: Write> {
     entries: Vec<FooterEntry>,
     container_offset: u64,
     plain_offset: u64,
+    /// Plaintext bytes handed to the workers, sealed or not.
+    submitted: u64,
     compressed_blocks: u64,
     patch: Option<Patch<W>>,
 }
@@ -185,6 +187,7 @@ impl<W: Write> StreamPacker<W> {
             entries: Vec::new(),
             container_offset: HEADER_LEN as u64,
             plain_offset: 0,
+            submitted: 0,
             compressed_blocks: 0,
             patch,
         })
@@ -195,9 +198,9 @@ impl<W: Write> StreamPacker<W> {
         self.header.container_id
     }
 
-    /// Plaintext bytes taken so far.
+    /// Plaintext bytes taken so far (written, being sealed, or waiting in the current block).
     pub fn bytes_in(&self) -> u64 {
-        self.plain_offset + self.current.len() as u64
+        self.submitted + self.current.len() as u64
     }
 
     /// Container bytes written so far.
@@ -275,6 +278,7 @@ impl<W: Write> StreamPacker<W> {
             self.write_block(block)?;
         }
         let plain = std::mem::take(&mut self.current);
+        self.submitted += plain.len() as u64;
         let (keys, entropy, policy, index) = (
             Arc::clone(&self.keys),
             Arc::clone(&self.entropy),
