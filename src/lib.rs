@@ -17,6 +17,7 @@ pub mod compress;
 pub mod crypto;
 mod error;
 pub mod format;
+pub mod mount;
 mod ops;
 pub mod pipeline;
 pub mod reader;

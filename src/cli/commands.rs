@@ -23,6 +23,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Info(a) => info(a),
         Command::Verify(a) => verify(a),
         Command::Keygen(a) => keygen(a),
+        Command::Mount(a) => super::mount::mount(a),
+        Command::Umount(a) => super::mount::umount(a),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod commands;
 mod keys;
+mod mount;
 mod progress;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -37,6 +38,10 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Write a new random 32-byte key file (mode 0600).
     Keygen(KeygenArgs),
+    /// Mount a vault of containers as a read-only plaintext filesystem (FUSE).
+    Mount(mount::MountArgs),
+    /// Unmount a `qeltrix mount`.
+    Umount(mount::UmountArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
