@@ -287,33 +287,43 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 /// stale FUSE mount. Returns it as an absolute path.
 pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
     let shown = path.display();
-    match std::fs::metadata(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            return Err(Error::InvalidArgument(format!(
+    let stale = || {
+        Error::InvalidArgument(format!(
             "{shown} is a stale mount (its filesystem process is gone): run `qeltrix umount {shown}` first"
-        )))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Error::InvalidArgument(format!(
-                "mount point {shown} does not exist: create the folder first (mkdir {shown})"
-            )))
-        }
-        Err(e) => return Err(Error::io(format!("mount point {shown}"), e)),
-        Ok(m) if !m.is_dir() => {
-            return Err(Error::InvalidArgument(format!(
-                "mount point {shown} is not a folder"
-            )))
-        }
-        Ok(_) => {}
-    }
+        ))
+    };
     let abs = absolute(path)?;
     if let Some(fstype) = mount_type(&abs) {
+        // statfs is never answered from the kernel's caches, so it sees a dead connection.
+        if fstype.starts_with("fuse") && statfs_errno(&abs) == Some(libc::ENOTCONN) {
+            return Err(stale());
+        }
         return Err(Error::InvalidArgument(format!(
             "{shown} is busy: something ({fstype}) is already mounted there; unmount it first \
              (`qeltrix umount {shown}`)"
         )));
     }
-    Ok(abs)
+    match std::fs::metadata(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(stale()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::InvalidArgument(format!(
+            "mount point {shown} does not exist: create the folder first (mkdir {shown})"
+        ))),
+        Err(e) => Err(Error::io(format!("mount point {shown}"), e)),
+        Ok(m) if !m.is_dir() => Err(Error::InvalidArgument(format!(
+            "mount point {shown} is not a folder"
+        ))),
+        Ok(_) => Ok(abs),
+    }
+}
+
+/// The errno of statfs(2) on `path`, if it fails.
+fn statfs_errno(path: &Path) -> Option<i32> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } == 0 {
+        return None;
+    }
+    io::Error::last_os_error().raw_os_error()
 }
 
 /// The filesystem type mounted at `path` (absolute), if `path` is a mount point.
