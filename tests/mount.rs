@@ -711,3 +711,25 @@ fn a_folder_of_ten_thousand_containers_lists_normally() {
     assert!(bytes >= 40_000, "du counts 10,000 files of 4 bytes: {bytes}");
     assert_eq!(fs::read(m.file("big/c07777")).unwrap(), b"tiny");
 }
+
+/// `scripts/test-mount-tools.sh`: sha256sum, cmp, tail -c, dd skip=, ls, find, du and
+/// ffmpeg/ffprobe through a mount, each compared with the same program on the original.
+#[test]
+fn real_tools_read_the_mount_like_the_originals() {
+    if !fuse_available() {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-mount-tools.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("QELTRIX", cargo_bin("qeltrix"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(" passed, 0 failed"), "{text}");
+}
