@@ -161,6 +161,11 @@ impl MountGuard {
     /// Sends SIGTERM and waits for the process to end; returns its exit status.
     fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        self.wait_exit()
+    }
+
+    /// Waits (up to the deadline) for the process to end by itself.
+    fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -401,7 +406,8 @@ fn sequential_read_of_a_multi_block_file() {
         &data,
         &opts(CipherId::Aes256Gcm, 64, CompressMode::Auto),
     );
-    let Some(m) = ws.mount(&["--readahead", "8"]) else {
+    // A larger kernel readahead window too (root only; set before the mount serves requests).
+    let Some(m) = ws.mount(&["--readahead", "8", "--kernel-readahead", "1024"]) else {
         return;
     };
     let mut f = File::open(m.file("movie.bin")).unwrap();
@@ -538,7 +544,7 @@ fn sigterm_unmounts_even_with_a_file_open() {
     assert_eq!(open.read_at(&mut buf, 0).unwrap(), 4, "an open file still reads");
     assert_eq!(&buf, b"data");
     drop(open);
-    let status = m.terminate().expect("the process ends once the file is closed");
+    let status = m.wait_exit().expect("the process ends once the file is closed");
     assert!(status.success(), "{status}: {}", m.log_text());
 }
 

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
@@ -61,6 +62,7 @@ pub fn umount(a: UmountArgs) -> Result<()> {
 }
 
 pub fn mount(a: MountArgs) -> Result<()> {
+    limit_malloc_arenas();
     // Everything that can be checked without the key first, so a typo costs no passphrase prompt.
     mount::check_fuse()?;
     mount::check_mountpoint(&a.mountpoint)?;
@@ -95,7 +97,7 @@ pub fn mount(a: MountArgs) -> Result<()> {
     }
     // Blocked before any thread starts, so that every thread inherits the mask and only the
     // signal thread sees them.
-    let signals = block_signals();
+    let mounted_at = spawn_signal_thread(block_signals());
     let mounted = vault.mount(&a.mountpoint, key, &opts)?;
     let mp = mounted.mountpoint().to_path_buf();
     eprintln!(
@@ -103,7 +105,7 @@ pub fn mount(a: MountArgs) -> Result<()> {
         mp.display(),
         mp.display()
     );
-    spawn_signal_thread(signals, mp);
+    *lock(&mounted_at) = Some(mp);
     mounted.run()?;
     Ok(())
 }
@@ -134,7 +136,7 @@ fn daemonize(
         0 => {
             drop(from_child);
             unsafe { libc::setsid() };
-            let signals = block_signals();
+            let mounted_at = spawn_signal_thread(block_signals());
             let mounted = match vault.mount(mountpoint, key, opts) {
                 Ok(m) => m,
                 Err(e) => {
@@ -147,7 +149,7 @@ fn daemonize(
             let _ = write!(to_parent, "0 {}", std::process::id());
             drop(to_parent);
             detach_stdio(log_file.as_ref());
-            spawn_signal_thread(signals, mp);
+            *lock(&mounted_at) = Some(mp);
             if let Err(e) = mounted.run() {
                 log(&format!("{e}"));
                 std::process::exit(1);
@@ -174,6 +176,18 @@ fn daemonize(
             eprintln!("qeltrix: error: {rest}");
             std::process::exit(code.parse().unwrap_or(1));
         }
+    }
+}
+
+/// One malloc arena for the whole process. Decrypted blocks are allocated on one thread and freed
+/// on another when the cache evicts them; with glibc's default of one arena per thread (up to 8
+/// per core) each arena kept its own freed blocks, and the mount's RSS grew to about twice the
+/// cache size (measured: 492 MiB with a 256 MiB cache; 264 MiB with one arena). Called before
+/// any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
@@ -211,9 +225,19 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-/// The first Ctrl-C / SIGTERM unmounts (lazily if files are open: the process ends when they
-/// are closed); a second one ends the process at once.
-fn spawn_signal_thread(set: libc::sigset_t, mountpoint: PathBuf) {
+type MountedAt = Arc<Mutex<Option<PathBuf>>>;
+
+fn lock(m: &MountedAt) -> std::sync::MutexGuard<'_, Option<PathBuf>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Handles Ctrl-C / SIGTERM / SIGHUP from before the mount exists (then it just ends the
+/// process) until the end. Once mounted (the returned slot holds the mount point), the first
+/// signal unmounts, lazily if files are open (the process ends when they are closed); a second
+/// one ends the process at once.
+fn spawn_signal_thread(set: libc::sigset_t) -> MountedAt {
+    let mounted_at: MountedAt = Arc::default();
+    let slot = Arc::clone(&mounted_at);
     let run = move || {
         let mut first = true;
         loop {
@@ -221,6 +245,10 @@ fn spawn_signal_thread(set: libc::sigset_t, mountpoint: PathBuf) {
             if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
                 return;
             }
+            let Some(mountpoint) = lock(&slot).clone() else {
+                log("interrupted before the mount was ready");
+                std::process::exit(130);
+            };
             if !first {
                 log("second signal: exiting now; open files under the mount will fail");
                 std::process::exit(130);
@@ -248,4 +276,5 @@ fn spawn_signal_thread(set: libc::sigset_t, mountpoint: PathBuf) {
     {
         log(&format!("cannot watch for Ctrl-C: {e}"));
     }
+    mounted_at
 }

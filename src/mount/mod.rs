@@ -27,7 +27,6 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -328,13 +327,25 @@ fn statfs_errno(path: &Path) -> Option<i32> {
 
 /// The filesystem type mounted at `path` (absolute), if `path` is a mount point.
 pub fn mount_type(path: &Path) -> Option<String> {
+    mountinfo(path).map(|(fstype, _)| fstype)
+}
+
+/// The type and device number (`major:minor`) of the topmost mount at `path`, from
+/// /proc/self/mountinfo: this never touches the mount itself, so it works on a stale mount and
+/// on our own mount before it serves requests.
+fn mountinfo(path: &Path) -> Option<(String, String)> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = path.as_os_str().as_bytes();
     info.lines().rev().find_map(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
         let sep = fields.iter().position(|f| *f == "-")?;
         let point = unescape_mountinfo(fields.get(4)?);
-        (point == want).then(|| fields.get(sep + 1).unwrap_or(&"?").to_string())
+        (point == want).then(|| {
+            (
+                fields.get(sep + 1).unwrap_or(&"?").to_string(),
+                fields.get(2).unwrap_or(&"?").to_string(),
+            )
+        })
     })
 }
 
@@ -438,14 +449,11 @@ fn mount_error(mountpoint: &Path, e: io::Error) -> Error {
     Error::io(format!("mounting {}", mountpoint.display()), e)
 }
 
-/// Sets the kernel's readahead window for the mount (its backing device info in sysfs).
+/// Sets the kernel's readahead window for the mount (its backing device info in sysfs). Must not
+/// touch the mount: it runs before the session serves requests.
 fn set_kernel_readahead(mountpoint: &Path, kib: u32) -> io::Result<()> {
-    let dev = std::fs::metadata(mountpoint)?.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    std::fs::write(
-        format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"),
-        kib.to_string(),
-    )
+    let (_, dev) = mountinfo(mountpoint).ok_or_else(|| io::Error::other("not in mountinfo"))?;
+    std::fs::write(format!("/sys/class/bdi/{dev}/read_ahead_kb"), kib.to_string())
 }
 
 /// Each opened container keeps its file open; a vault of thousands of them needs more than the
