@@ -10,7 +10,7 @@
 //! # Ok::<(), qeltrix::Error>(())
 //! ```
 
-use crate::block::{open_block_head, open_payload};
+use crate::block::{open_block_head, open_payload_from};
 use crate::crypto::{derive_container_keys, unwrap_slot, verify_footer_mac, ContainerKeys, Key};
 use crate::format::{
     Footer, FooterEntry, Header, SlotArea, Trailer, BLOCK_HEAD_LEN, FLAG_STREAMING, HEADER_LEN, TRAILER_LEN,
@@ -210,10 +210,13 @@ impl<S: ReadAt> Container<S> {
                 offset: Some(entry.offset),
             }
         };
-        let mut head = [0u8; BLOCK_HEAD_LEN];
+        // Head and payload in one read: one disk round trip per cold block, not two. The length
+        // comes from the authenticated index and was bounded by `check_layout` when it was read.
+        let mut block = vec![0u8; entry.len as usize];
         self.source
-            .read_exact_at(&mut head, entry.offset)
+            .read_exact_at(&mut block, entry.offset)
             .map_err(read_err)?;
+        let head: [u8; BLOCK_HEAD_LEN] = crate::format::array(&block, 0);
         let (prefix, meta) = open_block_head(&self.keys, index, &head, entry.offset)?;
         if entry.len != (BLOCK_HEAD_LEN as u64 + prefix.payload_len as u64)
             || meta.plain_size as u64 != entry.plain_size
@@ -224,11 +227,15 @@ impl<S: ReadAt> Container<S> {
                 "block disagrees with the footer index",
             ));
         }
-        let mut payload = vec![0u8; prefix.payload_len as usize];
-        self.source
-            .read_exact_at(&mut payload, entry.offset + BLOCK_HEAD_LEN as u64)
-            .map_err(read_err)?;
-        open_payload(&self.keys, index, &meta, payload, verify, entry.offset)
+        open_payload_from(
+            &self.keys,
+            index,
+            &meta,
+            block,
+            BLOCK_HEAD_LEN,
+            verify,
+            entry.offset,
+        )
     }
 
     /// Reads plaintext at `offset` into `buf`, decrypting only the blocks that cover it. Returns
