@@ -89,6 +89,11 @@ impl BlockCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The block for `key` if it is cached (not if it is still loading): never waits.
+    pub fn get(&self, key: BlockKey) -> Option<Block> {
+        self.lock().blocks.get(&key).cloned()
+    }
+
     /// True if the block is cached or being loaded.
     pub fn is_present(&self, key: BlockKey) -> bool {
         let inner = self.lock();
@@ -210,6 +215,14 @@ impl CachedContainer {
         };
         self.cache
             .get_or_load(key, || self.container.read_block(index, false))
+    }
+
+    /// One decrypted block if it is already cached; never decrypts or waits.
+    pub fn cached_block(&self, index: u64) -> Option<Block> {
+        self.cache.get(BlockKey {
+            handle: self.handle,
+            block: index,
+        })
     }
 
     /// Reads plaintext at `offset` into `buf` through the cache; short only at the end of file.

@@ -43,9 +43,10 @@ pub struct MountArgs {
     /// Threads answering reads (0: twice the cores, at least 4).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
-    /// The kernel's readahead window for this mount in KiB (root only; default: the kernel's).
-    #[arg(long, value_name = "KIB")]
-    pub kernel_readahead: Option<u32>,
+    /// The kernel's readahead window for this mount in KiB, set when run as root; 0 keeps the
+    /// kernel's default (128 KiB).
+    #[arg(long, value_name = "KIB", default_value_t = 1024)]
+    pub kernel_readahead: u32,
 }
 
 #[derive(clap::Args, Debug)]

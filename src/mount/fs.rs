@@ -156,46 +156,66 @@ impl Shared {
         }
     }
 
-    fn read(&self, file: &OpenFile, offset: u64, size: u32, reply: ReplyData) {
+    /// Starts a read: notes the access pattern, starts readahead, and answers at once if it
+    /// can (end of file, or one block already in the cache). Otherwise says what to load.
+    fn start_read(
+        &self,
+        file: &OpenFile,
+        offset: u64,
+        size: u32,
+        reply: ReplyData,
+    ) -> Option<(Span, ReplyData)> {
         let c = &file.container;
         let len = c.len();
         if offset >= len || size == 0 {
-            return reply.data(&[]);
+            reply.data(&[]);
+            return None;
         }
         let end = offset.saturating_add(size as u64).min(len);
-        let (first, last) = (
-            c.block_of(offset).expect("offset < len"),
-            c.block_of(end - 1).expect("end - 1 < len"),
-        );
+        let span = Span {
+            offset,
+            end,
+            first: c.block_of(offset).expect("offset < len"),
+            last: c.block_of(end - 1).expect("end - 1 < len"),
+        };
 
         // Sequential when this read starts near where the last one ended; the kernel's own
         // readahead sends a few reads at once, so they may arrive slightly out of order.
         let prev_end = file.last_end.swap(end, Ordering::Relaxed);
-        let slack = (size as u64).max(block_len(c, first));
+        let slack = (size as u64).max(block_len(c, span.first));
         if offset == 0 || offset.abs_diff(prev_end) <= slack {
-            c.readahead(last + 1, self.readahead);
+            c.readahead(span.last + 1, self.readahead);
         }
-        // The blocks of one large read are decrypted in parallel: the later ones on the cache's
-        // pool while this thread does the first.
-        if last > first {
-            c.readahead(first + 1, last - first);
+        if span.first == span.last {
+            if let Some(block) = c.cached_block(span.first) {
+                reply.data(&block[span.range_in(c, span.first, block.len())]);
+                return None;
+            }
+        } else {
+            // The blocks of one large read are decrypted in parallel: the later ones on the
+            // cache's pool while a worker does the first.
+            c.readahead(span.first + 1, span.last - span.first);
         }
+        Some((span, reply))
+    }
 
+    /// Finishes a read that needs blocks decrypted (on a worker thread).
+    fn finish_read(&self, file: &OpenFile, span: Span, reply: ReplyData) {
+        let c = &file.container;
         // One block: answered straight from the cache. Several: copied together.
-        let data = if first == last {
-            c.block(first).map(|block| {
-                let start = (offset - block_start(c, first)) as usize;
-                let stop = (start + (end - offset) as usize).min(block.len());
-                (block, start..stop)
+        let data = if span.first == span.last {
+            c.block(span.first).map(|block| {
+                let range = span.range_in(c, span.first, block.len());
+                (block, range)
             })
         } else {
-            let mut buf = vec![0u8; (end - offset) as usize];
-            c.read_at(offset, &mut buf).map(|n| (Arc::new(buf), 0..n))
+            let mut buf = vec![0u8; (span.end - span.offset) as usize];
+            c.read_at(span.offset, &mut buf).map(|n| (Arc::new(buf), 0..n))
         };
         match data {
             Ok((bytes, range)) => reply.data(&bytes[range]),
             Err(e) => {
-                self.report_read_error(&file.entry, offset, end, &e);
+                self.report_read_error(&file.entry, span.offset, span.end, &e);
                 reply.error(Errno::EIO);
             }
         }
@@ -220,6 +240,24 @@ impl Shared {
                 entry.path.display()
             ));
         }
+    }
+}
+
+/// The plaintext range of one read and the blocks it covers.
+struct Span {
+    offset: u64,
+    end: u64,
+    first: u64,
+    last: u64,
+}
+
+impl Span {
+    /// The part of block `index` (of `block_len` bytes) this read wants.
+    fn range_in(&self, c: &CachedContainer, index: u64, block_len: usize) -> std::ops::Range<usize> {
+        let block_start = block_start(c, index);
+        let start = self.offset.saturating_sub(block_start) as usize;
+        let stop = ((self.end - block_start) as usize).min(block_len);
+        start.min(stop)..stop
     }
 }
 
@@ -325,10 +363,13 @@ impl Filesystem for VaultFs {
         let Some(file) = self.shared.open_file(fh.0) else {
             return reply.error(Errno::EBADF);
         };
-        let shared = Arc::clone(&self.shared);
-        self.shared
-            .workers
-            .spawn(move || shared.read(&file, offset, size, reply));
+        // Cache hits are answered here; only reads that must decrypt go to the pool.
+        if let Some((span, reply)) = self.shared.start_read(&file, offset, size, reply) {
+            let shared = Arc::clone(&self.shared);
+            self.shared
+                .workers
+                .spawn(move || shared.finish_read(&file, span, reply));
+        }
     }
 
     fn release(

@@ -53,8 +53,10 @@ pub struct MountOptions {
     pub workers: usize,
     /// How often the vault is rescanned for added, replaced and removed containers.
     pub rescan_interval: Duration,
-    /// The kernel's readahead window for this mount in KiB (root only); None leaves the kernel's.
-    pub kernel_readahead_kib: Option<u32>,
+    /// The kernel's readahead window for this mount in KiB, set when running as root (others
+    /// may not write it); 0 leaves the kernel's default of 128 KiB. The default, 1024, lets a
+    /// sequential reader's readahead reach FUSE as full 1 MiB requests.
+    pub kernel_readahead_kib: u32,
 }
 
 impl Default for MountOptions {
@@ -65,7 +67,7 @@ impl Default for MountOptions {
             allow_other: false,
             workers: 0,
             rescan_interval: Duration::from_millis(500),
-            kernel_readahead_kib: None,
+            kernel_readahead_kib: 1024,
         }
     }
 }
@@ -146,7 +148,8 @@ impl Vault {
             shared: Arc::clone(&shared),
         };
         let session = Session::new(fs, &mountpoint, &config).map_err(|e| mount_error(&mountpoint, e))?;
-        if let Some(kib) = opts.kernel_readahead_kib {
+        let kib = opts.kernel_readahead_kib;
+        if kib > 0 && unsafe { libc::geteuid() } == 0 {
             if let Err(e) = set_kernel_readahead(&mountpoint, kib) {
                 log(&format!("could not set the kernel readahead to {kib} KiB: {e}"));
             }
