@@ -1,9 +1,10 @@
 //! The FUSE side of the mount: [`VaultFs`] answers the kernel's requests from the vault index
 //! ([`Tree`]) and reads plaintext through the shared block cache.
 //!
-//! Metadata requests (lookup, getattr, readdir) are answered on fuser's threads: they only read
-//! the in-memory index. `open` (which may run PBKDF2 to unwrap a key) and `read` (which may
-//! decrypt) are handed to a worker pool with their reply, so a slow one never holds up the others.
+//! Metadata requests (lookup, getattr, readdir) and reads of blocks already in the cache are
+//! answered on fuser's threads: they only touch memory. `open` (which may run PBKDF2 to unwrap a
+//! key) and reads that must decrypt are handed to a worker pool with their reply, so a slow one
+//! never holds up the others.
 
 use super::tree::{FileEntry, NodeKind, OpenState, Tree};
 use super::{log, MountOptions};
@@ -334,6 +335,7 @@ impl Filesystem for VaultFs {
                 let file = Arc::new(OpenFile {
                     entry,
                     container,
+                    // Far from any offset: the first read counts as sequential only at 0.
                     last_end: AtomicU64::new(u64::MAX / 2),
                 });
                 shared
