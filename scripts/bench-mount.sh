@@ -15,7 +15,7 @@
 # Medians over ROUNDS; ratios are of medians from this same run.
 #
 # Targets: plain bindfs gocryptfs qeltrix-1m qeltrix-64k, and variants qeltrix-<1m|64k>-ra<KIB>
-# (the mount's kernel readahead window: --kernel-readahead KIB; the default is 1024, and ra0 keeps
+# (the mount's kernel readahead window: --kernel-readahead KIB; the default is 4096, and ra0 keeps
 # the kernel's 128 KiB, to measure what the larger window does).
 #
 # usage: [ROUNDS=3] [TARGETS="..."] [SIZE_MIB=1024] [CACHE_MIB=256] [BENCH=/tmp/qeltrix-bench] \

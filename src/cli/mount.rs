@@ -45,7 +45,7 @@ pub struct MountArgs {
     pub workers: usize,
     /// The kernel's readahead window for this mount in KiB, set when run as root; 0 keeps the
     /// kernel's default (128 KiB).
-    #[arg(long, value_name = "KIB", default_value_t = 1024)]
+    #[arg(long, value_name = "KIB", default_value_t = 4096)]
     pub kernel_readahead: u32,
 }
 

@@ -54,8 +54,9 @@ pub struct MountOptions {
     /// How often the vault is rescanned for added, replaced and removed containers.
     pub rescan_interval: Duration,
     /// The kernel's readahead window for this mount in KiB, set when running as root (others
-    /// may not write it); 0 leaves the kernel's default of 128 KiB. The default, 1024, lets a
-    /// sequential reader's readahead reach FUSE as full 1 MiB requests.
+    /// may not write it); 0 leaves the kernel's default of 128 KiB. The default, 4096, keeps
+    /// several full-size (1 MiB) requests in flight for a sequential reader, so the worker pool
+    /// decrypts them in parallel.
     pub kernel_readahead_kib: u32,
 }
 
@@ -67,7 +68,7 @@ impl Default for MountOptions {
             allow_other: false,
             workers: 0,
             rescan_interval: Duration::from_millis(500),
-            kernel_readahead_kib: 1024,
+            kernel_readahead_kib: 4096,
         }
     }
 }
