@@ -192,30 +192,67 @@ impl<S: ReadAt> Container<S> {
     /// Decrypts one block. With `verify`, also checks the plaintext's SHA-256 (the AEAD always
     /// authenticates it; the hash additionally proves the writer hashed what it sealed).
     pub fn read_block(&self, index: u64, verify: bool) -> Result<Vec<u8>> {
+        // Head and payload in one read: one disk round trip per cold block, not two.
+        let stored = self.read_stored(index, index)?;
+        self.open_stored(index, stored, verify)
+    }
+
+    /// The stored bytes (head and sealed payload) of blocks `first..=last`, with one read: blocks
+    /// are contiguous in the container. Split them with [`Container::stored_range`] and open each
+    /// with [`Container::open_stored`]. The length comes from the authenticated index, bounded by
+    /// `check_layout` for each block; callers bound the number of blocks.
+    pub fn read_stored(&self, first: u64, last: u64) -> Result<Vec<u8>> {
+        let missing = |index: u64| {
+            Error::InvalidArgument(format!(
+                "block {index} does not exist ({} blocks)",
+                self.block_count()
+            ))
+        };
+        let start = *self.entry(first).ok_or_else(|| missing(first))?;
+        let end = *self.entry(last.max(first)).ok_or_else(|| missing(last))?;
+        let len = end.offset + end.len - start.offset;
+        let mut stored = vec![0u8; len as usize];
+        self.source
+            .read_exact_at(&mut stored, start.offset)
+            .map_err(|e| {
+                let kind = if e.kind() == io::ErrorKind::UnexpectedEof {
+                    "container ends inside the block"
+                } else {
+                    "reading the block"
+                };
+                Error::Corrupt {
+                    what: format!("{kind}: {e}"),
+                    block: Some(first),
+                    offset: Some(start.offset),
+                }
+            })?;
+        Ok(stored)
+    }
+
+    /// Where block `index` lies in the bytes [`Container::read_stored`] returned for a range
+    /// starting at block `first`.
+    pub fn stored_range(&self, first: u64, index: u64) -> Option<std::ops::Range<usize>> {
+        let (base, e) = (self.entry(first)?.offset, self.entry(index)?);
+        let start = usize::try_from(e.offset.checked_sub(base)?).ok()?;
+        Some(start..start + e.len as usize)
+    }
+
+    /// Checks and decrypts block `index` from its stored bytes (exactly the block: head, then
+    /// sealed payload).
+    pub fn open_stored(&self, index: u64, block: Vec<u8>, verify: bool) -> Result<Vec<u8>> {
         let entry = *self.entry(index).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "block {index} does not exist ({} blocks)",
                 self.block_count()
             ))
         })?;
-        let read_err = |e: io::Error| {
-            let kind = if e.kind() == io::ErrorKind::UnexpectedEof {
-                "container ends inside the block"
-            } else {
-                "reading the block"
-            };
-            Error::Corrupt {
-                what: format!("{kind}: {e}"),
-                block: Some(index),
-                offset: Some(entry.offset),
-            }
-        };
-        // Head and payload in one read: one disk round trip per cold block, not two. The length
-        // comes from the authenticated index and was bounded by `check_layout` when it was read.
-        let mut block = vec![0u8; entry.len as usize];
-        self.source
-            .read_exact_at(&mut block, entry.offset)
-            .map_err(read_err)?;
+        if block.len() as u64 != entry.len {
+            return Err(Error::corrupt_block(
+                index,
+                entry.offset,
+                "block disagrees with the footer index",
+            ));
+        }
         let head: [u8; BLOCK_HEAD_LEN] = crate::format::array(&block, 0);
         let (prefix, meta) = open_block_head(&self.keys, index, &head, entry.offset)?;
         if entry.len != (BLOCK_HEAD_LEN as u64 + prefix.payload_len as u64)

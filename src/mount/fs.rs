@@ -192,10 +192,6 @@ impl Shared {
                 reply.data(&block[span.range_in(c, span.first, block.len())]);
                 return None;
             }
-        } else {
-            // The blocks of one large read are decrypted in parallel: the later ones on the
-            // cache's pool while a worker does the first.
-            c.readahead(span.first + 1, span.last - span.first);
         }
         Some((span, reply))
     }
@@ -210,6 +206,9 @@ impl Shared {
                 (block, range)
             })
         } else {
+            // The missing blocks of a large read are read from disk together and decrypted in
+            // parallel, this thread taking a share.
+            c.load(span.first, span.last);
             let mut buf = vec![0u8; (span.end - span.offset) as usize];
             c.read_at(span.offset, &mut buf).map(|n| (Arc::new(buf), 0..n))
         };
