@@ -152,15 +152,30 @@ pub fn open_payload(
     keys: &ContainerKeys,
     index: u64,
     meta: &BlockMeta,
+    payload: Vec<u8>,
+    verify: bool,
+    offset: u64,
+) -> Result<Vec<u8>> {
+    open_payload_from(keys, index, meta, payload, 0, verify, offset)
+}
+
+/// [`open_payload`] for a payload at `buf[start..]`, e.g. a whole block read in one go with its
+/// head in front.
+pub fn open_payload_from(
+    keys: &ContainerKeys,
+    index: u64,
+    meta: &BlockMeta,
     mut payload: Vec<u8>,
+    start: usize,
     verify: bool,
     offset: u64,
 ) -> Result<Vec<u8>> {
     let cdk = derive_cdk(keys, &meta.cdk_salt, index, &meta.content_hash);
-    cdk.open(
+    cdk.open_from(
         &meta.payload_nonce,
         &payload_aad(keys, index, meta.plain_size, meta.compression),
         &mut payload,
+        start,
     )
     .map_err(|_| Error::corrupt_block(index, offset, "block payload fails authentication"))?;
     let plain = match meta.compression {

@@ -89,6 +89,11 @@ impl BlockCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The block for `key` if it is cached (not if it is still loading): never waits.
+    pub fn get(&self, key: BlockKey) -> Option<Block> {
+        self.lock().blocks.get(&key).cloned()
+    }
+
     /// True if the block is cached or being loaded.
     pub fn is_present(&self, key: BlockKey) -> bool {
         let inner = self.lock();
@@ -125,7 +130,34 @@ impl BlockCache {
             return load().map(Arc::new);
         }
 
-        let result = load().map(Arc::new);
+        self.complete(key, load())
+    }
+
+    /// Claims the loading of each key that is neither cached nor being loaded, and returns those:
+    /// readers asking for them meanwhile wait. Each claimed key must be completed, which the
+    /// returned guards do (with a failure, if dropped unused).
+    fn claim(self: &Arc<Self>, keys: impl IntoIterator<Item = BlockKey>) -> Vec<Claim> {
+        let mut inner = self.lock();
+        keys.into_iter()
+            .filter(|k| {
+                let free = !inner.blocks.contains(k) && !inner.loading.contains_key(k);
+                if free {
+                    inner.loading.insert(*k, Arc::new(Slot::default()));
+                }
+                free
+            })
+            .map(|key| Claim {
+                cache: Arc::clone(self),
+                key,
+                done: false,
+            })
+            .collect()
+    }
+
+    /// Ends a load: caches the block if it loaded, and wakes whoever waits for it. Failed loads
+    /// are not cached (a waiter then loads the block itself, to get the real error).
+    fn complete(&self, key: BlockKey, result: Result<Vec<u8>>) -> Result<Block> {
+        let result = result.map(Arc::new);
         let slot = {
             let mut inner = self.lock();
             let slot = inner
@@ -164,6 +196,86 @@ impl BlockCache {
             }
         }
     }
+}
+
+/// A claimed load that must be completed: completes with a failure if dropped (so that a waiter
+/// never waits forever, even if the loader panics).
+struct Claim {
+    cache: Arc<BlockCache>,
+    key: BlockKey,
+    done: bool,
+}
+
+impl Claim {
+    fn complete(mut self, result: Result<Vec<u8>>) {
+        self.done = true;
+        let _ = self.cache.complete(self.key, result);
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.cache.complete(
+                self.key,
+                Err(Error::InvalidArgument("block load abandoned".into())),
+            );
+        }
+    }
+}
+
+/// Most stored bytes read with one `pread` when loading several blocks.
+const MAX_COALESCED: u64 = 8 << 20;
+
+/// Loads blocks `first..end` of `container` that are neither cached nor loading: consecutive
+/// ones are read with one `pread` (one disk round trip instead of one per block), then decrypted
+/// in parallel on the cache's pool, the first on the calling thread.
+fn load_range(container: &Arc<Container>, cache: &Arc<BlockCache>, handle: u64, first: u64, end: u64) {
+    let end = end.min(container.block_count());
+    let claims = cache.claim((first..end).map(|block| BlockKey { handle, block }));
+    let mut claims = claims.into_iter().peekable();
+    while let Some(head) = claims.next() {
+        // A run of consecutive claimed blocks, bounded in bytes.
+        let mut run = vec![head];
+        let start_offset = container.entry(run[0].key.block).map_or(0, |e| e.offset);
+        while let Some(next) = claims.peek() {
+            let prev = run.last().expect("run is not empty").key.block;
+            let fits = container
+                .entry(next.key.block)
+                .is_some_and(|e| e.offset + e.len - start_offset <= MAX_COALESCED);
+            if next.key.block != prev + 1 || !fits {
+                break;
+            }
+            run.push(claims.next().expect("peeked"));
+        }
+        let (lo, hi) = (run[0].key.block, run.last().expect("run is not empty").key.block);
+        let Ok(stored) = container.read_stored(lo, hi) else {
+            // Dropping the claims fails them; readers then load each block themselves and get
+            // the error for the block they need.
+            continue;
+        };
+        let stored = Arc::new(stored);
+        let mut run = run.into_iter();
+        let inline = run.next().expect("run is not empty");
+        for claim in run {
+            let (container, stored) = (Arc::clone(container), Arc::clone(&stored));
+            cache
+                .pool
+                .spawn(move || open_claimed(&container, claim, lo, &stored));
+        }
+        open_claimed(container, inline, lo, &stored);
+    }
+}
+
+fn open_claimed(container: &Container, claim: Claim, first: u64, stored: &[u8]) {
+    let index = claim.key.block;
+    let result = match container.stored_range(first, index) {
+        Some(range) => container.open_stored(index, stored[range].to_vec(), false),
+        None => Err(Error::InvalidArgument(format!(
+            "block {index} is not in the range read"
+        ))),
+    };
+    claim.complete(result);
 }
 
 /// An open container reading through the shared cache.
@@ -212,6 +324,14 @@ impl CachedContainer {
             .get_or_load(key, || self.container.read_block(index, false))
     }
 
+    /// One decrypted block if it is already cached; never decrypts or waits.
+    pub fn cached_block(&self, index: u64) -> Option<Block> {
+        self.cache.get(BlockKey {
+            handle: self.handle,
+            block: index,
+        })
+    }
+
     /// Reads plaintext at `offset` into `buf` through the cache; short only at the end of file.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let mut done = 0;
@@ -235,22 +355,35 @@ impl CachedContainer {
     }
 
     /// Starts decrypting blocks `first..first+count` in the background, skipping those cached or
-    /// already loading. Errors are left for the reader that asks for the block.
+    /// already loading; consecutive ones are read together. Errors are left for the reader that
+    /// asks for the block.
     pub fn readahead(&self, first: u64, count: u64) {
         let end = first.saturating_add(count).min(self.container.block_count());
-        for index in first..end {
-            let key = BlockKey {
+        let any_missing = (first..end).any(|block| {
+            !self.cache.is_present(BlockKey {
                 handle: self.handle,
-                block: index,
-            };
-            if self.cache.is_present(key) {
-                continue;
-            }
-            let (container, cache) = (Arc::clone(&self.container), Arc::clone(&self.cache));
-            self.cache.pool.spawn(move || {
-                let _ = cache.get_or_load(key, || container.read_block(index, false));
-            });
+                block,
+            })
+        });
+        if !any_missing {
+            return;
         }
+        let (container, cache, handle) = (Arc::clone(&self.container), Arc::clone(&self.cache), self.handle);
+        self.cache
+            .pool
+            .spawn(move || load_range(&container, &cache, handle, first, end));
+    }
+
+    /// Loads blocks `first..=last` now, on this thread and the cache's pool, reading consecutive
+    /// missing blocks together. Errors are left for [`CachedContainer::block`] / `read_at`.
+    pub fn load(&self, first: u64, last: u64) {
+        load_range(
+            &self.container,
+            &self.cache,
+            self.handle,
+            first,
+            last.saturating_add(1),
+        );
     }
 }
 
@@ -309,6 +442,57 @@ mod tests {
         assert_eq!(cache.bytes(), 300);
         assert!(cache.is_present(key(0)), "recently used block kept");
         assert!(!cache.is_present(key(1)), "least recently used block evicted");
+    }
+
+    #[test]
+    fn a_range_loads_together_and_a_bad_block_fails_alone() {
+        use crate::crypto::KeyFileKey;
+        use crate::writer::PackOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let plain: Vec<u8> = (0..6 * 4096u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (input, path) = (dir.path().join("in"), dir.path().join("c.qltx"));
+        std::fs::write(&input, &plain).unwrap();
+        let key = crate::Key::KeyFile(KeyFileKey::from_bytes([3; 32]));
+        let opts = PackOptions {
+            block_size: 4096,
+            compress: crate::CompressMode::Never,
+            ..PackOptions::default()
+        };
+        crate::pack(&input, &path, std::slice::from_ref(&key), &opts, false).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let bad = Container::open(&path, &key).unwrap().entry(3).unwrap().offset as usize;
+        bytes[bad + crate::format::BLOCK_HEAD_LEN + 9] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+
+        let cache = Arc::new(BlockCache::new(1 << 20, 2));
+        let c = CachedContainer::new(
+            Arc::new(Container::open(&path, &key).unwrap()),
+            Arc::clone(&cache),
+        );
+        c.load(0, 5);
+        for i in [0u64, 1, 2, 4, 5] {
+            let at = i as usize * 4096;
+            assert!(
+                cache.is_present(BlockKey {
+                    handle: c.handle(),
+                    block: i
+                }),
+                "block {i} loaded"
+            );
+            assert_eq!(*c.block(i).unwrap(), plain[at..at + 4096], "block {i}");
+        }
+        match c.block(3).unwrap_err() {
+            Error::Corrupt { block, .. } => assert_eq!(block, Some(3)),
+            e => panic!("{e}"),
+        }
+        assert_eq!(cache.bytes(), 5 * 4096, "the bad block is not cached");
+        let mut buf = vec![0u8; 4096 * 2];
+        assert!(
+            c.read_at(2 * 4096 + 100, &mut buf).is_err(),
+            "a read across it fails"
+        );
+        assert_eq!(c.read_at(4 * 4096, &mut buf).unwrap(), 2 * 4096);
+        assert_eq!(buf, plain[4 * 4096..]);
     }
 
     #[test]

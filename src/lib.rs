@@ -22,6 +22,7 @@ mod error;
 pub mod format;
 pub mod gateway;
 pub mod keyring;
+pub mod mount;
 mod ops;
 pub mod pipeline;
 pub mod reader;

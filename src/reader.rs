@@ -10,7 +10,7 @@
 //! # Ok::<(), qeltrix::Error>(())
 //! ```
 
-use crate::block::{open_block_head, open_payload};
+use crate::block::{open_block_head, open_payload_from};
 use crate::crypto::{derive_container_keys, unwrap_slot, verify_footer_mac, ContainerKeys, DataKey, Key};
 use crate::format::{
     ContainerId, Footer, FooterEntry, Header, LayoutCheck, SlotArea, Trailer, BLOCK_HEAD_LEN, FLAG_STREAMING,
@@ -181,6 +181,20 @@ pub fn unlock(header: &Header, slots: &SlotArea, key: &Key) -> Result<ContainerK
     ))
 }
 
+/// A failed read of a block's bytes: a short file is corruption (a cut container), and names the block.
+fn read_error(e: io::Error, block: u64, offset: u64) -> Error {
+    let kind = if e.kind() == io::ErrorKind::UnexpectedEof {
+        "container ends inside the block"
+    } else {
+        "reading the block"
+    };
+    Error::Corrupt {
+        what: format!("{kind}: {e}"),
+        block: Some(block),
+        offset: Some(offset),
+    }
+}
+
 /// An open, authenticated container: its index is trusted, its blocks are decrypted on demand.
 pub struct Container<S: ReadAt = File> {
     source: S,
@@ -250,31 +264,62 @@ impl<S: ReadAt> Container<S> {
         self.read_block_into(index, verify, Vec::new())
     }
 
-    /// [`Self::read_block`], reading the block into `buffer` (whatever it holds; its allocation
-    /// is reused) so that a caller decrypting many blocks need not allocate one per block.
-    fn read_block_into(&self, index: u64, verify: bool, mut payload: Vec<u8>) -> Result<Vec<u8>> {
+    /// [`Self::read_block`] into `buffer` (whatever it holds; its allocation is reused) so that a
+    /// caller decrypting many blocks need not allocate one per block. Head and payload come in one
+    /// read: one disk round trip per cold block, not two.
+    fn read_block_into(&self, index: u64, verify: bool, mut buffer: Vec<u8>) -> Result<Vec<u8>> {
+        let entry = *self.entry(index).ok_or_else(|| self.no_such_block(index))?;
+        buffer.clear();
+        buffer.resize(entry.len as usize, 0);
+        self.source
+            .read_exact_at(&mut buffer, entry.offset)
+            .map_err(|e| read_error(e, index, entry.offset))?;
+        self.open_stored(index, buffer, verify)
+    }
+
+    fn no_such_block(&self, index: u64) -> Error {
+        Error::InvalidArgument(format!("block {index} does not exist ({} blocks)", self.block_count()))
+    }
+
+    /// The stored bytes (head and sealed payload) of blocks `first..=last`, with one read: blocks
+    /// are contiguous in the container. Split them with [`Container::stored_range`] and open each
+    /// with [`Container::open_stored`]. The length comes from the authenticated index, bounded by
+    /// `check_layout` for each block; callers bound the number of blocks.
+    pub fn read_stored(&self, first: u64, last: u64) -> Result<Vec<u8>> {
+        let start = *self.entry(first).ok_or_else(|| self.no_such_block(first))?;
+        let end = *self.entry(last.max(first)).ok_or_else(|| self.no_such_block(last))?;
+        let mut stored = vec![0u8; (end.offset + end.len - start.offset) as usize];
+        self.source
+            .read_exact_at(&mut stored, start.offset)
+            .map_err(|e| read_error(e, first, start.offset))?;
+        Ok(stored)
+    }
+
+    /// Where block `index` lies in the bytes [`Container::read_stored`] returned for a range
+    /// starting at block `first`.
+    pub fn stored_range(&self, first: u64, index: u64) -> Option<std::ops::Range<usize>> {
+        let (base, e) = (self.entry(first)?.offset, self.entry(index)?);
+        let start = usize::try_from(e.offset.checked_sub(base)?).ok()?;
+        Some(start..start + e.len as usize)
+    }
+
+    /// Checks and decrypts block `index` from its stored bytes (exactly the block: head, then
+    /// sealed payload).
+    pub fn open_stored(&self, index: u64, block: Vec<u8>, verify: bool) -> Result<Vec<u8>> {
         let entry = *self.entry(index).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "block {index} does not exist ({} blocks)",
                 self.block_count()
             ))
         })?;
-        let read_err = |e: io::Error| {
-            let kind = if e.kind() == io::ErrorKind::UnexpectedEof {
-                "container ends inside the block"
-            } else {
-                "reading the block"
-            };
-            Error::Corrupt {
-                what: format!("{kind}: {e}"),
-                block: Some(index),
-                offset: Some(entry.offset),
-            }
-        };
-        let mut head = [0u8; BLOCK_HEAD_LEN];
-        self.source
-            .read_exact_at(&mut head, entry.offset)
-            .map_err(read_err)?;
+        if block.len() as u64 != entry.len {
+            return Err(Error::corrupt_block(
+                index,
+                entry.offset,
+                "block disagrees with the footer index",
+            ));
+        }
+        let head: [u8; BLOCK_HEAD_LEN] = crate::format::array(&block, 0);
         let (prefix, meta) = open_block_head(&self.keys, index, &head, entry.offset)?;
         if entry.len != (BLOCK_HEAD_LEN as u64 + prefix.payload_len as u64)
             || meta.plain_size as u64 != entry.plain_size
@@ -285,11 +330,15 @@ impl<S: ReadAt> Container<S> {
                 "block disagrees with the footer index",
             ));
         }
-        payload.resize(prefix.payload_len as usize, 0);
-        self.source
-            .read_exact_at(&mut payload, entry.offset + BLOCK_HEAD_LEN as u64)
-            .map_err(read_err)?;
-        open_payload(&self.keys, index, &meta, payload, verify, entry.offset)
+        open_payload_from(
+            &self.keys,
+            index,
+            &meta,
+            block,
+            BLOCK_HEAD_LEN,
+            verify,
+            entry.offset,
+        )
     }
 
     /// Reads plaintext at `offset` into `buf`, decrypting only the blocks that cover it. Returns

@@ -30,6 +30,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Sink(a) => super::net::sink(a),
         Command::Repair(a) => super::net::repair(a),
         Command::Serve(a) => super::serve::run(a),
+        Command::Mount(a) => super::mount::mount(a),
+        Command::Umount(a) => super::mount::umount(a),
     }
 }
 

@@ -4,6 +4,7 @@
 mod commands;
 mod keys;
 mod net;
+mod mount;
 mod progress;
 mod serve;
 mod vault;
@@ -57,6 +58,10 @@ pub enum Command {
     Repair(net::RepairArgs),
     /// Serve a container or a vault folder over HTTP, with Range requests.
     Serve(serve::ServeArgs),
+    /// Mount a vault of containers as a read-only plaintext filesystem (FUSE).
+    Mount(mount::MountArgs),
+    /// Unmount a `qeltrix mount`.
+    Umount(mount::UmountArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,12 +33,29 @@ impl AeadKey {
 
     /// Checks and decrypts `data` (ciphertext then tag) in place, leaving only the plaintext.
     pub fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], data: &mut Vec<u8>) -> Result<(), AuthFailed> {
-        if data.len() < TAG_LEN {
+        self.open_from(nonce, aad, data, 0)
+    }
+
+    /// Like [`AeadKey::open`] for ciphertext that starts at `data[start..]` (after bytes that were
+    /// read with it): the plaintext ends up at the front of `data`, without a separate copy.
+    pub fn open_from(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        data: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<(), AuthFailed> {
+        if data.len() < start.saturating_add(TAG_LEN) {
             return Err(AuthFailed);
         }
         let plain_len = self
             .0
-            .open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), data)
+            .open_within(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                data,
+                start..,
+            )
             .map_err(|_| AuthFailed)?
             .len();
         data.truncate(plain_len);

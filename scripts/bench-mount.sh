@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# bench-mount.sh -- `qeltrix mount` against the plain file, bindfs (a FUSE passthrough: the FUSE
+# ceiling) and gocryptfs, on one 1 GiB random file, in one run, rounds interleaved.
+#
+# Per target and round:
+#   seq_cold / seq_warm   dd bs=1M of the whole file (MiB/s): after a fresh mount + drop_caches,
+#                         then again at once
+#   r4k_* / r1m_*         fio, 2000 x 4 KiB and 500 x 1 MiB random preads (QD1, buffered, 4 KiB
+#                         aligned, fixed seed: the same offsets everywhere): p50/p99 latency (ms),
+#                         IOPS, MiB/s; cold (fresh mount + drop_caches) and warm (same offsets again)
+#   ttfb_ms               unmount, drop_caches, mount, then open + 64 KiB pread at 900 MiB
+#   mount_ms              mount command until the mount point answers
+#   rss_mib               peak RSS (VmHWM) of the mount process over the round
+# "Cold" remounts every FUSE target, so qeltrix's block cache starts empty like everyone's.
+# Medians over ROUNDS; ratios are of medians from this same run.
+#
+# Targets: plain bindfs gocryptfs qeltrix-1m qeltrix-64k, and variants qeltrix-<1m|64k>-ra<KIB>
+# (the mount's kernel readahead window: --kernel-readahead KIB; the default is 4096, and ra0 keeps
+# the kernel's 128 KiB, to measure what the larger window does).
+#
+# usage: [ROUNDS=3] [TARGETS="..."] [SIZE_MIB=1024] [CACHE_MIB=256] [BENCH=/tmp/qeltrix-bench] \
+#        [QELTRIX=target/release/qeltrix] scripts/bench-mount.sh
+# needs: root (drop_caches), fuse3, bindfs, gocryptfs, fio, python3, openssl (Debian packages:
+#        apt-get install fuse3 bindfs gocryptfs fio).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+QELTRIX=${QELTRIX:-$ROOT/target/release/qeltrix}
+B=${BENCH:-/tmp/qeltrix-bench}
+ROUNDS=${ROUNDS:-3}
+SIZE_MIB=${SIZE_MIB:-1024}
+CACHE_MIB=${CACHE_MIB:-256}
+TARGETS=${TARGETS:-"plain bindfs gocryptfs qeltrix-1m qeltrix-64k"}
+N4K=${N4K:-2000}
+N1M=${N1M:-500}
+TTFB_OFFSET=943718400 # 900 MiB
+RESULTS=$B/results.tsv
+
+log() { echo "[$(date +%T)] $*" >&2; }
+need() { command -v "$1" > /dev/null || { echo "missing $1: apt-get install $2" >&2; exit 1; }; }
+need fio fio; need bindfs bindfs; need gocryptfs gocryptfs; need fusermount3 fuse3; need python3 python3
+[ -x "$QELTRIX" ] || { echo "no $QELTRIX: run cargo build --release" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run as root: cold reads need drop_caches" >&2; exit 1; }
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+ms_since() { python3 -c "import sys,time;print(f'{(time.time()-float(sys.argv[1]))*1000:.2f}')" "$1"; }
+emit() { printf '%s\t%s\t%s\t%s\t%s\n' "$T" "$1" "$ROUND" "$2" "$3" >> "$RESULTS"; }
+
+mnt_of() { echo "$B/mnt/$1"; }
+file_of() {
+  case $1 in
+    plain) echo "$B/data/big.bin" ;;
+    *) echo "$(mnt_of "$1")/big.bin" ;;
+  esac
+}
+
+setup() {
+  mkdir -p "$B"/{data,mnt,logs,gcfs.cipher}
+  if [ ! -f "$B/data/big.bin" ] || [ "$(stat -c %s "$B/data/big.bin")" != $((SIZE_MIB << 20)) ]; then
+    log "creating the $SIZE_MIB MiB random file (the peers' file: same openssl stream)"
+    openssl enc -aes-128-ctr -pass pass:peerbench -nosalt -pbkdf2 < /dev/zero 2> /dev/null \
+      | head -c $((SIZE_MIB << 20)) > "$B/data/big.bin"
+  fi
+  SHA=$(sha256sum < "$B/data/big.bin" | cut -d' ' -f1)
+  [ -f "$B/key" ] || "$QELTRIX" keygen -o "$B/key" > /dev/null 2>&1
+  for bs in 1m 64k; do
+    local kib; kib=$([ $bs = 1m ] && echo 1024 || echo 64)
+    mkdir -p "$B/vault-$bs"
+    if [ ! -f "$B/vault-$bs/big.bin.qltx" ] || [ "$B/vault-$bs/big.bin.qltx" -ot "$B/data/big.bin" ]; then
+      log "packing with $kib KiB blocks"
+      "$QELTRIX" pack -q -f --key-file "$B/key" --block-size "$kib" "$B/data/big.bin" "$B/vault-$bs/big.bin.qltx"
+    fi
+  done
+  [ -f "$B/gcfs.pass" ] || head -c 24 /dev/urandom | base64 > "$B/gcfs.pass"
+  if [ ! -f "$B/gcfs.cipher/gocryptfs.conf" ]; then
+    gocryptfs -init -q -passfile "$B/gcfs.pass" "$B/gcfs.cipher" >&2
+  fi
+  T=gocryptfs; up > /dev/null
+  if [ "$(stat -c %s "$(file_of gocryptfs)" 2> /dev/null || echo 0)" != $((SIZE_MIB << 20)) ]; then
+    log "copying the file into gocryptfs"
+    cp "$B/data/big.bin" "$(file_of gocryptfs)"
+  fi
+  down
+  log "checking sha256 through every mount"
+  for T in $TARGETS; do
+    up > /dev/null
+    [ "$(sha256sum < "$(file_of "$T")" | cut -d' ' -f1)" = "$SHA" ] || { log "$T: WRONG CONTENTS"; down; exit 1; }
+    down
+  done
+}
+
+PID=""
+up() { # mounts $T, prints the ms it took
+  local mnt t0; mnt=$(mnt_of "$T")
+  PID=""
+  [ "$T" = plain ] && { echo 0; return; }
+  mkdir -p "$mnt"
+  t0=$(now)
+  case $T in
+    bindfs) setsid bindfs -f "$B/data" "$mnt" > "$B/logs/$T.log" 2>&1 < /dev/null & ;;
+    gocryptfs) setsid gocryptfs -fg -passfile "$B/gcfs.pass" "$B/gcfs.cipher" "$mnt" > "$B/logs/$T.log" 2>&1 < /dev/null & ;;
+    qeltrix-*)
+      local bs=${T#qeltrix-} ra=""
+      case $bs in *-ra*) ra="--kernel-readahead ${bs#*-ra}"; bs=${bs%%-ra*} ;; esac
+      # shellcheck disable=SC2086
+      setsid "$QELTRIX" mount --key-file "$B/key" --cache-size "$CACHE_MIB" $ra "$B/vault-$bs" "$mnt" \
+        > "$B/logs/$T.log" 2>&1 < /dev/null & ;;
+    *) echo "unknown target $T" >&2; exit 2 ;;
+  esac
+  PID=$!
+  python3 - "$mnt" "$PID" <<'EOF' || { log "mount of $T failed: $(cat "$B/logs/$T.log")"; exit 1; }
+import os, sys, time
+mnt, pid = sys.argv[1], int(sys.argv[2])
+deadline = time.time() + 60
+while time.time() < deadline:
+    if os.path.ismount(mnt):
+        sys.exit(0)
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(1)
+    time.sleep(0.001)
+sys.exit(1)
+EOF
+  ms_since "$t0"
+}
+
+PEAK_KIB=0
+note_rss() {
+  [ -n "$PID" ] || return 0
+  local kib; kib=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status" 2> /dev/null || echo 0)
+  [ "${kib:-0}" -gt "$PEAK_KIB" ] && PEAK_KIB=$kib
+  return 0
+}
+
+down() {
+  [ "$T" = plain ] && return 0
+  note_rss
+  local mnt; mnt=$(mnt_of "$T")
+  mountpoint -q "$mnt" && { fusermount3 -u "$mnt" 2> /dev/null || umount -l "$mnt"; }
+  if [ -n "$PID" ]; then
+    for _ in $(seq 200); do kill -0 "$PID" 2> /dev/null || break; sleep 0.05; done
+    kill -0 "$PID" 2> /dev/null && { log "$T: killing $PID"; kill -9 "$PID"; }
+  fi
+  PID=""
+}
+
+cold() { down; drop_caches; up > /dev/null; }
+
+dd_mib_s() {
+  LC_ALL=C dd if="$1" of=/dev/null bs=1M 2>&1 \
+    | sed -n 's/^\([0-9]*\) bytes.* copied, \([0-9.e+-]*\) s,.*/\1 \2/p' \
+    | awk '{printf "%.1f", $1 / $2 / 1048576}'
+}
+
+fio_json() { # file bs n -> "iops mib_s p50_ms p99_ms"
+  fio --name=rr --filename="$1" --readonly --rw=randread --bs="$2" --blockalign=4k \
+    --number_ios="$3" --ioengine=psync --mem=mmap --iodepth=1 --numjobs=1 --direct=0 --invalidate=0 \
+    --norandommap --randrepeat=1 --randseed=1 --lat_percentiles=1 --percentile_list=50:99 \
+    --output-format=json 2> /dev/null | python3 -c '
+import json, sys
+j = json.load(sys.stdin)["jobs"][0]["read"]
+p = (j.get("lat_ns", {}).get("percentile") or j["clat_ns"]["percentile"])
+print("%.1f %.1f %.4f %.4f" % (j["iops"], j["bw_bytes"] / 1048576, p["50.000000"] / 1e6, p["99.000000"] / 1e6))'
+}
+
+rand() { # tag bs n phase
+  local iops mib p50 p99
+  read -r iops mib p50 p99 < <(fio_json "$(file_of "$T")" "$2" "$3")
+  emit "$1_$4_p50_ms" "$p50" ms; emit "$1_$4_p99_ms" "$p99" ms
+  emit "$1_$4_iops" "$iops" IOPS; emit "$1_$4_mib_s" "$mib" MiB/s
+}
+
+ttfb() {
+  down; drop_caches
+  local mount_ms r; mount_ms=$(up)
+  r=$(python3 - "$(file_of "$T")" "$TTFB_OFFSET" "$B/data/big.bin" <<'EOF'
+import os, sys, time
+f, off, ref = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+t0 = time.perf_counter(); fd = os.open(f, os.O_RDONLY); d = os.pread(fd, 65536, off); t1 = time.perf_counter()
+os.close(fd)
+with open(ref, "rb") as r:
+    r.seek(off); ok = r.read(65536) == d
+print(f"{(t1 - t0) * 1000:.3f}" if ok else "MISMATCH")
+EOF
+)
+  [ "$r" = MISMATCH ] && { log "$T: WRONG BYTES at 900 MiB"; exit 1; }
+  emit ttfb_ms "$r" ms
+  [ "$T" = plain ] || emit mount_ms "$mount_ms" ms
+}
+
+one_round() {
+  PEAK_KIB=0
+  cold; emit seq_cold "$(dd_mib_s "$(file_of "$T")")" MiB/s
+  emit seq_warm "$(dd_mib_s "$(file_of "$T")")" MiB/s
+  cold; rand r4k 4k "$N4K" cold; rand r4k 4k "$N4K" warm
+  cold; rand r1m 1m "$N1M" cold; rand r1m 1m "$N1M" warm
+  ttfb
+  down
+  [ "$T" = plain ] || emit rss_mib "$(awk -v k="$PEAK_KIB" 'BEGIN {printf "%.1f", k / 1024}')" MiB
+}
+
+cleanup() { for T in $TARGETS; do down 2> /dev/null || true; done; }
+trap cleanup EXIT
+
+mkdir -p "$B"; : > "$RESULTS"
+T=""; ROUND=0
+setup
+for ROUND in $(seq "$ROUNDS"); do
+  for T in $TARGETS; do
+    log "round $ROUND/$ROUNDS: $T"
+    one_round
+  done
+done
+
+python3 - "$RESULTS" "$CACHE_MIB" "$TARGETS" <<'EOF'
+import sys, statistics
+from collections import defaultdict
+path, cache_mib, targets = sys.argv[1], float(sys.argv[2]), sys.argv[3].split()
+vals = defaultdict(list)
+for line in open(path):
+    t, metric, _round, value, _unit = line.rstrip("\n").split("\t")
+    vals[(t, metric)].append(float(value))
+med = {k: statistics.median(v) for k, v in vals.items()}
+metrics = ["seq_cold", "seq_warm", "r4k_cold_p50_ms", "r4k_cold_p99_ms", "r4k_cold_iops", "r4k_warm_p50_ms",
+           "r1m_cold_mib_s", "r1m_cold_p50_ms", "r1m_cold_p99_ms", "r1m_warm_mib_s", "ttfb_ms", "mount_ms", "rss_mib"]
+units = {"seq_cold": "MiB/s", "seq_warm": "MiB/s", "r4k_cold_iops": "IOPS", "r1m_cold_mib_s": "MiB/s",
+         "r1m_warm_mib_s": "MiB/s", "rss_mib": "MiB"}
+ours = [t for t in targets if t.startswith("qeltrix")]
+def fmt(x):
+    return "-" if x is None else (f"{x:.0f}" if x >= 100 else f"{x:.3g}")
+head = ["metric"] + targets + [f"{q} / {p}" for q in ours for p in ("gocryptfs", "bindfs") if p in targets]
+print("| " + " | ".join(head) + " |")
+print("|" + "---|" * len(head))
+for m in metrics:
+    row = [f"{m} ({units.get(m, 'ms')})"] + [fmt(med.get((t, m))) for t in targets]
+    for q in ours:
+        for p in ("gocryptfs", "bindfs"):
+            if p in targets:
+                a, b = med.get((q, m)), med.get((p, m))
+                row.append(f"{a / b:.2f}x" if a and b else "-")
+    print("| " + " | ".join(row) + " |")
+print()
+print("Targets (ratios of medians from this run):")
+def check(name, ok, detail):
+    print(f"  {'PASS' if ok else 'MISS'}  {name}: {detail}")
+g = lambda t, m: med.get((t, m))
+for q in ours:
+    if "gocryptfs" in targets:
+        r = g(q, "seq_cold") / g("gocryptfs", "seq_cold")
+        check(f"{q} cold sequential >= 1.5x gocryptfs", r >= 1.5, f"{r:.2f}x")
+        r = g(q, "seq_warm") / g("gocryptfs", "seq_warm")
+        check(f"{q} warm re-read >= 3x gocryptfs", r >= 3, f"{r:.2f}x")
+        r = g(q, "r1m_cold_mib_s") / g("gocryptfs", "r1m_cold_mib_s")
+        check(f"{q} 1 MiB random reads >= gocryptfs", r >= 1, f"{r:.2f}x")
+        a, b = g(q, "ttfb_ms"), g("gocryptfs", "ttfb_ms")
+        check(f"{q} first byte at 900 MiB <= gocryptfs", a <= b, f"{a:.2f} ms vs {b:.2f} ms")
+    if "bindfs" in targets:
+        r = g(q, "seq_cold") / g("bindfs", "seq_cold")
+        check(f"{q} cold sequential >= 0.9x bindfs", r >= 0.9, f"{r:.2f}x")
+    p50 = g(q, "r4k_cold_p50_ms")
+    if q.startswith("qeltrix-1m"):
+        check(f"{q} cold 4 KiB p50 <= 1 ms", p50 <= 1, f"{p50:.3f} ms")
+    elif "gocryptfs" in targets:
+        r = p50 / g("gocryptfs", "r4k_cold_p50_ms")
+        check(f"{q} cold 4 KiB p50 <= 1.2x gocryptfs", r <= 1.2, f"{r:.2f}x ({p50:.3f} ms)")
+    rss = g(q, "rss_mib")
+    check(f"{q} peak RSS <= cache + 64 MiB", rss <= cache_mib + 64, f"{rss:.0f} MiB (cache {cache_mib:.0f})")
+EOF
+log "raw results: $RESULTS"

@@ -1,0 +1,281 @@
+//! `qeltrix mount` and `qeltrix umount`: the process side of a mount (signals, detaching, logging).
+//! The filesystem itself is [`crate::mount`].
+//!
+//! In the foreground the mount lives until Ctrl-C or SIGTERM, which unmount it (lazily, if files
+//! are still open) and end the process. With `--daemon` the process forks; the parent waits until
+//! the child's mount is in place (or has failed) and exits with that outcome, so that a script
+//! can use the mount as soon as the command returns.
+
+use super::KeyArgs;
+use crate::mount::{self, log, MountOptions, Vault};
+use crate::Error;
+use anyhow::{Context, Result};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(clap::Args, Debug)]
+pub struct MountArgs {
+    /// Folder of containers; every NAME.qltx under it (recursively) appears as NAME.
+    pub vault: PathBuf,
+    /// Folder to mount the plaintext view on.
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Memory for decrypted blocks in MiB, shared by all files.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    pub cache_size: usize,
+    /// Blocks decrypted ahead of a sequential reader.
+    #[arg(long, value_name = "BLOCKS", default_value_t = 4)]
+    pub readahead: u64,
+    /// Let other users read the mount (files 0444 instead of 0400). Non-root users need
+    /// `user_allow_other` in /etc/fuse.conf.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Go to the background once the mount is ready.
+    #[arg(long)]
+    pub daemon: bool,
+    /// Append the mount's messages (unreadable containers, corrupt blocks) to this file. Without
+    /// it they go to stderr, and are dropped with --daemon.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Threads answering reads (0: twice the cores, at least 4).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// The kernel's readahead window for this mount in KiB, set when run as root; 0 keeps the
+    /// kernel's default (128 KiB).
+    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    pub kernel_readahead: u32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UmountArgs {
+    pub mountpoint: PathBuf,
+    /// Detach now even if files are open; the mount goes away when they are closed.
+    #[arg(long, short)]
+    pub lazy: bool,
+}
+
+pub fn umount(a: UmountArgs) -> Result<()> {
+    mount::unmount(&a.mountpoint, a.lazy)?;
+    Ok(())
+}
+
+pub fn mount(a: MountArgs) -> Result<()> {
+    limit_malloc_arenas();
+    // Everything that can be checked without the key first, so a typo costs no passphrase prompt.
+    mount::check_fuse()?;
+    mount::check_mountpoint(&a.mountpoint)?;
+    let vault = Vault::scan(&a.vault)?;
+    let key = a.keys.for_reading()?;
+    let opts = MountOptions {
+        cache_bytes: a.cache_size.saturating_mul(1 << 20),
+        readahead_blocks: a.readahead,
+        allow_other: a.allow_other,
+        workers: a.workers,
+        kernel_readahead_kib: a.kernel_readahead,
+        ..MountOptions::default()
+    };
+    let log_file = match &a.log_file {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("{}: opening the log file", p.display()))?,
+        ),
+        None => None,
+    };
+    let count = vault.container_count();
+    let what = format!("{} ({count} containers)", vault.root().display());
+
+    if a.daemon {
+        return daemonize(vault, &a.mountpoint, key, &opts, log_file, &what);
+    }
+    if let Some(f) = &log_file {
+        redirect(f.as_raw_fd(), libc::STDERR_FILENO);
+    }
+    // Blocked before any thread starts, so that every thread inherits the mask and only the
+    // signal thread sees them.
+    let mounted_at = spawn_signal_thread(block_signals());
+    let mounted = vault.mount(&a.mountpoint, key, &opts)?;
+    let mp = mounted.mountpoint().to_path_buf();
+    eprintln!(
+        "qeltrix: mounted {what} at {}; Ctrl-C or `qeltrix umount {}` unmounts it",
+        mp.display(),
+        mp.display()
+    );
+    *lock(&mounted_at) = Some(mp);
+    mounted.run()?;
+    Ok(())
+}
+
+/// Forks; the child mounts and serves, the parent reports whether the mount came up.
+fn daemonize(
+    vault: Vault,
+    mountpoint: &Path,
+    key: crate::Key,
+    opts: &MountOptions,
+    log_file: Option<std::fs::File>,
+    what: &str,
+) -> Result<()> {
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::io("creating a pipe", std::io::Error::last_os_error()).into());
+    }
+    let (mut from_child, mut to_parent) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    // No thread has been started yet (scanning and reading the key are single-threaded), so
+    // the child is a complete copy of this process.
+    match unsafe { libc::fork() } {
+        -1 => Err(Error::io("forking", std::io::Error::last_os_error()).into()),
+        0 => {
+            drop(from_child);
+            unsafe { libc::setsid() };
+            let mounted_at = spawn_signal_thread(block_signals());
+            let mounted = match vault.mount(mountpoint, key, opts) {
+                Ok(m) => m,
+                Err(e) => {
+                    let code = super::exit_code(Some(&e));
+                    let _ = write!(to_parent, "{code} {e}");
+                    std::process::exit(code.into());
+                }
+            };
+            let mp = mounted.mountpoint().to_path_buf();
+            let _ = write!(to_parent, "0 {}", std::process::id());
+            drop(to_parent);
+            detach_stdio(log_file.as_ref());
+            *lock(&mounted_at) = Some(mp);
+            if let Err(e) = mounted.run() {
+                log(&format!("{e}"));
+                std::process::exit(1);
+            }
+            std::process::exit(0);
+        }
+        child => {
+            drop(to_parent);
+            let mut answer = String::new();
+            let _ = from_child.read_to_string(&mut answer);
+            let (code, rest) = answer
+                .split_once(' ')
+                .unwrap_or(("1", "the mount process ended early"));
+            if code == "0" {
+                eprintln!(
+                    "qeltrix: mounted {what} at {} (pid {rest}); `qeltrix umount {}` unmounts it",
+                    mountpoint.display(),
+                    mountpoint.display()
+                );
+                return Ok(());
+            }
+            let mut status = 0;
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            eprintln!("qeltrix: error: {rest}");
+            std::process::exit(code.parse().unwrap_or(1));
+        }
+    }
+}
+
+/// One malloc arena for the whole process. Decrypted blocks are allocated on one thread and freed
+/// on another when the cache evicts them; with glibc's default of one arena per thread (up to 8
+/// per core) each arena kept its own freed blocks, and the mount's RSS grew to about twice the
+/// cache size (measured: 492 MiB with a 256 MiB cache; 264 MiB with one arena). Called before
+/// any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+fn redirect(from: i32, to: i32) {
+    unsafe { libc::dup2(from, to) };
+}
+
+/// Points stdin and stdout at /dev/null and stderr at the log file (or /dev/null), and leaves
+/// the current folder so the daemon does not keep it busy.
+fn detach_stdio(log_file: Option<&std::fs::File>) {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        redirect(null.as_raw_fd(), libc::STDIN_FILENO);
+        redirect(null.as_raw_fd(), libc::STDOUT_FILENO);
+        redirect(
+            log_file.map_or(null.as_raw_fd(), |f| f.as_raw_fd()),
+            libc::STDERR_FILENO,
+        );
+    }
+    let _ = std::env::set_current_dir("/");
+}
+
+fn block_signals() -> libc::sigset_t {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+type MountedAt = Arc<Mutex<Option<PathBuf>>>;
+
+fn lock(m: &MountedAt) -> std::sync::MutexGuard<'_, Option<PathBuf>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Handles Ctrl-C / SIGTERM / SIGHUP from before the mount exists (then it just ends the
+/// process) until the end. Once mounted (the returned slot holds the mount point), the first
+/// signal unmounts, lazily if files are open (the process ends when they are closed); a second
+/// one ends the process at once.
+fn spawn_signal_thread(set: libc::sigset_t) -> MountedAt {
+    let mounted_at: MountedAt = Arc::default();
+    let slot = Arc::clone(&mounted_at);
+    let run = move || {
+        let mut first = true;
+        loop {
+            let mut sig = 0;
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                return;
+            }
+            let Some(mountpoint) = lock(&slot).clone() else {
+                log("interrupted before the mount was ready");
+                std::process::exit(130);
+            };
+            if !first {
+                log("second signal: exiting now; open files under the mount will fail");
+                std::process::exit(130);
+            }
+            first = false;
+            match mount::try_unmount(&mountpoint, false) {
+                Ok(true) => {}
+                Ok(false) => {
+                    log(&format!(
+                        "{} is busy: detaching it now; this process ends when the open files are closed \
+                         (signal again to end it at once)",
+                        mountpoint.display()
+                    ));
+                    if let Err(e) = mount::unmount(&mountpoint, true) {
+                        log(&format!("{e}"));
+                    }
+                }
+                Err(e) => log(&format!("{e}")),
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("qeltrix-signals".into())
+        .spawn(run)
+    {
+        log(&format!("cannot watch for Ctrl-C: {e}"));
+    }
+    mounted_at
+}
