@@ -278,7 +278,10 @@ impl<S: ReadAt> Container<S> {
     }
 
     fn no_such_block(&self, index: u64) -> Error {
-        Error::InvalidArgument(format!("block {index} does not exist ({} blocks)", self.block_count()))
+        Error::InvalidArgument(format!(
+            "block {index} does not exist ({} blocks)",
+            self.block_count()
+        ))
     }
 
     /// The stored bytes (head and sealed payload) of blocks `first..=last`, with one read: blocks
@@ -287,7 +290,9 @@ impl<S: ReadAt> Container<S> {
     /// `check_layout` for each block; callers bound the number of blocks.
     pub fn read_stored(&self, first: u64, last: u64) -> Result<Vec<u8>> {
         let start = *self.entry(first).ok_or_else(|| self.no_such_block(first))?;
-        let end = *self.entry(last.max(first)).ok_or_else(|| self.no_such_block(last))?;
+        let end = *self
+            .entry(last.max(first))
+            .ok_or_else(|| self.no_such_block(last))?;
         let mut stored = vec![0u8; (end.offset + end.len - start.offset) as usize];
         self.source
             .read_exact_at(&mut stored, start.offset)

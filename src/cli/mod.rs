@@ -3,8 +3,8 @@
 
 mod commands;
 mod keys;
-mod net;
 mod mount;
+mod net;
 mod progress;
 mod serve;
 mod vault;

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
     /// Folder of containers; every NAME.qltx under it (recursively) appears as NAME.
-    pub vault: PathBuf,
+    #[arg(value_name = "VAULT")]
+    pub vault_dir: PathBuf,
     /// Folder to mount the plaintext view on.
     pub mountpoint: PathBuf,
     #[command(flatten)]
@@ -67,8 +68,8 @@ pub fn mount(a: MountArgs) -> Result<()> {
     // Everything that can be checked without the key first, so a typo costs no passphrase prompt.
     mount::check_fuse()?;
     mount::check_mountpoint(&a.mountpoint)?;
-    let vault = Vault::scan(&a.vault)?;
-    let key = a.keys.for_reading()?;
+    let vault = Vault::scan(&a.vault_dir)?;
+    let key = a.keys.for_reading_at(Some(&a.vault_dir))?;
     let opts = MountOptions {
         cache_bytes: a.cache_size.saturating_mul(1 << 20),
         readahead_blocks: a.readahead,
