@@ -10,12 +10,14 @@ need_cargo
 need cc build-essential
 need pkg-config pkg-config
 need curl curl
+need fusermount3 fuse3
 run cargo build --release --quiet
 Q=$PWD/target/release/qeltrix
 VAULT=$PWD/demo-vault
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
+    if [ -n "${MNT:-}" ]; then fusermount3 -u "$MNT" 2>/dev/null || true; fi
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
@@ -72,6 +74,16 @@ code=$?
 set -e
 [ "$code" -eq 3 ] || { echo "expected exit 3, got $code" >&2; exit 1; }
 echo "detected (exit $code)"
+
+step "mount: the vault as a plaintext filesystem (FUSE), read with ordinary tools"
+MNT="$WORK/mnt"
+mkdir -p "$MNT"
+run "$Q" mount "$VAULT" "$MNT" --daemon
+run ls -l "$MNT/logs"
+cmp "$MNT/logs/access.log" "$WORK/access.log" && echo "cmp through the mount: identical"
+echo "the last whole line, through the mount:"
+tail -n 2 "$MNT/logs/access.log" | head -n 1
+run "$Q" umount "$MNT"
 
 step "serve: the vault over HTTP; a Range request decrypts only the blocks it covers"
 "$Q" serve "$VAULT" --listen 127.0.0.1:0 2> "$WORK/serve.log" &

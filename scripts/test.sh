@@ -8,6 +8,7 @@ need_cargo
 need cc build-essential
 need pkg-config pkg-config
 need curl curl
+need fusermount3 fuse3
 need ffmpeg ffmpeg
 need chromium chromium
 

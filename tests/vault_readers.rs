@@ -215,3 +215,53 @@ fn serve_with_a_wrong_vault_passphrase_exits_3() {
     assert_eq!(serve.wait_exit(), 3, "{}", serve.text());
     assert!(serve.text().contains("wrong key"), "{}", serve.text());
 }
+
+/// Unmounts on drop (also when the test fails), after the pty's process is gone.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new(bin()).arg("umount").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn mount_reads_a_vault_after_one_passphrase_prompt() {
+    if !std::path::Path::new("/dev/fuse").exists() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "/dev/fuse is missing under CI: install fuse3"
+        );
+        eprintln!("skipping: /dev/fuse is missing (install fuse3)");
+        return;
+    }
+    let v = Vault::new();
+    let (root, mnt) = (v.root(), v.dir.path().join("mnt"));
+    std::fs::create_dir(&mnt).unwrap();
+    let _unmount = Unmount(mnt.clone());
+    let mut mount = OnTerminal::start(&["mount", root.to_str().unwrap(), mnt.to_str().unwrap()]);
+    mount.wait_for("assphrase:");
+    mount.type_line(PASS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mnt.join(&v.files[0].0).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "not mounted within 30 s:\n{}",
+            mount.text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (name, plain) in &v.files {
+        assert!(
+            std::fs::read(mnt.join(name)).unwrap() == *plain,
+            "{name} reads byte-exact through the mount"
+        );
+    }
+    assert_eq!(
+        mount.prompts(),
+        1,
+        "one prompt for the whole vault:\n{}",
+        mount.text()
+    );
+}

@@ -89,7 +89,8 @@ pub fn mount(a: MountArgs) -> Result<()> {
         None => None,
     };
     let count = vault.container_count();
-    let what = format!("{} ({count} containers)", vault.root().display());
+    let plural = if count == 1 { "" } else { "s" };
+    let what = format!("{} ({count} container{plural})", vault.root().display());
 
     if a.daemon {
         return daemonize(vault, &a.mountpoint, key, &opts, log_file, &what);
