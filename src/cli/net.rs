@@ -137,15 +137,21 @@ pub fn gateway(a: GatewayArgs) -> Result<()> {
         server.local_addr()?,
         server.workers()
     );
-    if a.stats_interval > 0 {
-        spawn_reporter(
-            "gateway",
-            server.stats(),
-            Duration::from_secs(a.stats_interval),
-            a.stats_json,
-        )?;
-    }
+    report("gateway", server.stats(), a.stats_interval, a.stats_json)?;
     server.run()?;
+    Ok(())
+}
+
+/// Prints the server's counters every `interval` seconds (0: never), as text or JSON lines.
+fn report(
+    name: &'static str,
+    stats: std::sync::Arc<crate::gateway::Stats>,
+    interval: u64,
+    json: bool,
+) -> Result<()> {
+    if interval > 0 {
+        spawn_reporter(name, stats, Duration::from_secs(interval), json)?;
+    }
     Ok(())
 }
 
@@ -166,14 +172,7 @@ pub fn sink(a: SinkArgs) -> Result<()> {
         server.local_addr()?,
         a.out_dir.display()
     );
-    if a.stats_interval > 0 {
-        spawn_reporter(
-            "sink",
-            server.stats(),
-            Duration::from_secs(a.stats_interval),
-            a.stats_json,
-        )?;
-    }
+    report("sink", server.stats(), a.stats_interval, a.stats_json)?;
     server.run()?;
     Ok(())
 }

@@ -314,15 +314,7 @@ impl Tree {
             Self::ROOT,
             Node {
                 parent: Self::ROOT,
-                kind: NodeKind::Dir {
-                    times: Times {
-                        atime: UNIX_EPOCH,
-                        mtime: UNIX_EPOCH,
-                        ctime: UNIX_EPOCH,
-                    },
-                    children: BTreeMap::new(),
-                    subdirs: 0,
-                },
+                kind: new_dir_kind(),
                 nlookup: AtomicU64::new(0),
                 live: true,
             },
