@@ -7,7 +7,9 @@
 //! works in its own temporary folder (removed on drop, also when the test fails). Command lines
 //! are written as one string split on whitespace; no argument here contains a space.
 
+mod common;
 use assert_cmd::Command;
+use common::random_bytes;
 use qeltrix::crypto::{DataKey, IdentityKey, KeyFileKey, Passphrase, RecipientKey, SeededEntropy, VaultKey};
 use qeltrix::format::{Header, SlotArea, HEADER_LEN, SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN};
 use qeltrix::{keyring, CompressMode, Container, Error, Key, PackOptions};
@@ -151,19 +153,6 @@ fn assert_code(out: &Output, code: i32, line: &str) {
     );
 }
 
-/// Deterministic, incompressible-looking bytes.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
@@ -191,7 +180,7 @@ fn mode(path: &Path) -> u32 {
 #[test]
 fn vault_init_pack_into_it_and_read_back() {
     let w = Work::new();
-    let plain = data(50_000, 1);
+    let plain = random_bytes(50_000, 1);
     w.write("data", &plain);
     w.init_vault("V");
     assert_eq!(mode(&keyring::keyring_path(&w.path("V"))), 0o600);
@@ -242,7 +231,7 @@ fn vault_init_pack_into_it_and_read_back() {
 #[test]
 fn wrong_vault_passphrase_exits_3_and_writes_nothing() {
     let w = Work::new();
-    w.write("data", &data(20_000, 2));
+    w.write("data", &random_bytes(20_000, 2));
     w.init_vault("V");
     fs::create_dir(w.path("out")).unwrap();
     w.ok("pack data V/c.qltx --passphrase-file vault.pass -q");
@@ -332,7 +321,9 @@ fn passwd_on_a_vault_of_1000_containers_rewrites_only_the_keyring() {
         qeltrix::pack_reader(&mut &contents(i)[..], &w.path(&name(i)), &keys, &opts, false).unwrap();
     }
     // A handful through the CLI, as a user adds them.
-    let cli_plain: Vec<Vec<u8>> = (0..3).map(|i| data(10_000 + i * 3000, 10 + i as u64)).collect();
+    let cli_plain: Vec<Vec<u8>> = (0..3)
+        .map(|i| random_bytes(10_000 + i * 3000, 10 + i as u64))
+        .collect();
     for (i, p) in cli_plain.iter().enumerate() {
         w.write(&format!("in{i}"), p);
         w.ok(&format!("pack in{i} V/cli{i}.qltx --block-size 4 -q {VP}"));
@@ -468,7 +459,7 @@ struct Change {
 #[test]
 fn rekey_killed_at_each_step_leaves_the_old_or_the_new_slots() {
     let w = Work::new();
-    let plain = data(3 * 4096 + 1234, 3);
+    let plain = random_bytes(3 * 4096 + 1234, 3);
     w.write("data", &plain);
     let k0 = w.keygen("k0.key");
     let k1 = w.keygen("k1.key");
@@ -599,7 +590,7 @@ fn rekey_killed_at_each_step_leaves_the_old_or_the_new_slots() {
 #[test]
 fn ten_rekeys_in_a_row_alternate_areas_and_keep_working() {
     let w = Work::new();
-    let plain = data(5 * 4096, 4);
+    let plain = random_bytes(5 * 4096, 4);
     w.write("data", &plain);
     let k0 = w.keygen("k0.key");
     let k1 = w.keygen("k1.key");
@@ -641,7 +632,7 @@ fn ten_rekeys_in_a_row_alternate_areas_and_keep_working() {
 #[test]
 fn rekey_refuses_what_would_lose_data_and_lists_without_a_key() {
     let w = Work::new();
-    let plain = data(9000, 5);
+    let plain = random_bytes(9000, 5);
     w.write("data", &plain);
     w.keygen("k0.key");
     w.keygen("k1.key");
@@ -690,7 +681,7 @@ fn rekey_refuses_what_would_lose_data_and_lists_without_a_key() {
 #[test]
 fn rekey_adds_passphrase_recipient_and_keyring_slots_that_each_open() {
     let w = Work::new();
-    let plain = data(7000, 6);
+    let plain = random_bytes(7000, 6);
     w.write("data", &plain);
     w.keygen("k0.key");
     w.keygen("k1.key");
@@ -728,7 +719,7 @@ fn rekey_adds_passphrase_recipient_and_keyring_slots_that_each_open() {
 #[test]
 fn a_recipient_only_container_opens_with_the_identity_and_nothing_the_packer_held() {
     let w = Work::new();
-    let plain = data(30_000, 7);
+    let plain = random_bytes(30_000, 7);
     w.write("data", &plain);
     let recipient = w.keygen_x25519("me.id");
     assert!(
@@ -777,7 +768,7 @@ fn a_recipient_only_container_opens_with_the_identity_and_nothing_the_packer_hel
 #[test]
 fn each_of_three_recipients_opens_the_container() {
     let w = Work::new();
-    let plain = data(12_000, 8);
+    let plain = random_bytes(12_000, 8);
     w.write("data", &plain);
     let recipients: Vec<String> = (0..3)
         .map(|i| format!("--recipient {}", w.keygen_x25519(&format!("id{i}"))))
@@ -822,7 +813,7 @@ fn bad_recipients_and_keygen_overwrites_are_usage_errors() {
 #[test]
 fn a_write_only_packer_inside_a_vault_needs_no_vault_passphrase() {
     let w = Work::new();
-    let plain = data(6000, 9);
+    let plain = random_bytes(6000, 9);
     w.write("data", &plain);
     w.init_vault("V");
     let recipient = w.keygen_x25519("me.id");
@@ -846,7 +837,7 @@ fn a_write_only_packer_inside_a_vault_needs_no_vault_passphrase() {
 #[test]
 fn reencrypt_gives_a_new_container_with_the_same_plaintext() {
     let w = Work::new();
-    let plain = data(40_000, 10);
+    let plain = random_bytes(40_000, 10);
     w.write("data", &plain);
     w.keygen("old.key");
     w.keygen("new.key");
@@ -899,7 +890,7 @@ fn reencrypt_gives_a_new_container_with_the_same_plaintext() {
 #[test]
 fn reencrypt_inside_a_vault_keeps_a_keyring_slot() {
     let w = Work::new();
-    let plain = data(10_000, 11);
+    let plain = random_bytes(10_000, 11);
     w.write("data", &plain);
     w.init_vault("V");
     w.ok("pack data V/a.qltx --passphrase-file vault.pass -q");

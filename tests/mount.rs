@@ -5,8 +5,10 @@
 //! Without `/dev/fuse` these tests skip with a message, except under CI (`CI=true`), where that
 //! is a failure: CI installs fuse3.
 
+mod common;
 use assert_cmd::cargo::cargo_bin;
 use assert_cmd::Command as TestCommand;
+use common::random_bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestRunner};
 use qeltrix::crypto::KeyFileKey;
@@ -190,19 +192,6 @@ impl Drop for MountGuard {
             unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
     }
-}
-
-/// Deterministic pseudo-random bytes (incompressible).
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// Compressible text.
