@@ -321,9 +321,9 @@ fn connect(to: &str) -> Result<TcpStream> {
     Err(Error::io(format!("connecting to the destination {to}"), last))
 }
 
-/// Prepares `stream` to be closed with a reset (not an orderly end-of-stream) and wakes any
-/// thread blocked on it. The reset is sent when the last handle to the socket is dropped.
-fn reset(stream: &TcpStream) {
+/// Makes the socket close with a reset (RST) instead of an orderly end-of-stream when its last
+/// handle is dropped (SO_LINGER with a zero timeout), so a peer can tell a cut from an end.
+pub fn set_reset_on_close(stream: &TcpStream) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -338,6 +338,12 @@ fn reset(stream: &TcpStream) {
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         );
     }
+}
+
+/// Prepares `stream` to be closed with a reset (not an orderly end-of-stream) and wakes any
+/// thread blocked on it. The reset is sent when the last handle to the socket is dropped.
+fn reset(stream: &TcpStream) {
+    set_reset_on_close(stream);
     // Shutting down reading sends nothing but wakes blocked readers; writing is left alone so
     // that no orderly end-of-stream goes out before the reset.
     let _ = stream.shutdown(Shutdown::Read);

@@ -232,21 +232,7 @@ pub fn try_round_trip(addr: SocketAddr, data: Arc<Vec<u8>>) -> (Vec<u8>, std::io
 
 /// Closes `stream` with a reset instead of an orderly end-of-stream: a client that vanished.
 pub fn close_with_reset(stream: TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid socket and a correctly sized option value.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    qeltrix::gateway::set_reset_on_close(&stream);
     drop(stream);
 }
 
