@@ -13,6 +13,7 @@
 //! - [`serve::SeekServer`] serves containers over HTTP with `Range` support.
 //! - [`format`] and [`crypto`] are the pure layers below them; `docs/FORMAT.md` is the spec.
 
+pub mod atomic;
 pub mod block;
 pub mod cache;
 pub mod cli;

@@ -1,130 +1,14 @@
-//! File-to-file operations, and the rule that output files appear only when complete: they are
-//! written under a temporary name in the destination's folder and renamed on success, so a wrong
-//! key, a corrupt block or a crash never leaves a partial file behind.
+//! File-to-file operations. Every output goes through [`AtomicOutput`], so a wrong key, a corrupt
+//! block, a signal or a crash never leaves a partial file behind.
 
+pub use crate::atomic::{AtomicOutput, EarlyWriteback};
 use crate::reader::Container;
 use crate::writer::{PackOptions, PackSummary, StreamPacker};
 use crate::{Error, Key, Result};
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use tempfile::NamedTempFile;
-
-/// An output file under construction: a temporary file beside the destination, renamed onto it
-/// by [`AtomicOutput::commit`]. Dropped without commit, it is removed.
-pub struct AtomicOutput {
-    temp: NamedTempFile,
-    dest: PathBuf,
-    overwrite: bool,
-}
-
-impl AtomicOutput {
-    /// Prepares to write `dest`. Unless `overwrite`, an existing `dest` is an error now (and
-    /// again at commit, should one appear meanwhile).
-    pub fn create(dest: &Path, overwrite: bool) -> Result<Self> {
-        if !overwrite && dest.exists() {
-            return Err(Error::InvalidArgument(format!(
-                "{} exists; use --force to overwrite it",
-                dest.display()
-            )));
-        }
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let temp = tempfile::Builder::new()
-            .prefix(".qeltrix-")
-            .suffix(".part")
-            .tempfile_in(dir)
-            .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
-        Ok(AtomicOutput {
-            temp,
-            dest: dest.to_path_buf(),
-            overwrite,
-        })
-    }
-
-    pub fn file(&mut self) -> &mut File {
-        self.temp.as_file_mut()
-    }
-
-    /// A buffered writer for the temporary file that starts the kernel's writeback every few MiB,
-    /// so the fsync in [`AtomicOutput::commit`] finds little left to do and the disk works while
-    /// the crypto does.
-    pub fn writer(&mut self) -> BufWriter<EarlyWriteback<'_>> {
-        BufWriter::with_capacity(
-            1 << 20,
-            EarlyWriteback {
-                file: self.temp.as_file_mut(),
-                position: 0,
-                flushed_to: 0,
-            },
-        )
-    }
-
-    /// Syncs the data and renames the temporary file onto the destination.
-    pub fn commit(self) -> Result<()> {
-        self.temp
-            .as_file()
-            .sync_all()
-            .map_err(|e| Error::io("syncing the output", e))?;
-        let dest = self.dest;
-        let persisted = if self.overwrite {
-            self.temp.persist(&dest).map(drop)
-        } else {
-            self.temp.persist_noclobber(&dest).map(drop)
-        };
-        persisted.map_err(|e| Error::io(format!("renaming the output to {}", dest.display()), e.error))
-    }
-}
-
-/// Bytes written between two writeback starts.
-const WRITEBACK_STEP: u64 = 8 << 20;
-
-/// A file writer that asks the kernel to start writing back each [`WRITEBACK_STEP`] as soon as it
-/// is written (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: asynchronous, no waiting, no durability
-/// promise of its own; the fsync at commit gives that).
-pub struct EarlyWriteback<'a> {
-    file: &'a mut File,
-    position: u64,
-    flushed_to: u64,
-}
-
-impl Write for EarlyWriteback<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.position += n as u64;
-        if self.position >= self.flushed_to + WRITEBACK_STEP {
-            use std::os::fd::AsRawFd;
-            let len = self.position - self.flushed_to;
-            // SAFETY: the descriptor is open for the life of `self.file`; the call only schedules
-            // I/O on it. A failure is not an error for us: commit's fsync still syncs everything.
-            unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    self.flushed_to as libc::off64_t,
-                    len as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-            self.flushed_to = self.position;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
-impl std::io::Seek for EarlyWriteback<'_> {
-    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
-        self.position = self.file.seek(pos)?;
-        self.flushed_to = self.flushed_to.min(self.position);
-        Ok(self.position)
-    }
-}
 
 /// Packs `input` into a new container file `output`.
 pub fn pack(

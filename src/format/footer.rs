@@ -69,7 +69,7 @@ impl Footer {
         }
         let count = le_u64(b, 8);
         let expected = (b.len() - FOOTER_FIXED_LEN) / FOOTER_ENTRY_LEN;
-        if count != expected as u64 || (b.len() - FOOTER_FIXED_LEN) % FOOTER_ENTRY_LEN != 0 {
+        if count != expected as u64 || !(b.len() - FOOTER_FIXED_LEN).is_multiple_of(FOOTER_ENTRY_LEN) {
             return Err(bad(format!(
                 "footer entry count {count} does not match its length of {} bytes",
                 b.len()
