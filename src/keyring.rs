@@ -12,9 +12,7 @@ use crate::crypto::{AeadKey, Entropy, Passphrase, VaultKey, MAX_KDF_ITERATIONS};
 use crate::format::{array, le_u16, le_u32, CipherId};
 use crate::{Error, Result};
 use sha2::Sha256;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -99,6 +97,9 @@ fn decode(b: &[u8], passphrase: &Passphrase) -> Result<(VaultKey, [u8; 16])> {
             "keyring asks for {iterations} PBKDF2 iterations"
         )));
     }
+    passphrase
+        .check_cost(iterations, "the keyring")
+        .map_err(Error::WrongKey)?;
     let kek = kek(passphrase, &array(b, 32), iterations);
     let mut wrapped = b[AAD_LEN..].to_vec();
     AeadKey::new(CipherId::Aes256Gcm, &kek)
@@ -124,12 +125,33 @@ pub fn init(
             vault.display()
         )));
     }
-    fs::create_dir_all(path.parent().expect("keyring path has a parent"))
-        .map_err(|e| Error::io("creating the vault folder", e).in_file(vault))?;
+    // Private whatever the umask: a folder others can write lets them swap the keyring.
+    use std::os::unix::fs::DirBuilderExt;
+    let folder = |dir: &Path| {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io("creating the vault folder", e).in_file(dir))
+    };
+    folder(vault)?;
+    let private = path.parent().expect("keyring path has a parent");
+    folder(private)?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(private, fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io("making the folder private", e).in_file(private))?;
     let key = VaultKey::generate(entropy);
     let mut id = [0u8; 16];
     entropy.fill(b"vault id", &mut id);
-    write_atomically(&path, &encode(&key, passphrase, iterations, id, entropy))?;
+    // Never replaces: of two concurrent inits, the second fails instead of orphaning the first key.
+    crate::atomic::write_file(&path, &encode(&key, passphrase, iterations, id, entropy), false).map_err(
+        |e| match e.root() {
+            Error::InvalidArgument(_) => {
+                Error::InvalidArgument(format!("{} is already an initialised vault", vault.display()))
+            }
+            _ => e,
+        },
+    )?;
     Ok(key)
 }
 
@@ -164,29 +186,28 @@ pub fn change_passphrase(
 ) -> Result<()> {
     check_iterations(iterations)?;
     let path = keyring_path(vault);
+    // Held from reading the keyring to replacing it: a concurrent change waits, then finds the
+    // new keyring, which its old passphrase no longer opens, and fails instead of overwriting.
+    read_keyring(&path)?;
+    let _lock = lock_keyring(vault)?;
     let (key, id) = decode(&read_keyring(&path)?, old).map_err(|e| e.in_file(&path))?;
     write_atomically(&path, &encode(&key, new, iterations, id, entropy))
 }
 
-/// Writes `bytes` to `path` by temporary file, fsync, rename and fsync of the folder, with mode 0600.
+/// Takes the vault's exclusive key-change lock (a `flock` on the `.qeltrix` folder, which holds
+/// the keyring; the keyring file itself is replaced by each change, so it cannot carry the lock).
+/// Released when the returned handle is dropped.
+fn lock_keyring(vault: &Path) -> Result<File> {
+    let dir = vault.join(VAULT_DIR);
+    let io = |what: &str, e| Error::io(what, e).in_file(&dir);
+    let handle = File::open(&dir).map_err(|e| io("opening the vault's key folder", e))?;
+    handle.lock().map_err(|e| io("locking the keyring", e))?;
+    Ok(handle)
+}
+
+/// Writes `bytes` to `path` all or nothing, mode 0600 (see [`crate::atomic`]).
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().expect("keyring path has a parent");
-    let tmp = dir.join(format!(".{KEYRING_FILE}.tmp"));
-    let io = |what: &str, e| Error::io(what, e).in_file(path);
-    let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io("creating the new keyring", e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io("writing the new keyring", e))?;
-    fs::rename(&tmp, path).map_err(|e| io("replacing the keyring", e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("syncing the vault folder", e))
+    crate::atomic::write_file(path, bytes, true)
 }
 
 #[cfg(test)]

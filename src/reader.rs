@@ -13,8 +13,8 @@
 use crate::block::{open_block_head, open_payload_from};
 use crate::crypto::{derive_container_keys, unwrap_slot, verify_footer_mac, ContainerKeys, DataKey, Key};
 use crate::format::{
-    ContainerId, Footer, FooterEntry, Header, LayoutCheck, SlotArea, Trailer, BLOCK_HEAD_LEN, FLAG_STREAMING,
-    FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN, HEADER_LEN, TRAILER_LEN,
+    ContainerId, Footer, FooterEntry, Header, LayoutCheck, SlotArea, SlotKind, Trailer, BLOCK_HEAD_LEN,
+    FLAG_STREAMING, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN, HEADER_LEN, TRAILER_LEN,
 };
 use crate::pipeline::OrderedPool;
 use crate::source::ReadAt;
@@ -105,12 +105,38 @@ impl ContainerInfo {
 /// Unwraps the data key from the first slot `key` opens. The error says whether the key is wrong
 /// or the container simply has no slot of that kind.
 pub fn unlock_data_key(slots: &SlotArea, container_id: &ContainerId, key: &Key) -> Result<DataKey> {
-    if let Some(k) = slots
-        .slots
-        .iter()
-        .find_map(|slot| unwrap_slot(key, slot, container_id))
-    {
-        return Ok(k);
+    // The KDF cost of passphrase slots is read from bytes nothing has authenticated yet: slots
+    // above the passphrase's limit, and those past the number it may try, are refused unopened.
+    let limits = key.alternatives().into_iter().find_map(|k| match k {
+        Key::Passphrase(p) => Some(p),
+        _ => None,
+    });
+    let mut refused = Vec::new();
+    let mut passphrase_slots = 0;
+    for (i, slot) in slots.slots.iter().enumerate() {
+        if let (SlotKind::Passphrase, Some(p)) = (slot.kind, limits) {
+            if let Err(e) = p.check_cost(slot.param, &format!("key slot #{i}")) {
+                refused.push(e);
+                continue;
+            }
+            passphrase_slots += 1;
+            if passphrase_slots > p.limits().max_slots {
+                refused.push(format!(
+                    "key slot #{i} was not tried: at most {} passphrase slots are tried per container",
+                    p.limits().max_slots
+                ));
+                continue;
+            }
+        }
+        if let Some(k) = unwrap_slot(key, slot, container_id) {
+            return Ok(k);
+        }
+    }
+    if !refused.is_empty() {
+        return Err(Error::WrongKey(format!(
+            "no key slot opened; {}",
+            refused.join("; ")
+        )));
     }
     let have: Vec<&str> = slots.slots.iter().map(|s| s.kind.name()).collect();
     let tried: Vec<&str> = key

@@ -1,8 +1,19 @@
-//! Changing a container's key slots in place, crash-safely. The new slot set is written to the
-//! *inactive* slot area with the next sequence number and synced; only then does it win, because
-//! readers take the valid area with the higher sequence. A crash before or during the write leaves
-//! the old area in force (a torn area fails its checksum); a crash after it leaves the new one.
-//! Block data, the footer and every other header byte are never rewritten.
+//! Changing a container's key slots in place, crash-safely, leaving no removed slot behind.
+//!
+//! 1. The new slot set is written to the *inactive* slot area with the next sequence number and
+//!    synced. Readers take the valid area with the higher sequence, so a crash before or during
+//!    this write leaves the old set in force (a torn area fails its checksum); after it, the new.
+//! 2. The same bytes are then written over the *previously active* area and synced. Until this
+//!    second write completes, the old area still holds the old slots, but it has the lower
+//!    sequence; a crash during it tears that area and leaves the new one in force. Afterwards the
+//!    two areas are identical, so no removed slot remains anywhere in the file: editing one
+//!    area's checksum can no longer bring an old slot back.
+//!
+//! A rekey interrupted between the two steps leaves the new set in force and the old slots in
+//! the other area; `qeltrix info` reports that, and `qeltrix rekey --scrub` (any rekey, in fact)
+//! clears it. Key changes take an exclusive `flock` on the container, so concurrent rekeys run one
+//! after the other and none loses the other's change. Block data, the footer and every other
+//! header byte are never rewritten.
 
 use crate::crypto::{wrap_slot, Entropy, Key};
 use crate::format::{
@@ -37,7 +48,17 @@ fn crash_point(name: &str) {
 }
 
 /// Applies `changes` to the container at `path`, opening it with `key`. Returns the new slot list.
+/// With no changes, both areas are rewritten with the slots in force (a scrub).
 pub fn rekey(path: &Path, key: &Key, changes: &[SlotChange], entropy: &dyn Entropy) -> Result<Vec<KeySlot>> {
+    let io = |what: &str, e| Error::io(what, e).in_file(path);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| io("opening for the key change", e))?;
+    // Held until both areas are synced; a second rekey waits here, then reads what this one wrote.
+    file.lock().map_err(|e| io("locking for the key change", e))?;
+    crash_point("locked");
     // Opening checks the whole structure and the footer MAC with this key before anything changes.
     let container = Container::open(path, key)?;
     let header = container.info().header.clone();
@@ -90,12 +111,6 @@ pub fn rekey(path: &Path, key: &Key, changes: &[SlotChange], entropy: &dyn Entro
     } else {
         SLOT_AREA_A
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io("opening for the key change", e).in_file(path))?;
-    let io = |what: &str, e| Error::io(what, e).in_file(path);
     crash_point("before-write");
     if std::env::var(CRASH_ENV).is_ok_and(|v| v == "torn-write") {
         file.write_all_at(&area[..SLOT_AREA_LEN / 2], target as u64)
@@ -108,6 +123,31 @@ pub fn rekey(path: &Path, key: &Key, changes: &[SlotChange], entropy: &dyn Entro
     crash_point("before-sync");
     file.sync_all().map_err(|e| io("syncing the key slots", e))?;
     crash_point("after-sync");
+
+    // Step 2: the old area gets the same bytes, so the removed slots are gone from the file.
+    let old = if target == SLOT_AREA_A {
+        SLOT_AREA_B
+    } else {
+        SLOT_AREA_A
+    };
+    if std::env::var(CRASH_ENV).is_ok_and(|v| v == "torn-scrub") {
+        file.write_all_at(&area[..SLOT_AREA_LEN / 2], old as u64)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io("clearing the old key slots", e))?;
+        crash_point("torn-scrub");
+    }
+    let cleared = file.write_all_at(&area, old as u64).and_then(|()| {
+        crash_point("before-scrub-sync");
+        file.sync_all()
+    });
+    cleared.map_err(|e| {
+        Error::io(
+            "the new key slots are in force, but clearing the old ones failed; run \
+             `qeltrix rekey --scrub` again",
+            e,
+        )
+        .in_file(path)
+    })?;
     Ok(slots)
 }
 

@@ -439,8 +439,22 @@ fn outside_area(bytes: &[u8], offset: usize) -> Vec<u8> {
     [&bytes[..offset], &bytes[offset + SLOT_AREA_LEN..]].concat()
 }
 
-/// The crash hook's points, in the order rekey passes them.
-const CRASH_POINTS: [&str; 4] = ["before-write", "torn-write", "before-sync", "after-sync"];
+/// The crash hook's points, in the order rekey passes them: the write of the inactive area, then
+/// the write of the same bytes over the previously active one (the scrub).
+const CRASH_POINTS: [&str; 7] = [
+    "locked",
+    "before-write",
+    "torn-write",
+    "before-sync",
+    "after-sync",
+    "torn-scrub",
+    "before-scrub-sync",
+];
+
+/// True for the points reached after the new area was synced, while the old one is rewritten.
+fn in_scrub(point: &str) -> bool {
+    matches!(point, "torn-scrub" | "before-scrub-sync")
+}
 
 /// One kind of slot change for the crash matrix.
 struct Change {
@@ -464,8 +478,8 @@ fn rekey_killed_at_each_step_leaves_the_old_or_the_new_slots() {
     let k0 = w.keygen("k0.key");
     let k1 = w.keygen("k1.key");
     let kn = w.keygen("kn.key");
-    // one.qltx: k0 in area A (sequence 1). two.qltx: k0 and k1 in area B (sequence 2). So the
-    // adds write area B and the removal writes area A.
+    // one.qltx: k0 in area A (sequence 1), area B empty. two.qltx: k0 and k1 in both areas
+    // (sequence 2). Each change writes area B first, then area A.
     w.ok("pack data one.qltx --key-file k0.key --block-size 4 -q");
     fs::copy(w.path("one.qltx"), w.path("two.qltx")).unwrap();
     w.ok("rekey two.qltx --key-file k0.key --add-key-file k1.key");
@@ -526,14 +540,16 @@ fn rekey_killed_at_each_step_leaves_the_old_or_the_new_slots() {
                 after[HEADER_LEN..] == before[HEADER_LEN..],
                 "{case}: blocks or footer changed"
             );
-            assert!(
-                outside_area(&after, target) == outside_area(&before, target),
-                "{case}: a byte outside the inactive slot area changed"
-            );
+            if !in_scrub(point) {
+                assert!(
+                    outside_area(&after, target) == outside_area(&before, target),
+                    "{case}: a byte outside the inactive slot area changed"
+                );
+            }
             let (offset, area) = active_area(&after);
             let is_new = area.sequence == old_area.sequence + 1;
             match point {
-                "before-write" => assert!(after == before, "{case}"),
+                "locked" | "before-write" => assert!(after == before, "{case}"),
                 "torn-write" => {
                     let torn = &after[target..target + SLOT_AREA_LEN];
                     assert!(
@@ -549,11 +565,21 @@ fn rekey_killed_at_each_step_leaves_the_old_or_the_new_slots() {
                 "before-sync" => {}
                 _ => assert!(is_new, "{case}: the synced area must win"),
             }
-            if point == "before-write" || point == "torn-write" {
+            if matches!(point, "locked" | "before-write" | "torn-write") {
                 assert!(!is_new, "{case}: the old area must stay in force");
             }
+            if point == "torn-scrub" {
+                assert!(
+                    area_at(&after, old_offset).is_none(),
+                    "{case}: the half-rewritten old area must fail its checksum"
+                );
+            }
             if is_new {
-                assert_eq!((offset, area.slots.len()), (target, change.slots.1), "{case}");
+                assert_eq!(area.slots.len(), change.slots.1, "{case}");
+                assert!(
+                    offset == target || area_at(&after, target).as_ref() == Some(&area),
+                    "{case}: the new area must be in force"
+                );
             } else {
                 assert_eq!((offset, &area), (old_offset, &old_area), "{case}");
                 assert_eq!(area.slots.len(), change.slots.0, "{case}");
@@ -572,12 +598,21 @@ fn rekey_killed_at_each_step_leaves_the_old_or_the_new_slots() {
                 assert!(is_wrong_key(decided), "{case}: the deciding key must be refused");
             }
 
-            // Interrupted before it took effect, the change can simply be run again.
-            if !is_new {
-                w.ok(&line);
+            // Interrupted before it took effect, the change can simply be run again; interrupted
+            // after, a scrub finishes it. Either way both areas then hold the new set alone.
+            let finish = if is_new {
+                format!("rekey c.qltx {} --scrub", change.survivor_args)
+            } else {
+                line.clone()
+            };
+            w.ok(&finish);
+            {
                 let again = w.read("c.qltx");
-                let (offset, area) = active_area(&again);
-                assert_eq!((offset, area.sequence), (target, old_area.sequence + 1), "{case}");
+                let (_, area) = active_area(&again);
+                let [a, b] = slot_areas(&again);
+                assert_eq!(a.as_ref(), Some(&area), "{case}: area A after finishing");
+                assert_eq!(b.as_ref(), Some(&area), "{case}: area B after finishing");
+                assert!(area.sequence > old_area.sequence, "{case}");
                 assert_eq!(area.slots.len(), change.slots.1, "{case}");
                 let decided = plaintext(&w.path("c.qltx"), &change.decider);
                 assert_eq!(decided.is_ok(), change.decider_opens_new, "{case}");
@@ -588,7 +623,7 @@ fn rekey_killed_at_each_step_leaves_the_old_or_the_new_slots() {
 }
 
 #[test]
-fn ten_rekeys_in_a_row_alternate_areas_and_keep_working() {
+fn ten_rekeys_in_a_row_leave_both_areas_equal_and_keep_working() {
     let w = Work::new();
     let plain = random_bytes(5 * 4096, 4);
     w.write("data", &plain);
@@ -596,7 +631,7 @@ fn ten_rekeys_in_a_row_alternate_areas_and_keep_working() {
     let k1 = w.keygen("k1.key");
     w.ok("pack data c.qltx --key-file k0.key --block-size 4 -q");
     let original = w.read("c.qltx");
-    let (mut offset, first) = active_area(&original);
+    let (offset, first) = active_area(&original);
     assert_eq!((offset, first.sequence), (SLOT_AREA_A, 1));
 
     for round in 1..=10u64 {
@@ -609,8 +644,12 @@ fn ten_rekeys_in_a_row_alternate_areas_and_keep_working() {
         let stdout = w.ok(&format!("rekey c.qltx --key-file k0.key {change}"));
         assert!(stdout.contains(&format!("sequence {}", round + 1)), "{stdout}");
         let bytes = w.read("c.qltx");
-        let (now, area) = active_area(&bytes);
-        assert_eq!(now, other_area(offset), "round {round}: the areas must alternate");
+        let (_, area) = active_area(&bytes);
+        let [a, b] = slot_areas(&bytes);
+        assert!(
+            a.as_ref() == Some(&area) && b.as_ref() == Some(&area),
+            "round {round}: both areas must hold the new set"
+        );
         assert_eq!(area.sequence, round + 1);
         assert_eq!(area.slots.len(), if adding { 2 } else { 1 });
         assert!(bytes[HEADER_LEN..] == original[HEADER_LEN..], "round {round}");
@@ -623,7 +662,6 @@ fn ten_rekeys_in_a_row_alternate_areas_and_keep_working() {
             "round {round}"
         );
         assert_eq!(plaintext(&w.path("c.qltx"), &k1).is_ok(), adding, "round {round}");
-        offset = now;
     }
     w.unpacks_to("c.qltx", "--key-file k0.key", &plain);
     w.ok("verify c.qltx --key-file k0.key");

@@ -91,6 +91,7 @@ fn pack(a: PackArgs) -> Result<()> {
         (!to_stdout).then_some(output.as_path()),
         &a.packing.recipients,
     )?;
+    super::keys::warn_kdf_cost_for(&keys, a.packing.kdf_iterations);
     let pb = bar(total, a.quiet);
     if let Some(t) = total {
         pb.set_message(format!("{} blocks", t.div_ceil(opts.block_size as u64)));
@@ -306,6 +307,7 @@ fn info(a: InfoArgs) -> Result<()> {
         "container_id": hex::encode(h.container_id),
         "key_slot_area_sequence": info.slots.sequence,
         "key_slots": slots,
+        "stale_key_slot_area": h.has_stale_slot_area(),
     });
     if a.json {
         println!(
@@ -353,6 +355,13 @@ fn info(a: InfoArgs) -> Result<()> {
         hex::encode(h.container_id),
         slot_text.join(", "),
     );
+    if h.has_stale_slot_area() {
+        println!(
+            "Warning:        the inactive key-slot area still holds older slots (an interrupted or \
+             pre-0.2 rekey); `qeltrix rekey {} --scrub` clears them",
+            a.input.display()
+        );
+    }
     Ok(())
 }
 
@@ -398,27 +407,8 @@ fn keygen(a: KeygenArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes a new file with mode 0600 from the start (never briefly readable by others).
+/// Writes a new file with mode 0600 from the start (never briefly readable by others), all or
+/// nothing: on a full disk or a signal the old file, if any, is still there.
 pub(super) fn write_secret_file(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if force {
-        // Remove first so the new file is created with mode 0600 rather than inheriting the old mode.
-        let _ = std::fs::remove_file(path);
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                Error::InvalidArgument(format!("{} exists; use --force to overwrite it", path.display()))
-            } else {
-                Error::io("creating the file", e).in_file(path)
-            }
-        })?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io("writing the file", e).in_file(path))?;
-    Ok(())
+    Ok(crate::atomic::write_file(path, bytes, force)?)
 }

@@ -2,17 +2,51 @@
 //! file, environment, prompt, and (discouraged, with a warning) the command line itself. Secrets
 //! are never logged.
 
-use crate::crypto::{IdentityKey, Key, KeyFileKey, Passphrase, RecipientKey};
+use crate::crypto::{IdentityKey, KdfLimits, Key, KeyFileKey, Passphrase, RecipientKey};
 use crate::keyring;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use zeroize::Zeroizing;
 
 pub const PASSPHRASE_ENV: &str = "QELTRIX_PASSPHRASE";
 
-#[derive(Args, Debug, Default, Clone)]
+/// The passphrase taken out of the environment at start (see [`take_env_passphrase`]).
+static ENV_PASSPHRASE: OnceLock<Option<Zeroizing<String>>> = OnceLock::new();
+
+/// Moves `QELTRIX_PASSPHRASE` out of the environment into this process's memory: its bytes in the
+/// original environment block (what `/proc/PID/environ` shows other processes of the same user)
+/// are overwritten with zeros, and the variable is removed, so neither a daemon's environ nor a
+/// child process ever sees it. Call first thing in `main`, before any thread starts.
+pub fn take_env_passphrase() {
+    let value = std::env::var(PASSPHRASE_ENV).ok().map(Zeroizing::new);
+    if value.is_some() {
+        let name = std::ffi::CString::new(PASSPHRASE_ENV).expect("no NUL");
+        // SAFETY: single-threaded at this point (called before any thread starts). getenv returns
+        // a pointer to the value's NUL-terminated bytes inside the environment block, which is
+        // writable process memory; we overwrite exactly strlen bytes of it, then unset the name.
+        unsafe {
+            let p = libc::getenv(name.as_ptr());
+            if !p.is_null() {
+                std::ptr::write_bytes(p, 0, libc::strlen(p));
+            }
+        }
+        std::env::remove_var(PASSPHRASE_ENV);
+    }
+    let _ = ENV_PASSPHRASE.set(value);
+}
+
+/// `QELTRIX_PASSPHRASE` as it was at start (or now, if [`take_env_passphrase`] never ran).
+fn env_value() -> Option<Zeroizing<String>> {
+    match ENV_PASSPHRASE.get() {
+        Some(v) => v.clone(),
+        None => std::env::var(PASSPHRASE_ENV).ok().map(Zeroizing::new),
+    }
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct KeyArgs {
     /// Read the passphrase from this file (first line; a trailing newline is dropped).
     #[arg(long, value_name = "FILE")]
@@ -30,6 +64,12 @@ pub struct KeyArgs {
     /// or the QELTRIX_PASSPHRASE environment variable.
     #[arg(long, value_name = "PASSPHRASE")]
     pub passphrase: Option<String>,
+    /// Refuse key slots and keyrings asking for more PBKDF2 iterations than this: the count is
+    /// read before anything is authenticated, so an edited or planted container could otherwise
+    /// make opening it burn minutes of CPU. Raise it for containers you made with a higher cost.
+    #[arg(long, value_name = "N", env = "QELTRIX_MAX_KDF_ITERATIONS",
+          default_value_t = crate::crypto::DEFAULT_MAX_KDF_ITERATIONS)]
+    pub max_kdf_iterations: u32,
 }
 
 impl KeyArgs {
@@ -167,34 +207,68 @@ impl KeyArgs {
     /// A passphrase given explicitly: `--passphrase-file`, then `--passphrase` (with a warning).
     pub fn explicit_passphrase(&self) -> Result<Option<Passphrase>> {
         if let Some(path) = &self.passphrase_file {
-            return Ok(Some(read_passphrase_file(path)?));
+            return Ok(Some(read_passphrase_file(path)?.with_limits(self.kdf_limits())));
         }
         if let Some(p) = &self.passphrase {
             eprintln!(
                 "warning: --passphrase is visible to other users of this machine (ps, shell history); \
                  prefer --passphrase-file or {PASSPHRASE_ENV}"
             );
-            return Ok(Some(passphrase(p.clone(), "--passphrase")?));
+            return Ok(Some(
+                passphrase(p.clone(), "--passphrase")?.with_limits(self.kdf_limits()),
+            ));
         }
         Ok(None)
     }
 
     /// The passphrase from the environment, or asked on the terminal (twice when `confirm`).
     pub fn ambient_passphrase(&self, confirm: bool, stdin_is_data: bool, prompt: &str) -> Result<Passphrase> {
-        if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
-            return passphrase(p, PASSPHRASE_ENV);
+        if let Some(p) = env_value() {
+            return Ok(passphrase(p.to_string(), PASSPHRASE_ENV)?.with_limits(self.kdf_limits()));
         }
         let how = format!("--passphrase-file or {PASSPHRASE_ENV} (or use --key-file or --identity)");
-        prompt_passphrase(confirm, stdin_is_data, prompt, &how)
+        Ok(prompt_passphrase(confirm, stdin_is_data, prompt, &how)?.with_limits(self.kdf_limits()))
+    }
+
+    /// The KDF work this reader allows per container.
+    pub fn kdf_limits(&self) -> KdfLimits {
+        KdfLimits {
+            max_iterations: self.max_kdf_iterations,
+            ..KdfLimits::default()
+        }
+    }
+}
+
+/// Warns on stderr when a new passphrase slot or keyring gets a KDF cost below the safe floor, or
+/// above what readers accept without `--max-kdf-iterations`.
+pub fn warn_kdf_cost(iterations: u32) {
+    use crate::crypto::{DEFAULT_MAX_KDF_ITERATIONS, KDF_ITERATIONS_FLOOR};
+    if iterations < KDF_ITERATIONS_FLOOR {
+        eprintln!(
+            "warning: {iterations} PBKDF2 iterations make the passphrase cheap to guess; \
+             use at least {KDF_ITERATIONS_FLOOR} (the default is {})",
+            crate::crypto::DEFAULT_KDF_ITERATIONS
+        );
+    } else if iterations > DEFAULT_MAX_KDF_ITERATIONS {
+        eprintln!(
+            "warning: readers refuse more than {DEFAULT_MAX_KDF_ITERATIONS} PBKDF2 iterations unless \
+             given --max-kdf-iterations {iterations} (or QELTRIX_MAX_KDF_ITERATIONS)"
+        );
+    }
+}
+
+/// Warns about the KDF cost if `keys` make a passphrase slot.
+pub fn warn_kdf_cost_for(keys: &[Key], iterations: u32) {
+    if keys.iter().any(|k| matches!(k, Key::Passphrase(_))) {
+        warn_kdf_cost(iterations);
     }
 }
 
 /// The passphrase in the environment, if set and not empty.
-fn env_passphrase() -> Option<Passphrase> {
-    std::env::var(PASSPHRASE_ENV)
-        .ok()
+pub fn env_passphrase() -> Option<Passphrase> {
+    env_value()
         .filter(|p| !p.is_empty())
-        .map(Passphrase::new)
+        .map(|p| Passphrase::new(p.to_string()))
 }
 
 /// Reads a passphrase file's first line.

@@ -244,6 +244,7 @@ pub const EXIT_AUTH: u8 = 3;
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    keys::take_env_passphrase();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -12,6 +12,7 @@ use crate::Error;
 use anyhow::{Context, Result};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -83,6 +84,7 @@ pub fn mount(a: MountArgs) -> Result<()> {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(p)
                 .with_context(|| format!("{}: opening the log file", p.display()))?,
         ),

@@ -114,8 +114,10 @@ pub fn gateway(a: GatewayArgs) -> Result<()> {
             verify: !a.no_verify,
         }
     } else {
+        let keys = a.keys.for_packing(false, None, &a.packing.recipients)?;
+        super::keys::warn_kdf_cost_for(&keys, a.packing.kdf_iterations);
         Direction::Encrypt {
-            keys: a.keys.for_packing(false, None, &a.packing.recipients)?,
+            keys,
             pack: a.packing.options()?,
             flush_after: a.flush_after.map(Duration::from_millis),
         }

@@ -64,6 +64,10 @@ pub struct RekeyArgs {
     /// Remove the slot with this number (see --list). Never the last one.
     #[arg(long, value_name = "N")]
     pub remove_slot: Vec<usize>,
+    /// Rewrite both slot areas with the slots in force, clearing any slot an interrupted rekey
+    /// left in the inactive area (every rekey does this too).
+    #[arg(long)]
+    pub scrub: bool,
     #[arg(long, value_name = "FILE")]
     pub new_passphrase_file: Option<PathBuf>,
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KDF_ITERATIONS)]
@@ -98,9 +102,9 @@ pub struct ReencryptArgs {
 pub fn init(a: InitArgs) -> Result<()> {
     let pass = match a.keys.explicit_passphrase()? {
         Some(p) => p,
-        None => match std::env::var(super::PASSPHRASE_ENV) {
-            Ok(p) if !p.is_empty() => crate::crypto::Passphrase::new(p),
-            _ => prompt_passphrase(
+        None => match super::keys::env_passphrase() {
+            Some(p) => p,
+            None => prompt_passphrase(
                 true,
                 false,
                 "New vault passphrase: ",
@@ -108,6 +112,7 @@ pub fn init(a: InitArgs) -> Result<()> {
             )?,
         },
     };
+    super::keys::warn_kdf_cost(a.kdf_iterations);
     keyring::init(&a.dir, &pass, a.kdf_iterations, &SystemEntropy)?;
     eprintln!(
         "Initialised vault {}: containers packed into it get a keyring slot, and one passphrase opens them all.",
@@ -131,6 +136,7 @@ pub fn passwd(a: PasswdArgs) -> Result<()> {
             .ambient_passphrase(false, false, "Current vault passphrase: ")?,
     };
     let new = new_passphrase(&a.new_passphrase_file, "New vault passphrase: ")?;
+    super::keys::warn_kdf_cost(a.kdf_iterations);
     let started = Instant::now();
     keyring::change_passphrase(&a.dir, &old, &new, a.kdf_iterations, &SystemEntropy)?;
     eprintln!(
@@ -149,6 +155,12 @@ fn list_slots(path: &Path) -> Result<()> {
         path.display(),
         info.slots.sequence
     );
+    if info.header.has_stale_slot_area() {
+        println!(
+            "  warning: the inactive slot area still holds older slots (an interrupted rekey); \
+             `qeltrix rekey --scrub` clears them"
+        );
+    }
     for (i, s) in info.slots.slots.iter().enumerate() {
         match s.kind {
             SlotKind::Passphrase => {
@@ -171,6 +183,7 @@ pub fn rekey(a: RekeyArgs) -> Result<()> {
             key,
             iterations: a.kdf_iterations,
         });
+        super::keys::warn_kdf_cost(a.kdf_iterations);
     }
     if let Some(f) = &a.add_key_file {
         let bytes =
@@ -200,9 +213,9 @@ pub fn rekey(a: RekeyArgs) -> Result<()> {
     removals.sort_unstable_by(|x, y| y.cmp(x));
     removals.dedup();
     changes.extend(removals.into_iter().map(SlotChange::Remove));
-    if changes.is_empty() {
+    if changes.is_empty() && !a.scrub {
         anyhow::bail!(Error::InvalidArgument(
-            "nothing to do: give --list, --add-passphrase, --add-key-file, --add-recipient, --add-keyring or --remove-slot"
+            "nothing to do: give --list, --add-passphrase, --add-key-file, --add-recipient, --add-keyring, --remove-slot or --scrub"
                 .into()
         ));
     }
@@ -249,6 +262,7 @@ pub fn reencrypt(a: ReencryptArgs) -> Result<()> {
         kdf_iterations: a.kdf_iterations,
         ..PackOptions::default()
     };
+    super::keys::warn_kdf_cost_for(&new_keys, a.kdf_iterations);
     let started = Instant::now();
     let summary = crate::reencrypt(&a.input, &a.output, &open_key, &new_keys, &opts, a.force)?;
     if !a.quiet {

@@ -4,14 +4,29 @@ use super::{AeadKey, Entropy};
 use crate::format::{CipherId, ContainerId, KeySlot, SlotKind, NONCE_LEN};
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
+use lru::LruCache;
 use sha2::Sha256;
 use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// PBKDF2 iterations for new passphrase slots (OWASP's 2023 figure for PBKDF2-HMAC-SHA256).
 pub const DEFAULT_KDF_ITERATIONS: u32 = 600_000;
-/// A slot asking for more is refused: an edited header must not make `open` spin for hours.
+/// The format's ceiling: no slot or keyring may ask for more (writers refuse to make one).
 pub const MAX_KDF_ITERATIONS: u32 = 100_000_000;
+/// Readers' default cap on the PBKDF2 iterations they will run for one slot or keyring. The count
+/// comes from a header that nothing has authenticated yet, so an edited or planted container must
+/// not be able to make `open` burn CPU: above this, a slot is refused without any work.
+/// `--max-kdf-iterations` raises it for containers the user made with a higher cost.
+pub const DEFAULT_MAX_KDF_ITERATIONS: u32 = 2_000_000;
+/// Readers' default cap on the passphrase slots tried per container.
+pub const DEFAULT_MAX_PASSPHRASE_SLOTS: usize = 4;
+/// Below this, writers warn that a passphrase becomes cheap to guess.
+pub const KDF_ITERATIONS_FLOOR: u32 = 100_000;
+/// Failed (slot, passphrase) pairs remembered per passphrase, so a planted container read again
+/// and again (a mount rescan, each HTTP request) costs its PBKDF2 once.
+const REMEMBERED_FAILURES: usize = 4096;
 
 const LABEL_META_KEY: &[u8] = b"qeltrix v1 metadata key";
 const LABEL_FOOTER_MAC: &[u8] = b"qeltrix v1 footer mac key";
@@ -79,17 +94,82 @@ impl KeyFileKey {
     }
 }
 
-/// A passphrase, as UTF-8 bytes.
+/// How much key-derivation work a reader will do for one container (see
+/// [`DEFAULT_MAX_KDF_ITERATIONS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KdfLimits {
+    /// PBKDF2 iterations per slot (or keyring); a slot asking for more is refused unopened.
+    pub max_iterations: u32,
+    /// Passphrase slots tried per container; the rest are refused unopened.
+    pub max_slots: usize,
+}
+
+impl Default for KdfLimits {
+    fn default() -> Self {
+        KdfLimits {
+            max_iterations: DEFAULT_MAX_KDF_ITERATIONS,
+            max_slots: DEFAULT_MAX_PASSPHRASE_SLOTS,
+        }
+    }
+}
+
+/// A passphrase, as UTF-8 bytes, with the KDF work its reader allows and the slots it is known
+/// not to open (shared by its clones).
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct Passphrase(String);
+pub struct Passphrase {
+    secret: String,
+    #[zeroize(skip)]
+    limits: KdfLimits,
+    #[zeroize(skip)]
+    failures: Arc<Mutex<LruCache<[u8; 32], ()>>>,
+}
 secret_debug!(Passphrase);
 
 impl Passphrase {
     pub fn new(s: impl Into<String>) -> Self {
-        Passphrase(s.into())
+        Passphrase {
+            secret: s.into(),
+            limits: KdfLimits::default(),
+            failures: Arc::new(Mutex::new(LruCache::new(
+                NonZeroUsize::new(REMEMBERED_FAILURES).expect("non-zero"),
+            ))),
+        }
     }
+
+    /// The same passphrase with other reader limits.
+    pub fn with_limits(mut self, limits: KdfLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> KdfLimits {
+        self.limits
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
+        self.secret.as_bytes()
+    }
+
+    /// Refuses a KDF cost above this reader's limit, naming `what` asks for it.
+    pub fn check_cost(&self, iterations: u32, what: &str) -> Result<(), String> {
+        if iterations > self.limits.max_iterations {
+            return Err(format!(
+                "{what} asks for {iterations} PBKDF2 iterations, more than this reader's limit of {}; \
+                 if you made it with that cost, pass --max-kdf-iterations {iterations}",
+                self.limits.max_iterations
+            ));
+        }
+        Ok(())
+    }
+
+    /// How many (container, slot) pairs this passphrase is known not to open.
+    #[doc(hidden)]
+    pub fn remembered_failures(&self) -> usize {
+        self.failures().len()
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, LruCache<[u8; 32], ()>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -322,15 +402,24 @@ pub fn wrap_slot(
 }
 
 /// Tries to unwrap the data key from `slot` with `key` (each alternative of a `FirstOf` in turn).
-/// `None` if the slot is of another kind, asks for an out-of-range iteration count, or does not
-/// authenticate (wrong key or edited slot).
+/// `None` if the slot is of another kind, asks for an out-of-range iteration count (the format's,
+/// or above the passphrase's [`KdfLimits`]), is one this passphrase already failed to open, or
+/// does not authenticate (wrong key or edited slot).
 pub fn unwrap_slot(key: &Key, slot: &KeySlot, container_id: &ContainerId) -> Option<DataKey> {
     key.alternatives().into_iter().find_map(|k| {
         if k.slot_kind() != Some(slot.kind) {
             return None;
         }
-        if slot.kind == SlotKind::Passphrase && !(1..=MAX_KDF_ITERATIONS).contains(&slot.param) {
-            return None;
+        let mut remembered = None;
+        if let Key::Passphrase(p) = k {
+            if !(1..=MAX_KDF_ITERATIONS.min(p.limits.max_iterations)).contains(&slot.param) {
+                return None;
+            }
+            let id = slot_fingerprint(container_id, slot);
+            if p.failures().get(&id).is_some() {
+                return None;
+            }
+            remembered = Some((p, id));
         }
         let kek = k.unwrap_kek(slot)?;
         let mut buf = slot.wrapped.to_vec();
@@ -345,8 +434,20 @@ pub fn unwrap_slot(key: &Key, slot: &KeySlot, container_id: &ContainerId) -> Opt
             DataKey(k)
         });
         buf.zeroize();
+        if let (None, Some((p, id))) = (&result, remembered) {
+            p.failures().put(id, ());
+        }
         result
     })
+}
+
+/// Names a slot of a container: SHA-256 of the container id and the slot's bytes.
+fn slot_fingerprint(container_id: &ContainerId, slot: &KeySlot) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update(container_id);
+    h.update(slot.encode());
+    h.finalize().into()
 }
 
 /// The keys one container uses, all derived from its data key.

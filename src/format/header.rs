@@ -148,6 +148,14 @@ impl Header {
         }
     }
 
+    /// True when the inactive slot area is valid but differs from the active one: it holds slots
+    /// that are no longer in force (a rekey was interrupted before it cleared them).
+    pub fn has_stale_slot_area(&self) -> bool {
+        let a = SlotArea::decode(&self.slot_area_a);
+        let b = SlotArea::decode(&self.slot_area_b);
+        matches!((a, b), (Some(a), Some(b)) if a != b)
+    }
+
     /// True when the header totals were written (patched) rather than left zero by a stream.
     pub fn is_patched(&self) -> bool {
         self.footer_offset != 0
