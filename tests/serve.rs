@@ -789,44 +789,61 @@ fn sigterm_with_requests_in_flight_exits_zero() {
 fn slow_or_oversized_requests_do_not_hold_the_server() {
     let f = Fixture::new();
     let file = f.pack("a.qltx", &data(10_000, 13), KEY);
-    let server = Server::start(&f, &file, &["--idle-timeout", "1"]);
+    let server = Server::start(&f, &file, &["--idle-timeout", "5", "--header-timeout", "1"]);
 
-    // Half a request, then silence: closed.
+    // Half a request, then silence: the header deadline closes it (before the idle timeout). The server must close the socket itself: a read that only ends at our own guard
+    // timeout fails here.
     let mut silent = TcpStream::connect(server.addr).unwrap();
     silent.set_read_timeout(Some(DEADLINE)).unwrap();
+    let silent_addr = silent.local_addr().unwrap();
     silent.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
     let mut sink = Vec::new();
-    let _ = silent.read_to_end(&mut sink);
+    silent
+        .read_to_end(&mut sink)
+        .expect("the server closes a connection whose request head never ends");
     assert!(
         !sink.windows(6).any(|w| w == b"200 OK"),
         "no answer to half a request"
     );
+    server.wait_for_log(&format!(
+        "{silent_addr}: connection closed: read header from client timeout"
+    ));
 
-    // A header dribbled one byte at a time: the header deadline closes it.
+    // A header dribbled one byte at a time: bytes keep moving, so the idle timeout never fires;
+    // the header deadline must close it.
     let mut dribble = TcpStream::connect(server.addr).unwrap();
+    let dribble_addr = dribble.local_addr().unwrap();
     dribble
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let started = Instant::now();
-    let closed = loop {
+    let mut answer = Vec::new();
+    loop {
         assert!(
             started.elapsed() < DEADLINE,
             "a dribbling client kept its connection"
         );
         if dribble.write_all(b"X").is_err() {
-            break true;
+            break; // the server closed it (EPIPE / reset)
         }
         let mut b = [0u8; 256];
         match dribble.read(&mut b) {
-            Ok(0) => break true,
-            Ok(_) => break true, // an error status, then the close
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&b[..n]), // an error status may come before the close
             Err(e)
                 if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
             }
-            Err(_) => break true,
+            Err(_) => break,
         }
-    };
-    assert!(closed);
+    }
+    assert!(
+        !answer.windows(3).any(|w| w == b"200"),
+        "no success for a dribbled head: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    server.wait_for_log(&format!(
+        "{dribble_addr}: connection closed: read header from client timeout"
+    ));
 
     // Headers larger than the limit: 431.
     let big = format!(

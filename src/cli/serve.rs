@@ -41,13 +41,15 @@ pub struct ServeArgs {
     /// Serve at most this many connections at once.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_connections: usize,
+    /// A request head must arrive within this many seconds (and within --idle-timeout).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub header_timeout: u64,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
     let addr = listen_addr(&a)?;
     let token = a.token_file.as_deref().map(BearerToken::from_file).transpose()?;
     let has_token = token.is_some();
-    let defaults = ServeOptions::default();
     let opts = ServeOptions {
         cache_bytes: a.cache_size.checked_mul(1 << 20).ok_or_else(|| {
             Error::InvalidArgument(format!("--cache-size {} MiB is too large", a.cache_size))
@@ -55,9 +57,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         workers: a.workers,
         token,
         idle_timeout: Duration::from_secs(a.idle_timeout.max(1)),
-        header_timeout: defaults
-            .header_timeout
-            .min(Duration::from_secs(a.idle_timeout.max(1))),
+        header_timeout: Duration::from_secs(a.header_timeout.clamp(1, a.idle_timeout.max(1))),
         shutdown_grace: Duration::from_secs(a.shutdown_grace),
         max_connections: a.max_connections.max(1),
     };
