@@ -893,3 +893,45 @@ fn a_replaced_container_is_served_afresh() {
     );
     assert_eq!(stale.status, 200, "the old ETag no longer matches");
 }
+
+/// `/health` as JSON, with an optional `Authorization` header.
+fn health(a: &ureq::Agent, server: &Server, auth: Option<&str>) -> serde_json::Value {
+    let headers: Vec<(&str, &str)> = auth.iter().map(|v| ("Authorization", *v)).collect();
+    let r = get(a, &server.url("/health"), &headers);
+    assert_eq!(r.status, 200);
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[test]
+fn health_details_only_with_the_token() {
+    let f = Fixture::new();
+    let file = f.pack("a.bin.qltx", &data(1000, 19), KEY);
+    fs::write(f.path("token"), "health-token-42\n").unwrap();
+    let token_file = f.path("token").display().to_string();
+    let a = agent();
+
+    let guarded = Server::start(&f, &file, &["--token-file", &token_file]);
+    for auth in [None, Some("Bearer wrong")] {
+        let h = health(&a, &guarded, auth);
+        assert_eq!(
+            h,
+            serde_json::json!({"status": "ok"}),
+            "{auth:?}: only the status"
+        );
+    }
+    let h = health(&a, &guarded, Some("Bearer health-token-42"));
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(h["serving"], "container");
+    assert!(h["cache_capacity"].as_u64().is_some() && h["open_containers"].as_u64().is_some());
+    assert!(
+        !guarded.log().contains("health-token-42"),
+        "the token is never logged"
+    );
+
+    // Without --token-file (loopback by default), everyone gets the details.
+    let open = Server::start(&f, &file, &[]);
+    let h = health(&a, &open, None);
+    assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    assert!(h["cache_capacity"].as_u64().is_some() && h["open_containers"].as_u64().is_some());
+}

@@ -63,23 +63,27 @@ pub async fn handle(
     }
     let path = req.uri.path().to_string();
     let query = req.uri.query().map(str::to_string);
+    let authorized = state
+        .token
+        .as_ref()
+        .is_none_or(|token| token.accepts(req.headers.get(header::AUTHORIZATION)));
     if path == vault::HEALTH_PATH {
-        let mut r = simple(StatusCode::OK, state.health_json(), is_head, log);
+        // Load balancers probe without the token: they get the status; the details (version,
+        // cache, open containers, counters) only with it.
+        let mut r = simple(StatusCode::OK, state.health_json(authorized), is_head, log);
         set(&mut r, header::CONTENT_TYPE, "application/json");
         return Ok(r);
     }
-    if let Some(token) = &state.token {
-        if !token.accepts(req.headers.get(header::AUTHORIZATION)) {
-            log.note = Some("missing or wrong bearer token".into());
-            let mut r = simple(
-                StatusCode::UNAUTHORIZED,
-                "a bearer token is required\n",
-                is_head,
-                log,
-            );
-            set(&mut r, header::WWW_AUTHENTICATE, "Bearer realm=\"qeltrix\"");
-            return Ok(r);
-        }
+    if !authorized {
+        log.note = Some("missing or wrong bearer token".into());
+        let mut r = simple(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required\n",
+            is_head,
+            log,
+        );
+        set(&mut r, header::WWW_AUTHENTICATE, "Bearer realm=\"qeltrix\"");
+        return Ok(r);
     }
 
     let finder = Arc::clone(&state);
