@@ -894,6 +894,20 @@ fn a_replaced_container_is_served_afresh() {
     assert_eq!(stale.status, 200, "the old ETag no longer matches");
 }
 
+/// Packs `bytes` into `rel` with blocks of `block` bytes.
+fn pack_blocks(f: &Fixture, rel: &str, bytes: &[u8], block: u32) -> PathBuf {
+    let out = f.path(rel);
+    let opts = PackOptions {
+        block_size: block,
+        ..PackOptions::default()
+    };
+    let keys = [Key::KeyFile(KeyFileKey::from_bytes(KEY))];
+    let mut packer = qeltrix::StreamPacker::new_seekable(File::create(&out).unwrap(), &keys, &opts).unwrap();
+    packer.pack_from(&mut &bytes[..]).unwrap();
+    packer.finish().unwrap();
+    out
+}
+
 /// `/health` as JSON, with an optional `Authorization` header.
 fn health(a: &ureq::Agent, server: &Server, auth: Option<&str>) -> serde_json::Value {
     let headers: Vec<(&str, &str)> = auth.iter().map(|v| ("Authorization", *v)).collect();
@@ -934,4 +948,53 @@ fn health_details_only_with_the_token() {
     let h = health(&a, &open, None);
     assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
     assert!(h["cache_capacity"].as_u64().is_some() && h["open_containers"].as_u64().is_some());
+}
+
+#[test]
+fn sparse_ranges_are_not_amplified() {
+    const MIB: usize = 1 << 20;
+    const BLOCKS: usize = 24;
+    let f = Fixture::new();
+    let original = data(BLOCKS * MIB, 18);
+    let file = pack_blocks(&f, "big.bin.qltx", &original, MIB as u32);
+    let server = Server::start(&f, &file, &[]);
+    let a = agent();
+    let pulled = || health(&a, &server, None)["pulled_bytes"].as_u64();
+    // docs/SERVE.md: ranges are honoured if the blocks they touch hold at most
+    // 2 × bytes asked + max(8 MiB, 2 blocks); otherwise the whole file is sent with 200.
+    let allowed = |asked: usize| (2 * asked + (8 * MIB).max(2 * MIB)) as u64;
+
+    // One byte per block: 24 MiB to decrypt for 24 bytes.
+    let sparse: Vec<String> = (0..BLOCKS).map(|i| format!("{0}-{0}", i * MIB + 7)).collect();
+    let header = format!("bytes={}", sparse.join(","));
+    let before = pulled();
+    let r = get(&a, &server.url("/"), &[("Range", &header)]);
+    assert_eq!(r.status, 200, "sparse ranges get the whole file");
+    assert!(r.body == original);
+    let cost = pulled().unwrap() - before.unwrap();
+    assert!(
+        cost <= allowed(r.body.len()),
+        "{cost} bytes pulled for {}",
+        r.body.len()
+    );
+
+    // A few small ranges, and large ranges, within the rule: 206 multipart as asked.
+    for header in [
+        format!("bytes=10-19,{}-{},{}-", 5 * MIB, 5 * MIB + 9, BLOCKS * MIB - 10),
+        format!("bytes=0-{},{}-{}", 3 * MIB - 1, 10 * MIB, 14 * MIB - 1),
+    ] {
+        let before = pulled();
+        let r = get(&a, &server.url("/"), &[("Range", &header)]);
+        assert_eq!(r.status, 206, "{header}");
+        let ct = r.header("content-type").unwrap().to_string();
+        let parts = multipart(&r.body, &ct);
+        let asked: usize = parts.iter().map(|(_, b)| b.len()).sum();
+        let cost = pulled().unwrap() - before.unwrap();
+        assert!(
+            cost <= allowed(asked),
+            "{header}: {cost} bytes pulled for {asked}"
+        );
+    }
+    let log = server.wait_for_log("sparse ranges: whole file sent instead");
+    assert!(log.contains(" 200 "), "{log}");
 }

@@ -16,6 +16,7 @@
 use super::conn::Activity;
 use super::containers::ServedFile;
 use super::range::ByteRange;
+use super::Stats;
 use crate::cache::Block;
 use crate::Error;
 use bytes::Bytes;
@@ -247,6 +248,7 @@ pub struct Streamer {
     pub file: Arc<ServedFile>,
     /// Bounds the decryptions running on blocking threads for requests (not read-ahead).
     pub limiter: Arc<Semaphore>,
+    pub stats: Arc<Stats>,
     /// How many blocks ahead of the one being sent to decrypt in the background.
     pub readahead: u64,
 }
@@ -265,14 +267,18 @@ impl Streamer {
     pub async fn load(&self, index: u64) -> crate::Result<Block> {
         let _permit = self.limiter.acquire().await.expect("the limiter is never closed");
         let file = Arc::clone(&self.file);
-        tokio::task::spawn_blocking(move || file.cached.block(index))
+        let block = tokio::task::spawn_blocking(move || file.cached.block(index))
             .await
             .unwrap_or_else(|e| {
                 Err(Error::io(
                     format!("decrypting block {index}"),
                     io::Error::other(e),
                 ))
-            })
+            })?;
+        self.stats
+            .pulled_bytes
+            .fetch_add(block.len() as u64, Ordering::Relaxed);
+        Ok(block)
     }
 
     /// Starts read-ahead for the ranges about to be sent: the blocks after the first one, up to

@@ -211,7 +211,16 @@ async fn serve_file(
                 vec![ByteRange { start: 0, end: size }]
             },
         ),
-        (Precondition::Proceed, RangeRequest::Ranges(r)) => (StatusCode::PARTIAL_CONTENT, r),
+        (Precondition::Proceed, RangeRequest::Ranges(r)) if !amplifies(&file, &r) => {
+            (StatusCode::PARTIAL_CONTENT, r)
+        }
+        // Too many blocks to decrypt for the bytes asked: ignore the Range header (RFC 9110
+        // §14.3 allows it for many small ranges) and send the whole file, which decrypts no more
+        // than it sends, at the client's pace.
+        (Precondition::Proceed, RangeRequest::Ranges(_)) => {
+            log.note = Some("sparse ranges: whole file sent instead".into());
+            (StatusCode::OK, vec![ByteRange { start: 0, end: size }])
+        }
     };
 
     let (segments, len) = if parts.len() > 1 {
@@ -239,6 +248,7 @@ async fn serve_file(
         readahead: state.readahead_blocks(file.block_size),
         file,
         limiter: Arc::clone(&state.limiter),
+        stats: Arc::clone(&state.stats),
     };
     streamer.start_readahead(&parts);
     // The first block is loaded before the status line goes out, so a container that fails right
@@ -260,6 +270,43 @@ async fn serve_file(
         builder,
         streamer.into_body(segments, len, Some((first_index, first)), connection, log),
     )
+}
+
+/// Bytes a request may decrypt beyond twice what it sends (at least two blocks: any single
+/// range may start and end inside a block).
+pub const RANGE_SLACK_BYTES: u64 = 8 << 20;
+
+/// The range amplification rule: ranges are honoured only if the blocks they touch hold at
+/// most `2 × bytes asked + max(RANGE_SLACK_BYTES, 2 × block size)` of plaintext. A single range
+/// always passes; 64 one-byte ranges in 64 different 16 MiB blocks (1 GiB to decrypt for 64
+/// bytes) do not.
+fn amplifies(file: &ServedFile, ranges: &[ByteRange]) -> bool {
+    if ranges.len() < 2 {
+        return false;
+    }
+    let container = file.cached.container();
+    let asked: u64 = ranges.iter().map(ByteRange::len).sum();
+    let allowed = asked
+        .saturating_mul(2)
+        .saturating_add(RANGE_SLACK_BYTES.max(file.block_size.saturating_mul(2)));
+    // Ranges are sorted and merged, so the blocks they touch come in order; a block shared by
+    // two neighbouring ranges counts once. Each range's blocks are contiguous: their plaintext
+    // is the span from the first block's start to the last block's end.
+    let mut touched = 0u64;
+    let mut covered_to = 0u64; // plaintext offset up to which blocks were already counted
+    for r in ranges {
+        let (Some(first), Some(last)) = (container.block_of(r.start), container.block_of(r.end - 1)) else {
+            continue;
+        };
+        let (Some(a), Some(b)) = (container.entry(first), container.entry(last)) else {
+            continue;
+        };
+        let from = a.plain_offset.max(covered_to);
+        let to = b.plain_offset + b.plain_size;
+        touched = touched.saturating_add(to.saturating_sub(from));
+        covered_to = covered_to.max(to);
+    }
+    touched > allowed
 }
 
 /// The segments of a `multipart/byteranges` body and its exact length.

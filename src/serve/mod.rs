@@ -43,6 +43,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -98,6 +99,15 @@ pub(crate) struct State {
     limiter: Arc<Semaphore>,
     token: Option<BearerToken>,
     readahead_bytes: u64,
+    stats: Arc<Stats>,
+}
+
+/// Counters shown by `/health` (with the token, when one is set).
+#[derive(Default)]
+pub(crate) struct Stats {
+    /// Plaintext bytes of the blocks pulled for responses (each block a response needed, cached
+    /// or decrypted): what the range amplification rule bounds.
+    pub pulled_bytes: AtomicU64,
 }
 
 impl State {
@@ -119,6 +129,7 @@ impl State {
             "open_containers": self.containers.open_count(),
             "cache_bytes": cache.bytes(),
             "cache_capacity": cache.capacity(),
+            "pulled_bytes": self.stats.pulled_bytes.load(Ordering::Relaxed),
         })
         .to_string()
             + "\n"
@@ -158,6 +169,7 @@ impl SeekServer {
             limiter: Arc::new(Semaphore::new(workers)),
             token: opts.token.take(),
             readahead_bytes: READAHEAD_BYTES.min(opts.cache_bytes as u64 / 8),
+            stats: Arc::default(),
         };
         Ok(SeekServer {
             listener,
