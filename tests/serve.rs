@@ -894,6 +894,22 @@ fn a_replaced_container_is_served_afresh() {
     assert_eq!(stale.status, 200, "the old ETag no longer matches");
 }
 
+/// Packs `len` bytes of one repeated byte (compressible, so the file on disk stays small while
+/// every block still decrypts to `block` bytes of plaintext) into `rel`.
+fn pack_repeated(f: &Fixture, rel: &str, len: u64, block: u32) -> PathBuf {
+    let out = f.path(rel);
+    let opts = PackOptions {
+        block_size: block,
+        ..PackOptions::default()
+    };
+    let file = File::create(&out).unwrap();
+    let keys = [Key::KeyFile(KeyFileKey::from_bytes(KEY))];
+    let mut packer = qeltrix::StreamPacker::new_seekable(file, &keys, &opts).unwrap();
+    packer.pack_from(&mut std::io::repeat(0x5a).take(len)).unwrap();
+    packer.finish().unwrap();
+    out
+}
+
 /// Packs `bytes` into `rel` with blocks of `block` bytes.
 fn pack_blocks(f: &Fixture, rel: &str, bytes: &[u8], block: u32) -> PathBuf {
     let out = f.path(rel);
@@ -948,6 +964,184 @@ fn health_details_only_with_the_token() {
     let h = health(&a, &open, None);
     assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
     assert!(h["cache_capacity"].as_u64().is_some() && h["open_containers"].as_u64().is_some());
+}
+
+/// A field of `/proc/PID/status`, in kB.
+fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Reads a response head (through the blank line) from a raw socket.
+fn read_head(s: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    while find(&head, b"\r\n\r\n").is_none() {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    head
+}
+
+#[test]
+fn stalled_clients_keep_memory_under_the_documented_bound() {
+    const MIB: u64 = 1 << 20;
+    const BIG: u64 = 4 * MIB;
+    const CLIENTS: u64 = 40;
+    const MAX_CONNECTIONS: u64 = 64;
+    const WORKERS: u64 = 1;
+    const CACHE: u64 = MIB;
+    const INFLIGHT: u64 = 16 * MIB;
+    let f = Fixture::new();
+    let file = pack_repeated(&f, "big.bin.qltx", (CLIENTS + 8) * BIG, BIG as u32);
+    // The minimum rate is off and the idle timeout long: the stalled clients stay for the whole
+    // test, and only the in-flight budget keeps their responses from holding memory.
+    let server = Server::start(
+        &f,
+        &file,
+        &[
+            "--cache-size",
+            "1",
+            "--inflight-size",
+            "16",
+            "--workers",
+            "1",
+            "--max-connections",
+            "64",
+            "--min-rate",
+            "0",
+            "--idle-timeout",
+            "3600",
+        ],
+    );
+    // docs/SERVE.md, "Memory": base + cache + in-flight budget + decryption working set
+    // (2 × workers × (2 × block + 8 MiB)) + per-connection fixed cost (256 KiB) × max
+    // connections. The base (code, runtime, thread stacks touched) is budgeted at 48 MiB.
+    let bound =
+        48 * MIB + CACHE + INFLIGHT + 2 * WORKERS * (2 * BIG + 8 * MIB) + MAX_CONNECTIONS * 256 * 1024;
+    let a = agent();
+    let pid = server.child.id();
+
+    // Each client asks for a different block onward and never reads a byte.
+    let stalled: Vec<TcpStream> = (0..CLIENTS)
+        .map(|i| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            let request = format!("GET / HTTP/1.1\r\nHost: x\r\nRange: bytes={}-\r\n\r\n", i * BIG);
+            s.write_all(request.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+
+    // Steady state: every response the budget cannot hold waits for it. Until then, the peak
+    // RSS must already stay under the bound.
+    let holders = INFLIGHT / BIG;
+    let started = Instant::now();
+    loop {
+        let peak = proc_status_kb(pid, "VmHWM") * 1024;
+        assert!(
+            peak <= bound,
+            "peak RSS {} MiB over the bound {} MiB with {CLIENTS} stalled clients",
+            peak / MIB,
+            bound / MIB
+        );
+        let h = health(&a, &server, None);
+        if h["inflight_waiting"]
+            .as_u64()
+            .is_some_and(|w| w >= CLIENTS - holders)
+        {
+            assert!(h["inflight_bytes"].as_u64().unwrap() <= INFLIGHT, "{h}");
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the stalled responses never settled: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let peak = proc_status_kb(pid, "VmHWM") * 1024;
+    eprintln!(
+        "peak RSS {:.1} MiB, bound {} MiB, with {CLIENTS} stalled clients",
+        peak as f64 / MIB as f64,
+        bound / MIB
+    );
+    assert!(
+        peak <= bound,
+        "peak RSS {} MiB over the bound {} MiB",
+        peak / MIB,
+        bound / MIB
+    );
+    // The server still answers (HEAD pulls no block).
+    assert_eq!(request(a.head(&server.url("/")), &[]).status, 200);
+    drop(stalled);
+}
+
+#[test]
+fn a_trickling_client_is_dropped_and_a_normal_one_is_served() {
+    let f = Fixture::new();
+    let original = std::sync::Arc::new(data(24 << 20, 16));
+    let file = f.pack("big.bin.qltx", &original, KEY);
+    // The idle timeout is far away: only the minimum rate can drop the trickler in time.
+    let server = Server::start(
+        &f,
+        &file,
+        &[
+            "--min-rate",
+            "8192",
+            "--min-rate-window",
+            "2",
+            "--idle-timeout",
+            "600",
+        ],
+    );
+
+    let mut trickler = TcpStream::connect(server.addr).unwrap();
+    trickler.set_read_timeout(Some(DEADLINE)).unwrap();
+    let trickler_addr = trickler.local_addr().unwrap();
+    trickler
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(status_of(&read_head(&mut trickler)), 200);
+
+    let normal = {
+        let (url, original) = (server.url("/"), std::sync::Arc::clone(&original));
+        std::thread::spawn(move || {
+            let r = get(&agent(), &url, &[]);
+            assert_eq!(r.status, 200);
+            assert!(r.body[..] == original[..], "the normal client's bytes differ");
+        })
+    };
+
+    // A byte now and then: bytes keep moving, far below the minimum rate.
+    let dropped = format!("{trickler_addr}: connection closed: below the minimum rate");
+    let started = Instant::now();
+    let mut got = 0u64;
+    while !server.log().contains(&dropped) {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the trickling client was never dropped:\n{}",
+            server.log()
+        );
+        let mut b = [0u8; 1];
+        match trickler.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n as u64,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.wait_for_log(&dropped);
+    // What the kernel had buffered drains, then the stream ends short of the file.
+    let mut rest = Vec::new();
+    let _ = trickler.read_to_end(&mut rest);
+    assert!(
+        got + (rest.len() as u64) < original.len() as u64,
+        "the trickler got the whole file"
+    );
+    normal.join().expect("the normal client failed");
 }
 
 #[test]

@@ -44,6 +44,16 @@ pub struct ServeArgs {
     /// A request head must arrive within this many seconds (and within --idle-timeout).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub header_timeout: u64,
+    /// Decrypted blocks that all responses together may hold outside the cache, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub inflight_size: usize,
+    /// Close a connection whose client takes a response more slowly than this many bytes per
+    /// second over --min-rate-window (0: no minimum).
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    pub min_rate: u64,
+    /// The window over which --min-rate is measured, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    pub min_rate_window: u64,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -60,6 +70,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         header_timeout: Duration::from_secs(a.header_timeout.clamp(1, a.idle_timeout.max(1))),
         shutdown_grace: Duration::from_secs(a.shutdown_grace),
         max_connections: a.max_connections.max(1),
+        inflight_bytes: a.inflight_size.checked_mul(1 << 20).ok_or_else(|| {
+            Error::InvalidArgument(format!("--inflight-size {} MiB is too large", a.inflight_size))
+        })?,
+        min_rate: a.min_rate,
+        min_rate_window: Duration::from_secs(a.min_rate_window.max(1)),
     };
     if !a.path.exists() {
         anyhow::bail!(

@@ -1,5 +1,6 @@
 //! One client connection: the TCP stream wrapper that notices when bytes move (for the idle
-//! timeout) and that closes the connection cleanly when a response has to be cut.
+//! timeout and the minimum rate), and that closes the connection cleanly when a response has to
+//! be cut.
 
 use std::io;
 use std::pin::Pin;
@@ -9,23 +10,51 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// What the server knows about one connection's traffic.
 pub struct Activity {
-    opened: tokio::time::Instant,
+    opened: Instant,
     /// When a byte last moved, in milliseconds since the connection was opened.
     last_ms: AtomicU64,
     /// A response on this connection must be cut once what was sent so far is written.
     cut: AtomicBool,
+    /// Bytes written to the socket so far.
+    written: AtomicU64,
+    /// The last write found the socket full: the client is not taking the bytes we have.
+    write_blocked: AtomicBool,
+}
+
+/// Why a connection was closed by its watch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// Nothing moved either way for the idle timeout.
+    Idle,
+    /// A response was waiting on the client, which took fewer bytes than the minimum rate.
+    TooSlow { bytes: u64, window: Duration },
+}
+
+/// The minimum transfer rate a client must keep while a response waits on it.
+#[derive(Clone, Copy, Debug)]
+pub struct MinRate {
+    /// Bytes per second; 0 turns the check off.
+    pub bytes_per_sec: u64,
+    pub window: Duration,
 }
 
 impl Activity {
     pub fn new() -> Self {
         Activity {
-            opened: tokio::time::Instant::now(),
+            opened: Instant::now(),
             last_ms: AtomicU64::new(0),
             cut: AtomicBool::new(false),
+            written: AtomicU64::new(0),
+            write_blocked: AtomicBool::new(false),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
     }
 
     /// Asks for the connection to be closed as soon as hyper has written out every byte it
@@ -35,18 +64,46 @@ impl Activity {
     }
 
     fn touch(&self) {
-        self.last_ms
-            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// Completes once nothing has moved for `idle`.
-    pub async fn stalled(&self, idle: Duration) {
-        loop {
-            let deadline = self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle;
-            if tokio::time::Instant::now() >= deadline {
-                return;
+    /// Completes when the connection must be closed: nothing moved for `idle`; or, with a
+    /// minimum rate, a whole window ended with the socket full (the client, not the server, is
+    /// the bottleneck) and fewer than `rate × window` bytes written in it.
+    pub async fn watch(&self, idle: Duration, rate: MinRate) -> Closed {
+        let idle_close = async {
+            loop {
+                let deadline =
+                    self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle;
+                if Instant::now() >= deadline {
+                    return Closed::Idle;
+                }
+                tokio::time::sleep_until(deadline).await;
             }
-            tokio::time::sleep_until(deadline).await;
+        };
+        let too_slow = async {
+            if rate.bytes_per_sec == 0 || rate.window.is_zero() {
+                return std::future::pending().await;
+            }
+            let floor = (rate.bytes_per_sec as f64 * rate.window.as_secs_f64()) as u64;
+            let mut ticks = tokio::time::interval_at(Instant::now() + rate.window, rate.window);
+            let mut before = self.written.load(Ordering::Relaxed);
+            loop {
+                ticks.tick().await;
+                let now = self.written.load(Ordering::Relaxed);
+                let bytes = now - before;
+                before = now;
+                if bytes < floor && self.write_blocked.load(Ordering::Relaxed) {
+                    return Closed::TooSlow {
+                        bytes,
+                        window: rate.window,
+                    };
+                }
+            }
+        };
+        tokio::select! {
+            closed = idle_close => closed,
+            closed = too_slow => closed,
         }
     }
 }
@@ -64,13 +121,21 @@ impl Watched {
         Watched { inner, activity }
     }
 
-    fn moved<T>(&self, r: Poll<io::Result<usize>>, f: impl FnOnce(usize) -> T) -> Poll<io::Result<T>> {
-        if let Poll::Ready(Ok(n)) = &r {
-            if *n > 0 {
-                self.activity.touch();
+    /// Records a write: the bytes it moved, and whether the socket was full.
+    fn wrote(&self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        let a = &self.activity;
+        match &r {
+            Poll::Pending => a.write_blocked.store(true, Ordering::Relaxed),
+            Poll::Ready(Ok(n)) => {
+                a.write_blocked.store(false, Ordering::Relaxed);
+                if *n > 0 {
+                    a.written.fetch_add(*n as u64, Ordering::Relaxed);
+                    a.touch();
+                }
             }
+            Poll::Ready(Err(_)) => {}
         }
-        r.map_ok(f)
+        r
     }
 }
 
@@ -90,7 +155,7 @@ impl AsyncWrite for Watched {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.moved(r, |n| n)
+        this.wrote(r)
     }
 
     fn poll_write_vectored(
@@ -100,7 +165,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.moved(r, |n| n)
+        this.wrote(r)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -248,6 +248,8 @@ async fn serve_file(
         readahead: state.readahead_blocks(file.block_size),
         file,
         limiter: Arc::clone(&state.limiter),
+        budget: Arc::clone(&state.budget),
+        budget_bytes: state.budget_bytes,
         stats: Arc::clone(&state.stats),
     };
     streamer.start_readahead(&parts);
