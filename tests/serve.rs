@@ -1145,6 +1145,71 @@ fn a_trickling_client_is_dropped_and_a_normal_one_is_served() {
 }
 
 #[test]
+fn idle_sockets_over_the_cap_do_not_lock_out_clients() {
+    const CAP: usize = 8;
+    const FLOOD: usize = 40;
+    let f = Fixture::new();
+    let original = data(200_000, 17);
+    let file = f.pack("a.bin.qltx", &original, KEY);
+    // Header and idle timeouts of an hour: only shedding can free a slot held by an idle socket.
+    let server = Server::start(
+        &f,
+        &file,
+        &[
+            "--max-connections",
+            "8",
+            "--header-timeout",
+            "3600",
+            "--idle-timeout",
+            "3600",
+        ],
+    );
+    let flood: Vec<TcpStream> = (0..FLOOD)
+        .map(|_| {
+            let s = TcpStream::connect(server.addr).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    // Each new connection at the cap sheds the one idle the longest: the oldest sockets close.
+    let started = Instant::now();
+    let mut shut = vec![false; FLOOD];
+    while shut.iter().filter(|&&c| c).count() < FLOOD - CAP {
+        for (i, s) in flood.iter().enumerate() {
+            shut[i] = shut[i] || is_closed(s);
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "idle sockets kept their slots: {} of {FLOOD} closed",
+            shut.iter().filter(|&&c| c).count()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        shut[..FLOOD - CAP].iter().all(|&c| c) && shut[FLOOD - CAP..].iter().all(|&c| !c),
+        "the oldest idle sockets are shed first: {shut:?}"
+    );
+
+    // A real client gets through, /health included, while the newest idle sockets stay open.
+    let a = agent();
+    assert_eq!(health(&a, &server, None)["status"], "ok");
+    let r = get(&a, &server.url("/"), &[("Range", "bytes=1000-1999")]);
+    assert_eq!(r.status, 206);
+    assert!(r.body == original[1000..2000]);
+    server.wait_for_log("connection closed: idle the longest at the connection cap (8)");
+    drop(flood);
+}
+
+/// True if the server closed the nonblocking socket `s` (end of stream or reset).
+fn is_closed(mut s: &TcpStream) -> bool {
+    match s.read(&mut [0u8; 16]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[test]
 fn sparse_ranges_are_not_amplified() {
     const MIB: usize = 1 << 20;
     const BLOCKS: usize = 24;

@@ -38,7 +38,8 @@ pub struct ServeArgs {
     /// On SIGTERM or Ctrl-C, give in-flight responses this many seconds to finish.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub shutdown_grace: u64,
-    /// Serve at most this many connections at once.
+    /// Serve at most this many connections at once; at the cap, a new one replaces the one
+    /// idle the longest.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_connections: usize,
     /// A request head must arrive within this many seconds (and within --idle-timeout).

@@ -57,6 +57,8 @@ pub struct AccessLog {
     pub promised: Option<u64>,
     pub sent: u64,
     pub note: Option<String>,
+    /// Marks the connection busy (not to be shed) until the response is over.
+    pub busy: Option<super::conn::Busy>,
 }
 
 impl AccessLog {
@@ -71,6 +73,7 @@ impl AccessLog {
             promised: None,
             sent: 0,
             note: None,
+            busy: None,
         }
     }
 }

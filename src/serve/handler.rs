@@ -49,6 +49,7 @@ pub async fn handle(
         &target,
         req.headers.get(header::RANGE).map(|v| v.as_bytes()),
     );
+    log.busy = Some(connection.busy());
     let is_head = req.method == Method::HEAD;
     if req.method != Method::GET && !is_head {
         let mut r = simple(

@@ -20,7 +20,7 @@
 //! byte moves either way for [`ServeOptions::idle_timeout`] is closed (a client that stops
 //! reading a response, or an idle keep-alive), and so is one whose client takes a response more
 //! slowly than [`ServeOptions::min_rate`]; at most [`ServeOptions::max_connections`] are served
-//! at once (the rest wait in the listen queue). The blocks held
+//! at once, and at the cap a new connection replaces the one idle the longest. The blocks held
 //! by all responses together (outside the cache) never exceed [`ServeOptions::inflight_bytes`],
 //! so memory stays within the cache, that budget and a fixed cost per connection, however many
 //! clients stall (docs/SERVE.md gives the bound).
@@ -38,7 +38,7 @@ pub use auth::BearerToken;
 
 use crate::cache::BlockCache;
 use crate::{Error, Key, Result};
-use conn::{Activity, Closed, MinRate, Watched};
+use conn::{Activity, Closed, MinRate, Table, Watched};
 use containers::Containers;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -85,7 +85,7 @@ pub struct ServeOptions {
     pub header_timeout: Duration,
     /// On shutdown, how long in-flight responses may take to finish.
     pub shutdown_grace: Duration,
-    /// Connections served at once; more wait in the listen queue.
+    /// Connections served at once; at the cap, a new one replaces the one idle the longest.
     pub max_connections: usize,
     /// Bytes of blocks that all response bodies together may hold outside the cache.
     pub inflight_bytes: usize,
@@ -124,6 +124,7 @@ pub(crate) struct State {
     budget: Arc<Semaphore>,
     budget_bytes: usize,
     stats: Arc<Stats>,
+    connections: Arc<Table>,
 }
 
 /// Counters shown by `/health` (with the token, when one is set).
@@ -155,6 +156,7 @@ impl State {
             "open_containers": self.containers.open_count(),
             "cache_bytes": cache.bytes(),
             "cache_capacity": cache.capacity(),
+            "connections": self.connections.len(),
             "inflight_bytes": self.budget_bytes - self.budget.available_permits(),
             "inflight_capacity": self.budget_bytes,
             "inflight_waiting": self.stats.waiting.load(Ordering::Relaxed),
@@ -203,6 +205,7 @@ impl SeekServer {
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
             stats: Arc::default(),
+            connections: Arc::default(),
         };
         Ok(SeekServer {
             listener,
@@ -257,17 +260,17 @@ impl SeekServer {
         let listener = tokio::net::TcpListener::from_std(self.listener)
             .map_err(|e| Error::io("registering the listener", e))?;
         let graceful = GracefulShutdown::new();
-        let slots = Arc::new(Semaphore::new(self.opts.max_connections.max(1)));
+        let table = Arc::clone(&self.state.connections);
+        let max = self.opts.max_connections.max(1);
         let rate = MinRate {
             bytes_per_sec: self.opts.min_rate,
             window: self.opts.min_rate_window,
         };
         tokio::pin!(shutdown);
         loop {
-            let permit = tokio::select! {
-                p = Arc::clone(&slots).acquire_owned() => p.expect("the connection semaphore is never closed"),
-                _ = &mut shutdown => break,
-            };
+            // Accept first, then make room: at the cap the longest-idle connection is shed, so a
+            // flood of idle sockets cannot keep new clients waiting in the listen queue. Only
+            // when every connection is answering a request does the new one wait.
             let (stream, remote) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
@@ -281,8 +284,13 @@ impl SeekServer {
                 },
                 _ = &mut shutdown => break,
             };
+            tokio::select! {
+                _ = table.make_room(max) => {}
+                _ = &mut shutdown => break,
+            }
             let _ = stream.set_nodelay(true);
             let activity = Arc::new(Activity::new());
+            let entry = table.insert(Arc::clone(&activity));
             let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
             let state = Arc::clone(&self.state);
             let watch = Arc::clone(&activity);
@@ -316,9 +324,12 @@ impl SeekServer {
                             window.as_secs_f64(),
                             rate.bytes_per_sec
                         ),
+                        Closed::Shed => eprintln!(
+                            "{remote}: connection closed: idle the longest at the connection cap ({max})"
+                        ),
                     },
                 }
-                drop(permit);
+                drop(entry);
             });
         }
         drop(listener);
