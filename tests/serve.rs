@@ -1257,3 +1257,58 @@ fn sparse_ranges_are_not_amplified() {
     let log = server.wait_for_log("sparse ranges: whole file sent instead");
     assert!(log.contains(" 200 "), "{log}");
 }
+
+#[test]
+fn a_client_that_leaves_while_waiting_for_the_budget_stops_waiting() {
+    const BIG: u64 = 4 << 20;
+    let f = Fixture::new();
+    let file = pack_repeated(&f, "big.bin.qltx", 8 * BIG, BIG as u32);
+    // A budget of one block: the first stalled response takes it all.
+    let server = Server::start(
+        &f,
+        &file,
+        &["--cache-size", "1", "--inflight-size", "4", "--min-rate", "0"],
+    );
+    let a = agent();
+    let waiting = || health(&a, &server, None)["inflight_waiting"].as_u64().unwrap();
+    let wait_for = |what: &str, cond: &dyn Fn(u64) -> bool| {
+        let started = Instant::now();
+        loop {
+            let w = waiting();
+            if cond(w) {
+                return w;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{what}: inflight_waiting stayed {w}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let ask = |block: u64| {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nRange: bytes={}-\r\n\r\n",
+            block * BIG
+        );
+        s.write_all(request.as_bytes()).unwrap();
+        s
+    };
+    // The holder's producer waits for its second block; the others wait for their first.
+    let holder = ask(0);
+    let base = wait_for("the holder", &|w| w >= 1);
+    let leavers: Vec<TcpStream> = (1..4).map(ask).collect();
+    wait_for("the others", &|w| w >= base + 3);
+    for s in leavers {
+        close_with_reset(s);
+    }
+    wait_for("the leavers", &|w| w <= base);
+    drop(holder);
+    wait_for("everyone", &|w| w == 0);
+}
+
+/// Closes `stream` with a reset: a client that vanished.
+fn close_with_reset(stream: TcpStream) {
+    qeltrix::gateway::set_reset_on_close(&stream);
+    drop(stream);
+}

@@ -277,6 +277,22 @@ pub struct HeldBlock {
     _permit: OwnedSemaphorePermit,
 }
 
+/// A response waiting for room in the in-flight budget, counted for `/health`.
+struct Waiting<'a>(&'a Stats);
+
+impl<'a> Waiting<'a> {
+    fn new(stats: &'a Stats) -> Self {
+        stats.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(stats)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A held block as the owner of the `Bytes` slices sent from it: no copy.
 struct SharedBlock(Arc<HeldBlock>);
 
@@ -298,9 +314,11 @@ impl Streamer {
             .map_or(self.file.block_size, |e| e.plain_size);
         // A block larger than the whole budget takes all of it rather than waiting forever.
         let want = size.min(self.budget_bytes.max(1) as u64).min(u64::from(u32::MAX)) as u32;
-        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-        let permit = Arc::clone(&self.budget).acquire_many_owned(want).await;
-        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        let permit = {
+            // Counted while waiting, also if the request is abandoned meanwhile.
+            let _waiting = Waiting::new(&self.stats);
+            Arc::clone(&self.budget).acquire_many_owned(want).await
+        };
         let permit = permit.expect("the budget is never closed");
         let block = {
             let _decrypting = self.limiter.acquire().await.expect("the limiter is never closed");
@@ -404,7 +422,11 @@ impl Streamer {
                     Some((i, b)) if i == index => b,
                     other => {
                         drop(other); // give its share of the budget back before asking again
-                        self.load(index).await.map_err(|e| self.describe(&e))?
+                        tokio::select! {
+                            loaded = self.load(index) => loaded.map_err(|e| self.describe(&e))?,
+                            // The client left while this waited for the budget: stop waiting.
+                            _ = tx.closed() => return Ok(()),
+                        }
                     }
                 };
                 let block_start = cached
