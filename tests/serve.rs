@@ -1,6 +1,8 @@
 //! `qeltrix serve` end to end: the real binary on an ephemeral loopback port, a real HTTP client
 //! (ureq) or raw sockets, and every answer compared byte for byte with the original file.
 
+mod netutil;
+
 use qeltrix::crypto::KeyFileKey;
 use qeltrix::{format::BLOCK_HEAD_LEN, ContainerInfo, Key, PackOptions};
 use std::fs::{self, File};
@@ -1300,15 +1302,9 @@ fn a_client_that_leaves_while_waiting_for_the_budget_stops_waiting() {
     let leavers: Vec<TcpStream> = (1..4).map(ask).collect();
     wait_for("the others", &|w| w >= base + 3);
     for s in leavers {
-        close_with_reset(s);
+        netutil::close_with_reset(s);
     }
     wait_for("the leavers", &|w| w <= base);
     drop(holder);
     wait_for("everyone", &|w| w == 0);
-}
-
-/// Closes `stream` with a reset: a client that vanished.
-fn close_with_reset(stream: TcpStream) {
-    qeltrix::gateway::set_reset_on_close(&stream);
-    drop(stream);
 }
