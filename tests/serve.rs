@@ -1,6 +1,8 @@
 //! `qeltrix serve` end to end: the real binary on an ephemeral loopback port, a real HTTP client
 //! (ureq) or raw sockets, and every answer compared byte for byte with the original file.
 
+mod netutil;
+
 use qeltrix::crypto::KeyFileKey;
 use qeltrix::{format::BLOCK_HEAD_LEN, ContainerInfo, Key, PackOptions};
 use std::fs::{self, File};
@@ -789,44 +791,61 @@ fn sigterm_with_requests_in_flight_exits_zero() {
 fn slow_or_oversized_requests_do_not_hold_the_server() {
     let f = Fixture::new();
     let file = f.pack("a.qltx", &data(10_000, 13), KEY);
-    let server = Server::start(&f, &file, &["--idle-timeout", "1"]);
+    let server = Server::start(&f, &file, &["--idle-timeout", "5", "--header-timeout", "1"]);
 
-    // Half a request, then silence: closed.
+    // Half a request, then silence: the header deadline closes it (before the idle timeout). The server must close the socket itself: a read that only ends at our own guard
+    // timeout fails here.
     let mut silent = TcpStream::connect(server.addr).unwrap();
     silent.set_read_timeout(Some(DEADLINE)).unwrap();
+    let silent_addr = silent.local_addr().unwrap();
     silent.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
     let mut sink = Vec::new();
-    let _ = silent.read_to_end(&mut sink);
+    silent
+        .read_to_end(&mut sink)
+        .expect("the server closes a connection whose request head never ends");
     assert!(
         !sink.windows(6).any(|w| w == b"200 OK"),
         "no answer to half a request"
     );
+    server.wait_for_log(&format!(
+        "{silent_addr}: connection closed: read header from client timeout"
+    ));
 
-    // A header dribbled one byte at a time: the header deadline closes it.
+    // A header dribbled one byte at a time: bytes keep moving, so the idle timeout never fires;
+    // the header deadline must close it.
     let mut dribble = TcpStream::connect(server.addr).unwrap();
+    let dribble_addr = dribble.local_addr().unwrap();
     dribble
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let started = Instant::now();
-    let closed = loop {
+    let mut answer = Vec::new();
+    loop {
         assert!(
             started.elapsed() < DEADLINE,
             "a dribbling client kept its connection"
         );
         if dribble.write_all(b"X").is_err() {
-            break true;
+            break; // the server closed it (EPIPE / reset)
         }
         let mut b = [0u8; 256];
         match dribble.read(&mut b) {
-            Ok(0) => break true,
-            Ok(_) => break true, // an error status, then the close
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&b[..n]), // an error status may come before the close
             Err(e)
                 if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
             }
-            Err(_) => break true,
+            Err(_) => break,
         }
-    };
-    assert!(closed);
+    }
+    assert!(
+        !answer.windows(3).any(|w| w == b"200"),
+        "no success for a dribbled head: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    server.wait_for_log(&format!(
+        "{dribble_addr}: connection closed: read header from client timeout"
+    ));
 
     // Headers larger than the limit: 431.
     let big = format!(
@@ -875,4 +894,417 @@ fn a_replaced_container_is_served_afresh() {
         &[("If-None-Match", before.header("etag").unwrap())],
     );
     assert_eq!(stale.status, 200, "the old ETag no longer matches");
+}
+
+/// Packs `len` bytes of one repeated byte (compressible, so the file on disk stays small while
+/// every block still decrypts to `block` bytes of plaintext) into `rel`.
+fn pack_repeated(f: &Fixture, rel: &str, len: u64, block: u32) -> PathBuf {
+    let out = f.path(rel);
+    let opts = PackOptions {
+        block_size: block,
+        ..PackOptions::default()
+    };
+    let file = File::create(&out).unwrap();
+    let keys = [Key::KeyFile(KeyFileKey::from_bytes(KEY))];
+    let mut packer = qeltrix::StreamPacker::new_seekable(file, &keys, &opts).unwrap();
+    packer.pack_from(&mut std::io::repeat(0x5a).take(len)).unwrap();
+    packer.finish().unwrap();
+    out
+}
+
+/// Packs `bytes` into `rel` with blocks of `block` bytes.
+fn pack_blocks(f: &Fixture, rel: &str, bytes: &[u8], block: u32) -> PathBuf {
+    let out = f.path(rel);
+    let opts = PackOptions {
+        block_size: block,
+        ..PackOptions::default()
+    };
+    let keys = [Key::KeyFile(KeyFileKey::from_bytes(KEY))];
+    let mut packer = qeltrix::StreamPacker::new_seekable(File::create(&out).unwrap(), &keys, &opts).unwrap();
+    packer.pack_from(&mut &bytes[..]).unwrap();
+    packer.finish().unwrap();
+    out
+}
+
+/// `/health` as JSON, with an optional `Authorization` header.
+fn health(a: &ureq::Agent, server: &Server, auth: Option<&str>) -> serde_json::Value {
+    let headers: Vec<(&str, &str)> = auth.iter().map(|v| ("Authorization", *v)).collect();
+    let r = get(a, &server.url("/health"), &headers);
+    assert_eq!(r.status, 200);
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[test]
+fn health_details_only_with_the_token() {
+    let f = Fixture::new();
+    let file = f.pack("a.bin.qltx", &data(1000, 19), KEY);
+    fs::write(f.path("token"), "health-token-42\n").unwrap();
+    let token_file = f.path("token").display().to_string();
+    let a = agent();
+
+    let guarded = Server::start(&f, &file, &["--token-file", &token_file]);
+    for auth in [None, Some("Bearer wrong")] {
+        let h = health(&a, &guarded, auth);
+        assert_eq!(
+            h,
+            serde_json::json!({"status": "ok"}),
+            "{auth:?}: only the status"
+        );
+    }
+    let h = health(&a, &guarded, Some("Bearer health-token-42"));
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(h["serving"], "container");
+    assert!(h["cache_capacity"].as_u64().is_some() && h["open_containers"].as_u64().is_some());
+    assert!(
+        !guarded.log().contains("health-token-42"),
+        "the token is never logged"
+    );
+
+    // Without --token-file (loopback by default), everyone gets the details.
+    let open = Server::start(&f, &file, &[]);
+    let h = health(&a, &open, None);
+    assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    assert!(h["cache_capacity"].as_u64().is_some() && h["open_containers"].as_u64().is_some());
+}
+
+/// A field of `/proc/PID/status`, in kB.
+fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Reads a response head (through the blank line) from a raw socket.
+fn read_head(s: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    while find(&head, b"\r\n\r\n").is_none() {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    head
+}
+
+#[test]
+fn stalled_clients_keep_memory_under_the_documented_bound() {
+    const MIB: u64 = 1 << 20;
+    const BIG: u64 = 4 * MIB;
+    const CLIENTS: u64 = 40;
+    const MAX_CONNECTIONS: u64 = 64;
+    const WORKERS: u64 = 1;
+    const CACHE: u64 = MIB;
+    const INFLIGHT: u64 = 16 * MIB;
+    let f = Fixture::new();
+    let file = pack_repeated(&f, "big.bin.qltx", (CLIENTS + 8) * BIG, BIG as u32);
+    // The minimum rate is off and the idle timeout long: the stalled clients stay for the whole
+    // test, and only the in-flight budget keeps their responses from holding memory.
+    let server = Server::start(
+        &f,
+        &file,
+        &[
+            "--cache-size",
+            "1",
+            "--inflight-size",
+            "16",
+            "--workers",
+            "1",
+            "--max-connections",
+            "64",
+            "--min-rate",
+            "0",
+            "--idle-timeout",
+            "3600",
+        ],
+    );
+    // docs/SERVE.md, "Memory": base + cache + in-flight budget + decryption working set
+    // (2 × workers × (2 × block + 8 MiB)) + per-connection fixed cost (256 KiB) × max
+    // connections. The base (code, runtime, thread stacks touched) is budgeted at 48 MiB.
+    let bound =
+        48 * MIB + CACHE + INFLIGHT + 2 * WORKERS * (2 * BIG + 8 * MIB) + MAX_CONNECTIONS * 256 * 1024;
+    let a = agent();
+    let pid = server.child.id();
+
+    // Each client asks for a different block onward and never reads a byte.
+    let stalled: Vec<TcpStream> = (0..CLIENTS)
+        .map(|i| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            let request = format!("GET / HTTP/1.1\r\nHost: x\r\nRange: bytes={}-\r\n\r\n", i * BIG);
+            s.write_all(request.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+
+    // Steady state: every response the budget cannot hold waits for it. Until then, the peak
+    // RSS must already stay under the bound.
+    let holders = INFLIGHT / BIG;
+    let started = Instant::now();
+    loop {
+        let peak = proc_status_kb(pid, "VmHWM") * 1024;
+        assert!(
+            peak <= bound,
+            "peak RSS {} MiB over the bound {} MiB with {CLIENTS} stalled clients",
+            peak / MIB,
+            bound / MIB
+        );
+        let h = health(&a, &server, None);
+        if h["inflight_waiting"]
+            .as_u64()
+            .is_some_and(|w| w >= CLIENTS - holders)
+        {
+            assert!(h["inflight_bytes"].as_u64().unwrap() <= INFLIGHT, "{h}");
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the stalled responses never settled: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let peak = proc_status_kb(pid, "VmHWM") * 1024;
+    eprintln!(
+        "peak RSS {:.1} MiB, bound {} MiB, with {CLIENTS} stalled clients",
+        peak as f64 / MIB as f64,
+        bound / MIB
+    );
+    assert!(
+        peak <= bound,
+        "peak RSS {} MiB over the bound {} MiB",
+        peak / MIB,
+        bound / MIB
+    );
+    // The server still answers (HEAD pulls no block).
+    assert_eq!(request(a.head(&server.url("/")), &[]).status, 200);
+    drop(stalled);
+}
+
+#[test]
+fn a_trickling_client_is_dropped_and_a_normal_one_is_served() {
+    let f = Fixture::new();
+    let original = std::sync::Arc::new(data(24 << 20, 16));
+    let file = f.pack("big.bin.qltx", &original, KEY);
+    // The idle timeout is far away: only the minimum rate can drop the trickler in time.
+    let server = Server::start(
+        &f,
+        &file,
+        &[
+            "--min-rate",
+            "8192",
+            "--min-rate-window",
+            "2",
+            "--idle-timeout",
+            "600",
+        ],
+    );
+
+    let mut trickler = TcpStream::connect(server.addr).unwrap();
+    trickler.set_read_timeout(Some(DEADLINE)).unwrap();
+    let trickler_addr = trickler.local_addr().unwrap();
+    trickler
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(status_of(&read_head(&mut trickler)), 200);
+
+    let normal = {
+        let (url, original) = (server.url("/"), std::sync::Arc::clone(&original));
+        std::thread::spawn(move || {
+            let r = get(&agent(), &url, &[]);
+            assert_eq!(r.status, 200);
+            assert!(r.body[..] == original[..], "the normal client's bytes differ");
+        })
+    };
+
+    // A byte now and then: bytes keep moving, far below the minimum rate.
+    let dropped = format!("{trickler_addr}: connection closed: below the minimum rate");
+    let started = Instant::now();
+    let mut got = 0u64;
+    while !server.log().contains(&dropped) {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the trickling client was never dropped:\n{}",
+            server.log()
+        );
+        let mut b = [0u8; 1];
+        match trickler.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n as u64,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.wait_for_log(&dropped);
+    // What the kernel had buffered drains, then the stream ends short of the file.
+    let mut rest = Vec::new();
+    let _ = trickler.read_to_end(&mut rest);
+    assert!(
+        got + (rest.len() as u64) < original.len() as u64,
+        "the trickler got the whole file"
+    );
+    normal.join().expect("the normal client failed");
+}
+
+#[test]
+fn idle_sockets_over_the_cap_do_not_lock_out_clients() {
+    const CAP: usize = 8;
+    const FLOOD: usize = 40;
+    let f = Fixture::new();
+    let original = data(200_000, 17);
+    let file = f.pack("a.bin.qltx", &original, KEY);
+    // Header and idle timeouts of an hour: only shedding can free a slot held by an idle socket.
+    let server = Server::start(
+        &f,
+        &file,
+        &[
+            "--max-connections",
+            "8",
+            "--header-timeout",
+            "3600",
+            "--idle-timeout",
+            "3600",
+        ],
+    );
+    let flood: Vec<TcpStream> = (0..FLOOD)
+        .map(|_| {
+            let s = TcpStream::connect(server.addr).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    // Each new connection at the cap sheds the one idle the longest: the oldest sockets close.
+    let started = Instant::now();
+    let mut shut = vec![false; FLOOD];
+    while shut.iter().filter(|&&c| c).count() < FLOOD - CAP {
+        for (i, s) in flood.iter().enumerate() {
+            shut[i] = shut[i] || is_closed(s);
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "idle sockets kept their slots: {} of {FLOOD} closed",
+            shut.iter().filter(|&&c| c).count()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        shut[..FLOOD - CAP].iter().all(|&c| c) && shut[FLOOD - CAP..].iter().all(|&c| !c),
+        "the oldest idle sockets are shed first: {shut:?}"
+    );
+
+    // A real client gets through, /health included, while the newest idle sockets stay open.
+    let a = agent();
+    assert_eq!(health(&a, &server, None)["status"], "ok");
+    let r = get(&a, &server.url("/"), &[("Range", "bytes=1000-1999")]);
+    assert_eq!(r.status, 206);
+    assert!(r.body == original[1000..2000]);
+    server.wait_for_log("connection closed: idle the longest at the connection cap (8)");
+    drop(flood);
+}
+
+/// True if the server closed the nonblocking socket `s` (end of stream or reset).
+fn is_closed(mut s: &TcpStream) -> bool {
+    match s.read(&mut [0u8; 16]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[test]
+fn sparse_ranges_are_not_amplified() {
+    const MIB: usize = 1 << 20;
+    const BLOCKS: usize = 24;
+    let f = Fixture::new();
+    let original = data(BLOCKS * MIB, 18);
+    let file = pack_blocks(&f, "big.bin.qltx", &original, MIB as u32);
+    let server = Server::start(&f, &file, &[]);
+    let a = agent();
+    let pulled = || health(&a, &server, None)["pulled_bytes"].as_u64();
+    // docs/SERVE.md: ranges are honoured if the blocks they touch hold at most
+    // 2 × bytes asked + max(8 MiB, 2 blocks); otherwise the whole file is sent with 200.
+    let allowed = |asked: usize| (2 * asked + (8 * MIB).max(2 * MIB)) as u64;
+
+    // One byte per block: 24 MiB to decrypt for 24 bytes.
+    let sparse: Vec<String> = (0..BLOCKS).map(|i| format!("{0}-{0}", i * MIB + 7)).collect();
+    let header = format!("bytes={}", sparse.join(","));
+    let before = pulled();
+    let r = get(&a, &server.url("/"), &[("Range", &header)]);
+    assert_eq!(r.status, 200, "sparse ranges get the whole file");
+    assert!(r.body == original);
+    let cost = pulled().unwrap() - before.unwrap();
+    assert!(
+        cost <= allowed(r.body.len()),
+        "{cost} bytes pulled for {}",
+        r.body.len()
+    );
+
+    // A few small ranges, and large ranges, within the rule: 206 multipart as asked.
+    for header in [
+        format!("bytes=10-19,{}-{},{}-", 5 * MIB, 5 * MIB + 9, BLOCKS * MIB - 10),
+        format!("bytes=0-{},{}-{}", 3 * MIB - 1, 10 * MIB, 14 * MIB - 1),
+    ] {
+        let before = pulled();
+        let r = get(&a, &server.url("/"), &[("Range", &header)]);
+        assert_eq!(r.status, 206, "{header}");
+        let ct = r.header("content-type").unwrap().to_string();
+        let parts = multipart(&r.body, &ct);
+        let asked: usize = parts.iter().map(|(_, b)| b.len()).sum();
+        let cost = pulled().unwrap() - before.unwrap();
+        assert!(
+            cost <= allowed(asked),
+            "{header}: {cost} bytes pulled for {asked}"
+        );
+    }
+    let log = server.wait_for_log("sparse ranges: whole file sent instead");
+    assert!(log.contains(" 200 "), "{log}");
+}
+
+#[test]
+fn a_client_that_leaves_while_waiting_for_the_budget_stops_waiting() {
+    const BIG: u64 = 4 << 20;
+    let f = Fixture::new();
+    let file = pack_repeated(&f, "big.bin.qltx", 8 * BIG, BIG as u32);
+    // A budget of one block: the first stalled response takes it all.
+    let server = Server::start(
+        &f,
+        &file,
+        &["--cache-size", "1", "--inflight-size", "4", "--min-rate", "0"],
+    );
+    let a = agent();
+    let waiting = || health(&a, &server, None)["inflight_waiting"].as_u64().unwrap();
+    let wait_for = |what: &str, cond: &dyn Fn(u64) -> bool| {
+        let started = Instant::now();
+        loop {
+            let w = waiting();
+            if cond(w) {
+                return w;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{what}: inflight_waiting stayed {w}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let ask = |block: u64| {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nRange: bytes={}-\r\n\r\n",
+            block * BIG
+        );
+        s.write_all(request.as_bytes()).unwrap();
+        s
+    };
+    // The holder's producer waits for its second block; the others wait for their first.
+    let holder = ask(0);
+    let base = wait_for("the holder", &|w| w >= 1);
+    let leavers: Vec<TcpStream> = (1..4).map(ask).collect();
+    wait_for("the others", &|w| w >= base + 3);
+    for s in leavers {
+        netutil::close_with_reset(s);
+    }
+    wait_for("the leavers", &|w| w <= base);
+    drop(holder);
+    wait_for("everyone", &|w| w == 0);
 }

@@ -38,16 +38,29 @@ pub struct ServeArgs {
     /// On SIGTERM or Ctrl-C, give in-flight responses this many seconds to finish.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub shutdown_grace: u64,
-    /// Serve at most this many connections at once.
+    /// Serve at most this many connections at once; at the cap, a new one replaces the one
+    /// idle the longest.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_connections: usize,
+    /// A request head must arrive within this many seconds (and within --idle-timeout).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Decrypted blocks that all responses together may hold outside the cache, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub inflight_size: usize,
+    /// Close a connection whose client takes a response more slowly than this many bytes per
+    /// second over --min-rate-window (0: no minimum).
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    pub min_rate: u64,
+    /// The window over which --min-rate is measured, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    pub min_rate_window: u64,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
     let addr = listen_addr(&a)?;
     let token = a.token_file.as_deref().map(BearerToken::from_file).transpose()?;
     let has_token = token.is_some();
-    let defaults = ServeOptions::default();
     let opts = ServeOptions {
         cache_bytes: a.cache_size.checked_mul(1 << 20).ok_or_else(|| {
             Error::InvalidArgument(format!("--cache-size {} MiB is too large", a.cache_size))
@@ -55,11 +68,14 @@ pub fn run(a: ServeArgs) -> Result<()> {
         workers: a.workers,
         token,
         idle_timeout: Duration::from_secs(a.idle_timeout.max(1)),
-        header_timeout: defaults
-            .header_timeout
-            .min(Duration::from_secs(a.idle_timeout.max(1))),
+        header_timeout: Duration::from_secs(a.header_timeout.clamp(1, a.idle_timeout.max(1))),
         shutdown_grace: Duration::from_secs(a.shutdown_grace),
         max_connections: a.max_connections.max(1),
+        inflight_bytes: a.inflight_size.checked_mul(1 << 20).ok_or_else(|| {
+            Error::InvalidArgument(format!("--inflight-size {} MiB is too large", a.inflight_size))
+        })?,
+        min_rate: a.min_rate,
+        min_rate_window: Duration::from_secs(a.min_rate_window.max(1)),
     };
     if !a.path.exists() {
         anyhow::bail!(

@@ -2,9 +2,16 @@
 //!
 //! A file's bytes are never gathered into one buffer: a producer task walks the requested
 //! ranges a block at a time, gets each block from the shared cache (decrypting it on a blocking
-//! thread if needed), and hands hyper a zero-copy slice of it through a two-slot channel. So one
-//! response holds at most a few blocks, whatever the file's size, and a client that stops reading
+//! thread if needed), and hands hyper a zero-copy slice of it through a one-slot channel. The
+//! producer asks for the next block only once that slot is free, so a response holds the block
+//! hyper is writing and the next one, whatever the file's size, and a client that stops reading
 //! stops the producer. The blocks after the current one are read ahead on the cache's workers.
+//!
+//! Every block a body holds is paid for from the server-wide in-flight budget (a semaphore
+//! counting bytes): the permit is taken before the block is pulled from the cache and given back
+//! when hyper has written and dropped the last slice of it. However many responses stall, the
+//! blocks they hold together never exceed the budget. Slices of a few KiB are copied out instead,
+//! so a tiny range does not keep a whole (possibly 64 MiB) block alive.
 //!
 //! A block that fails to decrypt ends the response: the body stops yielding, the connection is
 //! closed once the bytes before the bad block are written out, and the client sees a short body
@@ -16,6 +23,7 @@
 use super::conn::Activity;
 use super::containers::ServedFile;
 use super::range::ByteRange;
+use super::Stats;
 use crate::cache::Block;
 use crate::Error;
 use bytes::Bytes;
@@ -28,10 +36,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// How many chunks may wait between the producer and hyper.
-const CHANNEL_SLOTS: usize = 2;
+const CHANNEL_SLOTS: usize = 1;
+/// Slices this small are copied out of their block, so the block (and its share of the
+/// in-flight budget) is released at once.
+const COPY_BELOW: usize = 16 * 1024;
 
 /// The log line of one request, written when it is dropped.
 pub struct AccessLog {
@@ -46,6 +57,8 @@ pub struct AccessLog {
     pub promised: Option<u64>,
     pub sent: u64,
     pub note: Option<String>,
+    /// Marks the connection busy (not to be shed) until the response is over.
+    pub busy: Option<super::conn::Busy>,
 }
 
 impl AccessLog {
@@ -60,6 +73,7 @@ impl AccessLog {
             promised: None,
             sent: 0,
             note: None,
+            busy: None,
         }
     }
 }
@@ -247,32 +261,84 @@ pub struct Streamer {
     pub file: Arc<ServedFile>,
     /// Bounds the decryptions running on blocking threads for requests (not read-ahead).
     pub limiter: Arc<Semaphore>,
+    /// The server-wide in-flight budget, in bytes of blocks held by bodies.
+    pub budget: Arc<Semaphore>,
+    /// The budget's size: a block larger than it takes all of it.
+    pub budget_bytes: usize,
+    pub stats: Arc<Stats>,
     /// How many blocks ahead of the one being sent to decrypt in the background.
     pub readahead: u64,
 }
 
-/// A cached block as the owner of the `Bytes` slices sent from it: no copy.
-struct SharedBlock(Block);
+/// A block pulled for a response, with its share of the in-flight budget: both are released
+/// when the last slice of it is dropped.
+pub struct HeldBlock {
+    block: Block,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A response waiting for room in the in-flight budget, counted for `/health`.
+struct Waiting<'a>(&'a Stats);
+
+impl<'a> Waiting<'a> {
+    fn new(stats: &'a Stats) -> Self {
+        stats.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(stats)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A held block as the owner of the `Bytes` slices sent from it: no copy.
+struct SharedBlock(Arc<HeldBlock>);
 
 impl AsRef<[u8]> for SharedBlock {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.0.block
     }
 }
 
 impl Streamer {
-    /// One block through the cache, decrypted off the async threads.
-    pub async fn load(&self, index: u64) -> crate::Result<Block> {
-        let _permit = self.limiter.acquire().await.expect("the limiter is never closed");
-        let file = Arc::clone(&self.file);
-        tokio::task::spawn_blocking(move || file.cached.block(index))
-            .await
-            .unwrap_or_else(|e| {
-                Err(Error::io(
-                    format!("decrypting block {index}"),
-                    io::Error::other(e),
-                ))
-            })
+    /// One block through the cache, decrypted off the async threads, once its size fits in the
+    /// in-flight budget.
+    pub async fn load(&self, index: u64) -> crate::Result<Arc<HeldBlock>> {
+        let size = self
+            .file
+            .cached
+            .container()
+            .entry(index)
+            .map_or(self.file.block_size, |e| e.plain_size);
+        // A block larger than the whole budget takes all of it rather than waiting forever.
+        let want = size.min(self.budget_bytes.max(1) as u64).min(u64::from(u32::MAX)) as u32;
+        let permit = {
+            // Counted while waiting, also if the request is abandoned meanwhile.
+            let _waiting = Waiting::new(&self.stats);
+            Arc::clone(&self.budget).acquire_many_owned(want).await
+        };
+        let permit = permit.expect("the budget is never closed");
+        let block = {
+            let _decrypting = self.limiter.acquire().await.expect("the limiter is never closed");
+            let file = Arc::clone(&self.file);
+            tokio::task::spawn_blocking(move || file.cached.block(index))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(Error::io(
+                        format!("decrypting block {index}"),
+                        io::Error::other(e),
+                    ))
+                })?
+        };
+        self.stats
+            .pulled_bytes
+            .fetch_add(block.len() as u64, Ordering::Relaxed);
+        Ok(Arc::new(HeldBlock {
+            block,
+            _permit: permit,
+        }))
     }
 
     /// Starts read-ahead for the ranges about to be sent: the blocks after the first one, up to
@@ -306,7 +372,7 @@ impl Streamer {
         self,
         segments: Vec<Segment>,
         len: u64,
-        first: Option<(u64, Block)>,
+        first: Option<(u64, Arc<HeldBlock>)>,
         connection: Arc<Activity>,
         log: AccessLog,
     ) -> ServeBody {
@@ -322,10 +388,12 @@ impl Streamer {
     async fn produce(
         &self,
         segments: Vec<Segment>,
-        mut first: Option<(u64, Block)>,
+        first: Option<(u64, Arc<HeldBlock>)>,
         tx: &mpsc::Sender<Result<Bytes, String>>,
     ) -> Result<(), String> {
         let cached = &self.file.cached;
+        // The block the last slice came from, kept while the next slices may need it.
+        let mut current = first;
         for segment in segments {
             let range = match segment {
                 Segment::Bytes(b) => {
@@ -341,13 +409,25 @@ impl Streamer {
             };
             let mut pos = range.start;
             while pos < range.end {
+                // Wait for the slot before pulling the next block: while hyper writes one block
+                // and one more waits in the channel, this task holds nothing else.
+                let Ok(slot) = tx.reserve().await else {
+                    return Ok(()); // the client went away
+                };
                 let index = cached.block_of(pos).expect("pos is inside the file");
                 if index < last {
                     cached.readahead(index + 1, (last - index).min(self.readahead));
                 }
-                let block = match first.take() {
+                let held = match current.take() {
                     Some((i, b)) if i == index => b,
-                    _ => self.load(index).await.map_err(|e| self.describe(&e))?,
+                    other => {
+                        drop(other); // give its share of the budget back before asking again
+                        tokio::select! {
+                            loaded = self.load(index) => loaded.map_err(|e| self.describe(&e))?,
+                            // The client left while this waited for the budget: stop waiting.
+                            _ = tx.closed() => return Ok(()),
+                        }
+                    }
                 };
                 let block_start = cached
                     .container()
@@ -355,18 +435,21 @@ impl Streamer {
                     .map(|e| e.plain_offset)
                     .expect("the index has every block");
                 let from = (pos - block_start) as usize;
-                let to = ((range.end - block_start) as usize).min(block.len());
+                let to = ((range.end - block_start) as usize).min(held.block.len());
                 if from >= to {
                     return Err(format!(
                         "{}: block {index} is shorter than the index says",
                         self.file.path.display()
                     ));
                 }
-                let chunk = Bytes::from_owner(SharedBlock(block)).slice(from..to);
+                let chunk = if to - from < COPY_BELOW {
+                    Bytes::copy_from_slice(&held.block[from..to])
+                } else {
+                    Bytes::from_owner(SharedBlock(Arc::clone(&held))).slice(from..to)
+                };
                 pos = block_start + to as u64;
-                if tx.send(Ok(chunk)).await.is_err() {
-                    return Ok(());
-                }
+                slot.send(Ok(chunk));
+                current = Some((index, held));
             }
         }
         Ok(())

@@ -49,6 +49,7 @@ pub async fn handle(
         &target,
         req.headers.get(header::RANGE).map(|v| v.as_bytes()),
     );
+    log.busy = Some(connection.busy());
     let is_head = req.method == Method::HEAD;
     if req.method != Method::GET && !is_head {
         let mut r = simple(
@@ -63,23 +64,27 @@ pub async fn handle(
     }
     let path = req.uri.path().to_string();
     let query = req.uri.query().map(str::to_string);
+    let authorized = state
+        .token
+        .as_ref()
+        .is_none_or(|token| token.accepts(req.headers.get(header::AUTHORIZATION)));
     if path == vault::HEALTH_PATH {
-        let mut r = simple(StatusCode::OK, state.health_json(), is_head, log);
+        // Load balancers probe without the token: they get the status; the details (version,
+        // cache, open containers, counters) only with it.
+        let mut r = simple(StatusCode::OK, state.health_json(authorized), is_head, log);
         set(&mut r, header::CONTENT_TYPE, "application/json");
         return Ok(r);
     }
-    if let Some(token) = &state.token {
-        if !token.accepts(req.headers.get(header::AUTHORIZATION)) {
-            log.note = Some("missing or wrong bearer token".into());
-            let mut r = simple(
-                StatusCode::UNAUTHORIZED,
-                "a bearer token is required\n",
-                is_head,
-                log,
-            );
-            set(&mut r, header::WWW_AUTHENTICATE, "Bearer realm=\"qeltrix\"");
-            return Ok(r);
-        }
+    if !authorized {
+        log.note = Some("missing or wrong bearer token".into());
+        let mut r = simple(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required\n",
+            is_head,
+            log,
+        );
+        set(&mut r, header::WWW_AUTHENTICATE, "Bearer realm=\"qeltrix\"");
+        return Ok(r);
     }
 
     let finder = Arc::clone(&state);
@@ -207,7 +212,16 @@ async fn serve_file(
                 vec![ByteRange { start: 0, end: size }]
             },
         ),
-        (Precondition::Proceed, RangeRequest::Ranges(r)) => (StatusCode::PARTIAL_CONTENT, r),
+        (Precondition::Proceed, RangeRequest::Ranges(r)) if !amplifies(&file, &r) => {
+            (StatusCode::PARTIAL_CONTENT, r)
+        }
+        // Too many blocks to decrypt for the bytes asked: ignore the Range header (RFC 9110
+        // §14.3 allows it for many small ranges) and send the whole file, which decrypts no more
+        // than it sends, at the client's pace.
+        (Precondition::Proceed, RangeRequest::Ranges(_)) => {
+            log.note = Some("sparse ranges: whole file sent instead".into());
+            (StatusCode::OK, vec![ByteRange { start: 0, end: size }])
+        }
     };
 
     let (segments, len) = if parts.len() > 1 {
@@ -235,6 +249,9 @@ async fn serve_file(
         readahead: state.readahead_blocks(file.block_size),
         file,
         limiter: Arc::clone(&state.limiter),
+        budget: Arc::clone(&state.budget),
+        budget_bytes: state.budget_bytes,
+        stats: Arc::clone(&state.stats),
     };
     streamer.start_readahead(&parts);
     // The first block is loaded before the status line goes out, so a container that fails right
@@ -256,6 +273,43 @@ async fn serve_file(
         builder,
         streamer.into_body(segments, len, Some((first_index, first)), connection, log),
     )
+}
+
+/// Bytes a request may decrypt beyond twice what it sends (at least two blocks: any single
+/// range may start and end inside a block).
+pub const RANGE_SLACK_BYTES: u64 = 8 << 20;
+
+/// The range amplification rule: ranges are honoured only if the blocks they touch hold at
+/// most `2 × bytes asked + max(RANGE_SLACK_BYTES, 2 × block size)` of plaintext. A single range
+/// always passes; 64 one-byte ranges in 64 different 16 MiB blocks (1 GiB to decrypt for 64
+/// bytes) do not.
+fn amplifies(file: &ServedFile, ranges: &[ByteRange]) -> bool {
+    if ranges.len() < 2 {
+        return false;
+    }
+    let container = file.cached.container();
+    let asked: u64 = ranges.iter().map(ByteRange::len).sum();
+    let allowed = asked
+        .saturating_mul(2)
+        .saturating_add(RANGE_SLACK_BYTES.max(file.block_size.saturating_mul(2)));
+    // Ranges are sorted and merged, so the blocks they touch come in order; a block shared by
+    // two neighbouring ranges counts once. Each range's blocks are contiguous: their plaintext
+    // is the span from the first block's start to the last block's end.
+    let mut touched = 0u64;
+    let mut covered_to = 0u64; // plaintext offset up to which blocks were already counted
+    for r in ranges {
+        let (Some(first), Some(last)) = (container.block_of(r.start), container.block_of(r.end - 1)) else {
+            continue;
+        };
+        let (Some(a), Some(b)) = (container.entry(first), container.entry(last)) else {
+            continue;
+        };
+        let from = a.plain_offset.max(covered_to);
+        let to = b.plain_offset + b.plain_size;
+        touched = touched.saturating_add(to.saturating_sub(from));
+        covered_to = covered_to.max(to);
+    }
+    touched > allowed
 }
 
 /// The segments of a `multipart/byteranges` body and its exact length.

@@ -18,8 +18,12 @@
 //! Limits that keep one client from holding the server: request headers must arrive within
 //! [`ServeOptions::header_timeout`] and fit in [`MAX_HEADER_BYTES`]; a connection on which no
 //! byte moves either way for [`ServeOptions::idle_timeout`] is closed (a client that stops
-//! reading a response, or an idle keep-alive); at most [`ServeOptions::max_connections`] are
-//! served at once (the rest wait in the listen queue).
+//! reading a response, or an idle keep-alive), and so is one whose client takes a response more
+//! slowly than [`ServeOptions::min_rate`]; at most [`ServeOptions::max_connections`] are served
+//! at once, and at the cap a new connection replaces the one idle the longest. The blocks held
+//! by all responses together (outside the cache) never exceed [`ServeOptions::inflight_bytes`],
+//! so memory stays within the cache, that budget and a fixed cost per connection, however many
+//! clients stall (docs/SERVE.md gives the bound).
 
 mod auth;
 mod body;
@@ -34,7 +38,7 @@ pub use auth::BearerToken;
 
 use crate::cache::BlockCache;
 use crate::{Error, Key, Result};
-use conn::{Activity, Watched};
+use conn::{Activity, Closed, MinRate, Table, Watched};
 use containers::Containers;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -43,6 +47,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -56,6 +61,13 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// Read-ahead for a streaming response, at most (and at most an eighth of the cache).
 pub const READAHEAD_BYTES: u64 = 8 << 20;
+/// hyper's per-connection buffer limit: its read buffer, and the bytes it queues for writing
+/// before it asks the body for more. Part of the fixed cost of a connection.
+pub const CONNECTION_BUFFER_BYTES: usize = 64 * 1024;
+/// The fixed memory one open connection may hold outside the cache and the in-flight budget
+/// (hyper's buffers, copied small slices, the multipart part headers, task state): an upper
+/// estimate used in the documented bound.
+pub const CONNECTION_FIXED_BYTES: usize = 256 * 1024;
 
 /// How the server runs. `Default` gives the CLI's defaults.
 #[derive(Debug)]
@@ -73,7 +85,14 @@ pub struct ServeOptions {
     pub header_timeout: Duration,
     /// On shutdown, how long in-flight responses may take to finish.
     pub shutdown_grace: Duration,
+    /// Connections served at once; at the cap, a new one replaces the one idle the longest.
     pub max_connections: usize,
+    /// Bytes of blocks that all response bodies together may hold outside the cache.
+    pub inflight_bytes: usize,
+    /// A client must take at least this many bytes per second (measured over
+    /// [`ServeOptions::min_rate_window`]) while a response waits on it; 0 turns it off.
+    pub min_rate: u64,
+    pub min_rate_window: Duration,
 }
 
 impl Default for ServeOptions {
@@ -86,6 +105,9 @@ impl Default for ServeOptions {
             header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             max_connections: 256,
+            inflight_bytes: 64 << 20,
+            min_rate: 4096,
+            min_rate_window: Duration::from_secs(20),
         }
     }
 }
@@ -98,6 +120,21 @@ pub(crate) struct State {
     limiter: Arc<Semaphore>,
     token: Option<BearerToken>,
     readahead_bytes: u64,
+    /// The in-flight budget: one permit per byte of block held by a response body.
+    budget: Arc<Semaphore>,
+    budget_bytes: usize,
+    stats: Arc<Stats>,
+    connections: Arc<Table>,
+}
+
+/// Counters shown by `/health` (with the token, when one is set).
+#[derive(Default)]
+pub(crate) struct Stats {
+    /// Plaintext bytes of the blocks pulled for responses (each block a response needed, cached
+    /// or decrypted): what the range amplification rule bounds.
+    pub pulled_bytes: AtomicU64,
+    /// Responses waiting for room in the in-flight budget.
+    pub waiting: AtomicUsize,
 }
 
 impl State {
@@ -105,7 +142,12 @@ impl State {
         (self.readahead_bytes / block_size.max(1)).min(64)
     }
 
-    fn health_json(&self) -> String {
+    /// `/health`: only the status for a client without the token (when one is required), the
+    /// details for everyone else.
+    fn health_json(&self, details: bool) -> String {
+        if !details {
+            return "{\"status\":\"ok\"}\n".to_string();
+        }
         let cache = self.containers.cache();
         serde_json::json!({
             "status": "ok",
@@ -114,6 +156,11 @@ impl State {
             "open_containers": self.containers.open_count(),
             "cache_bytes": cache.bytes(),
             "cache_capacity": cache.capacity(),
+            "connections": self.connections.len(),
+            "inflight_bytes": self.budget_bytes - self.budget.available_permits(),
+            "inflight_capacity": self.budget_bytes,
+            "inflight_waiting": self.stats.waiting.load(Ordering::Relaxed),
+            "pulled_bytes": self.stats.pulled_bytes.load(Ordering::Relaxed),
         })
         .to_string()
             + "\n"
@@ -142,6 +189,8 @@ impl SeekServer {
         if let Root::Single { file, name } = &root {
             containers.preload(file, name)?;
         }
+        // At least one permit, and no more than a semaphore can count.
+        let budget_bytes = opts.inflight_bytes.clamp(1, Semaphore::MAX_PERMITS);
         let listener =
             std::net::TcpListener::bind(addr).map_err(|e| Error::io(format!("listening on {addr}"), e))?;
         listener
@@ -153,6 +202,10 @@ impl SeekServer {
             limiter: Arc::new(Semaphore::new(workers)),
             token: opts.token.take(),
             readahead_bytes: READAHEAD_BYTES.min(opts.cache_bytes as u64 / 8),
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
+            stats: Arc::default(),
+            connections: Arc::default(),
         };
         Ok(SeekServer {
             listener,
@@ -207,13 +260,17 @@ impl SeekServer {
         let listener = tokio::net::TcpListener::from_std(self.listener)
             .map_err(|e| Error::io("registering the listener", e))?;
         let graceful = GracefulShutdown::new();
-        let slots = Arc::new(Semaphore::new(self.opts.max_connections.max(1)));
+        let table = Arc::clone(&self.state.connections);
+        let max = self.opts.max_connections.max(1);
+        let rate = MinRate {
+            bytes_per_sec: self.opts.min_rate,
+            window: self.opts.min_rate_window,
+        };
         tokio::pin!(shutdown);
         loop {
-            let permit = tokio::select! {
-                p = Arc::clone(&slots).acquire_owned() => p.expect("the connection semaphore is never closed"),
-                _ = &mut shutdown => break,
-            };
+            // Accept first, then make room: at the cap the longest-idle connection is shed, so a
+            // flood of idle sockets cannot keep new clients waiting in the listen queue. Only
+            // when every connection is answering a request does the new one wait.
             let (stream, remote) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
@@ -227,8 +284,13 @@ impl SeekServer {
                 },
                 _ = &mut shutdown => break,
             };
+            tokio::select! {
+                _ = table.make_room(max) => {}
+                _ = &mut shutdown => break,
+            }
             let _ = stream.set_nodelay(true);
             let activity = Arc::new(Activity::new());
+            let entry = table.insert(Arc::clone(&activity));
             let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
             let state = Arc::clone(&self.state);
             let watch = Arc::clone(&activity);
@@ -239,6 +301,7 @@ impl SeekServer {
                 .header_read_timeout(self.opts.header_timeout)
                 .max_header_size(MAX_HEADER_BYTES)
                 .max_headers(MAX_HEADERS)
+                .max_buf_size(CONNECTION_BUFFER_BYTES)
                 .serve_connection(io, service);
             let conn = graceful.watch(conn);
             let idle = self.opts.idle_timeout;
@@ -251,11 +314,22 @@ impl SeekServer {
                             }
                         }
                     }
-                    _ = activity.stalled(idle) => {
-                        eprintln!("{remote}: connection closed: nothing moved for {} s", idle.as_secs_f64());
-                    }
+                    closed = activity.watch(idle, rate) => match closed {
+                        Closed::Idle => eprintln!(
+                            "{remote}: connection closed: nothing moved for {} s",
+                            idle.as_secs_f64()
+                        ),
+                        Closed::TooSlow { bytes, window } => eprintln!(
+                            "{remote}: connection closed: below the minimum rate ({bytes} bytes taken in {} s, {} B/s required)",
+                            window.as_secs_f64(),
+                            rate.bytes_per_sec
+                        ),
+                        Closed::Shed => eprintln!(
+                            "{remote}: connection closed: idle the longest at the connection cap ({max})"
+                        ),
+                    },
                 }
-                drop(permit);
+                drop(entry);
             });
         }
         drop(listener);
