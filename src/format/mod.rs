@@ -41,7 +41,8 @@ pub type ContainerId = [u8; CONTAINER_ID_LEN];
 
 /// Checks a block size against the format's limits.
 pub fn check_block_size(block_size: u32) -> Result<(), String> {
-    if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) || !block_size.is_multiple_of(MIN_BLOCK_SIZE) {
+    if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) || !block_size.is_multiple_of(MIN_BLOCK_SIZE)
+    {
         return Err(format!(
             "block size {block_size} bytes: must be a multiple of 4 KiB between 4 KiB and 64 MiB"
         ));
