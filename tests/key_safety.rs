@@ -540,3 +540,51 @@ fn unpack_to_stdout_stops_at_the_bad_block_with_only_authentic_bytes() {
     w.fails("unpack c.qltx out --key-file k.key -q", 3);
     assert!(!w.path("out").exists());
 }
+
+/// The mount's log, created under `umask 000`, is 0600: it names files and blocks of the vault.
+#[test]
+fn a_mount_log_made_under_umask_000_is_private() {
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("skipped: no /dev/fuse");
+        return;
+    }
+    let w = Work::new();
+    fs::create_dir(w.path("V")).unwrap();
+    fs::create_dir(w.path("mnt")).unwrap();
+    w.write("data", b"mounted data");
+    w.ok("keygen -o k.key");
+    w.ok("pack data V/f.qltx --key-file k.key -q");
+    let mnt = w.path("mnt").canonicalize().unwrap();
+    let mut cmd = w.std_cmd("mount V mnt --key-file k.key --daemon --log-file mount.log");
+    // SAFETY: umask(2) is async-signal-safe and touches only the child's own state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let err = stderr(&out);
+    let pid: i32 = err
+        .split("(pid ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in: {err}"));
+    struct Unmount(PathBuf, i32);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: plain syscalls on our own mount and child.
+            unsafe {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+                libc::kill(self.1, libc::SIGKILL);
+            }
+        }
+    }
+    let _unmount = Unmount(mnt.clone(), pid);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(fs::read(mnt.join("f")).unwrap(), b"mounted data");
+    assert_eq!(mode(&w.path("mount.log")), 0o600, "mount log");
+    w.ok(&format!("umount {}", mnt.display()));
+}
