@@ -36,7 +36,7 @@ pub mod writer;
 
 pub use compress::CompressMode;
 pub use crypto::Key;
-pub use error::{Error, Result};
+pub use error::{catch_panic, panic_message, Error, Result};
 pub use format::CipherId;
 pub use ops::{pack, pack_reader, reencrypt, unpack, unpack_container, AtomicOutput, UnpackOptions};
 pub use reader::{Container, ContainerInfo};
