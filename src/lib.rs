@@ -21,6 +21,7 @@ pub mod crypto;
 mod error;
 pub mod format;
 pub mod gateway;
+pub mod harden;
 pub mod keyring;
 pub mod mount;
 mod ops;
