@@ -33,6 +33,7 @@ pub mod serve;
 pub mod source;
 pub mod stream_reader;
 pub mod url_input;
+pub mod vault_rules;
 pub mod writer;
 
 pub use compress::CompressMode;
