@@ -20,6 +20,8 @@ pub mod compress;
 pub mod crypto;
 mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod harden;
 pub mod keyring;
