@@ -69,6 +69,7 @@ impl BlockCache {
             pool: rayon::ThreadPoolBuilder::new()
                 .num_threads(workers)
                 .thread_name(|i| format!("qeltrix-readahead-{i}"))
+                .panic_handler(crate::pipeline::pool_panic_handler)
                 .build()
                 .expect("starting readahead threads"),
         }
@@ -101,8 +102,11 @@ impl BlockCache {
     }
 
     /// The block for `key`: from the cache, from a load already in progress, or by running `load`
-    /// (once, however many threads ask at the same time). Failed loads are not cached.
+    /// (once, however many threads ask at the same time). Failed loads are not cached. A `load`
+    /// that panics fails this request with [`Error::Internal`] naming the block; threads waiting
+    /// for it are woken and load the block themselves, and later requests try again.
     pub fn get_or_load(&self, key: BlockKey, load: impl FnOnce() -> Result<Vec<u8>>) -> Result<Block> {
+        let load = || crate::catch_panic(Some(key.block), load);
         let slot = {
             let mut inner = self.lock();
             if let Some(block) = inner.blocks.get(&key) {
@@ -269,13 +273,30 @@ fn load_range(container: &Arc<Container>, cache: &Arc<BlockCache>, handle: u64, 
 
 fn open_claimed(container: &Container, claim: Claim, first: u64, stored: &[u8]) {
     let index = claim.key.block;
-    let result = match container.stored_range(first, index) {
-        Some(range) => container.open_stored(index, stored[range].to_vec(), false),
-        None => Err(Error::InvalidArgument(format!(
-            "block {index} is not in the range read"
-        ))),
-    };
+    let result = crate::catch_panic(Some(index), || {
+        injected_panic(claim.key);
+        match container.stored_range(first, index) {
+            Some(range) => container.open_stored(index, stored[range].to_vec(), false),
+            None => Err(Error::InvalidArgument(format!(
+                "block {index} is not in the range read"
+            ))),
+        }
+    });
     claim.complete(result);
+}
+
+/// Blocks whose decryption panics, for the tests of panic handling (the cache's own unit tests:
+/// nothing else can reach it). Handles are unique in the process, so tests cannot collide.
+#[cfg(test)]
+static PANIC_ON: Mutex<Vec<BlockKey>> = Mutex::new(Vec::new());
+
+/// Panics if a test asked decrypting `key` to panic; nothing outside the cache's unit tests.
+fn injected_panic(key: BlockKey) {
+    #[cfg(test)]
+    if PANIC_ON.lock().unwrap_or_else(|p| p.into_inner()).contains(&key) {
+        panic!("injected panic decrypting block {}", key.block);
+    }
+    let _ = key;
 }
 
 /// An open container reading through the shared cache.
@@ -320,8 +341,10 @@ impl CachedContainer {
             handle: self.handle,
             block: index,
         };
-        self.cache
-            .get_or_load(key, || self.container.read_block(index, false))
+        self.cache.get_or_load(key, || {
+            injected_panic(key);
+            self.container.read_block(index, false)
+        })
     }
 
     /// One decrypted block if it is already cached; never decrypts or waits.
@@ -493,6 +516,98 @@ mod tests {
         );
         assert_eq!(c.read_at(4 * 4096, &mut buf).unwrap(), 2 * 4096);
         assert_eq!(buf, plain[4 * 4096..]);
+    }
+
+    /// A panicking decryption fails the one block, on the calling thread and on the readahead
+    /// pool alike: before rayon had a panic handler, the pool job aborted the whole process, and a
+    /// loader panicking on the calling thread left the block "loading" forever, so the next
+    /// request for it waited forever.
+    #[test]
+    fn a_panicking_block_load_fails_that_block_and_the_next_request_succeeds() {
+        use crate::crypto::KeyFileKey;
+        use crate::writer::PackOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let plain: Vec<u8> = (0..6 * 4096u32).map(|i| (i * 13 % 251) as u8).collect();
+        let (input, path) = (dir.path().join("in"), dir.path().join("c.qltx"));
+        std::fs::write(&input, &plain).unwrap();
+        let key = crate::Key::KeyFile(KeyFileKey::from_bytes([4; 32]));
+        let opts = PackOptions {
+            block_size: 4096,
+            compress: crate::CompressMode::Never,
+            ..PackOptions::default()
+        };
+        crate::pack(&input, &path, std::slice::from_ref(&key), &opts, false).unwrap();
+        let cache = Arc::new(BlockCache::new(1 << 20, 2));
+        let c = CachedContainer::new(
+            Arc::new(Container::open(&path, &key).unwrap()),
+            Arc::clone(&cache),
+        );
+        let bad = BlockKey {
+            handle: c.handle(),
+            block: 3,
+        };
+        PANIC_ON.lock().unwrap().push(bad);
+
+        // Blocks 1..=5 are decrypted on the pool: block 3's job panics there.
+        c.load(0, 5);
+        for i in [0u64, 1, 2, 4, 5] {
+            let at = i as usize * 4096;
+            assert_eq!(*c.block(i).unwrap(), plain[at..at + 4096], "block {i}");
+        }
+        // On the calling thread (which waits for the pool's load of it if still running, then
+        // loads it itself): an error naming the block, not a panic.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.block(3)));
+        match caught.expect("the panic is caught inside the cache").unwrap_err() {
+            Error::Internal { block, what } => {
+                assert_eq!(block, Some(3));
+                assert!(what.contains("injected panic"), "{what}");
+            }
+            e => panic!("{e}"),
+        }
+        assert!(!cache.is_present(bad), "a panicked load leaves nothing loading");
+
+        // The next request for the same block succeeds.
+        PANIC_ON.lock().unwrap().retain(|k| *k != bad);
+        assert_eq!(*c.block(3).unwrap(), plain[3 * 4096..4 * 4096]);
+        let mut buf = vec![0u8; plain.len()];
+        assert_eq!(c.read_at(0, &mut buf).unwrap(), plain.len());
+        assert_eq!(buf, plain);
+    }
+
+    /// A thread waiting for a load that panics is woken, and the load is not left claimed.
+    #[test]
+    fn waiters_of_a_panicking_loader_are_woken() {
+        let cache = Arc::new(BlockCache::new(1 << 20, 1));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let loader = {
+            let cache = Arc::clone(&cache);
+            std::thread::spawn(move || {
+                cache.get_or_load(key(9), move || {
+                    started_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    panic!("loader bug");
+                })
+            })
+        };
+        started_rx.recv().unwrap();
+        assert!(cache.is_present(key(9)), "loading");
+        let waiter = {
+            let cache = Arc::clone(&cache);
+            std::thread::spawn(move || cache.get_or_load(key(9), || Ok(vec![9; 10])))
+        };
+        go_tx.send(()).unwrap();
+        let failed = loader.join().expect("the loader thread does not panic");
+        assert!(
+            matches!(failed, Err(Error::Internal { block: Some(9), .. })),
+            "{failed:?}"
+        );
+        // Whether the waiter queued before or after the panic, it gets the block.
+        assert_eq!(*waiter.join().unwrap().unwrap(), vec![9; 10]);
+        assert_eq!(
+            *cache.get_or_load(key(9), || Ok(vec![9; 10])).unwrap(),
+            vec![9; 10]
+        );
     }
 
     #[test]

@@ -44,6 +44,11 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// A bug: code that should never fail panicked while handling this block or request. The
+    /// panic was caught so that it fails this one request, not the process.
+    #[error("internal error: {what}{}", location(*block, None))]
+    Internal { what: String, block: Option<u64> },
+
     /// Context added to another error: the file it happened in.
     #[error("{}: {inner}", path.display())]
     InFile { path: PathBuf, inner: Box<Error> },
@@ -72,6 +77,15 @@ impl Error {
             what: what.into(),
             block: Some(block),
             offset: Some(offset),
+        }
+    }
+
+    /// The error for a caught panic (`payload` as given by `catch_unwind`) while working on
+    /// `block`, if the work was about one block.
+    pub fn panicked(block: Option<u64>, payload: &(dyn std::any::Any + Send)) -> Self {
+        Error::Internal {
+            what: format!("a worker panicked: {}", panic_message(payload)),
+            block,
         }
     }
 
@@ -114,6 +128,23 @@ impl Error {
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self.root(), Error::Io { cause, .. } if cause.kind() == io::ErrorKind::BrokenPipe)
     }
+}
+
+/// The message of a panic payload (`panic!` with a literal or a formatted string), or a
+/// placeholder for other payloads.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Runs `f`, turning a panic into [`Error::Internal`] for `block`: one bad block fails one
+/// request instead of unwinding through (or aborting) the thread that serves many.
+pub fn catch_panic<T>(block: Option<u64>, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|payload| Err(Error::panicked(block, payload.as_ref())))
 }
 
 impl From<Error> for io::Error {

@@ -110,6 +110,12 @@ fn decode(b: &[u8], passphrase: &Passphrase) -> Result<(VaultKey, [u8; 16])> {
     Ok((key, array(b, 16)))
 }
 
+/// [`decode`] for the fuzz targets (`src/fuzzing.rs`); returns the vault id. Not an API.
+#[doc(hidden)]
+pub fn decode_for_fuzzing(bytes: &[u8], passphrase: &Passphrase) -> Result<[u8; 16]> {
+    decode(bytes, passphrase).map(|(_, id)| id)
+}
+
 /// Creates the keyring of a new vault. Refuses if `vault` already has one.
 pub fn init(
     vault: &Path,

@@ -21,7 +21,10 @@ pub mod compress;
 pub mod crypto;
 mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
+pub mod harden;
 pub mod keyring;
 pub mod mount;
 mod ops;
@@ -33,11 +36,12 @@ pub mod serve;
 pub mod source;
 pub mod stream_reader;
 pub mod url_input;
+pub mod vault_rules;
 pub mod writer;
 
 pub use compress::CompressMode;
 pub use crypto::Key;
-pub use error::{Error, Result};
+pub use error::{catch_panic, panic_message, Error, Result};
 pub use format::CipherId;
 pub use ops::{pack, pack_reader, reencrypt, unpack, unpack_container, AtomicOutput, UnpackOptions};
 pub use reader::{Container, ContainerInfo};

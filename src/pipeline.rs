@@ -3,9 +3,40 @@
 //! bounded by workers × block size whatever the input length, and I/O on the calling thread
 //! overlaps with the crypto on the workers.
 
+use crate::Error;
 use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
+
+/// The `panic_handler` of every rayon pool the project builds. Without one, rayon aborts the
+/// whole process when a job panics; jobs catch their own panics and turn them into an error for
+/// their one request, so this is the last resort: say so and keep the pool (and the process) alive.
+pub fn pool_panic_handler(payload: Box<dyn std::any::Any + Send>) {
+    eprintln!(
+        "qeltrix: a worker job panicked (the pool goes on): {}",
+        crate::panic_message(payload.as_ref())
+    );
+}
+
+/// What a job of an [`OrderedPool`] or [`ordered_channel`] produces, and what stands in for it if
+/// the job panics: the panic fails that one job (for callers submitting one job per block,
+/// `job` is the block index), and the pool, its other jobs and the process go on.
+pub trait JobOutput: Send + 'static {
+    fn panicked(job: u64, payload: &(dyn std::any::Any + Send)) -> Self;
+}
+
+impl<T: Send + 'static> JobOutput for crate::Result<T> {
+    fn panicked(job: u64, payload: &(dyn std::any::Any + Send)) -> Self {
+        Err(Error::panicked(Some(job), payload))
+    }
+}
+
+/// Runs job number `seq`, turning a panic into its [`JobOutput::panicked`] value.
+fn run_job<T: JobOutput>(seq: u64, job: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(job)).unwrap_or_else(|payload| T::panicked(seq, payload.as_ref()))
+}
 
 /// A pool of worker threads that several [`OrderedPool`]s can share. Cloning shares it.
 #[derive(Clone)]
@@ -17,6 +48,7 @@ impl WorkerPool {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(workers)
             .thread_name(|i| format!("qeltrix-worker-{i}"))
+            .panic_handler(pool_panic_handler)
             .build()
             .map_err(std::io::Error::other)?;
         Ok(WorkerPool(Arc::new(pool)))
@@ -27,7 +59,7 @@ impl WorkerPool {
     }
 }
 
-pub struct OrderedPool<T: Send + 'static> {
+pub struct OrderedPool<T: JobOutput> {
     pool: WorkerPool,
     tx: Sender<(u64, T)>,
     rx: Receiver<(u64, T)>,
@@ -37,7 +69,7 @@ pub struct OrderedPool<T: Send + 'static> {
     max_in_flight: usize,
 }
 
-impl<T: Send + 'static> OrderedPool<T> {
+impl<T: JobOutput> OrderedPool<T> {
     /// A pool of `workers` threads (0: one per core), allowing two jobs per worker in flight.
     pub fn new(workers: usize) -> std::io::Result<Self> {
         Ok(Self::on(&WorkerPool::new(workers)?))
@@ -78,7 +110,7 @@ impl<T: Send + 'static> OrderedPool<T> {
         let tx = self.tx.clone();
         self.pool.0.spawn(move || {
             // The receiver lives as long as the pool's owner; if the owner is gone the result is unwanted.
-            let _ = tx.send((seq, job()));
+            let _ = tx.send((seq, run_job(seq, job)));
         });
     }
 
@@ -110,6 +142,7 @@ impl<T: Send + 'static> OrderedPool<T> {
 pub struct OrderedSender<T> {
     pool: WorkerPool,
     queue: SyncSender<Receiver<T>>,
+    next_seq: AtomicU64,
 }
 
 /// The result end of an [`ordered_channel`].
@@ -120,27 +153,29 @@ pub struct OrderedReceiver<T> {
 /// An ordered pipeline split across two threads: one submits jobs, the other takes their results
 /// in submission order, each as soon as it is ready. At most two jobs per worker wait between the
 /// two ends; `submit` blocks beyond that, which is how a slow consumer slows the producer.
-pub fn ordered_channel<T: Send + 'static>(pool: &WorkerPool) -> (OrderedSender<T>, OrderedReceiver<T>) {
+pub fn ordered_channel<T: JobOutput>(pool: &WorkerPool) -> (OrderedSender<T>, OrderedReceiver<T>) {
     let (queue_tx, queue_rx) = sync_channel(pool.workers() * 2);
     (
         OrderedSender {
             pool: pool.clone(),
             queue: queue_tx,
+            next_seq: AtomicU64::new(0),
         },
         OrderedReceiver { queue: queue_rx },
     )
 }
 
-impl<T: Send + 'static> OrderedSender<T> {
+impl<T: JobOutput> OrderedSender<T> {
     /// Queues a job. `false` when the receiver is gone (the consumer gave up): stop producing.
     pub fn submit(&self, job: impl FnOnce() -> T + Send + 'static) -> bool {
         let (tx, rx) = sync_channel(1);
         if self.queue.send(rx).is_err() {
             return false;
         }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         self.pool.0.spawn(move || {
             // The receiver may have given up meanwhile; then the result is unwanted.
-            let _ = tx.send(job());
+            let _ = tx.send(run_job(seq, job));
         });
         true
     }
@@ -151,5 +186,66 @@ impl<T> OrderedReceiver<T> {
     /// result has been taken.
     pub fn recv(&self) -> Option<T> {
         self.queue.recv().ok()?.recv().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Result;
+
+    fn job(i: u64) -> Result<u64> {
+        if i == 2 {
+            panic!("bad block {i}");
+        }
+        Ok(i * 10)
+    }
+
+    /// A panicking job used to abort the process (rayon's default with no panic handler), and
+    /// its result never came, so the consumer would have waited forever.
+    #[test]
+    fn a_panicking_job_fails_alone_in_an_ordered_pool() {
+        let mut pool = OrderedPool::new(2).unwrap();
+        let mut results = Vec::new();
+        for i in 0..5u64 {
+            while pool.is_full() {
+                results.push(pool.next_result().unwrap());
+            }
+            pool.submit(move || job(i));
+        }
+        while let Some(r) = pool.next_result() {
+            results.push(r);
+        }
+        check(results);
+    }
+
+    #[test]
+    fn a_panicking_job_fails_alone_in_an_ordered_channel() {
+        let (jobs, results) = ordered_channel(&WorkerPool::new(2).unwrap());
+        let producer = std::thread::spawn(move || {
+            for i in 0..5u64 {
+                assert!(jobs.submit(move || job(i)));
+            }
+        });
+        let mut got = Vec::new();
+        while let Some(r) = results.recv() {
+            got.push(r);
+        }
+        producer.join().unwrap();
+        check(got);
+    }
+
+    fn check(results: Vec<Result<u64>>) {
+        assert_eq!(results.len(), 5);
+        for (i, r) in results.into_iter().enumerate() {
+            match (i, r) {
+                (2, Err(crate::Error::Internal { block, what })) => {
+                    assert_eq!(block, Some(2));
+                    assert!(what.contains("bad block 2"), "{what}");
+                }
+                (i, Ok(v)) => assert_eq!(v, i as u64 * 10),
+                (i, r) => panic!("job {i}: {r:?}"),
+            }
+        }
     }
 }

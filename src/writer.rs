@@ -90,7 +90,8 @@ pub struct StreamPacker<W: Write> {
     keys: Arc<ContainerKeys>,
     policy: CompressPolicy,
     entropy: Arc<dyn Entropy>,
-    pool: OrderedPool<SealedBlock>,
+    /// Sealed blocks in order; an `Err` only if sealing one panicked (a bug).
+    pool: OrderedPool<Result<SealedBlock>>,
     block_size: usize,
     current: Vec<u8>,
     /// The last written block's payload buffer, kept for the next block's plaintext: allocating
@@ -248,7 +249,7 @@ impl<W: Write> StreamPacker<W> {
             self.seal_current()?;
         }
         while let Some(block) = self.pool.next_result() {
-            self.write_block(block)?;
+            self.write_block(block?)?;
         }
         self.out.flush().map_err(|e| Error::io("flushing the output", e))
     }
@@ -271,11 +272,11 @@ impl<W: Write> StreamPacker<W> {
         // Blocks leave as soon as they are sealed, not only when the pool is full: a socket
         // reader downstream sees them without waiting for later input.
         while let Some(block) = self.pool.try_next_result() {
-            self.write_block(block)?;
+            self.write_block(block?)?;
         }
         while self.pool.is_full() {
             let block = self.pool.next_result().expect("a full pool has results");
-            self.write_block(block)?;
+            self.write_block(block?)?;
         }
         let plain = std::mem::take(&mut self.current);
         self.submitted += plain.len() as u64;
@@ -287,7 +288,7 @@ impl<W: Write> StreamPacker<W> {
         );
         self.next_index += 1;
         self.pool
-            .submit(move || seal_block(&keys, index, plain, policy, entropy.as_ref()));
+            .submit(move || Ok(seal_block(&keys, index, plain, policy, entropy.as_ref())));
         Ok(())
     }
 

@@ -728,3 +728,46 @@ fn real_tools_read_the_mount_like_the_originals() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains(" passed, 0 failed"), "{text}");
 }
+
+/// The vault rule shared with `serve`: hidden entries are never shown, and no symlink is followed
+/// out of the vault (one to a container inside it is). Before the rule, the mount showed
+/// `.qeltrix/` and `.hidden`, and `outside` decrypted a container from outside the vault.
+#[test]
+fn hidden_entries_and_symlinks_out_of_the_vault_are_not_shown() {
+    let ws = Workspace::new();
+    let o = opts(CipherId::Aes256Gcm, 4, CompressMode::Never);
+    let inside = random_bytes(5000, 11);
+    ws.pack("real", &inside, &o);
+    ws.pack(".qeltrix/secret", &random_bytes(100, 12), &o);
+    ws.pack(".hidden", &random_bytes(100, 13), &o);
+    // A container outside the vault, and links to it and to one inside.
+    let outside = ws.path("outside.qltx");
+    let plain = ws.path("outside.plain");
+    fs::write(&plain, random_bytes(3000, 14)).unwrap();
+    qeltrix::pack(&plain, &outside, std::slice::from_ref(&ws.key), &o, true).unwrap();
+    std::os::unix::fs::symlink(&outside, ws.vault().join("outside.qltx")).unwrap();
+    std::os::unix::fs::symlink(ws.path("."), ws.vault().join("up.qltx")).unwrap();
+    std::os::unix::fs::symlink(ws.vault().join("real.qltx"), ws.vault().join("alias.qltx")).unwrap();
+    let Some(m) = ws.mount(&[]) else { return };
+
+    let mut top: Vec<String> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["alias", "real"], "{}", m.log_text());
+    for name in ["outside", ".qeltrix", ".qeltrix/secret", ".hidden", "up"] {
+        let err = fs::metadata(m.file(name)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{name}");
+    }
+    assert_eq!(fs::read(m.file("alias")).unwrap(), inside);
+    assert_eq!(fs::read(m.file("real")).unwrap(), inside);
+
+    // The mount is a long-running process holding the key: no core dumps.
+    let limits = fs::read_to_string(format!("/proc/{}/limits", m.pid())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+}

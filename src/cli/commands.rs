@@ -15,6 +15,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub fn run(command: Command) -> Result<()> {
+    if matches!(
+        command,
+        Command::Gateway(_) | Command::Sink(_) | Command::Serve(_) | Command::Mount(_)
+    ) {
+        // Long-running, holding keys and plaintext: no core dumps. Before any thread starts.
+        crate::harden::harden_long_running_process();
+    }
     match command {
         Command::Pack(a) => pack(a),
         Command::Unpack(a) => unpack(a),

@@ -71,6 +71,7 @@ pub fn mount(a: MountArgs) -> Result<()> {
     mount::check_mountpoint(&a.mountpoint)?;
     let vault = Vault::scan(&a.vault_dir)?;
     let key = a.keys.for_reading_at(Some(&a.vault_dir))?;
+    crate::harden::lock_key(&key);
     let opts = MountOptions {
         cache_bytes: a.cache_size.saturating_mul(1 << 20),
         readahead_blocks: a.readahead,

@@ -83,6 +83,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         );
     }
     let key = a.keys.for_reading_at(Some(&a.path))?;
+    crate::harden::lock_key(&key);
     limit_malloc_arenas();
     let server = SeekServer::bind(&a.path, addr, key, opts)?;
     let what = if server.is_vault() { "vault" } else { "container" };

@@ -73,6 +73,9 @@ impl Shared {
             workers: rayon::ThreadPoolBuilder::new()
                 .num_threads(workers)
                 .thread_name(|i| format!("qeltrix-read-{i}"))
+                // A job that panics drops its reply, which fuser answers with EIO: that one
+                // request fails, the mount goes on.
+                .panic_handler(crate::pipeline::pool_panic_handler)
                 .build()
                 .map_err(std::io::Error::other)?,
             files: Mutex::new(HashMap::new()),

@@ -21,10 +21,12 @@
 
 use crate::cache::CachedContainer;
 use crate::reader::ContainerInfo;
+use crate::vault_rules;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,8 +140,9 @@ impl Scanner {
         }
         let mut seen = HashMap::with_capacity(self.known.len());
         self.problems.clear();
-        let root = self.root.clone();
-        let mut dir = self.scan_dir(&root, &mut seen, true)?;
+        // Walked from its canonical path, so that the vault rule can tell inside from outside.
+        let root = std::fs::canonicalize(&self.root)?;
+        let mut dir = self.scan_dir(&root, &root, &mut seen, true)?;
         dir.times = Some(Times::of(&meta));
         self.known = seen;
         Ok(dir)
@@ -147,6 +150,7 @@ impl Scanner {
 
     fn scan_dir(
         &mut self,
+        root: &Path,
         path: &Path,
         seen: &mut HashMap<PathBuf, (Identity, Option<u64>)>,
         top: bool,
@@ -164,14 +168,20 @@ impl Scanner {
         let mut containers = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let child = entry.path();
+            // The vault rule, shared with `serve`: no hidden entries, no symlink out of the vault.
+            if vault_rules::is_hidden(name.as_bytes()) {
+                continue;
+            }
             let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            let Some(child) = vault_rules::entry_target(root, &entry.path(), file_type) else {
                 continue;
             };
             if file_type.is_dir() {
                 // Symlinked folders are not followed: a link loop must not hang the scan.
                 let Ok(meta) = entry.metadata() else { continue };
-                let mut sub = self.scan_dir(&child, seen, false)?;
+                let mut sub = self.scan_dir(root, &child, seen, false)?;
                 sub.times = Some(Times::of(&meta));
                 out.dirs.insert(name, sub);
             } else if let Some(shown) = shown_name(&name) {
@@ -186,7 +196,8 @@ impl Scanner {
                 ));
                 continue;
             }
-            // Follows a symlink to a container; skips anything that is not a regular file.
+            // Follows a symlink to a container inside the vault (`child` is then its target);
+            // skips anything that is not a regular file.
             let Ok(meta) = std::fs::metadata(&child) else {
                 continue;
             };

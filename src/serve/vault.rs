@@ -156,10 +156,10 @@ fn resolve_in_vault(root: &Path, raw_path: &str, segments: &[OsString], json: bo
     Target::NotFound
 }
 
-/// The canonical form of `candidate` if it exists and is inside `root` (itself canonical).
+/// The canonical form of `candidate` if it exists and is inside `root` (itself canonical): the
+/// vault rule shared with the mount ([`crate::vault_rules`]).
 fn inside(root: &Path, candidate: &Path) -> Option<PathBuf> {
-    let real = fs::canonicalize(candidate).ok()?;
-    real.starts_with(root).then_some(real)
+    crate::vault_rules::inside(root, candidate)
 }
 
 /// Splits `/a/b%20c/` into `["a", "b c", ""]`, refusing anything that could step outside the
@@ -175,7 +175,7 @@ fn decode_segments(raw_path: &str) -> Option<Vec<OsString>> {
         if bytes.is_empty() && !is_last {
             return None; // "//": an empty name in the middle
         }
-        if bytes.first() == Some(&b'.') || bytes.iter().any(|&b| matches!(b, b'/' | b'\\' | 0)) {
+        if crate::vault_rules::is_hidden(&bytes) || bytes.iter().any(|&b| matches!(b, b'/' | b'\\' | 0)) {
             return None; // ".", "..", hidden names, encoded separators
         }
         out.push(OsString::from_vec(bytes));
@@ -239,7 +239,7 @@ pub fn list(root: &Path, dir: &Path) -> std::io::Result<Vec<Entry>> {
         let item = item?;
         let os_name = item.file_name();
         let raw = os_name.as_bytes();
-        if raw.first() == Some(&b'.') || raw.contains(&b'\\') {
+        if crate::vault_rules::is_hidden(raw) || raw.contains(&b'\\') {
             continue;
         }
         let Some(real) = inside(root, &item.path()) else {
