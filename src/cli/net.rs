@@ -3,7 +3,10 @@
 
 use super::progress::size;
 use super::{KeyArgs, PackingArgs};
-use crate::gateway::{spawn_reporter, Direction, GatewayConfig, GatewayServer, SinkServer};
+use crate::gateway::{
+    spawn_reporter, Direction, GatewayConfig, GatewayServer, Limits, SinkConfig, SinkServer,
+    DEFAULT_MAX_CONNECTIONS,
+};
 use crate::Error;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -52,6 +55,48 @@ pub struct GatewayArgs {
     /// Print the counters as JSON lines on stdout instead of log lines on stderr.
     #[arg(long)]
     pub stats_json: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The bounds shared by the gateway and the sink (docs/GATEWAY.md, "Limits").
+#[derive(clap::Args, Debug)]
+pub struct LimitArgs {
+    /// Connections served at once; beyond it new ones are reset at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Close a connection that moves no byte for S seconds (0: never).
+    #[arg(long, value_name = "S", default_value_t = 300)]
+    pub idle_timeout: u64,
+    /// Seconds for the container header to arrive (sink).
+    #[arg(long, value_name = "S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Most MiB one connection may send; a larger stream is cut (0: no cap).
+    #[arg(long, value_name = "MIB", default_value_t = 65536)]
+    pub max_size: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Result<Limits> {
+        Ok(Limits {
+            max_connections: self.max_connections as usize,
+            idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            header_timeout: Duration::from_secs(self.header_timeout),
+            max_size: mib("--max-size", self.max_size)?,
+        })
+    }
+}
+
+/// MiB to bytes; 0 is `None` (no limit).
+fn mib(option: &str, n: u64) -> Result<Option<u64>> {
+    if n == 0 {
+        return Ok(None);
+    }
+    match n.checked_mul(1 << 20) {
+        Some(b) => Ok(Some(b)),
+        None => bail!(Error::InvalidArgument(format!("{option} {n} MiB is too large"))),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,12 +107,18 @@ pub struct SinkArgs {
     /// Folder for the received containers.
     #[arg(long, value_name = "DIR")]
     pub out_dir: PathBuf,
+    /// Most MiB the folder may hold: its files plus the streams in progress. A stream that
+    /// would pass it is cut and its part removed.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub quota: Option<u64>,
     /// Print counters every S seconds (0: never).
     #[arg(long, value_name = "S", default_value_t = 5)]
     pub stats_interval: u64,
     /// Print the counters as JSON lines on stdout instead of log lines on stderr.
     #[arg(long)]
     pub stats_json: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -124,6 +175,7 @@ pub fn gateway(a: GatewayArgs) -> Result<()> {
         direction,
         forward_to,
         workers: a.packing.workers,
+        limits: a.limits.limits()?,
     };
     let mode = match (&config.direction, &config.forward_to) {
         (Direction::Encrypt { .. }, None) => "encrypt, reflect".to_string(),
@@ -131,11 +183,13 @@ pub fn gateway(a: GatewayArgs) -> Result<()> {
         (Direction::Decrypt { .. }, None) => "decrypt, reflect".to_string(),
         (Direction::Decrypt { .. }, Some(to)) => format!("decrypt, forward to {to}"),
     };
+    let limits = config.limits.clone();
     let server = GatewayServer::bind(listen.as_str(), config).map_err(|e| with_addr(e, &listen))?;
+    let bound = server.local_addr()?;
     eprintln!(
-        "qeltrix gateway: listening on {} ({mode}; {} workers)",
-        server.local_addr()?,
-        server.workers()
+        "qeltrix gateway: listening on {bound} ({mode}; {} workers; {})",
+        server.workers(),
+        describe_limits(&limits)
     );
     report("gateway", server.stats(), a.stats_interval, a.stats_json)?;
     server.run()?;
@@ -165,12 +219,32 @@ fn with_addr(e: Error, addr: &str) -> Error {
     }
 }
 
+/// The limits in force, for the "listening" line.
+fn describe_limits(l: &Limits) -> String {
+    let opt = |v: Option<u64>, unit: &str| v.map_or("none".to_string(), |v| format!("{v} {unit}"));
+    format!(
+        "max {} connections, idle timeout {}, max size {}",
+        l.max_connections,
+        opt(l.idle_timeout.map(|d| d.as_secs()), "s"),
+        opt(l.max_size, "bytes")
+    )
+}
+
 pub fn sink(a: SinkArgs) -> Result<()> {
-    let server = SinkServer::bind(a.listen.as_str(), &a.out_dir).map_err(|e| with_addr(e, &a.listen))?;
+    let config = SinkConfig {
+        out_dir: a.out_dir.clone(),
+        limits: a.limits.limits()?,
+        quota: a.quota.map(|q| mib("--quota", q)).transpose()?.flatten(),
+    };
+    let limits = config.limits.clone();
+    let quota = config.quota;
+    let server = SinkServer::bind(a.listen.as_str(), config).map_err(|e| with_addr(e, &a.listen))?;
+    let bound = server.local_addr()?;
     eprintln!(
-        "qeltrix sink: listening on {}, saving to {}",
-        server.local_addr()?,
-        a.out_dir.display()
+        "qeltrix sink: listening on {bound}, saving to {} ({}, quota {})",
+        a.out_dir.display(),
+        describe_limits(&limits),
+        quota.map_or("none".to_string(), |q| format!("{q} bytes"))
     );
     report("sink", server.stats(), a.stats_interval, a.stats_json)?;
     server.run()?;
