@@ -717,3 +717,48 @@ fn a_sink_removes_stale_parts_at_start_and_saves_files_0600() {
     assert_eq!(saved.len(), 1);
     assert_eq!(mode_of(&saved[0]), 0o600);
 }
+
+#[test]
+fn tokens_wrong_or_missing_are_refused_and_the_right_one_accepted() {
+    let setup = Setup::new();
+    let out = out_dir(&setup);
+    let (gw_secret, sink_secret) = ("gw-Secret-4f1c", "sink-Secret-9a7e");
+    std::fs::write(setup.path("gw-token"), format!("{gw_secret}\n")).unwrap();
+    std::fs::write(setup.path("sink-token"), format!("{sink_secret}\n")).unwrap();
+    let sink_token = setup.path("sink-token");
+    let gw_token = setup.path("gw-token");
+    let mut sk = sink(&out, &["--token-file", sink_token.to_str().unwrap()]);
+    let mut gw = gateway(
+        &setup,
+        &[
+            "--to",
+            &sk.addr_string(),
+            "--token-file",
+            gw_token.to_str().unwrap(),
+            "--to-token-file",
+            sink_token.to_str().unwrap(),
+        ],
+    );
+    let data = Data::bytes(50, 300_000);
+    // Missing: the data's first bytes are taken as the token line.
+    assert!(send_and_close(gw.addr, b"", &data).is_err());
+    gw.wait_for_line(|l| l.contains("#1 refused"));
+    // Wrong.
+    assert!(send_and_close(gw.addr, b"gw-Secret-4f1d\n", &data).is_err());
+    let line = gw.wait_for_line(|l| l.contains("#2 refused"));
+    assert!(line.contains("wrong token"), "{line}");
+    assert!(files_ending(&out, ".qltx").is_empty());
+    // Right (a CR before the LF is allowed): the gateway presents the sink's token onwards.
+    send_and_close(gw.addr, format!("{gw_secret}\r\n").as_bytes(), &data).expect("clean end");
+    sk.wait_for_line(|l| l.contains("saved "));
+    let files = files_ending(&out, ".qltx");
+    assert_eq!(files.len(), 1);
+    assert_eq!(open_all(std::fs::read(&files[0]).unwrap(), 7), data);
+    // A sender without the sink's token is refused by the sink too.
+    let container = container_of(&data, 7, 65536);
+    assert!(send_and_close(sk.addr, b"", &container).is_err());
+    sk.wait_for_line(|l| l.contains("refused"));
+    for log in [gw.log(), sk.log()] {
+        assert!(!log.contains("Secret"), "a token leaked into the log:\n{log}");
+    }
+}

@@ -4,7 +4,7 @@
 use super::progress::size;
 use super::{KeyArgs, PackingArgs};
 use crate::gateway::{
-    spawn_reporter, Direction, GatewayConfig, GatewayServer, Limits, SinkConfig, SinkServer,
+    spawn_reporter, Direction, GatewayConfig, GatewayServer, Limits, SinkConfig, SinkServer, Token,
     DEFAULT_MAX_CONNECTIONS,
 };
 use crate::Error;
@@ -57,6 +57,10 @@ pub struct GatewayArgs {
     pub stats_json: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Send the token in the first line of FILE to the destination before the output (for a
+    /// sink or gateway with --token-file).
+    #[arg(long, value_name = "FILE")]
+    pub to_token_file: Option<PathBuf>,
 }
 
 /// The bounds shared by the gateway and the sink (docs/GATEWAY.md, "Limits").
@@ -69,12 +73,15 @@ pub struct LimitArgs {
     /// Close a connection that moves no byte for S seconds (0: never).
     #[arg(long, value_name = "S", default_value_t = 300)]
     pub idle_timeout: u64,
-    /// Seconds for the container header to arrive (sink).
+    /// Seconds for the token line (and, for the sink, the container header) to arrive.
     #[arg(long, value_name = "S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout: u64,
     /// Most MiB one connection may send; a larger stream is cut (0: no cap).
     #[arg(long, value_name = "MIB", default_value_t = 65536)]
     pub max_size: u64,
+    /// Require clients to send the token in the first line of FILE first (see docs/GATEWAY.md).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl LimitArgs {
@@ -84,6 +91,7 @@ impl LimitArgs {
             idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
             header_timeout: Duration::from_secs(self.header_timeout),
             max_size: mib("--max-size", self.max_size)?,
+            token: self.token_file.as_deref().map(Token::from_file).transpose()?,
         })
     }
 }
@@ -96,6 +104,15 @@ fn mib(option: &str, n: u64) -> Result<Option<u64>> {
     match n.checked_mul(1 << 20) {
         Some(b) => Ok(Some(b)),
         None => bail!(Error::InvalidArgument(format!("{option} {n} MiB is too large"))),
+    }
+}
+
+/// Warns when a server anyone on the network can reach accepts streams without a token.
+fn warn_if_open(name: &str, addr: std::net::SocketAddr, limits: &Limits) {
+    if !addr.ip().is_loopback() && limits.token.is_none() {
+        eprintln!(
+            "qeltrix {name}: warning: listening on {addr} without --token-file: anyone who can reach it can send streams"
+        );
     }
 }
 
@@ -171,9 +188,15 @@ pub fn gateway(a: GatewayArgs) -> Result<()> {
             flush_after: a.flush_after.map(Duration::from_millis),
         }
     };
+    if a.to_token_file.is_some() && forward_to.is_none() {
+        bail!(Error::InvalidArgument(
+            "--to-token-file needs a destination (--to, or --dest-host and --dest-port)".into()
+        ));
+    }
     let config = GatewayConfig {
         direction,
         forward_to,
+        forward_token: a.to_token_file.as_deref().map(Token::from_file).transpose()?,
         workers: a.packing.workers,
         limits: a.limits.limits()?,
     };
@@ -191,6 +214,7 @@ pub fn gateway(a: GatewayArgs) -> Result<()> {
         server.workers(),
         describe_limits(&limits)
     );
+    warn_if_open("gateway", bound, &limits);
     report("gateway", server.stats(), a.stats_interval, a.stats_json)?;
     server.run()?;
     Ok(())
@@ -219,14 +243,15 @@ fn with_addr(e: Error, addr: &str) -> Error {
     }
 }
 
-/// The limits in force, for the "listening" line.
+/// The limits in force, for the "listening" line (never the token itself).
 fn describe_limits(l: &Limits) -> String {
     let opt = |v: Option<u64>, unit: &str| v.map_or("none".to_string(), |v| format!("{v} {unit}"));
     format!(
-        "max {} connections, idle timeout {}, max size {}",
+        "max {} connections, idle timeout {}, max size {}, token {}",
         l.max_connections,
         opt(l.idle_timeout.map(|d| d.as_secs()), "s"),
-        opt(l.max_size, "bytes")
+        opt(l.max_size, "bytes"),
+        if l.token.is_some() { "required" } else { "none" }
     )
 }
 
@@ -246,6 +271,7 @@ pub fn sink(a: SinkArgs) -> Result<()> {
         describe_limits(&limits),
         quota.map_or("none".to_string(), |q| format!("{q} bytes"))
     );
+    warn_if_open("sink", bound, &limits);
     report("sink", server.stats(), a.stats_interval, a.stats_json)?;
     server.run()?;
     Ok(())

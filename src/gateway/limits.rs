@@ -1,13 +1,24 @@
 //! What bounds a server's connections (gateway and sink alike): how many at once, how long one
-//! may stay silent, how long its opening (the sink's container header) may take, and how many
-//! bytes one may send.
+//! may stay silent, how long its opening (token line, container header) may take, how many bytes
+//! one may send, and who may connect at all (the token).
+//!
+//! The token wire format (docs/GATEWAY.md): before its stream a client sends one line, the
+//! token's bytes followed by LF (0x0A), at most [`MAX_TOKEN_LINE`] bytes with the LF. ASCII
+//! whitespace around the token (a CR before the LF) is ignored. The server answers nothing: a
+//! wrong or missing token resets the connection; the right one lets the stream begin with the
+//! next byte. Both tokens are hashed with SHA-256 and the digests compared in constant time
+//! (`subtle`), so the time taken tells neither where a guess went wrong nor the token's length.
 
 use crate::{Error, Result};
+use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 /// Default for `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
@@ -17,6 +28,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for `--max-size`: 64 GiB.
 pub const DEFAULT_MAX_SIZE: u64 = 64 << 30;
+/// The longest token line a server reads, LF included.
+pub const MAX_TOKEN_LINE: usize = 1024;
 /// Descriptors kept free for everything but connections (listener, stdio, pipes).
 const FD_RESERVE: u64 = 32;
 
@@ -27,10 +40,12 @@ pub struct Limits {
     pub max_connections: usize,
     /// A connection that moves no byte for this long is closed (`None`: never).
     pub idle_timeout: Option<Duration>,
-    /// The sink's container header must arrive within this long.
+    /// The token line (and, for the sink, the container header) must arrive within this long.
     pub header_timeout: Duration,
     /// Bytes one connection may send (`None`: no cap).
     pub max_size: Option<u64>,
+    /// Clients must first send this token.
+    pub token: Option<Token>,
 }
 
 impl Default for Limits {
@@ -40,6 +55,7 @@ impl Default for Limits {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             max_size: Some(DEFAULT_MAX_SIZE),
+            token: None,
         }
     }
 }
@@ -56,6 +72,109 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+/// A shared secret: read from the first line of a file, never printed (`Debug` is redacted).
+/// It both checks a client's token line and is presented to a destination.
+#[derive(Clone)]
+pub struct Token {
+    secret: Zeroizing<Vec<u8>>,
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token([redacted])")
+    }
+}
+
+impl Token {
+    /// A token from its text; surrounding whitespace is not part of it.
+    pub fn new(text: &str) -> Result<Self> {
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(Error::InvalidArgument("the token is empty".into()));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::InvalidArgument(
+                "the token must be printable ASCII without spaces".into(),
+            ));
+        }
+        if token.len() >= MAX_TOKEN_LINE - 1 {
+            return Err(Error::InvalidArgument(format!(
+                "the token is longer than {} bytes",
+                MAX_TOKEN_LINE - 2
+            )));
+        }
+        Ok(Token {
+            secret: Zeroizing::new(token.as_bytes().to_vec()),
+            digest: Sha256::digest(token.as_bytes()).into(),
+        })
+    }
+
+    /// The token in the first line of a file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::io("reading the token file", e).in_file(path))?,
+        );
+        Token::new(text.lines().next().unwrap_or("")).map_err(|e| e.in_file(path))
+    }
+
+    /// True if `line` (without its LF) holds this token, whitespace around it ignored.
+    fn accepts(&self, line: &[u8]) -> bool {
+        let given: [u8; 32] = Sha256::digest(line.trim_ascii()).into();
+        bool::from(given.ct_eq(&self.digest))
+    }
+
+    /// Sends the token line to a server.
+    pub(crate) fn present(&self, out: &mut impl Write) -> io::Result<()> {
+        let mut line = Zeroizing::new(Vec::with_capacity(self.secret.len() + 1));
+        line.extend_from_slice(&self.secret);
+        line.push(b'\n');
+        out.write_all(&line)
+    }
+}
+
+/// Reads a client's token line before `deadline` and checks it. The error says why it was
+/// refused without repeating what the client sent.
+pub(crate) fn check_token(
+    token: &Token,
+    conn: &TcpStream,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<()> {
+    let mut line = Zeroizing::new(Vec::with_capacity(64));
+    let mut input = DeadlineReader::new(conn, deadline, timeout, "the token line");
+    let mut byte = [0u8; 1];
+    // One byte at a time: nothing after the LF may be consumed, it is the stream.
+    loop {
+        match input.read(&mut byte) {
+            Ok(0) => return Err(refused("the connection ended before a token line")),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if line.len() + 1 >= MAX_TOKEN_LINE => {
+                return Err(refused(format!(
+                    "no token line in the first {MAX_TOKEN_LINE} bytes"
+                )))
+            }
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("refused: reading the token line", e)),
+        }
+    }
+    if token.accepts(&line) {
+        Ok(())
+    } else {
+        Err(refused("wrong token"))
+    }
+}
+
+/// A connection refused before its stream: `refused: WHY` (never what the client sent).
+fn refused(why: impl Into<String>) -> Error {
+    Error::io(
+        "refused",
+        io::Error::new(io::ErrorKind::PermissionDenied, why.into()),
+    )
 }
 
 /// A stream cut for its size: `cut: WHY`.
@@ -240,4 +359,22 @@ pub(crate) fn reserve_descriptors(max_connections: usize, per_connection: u64) -
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_token_passes() {
+        let t = Token::new("s3cret-token\n").unwrap();
+        assert!(t.accepts(b"s3cret-token"));
+        assert!(t.accepts(b"s3cret-token\r"));
+        assert!(!t.accepts(b"s3cret-toke"));
+        assert!(!t.accepts(b"s3cret-token2"));
+        assert!(!t.accepts(b""));
+        assert_eq!(format!("{t:?}"), "Token([redacted])");
+        assert!(Token::new("  \n").is_err());
+        assert!(Token::new("two words").is_err());
+    }
 }

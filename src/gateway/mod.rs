@@ -2,7 +2,7 @@
 //! container in and its verified plaintext out). Each connection gets its own thread and its own
 //! container (own id and keys); the block crypto of all of them runs on one shared worker pool.
 //! [`Limits`] bound the connections: at most `max_connections` at once (more are reset as soon as
-//! they are accepted), an idle timeout, and a size cap per stream.
+//! they are accepted), an idle timeout, a size cap per stream and an optional token.
 //!
 //! Where the output goes:
 //! - **reflect** (no destination): back to the client, on the same connection. The client ends
@@ -31,6 +31,7 @@
 //! let config = GatewayConfig {
 //!     direction: Direction::Encrypt { keys: vec![key], pack: PackOptions::default(), flush_after: None },
 //!     forward_to: Some("127.0.0.1:9000".into()),
+//!     forward_token: None,
 //!     workers: 0,
 //!     limits: Limits::default(),
 //! };
@@ -43,7 +44,8 @@ mod sink;
 mod stats;
 
 pub use limits::{
-    Limits, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_SIZE,
+    Limits, Token, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_SIZE,
+    MAX_TOKEN_LINE,
 };
 pub use sink::{SinkConfig, SinkServer, PART_SUFFIX};
 pub use stats::{spawn_reporter, Stats, StatsSnapshot};
@@ -52,7 +54,7 @@ use crate::pipeline::{ordered_channel, WorkerPool};
 use crate::stream_reader::StreamReader;
 use crate::writer::{PackOptions, StreamPacker};
 use crate::{Error, Key, Result};
-use limits::{is_timeout, Activity, IdleReader, StallWriter};
+use limits::{check_token, is_timeout, Activity, IdleReader, StallWriter};
 use stats::{Meter, MeteredReader, MeteredWriter};
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -96,9 +98,11 @@ pub struct GatewayConfig {
     pub direction: Direction,
     /// `HOST:PORT` to forward the output to; `None` reflects it back to the client.
     pub forward_to: Option<String>,
+    /// Token line sent to the destination before the output (`--to-token-file`).
+    pub forward_token: Option<Token>,
     /// Worker threads shared by all connections (0: one per core).
     pub workers: usize,
-    /// Connection cap, timeouts and size cap.
+    /// Connection cap, timeouts, size cap and the clients' token.
     pub limits: Limits,
 }
 
@@ -272,6 +276,14 @@ fn serve(shared: &Arc<Shared>, client: TcpStream, id: u64, peer: SocketAddr) {
     let (mode, target) = describe(&shared.config);
     eprintln!("qeltrix gateway: #{id} {peer} connected ({mode}, {target})");
     let limits = &shared.config.limits;
+    if let Some(token) = &limits.token {
+        let deadline = started + limits.header_timeout;
+        if let Err(e) = check_token(token, &client, deadline, limits.header_timeout) {
+            reset(&client);
+            eprintln!("qeltrix gateway: #{id} {e}");
+            return;
+        }
+    }
     // Reads wake up at least every idle timeout to check the connection's silence; a peer
     // that reads nothing for that long fails the write that waits for it.
     if let Err(e) = client
@@ -364,13 +376,21 @@ impl Output {
                 ended,
             });
         };
-        let stream = connect(to)?;
+        let mut stream = connect(to)?;
         let _ = stream.set_nodelay(true);
         let idle = conn.idle();
         stream
             .set_read_timeout(idle)
             .and_then(|()| stream.set_write_timeout(idle))
             .map_err(|e| Error::io("setting the destination socket's timeouts", e))?;
+        if let Some(token) = &config.forward_token {
+            token
+                .present(&mut StallWriter {
+                    inner: &mut stream,
+                    idle,
+                })
+                .map_err(|e| Error::io(format!("sending the token to the destination {to}"), e))?;
+        }
         let (replies, back) = (
             stream.try_clone().map_err(clone_err)?,
             client.try_clone().map_err(clone_err)?,

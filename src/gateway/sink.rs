@@ -8,13 +8,13 @@
 //! arrived whole. A connection that ends before a whole header arrived, or that does not start
 //! like a container, saves nothing. Files are created 0600.
 //!
-//! Bounds: the [`Limits`] (connections, idle and header timeouts, `max_size` per stream)
+//! Bounds: the [`Limits`] (connections, idle and header timeouts, `max_size` per stream, token)
 //! and an optional quota on the folder: the bytes of its files plus the streams in progress. A
 //! stream that would pass `max_size` or the quota is cut, its `.part` removed and its sender
 //! reset. At start the sink removes the `*.qltx.part` files an earlier run left behind: one sink
 //! per folder.
 
-use super::limits::{self, is_timeout, DeadlineReader, Limits};
+use super::limits::{self, check_token, is_timeout, DeadlineReader, Limits};
 use super::set_reset_on_close;
 use super::stats::{Meter, MeteredReader, Stats};
 use crate::format::{Header, HEADER_LEN};
@@ -43,7 +43,7 @@ const FDS_PER_CONNECTION: u64 = 2;
 pub struct SinkConfig {
     /// The existing folder the containers are saved in.
     pub out_dir: PathBuf,
-    /// Connection cap, timeouts and size cap per stream.
+    /// Connection cap, timeouts, size cap per stream and the senders' token.
     pub limits: Limits,
     /// Most bytes the folder may hold: its files plus the streams in progress (`None`: no quota).
     pub quota: Option<u64>,
@@ -149,6 +149,9 @@ fn receive(shared: &Shared, conn: TcpStream, id: u64, peer: SocketAddr) {
 fn save(shared: &Shared, conn: &TcpStream, meter: &Meter) -> Result<String> {
     let (limits, dir) = (&shared.config.limits, shared.config.out_dir.as_path());
     let deadline = Instant::now() + limits.header_timeout;
+    if let Some(token) = &limits.token {
+        check_token(token, conn, deadline, limits.header_timeout)?;
+    }
     let mut header = vec![0u8; HEADER_LEN];
     let mut opening = MeteredReader(
         DeadlineReader::new(conn, deadline, limits.header_timeout, "the container header"),
