@@ -12,6 +12,7 @@ use std::net::{Shutdown, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Instant;
 
 /// Decrypts a whole container held in memory, checking its index and every block.
 fn open_all(container: Vec<u8>, key_fill: u8) -> Vec<u8> {
@@ -497,4 +498,267 @@ fn stats_are_printed_as_json_lines() {
     assert_eq!(v["bytes_in"], 5000);
     assert_eq!(v["blocks"], 1);
     assert!(v["bytes_out"].as_u64().unwrap() > 5000);
+}
+
+/// Polls until a client is served a whole round trip again (a connection's place is freed just
+/// after its last log line, so one attempt may still be refused), and checks what came back.
+fn served_again(addr: std::net::SocketAddr, seed: u64) {
+    let data = Arc::new(Data::bytes(seed, 50_000));
+    let mut back = None;
+    wait_until("a client to be served again", || {
+        let (got, ended) = try_round_trip(addr, Arc::clone(&data));
+        // A refused attempt ends with a reset, or (when the sending side met the reset first)
+        // with nothing at all; a served one always gets a container.
+        back = (ended.is_ok() && !got.is_empty()).then_some(got);
+        back.is_some()
+    });
+    assert_eq!(open_all(back.unwrap(), 7), *data);
+}
+
+fn sink(out: &std::path::Path, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "sink",
+        "--listen",
+        "127.0.0.1:0",
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--stats-interval",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn out_dir(setup: &Setup) -> std::path::PathBuf {
+    let out = setup.path("out");
+    std::fs::create_dir(&out).unwrap();
+    out
+}
+
+#[test]
+fn connections_beyond_max_connections_are_refused_at_once_and_logged_once_per_burst() {
+    let setup = Setup::new();
+    let mut gw = gateway(&setup, &["--max-connections", "3"]);
+    let idle: Vec<_> = (0..3).map(|_| connect(gw.addr)).collect();
+    gw.wait_for_line(|l| l.contains("#3 ") && l.contains("connected"));
+    // Beyond the cap: each one is closed promptly instead of waiting (the read is the proof;
+    // a served idle connection would block until the deadline).
+    let until = Instant::now() + DEADLINE;
+    for _ in 0..5 {
+        let extra = connect(gw.addr);
+        assert!(closed_by_server(&extra, until));
+    }
+    assert_eq!(gw.log().matches("refusing new ones").count(), 1, "{}", gw.log());
+    // One place frees: a legitimate client is served again, and the burst is summed up.
+    close_with_reset(idle.into_iter().next().unwrap());
+    gw.wait_for_line(|l| l.contains("#1 input failed"));
+    served_again(gw.addr, 40);
+    let line = gw.wait_for_line(|l| l.contains("accepting again;"));
+    assert!(line.contains("connections were refused at the limit"), "{line}");
+}
+
+#[test]
+fn with_few_file_descriptors_new_clients_are_refused_not_left_hanging() {
+    let setup = Setup::new();
+    let key = setup.path("key");
+    let key = key.to_str().unwrap();
+    let base = [
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--key-file",
+        key,
+        "--workers",
+        "1",
+        "--stats-interval",
+        "0",
+    ];
+    // A cap the descriptor limit cannot carry is refused at start, naming both numbers.
+    let mut too_many = base.to_vec();
+    too_many.extend_from_slice(&["--max-connections", "100"]);
+    let out = command_with_nofile(&too_many, 64).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--max-connections 100") && err.contains("limit is 64"),
+        "{err}"
+    );
+
+    let mut args = base.to_vec();
+    args.extend_from_slice(&["--max-connections", "4"]);
+    let gw = Server::start_with_nofile(&args, 64);
+    // Far more idle clients than descriptors: every one beyond the cap is closed at once.
+    // Connecting has a deadline too: a server out of descriptors leaves clients in its backlog.
+    let until = Instant::now() + DEADLINE;
+    let idle: Vec<_> = (0..40)
+        .map(|_| {
+            let left = until.saturating_duration_since(Instant::now());
+            std::net::TcpStream::connect_timeout(&gw.addr, left).expect("connecting before the deadline")
+        })
+        .collect();
+    let refused = idle.iter().skip(4).filter(|s| closed_by_server(s, until)).count();
+    assert_eq!(refused, 36);
+    drop(idle);
+    // Dropped while the gateway reflects to them: each ends as closed or as an output failure.
+    wait_until("the idle connections to end", || {
+        gw.log()
+            .lines()
+            .filter(|l| l.contains(" closed: ") || l.contains(" failed"))
+            .count()
+            == 4
+    });
+    served_again(gw.addr, 41);
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let setup = Setup::new();
+    let mut gw = gateway(&setup, &["--idle-timeout", "1"]);
+    let sock = connect(gw.addr);
+    // Nothing sent: the gateway ends the connection (the reflected header, then end of stream).
+    let mut back = Vec::new();
+    (&sock).read_to_end(&mut back).expect("an orderly close");
+    let line = gw.wait_for_line(|l| l.contains("#1 input failed"));
+    assert!(line.contains("sent nothing for 1 s (--idle-timeout)"), "{line}");
+    // A client that keeps talking is not idle, however long it takes.
+    let data = Arc::new(Data::bytes(42, 10_000));
+    assert_eq!(open_all(round_trip(gw.addr, Arc::clone(&data)), 7), *data);
+}
+
+#[test]
+fn a_sink_closes_silent_connections_by_the_header_and_idle_timeouts() {
+    let setup = Setup::new();
+    let out = out_dir(&setup);
+    let mut sk = sink(&out, &["--header-timeout", "1", "--idle-timeout", "1"]);
+    // No header: closed, nothing saved.
+    let silent = connect(sk.addr);
+    assert!(closed_by_server(&silent, Instant::now() + DEADLINE));
+    let line = sk.wait_for_line(|l| l.contains("#1 failed"));
+    assert!(line.contains("within 1 s (--header-timeout)"), "{line}");
+    // A header, then silence: cut, kept as a part for repair.
+    let container = container_of(&Data::bytes(43, 200_000), 7, 65536);
+    let stalled = connect(sk.addr);
+    (&stalled).write_all(&container[..100_000]).unwrap();
+    assert!(closed_by_server(&stalled, Instant::now() + DEADLINE));
+    let line = sk.wait_for_line(|l| l.contains("#2 incomplete container kept"));
+    assert!(line.contains("sent nothing for 1 s (--idle-timeout)"), "{line}");
+    assert_eq!(files_ending(&out, ".qltx.part").len(), 1);
+}
+
+#[test]
+fn a_stream_over_max_size_is_cut_and_its_part_removed() {
+    let setup = Setup::new();
+    let out = out_dir(&setup);
+    let mut sk = sink(&out, &["--max-size", "1"]);
+    let small = container_of(&Data::bytes(44, 100_000), 7, 65536);
+    send_and_close(sk.addr, b"", &small).expect("saved, closed in order");
+    sk.wait_for_line(|l| l.contains("#1 saved"));
+    let big = container_of(&Data::bytes(45, 3 << 20), 7, 65536);
+    assert!(
+        send_and_close(sk.addr, b"", &big).is_err(),
+        "the sender must see a reset"
+    );
+    let line = sk.wait_for_line(|l| l.contains("#2 failed"));
+    assert!(line.contains("larger than 1048576 bytes (--max-size)"), "{line}");
+    assert!(files_ending(&out, ".part").is_empty(), "the part is removed");
+    assert_eq!(files_ending(&out, ".qltx").len(), 1);
+
+    // The gateway counts its client's bytes the same way.
+    let mut gw = gateway(&setup, &["--max-size", "1"]);
+    let sent = send_and_close(gw.addr, b"", &Data::bytes(46, 2 << 20));
+    assert!(sent.is_err(), "the client must see a reset");
+    let line = gw.wait_for_line(|l| l.contains("#1 input failed"));
+    assert!(line.contains("more than 1048576 bytes (--max-size)"), "{line}");
+}
+
+#[test]
+fn the_sink_quota_counts_files_and_parts_and_cuts_what_would_pass_it() {
+    let setup = Setup::new();
+    let out = out_dir(&setup);
+    let other = out.join("earlier.bin");
+    std::fs::write(&other, vec![0u8; 1 << 20]).unwrap();
+    let mut sk = sink(&out, &["--quota", "3"]);
+    // 1 MiB of other files + 1.5 MiB: within 3 MiB.
+    let first = container_of(&Data::bytes(47, 3 << 19), 7, 65536);
+    send_and_close(sk.addr, b"", &first).expect("saved");
+    sk.wait_for_line(|l| l.contains("#1 saved"));
+    // Another MiB would pass the quota: cut, part removed, sender reset.
+    let second = container_of(&Data::bytes(48, 1 << 20), 7, 65536);
+    assert!(send_and_close(sk.addr, b"", &second).is_err());
+    let line = sk.wait_for_line(|l| l.contains("#2 failed"));
+    assert!(line.contains("quota of 3145728 bytes (--quota)"), "{line}");
+    assert!(files_ending(&out, ".part").is_empty());
+    // Space freed by someone else is found again.
+    std::fs::remove_file(&other).unwrap();
+    send_and_close(sk.addr, b"", &second).expect("saved");
+    sk.wait_for_line(|l| l.contains("#3 saved"));
+    assert_eq!(files_ending(&out, ".qltx").len(), 2);
+}
+
+#[test]
+fn a_sink_removes_stale_parts_at_start_and_saves_files_0600() {
+    let setup = Setup::new();
+    let out = out_dir(&setup);
+    for name in ["a.qltx.part", "b.qltx.part"] {
+        std::fs::write(out.join(name), b"left by a crash").unwrap();
+    }
+    std::fs::write(out.join("notes.part"), b"not ours").unwrap();
+    let mut sk = sink(&out, &[]);
+    sk.wait_for_line(|l| l.contains("removed 2 stale"));
+    assert!(files_ending(&out, ".qltx.part").is_empty());
+    assert!(
+        out.join("notes.part").exists(),
+        "only *.qltx.part files are the sink's"
+    );
+    let container = container_of(&Data::bytes(49, 10_000), 7, 65536);
+    send_and_close(sk.addr, b"", &container).expect("saved");
+    sk.wait_for_line(|l| l.contains("#1 saved"));
+    let saved = files_ending(&out, ".qltx");
+    assert_eq!(saved.len(), 1);
+    assert_eq!(mode_of(&saved[0]), 0o600);
+}
+
+#[test]
+fn tokens_wrong_or_missing_are_refused_and_the_right_one_accepted() {
+    let setup = Setup::new();
+    let out = out_dir(&setup);
+    let (gw_secret, sink_secret) = ("gw-Secret-4f1c", "sink-Secret-9a7e");
+    std::fs::write(setup.path("gw-token"), format!("{gw_secret}\n")).unwrap();
+    std::fs::write(setup.path("sink-token"), format!("{sink_secret}\n")).unwrap();
+    let sink_token = setup.path("sink-token");
+    let gw_token = setup.path("gw-token");
+    let mut sk = sink(&out, &["--token-file", sink_token.to_str().unwrap()]);
+    let mut gw = gateway(
+        &setup,
+        &[
+            "--to",
+            &sk.addr_string(),
+            "--token-file",
+            gw_token.to_str().unwrap(),
+            "--to-token-file",
+            sink_token.to_str().unwrap(),
+        ],
+    );
+    let data = Data::bytes(50, 300_000);
+    // Missing: the data's first bytes are taken as the token line.
+    assert!(send_and_close(gw.addr, b"", &data).is_err());
+    gw.wait_for_line(|l| l.contains("#1 refused"));
+    // Wrong.
+    assert!(send_and_close(gw.addr, b"gw-Secret-4f1d\n", &data).is_err());
+    let line = gw.wait_for_line(|l| l.contains("#2 refused"));
+    assert!(line.contains("wrong token"), "{line}");
+    assert!(files_ending(&out, ".qltx").is_empty());
+    // Right (a CR before the LF is allowed): the gateway presents the sink's token onwards.
+    send_and_close(gw.addr, format!("{gw_secret}\r\n").as_bytes(), &data).expect("clean end");
+    sk.wait_for_line(|l| l.contains("saved "));
+    let files = files_ending(&out, ".qltx");
+    assert_eq!(files.len(), 1);
+    assert_eq!(open_all(std::fs::read(&files[0]).unwrap(), 7), data);
+    // A sender without the sink's token is refused by the sink too.
+    let container = container_of(&data, 7, 65536);
+    assert!(send_and_close(sk.addr, b"", &container).is_err());
+    sk.wait_for_line(|l| l.contains("refused"));
+    for log in [gw.log(), sk.log()] {
+        assert!(!log.contains("Secret"), "a token leaked into the log:\n{log}");
+    }
 }

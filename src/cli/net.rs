@@ -3,7 +3,10 @@
 
 use super::progress::size;
 use super::{KeyArgs, PackingArgs};
-use crate::gateway::{spawn_reporter, Direction, GatewayConfig, GatewayServer, SinkServer};
+use crate::gateway::{
+    spawn_reporter, Direction, GatewayConfig, GatewayServer, Limits, SinkConfig, SinkServer, Token,
+    DEFAULT_MAX_CONNECTIONS,
+};
 use crate::Error;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -52,6 +55,65 @@ pub struct GatewayArgs {
     /// Print the counters as JSON lines on stdout instead of log lines on stderr.
     #[arg(long)]
     pub stats_json: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Send the token in the first line of FILE to the destination before the output (for a
+    /// sink or gateway with --token-file).
+    #[arg(long, value_name = "FILE")]
+    pub to_token_file: Option<PathBuf>,
+}
+
+/// The bounds shared by the gateway and the sink (docs/GATEWAY.md, "Limits").
+#[derive(clap::Args, Debug)]
+pub struct LimitArgs {
+    /// Connections served at once; beyond it new ones are reset at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Close a connection that moves no byte for S seconds (0: never).
+    #[arg(long, value_name = "S", default_value_t = 300)]
+    pub idle_timeout: u64,
+    /// Seconds for the token line (and, for the sink, the container header) to arrive.
+    #[arg(long, value_name = "S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Most MiB one connection may send; a larger stream is cut (0: no cap).
+    #[arg(long, value_name = "MIB", default_value_t = 65536)]
+    pub max_size: u64,
+    /// Require clients to send the token in the first line of FILE first (see docs/GATEWAY.md).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Result<Limits> {
+        Ok(Limits {
+            max_connections: self.max_connections as usize,
+            idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            header_timeout: Duration::from_secs(self.header_timeout),
+            max_size: mib("--max-size", self.max_size)?,
+            token: self.token_file.as_deref().map(Token::from_file).transpose()?,
+        })
+    }
+}
+
+/// MiB to bytes; 0 is `None` (no limit).
+fn mib(option: &str, n: u64) -> Result<Option<u64>> {
+    if n == 0 {
+        return Ok(None);
+    }
+    match n.checked_mul(1 << 20) {
+        Some(b) => Ok(Some(b)),
+        None => bail!(Error::InvalidArgument(format!("{option} {n} MiB is too large"))),
+    }
+}
+
+/// Warns when a server anyone on the network can reach accepts streams without a token.
+fn warn_if_open(name: &str, addr: std::net::SocketAddr, limits: &Limits) {
+    if !addr.ip().is_loopback() && limits.token.is_none() {
+        eprintln!(
+            "qeltrix {name}: warning: listening on {addr} without --token-file: anyone who can reach it can send streams"
+        );
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,12 +124,18 @@ pub struct SinkArgs {
     /// Folder for the received containers.
     #[arg(long, value_name = "DIR")]
     pub out_dir: PathBuf,
+    /// Most MiB the folder may hold: its files plus the streams in progress. A stream that
+    /// would pass it is cut and its part removed.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub quota: Option<u64>,
     /// Print counters every S seconds (0: never).
     #[arg(long, value_name = "S", default_value_t = 5)]
     pub stats_interval: u64,
     /// Print the counters as JSON lines on stdout instead of log lines on stderr.
     #[arg(long)]
     pub stats_json: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -122,10 +190,17 @@ pub fn gateway(a: GatewayArgs) -> Result<()> {
             flush_after: a.flush_after.map(Duration::from_millis),
         }
     };
+    if a.to_token_file.is_some() && forward_to.is_none() {
+        bail!(Error::InvalidArgument(
+            "--to-token-file needs a destination (--to, or --dest-host and --dest-port)".into()
+        ));
+    }
     let config = GatewayConfig {
         direction,
         forward_to,
+        forward_token: a.to_token_file.as_deref().map(Token::from_file).transpose()?,
         workers: a.packing.workers,
+        limits: a.limits.limits()?,
     };
     let mode = match (&config.direction, &config.forward_to) {
         (Direction::Encrypt { .. }, None) => "encrypt, reflect".to_string(),
@@ -133,12 +208,15 @@ pub fn gateway(a: GatewayArgs) -> Result<()> {
         (Direction::Decrypt { .. }, None) => "decrypt, reflect".to_string(),
         (Direction::Decrypt { .. }, Some(to)) => format!("decrypt, forward to {to}"),
     };
+    let limits = config.limits.clone();
     let server = GatewayServer::bind(listen.as_str(), config).map_err(|e| with_addr(e, &listen))?;
+    let bound = server.local_addr()?;
     eprintln!(
-        "qeltrix gateway: listening on {} ({mode}; {} workers)",
-        server.local_addr()?,
-        server.workers()
+        "qeltrix gateway: listening on {bound} ({mode}; {} workers; {})",
+        server.workers(),
+        describe_limits(&limits)
     );
+    warn_if_open("gateway", bound, &limits);
     report("gateway", server.stats(), a.stats_interval, a.stats_json)?;
     server.run()?;
     Ok(())
@@ -167,13 +245,35 @@ fn with_addr(e: Error, addr: &str) -> Error {
     }
 }
 
+/// The limits in force, for the "listening" line (never the token itself).
+fn describe_limits(l: &Limits) -> String {
+    let opt = |v: Option<u64>, unit: &str| v.map_or("none".to_string(), |v| format!("{v} {unit}"));
+    format!(
+        "max {} connections, idle timeout {}, max size {}, token {}",
+        l.max_connections,
+        opt(l.idle_timeout.map(|d| d.as_secs()), "s"),
+        opt(l.max_size, "bytes"),
+        if l.token.is_some() { "required" } else { "none" }
+    )
+}
+
 pub fn sink(a: SinkArgs) -> Result<()> {
-    let server = SinkServer::bind(a.listen.as_str(), &a.out_dir).map_err(|e| with_addr(e, &a.listen))?;
+    let config = SinkConfig {
+        out_dir: a.out_dir.clone(),
+        limits: a.limits.limits()?,
+        quota: a.quota.map(|q| mib("--quota", q)).transpose()?.flatten(),
+    };
+    let limits = config.limits.clone();
+    let quota = config.quota;
+    let server = SinkServer::bind(a.listen.as_str(), config).map_err(|e| with_addr(e, &a.listen))?;
+    let bound = server.local_addr()?;
     eprintln!(
-        "qeltrix sink: listening on {}, saving to {}",
-        server.local_addr()?,
-        a.out_dir.display()
+        "qeltrix sink: listening on {bound}, saving to {} ({}, quota {})",
+        a.out_dir.display(),
+        describe_limits(&limits),
+        quota.map_or("none".to_string(), |q| format!("{q} bytes"))
     );
+    warn_if_open("sink", bound, &limits);
     report("sink", server.stats(), a.stats_interval, a.stats_json)?;
     server.run()?;
     Ok(())

@@ -89,8 +89,19 @@ impl Server {
     /// Starts `qeltrix ARGS` (which must listen on port 0 of 127.0.0.1) and waits for its
     /// "listening on" line.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_qeltrix"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_qeltrix"));
+        command.args(args);
+        Server::start_command(command)
+    }
+
+    /// Like [`Server::start`], with the process's open-file limit (soft and hard) set to `nofile`.
+    pub fn start_with_nofile(args: &[&str], nofile: u64) -> Server {
+        Server::start_command(command_with_nofile(args, nofile))
+    }
+
+    /// Starts a prepared `qeltrix` command as [`Server::start`] does.
+    pub fn start_command(mut command: Command) -> Server {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -245,4 +256,84 @@ pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// `qeltrix ARGS` with its open-file limit (soft and hard) set to `nofile`.
+pub fn command_with_nofile(args: &[&str], nofile: u64) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_qeltrix"));
+    command.args(args);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: nofile as libc::rlim_t,
+                rlim_max: nofile as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+/// True once a server has closed `sock` (end of stream or reset); reads and discards what comes
+/// first. Panics if nothing happens by `until` (the hang this guards against; a shared `until`
+/// bounds a loop over many sockets).
+pub fn closed_by_server(sock: &TcpStream, until: Instant) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "the server neither closed nor reset the connection in time"
+        );
+        sock.set_read_timeout(Some(left)).unwrap();
+        match (&*sock).read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(e) => panic!("the server neither closed nor reset the connection: {e}"),
+        }
+    }
+}
+
+/// A complete container of `data` under key file `key(key_fill)`, in memory.
+pub fn container_of(data: &[u8], key_fill: u8, block_size: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let opts = qeltrix::PackOptions {
+        block_size,
+        ..Default::default()
+    };
+    let mut p = qeltrix::StreamPacker::new(&mut out, &[key(key_fill)], &opts).unwrap();
+    p.write_all(data).unwrap();
+    p.finish().unwrap();
+    out
+}
+
+/// Sends `prefix` then `data` to a server and half-closes, reading (and discarding) whatever
+/// comes back until the server closes. `Ok` if everything was sent and the server ended in
+/// order; `Err` if the server reset the connection, seen by the sending or the reading side
+/// (whichever syscall meets the reset first reports it).
+pub fn send_and_close(addr: SocketAddr, prefix: &[u8], data: &[u8]) -> std::io::Result<()> {
+    let sock = connect(addr);
+    let mut writer = sock.try_clone().unwrap();
+    let (prefix, data) = (prefix.to_vec(), data.to_vec());
+    let sender = thread::spawn(move || {
+        writer.write_all(&prefix)?;
+        writer.write_all(&data)?;
+        writer.shutdown(std::net::Shutdown::Write)
+    });
+    let mut back = Vec::new();
+    let ended = (&sock).read_to_end(&mut back);
+    let sent = sender.join().unwrap();
+    ended.and(sent)
+}
+
+/// The permission bits of a file.
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
