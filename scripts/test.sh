@@ -19,5 +19,7 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "cargo test"
 cargo test --all-targets
 cargo test --doc --quiet
+step "fuzz smoke: every parser, 5 s each (docs/FUZZING.md)"
+LIBFUZZER=0 ./scripts/fuzz.sh 5
 step "end to end: a browser plays and seeks a served video"
 ./scripts/e2e-browser.sh
