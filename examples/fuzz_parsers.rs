@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! cargo run --release --example fuzz_parsers -- [SECONDS_PER_TARGET] [TARGET...] [--seed N]
+//! cargo run --example fuzz_parsers -- --write-seeds fuzz/corpus   # seed corpora for cargo fuzz
 //! ```
 //! Exits 1 if any input panicked. `scripts/fuzz.sh` runs it; `docs/FUZZING.md` has the results.
 
@@ -128,6 +129,18 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--seed") {
         seed = args.get(i + 1).and_then(|s| s.parse().ok()).expect("--seed N");
         args.drain(i..i + 2);
+    }
+    // `--write-seeds DIR`: the seed inputs as files, DIR/TARGET/seed-N (a corpus for cargo fuzz).
+    if let Some(i) = args.iter().position(|a| a == "--write-seeds") {
+        let dir = std::path::PathBuf::from(args.get(i + 1).expect("--write-seeds DIR"));
+        for (name, _) in TARGETS {
+            let target_dir = dir.join(name);
+            std::fs::create_dir_all(&target_dir).expect("creating the corpus folder");
+            for (n, bytes) in seeds(name).iter().enumerate() {
+                std::fs::write(target_dir.join(format!("seed-{n}")), bytes).expect("writing a seed");
+            }
+        }
+        return;
     }
     let seconds: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(10);
     let wanted: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();

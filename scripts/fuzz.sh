@@ -22,9 +22,11 @@ cargo run --profile "$PROFILE" --example fuzz_parsers -- "$SECONDS_PER"
 if [ "${LIBFUZZER:-1}" = 0 ]; then
     echo "LIBFUZZER=0: skipped the libFuzzer targets in fuzz/"
 elif cargo fuzz --version >/dev/null 2>&1; then
+    # Start libFuzzer from the same real containers and keyring the stable driver mutates.
+    cargo run --profile "$PROFILE" --example fuzz_parsers -- --write-seeds fuzz/corpus
     for target in $(cargo fuzz list); do
         echo "== cargo fuzz run $target (${SECONDS_PER} s)"
-        RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$SECONDS_PER"
+        RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "fuzz/corpus/$target" -- -max_total_time="$SECONDS_PER"
     done
 else
     echo "cargo-fuzz is not installed: skipped the libFuzzer targets in fuzz/ (cargo install cargo-fuzz)"
