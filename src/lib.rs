@@ -35,6 +35,7 @@ pub mod repair;
 pub mod serve;
 pub mod source;
 pub mod stream_reader;
+pub mod token;
 pub mod url_input;
 pub mod vault_rules;
 pub mod writer;

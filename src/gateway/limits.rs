@@ -6,18 +6,14 @@
 //! token's bytes followed by LF (0x0A), at most [`MAX_TOKEN_LINE`] bytes with the LF. ASCII
 //! whitespace around the token (a CR before the LF) is ignored. The server answers nothing: a
 //! wrong or missing token resets the connection; the right one lets the stream begin with the
-//! next byte. Both tokens are hashed with SHA-256 and the digests compared in constant time
-//! (`subtle`), so the time taken tells neither where a guess went wrong nor the token's length.
+//! next byte. The check is [`Token::matches`] (SHA-256 of both, compared in constant time).
 
 use crate::{Error, Result};
-use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// Default for `--max-connections`.
@@ -74,66 +70,14 @@ impl Limits {
     }
 }
 
-/// A shared secret: read from the first line of a file, never printed (`Debug` is redacted).
-/// It both checks a client's token line and is presented to a destination.
-#[derive(Clone)]
-pub struct Token {
-    secret: Zeroizing<Vec<u8>>,
-    digest: [u8; 32],
-}
+pub use crate::token::Token;
 
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token([redacted])")
-    }
-}
-
-impl Token {
-    /// A token from its text; surrounding whitespace is not part of it.
-    pub fn new(text: &str) -> Result<Self> {
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(Error::InvalidArgument("the token is empty".into()));
-        }
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::InvalidArgument(
-                "the token must be printable ASCII without spaces".into(),
-            ));
-        }
-        if token.len() >= MAX_TOKEN_LINE - 1 {
-            return Err(Error::InvalidArgument(format!(
-                "the token is longer than {} bytes",
-                MAX_TOKEN_LINE - 2
-            )));
-        }
-        Ok(Token {
-            secret: Zeroizing::new(token.as_bytes().to_vec()),
-            digest: Sha256::digest(token.as_bytes()).into(),
-        })
-    }
-
-    /// The token in the first line of a file.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| Error::io("reading the token file", e).in_file(path))?,
-        );
-        Token::new(text.lines().next().unwrap_or("")).map_err(|e| e.in_file(path))
-    }
-
-    /// True if `line` (without its LF) holds this token, whitespace around it ignored.
-    fn accepts(&self, line: &[u8]) -> bool {
-        let given: [u8; 32] = Sha256::digest(line.trim_ascii()).into();
-        bool::from(given.ct_eq(&self.digest))
-    }
-
-    /// Sends the token line to a server.
-    pub(crate) fn present(&self, out: &mut impl Write) -> io::Result<()> {
-        let mut line = Zeroizing::new(Vec::with_capacity(self.secret.len() + 1));
-        line.extend_from_slice(&self.secret);
-        line.push(b'\n');
-        out.write_all(&line)
-    }
+/// Sends the token line to a server.
+pub(crate) fn present_token(token: &Token, out: &mut impl Write) -> io::Result<()> {
+    let mut line = Zeroizing::new(Vec::with_capacity(token.secret().len() + 1));
+    line.extend_from_slice(token.secret());
+    line.push(b'\n');
+    out.write_all(&line)
 }
 
 /// Reads a client's token line before `deadline` and checks it. The error says why it was
@@ -162,7 +106,7 @@ pub(crate) fn check_token(
             Err(e) => return Err(Error::io("refused: reading the token line", e)),
         }
     }
-    if token.accepts(&line) {
+    if token.matches(&line) {
         Ok(())
     } else {
         Err(refused("wrong token"))
@@ -368,11 +312,11 @@ mod tests {
     #[test]
     fn only_the_exact_token_passes() {
         let t = Token::new("s3cret-token\n").unwrap();
-        assert!(t.accepts(b"s3cret-token"));
-        assert!(t.accepts(b"s3cret-token\r"));
-        assert!(!t.accepts(b"s3cret-toke"));
-        assert!(!t.accepts(b"s3cret-token2"));
-        assert!(!t.accepts(b""));
+        assert!(t.matches(b"s3cret-token"));
+        assert!(t.matches(b"s3cret-token\r"));
+        assert!(!t.matches(b"s3cret-toke"));
+        assert!(!t.matches(b"s3cret-token2"));
+        assert!(!t.matches(b""));
         assert_eq!(format!("{t:?}"), "Token([redacted])");
         assert!(Token::new("  \n").is_err());
         assert!(Token::new("two words").is_err());

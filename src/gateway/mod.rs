@@ -384,12 +384,14 @@ impl Output {
             .and_then(|()| stream.set_write_timeout(idle))
             .map_err(|e| Error::io("setting the destination socket's timeouts", e))?;
         if let Some(token) = &config.forward_token {
-            token
-                .present(&mut StallWriter {
+            limits::present_token(
+                token,
+                &mut StallWriter {
                     inner: &mut stream,
                     idle,
-                })
-                .map_err(|e| Error::io(format!("sending the token to the destination {to}"), e))?;
+                },
+            )
+            .map_err(|e| Error::io(format!("sending the token to the destination {to}"), e))?;
         }
         let (replies, back) = (
             stream.try_clone().map_err(clone_err)?,

@@ -1,52 +1,26 @@
 //! The optional bearer token (`--token-file`): every request but `/health` must carry
 //! `Authorization: Bearer <token>`.
 //!
-//! The comparison must not tell an attacker how much of a guess was right, so both sides are
-//! hashed with SHA-256 and the digests compared in constant time (`subtle`): the time taken
-//! depends neither on where the first difference is nor on the token's length.
+//! The comparison is [`Token::matches`]: SHA-256 of both sides compared in constant time.
 
-use crate::{Error, Result};
+use crate::token::Token;
+use crate::Result;
 use hyper::header::HeaderValue;
-use sha2::{Digest, Sha256};
 use std::path::Path;
-use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
 
-/// The expected token, kept only as its SHA-256.
-pub struct BearerToken {
-    digest: Zeroizing<[u8; 32]>,
-}
-
-impl std::fmt::Debug for BearerToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BearerToken([redacted])")
-    }
-}
+/// The expected token.
+#[derive(Debug)]
+pub struct BearerToken(Token);
 
 impl BearerToken {
     /// A token from its text; surrounding whitespace is not part of it.
     pub fn new(token: &str) -> Result<Self> {
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(Error::InvalidArgument("the bearer token is empty".into()));
-        }
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::InvalidArgument(
-                "the bearer token must be printable ASCII without spaces".into(),
-            ));
-        }
-        Ok(BearerToken {
-            digest: Zeroizing::new(Sha256::digest(token.as_bytes()).into()),
-        })
+        Token::new(token).map(BearerToken)
     }
 
     /// The token in the first line of a file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| Error::io("reading the token file", e).in_file(path))?,
-        );
-        BearerToken::new(text.lines().next().unwrap_or("")).map_err(|e| e.in_file(path))
+        Token::from_file(path).map(BearerToken)
     }
 
     /// True if an `Authorization` header carries this token (scheme name case-insensitive).
@@ -60,8 +34,7 @@ impl BearerToken {
         if !scheme.eq_ignore_ascii_case(b"bearer") || !token.starts_with(b" ") {
             return false;
         }
-        let given: [u8; 32] = Sha256::digest(token.trim_ascii()).into();
-        bool::from(given.ct_eq(&*self.digest))
+        self.0.matches(token)
     }
 }
 
