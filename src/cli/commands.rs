@@ -364,8 +364,8 @@ fn info(a: InfoArgs) -> Result<()> {
     );
     if h.has_stale_slot_area() {
         println!(
-            "Warning:        the inactive key-slot area still holds older slots (an interrupted or \
-             pre-0.2 rekey); `qeltrix rekey {} --scrub` clears them",
+            "Warning:        the inactive key-slot area still holds older slots (an interrupted rekey, \
+             or one by an earlier build); `qeltrix rekey {} --scrub` clears them",
             a.input.display()
         );
     }
