@@ -64,6 +64,19 @@ impl Work {
         c
     }
 
+    /// Runs two command lines at once (output discarded); returns their exit codes.
+    fn race(&self, a: &str, b: &str) -> (Option<i32>, Option<i32>) {
+        let spawn = |line: &str| {
+            self.std_cmd(line)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let (mut a, mut b) = (spawn(a), spawn(b));
+        (a.wait().unwrap().code(), b.wait().unwrap().code())
+    }
+
     fn run(&self, line: &str) -> Output {
         self.cmd(line).output().unwrap()
     }
@@ -368,17 +381,10 @@ fn concurrent_passwd_runs_never_report_a_passphrase_that_is_not_in_force() {
         w.ok(&format!(
             "init {vault} --passphrase-file old.pass --kdf-iterations 100000"
         ));
-        let spawn = |new: &str| {
-            w.std_cmd(&format!(
-                "passwd {vault} --passphrase-file old.pass --new-passphrase-file {new} --kdf-iterations 100000"
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        let passwd = |new: &str| {
+            format!("passwd {vault} --passphrase-file old.pass --new-passphrase-file {new} --kdf-iterations 100000")
         };
-        let (mut a, mut b) = (spawn("a.pass"), spawn("b.pass"));
-        let (ra, rb) = (a.wait().unwrap().code(), b.wait().unwrap().code());
+        let (ra, rb) = w.race(&passwd("a.pass"), &passwd("b.pass"));
         let opens = |p: &str| keyring::unlock(&w.path(&vault), &Passphrase::new(p)).is_ok();
         let mut winners = 0;
         for (code, pass) in [(ra, "passphrase a"), (rb, "passphrase b")] {
@@ -411,18 +417,14 @@ fn concurrent_rekeys_keep_both_changes() {
     for round in 0..8 {
         let name = format!("c{round}.qltx");
         w.ok(&format!("pack data {name} --key-file k.key -q"));
-        let spawn = |new: &str| {
-            w.std_cmd(&format!(
-                "rekey {name} --key-file k.key --add-passphrase --new-passphrase-file {new} --kdf-iterations 100000"
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        let rekey = |new: &str| {
+            format!("rekey {name} --key-file k.key --add-passphrase --new-passphrase-file {new} --kdf-iterations 100000")
         };
-        let (mut a, mut b) = (spawn("a.pass"), spawn("b.pass"));
-        assert_eq!(a.wait().unwrap().code(), Some(0), "round {round}");
-        assert_eq!(b.wait().unwrap().code(), Some(0), "round {round}");
+        assert_eq!(
+            w.race(&rekey("a.pass"), &rekey("b.pass")),
+            (Some(0), Some(0)),
+            "round {round}"
+        );
         assert_eq!(
             active(&w.read(&name)).slots.len(),
             3,

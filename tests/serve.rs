@@ -968,17 +968,6 @@ fn health_details_only_with_the_token() {
     assert!(h["cache_capacity"].as_u64().is_some() && h["open_containers"].as_u64().is_some());
 }
 
-/// A field of `/proc/PID/status`, in kB.
-fn proc_status_kb(pid: u32, field: &str) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
 /// Reads a response head (through the blank line) from a raw socket.
 fn read_head(s: &mut TcpStream) -> Vec<u8> {
     let mut head = Vec::new();
@@ -1044,7 +1033,7 @@ fn stalled_clients_keep_memory_under_the_documented_bound() {
     let holders = INFLIGHT / BIG;
     let started = Instant::now();
     loop {
-        let peak = proc_status_kb(pid, "VmHWM") * 1024;
+        let peak = netutil::proc_status(pid, "VmHWM") * 1024;
         assert!(
             peak <= bound,
             "peak RSS {} MiB over the bound {} MiB with {CLIENTS} stalled clients",
@@ -1065,7 +1054,7 @@ fn stalled_clients_keep_memory_under_the_documented_bound() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let peak = proc_status_kb(pid, "VmHWM") * 1024;
+    let peak = netutil::proc_status(pid, "VmHWM") * 1024;
     eprintln!(
         "peak RSS {:.1} MiB, bound {} MiB, with {CLIENTS} stalled clients",
         peak as f64 / MIB as f64,
