@@ -439,6 +439,18 @@ fn concurrent_rekeys_keep_both_changes() {
 
 // ---------------------------------------------------------------- 14. modes under umask 000
 
+/// Runs `cmd` with a umask of 000, so only the modes it asks for protect its files.
+fn under_umask_000(mut cmd: std::process::Command) -> Output {
+    // SAFETY: umask(2) is async-signal-safe and touches only the child's own state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -447,15 +459,7 @@ fn mode(path: &Path) -> u32 {
 fn a_vault_made_under_umask_000_is_private() {
     let w = Work::new();
     w.write("p.pass", b"vault passphrase\n");
-    let mut cmd = w.std_cmd("init V --passphrase-file p.pass --kdf-iterations 100000");
-    // SAFETY: umask(2) is async-signal-safe and touches only the child's own state.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::umask(0);
-            Ok(())
-        });
-    }
-    let out = cmd.output().unwrap();
+    let out = under_umask_000(w.std_cmd("init V --passphrase-file p.pass --kdf-iterations 100000"));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(mode(&w.path("V")), 0o700, "vault folder");
     assert_eq!(mode(&w.path("V/.qeltrix")), 0o700, ".qeltrix");
@@ -557,15 +561,7 @@ fn a_mount_log_made_under_umask_000_is_private() {
     w.ok("keygen -o k.key");
     w.ok("pack data V/f.qltx --key-file k.key -q");
     let mnt = w.path("mnt").canonicalize().unwrap();
-    let mut cmd = w.std_cmd("mount V mnt --key-file k.key --daemon --log-file mount.log");
-    // SAFETY: umask(2) is async-signal-safe and touches only the child's own state.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::umask(0);
-            Ok(())
-        });
-    }
-    let out = cmd.output().unwrap();
+    let out = under_umask_000(w.std_cmd("mount V mnt --key-file k.key --daemon --log-file mount.log"));
     let err = stderr(&out);
     let pid: i32 = err
         .split("(pid ")
