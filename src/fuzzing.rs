@@ -3,10 +3,10 @@
 //! Not an API: each function feeds `data` to one parser and ignores the result; the only failure
 //! is a panic (or a hang). `docs/FUZZING.md` says how to run them.
 
-use crate::crypto::{KeyFileKey, Passphrase, SeededEntropy};
-use crate::reader::{Container, ContainerInfo};
-use crate::stream_reader::StreamReader;
-use crate::writer::{PackOptions, StreamPacker};
+use crate::container::reader::{Container, ContainerInfo};
+use crate::container::stream_reader::StreamReader;
+use crate::container::writer::{PackOptions, StreamPacker};
+use crate::core::crypto::{KeyFileKey, Passphrase, SeededEntropy};
 use crate::{CipherId, CompressMode, Key};
 use std::io::{Cursor, Write};
 use std::sync::Arc;
@@ -90,7 +90,7 @@ pub fn repair(data: &[u8]) {
     if std::fs::write(&input, data).is_err() {
         return;
     }
-    let _ = crate::repair::repair(&input, &dir.path().join("out.qltx"), &key(), false);
+    let _ = crate::container::repair::repair(&input, &dir.path().join("out.qltx"), &key(), false);
 }
 
 /// The vault keyring decoder with the fixed passphrase. The PBKDF2 iteration count is part of
@@ -101,11 +101,11 @@ pub fn keyring(data: &[u8]) {
     let mut data = data.to_vec();
     if data.len() >= 16 {
         let iterations = u32::from_le_bytes(data[12..16].try_into().expect("4 bytes"));
-        if (65..=crate::crypto::MAX_KDF_ITERATIONS).contains(&iterations) {
+        if (65..=crate::core::crypto::MAX_KDF_ITERATIONS).contains(&iterations) {
             data[12..16].copy_from_slice(&(iterations % 64 + 1).to_le_bytes());
         }
     }
-    let _ = crate::keyring::decode_for_fuzzing(&data, &passphrase);
+    let _ = crate::vault::keyring::decode_for_fuzzing(&data, &passphrase);
 }
 
 /// Valid inputs for each target, to mutate from: containers of several shapes (seekable and
@@ -164,14 +164,14 @@ fn pack(plain: &[u8], cipher: CipherId, compress: CompressMode, seekable: bool) 
 
 fn keyring_seed() -> Vec<u8> {
     let dir = tempfile::tempdir().expect("scratch folder");
-    crate::keyring::init(
+    crate::vault::keyring::init(
         dir.path(),
         &Passphrase::new(PASSPHRASE),
         1,
         &SeededEntropy([9; 32]),
     )
     .expect("keyring");
-    std::fs::read(crate::keyring::keyring_path(dir.path())).expect("keyring bytes")
+    std::fs::read(crate::vault::keyring::keyring_path(dir.path())).expect("keyring bytes")
 }
 
 #[cfg(test)]

@@ -12,33 +12,27 @@
 //!   the whole blocks of a cut one; [`gateway`] moves streams through TCP.
 //! - [`serve::SeekServer`] serves containers over HTTP with `Range` support.
 //! - [`format`] and [`crypto`] are the pure layers below them; `docs/FORMAT.md` is the spec.
+//!
+//! The source is layered (see `docs/ARCHITECTURE.md`): `core` (format, crypto, codec) →
+//! `storage` (the one seam to bytes) → `container` → `vault` → `front` (mount, serve, gateway).
 
-pub mod atomic;
-pub mod block;
-pub mod cache;
-pub mod cli;
-pub mod compress;
-pub mod crypto;
+mod container;
+mod core;
 mod error;
-pub mod format;
+mod front;
+pub mod storage;
+mod sys;
+pub mod vault;
+
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod gateway;
-pub mod harden;
-pub mod keyring;
-pub mod mount;
-mod ops;
-pub mod pipeline;
-pub mod reader;
-pub mod rekey;
-pub mod repair;
-pub mod serve;
-pub mod source;
-pub mod stream_reader;
-pub mod token;
-pub mod url_input;
-pub mod vault_rules;
-pub mod writer;
+
+pub use crate::core::{codec, compress, crypto, format};
+pub use container::{cache, ops, pipeline, reader, rekey, repair, stream_reader, writer};
+pub use front::{gateway, mount, serve, token, url_input};
+pub use storage::atomic;
+pub use sys::harden;
+pub use vault::{keyring, rules as vault_rules};
 
 pub use compress::CompressMode;
 pub use crypto::Key;
@@ -46,5 +40,11 @@ pub use error::{catch_panic, panic_message, Error, Result};
 pub use format::CipherId;
 pub use ops::{pack, pack_reader, reencrypt, unpack, unpack_container, AtomicOutput, UnpackOptions};
 pub use reader::{Container, ContainerInfo};
-pub use source::ReadAt;
+pub use storage::ReadAt;
 pub use writer::{PackOptions, PackSummary, StreamPacker};
+
+/// Names the `qeltrix` binary reads from its environment.
+pub mod cli {
+    /// The environment variable holding a passphrase (read once, then cleared from the process).
+    pub const PASSPHRASE_ENV: &str = "QELTRIX_PASSPHRASE";
+}

@@ -1,5 +1,7 @@
-//! The `qeltrix` binary: parse arguments, call the library, map the outcome to an exit code.
+//! The `qeltrix` command line. Private to the binary: the library knows nothing of it.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    qeltrix::cli::main()
+    cli::main()
 }

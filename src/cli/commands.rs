@@ -3,11 +3,11 @@
 
 use super::progress::{bar, size, speed};
 use super::*;
-use crate::format::{FLAG_NO_VERIFY, FLAG_STREAMING};
-use crate::reader::{Container, ContainerInfo};
-use crate::writer::{PackOptions, PackSummary, StreamPacker};
-use crate::{AtomicOutput, Error, UnpackOptions};
 use anyhow::{Context, Result};
+use qeltrix::format::{FLAG_NO_VERIFY, FLAG_STREAMING};
+use qeltrix::reader::{Container, ContainerInfo};
+use qeltrix::writer::{PackOptions, PackSummary, StreamPacker};
+use qeltrix::{AtomicOutput, Error, UnpackOptions};
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::Path;
@@ -20,7 +20,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Gateway(_) | Command::Sink(_) | Command::Serve(_) | Command::Mount(_)
     ) {
         // Long-running, holding keys and plaintext: no core dumps. Before any thread starts.
-        crate::harden::harden_long_running_process();
+        qeltrix::harden::harden_long_running_process();
     }
     match command {
         Command::Pack(a) => pack(a),
@@ -48,13 +48,13 @@ fn is_dash(p: &Path) -> bool {
 
 fn pack(a: PackArgs) -> Result<()> {
     let from_stdin = is_dash(&a.input);
-    let url = a.input.to_str().filter(|s| crate::url_input::is_url(s));
+    let url = a.input.to_str().filter(|s| qeltrix::url_input::is_url(s));
     let output = match &a.output {
         Some(o) => o.clone(),
         None if from_stdin => anyhow::bail!(Error::InvalidArgument(
             "packing stdin needs an OUTPUT (a file, or - for stdout)".into()
         )),
-        None if url.is_some() => match url.and_then(crate::url_input::file_name) {
+        None if url.is_some() => match url.and_then(qeltrix::url_input::file_name) {
             Some(name) => format!("{name}.qltx").into(),
             None => anyhow::bail!(Error::InvalidArgument(
                 "the URL names no file: give an OUTPUT".into()
@@ -86,7 +86,7 @@ fn pack(a: PackArgs) -> Result<()> {
     let (mut input, total): (Box<dyn io::Read>, Option<u64>) = if from_stdin {
         (Box::new(io::stdin().lock()), None)
     } else if let Some(url) = url {
-        let download = crate::url_input::open_url(url)?;
+        let download = qeltrix::url_input::open_url(url)?;
         (download.body, download.len)
     } else {
         let f = File::open(&a.input).with_context(|| format!("{}: opening the input", a.input.display()))?;
@@ -114,7 +114,7 @@ fn pack(a: PackArgs) -> Result<()> {
         packer.pack_from(&mut input)?;
         packer.finish()?.1
     } else {
-        crate::pack_reader(&mut input, &output, &keys, &opts, a.force).map_err(|e| {
+        qeltrix::pack_reader(&mut input, &output, &keys, &opts, a.force).map_err(|e| {
             // Option errors (a bad recipient, a cipher setting) are not about the input file.
             if matches!(e, Error::InFile { .. } | Error::InvalidArgument(_)) {
                 e
@@ -186,7 +186,7 @@ fn unpack(a: UnpackArgs) -> Result<()> {
             workers: a.workers,
             overwrite: a.force,
         };
-        crate::unpack_container(&container, &a.input, &a.output, &opts, &progress)?
+        qeltrix::unpack_container(&container, &a.input, &a.output, &opts, &progress)?
     };
     pb.finish_and_clear();
     if !a.quiet {
@@ -279,7 +279,7 @@ fn info(a: InfoArgs) -> Result<()> {
         .slots
         .iter()
         .map(|s| match s.kind {
-            crate::format::SlotKind::Passphrase => {
+            qeltrix::format::SlotKind::Passphrase => {
                 serde_json::json!({"type": s.kind.name(), "kdf": "PBKDF2-HMAC-SHA256", "iterations": s.param})
             }
             _ => serde_json::json!({"type": s.kind.name()}),
@@ -296,11 +296,11 @@ fn info(a: InfoArgs) -> Result<()> {
         .footer
         .entries
         .iter()
-        .filter(|e| e.len < e.plain_size + crate::format::BLOCK_OVERHEAD)
+        .filter(|e| e.len < e.plain_size + qeltrix::format::BLOCK_OVERHEAD)
         .count();
     let doc = serde_json::json!({
         "file": a.input.display().to_string(),
-        "format_version": crate::format::FORMAT_VERSION,
+        "format_version": qeltrix::format::FORMAT_VERSION,
         "flags": flags,
         "cipher": h.cipher.name(),
         "block_size": h.block_size,
@@ -329,7 +329,7 @@ fn info(a: InfoArgs) -> Result<()> {
         .iter()
         .enumerate()
         .map(|(i, s)| match s.kind {
-            crate::format::SlotKind::Passphrase => {
+            qeltrix::format::SlotKind::Passphrase => {
                 format!("#{i} passphrase (PBKDF2-HMAC-SHA256, {} iterations)", s.param)
             }
             _ => format!("#{i} {}", s.kind.name()),
@@ -346,7 +346,7 @@ fn info(a: InfoArgs) -> Result<()> {
     println!(
         "File:           {}\nFormat:         Qeltrix container v{}{}\nCipher:         {}\nBlock size:     {}\nBlocks:         {} ({} compressed)\nOriginal size:  {} ({} bytes)\nContainer size: {} ({} bytes)\nOverhead:       {} bytes{pct}\nFooter:         {} bytes at offset {}\nContainer id:   {}\nKey slots:      {}",
         a.input.display(),
-        crate::format::FORMAT_VERSION,
+        qeltrix::format::FORMAT_VERSION,
         if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) },
         h.cipher.name(),
         size(h.block_size as u64),
@@ -392,9 +392,9 @@ fn verify(a: VerifyArgs) -> Result<()> {
 }
 
 fn keygen(a: KeygenArgs) -> Result<()> {
-    let entropy = crate::crypto::SystemEntropy;
+    let entropy = qeltrix::crypto::SystemEntropy;
     if a.x25519 {
-        let id = crate::crypto::IdentityKey::generate(&entropy);
+        let id = qeltrix::crypto::IdentityKey::generate(&entropy);
         write_secret_file(&a.output, id.to_file_text().as_bytes(), a.force)?;
         eprintln!(
             "Wrote a new X25519 identity to {} (mode 0600). Its public recipient:",
@@ -404,7 +404,7 @@ fn keygen(a: KeygenArgs) -> Result<()> {
         return Ok(());
     }
     let mut key = zeroize::Zeroizing::new([0u8; 32]);
-    crate::crypto::Entropy::fill(&entropy, b"key file", key.as_mut());
+    qeltrix::crypto::Entropy::fill(&entropy, b"key file", key.as_mut());
     let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(key.as_ref())));
     write_secret_file(&a.output, text.as_bytes(), a.force)?;
     eprintln!(
@@ -417,5 +417,5 @@ fn keygen(a: KeygenArgs) -> Result<()> {
 /// Writes a new file with mode 0600 from the start (never briefly readable by others), all or
 /// nothing: on a full disk or a signal the old file, if any, is still there.
 pub(super) fn write_secret_file(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
-    Ok(crate::atomic::write_file(path, bytes, force)?)
+    Ok(qeltrix::atomic::write_file(path, bytes, force)?)
 }

@@ -2,10 +2,10 @@
 //! file, environment, prompt, and (discouraged, with a warning) the command line itself. Secrets
 //! are never logged.
 
-use crate::crypto::{IdentityKey, KdfLimits, Key, KeyFileKey, Passphrase, RecipientKey};
-use crate::keyring;
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use qeltrix::crypto::{IdentityKey, KdfLimits, Key, KeyFileKey, Passphrase, RecipientKey};
+use qeltrix::keyring;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -68,7 +68,7 @@ pub struct KeyArgs {
     /// read before anything is authenticated, so an edited or planted container could otherwise
     /// make opening it burn minutes of CPU. Raise it for containers you made with a higher cost.
     #[arg(long, value_name = "N", env = "QELTRIX_MAX_KDF_ITERATIONS",
-          default_value_t = crate::crypto::DEFAULT_MAX_KDF_ITERATIONS)]
+          default_value_t = qeltrix::crypto::DEFAULT_MAX_KDF_ITERATIONS)]
     pub max_kdf_iterations: u32,
 }
 
@@ -187,7 +187,7 @@ impl KeyArgs {
             std::fs::read(path).with_context(|| format!("{}: reading the key file", path.display()))?,
         );
         let key = KeyFileKey::parse(&bytes)
-            .map_err(|e| crate::Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+            .map_err(|e| qeltrix::Error::InvalidArgument(format!("{}: {e}", path.display())))?;
         Ok(Some(Key::KeyFile(key)))
     }
 
@@ -200,7 +200,7 @@ impl KeyArgs {
                 .with_context(|| format!("{}: reading the identity file", path.display()))?,
         );
         let id = IdentityKey::parse(&text)
-            .map_err(|e| crate::Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+            .map_err(|e| qeltrix::Error::InvalidArgument(format!("{}: {e}", path.display())))?;
         Ok(Some(Key::Identity(id)))
     }
 
@@ -242,12 +242,12 @@ impl KeyArgs {
 /// Warns on stderr when a new passphrase slot or keyring gets a KDF cost below the safe floor, or
 /// above what readers accept without `--max-kdf-iterations`.
 pub fn warn_kdf_cost(iterations: u32) {
-    use crate::crypto::{DEFAULT_MAX_KDF_ITERATIONS, KDF_ITERATIONS_FLOOR};
+    use qeltrix::crypto::{DEFAULT_MAX_KDF_ITERATIONS, KDF_ITERATIONS_FLOOR};
     if iterations < KDF_ITERATIONS_FLOOR {
         eprintln!(
             "warning: {iterations} PBKDF2 iterations make the passphrase cheap to guess; \
              use at least {KDF_ITERATIONS_FLOOR} (the default is {})",
-            crate::crypto::DEFAULT_KDF_ITERATIONS
+            qeltrix::crypto::DEFAULT_KDF_ITERATIONS
         );
     } else if iterations > DEFAULT_MAX_KDF_ITERATIONS {
         eprintln!(
@@ -285,7 +285,7 @@ pub fn read_passphrase_file(path: &Path) -> Result<Passphrase> {
 /// names what was wanted and `how` to give it instead.
 pub fn prompt_passphrase(confirm: bool, stdin_is_data: bool, prompt: &str, how: &str) -> Result<Passphrase> {
     if stdin_is_data || !std::io::stdin().is_terminal() {
-        bail!(crate::Error::InvalidArgument(format!(
+        bail!(qeltrix::Error::InvalidArgument(format!(
             "{} needed and there is no terminal to ask on: give it with {how}",
             prompt.trim_end_matches([':', ' '])
         )));
@@ -294,7 +294,9 @@ pub fn prompt_passphrase(confirm: bool, stdin_is_data: bool, prompt: &str, how: 
     if confirm {
         let again = Zeroizing::new(rpassword::prompt_password("Again: ").context("reading the passphrase")?);
         if *first != *again {
-            bail!(crate::Error::InvalidArgument("the two passphrases differ".into()));
+            bail!(qeltrix::Error::InvalidArgument(
+                "the two passphrases differ".into()
+            ));
         }
     }
     passphrase(first.to_string(), "the prompt")
@@ -302,7 +304,7 @@ pub fn prompt_passphrase(confirm: bool, stdin_is_data: bool, prompt: &str, how: 
 
 fn passphrase(p: String, from: &str) -> Result<Passphrase> {
     if p.is_empty() {
-        bail!(crate::Error::InvalidArgument(format!(
+        bail!(qeltrix::Error::InvalidArgument(format!(
             "empty passphrase from {from}"
         )));
     }

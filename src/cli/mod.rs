@@ -77,21 +77,21 @@ pub enum CompressArg {
     Always,
 }
 
-impl From<CipherArg> for crate::format::CipherId {
+impl From<CipherArg> for qeltrix::format::CipherId {
     fn from(c: CipherArg) -> Self {
         match c {
-            CipherArg::Aes => crate::format::CipherId::Aes256Gcm,
-            CipherArg::Chacha => crate::format::CipherId::ChaCha20Poly1305,
+            CipherArg::Aes => qeltrix::format::CipherId::Aes256Gcm,
+            CipherArg::Chacha => qeltrix::format::CipherId::ChaCha20Poly1305,
         }
     }
 }
 
-impl From<CompressArg> for crate::CompressMode {
+impl From<CompressArg> for qeltrix::CompressMode {
     fn from(c: CompressArg) -> Self {
         match c {
-            CompressArg::Auto => crate::CompressMode::Auto,
-            CompressArg::Never => crate::CompressMode::Never,
-            CompressArg::Always => crate::CompressMode::Always,
+            CompressArg::Auto => qeltrix::CompressMode::Auto,
+            CompressArg::Never => qeltrix::CompressMode::Never,
+            CompressArg::Always => qeltrix::CompressMode::Always,
         }
     }
 }
@@ -102,7 +102,7 @@ pub struct PackingArgs {
     /// Also wrap the data key to this X25519 recipient (`qeltrix-x25519:...`; repeatable). A
     /// packer holding only recipients can encrypt but never decrypt what it wrote.
     #[arg(long = "recipient", value_name = "RECIPIENT")]
-    pub recipients: Vec<crate::crypto::RecipientKey>,
+    pub recipients: Vec<qeltrix::crypto::RecipientKey>,
     /// Cipher for the blocks.
     #[arg(long, value_enum, default_value = "aes")]
     pub cipher: CipherArg,
@@ -120,31 +120,31 @@ pub struct PackingArgs {
     pub workers: usize,
     /// PBKDF2-HMAC-SHA256 iterations for a passphrase slot (a gateway pays them once per
     /// connection: prefer a key file or a recipient there).
-    #[arg(long, value_name = "N", default_value_t = crate::crypto::DEFAULT_KDF_ITERATIONS)]
+    #[arg(long, value_name = "N", default_value_t = qeltrix::crypto::DEFAULT_KDF_ITERATIONS)]
     pub kdf_iterations: u32,
 }
 
 impl PackingArgs {
     /// The library's options, with the block size checked.
-    pub fn options(&self) -> Result<crate::PackOptions, crate::Error> {
+    pub fn options(&self) -> Result<qeltrix::PackOptions, qeltrix::Error> {
         let block_size = self
             .block_size
             .checked_mul(1024)
-            .filter(|b| crate::format::check_block_size(*b).is_ok())
+            .filter(|b| qeltrix::format::check_block_size(*b).is_ok())
             .ok_or_else(|| {
-                crate::Error::InvalidArgument(format!(
+                qeltrix::Error::InvalidArgument(format!(
                     "block size {} KiB: must be a multiple of 4 from 4 to 65536",
                     self.block_size
                 ))
             })?;
-        Ok(crate::PackOptions {
+        Ok(qeltrix::PackOptions {
             cipher: self.cipher.into(),
             block_size,
             compress: self.compress.into(),
             level: self.level,
             workers: self.workers,
             kdf_iterations: self.kdf_iterations,
-            ..crate::PackOptions::default()
+            ..qeltrix::PackOptions::default()
         })
     }
 }
@@ -255,7 +255,7 @@ pub fn main() -> ExitCode {
     match commands::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let lib = e.chain().find_map(|c| c.downcast_ref::<crate::Error>());
+            let lib = e.chain().find_map(|c| c.downcast_ref::<qeltrix::Error>());
             if lib.is_some_and(|l| l.is_broken_pipe()) {
                 return ExitCode::SUCCESS;
             }
@@ -266,10 +266,10 @@ pub fn main() -> ExitCode {
 }
 
 /// The exit code for a failure, by the library error behind it (if any).
-pub fn exit_code(err: Option<&crate::Error>) -> u8 {
+pub fn exit_code(err: Option<&qeltrix::Error>) -> u8 {
     match err {
         Some(e) if e.is_auth_failure() => EXIT_AUTH,
-        Some(e) if matches!(e.root(), crate::Error::InvalidArgument(_)) => EXIT_USAGE,
+        Some(e) if matches!(e.root(), qeltrix::Error::InvalidArgument(_)) => EXIT_USAGE,
         _ => EXIT_FAILURE,
     }
 }

@@ -1,5 +1,5 @@
 //! `qeltrix mount` and `qeltrix umount`: the process side of a mount (signals, detaching, logging).
-//! The filesystem itself is [`crate::mount`].
+//! The filesystem itself is [`qeltrix::mount`].
 //!
 //! In the foreground the mount lives until Ctrl-C or SIGTERM, which unmount it (lazily, if files
 //! are still open) and end the process. With `--daemon` the process forks; the parent waits until
@@ -7,9 +7,9 @@
 //! can use the mount as soon as the command returns.
 
 use super::KeyArgs;
-use crate::mount::{self, log, MountOptions, Vault};
-use crate::Error;
 use anyhow::{Context, Result};
+use qeltrix::mount::{self, log, MountOptions, Vault};
+use qeltrix::Error;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -71,7 +71,7 @@ pub fn mount(a: MountArgs) -> Result<()> {
     mount::check_mountpoint(&a.mountpoint)?;
     let vault = Vault::scan(&a.vault_dir)?;
     let key = a.keys.for_reading_at(Some(&a.vault_dir))?;
-    crate::harden::lock_key(&key);
+    qeltrix::harden::lock_key(&key);
     let opts = MountOptions {
         cache_bytes: a.cache_size.saturating_mul(1 << 20),
         readahead_blocks: a.readahead,
@@ -120,7 +120,7 @@ pub fn mount(a: MountArgs) -> Result<()> {
 fn daemonize(
     vault: Vault,
     mountpoint: &Path,
-    key: crate::Key,
+    key: qeltrix::Key,
     opts: &MountOptions,
     log_file: Option<std::fs::File>,
     what: &str,

@@ -1,14 +1,14 @@
 //! The network subcommands and `repair`: `gateway`, `sink` and `repair`. Arguments and wiring
-//! only; the servers live in `crate::gateway`, the recovery in `crate::repair`.
+//! only; the servers live in `qeltrix::gateway`, the recovery in `qeltrix::repair`.
 
 use super::progress::size;
 use super::{KeyArgs, PackingArgs};
-use crate::gateway::{
+use anyhow::{bail, Result};
+use qeltrix::gateway::{
     spawn_reporter, Direction, GatewayConfig, GatewayServer, Limits, SinkConfig, SinkServer, Token,
     DEFAULT_MAX_CONNECTIONS,
 };
-use crate::Error;
-use anyhow::{bail, Result};
+use qeltrix::Error;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -225,7 +225,7 @@ pub fn gateway(a: GatewayArgs) -> Result<()> {
 /// Prints the server's counters every `interval` seconds (0: never), as text or JSON lines.
 fn report(
     name: &'static str,
-    stats: std::sync::Arc<crate::gateway::Stats>,
+    stats: std::sync::Arc<qeltrix::gateway::Stats>,
     interval: u64,
     json: bool,
 ) -> Result<()> {
@@ -285,14 +285,14 @@ pub fn repair(a: RepairArgs) -> Result<()> {
         None => match a
             .input
             .to_str()
-            .and_then(|s| s.strip_suffix(crate::gateway::PART_SUFFIX))
+            .and_then(|s| s.strip_suffix(qeltrix::gateway::PART_SUFFIX))
         {
             Some(stem) if !stem.is_empty() => (PathBuf::from(stem), false),
             _ => (a.input.clone(), true),
         },
     };
     let key = a.keys.for_reading()?;
-    let report = crate::repair::repair(&a.input, &output, &key, a.force || in_place)?;
+    let report = qeltrix::repair::repair(&a.input, &output, &key, a.force || in_place)?;
     if report.already_complete {
         eprintln!(
             "{}: already a complete, authentic container; nothing to repair",

@@ -1,9 +1,9 @@
-//! `qeltrix serve PATH`: arguments and the thin glue to [`crate::serve::SeekServer`].
+//! `qeltrix serve PATH`: arguments and the thin glue to [`qeltrix::serve::SeekServer`].
 
 use super::KeyArgs;
-use crate::serve::{BearerToken, SeekServer, ServeOptions, DEFAULT_LISTEN};
-use crate::Error;
 use anyhow::Result;
+use qeltrix::serve::{BearerToken, SeekServer, ServeOptions, DEFAULT_LISTEN};
+use qeltrix::Error;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -83,7 +83,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         );
     }
     let key = a.keys.for_reading_at(Some(&a.path))?;
-    crate::harden::lock_key(&key);
+    qeltrix::harden::lock_key(&key);
     limit_malloc_arenas();
     let server = SeekServer::bind(&a.path, addr, key, opts)?;
     let what = if server.is_vault() { "vault" } else { "container" };

@@ -3,13 +3,13 @@
 use super::commands::print_pack_summary;
 use super::keys::{prompt_passphrase, read_passphrase_file, KeyArgs};
 use super::CipherArg;
-use crate::crypto::{Key, KeyFileKey, RecipientKey, SystemEntropy, DEFAULT_KDF_ITERATIONS};
-use crate::format::{CipherId, SlotKind};
-use crate::keyring;
-use crate::rekey::SlotChange;
-use crate::writer::PackOptions;
-use crate::{ContainerInfo, Error};
 use anyhow::{Context, Result};
+use qeltrix::crypto::{Key, KeyFileKey, RecipientKey, SystemEntropy, DEFAULT_KDF_ITERATIONS};
+use qeltrix::format::{CipherId, SlotKind};
+use qeltrix::keyring;
+use qeltrix::rekey::SlotChange;
+use qeltrix::writer::PackOptions;
+use qeltrix::{ContainerInfo, Error};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -121,7 +121,7 @@ pub fn init(a: InitArgs) -> Result<()> {
     Ok(())
 }
 
-fn new_passphrase(file: &Option<PathBuf>, prompt: &str) -> Result<crate::crypto::Passphrase> {
+fn new_passphrase(file: &Option<PathBuf>, prompt: &str) -> Result<qeltrix::crypto::Passphrase> {
     match file {
         Some(f) => read_passphrase_file(f),
         None => prompt_passphrase(true, false, prompt, "--new-passphrase-file"),
@@ -220,7 +220,7 @@ pub fn rekey(a: RekeyArgs) -> Result<()> {
         ));
     }
     let key = a.keys.for_reading_at(Some(&a.container))?;
-    crate::rekey::rekey(&a.container, &key, &changes, &SystemEntropy)?;
+    qeltrix::rekey::rekey(&a.container, &key, &changes, &SystemEntropy)?;
     list_slots(&a.container)
 }
 
@@ -264,7 +264,7 @@ pub fn reencrypt(a: ReencryptArgs) -> Result<()> {
     };
     super::keys::warn_kdf_cost_for(&new_keys, a.kdf_iterations);
     let started = Instant::now();
-    let summary = crate::reencrypt(&a.input, &a.output, &open_key, &new_keys, &opts, a.force)?;
+    let summary = qeltrix::reencrypt(&a.input, &a.output, &open_key, &new_keys, &opts, a.force)?;
     if !a.quiet {
         print_pack_summary(&a.input, &a.output, &summary, started);
     }

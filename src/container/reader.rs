@@ -1,0 +1,465 @@
+//! Reading containers: [`Container`] opens one (trailer → footer → key slots → footer MAC) and
+//! then decrypts only the blocks a read needs. Seek, unpack, verify, the mount and the HTTP server
+//! all read through it.
+//!
+//! ```no_run
+//! use qeltrix::{Container, Key, crypto::Passphrase};
+//! let c = Container::open("movie.mp4.qltx", &Key::Passphrase(Passphrase::new("pw")))?;
+//! let mut buf = vec![0u8; 4096];
+//! let n = c.read_at(1 << 30, &mut buf)?; // decrypts one block
+//! # Ok::<(), qeltrix::Error>(())
+//! ```
+
+use crate::container::pipeline::OrderedPool;
+use crate::core::codec::{open_block_head, open_payload_from};
+use crate::core::crypto::{
+    derive_container_keys, unwrap_slot, verify_footer_mac, ContainerKeys, DataKey, Key,
+};
+use crate::core::format::{
+    ContainerId, Footer, FooterEntry, Header, LayoutCheck, SlotArea, SlotKind, Trailer, BLOCK_HEAD_LEN,
+    FLAG_STREAMING, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN, HEADER_LEN, TRAILER_LEN,
+};
+use crate::storage::ReadAt;
+use crate::{Error, Result};
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// What can be learned about a container without its key: header, trailer and footer, parsed and
+/// checked for consistency, but not authenticated (the footer MAC needs the key).
+#[derive(Clone, Debug)]
+pub struct ContainerInfo {
+    pub header: Header,
+    pub slots: SlotArea,
+    pub trailer: Trailer,
+    pub footer: Footer,
+    pub container_size: u64,
+}
+
+impl ContainerInfo {
+    /// Reads and checks the unauthenticated structure of a container.
+    pub fn read(source: &dyn ReadAt) -> Result<Self> {
+        let io_err = |what: &str, e: io::Error| Error::io(what, e);
+        let container_size = source
+            .size()
+            .map_err(|e| io_err("reading the container's length", e))?;
+        if container_size < (HEADER_LEN + TRAILER_LEN) as u64 {
+            return Err(if container_size < HEADER_LEN as u64 {
+                Error::NotAContainer(format!("{container_size} bytes is shorter than the header"))
+            } else {
+                Error::Incomplete(format!(
+                    "{container_size} bytes: no room for a footer and trailer"
+                ))
+            });
+        }
+        let mut head = vec![0u8; HEADER_LEN];
+        source
+            .read_exact_at(&mut head, 0)
+            .map_err(|e| io_err("reading the header", e))?;
+        let header = Header::decode(&head)?;
+        let slots = header.active_slots()?;
+
+        let mut tb = [0u8; TRAILER_LEN];
+        let trailer_at = container_size - TRAILER_LEN as u64;
+        source
+            .read_exact_at(&mut tb, trailer_at)
+            .map_err(|e| io_err("reading the trailer", e))?;
+        let trailer = Trailer::decode(&tb, container_size)?;
+
+        let fb = read_footer(source, &trailer, header.block_size)?;
+        let footer = Footer::decode(&fb, trailer.footer_offset)?;
+        footer.check_layout(header.block_size, trailer.footer_offset)?;
+
+        let header_disagrees = header.is_patched()
+            && (header.footer_offset != trailer.footer_offset
+                || header.footer_size != trailer.footer_size
+                || header.total_blocks != footer.entries.len() as u64
+                || header.original_size != footer.original_size);
+        if header_disagrees {
+            return Err(Error::corrupt(
+                "header totals disagree with the footer and trailer",
+            ));
+        }
+        if !header.is_patched() && header.flags & FLAG_STREAMING == 0 {
+            return Err(Error::corrupt(
+                "header totals are missing but the container is not a stream",
+            ));
+        }
+        Ok(ContainerInfo {
+            header,
+            slots,
+            trailer,
+            footer,
+            container_size,
+        })
+    }
+
+    pub fn original_size(&self) -> u64 {
+        self.footer.original_size
+    }
+
+    pub fn block_count(&self) -> u64 {
+        self.footer.entries.len() as u64
+    }
+}
+
+/// Unwraps the data key from the first slot `key` opens. The error says whether the key is wrong
+/// or the container simply has no slot of that kind.
+pub fn unlock_data_key(slots: &SlotArea, container_id: &ContainerId, key: &Key) -> Result<DataKey> {
+    // The KDF cost of passphrase slots is read from bytes nothing has authenticated yet: slots
+    // above the passphrase's limit, and those past the number it may try, are refused unopened.
+    let limits = key.alternatives().into_iter().find_map(|k| match k {
+        Key::Passphrase(p) => Some(p),
+        _ => None,
+    });
+    let mut refused = Vec::new();
+    let mut passphrase_slots = 0;
+    for (i, slot) in slots.slots.iter().enumerate() {
+        if let (SlotKind::Passphrase, Some(p)) = (slot.kind, limits) {
+            if let Err(e) = p.check_cost(slot.param, &format!("key slot #{i}")) {
+                refused.push(e);
+                continue;
+            }
+            passphrase_slots += 1;
+            if passphrase_slots > p.limits().max_slots {
+                refused.push(format!(
+                    "key slot #{i} was not tried: at most {} passphrase slots are tried per container",
+                    p.limits().max_slots
+                ));
+                continue;
+            }
+        }
+        if let Some(k) = unwrap_slot(key, slot, container_id) {
+            return Ok(k);
+        }
+    }
+    if !refused.is_empty() {
+        return Err(Error::WrongKey(format!(
+            "no key slot opened; {}",
+            refused.join("; ")
+        )));
+    }
+    let have: Vec<&str> = slots.slots.iter().map(|s| s.kind.name()).collect();
+    let tried: Vec<&str> = key
+        .alternatives()
+        .iter()
+        .filter_map(|k| k.slot_kind())
+        .map(|k| k.name())
+        .collect();
+    let keyring_hint = if have.contains(&"keyring") && !tried.contains(&"keyring") {
+        "; its keyring slot needs the passphrase of the vault it was packed into"
+    } else {
+        ""
+    };
+    Err(if tried.iter().any(|t| have.contains(t)) {
+        Error::WrongKey(format!(
+            "the {} given does not open any key slot",
+            tried.join(" or ")
+        ))
+    } else {
+        Error::WrongKey(format!(
+            "the container has no {} slot (its slots: {}){keyring_hint}",
+            tried.join(" or "),
+            have.join(", ")
+        ))
+    })
+}
+
+/// Footer bytes read at once. A larger footer is read piece by piece.
+const FOOTER_READ_CHUNK: usize = 1 << 20;
+
+/// Reads the footer the trailer points at. Its size fits the file (checked by `Trailer::decode`),
+/// but a sparse file or a source that lies about its length can still claim terabytes: so the
+/// footer is read a piece at a time, and each further piece only after the entries so far have
+/// tiled the block area as they should. Memory then grows with plausible index entries, never
+/// with a bare size field.
+fn read_footer(source: &dyn ReadAt, trailer: &Trailer, block_size: u32) -> Result<Vec<u8>> {
+    let size = usize::try_from(trailer.footer_size)
+        .map_err(|_| Error::corrupt(format!("footer of {} bytes", trailer.footer_size)))?;
+    let entries_end = size - (FOOTER_FIXED_LEN - FOOTER_HEAD_LEN);
+    let mut check = LayoutCheck::new(block_size, trailer.footer_offset);
+    let mut checked = FOOTER_HEAD_LEN;
+    let mut fb = Vec::with_capacity(size.min(FOOTER_READ_CHUNK));
+    while fb.len() < size {
+        if fb.len() >= FOOTER_READ_CHUNK {
+            while checked + FOOTER_ENTRY_LEN <= fb.len().min(entries_end) {
+                check.next(&FooterEntry::decode(&fb[checked..]))?;
+                checked += FOOTER_ENTRY_LEN;
+            }
+        }
+        let at = fb.len();
+        fb.resize(at + (size - at).min(FOOTER_READ_CHUNK), 0);
+        source
+            .read_exact_at(&mut fb[at..], trailer.footer_offset + at as u64)
+            .map_err(|e| Error::io("reading the footer", e))?;
+    }
+    Ok(fb)
+}
+
+/// Unwraps the data key from the first key slot `key` opens and derives the container's keys.
+/// Every reader (random access, stream, repair) starts here, so a wrong key is reported the same
+/// way everywhere, before any output is written.
+pub fn unlock(header: &Header, slots: &SlotArea, key: &Key) -> Result<ContainerKeys> {
+    let cid = header.container_id;
+    Ok(derive_container_keys(
+        unlock_data_key(slots, &cid, key)?,
+        header.cipher,
+        cid,
+    ))
+}
+
+/// A failed read of a block's bytes: a short file is corruption (a cut container), and names the block.
+fn read_error(e: io::Error, block: u64, offset: u64) -> Error {
+    let kind = if e.kind() == io::ErrorKind::UnexpectedEof {
+        "container ends inside the block"
+    } else {
+        "reading the block"
+    };
+    Error::Corrupt {
+        what: format!("{kind}: {e}"),
+        block: Some(block),
+        offset: Some(offset),
+    }
+}
+
+/// An open, authenticated container: its index is trusted, its blocks are decrypted on demand.
+pub struct Container<S: ReadAt = File> {
+    source: S,
+    info: ContainerInfo,
+    keys: ContainerKeys,
+}
+
+impl Container<File> {
+    /// Opens the container at `path` with `key`. Errors name the file.
+    pub fn open(path: impl AsRef<Path>, key: &Key) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| Error::io("opening", e).in_file(path))?;
+        Container::from_source(file, key).map_err(|e| e.in_file(path))
+    }
+}
+
+impl<S: ReadAt> Container<S> {
+    /// Opens a container from any positioned source: checks the structure, unwraps the data key
+    /// from a key slot, and authenticates the footer index before any block is read.
+    pub fn from_source(source: S, key: &Key) -> Result<Self> {
+        let info = ContainerInfo::read(&source)?;
+        let keys = unlock(&info.header, &info.slots, key)?;
+        let unsigned = Footer::encode_unsigned(info.footer.original_size, &info.footer.entries);
+        if !verify_footer_mac(&keys, &info.header.bound_fields(), &unsigned, &info.footer.mac) {
+            return Err(Error::Corrupt {
+                what: "footer index or header fails authentication (edited, truncated or re-indexed)".into(),
+                block: None,
+                offset: Some(info.trailer.footer_offset),
+            });
+        }
+        Ok(Container { source, info, keys })
+    }
+
+    pub fn info(&self) -> &ContainerInfo {
+        &self.info
+    }
+
+    /// Plaintext length.
+    pub fn len(&self) -> u64 {
+        self.info.original_size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn block_count(&self) -> u64 {
+        self.info.block_count()
+    }
+
+    pub fn entry(&self, index: u64) -> Option<&FooterEntry> {
+        self.info.footer.entries.get(usize::try_from(index).ok()?)
+    }
+
+    /// The block holding plaintext byte `offset`, if it is inside the file.
+    pub fn block_of(&self, offset: u64) -> Option<u64> {
+        if offset >= self.len() {
+            return None;
+        }
+        let entries = &self.info.footer.entries;
+        Some(entries.partition_point(|e| e.plain_offset + e.plain_size <= offset) as u64)
+    }
+
+    /// Decrypts one block. With `verify`, also checks the plaintext's SHA-256 (the AEAD always
+    /// authenticates it; the hash additionally proves the writer hashed what it sealed).
+    pub fn read_block(&self, index: u64, verify: bool) -> Result<Vec<u8>> {
+        self.read_block_into(index, verify, Vec::new())
+    }
+
+    /// [`Self::read_block`] into `buffer` (whatever it holds; its allocation is reused) so that a
+    /// caller decrypting many blocks need not allocate one per block. Head and payload come in one
+    /// read: one disk round trip per cold block, not two.
+    fn read_block_into(&self, index: u64, verify: bool, mut buffer: Vec<u8>) -> Result<Vec<u8>> {
+        let entry = *self.entry(index).ok_or_else(|| self.no_such_block(index))?;
+        buffer.clear();
+        buffer.resize(entry.len as usize, 0);
+        self.source
+            .read_exact_at(&mut buffer, entry.offset)
+            .map_err(|e| read_error(e, index, entry.offset))?;
+        self.open_stored(index, buffer, verify)
+    }
+
+    fn no_such_block(&self, index: u64) -> Error {
+        Error::InvalidArgument(format!(
+            "block {index} does not exist ({} blocks)",
+            self.block_count()
+        ))
+    }
+
+    /// The stored bytes (head and sealed payload) of blocks `first..=last`, with one read: blocks
+    /// are contiguous in the container. Split them with [`Container::stored_range`] and open each
+    /// with [`Container::open_stored`]. The length comes from the authenticated index, bounded by
+    /// `check_layout` for each block; callers bound the number of blocks.
+    pub fn read_stored(&self, first: u64, last: u64) -> Result<Vec<u8>> {
+        let start = *self.entry(first).ok_or_else(|| self.no_such_block(first))?;
+        let end = *self
+            .entry(last.max(first))
+            .ok_or_else(|| self.no_such_block(last))?;
+        let mut stored = vec![0u8; (end.offset + end.len - start.offset) as usize];
+        self.source
+            .read_exact_at(&mut stored, start.offset)
+            .map_err(|e| read_error(e, first, start.offset))?;
+        Ok(stored)
+    }
+
+    /// Where block `index` lies in the bytes [`Container::read_stored`] returned for a range
+    /// starting at block `first`.
+    pub fn stored_range(&self, first: u64, index: u64) -> Option<std::ops::Range<usize>> {
+        let (base, e) = (self.entry(first)?.offset, self.entry(index)?);
+        let start = usize::try_from(e.offset.checked_sub(base)?).ok()?;
+        Some(start..start + e.len as usize)
+    }
+
+    /// Checks and decrypts block `index` from its stored bytes (exactly the block: head, then
+    /// sealed payload).
+    pub fn open_stored(&self, index: u64, block: Vec<u8>, verify: bool) -> Result<Vec<u8>> {
+        let entry = *self.entry(index).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "block {index} does not exist ({} blocks)",
+                self.block_count()
+            ))
+        })?;
+        if block.len() as u64 != entry.len {
+            return Err(Error::corrupt_block(
+                index,
+                entry.offset,
+                "block disagrees with the footer index",
+            ));
+        }
+        let head: [u8; BLOCK_HEAD_LEN] = crate::core::format::array(&block, 0);
+        let (prefix, meta) = open_block_head(&self.keys, index, &head, entry.offset)?;
+        if entry.len != (BLOCK_HEAD_LEN as u64 + prefix.payload_len as u64)
+            || meta.plain_size as u64 != entry.plain_size
+        {
+            return Err(Error::corrupt_block(
+                index,
+                entry.offset,
+                "block disagrees with the footer index",
+            ));
+        }
+        open_payload_from(
+            &self.keys,
+            index,
+            &meta,
+            block,
+            BLOCK_HEAD_LEN,
+            verify,
+            entry.offset,
+        )
+    }
+
+    /// Reads plaintext at `offset` into `buf`, decrypting only the blocks that cover it. Returns
+    /// the number of bytes read: less than `buf.len()` only at the end of the file.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let Some(index) = self.block_of(pos) else { break };
+            let block = self.read_block(index, false)?;
+            let start = (pos - self.info.footer.entries[index as usize].plain_offset) as usize;
+            let n = (block.len() - start).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&block[start..start + n]);
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// The plaintext range `offset..offset+len`, clipped at the end of the file.
+    pub fn seek_extract(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.write_range(offset, len, &mut out)?;
+        Ok(out)
+    }
+
+    /// Streams the plaintext range `offset..offset+len` (clipped at the end) to `out`, one block
+    /// at a time. Returns the bytes written.
+    pub fn write_range(&self, offset: u64, len: u64, out: &mut dyn Write) -> Result<u64> {
+        let end = offset.saturating_add(len).min(self.len());
+        let mut pos = offset;
+        while pos < end {
+            let index = self.block_of(pos).expect("pos is inside the file");
+            let entry = self.info.footer.entries[index as usize];
+            let block = self.read_block(index, false)?;
+            let start = (pos - entry.plain_offset) as usize;
+            let stop = ((end - entry.plain_offset) as usize).min(block.len());
+            out.write_all(&block[start..stop])
+                .map_err(|e| Error::io("writing the output", e))?;
+            pos = entry.plain_offset + stop as u64;
+        }
+        Ok(end.saturating_sub(offset))
+    }
+}
+
+impl<S: ReadAt + 'static> Container<S> {
+    /// Decrypts every block in parallel on `workers` threads (0: all cores) and writes the
+    /// plaintext to `out` in order. With `verify`, checks every block's SHA-256 too. Memory stays
+    /// at about three blocks per worker (two in flight, one recycled). Used by `unpack` and, with
+    /// a sink, by `verify`.
+    pub fn unpack_to(
+        self: &Arc<Self>,
+        out: &mut dyn Write,
+        verify: bool,
+        workers: usize,
+        progress: &dyn Fn(u64),
+    ) -> Result<u64> {
+        let mut pool = OrderedPool::new(workers).map_err(|e| Error::io("starting worker threads", e))?;
+        // Written blocks' buffers go back to the workers: allocating and freeing one per block
+        // made the allocator return memory to the kernel and fault it in again.
+        let spares: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let max_spares = pool.workers();
+        let mut written = 0u64;
+        let mut write_block = |block: Result<Vec<u8>>| -> Result<()> {
+            let block = block?;
+            out.write_all(&block)
+                .map_err(|e| Error::io("writing the output", e))?;
+            written += block.len() as u64;
+            progress(block.len() as u64);
+            let mut spares = spares.lock().unwrap_or_else(|e| e.into_inner());
+            if spares.len() < max_spares {
+                spares.push(block);
+            }
+            Ok(())
+        };
+        for index in 0..self.block_count() {
+            while pool.is_full() {
+                write_block(pool.next_result().expect("a full pool has results"))?;
+            }
+            let container = Arc::clone(self);
+            let spares = Arc::clone(&spares);
+            pool.submit(move || {
+                let buffer = spares.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                container.read_block_into(index, verify, buffer.unwrap_or_default())
+            });
+        }
+        while let Some(block) = pool.next_result() {
+            write_block(block)?;
+        }
+        Ok(written)
+    }
+}

@@ -1,0 +1,162 @@
+//! Changing a container's key slots in place, crash-safely, leaving no removed slot behind.
+//!
+//! 1. The new slot set is written to the *inactive* slot area with the next sequence number and
+//!    synced. Readers take the valid area with the higher sequence, so a crash before or during
+//!    this write leaves the old set in force (a torn area fails its checksum); after it, the new.
+//! 2. The same bytes are then written over the *previously active* area and synced. Until this
+//!    second write completes, the old area still holds the old slots, but it has the lower
+//!    sequence; a crash during it tears that area and leaves the new one in force. Afterwards the
+//!    two areas are identical, so no removed slot remains anywhere in the file: editing one
+//!    area's checksum can no longer bring an old slot back.
+//!
+//! A rekey interrupted between the two steps leaves the new set in force and the old slots in
+//! the other area; `qeltrix info` reports that, and `qeltrix rekey --scrub` (any rekey, in fact)
+//! clears it. Key changes take an exclusive `flock` on the container, so concurrent rekeys run one
+//! after the other and none loses the other's change. Block data, the footer and every other
+//! header byte are never rewritten.
+
+use crate::container::reader::{unlock_data_key, Container};
+use crate::core::crypto::{wrap_slot, Entropy, Key};
+use crate::core::format::{
+    Header, KeySlot, SlotArea, HEADER_LEN, MAX_SLOTS, SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN,
+};
+use crate::{Error, Result};
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// One change to a container's key slots.
+#[derive(Debug)]
+pub enum SlotChange {
+    /// Add a slot for this key (passphrase slots use `iterations`).
+    Add { key: Key, iterations: u32 },
+    /// Remove the slot at this position (as `qeltrix rekey --list` numbers them).
+    Remove(usize),
+}
+
+/// Test-only crash points: with `QELTRIX_TEST_CRASH_AT` set to one of these names, `rekey` kills
+/// itself with SIGKILL there, so tests can check every intermediate state on disk.
+const CRASH_ENV: &str = "QELTRIX_TEST_CRASH_AT";
+
+fn crash_point(name: &str) {
+    if std::env::var(CRASH_ENV).is_ok_and(|v| v == name) {
+        // SAFETY: raise(2) with a valid signal number has no memory-safety preconditions.
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
+    }
+}
+
+/// Applies `changes` to the container at `path`, opening it with `key`. Returns the new slot list.
+/// With no changes, both areas are rewritten with the slots in force (a scrub).
+pub fn rekey(path: &Path, key: &Key, changes: &[SlotChange], entropy: &dyn Entropy) -> Result<Vec<KeySlot>> {
+    let io = |what: &str, e| Error::io(what, e).in_file(path);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| io("opening for the key change", e))?;
+    // Held until both areas are synced; a second rekey waits here, then reads what this one wrote.
+    file.lock().map_err(|e| io("locking for the key change", e))?;
+    crash_point("locked");
+    // Opening checks the whole structure and the footer MAC with this key before anything changes.
+    let container = Container::open(path, key)?;
+    let header = container.info().header.clone();
+    let active = container.info().slots.clone();
+    let cid = header.container_id;
+    let data_key = unlock_data_key(&active, &cid, key).map_err(|e| e.in_file(path))?;
+    drop(container);
+
+    let mut slots = active.slots.clone();
+    for (n, change) in changes.iter().enumerate() {
+        match change {
+            SlotChange::Add { key: new, iterations } => {
+                if slots.len() == MAX_SLOTS {
+                    return Err(Error::InvalidArgument(format!(
+                        "a container holds at most {MAX_SLOTS} key slots"
+                    ))
+                    .in_file(path));
+                }
+                let purpose = active.sequence as usize * 64 + n;
+                let slot = wrap_slot(new, &data_key, &cid, *iterations, purpose, entropy)
+                    .map_err(|e| Error::InvalidArgument(e).in_file(path))?;
+                slots.push(slot);
+            }
+            SlotChange::Remove(i) => {
+                if *i >= slots.len() {
+                    return Err(Error::InvalidArgument(format!(
+                        "there is no slot #{i} ({} slots)",
+                        slots.len()
+                    ))
+                    .in_file(path));
+                }
+                slots.remove(*i);
+            }
+        }
+    }
+    if slots.is_empty() {
+        return Err(Error::InvalidArgument(
+            "refusing to remove the last key slot: the data would be lost".into(),
+        )
+        .in_file(path));
+    }
+
+    let area = SlotArea {
+        sequence: active.sequence + 1,
+        slots: slots.clone(),
+    }
+    .encode();
+    let target = if active_area_offset(&header, &active) == SLOT_AREA_A {
+        SLOT_AREA_B
+    } else {
+        SLOT_AREA_A
+    };
+    crash_point("before-write");
+    if std::env::var(CRASH_ENV).is_ok_and(|v| v == "torn-write") {
+        file.write_all_at(&area[..SLOT_AREA_LEN / 2], target as u64)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io("writing the key slots", e))?;
+        crash_point("torn-write");
+    }
+    file.write_all_at(&area, target as u64)
+        .map_err(|e| io("writing the key slots", e))?;
+    crash_point("before-sync");
+    file.sync_all().map_err(|e| io("syncing the key slots", e))?;
+    crash_point("after-sync");
+
+    // Step 2: the old area gets the same bytes, so the removed slots are gone from the file.
+    let old = if target == SLOT_AREA_A {
+        SLOT_AREA_B
+    } else {
+        SLOT_AREA_A
+    };
+    if std::env::var(CRASH_ENV).is_ok_and(|v| v == "torn-scrub") {
+        file.write_all_at(&area[..SLOT_AREA_LEN / 2], old as u64)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io("clearing the old key slots", e))?;
+        crash_point("torn-scrub");
+    }
+    let cleared = file.write_all_at(&area, old as u64).and_then(|()| {
+        crash_point("before-scrub-sync");
+        file.sync_all()
+    });
+    cleared.map_err(|e| {
+        Error::io(
+            "the new key slots are in force, but clearing the old ones failed; run \
+             `qeltrix rekey --scrub` again",
+            e,
+        )
+        .in_file(path)
+    })?;
+    Ok(slots)
+}
+
+/// Which area is active: the one `Header::active_slots` picked.
+fn active_area_offset(header: &Header, active: &SlotArea) -> usize {
+    match SlotArea::decode(&header.slot_area_a) {
+        Some(a) if a == *active => SLOT_AREA_A,
+        _ => SLOT_AREA_B,
+    }
+}
+
+const _: () = assert!(SLOT_AREA_B + SLOT_AREA_LEN <= HEADER_LEN);

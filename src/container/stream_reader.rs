@@ -1,0 +1,277 @@
+//! Reading a container front to back as it arrives (a socket, a pipe), without seeking: header →
+//! key slots → blocks one by one → footer → trailer. The decrypting gateway reads through it, and
+//! `repair` walks a cut container with it.
+//!
+//! Each block is authenticated as it arrives (its head here, its payload by
+//! [`SealedBlockIn::open`], both through `block.rs`), so plaintext can be passed on before the end
+//! of the stream. What a single block cannot prove — that no block was dropped at the end, or the
+//! stream cut at a block boundary — is proven by the footer MAC, checked when the footer arrives:
+//! a consumer of the plaintext must treat the stream as failed unless [`StreamReader::next_block`]
+//! (or [`StreamReader::next_sealed`]) ended with `Ok(None)`.
+//!
+//! ```no_run
+//! use qeltrix::{Key, crypto::KeyFileKey, stream_reader::StreamReader};
+//! let key = Key::KeyFile(KeyFileKey::from_bytes([7; 32]));
+//! let socket = std::net::TcpStream::connect("127.0.0.1:7620")?;
+//! let mut stream = StreamReader::open(std::io::BufReader::new(socket), &key)?;
+//! while let Some(block) = stream.next_block(true)? {
+//!     // `block` is authenticated plaintext, in order.
+//! }
+//! // Here the footer MAC has been verified: nothing was dropped or cut.
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::container::reader::unlock;
+use crate::core::codec::{open_block_head, open_payload};
+use crate::core::crypto::{verify_footer_mac, ContainerKeys, Key};
+use crate::core::format::{
+    BlockMeta, BlockPrefix, Footer, FooterEntry, Header, Trailer, BLOCK_HEAD_LEN, BLOCK_PREFIX_LEN,
+    FLAG_STREAMING, FOOTER_HEAD_LEN, HEADER_LEN, TRAILER_LEN,
+};
+use crate::{Error, Result};
+use std::io::{self, Read};
+use std::sync::Arc;
+
+// A block prefix and a footer head have the same length, so one read tells which comes next.
+const _: () = assert!(BLOCK_PREFIX_LEN == FOOTER_HEAD_LEN);
+
+/// A block whose head (prefix and metadata) is authenticated; its payload is not yet.
+pub struct SealedBlockIn {
+    pub index: u64,
+    /// Where the block starts in the container.
+    pub offset: u64,
+    pub head: [u8; BLOCK_HEAD_LEN],
+    pub meta: BlockMeta,
+    /// The sealed payload, exactly as it arrived.
+    pub payload: Vec<u8>,
+}
+
+impl SealedBlockIn {
+    /// Authenticates and decrypts the payload (and with `verify`, checks the plaintext's SHA-256).
+    /// Thread-safe: callers run it on a worker pool.
+    pub fn open(self, keys: &ContainerKeys, verify: bool) -> Result<Vec<u8>> {
+        open_payload(keys, self.index, &self.meta, self.payload, verify, self.offset)
+    }
+
+    /// Bytes the block occupies in the container.
+    pub fn stored_len(&self) -> u64 {
+        (BLOCK_HEAD_LEN + self.payload.len()) as u64
+    }
+}
+
+/// A container being read sequentially. See the module docs.
+pub struct StreamReader<R: Read> {
+    input: R,
+    header: Header,
+    keys: Arc<ContainerKeys>,
+    entries: Vec<FooterEntry>,
+    /// Container offset of the next byte to read.
+    offset: u64,
+    plain_offset: u64,
+    finished: bool,
+}
+
+impl<R: Read> StreamReader<R> {
+    /// Reads the header and unwraps the data key. A wrong key fails here, before any block.
+    pub fn open(mut input: R, key: &Key) -> Result<Self> {
+        let mut head = vec![0u8; HEADER_LEN];
+        let n = read_full(&mut input, &mut head).map_err(|e| Error::io("reading the header", e))?;
+        if n < HEADER_LEN {
+            return Err(Error::NotAContainer(format!(
+                "the stream ends after {n} bytes, inside the {HEADER_LEN}-byte header"
+            )));
+        }
+        let header = Header::decode(&head)?;
+        let keys = unlock(&header, &header.active_slots()?, key)?;
+        Ok(StreamReader {
+            input,
+            header,
+            keys: Arc::new(keys),
+            entries: Vec::new(),
+            offset: HEADER_LEN as u64,
+            plain_offset: 0,
+            finished: false,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The container's keys, for opening blocks on other threads.
+    pub fn keys(&self) -> &Arc<ContainerKeys> {
+        &self.keys
+    }
+
+    /// Container bytes consumed so far.
+    pub fn container_offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Plaintext bytes in the blocks read so far.
+    pub fn plain_offset(&self) -> u64 {
+        self.plain_offset
+    }
+
+    /// The index entries of the blocks read so far.
+    pub fn entries(&self) -> &[FooterEntry] {
+        &self.entries
+    }
+
+    /// True once the footer and trailer have been read and verified.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    pub fn into_inner(self) -> R {
+        self.input
+    }
+
+    /// The next block, decrypted and authenticated; `None` once the footer has been verified.
+    pub fn next_block(&mut self, verify: bool) -> Result<Option<Vec<u8>>> {
+        match self.next_sealed()? {
+            Some(block) => block.open(&self.keys, verify).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The next block with its head authenticated and its payload still sealed (open it with
+    /// [`SealedBlockIn::open`], on any thread); `None` once the footer and trailer have arrived
+    /// and the footer MAC has been verified.
+    pub fn next_sealed(&mut self) -> Result<Option<SealedBlockIn>> {
+        if self.finished {
+            return Ok(None);
+        }
+        let index = self.entries.len() as u64;
+        let at = self.offset;
+        let mut head = [0u8; BLOCK_HEAD_LEN];
+        self.read_exact(&mut head[..BLOCK_PREFIX_LEN], || {
+            format!("before block {index} or the footer")
+        })?;
+        let prefix: [u8; BLOCK_PREFIX_LEN] = crate::core::format::array(&head, 0);
+        if Footer::starts(&prefix) {
+            self.read_footer(&prefix)?;
+            return Ok(None);
+        }
+        BlockPrefix::decode(&prefix, at).map_err(|e| match e {
+            Error::Corrupt { what, .. } => Error::corrupt_block(index, at, what),
+            e => e,
+        })?;
+        self.read_exact(&mut head[BLOCK_PREFIX_LEN..], || format!("inside block {index}"))?;
+        let (prefix, meta) = open_block_head(&self.keys, index, &head, at)?;
+        if meta.plain_size == 0 || meta.plain_size > self.header.block_size {
+            return Err(Error::corrupt_block(
+                index,
+                at,
+                format!(
+                    "block holds {} plaintext bytes; the block size is {}",
+                    meta.plain_size, self.header.block_size
+                ),
+            ));
+        }
+        // Bounded by the authenticated metadata (stored size ≤ plain size ≤ block size).
+        let mut payload = vec![0u8; prefix.payload_len as usize];
+        self.read_exact(&mut payload, || format!("inside block {index}"))?;
+        let block = SealedBlockIn {
+            index,
+            offset: at,
+            head,
+            meta,
+            payload,
+        };
+        self.entries.push(FooterEntry {
+            offset: at,
+            len: block.stored_len(),
+            plain_offset: self.plain_offset,
+            plain_size: block.meta.plain_size as u64,
+        });
+        self.plain_offset += block.meta.plain_size as u64;
+        Ok(Some(block))
+    }
+
+    /// Reads the rest of the footer (whose first bytes are `start`) and the trailer, and checks
+    /// that they index exactly the blocks that arrived and that the MAC is genuine.
+    fn read_footer(&mut self, start: &[u8]) -> Result<()> {
+        let footer_at = self.offset - start.len() as u64;
+        let footer_len = Footer::encoded_len(self.entries.len()) as usize;
+        let mut bytes = start.to_vec();
+        bytes.resize(footer_len, 0);
+        self.read_exact(&mut bytes[start.len()..], || "inside the footer".into())?;
+        let footer = Footer::decode(&bytes, footer_at)?;
+        let corrupt = |what: &str| Error::Corrupt {
+            what: what.into(),
+            block: None,
+            offset: Some(footer_at),
+        };
+        if footer.entries != self.entries || footer.original_size != self.plain_offset {
+            return Err(corrupt(
+                "the footer index disagrees with the blocks in the stream",
+            ));
+        }
+        let unsigned = Footer::encode_unsigned(footer.original_size, &footer.entries);
+        if !verify_footer_mac(&self.keys, &self.header.bound_fields(), &unsigned, &footer.mac) {
+            return Err(corrupt(
+                "footer index or header fails authentication (edited, truncated or re-indexed)",
+            ));
+        }
+        let mut tb = [0u8; TRAILER_LEN];
+        self.read_exact(&mut tb, || "inside the trailer".into())?;
+        let trailer = Trailer::decode(&tb, self.offset)?;
+        if trailer.footer_offset != footer_at || trailer.footer_size != footer_len as u64 {
+            return Err(corrupt("the trailer does not point at the footer"));
+        }
+        let h = &self.header;
+        if h.is_patched()
+            && (h.footer_offset != footer_at
+                || h.footer_size != footer_len as u64
+                || h.total_blocks != self.entries.len() as u64
+                || h.original_size != self.plain_offset)
+        {
+            return Err(Error::corrupt(
+                "header totals disagree with the footer and trailer",
+            ));
+        }
+        if !h.is_patched() && h.flags & FLAG_STREAMING == 0 {
+            return Err(Error::corrupt(
+                "header totals are missing but the container is not a stream",
+            ));
+        }
+        self.finished = true;
+        Ok(())
+    }
+
+    /// Fills `buf` from the input, or reports where the stream ended.
+    fn read_exact(&mut self, buf: &mut [u8], place: impl Fn() -> String) -> Result<()> {
+        let n = read_full(&mut self.input, buf).map_err(|e| {
+            Error::io(
+                format!("reading the stream at container offset {}", self.offset),
+                e,
+            )
+        })?;
+        self.offset += n as u64;
+        if n < buf.len() {
+            return Err(Error::Incomplete(format!(
+                "the stream ends at container offset {}, {} ({} blocks, {} plaintext bytes arrived whole)",
+                self.offset,
+                place(),
+                self.entries.len(),
+                self.plain_offset
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read. Interrupted reads retry.
+pub(crate) fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match input.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}

@@ -1,0 +1,399 @@
+//! Writing containers: [`StreamPacker`] takes plaintext in (as a `Write`, or from a `Read`) and
+//! writes a container to any `Write`, sealing blocks in parallel as soon as each is full. Pack,
+//! stdin, and every network ingest write through it.
+//!
+//! On a seekable output ([`StreamPacker::new_seekable`]) the header totals are patched at the end;
+//! on a stream (a pipe, a socket) they stay zero, the header says so (`FLAG_STREAMING`), and
+//! readers find the index through the trailer.
+//!
+//! ```no_run
+//! use qeltrix::{StreamPacker, PackOptions, Key, crypto::KeyFileKey};
+//! let key = Key::KeyFile(KeyFileKey::from_bytes([7; 32]));
+//! let out = std::fs::File::create("log.qltx")?;
+//! let mut packer = StreamPacker::new_seekable(out, &[key], &PackOptions::default())?;
+//! std::io::copy(&mut std::io::stdin(), &mut packer)?;
+//! let (_file, summary) = packer.finish()?;
+//! println!("{} blocks", summary.blocks);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::container::pipeline::{OrderedPool, WorkerPool};
+use crate::core::codec::{seal_block, CompressPolicy, SealedBlock};
+use crate::core::compress::CompressMode;
+use crate::core::crypto::{
+    derive_container_keys, footer_mac, wrap_slot, ContainerKeys, DataKey, Entropy, Key, SystemEntropy,
+    DEFAULT_KDF_ITERATIONS, MAX_KDF_ITERATIONS,
+};
+use crate::core::format::{
+    check_block_size, CipherId, ContainerId, Footer, FooterEntry, Header, SlotArea, Trailer,
+    DEFAULT_BLOCK_SIZE, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN, MAX_SLOTS, SLOT_AREA_LEN, TAG_LEN,
+};
+use crate::{Error, Result};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+
+/// How to pack.
+#[derive(Clone)]
+pub struct PackOptions {
+    pub cipher: CipherId,
+    /// Plaintext bytes per block: a multiple of 4 KiB from 4 KiB to 64 MiB.
+    pub block_size: u32,
+    pub compress: CompressMode,
+    /// Deflate level, 0–9.
+    pub level: u32,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Seal on this shared pool instead of starting `workers` threads: a server packing many
+    /// streams at once (the gateway) keeps one pool for all of them.
+    pub pool: Option<WorkerPool>,
+    /// PBKDF2 iterations for passphrase slots.
+    pub kdf_iterations: u32,
+    /// Sets the header's no-verify hint for readers.
+    pub no_verify_hint: bool,
+    /// Source of randomness. Only the format's test vector replaces it.
+    #[doc(hidden)]
+    pub entropy: Arc<dyn Entropy>,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        PackOptions {
+            cipher: CipherId::Aes256Gcm,
+            block_size: DEFAULT_BLOCK_SIZE,
+            compress: CompressMode::Auto,
+            level: 1,
+            workers: 0,
+            pool: None,
+            kdf_iterations: DEFAULT_KDF_ITERATIONS,
+            no_verify_hint: false,
+            entropy: Arc::new(SystemEntropy),
+        }
+    }
+}
+
+/// What a finished pack produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackSummary {
+    pub blocks: u64,
+    pub compressed_blocks: u64,
+    pub original_size: u64,
+    pub container_size: u64,
+    pub container_id: ContainerId,
+}
+
+type Patch<W> = fn(&mut W, &[u8]) -> io::Result<()>;
+
+/// Streams plaintext into a container. See the module docs.
+pub struct StreamPacker<W: Write> {
+    out: W,
+    header: Header,
+    keys: Arc<ContainerKeys>,
+    policy: CompressPolicy,
+    entropy: Arc<dyn Entropy>,
+    /// Sealed blocks in order; an `Err` only if sealing one panicked (a bug).
+    pool: OrderedPool<Result<SealedBlock>>,
+    block_size: usize,
+    current: Vec<u8>,
+    /// The last written block's payload buffer, kept for the next block's plaintext: allocating
+    /// and freeing a block-sized buffer per block made the allocator hand memory back to the
+    /// kernel and fault it in again, a fifth of pack's CPU time.
+    spare: Option<Vec<u8>>,
+    next_index: u64,
+    entries: Vec<FooterEntry>,
+    container_offset: u64,
+    plain_offset: u64,
+    /// Plaintext bytes handed to the workers, sealed or not.
+    submitted: u64,
+    compressed_blocks: u64,
+    patch: Option<Patch<W>>,
+}
+
+impl<W: Write> StreamPacker<W> {
+    /// Starts a container on a stream: writes the header (with the key slots) right away.
+    pub fn new(out: W, keys: &[Key], opts: &PackOptions) -> Result<Self> {
+        Self::start(out, keys, opts, None)
+    }
+
+    fn start(mut out: W, keys: &[Key], opts: &PackOptions, patch: Option<Patch<W>>) -> Result<Self> {
+        check_block_size(opts.block_size).map_err(Error::InvalidArgument)?;
+        if keys.is_empty() || keys.len() > MAX_SLOTS {
+            return Err(Error::InvalidArgument(format!(
+                "a container needs 1 to {MAX_SLOTS} keys, {} given",
+                keys.len()
+            )));
+        }
+        if !(1..=MAX_KDF_ITERATIONS).contains(&opts.kdf_iterations) {
+            return Err(Error::InvalidArgument(format!(
+                "KDF iterations must be between 1 and {MAX_KDF_ITERATIONS}"
+            )));
+        }
+        if opts.level > 9 {
+            return Err(Error::InvalidArgument("compression level must be 0 to 9".into()));
+        }
+        let entropy = Arc::clone(&opts.entropy);
+        let data_key = DataKey::generate(entropy.as_ref());
+        let mut container_id = [0u8; 16];
+        entropy.fill(b"container id", &mut container_id);
+        let slots = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                wrap_slot(
+                    k,
+                    &data_key,
+                    &container_id,
+                    opts.kdf_iterations,
+                    i,
+                    entropy.as_ref(),
+                )
+            })
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(Error::InvalidArgument)?;
+        let mut flags = if patch.is_none() { FLAG_STREAMING } else { 0 };
+        if opts.no_verify_hint {
+            flags |= FLAG_NO_VERIFY;
+        }
+        let header = Header {
+            flags,
+            cipher: opts.cipher,
+            block_size: opts.block_size,
+            total_blocks: 0,
+            original_size: 0,
+            footer_offset: 0,
+            footer_size: 0,
+            container_id,
+            slot_area_a: SlotArea { sequence: 1, slots }.encode(),
+            slot_area_b: [0; SLOT_AREA_LEN],
+        };
+        out.write_all(&header.encode())
+            .map_err(|e| Error::io("writing the container header", e))?;
+        let pool = match &opts.pool {
+            Some(shared) => OrderedPool::on(shared),
+            None => OrderedPool::new(opts.workers).map_err(|e| Error::io("starting worker threads", e))?,
+        };
+        Ok(StreamPacker {
+            out,
+            keys: Arc::new(derive_container_keys(data_key, opts.cipher, container_id)),
+            header,
+            policy: CompressPolicy {
+                mode: opts.compress,
+                level: opts.level,
+            },
+            entropy,
+            pool,
+            block_size: opts.block_size as usize,
+            current: Vec::new(),
+            spare: None,
+            next_index: 0,
+            entries: Vec::new(),
+            container_offset: HEADER_LEN as u64,
+            plain_offset: 0,
+            submitted: 0,
+            compressed_blocks: 0,
+            patch,
+        })
+    }
+
+    /// The new container's id.
+    pub fn container_id(&self) -> ContainerId {
+        self.header.container_id
+    }
+
+    /// Plaintext bytes taken so far (written, being sealed, or waiting in the current block).
+    pub fn bytes_in(&self) -> u64 {
+        self.submitted + self.current.len() as u64
+    }
+
+    /// Container bytes written so far.
+    pub fn bytes_out(&self) -> u64 {
+        self.container_offset
+    }
+
+    /// Blocks written to the output so far.
+    pub fn blocks_written(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
+    /// Reads `input` to its end into the container, filling whole blocks straight from the reader.
+    pub fn pack_from(&mut self, input: &mut dyn Read) -> Result<u64> {
+        let mut total = 0u64;
+        loop {
+            // Read into an initialized buffer: `read_to_end` into spare capacity zeroes it first
+            // for every reader without a native `read_buf` (any wrapper: progress bars, sockets
+            // behind adapters), a memset of every block. A recycled buffer is initialized already.
+            let filled = self.current.len();
+            let mut buffer = std::mem::take(&mut self.current);
+            if buffer.capacity() == 0 {
+                buffer = self.spare.take().unwrap_or_default();
+            }
+            if buffer.len() < self.block_size {
+                buffer.reserve_exact(self.block_size + TAG_LEN - buffer.len());
+                buffer.resize(self.block_size, 0);
+            }
+            let (n, result) = read_up_to(input, &mut buffer[filled..self.block_size]);
+            buffer.truncate(filled + n);
+            self.current = buffer;
+            total += n as u64;
+            result.map_err(|e| Error::io("reading the input", e))?;
+            if self.current.len() < self.block_size {
+                return Ok(total);
+            }
+            self.seal_current()?;
+        }
+    }
+
+    /// Seals the partial block now (for a trickling stream that must reach its reader promptly).
+    /// Blocks may therefore hold less than the block size; the index records each one's size.
+    pub fn flush_block(&mut self) -> Result<()> {
+        if !self.current.is_empty() {
+            self.seal_current()?;
+        }
+        while let Some(block) = self.pool.next_result() {
+            self.write_block(block?)?;
+        }
+        self.out.flush().map_err(|e| Error::io("flushing the output", e))
+    }
+
+    /// Gives the block being filled its buffer: a recycled one, or a new one with room for the
+    /// AEAD tag, so sealing in place never reallocates and copies the block.
+    fn ensure_buffer(&mut self) {
+        if self.current.capacity() == 0 {
+            self.current = match self.spare.take() {
+                Some(mut spare) => {
+                    spare.clear();
+                    spare
+                }
+                None => Vec::with_capacity(self.block_size + TAG_LEN),
+            };
+        }
+    }
+
+    fn seal_current(&mut self) -> Result<()> {
+        // Blocks leave as soon as they are sealed, not only when the pool is full: a socket
+        // reader downstream sees them without waiting for later input.
+        while let Some(block) = self.pool.try_next_result() {
+            self.write_block(block?)?;
+        }
+        while self.pool.is_full() {
+            let block = self.pool.next_result().expect("a full pool has results");
+            self.write_block(block?)?;
+        }
+        let plain = std::mem::take(&mut self.current);
+        self.submitted += plain.len() as u64;
+        let (keys, entropy, policy, index) = (
+            Arc::clone(&self.keys),
+            Arc::clone(&self.entropy),
+            self.policy,
+            self.next_index,
+        );
+        self.next_index += 1;
+        self.pool
+            .submit(move || Ok(seal_block(&keys, index, plain, policy, entropy.as_ref())));
+        Ok(())
+    }
+
+    fn write_block(&mut self, block: SealedBlock) -> Result<()> {
+        self.out
+            .write_all(&block.head)
+            .and_then(|()| self.out.write_all(&block.payload))
+            .map_err(|e| Error::io(format!("writing block {}", self.entries.len()), e))?;
+        self.entries.push(FooterEntry {
+            offset: self.container_offset,
+            len: block.stored_len(),
+            plain_offset: self.plain_offset,
+            plain_size: block.plain_size,
+        });
+        self.container_offset += block.stored_len();
+        self.plain_offset += block.plain_size;
+        self.compressed_blocks += block.compressed as u64;
+        // Compressed payloads are too small to hold a whole block; those are dropped. The spare
+        // keeps its stale (sealed) bytes: `pack_from` overwrites them, `ensure_buffer` clears them.
+        if block.payload.capacity() >= self.block_size + TAG_LEN {
+            self.spare = Some(block.payload);
+        }
+        Ok(())
+    }
+
+    /// Seals what is left, writes the footer and trailer (and patches the header if the output
+    /// is seekable), and returns the output and a summary.
+    pub fn finish(mut self) -> Result<(W, PackSummary)> {
+        self.flush_block()?;
+        let mut footer = Footer::encode_unsigned(self.plain_offset, &self.entries);
+        let mac = footer_mac(&self.keys, &self.header.bound_fields(), &footer);
+        footer.extend_from_slice(&mac);
+        let trailer = Trailer {
+            footer_offset: self.container_offset,
+            footer_size: footer.len() as u64,
+        };
+        self.out
+            .write_all(&footer)
+            .and_then(|()| self.out.write_all(&trailer.encode()))
+            .map_err(|e| Error::io("writing the footer", e))?;
+        let container_size = self.container_offset + footer.len() as u64 + trailer.encode().len() as u64;
+        if let Some(patch) = self.patch {
+            self.header.total_blocks = self.entries.len() as u64;
+            self.header.original_size = self.plain_offset;
+            self.header.footer_offset = trailer.footer_offset;
+            self.header.footer_size = trailer.footer_size;
+            patch(&mut self.out, &self.header.encode()).map_err(|e| Error::io("patching the header", e))?;
+        }
+        self.out
+            .flush()
+            .map_err(|e| Error::io("flushing the output", e))?;
+        let summary = PackSummary {
+            blocks: self.entries.len() as u64,
+            compressed_blocks: self.compressed_blocks,
+            original_size: self.plain_offset,
+            container_size,
+            container_id: self.header.container_id,
+        };
+        Ok((self.out, summary))
+    }
+}
+
+/// Fills `buf` from `input` until it is full or the input ends. Returns the bytes read, and the
+/// error that stopped it early if any (the bytes before it are kept).
+fn read_up_to(input: &mut dyn Read, buf: &mut [u8]) -> (usize, io::Result<()>) {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (got, Err(e)),
+        }
+    }
+    (got, Ok(()))
+}
+
+impl<W: Write + Seek> StreamPacker<W> {
+    /// Starts a container on a seekable output (a file), whose header totals are filled in by
+    /// [`StreamPacker::finish`]. The output must be positioned at its start.
+    pub fn new_seekable(out: W, keys: &[Key], opts: &PackOptions) -> Result<Self> {
+        fn patch<W: Write + Seek>(out: &mut W, header: &[u8]) -> io::Result<()> {
+            let end = out.stream_position()?;
+            out.seek(SeekFrom::Start(0))?;
+            out.write_all(header)?;
+            out.seek(SeekFrom::Start(end))?;
+            Ok(())
+        }
+        Self::start(out, keys, opts, Some(patch::<W>))
+    }
+}
+
+impl<W: Write> Write for StreamPacker<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.ensure_buffer();
+        let n = buf.len().min(self.block_size - self.current.len());
+        self.current.extend_from_slice(&buf[..n]);
+        if self.current.len() == self.block_size {
+            self.seal_current()?;
+        }
+        Ok(n)
+    }
+
+    /// Passes the flush on to the output without sealing a partial block (see [`Self::flush_block`]).
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

@@ -1,0 +1,491 @@
+//! The FUSE side of the mount: [`VaultFs`] answers the kernel's requests from the vault index
+//! ([`Tree`]) and reads plaintext through the shared block cache.
+//!
+//! Metadata requests (lookup, getattr, readdir) and reads of blocks already in the cache are
+//! answered on fuser's threads: they only touch memory. `open` (which may run PBKDF2 to unwrap a
+//! key) and reads that must decrypt are handed to a worker pool with their reply, so a slow one
+//! never holds up the others.
+
+use super::tree::{FileEntry, NodeKind, OpenState, Tree};
+use super::{log, MountOptions};
+use crate::container::cache::{BlockCache, CachedContainer};
+use crate::container::reader::Container;
+use crate::{Error, Key};
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+};
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// How long the kernel may trust a name or an attribute. Changes in the vault are also pushed to
+/// the kernel as invalidations, so this only bounds staleness if a notification is lost.
+const TTL: Duration = Duration::from_secs(1);
+
+/// Block size reported by stat (the unit `du` and `cp` size their I/O by).
+const STAT_BLKSIZE: u32 = 1 << 20;
+
+/// A folder entry: name, inode, is a folder.
+type DirEntry = (OsString, u64, bool);
+
+/// State shared by the fuser threads, the worker pool and the vault watcher.
+pub struct Shared {
+    pub tree: RwLock<Tree>,
+    key: Key,
+    cache: Arc<BlockCache>,
+    workers: rayon::ThreadPool,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    next_fh: AtomicU64,
+    readahead: u64,
+    perm_file: u16,
+    perm_dir: u16,
+    uid: u32,
+    gid: u32,
+}
+
+/// An open file: the container it was opened on (fixed for the life of the handle, whatever
+/// happens in the vault meanwhile) and where its last read ended, to detect sequential reading.
+struct OpenFile {
+    entry: Arc<FileEntry>,
+    container: Arc<CachedContainer>,
+    last_end: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(tree: Tree, key: Key, opts: &MountOptions) -> std::io::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = if opts.workers == 0 {
+            (cores * 2).max(4)
+        } else {
+            opts.workers
+        };
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let perm = if opts.allow_other { 0o444 } else { 0o400 };
+        Ok(Shared {
+            tree: RwLock::new(tree),
+            key,
+            cache: Arc::new(BlockCache::new(opts.cache_bytes, cores)),
+            workers: rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .thread_name(|i| format!("qeltrix-read-{i}"))
+                // A job that panics drops its reply, which fuser answers with EIO: that one
+                // request fails, the mount goes on.
+                .panic_handler(crate::container::pipeline::pool_panic_handler)
+                .build()
+                .map_err(std::io::Error::other)?,
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            readahead: opts.readahead_blocks,
+            perm_file: perm,
+            perm_dir: perm | (perm >> 2), // r-x for the same users
+            uid,
+            gid,
+        })
+    }
+
+    fn tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {
+        self.tree.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn attr(&self, tree: &Tree, ino: u64) -> Option<FileAttr> {
+        let node = tree.get(ino)?;
+        let (kind, size, times, perm, nlink) = match &node.kind {
+            NodeKind::Dir { times, subdirs, .. } => {
+                (FileType::Directory, 0, *times, self.perm_dir, 2 + subdirs)
+            }
+            NodeKind::File(f) => (FileType::RegularFile, f.size, f.times, self.perm_file, 1),
+        };
+        Some(FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: times.atime,
+            mtime: times.mtime,
+            ctime: times.ctime,
+            crtime: times.ctime,
+            kind,
+            perm,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: STAT_BLKSIZE,
+            flags: 0,
+        })
+    }
+
+    fn open_file(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+    }
+
+    /// The container behind `entry`, opened (key unwrapped, index authenticated) on first use
+    /// and kept. A failure that retrying cannot fix (wrong key, damage) is kept too, and logged once.
+    fn container(&self, entry: &FileEntry) -> Result<Arc<CachedContainer>, Errno> {
+        let mut state = entry.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &*state {
+            OpenState::Open(c) => return Ok(Arc::clone(c)),
+            OpenState::Failed(errno) => return Err(Errno::from_i32(*errno)),
+            OpenState::NotYet => {}
+        }
+        match Container::open(&entry.path, &self.key) {
+            Ok(c) => {
+                let c = Arc::new(CachedContainer::new(Arc::new(c), Arc::clone(&self.cache)));
+                *state = OpenState::Open(Arc::clone(&c));
+                Ok(c)
+            }
+            Err(e) => {
+                let errno = match e.root() {
+                    Error::WrongKey(_) => libc::EACCES,
+                    Error::Io { cause, .. } => {
+                        // Transient (too many open files, ...): not kept, logged each time.
+                        log(&format!("cannot open {e}"));
+                        return Err(Errno::from_i32(cause.raw_os_error().unwrap_or(libc::EIO)));
+                    }
+                    _ => libc::EIO,
+                };
+                log(&format!("cannot open {e}"));
+                *state = OpenState::Failed(errno);
+                Err(Errno::from_i32(errno))
+            }
+        }
+    }
+
+    /// Starts a read: notes the access pattern, starts readahead, and answers at once if it
+    /// can (end of file, or one block already in the cache). Otherwise says what to load.
+    fn start_read(
+        &self,
+        file: &OpenFile,
+        offset: u64,
+        size: u32,
+        reply: ReplyData,
+    ) -> Option<(Span, ReplyData)> {
+        let c = &file.container;
+        let len = c.len();
+        if offset >= len || size == 0 {
+            reply.data(&[]);
+            return None;
+        }
+        let end = offset.saturating_add(size as u64).min(len);
+        let span = Span {
+            offset,
+            end,
+            first: c.block_of(offset).expect("offset < len"),
+            last: c.block_of(end - 1).expect("end - 1 < len"),
+        };
+
+        // Sequential when this read starts near where the last one ended; the kernel's own
+        // readahead sends a few reads at once, so they may arrive slightly out of order.
+        let prev_end = file.last_end.swap(end, Ordering::Relaxed);
+        let slack = (size as u64).max(block_len(c, span.first));
+        if offset == 0 || offset.abs_diff(prev_end) <= slack {
+            c.readahead(span.last + 1, self.readahead);
+        }
+        if span.first == span.last {
+            if let Some(block) = c.cached_block(span.first) {
+                reply.data(&block[span.range_in(c, span.first, block.len())]);
+                return None;
+            }
+        }
+        Some((span, reply))
+    }
+
+    /// Finishes a read that needs blocks decrypted (on a worker thread).
+    fn finish_read(&self, file: &OpenFile, span: Span, reply: ReplyData) {
+        let c = &file.container;
+        // One block: answered straight from the cache. Several: copied together.
+        let data = if span.first == span.last {
+            c.block(span.first).map(|block| {
+                let range = span.range_in(c, span.first, block.len());
+                (block, range)
+            })
+        } else {
+            // The missing blocks of a large read are read from disk together and decrypted in
+            // parallel, this thread taking a share.
+            c.load(span.first, span.last);
+            let mut buf = vec![0u8; (span.end - span.offset) as usize];
+            c.read_at(span.offset, &mut buf).map(|n| (Arc::new(buf), 0..n))
+        };
+        match data {
+            Ok((bytes, range)) => reply.data(&bytes[range]),
+            Err(e) => {
+                self.report_read_error(&file.entry, span.offset, span.end, &e);
+                reply.error(Errno::EIO);
+            }
+        }
+    }
+
+    fn report_read_error(&self, entry: &FileEntry, offset: u64, end: u64, e: &Error) {
+        let block = match e.root() {
+            Error::Corrupt { block, .. } => *block,
+            _ => None,
+        };
+        let first_time = match block {
+            Some(b) => entry
+                .bad_blocks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(b),
+            None => true,
+        };
+        if first_time {
+            log(&format!(
+                "{}: read of bytes {offset}..{end} failed: {e}",
+                entry.path.display()
+            ));
+        }
+    }
+}
+
+/// The plaintext range of one read and the blocks it covers.
+struct Span {
+    offset: u64,
+    end: u64,
+    first: u64,
+    last: u64,
+}
+
+impl Span {
+    /// The part of block `index` (of `block_len` bytes) this read wants.
+    fn range_in(&self, c: &CachedContainer, index: u64, block_len: usize) -> std::ops::Range<usize> {
+        let block_start = block_start(c, index);
+        let start = self.offset.saturating_sub(block_start) as usize;
+        let stop = ((self.end - block_start) as usize).min(block_len);
+        start.min(stop)..stop
+    }
+}
+
+fn block_start(c: &CachedContainer, index: u64) -> u64 {
+    c.container().entry(index).map_or(0, |e| e.plain_offset)
+}
+
+fn block_len(c: &CachedContainer, index: u64) -> u64 {
+    c.container().entry(index).map_or(0, |e| e.plain_size)
+}
+
+/// The filesystem fuser runs.
+pub struct VaultFs {
+    pub shared: Arc<Shared>,
+}
+
+impl Filesystem for VaultFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Ask for as much readahead and as many requests in flight as the kernel allows; fuser
+        // already asks for the largest reads (max_pages) the kernel offers.
+        let _ = config
+            .set_max_readahead(u32::MAX)
+            .or_else(|max| config.set_max_readahead(max));
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let tree = self.shared.tree();
+        match tree
+            .lookup(parent.0, name)
+            .and_then(|ino| Some((ino, self.shared.attr(&tree, ino)?)))
+        {
+            Some((ino, attr)) => {
+                tree.remember(ino);
+                reply.entry(&TTL, &attr, Generation(0));
+            }
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if self.shared.tree().forget(ino.0, nlookup) {
+            self.shared
+                .tree
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .collect(ino.0);
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.shared.attr(&self.shared.tree(), ino.0) {
+            Some(attr) => reply.attr(&TTL, &attr),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        let entry = match self.shared.tree().get(ino.0).map(|n| &n.kind) {
+            Some(NodeKind::File(f)) => Arc::clone(f),
+            Some(NodeKind::Dir { .. }) => return reply.error(Errno::EISDIR),
+            None => return reply.error(Errno::ENOENT),
+        };
+        let shared = Arc::clone(&self.shared);
+        self.shared.workers.spawn(move || match shared.container(&entry) {
+            Ok(container) => {
+                let fh = shared.next_fh.fetch_add(1, Ordering::Relaxed);
+                let file = Arc::new(OpenFile {
+                    entry,
+                    container,
+                    // Far from any offset: the first read counts as sequential only at 0.
+                    last_end: AtomicU64::new(u64::MAX / 2),
+                });
+                shared
+                    .files
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(fh, file);
+                // Containers never change under an inode (a replaced one gets a new inode), so
+                // the kernel may keep this file's pages across opens.
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            }
+            Err(errno) => reply.error(errno),
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(file) = self.shared.open_file(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        // Cache hits are answered here; only reads that must decrypt go to the pool.
+        if let Some((span, reply)) = self.shared.start_read(&file, offset, size, reply) {
+            let shared = Arc::clone(&self.shared);
+            self.shared
+                .workers
+                .spawn(move || shared.finish_read(&file, span, reply));
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.shared
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let tree = self.shared.tree();
+        let Some(node) = tree.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let Some(children) = tree.children(ino.0) else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        // A snapshot per open folder, so that offsets stay valid while the vault changes.
+        let mut entries = Vec::with_capacity(children.len() + 2);
+        entries.push((OsString::from("."), ino.0, true));
+        entries.push((OsString::from(".."), node.parent, true));
+        entries.extend(children);
+        let fh = self.shared.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, Arc::new(entries));
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let entries = self
+            .shared
+            .dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh.0)
+            .cloned();
+        let Some(entries) = entries else {
+            return reply.error(Errno::EBADF);
+        };
+        for (i, (name, ino, is_dir)) in entries.iter().enumerate().skip(offset as usize) {
+            let kind = if *is_dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            };
+            if reply.add(INodeNo(*ino), i as u64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.shared
+            .dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let tree = self.shared.tree();
+        const BSIZE: u64 = 4096;
+        reply.statfs(
+            tree.total_bytes.div_ceil(BSIZE),
+            0,
+            0,
+            tree.file_count,
+            0,
+            BSIZE as u32,
+            255,
+            BSIZE as u32,
+        );
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let tree = self.shared.tree();
+        let Some(node) = tree.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if mask.contains(AccessFlags::W_OK) {
+            reply.error(Errno::EROFS)
+        } else if mask.contains(AccessFlags::X_OK) && !node.is_dir() {
+            reply.error(Errno::EACCES)
+        } else {
+            reply.ok()
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! One HTTP request in, one response out: authentication, path resolution, conditional
+//! requests, ranges, and the headers that go with them. Everything that blocks (file system,
+//! key derivation, decryption) runs on blocking threads, never on the async workers.
+
+use super::body::{AccessLog, Segment, ServeBody, Streamer};
+use super::conditional::Precondition;
+use super::conn::Activity;
+use super::containers::{OpenFailure, ServedFile};
+use super::range::{self, ByteRange, RangeRequest};
+use super::vault::{self, Target};
+use super::State;
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+type Reply = Response<ServeBody>;
+
+/// What the blocking part of a request found.
+enum Outcome {
+    NotFound,
+    Redirect(String),
+    Listing { text: String, json: bool },
+    ListingFailed(String),
+    File(Arc<ServedFile>),
+    OpenFailed(OpenFailure),
+}
+
+pub async fn handle(
+    req: Request<Incoming>,
+    state: Arc<State>,
+    remote: SocketAddr,
+    connection: Arc<Activity>,
+) -> Result<Reply, Infallible> {
+    // A GET or HEAD body is never read; hyper discards it or closes the connection.
+    let (req, _body) = req.into_parts();
+    let target = req
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let mut log = AccessLog::new(
+        remote,
+        &req.method,
+        &target,
+        req.headers.get(header::RANGE).map(|v| v.as_bytes()),
+    );
+    log.busy = Some(connection.busy());
+    let is_head = req.method == Method::HEAD;
+    if req.method != Method::GET && !is_head {
+        let mut r = simple(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD\n",
+            is_head,
+            log,
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Ok(r);
+    }
+    let path = req.uri.path().to_string();
+    let query = req.uri.query().map(str::to_string);
+    let authorized = state
+        .token
+        .as_ref()
+        .is_none_or(|token| token.accepts(req.headers.get(header::AUTHORIZATION)));
+    if path == vault::HEALTH_PATH {
+        // Load balancers probe without the token: they get the status; the details (version,
+        // cache, open containers, counters) only with it.
+        let mut r = simple(StatusCode::OK, state.health_json(authorized), is_head, log);
+        set(&mut r, header::CONTENT_TYPE, "application/json");
+        return Ok(r);
+    }
+    if !authorized {
+        log.note = Some("missing or wrong bearer token".into());
+        let mut r = simple(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required\n",
+            is_head,
+            log,
+        );
+        set(&mut r, header::WWW_AUTHENTICATE, "Bearer realm=\"qeltrix\"");
+        return Ok(r);
+    }
+
+    let finder = Arc::clone(&state);
+    let found = tokio::task::spawn_blocking(move || find(&finder, &path, query.as_deref()))
+        .await
+        .unwrap_or_else(|e| Outcome::ListingFailed(format!("request task failed: {e}")));
+    Ok(match found {
+        Outcome::NotFound => simple(StatusCode::NOT_FOUND, "not found\n", is_head, log),
+        Outcome::Redirect(to) => {
+            let mut r = simple(StatusCode::MOVED_PERMANENTLY, "", is_head, log);
+            if let Ok(v) = HeaderValue::from_str(&to) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Outcome::Listing { text, json } => {
+            let mut r = simple(StatusCode::OK, text, is_head, log);
+            let kind = if json {
+                "application/json"
+            } else {
+                "text/html; charset=utf-8"
+            };
+            set(&mut r, header::CONTENT_TYPE, kind);
+            r
+        }
+        Outcome::ListingFailed(detail) => {
+            log.note = Some(detail);
+            simple(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the folder cannot be listed\n",
+                is_head,
+                log,
+            )
+        }
+        Outcome::OpenFailed(failure) => {
+            log.note = Some(failure.detail);
+            simple(failure.status, format!("{}\n", failure.reason), is_head, log)
+        }
+        Outcome::File(file) => serve_file(&req.headers, file, &state, is_head, connection, log).await,
+    })
+}
+
+fn find(state: &State, path: &str, query: Option<&str>) -> Outcome {
+    match state.root.resolve(path, query) {
+        Target::NotFound | Target::Health => Outcome::NotFound,
+        Target::Redirect(to) => Outcome::Redirect(match query {
+            Some(q) => format!("{to}?{q}"),
+            None => to,
+        }),
+        Target::Folder { dir, url, json } => {
+            let vault::Root::Vault { dir: root } = &state.root else {
+                return Outcome::NotFound;
+            };
+            match vault::list(root, &dir) {
+                Ok(entries) => Outcome::Listing {
+                    text: if json {
+                        vault::listing_json(&url, &entries)
+                    } else {
+                        vault::listing_html(&url, &entries)
+                    },
+                    json,
+                },
+                Err(e) => Outcome::ListingFailed(format!("{}: {e}", dir.display())),
+            }
+        }
+        Target::Container { file, name } => match state.containers.get(&file, &name) {
+            Ok(f) => Outcome::File(f),
+            Err(failure) => Outcome::OpenFailed(failure),
+        },
+    }
+}
+
+async fn serve_file(
+    headers: &HeaderMap,
+    file: Arc<ServedFile>,
+    state: &State,
+    is_head: bool,
+    connection: Arc<Activity>,
+    mut log: AccessLog,
+) -> Reply {
+    let size = file.cached.len();
+    let validators = &file.validators;
+    let precondition = validators.evaluate(headers);
+    let ranges = if precondition == Precondition::Proceed && validators.range_allowed(headers) {
+        range::parse(headers.get(header::RANGE).map(|v| v.as_bytes()), size)
+    } else {
+        RangeRequest::Full
+    };
+
+    let mut builder = Response::builder()
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, validators.etag_header())
+        .header(header::LAST_MODIFIED, validators.last_modified_header());
+    let (status, parts): (StatusCode, Vec<ByteRange>) = match (precondition, ranges) {
+        (Precondition::NotModified, _) => {
+            log.status = Some(StatusCode::NOT_MODIFIED);
+            return finish(builder.status(StatusCode::NOT_MODIFIED), ServeBody::empty(log));
+        }
+        (Precondition::Failed, _) => {
+            log.status = Some(StatusCode::PRECONDITION_FAILED);
+            return finish(
+                builder.status(StatusCode::PRECONDITION_FAILED),
+                ServeBody::empty(log),
+            );
+        }
+        (Precondition::Proceed, RangeRequest::Unsatisfiable) => {
+            log.status = Some(StatusCode::RANGE_NOT_SATISFIABLE);
+            builder = builder
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+                .header(header::CONTENT_TYPE, "text/plain");
+            let text = "range not satisfiable\n";
+            let body = if is_head {
+                ServeBody::empty(log)
+            } else {
+                ServeBody::once(text, log)
+            };
+            return finish(builder.header(header::CONTENT_LENGTH, text.len()), body);
+        }
+        (Precondition::Proceed, RangeRequest::Full) => (
+            StatusCode::OK,
+            if size == 0 {
+                Vec::new()
+            } else {
+                vec![ByteRange { start: 0, end: size }]
+            },
+        ),
+        (Precondition::Proceed, RangeRequest::Ranges(r)) if !amplifies(&file, &r) => {
+            (StatusCode::PARTIAL_CONTENT, r)
+        }
+        // Too many blocks to decrypt for the bytes asked: ignore the Range header (RFC 9110
+        // §14.3 allows it for many small ranges) and send the whole file, which decrypts no more
+        // than it sends, at the client's pace.
+        (Precondition::Proceed, RangeRequest::Ranges(_)) => {
+            log.note = Some("sparse ranges: whole file sent instead".into());
+            (StatusCode::OK, vec![ByteRange { start: 0, end: size }])
+        }
+    };
+
+    let (segments, len) = if parts.len() > 1 {
+        let boundary = boundary();
+        builder = builder.header(
+            header::CONTENT_TYPE,
+            format!("multipart/byteranges; boundary={boundary}"),
+        );
+        multipart(&parts, size, file.content_type, &boundary)
+    } else {
+        builder = builder.header(header::CONTENT_TYPE, file.content_type);
+        if let (StatusCode::PARTIAL_CONTENT, Some(r)) = (status, parts.first()) {
+            builder = builder.header(header::CONTENT_RANGE, r.content_range(size));
+        }
+        let len = parts.first().map_or(0, ByteRange::len);
+        (parts.iter().map(|r| Segment::Range(*r)).collect(), len)
+    };
+    builder = builder.status(status).header(header::CONTENT_LENGTH, len);
+    log.status = Some(status);
+    if is_head || parts.is_empty() {
+        return finish(builder, ServeBody::empty(log));
+    }
+
+    let streamer = Streamer {
+        readahead: state.readahead_blocks(file.block_size),
+        file,
+        limiter: Arc::clone(&state.limiter),
+        budget: Arc::clone(&state.budget),
+        budget_bytes: state.budget_bytes,
+        stats: Arc::clone(&state.stats),
+    };
+    streamer.start_readahead(&parts);
+    // The first block is loaded before the status line goes out, so a container that fails right
+    // there gets an honest error status instead of a cut 200.
+    let first_index = streamer
+        .file
+        .cached
+        .block_of(parts[0].start)
+        .expect("a range starts inside the file");
+    let first = match streamer.load(first_index).await {
+        Ok(block) => block,
+        Err(e) => {
+            log.note = Some(streamer.describe(&e));
+            let reason = format!("block {first_index} cannot be read\n");
+            return simple(StatusCode::INTERNAL_SERVER_ERROR, reason, false, log);
+        }
+    };
+    finish(
+        builder,
+        streamer.into_body(segments, len, Some((first_index, first)), connection, log),
+    )
+}
+
+/// Bytes a request may decrypt beyond twice what it sends (at least two blocks: any single
+/// range may start and end inside a block).
+pub const RANGE_SLACK_BYTES: u64 = 8 << 20;
+
+/// The range amplification rule: ranges are honoured only if the blocks they touch hold at
+/// most `2 × bytes asked + max(RANGE_SLACK_BYTES, 2 × block size)` of plaintext. A single range
+/// always passes; 64 one-byte ranges in 64 different 16 MiB blocks (1 GiB to decrypt for 64
+/// bytes) do not.
+fn amplifies(file: &ServedFile, ranges: &[ByteRange]) -> bool {
+    if ranges.len() < 2 {
+        return false;
+    }
+    let container = file.cached.container();
+    let asked: u64 = ranges.iter().map(ByteRange::len).sum();
+    let allowed = asked
+        .saturating_mul(2)
+        .saturating_add(RANGE_SLACK_BYTES.max(file.block_size.saturating_mul(2)));
+    // Ranges are sorted and merged, so the blocks they touch come in order; a block shared by
+    // two neighbouring ranges counts once. Each range's blocks are contiguous: their plaintext
+    // is the span from the first block's start to the last block's end.
+    let mut touched = 0u64;
+    let mut covered_to = 0u64; // plaintext offset up to which blocks were already counted
+    for r in ranges {
+        let (Some(first), Some(last)) = (container.block_of(r.start), container.block_of(r.end - 1)) else {
+            continue;
+        };
+        let (Some(a), Some(b)) = (container.entry(first), container.entry(last)) else {
+            continue;
+        };
+        let from = a.plain_offset.max(covered_to);
+        let to = b.plain_offset + b.plain_size;
+        touched = touched.saturating_add(to.saturating_sub(from));
+        covered_to = covered_to.max(to);
+    }
+    touched > allowed
+}
+
+/// The segments of a `multipart/byteranges` body and its exact length.
+fn multipart(parts: &[ByteRange], size: u64, content_type: &str, boundary: &str) -> (Vec<Segment>, u64) {
+    let mut segments = Vec::with_capacity(parts.len() * 2 + 1);
+    let mut len = 0u64;
+    for (i, r) in parts.iter().enumerate() {
+        let head = format!(
+            "{}--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: {}\r\n\r\n",
+            if i == 0 { "" } else { "\r\n" },
+            r.content_range(size)
+        );
+        len += head.len() as u64 + r.len();
+        segments.push(Segment::Bytes(Bytes::from(head)));
+        segments.push(Segment::Range(*r));
+    }
+    let tail = format!("\r\n--{boundary}--\r\n");
+    len += tail.len() as u64;
+    segments.push(Segment::Bytes(Bytes::from(tail)));
+    (segments, len)
+}
+
+/// A fresh multipart boundary: random, so it cannot be predicted into the content.
+fn boundary() -> String {
+    use crate::core::crypto::{Entropy, SystemEntropy};
+    let mut r = [0u8; 12];
+    SystemEntropy.fill(b"multipart boundary", &mut r);
+    format!("qeltrix-{}", hex::encode(r))
+}
+
+/// A short text (or JSON) response; for HEAD, the same headers without the body.
+fn simple(status: StatusCode, body: impl Into<Bytes>, is_head: bool, mut log: AccessLog) -> Reply {
+    let body = body.into();
+    log.status = Some(status);
+    let len = body.len();
+    let builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CONTENT_LENGTH, len);
+    if is_head {
+        finish(builder, ServeBody::empty(log))
+    } else {
+        finish(builder, ServeBody::once(body, log))
+    }
+}
+
+fn set(r: &mut Reply, name: header::HeaderName, value: &'static str) {
+    r.headers_mut().insert(name, HeaderValue::from_static(value));
+}
+
+fn finish(builder: hyper::http::response::Builder, body: ServeBody) -> Reply {
+    builder.body(body).expect("headers built from valid values")
+}

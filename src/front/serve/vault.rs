@@ -1,0 +1,484 @@
+//! What a request path names: a container, a folder listing, the health check, or nothing.
+//!
+//! The one rule that matters for safety: only `*.qltx` files inside the served PATH are ever
+//! reachable. A request path is split into segments *before* percent-decoding, and a segment that
+//! decodes to `.`, `..`, anything starting with `.` (hidden files), or anything holding `/`, `\`
+//! or NUL is refused. Every candidate is then canonicalised (following symlinks) and must still be
+//! inside the canonical root, so a symlink that leaves PATH is refused too. Refusals are 404s: a
+//! client learns nothing about the file system outside the vault.
+//!
+//! URL layout, for a vault `V`: `V/a/b.mp4.qltx` is `/a/b.mp4`; the folder `V/a` is `/a/`
+//! (`/a` redirects there); `/a/?format=json` and `/a/index.json` list it as JSON; `/health` is
+//! the health check. For a single container `movie.mp4.qltx`: `/` and `/movie.mp4`.
+
+use crate::container::reader::ContainerInfo;
+use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// The extension of container files; URLs leave it out.
+pub const CONTAINER_EXT: &str = "qltx";
+
+/// Reserved path of the health check.
+pub const HEALTH_PATH: &str = "/health";
+
+/// What the server was pointed at.
+#[derive(Clone, Debug)]
+pub enum Root {
+    /// One container, at `/` and `/NAME`.
+    Single { file: PathBuf, name: String },
+    /// A folder of containers (canonical path).
+    Vault { dir: PathBuf },
+}
+
+/// What a request path resolves to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target {
+    Health,
+    /// A container file (canonical path) and its plaintext name (for the Content-Type).
+    Container {
+        file: PathBuf,
+        name: String,
+    },
+    /// A folder of the vault (canonical path) and its URL path, ending in `/`.
+    Folder {
+        dir: PathBuf,
+        url: String,
+        json: bool,
+    },
+    /// A folder URL without its trailing slash: redirect here.
+    Redirect(String),
+    NotFound,
+}
+
+impl Root {
+    /// Decides how to serve `path`: a container file, or a folder of them.
+    pub fn new(path: &Path) -> std::io::Result<Root> {
+        let canonical = fs::canonicalize(path)?;
+        if canonical.is_dir() {
+            return Ok(Root::Vault { dir: canonical });
+        }
+        let file_name = canonical
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Root::Single {
+            name: plaintext_name(&file_name).unwrap_or(&file_name).to_string(),
+            file: canonical,
+        })
+    }
+
+    /// Resolves a request's path (as sent, still percent-encoded) and query.
+    pub fn resolve(&self, raw_path: &str, query: Option<&str>) -> Target {
+        if raw_path == HEALTH_PATH {
+            return Target::Health;
+        }
+        let Some(segments) = decode_segments(raw_path) else {
+            return Target::NotFound;
+        };
+        let wants_json = query.is_some_and(|q| q.split('&').any(|p| p == "format=json"));
+        match self {
+            Root::Single { file, name } => {
+                let hit = match segments.as_slice() {
+                    [only] => only.is_empty() || only.as_bytes() == name.as_bytes(),
+                    _ => false,
+                };
+                if hit {
+                    Target::Container {
+                        file: file.clone(),
+                        name: name.clone(),
+                    }
+                } else {
+                    Target::NotFound
+                }
+            }
+            Root::Vault { dir } => resolve_in_vault(dir, raw_path, &segments, wants_json),
+        }
+    }
+}
+
+fn resolve_in_vault(root: &Path, raw_path: &str, segments: &[OsString], json: bool) -> Target {
+    let (last, parents) = segments.split_last().expect("a path has at least one segment");
+    let mut rel = PathBuf::new();
+    for s in parents {
+        rel.push(s);
+    }
+    let folder_url = |rel: &Path| {
+        let mut url = String::from("/");
+        for c in rel.iter() {
+            url.push_str(&encode_segment(c.as_bytes()));
+            url.push('/');
+        }
+        url
+    };
+    if last.is_empty() {
+        return match inside(root, &root.join(&rel)) {
+            Some(dir) if dir.is_dir() => Target::Folder {
+                url: folder_url(&rel),
+                dir,
+                json,
+            },
+            _ => Target::NotFound,
+        };
+    }
+    let mut file_name = last.clone();
+    file_name.push(".");
+    file_name.push(CONTAINER_EXT);
+    if let Some(file) = inside(root, &root.join(&rel).join(&file_name)) {
+        if file.is_file() {
+            return Target::Container {
+                file,
+                name: last.to_string_lossy().into_owned(),
+            };
+        }
+    }
+    rel.push(last);
+    if let Some(dir) = inside(root, &root.join(&rel)) {
+        if dir.is_dir() {
+            return Target::Redirect(format!("{raw_path}/"));
+        }
+    }
+    rel.pop();
+    if last.as_bytes() == b"index.json" {
+        if let Some(dir) = inside(root, &root.join(&rel)) {
+            if dir.is_dir() {
+                return Target::Folder {
+                    url: folder_url(&rel),
+                    dir,
+                    json: true,
+                };
+            }
+        }
+    }
+    Target::NotFound
+}
+
+/// The canonical form of `candidate` if it exists and is inside `root` (itself canonical): the
+/// vault rule shared with the mount ([`crate::vault::rules`]).
+fn inside(root: &Path, candidate: &Path) -> Option<PathBuf> {
+    crate::vault::rules::inside(root, candidate)
+}
+
+/// Splits `/a/b%20c/` into `["a", "b c", ""]`, refusing anything that could step outside the
+/// folder it names. `None` means 404.
+fn decode_segments(raw_path: &str) -> Option<Vec<OsString>> {
+    let rest = raw_path.strip_prefix('/')?;
+    let raw: Vec<&str> = rest.split('/').collect();
+    let count = raw.len();
+    let mut out = Vec::with_capacity(count);
+    for (i, seg) in raw.into_iter().enumerate() {
+        let bytes: Vec<u8> = percent_decode(seg.as_bytes()).collect();
+        let is_last = i + 1 == count;
+        if bytes.is_empty() && !is_last {
+            return None; // "//": an empty name in the middle
+        }
+        if crate::vault::rules::is_hidden(&bytes) || bytes.iter().any(|&b| matches!(b, b'/' | b'\\' | 0)) {
+            return None; // ".", "..", hidden names, encoded separators
+        }
+        out.push(OsString::from_vec(bytes));
+    }
+    Some(out)
+}
+
+/// The plaintext name of a container file name (`movie.mp4.qltx` → `movie.mp4`).
+pub fn plaintext_name(file_name: &str) -> Option<&str> {
+    file_name
+        .strip_suffix(CONTAINER_EXT)
+        .and_then(|s| s.strip_suffix('.'))
+        .filter(|s| !s.is_empty())
+}
+
+/// Characters escaped in a URL path segment we generate.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}')
+    .add(b'\'');
+
+/// Percent-encodes one path segment (any bytes; invalid UTF-8 is escaped byte by byte).
+pub fn encode_segment(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => utf8_percent_encode(s, SEGMENT).to_string(),
+        Err(_) => bytes.iter().map(|b| format!("%{b:02X}")).collect(),
+    }
+}
+
+/// One line of a folder listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Display name (lossy UTF-8), without `.qltx` for containers.
+    pub name: String,
+    /// The name as a URL path segment (a folder's ends in `/`).
+    pub href: String,
+    pub is_dir: bool,
+    /// Plaintext size, read from the container's index without the key; `None` for folders and
+    /// for files whose structure cannot be read.
+    pub size: Option<u64>,
+    pub modified: Option<SystemTime>,
+}
+
+/// Lists the sub-folders and containers of `dir` that a request could reach: hidden names,
+/// non-container files and symlinks leaving `root` are left out. Folders first, then by name.
+pub fn list(root: &Path, dir: &Path) -> std::io::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for item in fs::read_dir(dir)? {
+        let item = item?;
+        let os_name = item.file_name();
+        let raw = os_name.as_bytes();
+        if crate::vault::rules::is_hidden(raw) || raw.contains(&b'\\') {
+            continue;
+        }
+        let Some(real) = inside(root, &item.path()) else {
+            continue;
+        };
+        let Ok(meta) = fs::metadata(&real) else { continue };
+        if meta.is_dir() {
+            entries.push(Entry {
+                name: os_name.to_string_lossy().into_owned(),
+                href: format!("{}/", encode_segment(raw)),
+                is_dir: true,
+                size: None,
+                modified: meta.modified().ok(),
+            });
+        } else if meta.is_file() {
+            let suffix = format!(".{CONTAINER_EXT}");
+            let Some(stem) = raw.strip_suffix(suffix.as_bytes()).filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let size = File::open(&real)
+                .ok()
+                .and_then(|f| ContainerInfo::read(&f).ok())
+                .map(|info| info.original_size());
+            entries.push(Entry {
+                name: String::from_utf8_lossy(stem).into_owned(),
+                href: encode_segment(stem),
+                is_dir: false,
+                size,
+                modified: meta.modified().ok(),
+            });
+        }
+    }
+    entries.sort_by(|a, b| b.is_dir.cmp(&a.is_dir).then_with(|| a.name.cmp(&b.name)));
+    Ok(entries)
+}
+
+/// The listing as a small HTML page (names escaped, links percent-encoded).
+pub fn listing_html(url: &str, entries: &[Entry]) -> String {
+    let title = html_escape(&String::from_utf8_lossy(
+        &percent_decode(url.as_bytes()).collect::<Vec<u8>>(),
+    ));
+    let mut page = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n\
+         <body><h1>Index of {title}</h1>\n<table>\n<tr><th>Name</th><th>Size</th><th>Modified</th></tr>\n"
+    );
+    if url != "/" {
+        page.push_str("<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n");
+    }
+    for e in entries {
+        let shown = if e.is_dir {
+            format!("{}/", e.name)
+        } else {
+            e.name.clone()
+        };
+        page.push_str(&format!(
+            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td></tr>\n",
+            html_escape(&e.href),
+            html_escape(&shown),
+            e.size.map(|s| s.to_string()).unwrap_or_default(),
+            e.modified.map(rfc3339).unwrap_or_default(),
+        ));
+    }
+    page.push_str("</table>\n</body></html>\n");
+    page
+}
+
+/// The listing as JSON: `{"path": "/a/", "entries": [{"name", "type", "size", "modified"}]}`.
+pub fn listing_json(url: &str, entries: &[Entry]) -> String {
+    let items: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "name": e.name,
+                "type": if e.is_dir { "dir" } else { "file" },
+                "href": e.href,
+                "size": e.size,
+                "modified": e.modified.map(rfc3339),
+            })
+        })
+        .collect();
+    serde_json::json!({ "path": url, "entries": items }).to_string()
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vault() -> (tempfile::TempDir, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("vault/sub")).unwrap();
+        fs::write(dir.path().join("vault/a.txt.qltx"), b"x").unwrap();
+        fs::write(dir.path().join("vault/sub/b c.mp4.qltx"), b"x").unwrap();
+        fs::write(dir.path().join("vault/plain.txt"), b"x").unwrap();
+        fs::write(dir.path().join("outside.qltx"), b"x").unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("outside.qltx"),
+            dir.path().join("vault/link.qltx"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("vault/up")).unwrap();
+        let root = Root::new(&dir.path().join("vault")).unwrap();
+        (dir, root)
+    }
+
+    fn container_name(t: Target) -> Option<String> {
+        match t {
+            Target::Container { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn containers_by_name_without_extension() {
+        let (_d, root) = vault();
+        assert_eq!(
+            container_name(root.resolve("/a.txt", None)).as_deref(),
+            Some("a.txt")
+        );
+        assert_eq!(
+            container_name(root.resolve("/sub/b%20c.mp4", None)).as_deref(),
+            Some("b c.mp4")
+        );
+        assert_eq!(root.resolve("/a.txt.qltx", None), Target::NotFound);
+        assert_eq!(root.resolve("/plain.txt", None), Target::NotFound);
+        assert_eq!(root.resolve("/health", None), Target::Health);
+    }
+
+    #[test]
+    fn folders_redirect_and_list() {
+        let (_d, root) = vault();
+        assert_eq!(root.resolve("/sub", None), Target::Redirect("/sub/".into()));
+        assert!(matches!(root.resolve("/", None), Target::Folder { json: false, ref url, .. } if url == "/"));
+        assert!(
+            matches!(root.resolve("/sub/", Some("format=json")), Target::Folder { json: true, ref url, .. } if url == "/sub/")
+        );
+        assert!(
+            matches!(root.resolve("/sub/index.json", None), Target::Folder { json: true, ref url, .. } if url == "/sub/")
+        );
+        assert!(matches!(
+            root.resolve("/index.json", None),
+            Target::Folder { json: true, .. }
+        ));
+    }
+
+    #[test]
+    fn traversal_and_escaping_symlinks_are_not_found() {
+        let (_d, root) = vault();
+        for p in [
+            "/../outside",
+            "/sub/../a.txt",
+            "/%2e%2e/outside",
+            "/%2E%2E/outside",
+            "/sub/%2e%2e/a.txt",
+            "/.%2e/outside",
+            "/sub%2f..%2foutside",
+            "//outside",
+            "/link",
+            "/up/outside",
+            "/./a.txt",
+            "/a.txt%00",
+            "/..%5coutside",
+            "relative",
+            "",
+        ] {
+            assert_eq!(root.resolve(p, None), Target::NotFound, "{p}");
+        }
+        // A symlink that leaves and comes back names a container inside the vault: allowed.
+        assert_eq!(
+            container_name(root.resolve("/up/vault/a.txt", None)).as_deref(),
+            Some("a.txt")
+        );
+    }
+
+    #[test]
+    fn single_container_at_root_and_by_name() {
+        let (d, _) = vault();
+        let root = Root::new(&d.path().join("vault/a.txt.qltx")).unwrap();
+        assert_eq!(container_name(root.resolve("/", None)).as_deref(), Some("a.txt"));
+        assert_eq!(
+            container_name(root.resolve("/a.txt", None)).as_deref(),
+            Some("a.txt")
+        );
+        assert_eq!(root.resolve("/b", None), Target::NotFound);
+        assert_eq!(root.resolve("/a.txt/", None), Target::NotFound);
+    }
+
+    #[test]
+    fn listing_leaves_out_hidden_plain_and_escaping_entries() {
+        let (_d, root) = vault();
+        let Root::Vault { dir } = &root else {
+            unreachable!()
+        };
+        let names: Vec<(String, bool)> = list(dir, dir)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.is_dir))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("sub".to_string(), true), ("a.txt".to_string(), false)]
+        );
+        let html = listing_html("/", &list(dir, &dir.join("sub")).unwrap());
+        assert!(html.contains("<a href=\"b%20c.mp4\">b c.mp4</a>"), "{html}");
+    }
+
+    #[test]
+    fn names_are_escaped() {
+        let e = Entry {
+            name: "<script>&\"".into(),
+            href: encode_segment(b"<script>&\""),
+            is_dir: false,
+            size: Some(3),
+            modified: None,
+        };
+        let html = listing_html("/x%20y/", std::slice::from_ref(&e));
+        assert!(html.contains("&lt;script&gt;&amp;&quot;"), "{html}");
+        assert!(html.contains("href=\"%3Cscript%3E&amp;%22\""), "{html}");
+        assert!(html.contains("Index of /x y/"));
+        let json: serde_json::Value = serde_json::from_str(&listing_json("/", &[e])).unwrap();
+        assert_eq!(json["entries"][0]["name"], "<script>&\"");
+        assert_eq!(json["entries"][0]["size"], 3);
+    }
+}

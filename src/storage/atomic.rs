@@ -1,0 +1,406 @@
+//! The one way Qeltrix writes a file: all or nothing, and nothing left behind.
+//!
+//! [`AtomicOutput`] writes into a file that has no name yet (`O_TMPFILE`), syncs it, and only then
+//! links it into place (`linkat`), then syncs the folder. A process killed at any moment, even by
+//! SIGKILL, leaves no partial file: an unnamed inode is freed by the kernel when its last
+//! descriptor closes. Replacing an existing file links the finished data under a hidden
+//! temporary name and renames it over the destination, so readers see the old file or the new
+//! one, never a mix.
+//!
+//! Where the file system has no `O_TMPFILE` (some network and FUSE file systems), the data goes
+//! to a hidden named temporary file instead. Such names are registered in this module, and
+//! SIGINT, SIGTERM, SIGHUP and SIGQUIT remove them before the process ends; only SIGKILL (or a
+//! power cut) can leave one there.
+
+use crate::{Error, Result};
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, Once};
+
+/// Prefix and suffix of the hidden temporary names (fallback files and the replace step).
+const TEMP_PREFIX: &str = ".qeltrix-";
+const TEMP_SUFFIX: &str = ".part";
+
+/// Test hook: with this set, `O_TMPFILE` is not used, so the named fallback can be tested on
+/// file systems that have it.
+const NO_TMPFILE_ENV: &str = "QELTRIX_TEST_NO_O_TMPFILE";
+
+/// An output file under construction. Commit it with [`AtomicOutput::commit`]; dropped without
+/// commit, it vanishes.
+pub struct AtomicOutput {
+    file: File,
+    /// Set when the fallback named file is used; removed on drop unless committed.
+    named: Option<TempName>,
+    dest: PathBuf,
+    dir: PathBuf,
+    overwrite: bool,
+}
+
+impl AtomicOutput {
+    /// Prepares to write `dest` with mode 0600. Unless `overwrite`, an existing `dest` is an
+    /// error now, and again at commit should one appear meanwhile (the link refuses to replace).
+    pub fn create(dest: &Path, overwrite: bool) -> Result<Self> {
+        Self::create_with_mode(dest, overwrite, 0o600)
+    }
+
+    /// [`AtomicOutput::create`] with another file mode (the umask still applies).
+    pub fn create_with_mode(dest: &Path, overwrite: bool, mode: u32) -> Result<Self> {
+        if !overwrite && dest.symlink_metadata().is_ok() {
+            return Err(Error::InvalidArgument(format!(
+                "{} exists; use --force to overwrite it",
+                dest.display()
+            )));
+        }
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let in_dir = |e| Error::io(format!("creating the output in {}", dir.display()), e);
+        let (file, named) = match open_unnamed(&dir, mode) {
+            Ok(file) => (file, None),
+            Err(e) if tmpfile_unsupported(&e) => {
+                let (file, name) = create_named(&dir, mode).map_err(in_dir)?;
+                (file, Some(name))
+            }
+            Err(e) => return Err(in_dir(e)),
+        };
+        Ok(AtomicOutput {
+            file,
+            named,
+            dest: dest.to_path_buf(),
+            dir,
+            overwrite,
+        })
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// A buffered writer that starts the kernel's writeback every few MiB, so the fsync in
+    /// [`AtomicOutput::commit`] finds little left to do and the disk works while the crypto does.
+    pub fn writer(&mut self) -> BufWriter<EarlyWriteback<'_>> {
+        BufWriter::with_capacity(
+            1 << 20,
+            EarlyWriteback {
+                file: &mut self.file,
+                position: 0,
+                flushed_to: 0,
+            },
+        )
+    }
+
+    /// Syncs the data, gives it its name, and syncs the folder.
+    pub fn commit(mut self) -> Result<()> {
+        let dest = self.dest.clone();
+        let io = |what: &str, e| Error::io(what, e).in_file(&dest);
+        self.file.sync_all().map_err(|e| io("syncing the output", e))?;
+        match self.named.take() {
+            None => self.link_into_place().map_err(|e| io("naming the output", e))?,
+            Some(name) => {
+                let placed = if self.overwrite {
+                    std::fs::rename(&name.path, &self.dest)
+                } else {
+                    // link(2) refuses to replace; the temporary name is removed either way.
+                    std::fs::hard_link(&name.path, &self.dest)
+                };
+                drop(name);
+                placed.map_err(|e| io("naming the output", exists_hint(e)))?;
+            }
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("syncing the folder", e).in_file(&self.dir))
+    }
+
+    /// Links the unnamed file at `dest`: directly when it must not replace anything, through a
+    /// temporary name and a rename when it may.
+    fn link_into_place(&self) -> std::io::Result<()> {
+        if !self.overwrite {
+            return link_fd(&self.file, &self.dest).map_err(exists_hint);
+        }
+        loop {
+            let temp = TempName::register(self.dir.join(random_temp_name()));
+            match link_fd(&self.file, &temp.path) {
+                Ok(()) => return std::fs::rename(&temp.path, &self.dest),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    temp.forget();
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+fn exists_hint(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::AlreadyExists {
+        std::io::Error::new(
+            e.kind(),
+            "the file appeared meanwhile; use --force to overwrite it",
+        )
+    } else {
+        e
+    }
+}
+
+/// An unnamed file in `dir` (`O_TMPFILE`; not `O_EXCL`, so it can be linked later).
+fn open_unnamed(dir: &Path, mode: u32) -> std::io::Result<File> {
+    if std::env::var_os(NO_TMPFILE_ENV).is_some() {
+        return Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(mode)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+}
+
+/// The errors by which a kernel or file system says it has no `O_TMPFILE`.
+fn tmpfile_unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOSYS)
+    )
+}
+
+/// Gives the unnamed `file` the name `path` (fails with `AlreadyExists` if taken).
+fn link_fd(file: &File, path: &Path) -> std::io::Result<()> {
+    let proc_path = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).expect("no NUL");
+    let to = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    // SAFETY: both paths are valid NUL-terminated strings that live across the call.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOENT) {
+        return Err(err);
+    }
+    // No /proc: AT_EMPTY_PATH links the descriptor itself (needs CAP_DAC_READ_SEARCH).
+    // SAFETY: as above; the empty path is a valid C string.
+    let r = unsafe {
+        libc::linkat(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn random_temp_name() -> String {
+    let mut r = [0u8; 8];
+    crate::core::crypto::Entropy::fill(&crate::core::crypto::SystemEntropy, b"temporary name", &mut r);
+    format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", hex::encode(r))
+}
+
+/// A named temporary file in `dir`, created exclusively and registered for removal on signals.
+fn create_named(dir: &Path, mode: u32) -> std::io::Result<(File, TempName)> {
+    loop {
+        let name = TempName::register(dir.join(random_temp_name()));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&name.path)
+        {
+            Ok(f) => return Ok((f, name)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => name.forget(),
+            Err(e) => {
+                name.forget();
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// A hidden temporary path that is removed when dropped, and by the signal handler if the
+/// process is interrupted while it exists.
+struct TempName {
+    path: PathBuf,
+}
+
+/// Paths to remove if a terminating signal arrives.
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+impl TempName {
+    fn register(path: PathBuf) -> Self {
+        install_signal_cleanup();
+        pending().push(path.clone());
+        TempName { path }
+    }
+
+    /// Stops tracking the path without removing it (it was never created, or it is gone).
+    fn forget(self) {
+        unregister(&self.path);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for TempName {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        unregister(&self.path);
+    }
+}
+
+fn pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    PENDING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unregister(path: &Path) {
+    pending().retain(|p| p != path);
+}
+
+/// On the first temporary name, a thread starts that waits for SIGINT, SIGTERM, SIGHUP or
+/// SIGQUIT, removes every registered temporary file, and then lets the signal end the process
+/// as it would have.
+fn install_signal_cleanup() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT]) else {
+            return;
+        };
+        let _ = std::thread::Builder::new()
+            .name("qeltrix-temp-cleanup".into())
+            .spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    for path in pending().drain(..) {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    let _ = signal_hook::low_level::emulate_default_handler(signal);
+                    std::process::exit(128 + signal);
+                }
+            });
+    });
+}
+
+/// Bytes written between two writeback starts.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// A file writer that asks the kernel to start writing back each [`WRITEBACK_STEP`] as soon as it
+/// is written (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: asynchronous, no waiting, no durability
+/// promise of its own; the fsync at commit gives that).
+pub struct EarlyWriteback<'a> {
+    file: &'a mut File,
+    position: u64,
+    flushed_to: u64,
+}
+
+impl Write for EarlyWriteback<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.position += n as u64;
+        if self.position >= self.flushed_to + WRITEBACK_STEP {
+            let len = self.position - self.flushed_to;
+            // SAFETY: the descriptor is open for the life of `self.file`; the call only schedules
+            // I/O on it. A failure is not an error for us: commit's fsync still syncs everything.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    self.flushed_to as libc::off64_t,
+                    len as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.flushed_to = self.position;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl std::io::Seek for EarlyWriteback<'_> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.position = self.file.seek(pos)?;
+        self.flushed_to = self.flushed_to.min(self.position);
+        Ok(self.position)
+    }
+}
+
+/// Writes `bytes` to `path` all or nothing (mode 0600): see [`AtomicOutput`].
+pub fn write_file(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
+    let mut out = AtomicOutput::create(path, overwrite)?;
+    out.file()
+        .write_all(bytes)
+        .map_err(|e| Error::io("writing", e).in_file(path))?;
+    out.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn commit_names_the_file_and_drop_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let mut out = AtomicOutput::create(&dest, false).unwrap();
+        out.file().write_all(b"partial").unwrap();
+        assert!(names(dir.path()).is_empty(), "an unnamed file has no entry");
+        drop(out);
+        assert!(names(dir.path()).is_empty());
+
+        write_file(&dest, b"one", false).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"one");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let err = write_file(&dest, b"two", false).unwrap_err().to_string();
+        assert!(err.contains("--force"), "{err}");
+        write_file(&dest, b"two", true).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"two");
+        assert_eq!(names(dir.path()), ["out"]);
+    }
+
+    #[test]
+    fn a_file_appearing_before_commit_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let mut out = AtomicOutput::create(&dest, false).unwrap();
+        out.file().write_all(b"new").unwrap();
+        std::fs::write(&dest, b"theirs").unwrap();
+        let err = out.commit().unwrap_err().to_string();
+        assert!(err.contains("appeared meanwhile"), "{err}");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"theirs");
+        assert_eq!(names(dir.path()), ["out"]);
+    }
+}

@@ -1,0 +1,3 @@
+//! Every system call the library makes beyond `std`, and every `unsafe` block, live here.
+
+pub mod harden;
