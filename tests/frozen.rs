@@ -1,0 +1,1134 @@
+//! The frozen corpus (after age's testkit): containers written once by an earlier build and checked
+//! in under `tests/data/`, which every later build must read exactly as they were written. This is
+//! the format-stability promise in test form: a container written by any released build opens in
+//! every later one. `tests/vector.rs` pins what the writer produces today; this file pins what the
+//! reader must keep accepting (and refusing) forever.
+//!
+//! Rules (see `tests/data/README.md`):
+//! - The checked-in files are never regenerated or edited; their SHA-256 is pinned in [`PINNED`].
+//!   If a change to the library makes one of these tests fail, the change breaks old containers.
+//! - New files may be added (generate them with `regenerate_corpus`, which writes only files that
+//!   do not exist yet and reports existing ones that it would now write differently).
+//! - Every use of the library's API is in the first section below, so that a restructured crate
+//!   needs only those few functions adapted, never the expectations.
+
+use qeltrix::crypto::{IdentityKey, KeyFileKey, Passphrase, RecipientKey, SeededEntropy};
+use qeltrix::{
+    keyring, CipherId, CompressMode, Container, ContainerInfo, Error, Key, PackOptions, StreamPacker,
+};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+// ================================================================================================
+// The library API, all of it. Adapt these helpers (never the tables or the checks) if it moves.
+// ================================================================================================
+
+fn key_file_key(bytes: [u8; 32]) -> Key {
+    Key::KeyFile(KeyFileKey::from_bytes(bytes))
+}
+
+fn passphrase_key(passphrase: &str) -> Key {
+    Key::Passphrase(Passphrase::new(passphrase))
+}
+
+/// The key that opens a recipient slot: the identity (private key), from its file's text.
+fn identity_key(identity_file_text: &str) -> Key {
+    Key::Identity(IdentityKey::parse(identity_file_text).expect("identity file parses"))
+}
+
+/// The public key a recipient slot is made for (packing only: it opens nothing).
+fn recipient_key(recipient: &str) -> Key {
+    Key::Recipient(recipient.parse::<RecipientKey>().expect("recipient parses"))
+}
+
+/// The recipient (public key) of an identity file's identity, in its text form.
+fn recipient_of(identity_file_text: &str) -> String {
+    IdentityKey::parse(identity_file_text)
+        .expect("identity file parses")
+        .recipient()
+        .to_string()
+}
+
+/// A new identity from a seed: its identity file's text.
+fn new_identity_file_text(seed: [u8; 32]) -> String {
+    IdentityKey::generate(&SeededEntropy(seed))
+        .to_file_text()
+        .to_string()
+}
+
+/// The vault key of the vault at `vault` (its `.qeltrix/keyring` unlocked with the passphrase).
+fn unlock_vault(vault: &Path, passphrase: &str) -> qeltrix::Result<Key> {
+    keyring::unlock(vault, &Passphrase::new(passphrase)).map(Key::Vault)
+}
+
+/// Initialises a vault at `vault` (writes its keyring) and returns its vault key.
+fn init_vault(vault: &Path, passphrase: &str, iterations: u32, seed: [u8; 32]) -> Key {
+    let key = keyring::init(
+        vault,
+        &Passphrase::new(passphrase),
+        iterations,
+        &SeededEntropy(seed),
+    )
+    .expect("vault initialises");
+    Key::Vault(key)
+}
+
+/// The keyring file of the vault at `vault`.
+fn keyring_file(vault: &Path) -> PathBuf {
+    keyring::keyring_path(vault)
+}
+
+fn open(path: &Path, key: &Key) -> qeltrix::Result<Container> {
+    Container::open(path, key)
+}
+
+/// The opened container's plaintext length and block count.
+fn opened_size(c: &Container) -> (u64, u64) {
+    (c.len(), c.block_count())
+}
+
+/// The whole plaintext, read twice: with `read_at` and with `seek_extract`; both must agree.
+fn read_whole(c: &Container) -> qeltrix::Result<Vec<u8>> {
+    let len = c.len() as usize;
+    let mut buf = vec![0u8; len + 100];
+    let n = c.read_at(0, &mut buf)?;
+    assert_eq!(n, len, "read_at stops at the end of the plaintext");
+    buf.truncate(n);
+    let extracted = c.seek_extract(0, len as u64)?;
+    assert!(extracted == buf, "seek_extract and read_at disagree");
+    Ok(buf)
+}
+
+/// The plaintext range `offset..offset + len`, clipped at the end of the file.
+fn read_range(c: &Container, offset: u64, len: u64) -> qeltrix::Result<Vec<u8>> {
+    c.seek_extract(offset, len)
+}
+
+/// One block's plaintext, its SHA-256 checked too.
+fn read_block_verified(c: &Container, index: u64) -> qeltrix::Result<Vec<u8>> {
+    c.read_block(index, true)
+}
+
+/// One block of the index, as `ContainerInfo` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    /// Offset and length of the whole stored block in the container.
+    offset: u64,
+    len: u64,
+    plain_offset: u64,
+    plain_size: u64,
+}
+
+/// What `ContainerInfo::read` reports (no key needed).
+#[derive(Debug)]
+struct Info {
+    container_size: u64,
+    original_size: u64,
+    cipher: CipherId,
+    flags: u16,
+    /// The header's totals were written (false for a container written to a stream).
+    patched: bool,
+    slot_kinds: Vec<&'static str>,
+    /// PBKDF2 iterations of each passphrase slot.
+    kdf_iterations: Vec<u32>,
+    footer_offset: u64,
+    entries: Vec<Entry>,
+}
+
+fn read_info(path: &Path) -> qeltrix::Result<Info> {
+    let file = fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let info = ContainerInfo::read(&file)?;
+    assert_eq!(info.block_count(), info.footer.entries.len() as u64);
+    Ok(Info {
+        container_size: info.container_size,
+        original_size: info.original_size(),
+        cipher: info.header.cipher,
+        flags: info.header.flags,
+        patched: info.header.is_patched(),
+        slot_kinds: info.slots.slots.iter().map(|s| s.kind.name()).collect(),
+        kdf_iterations: info
+            .slots
+            .slots
+            .iter()
+            .filter(|s| s.kind.name() == "passphrase")
+            .map(|s| s.param)
+            .collect(),
+        footer_offset: info.trailer.footer_offset,
+        entries: info
+            .footer
+            .entries
+            .iter()
+            .map(|e| Entry {
+                offset: e.offset,
+                len: e.len,
+                plain_offset: e.plain_offset,
+                plain_size: e.plain_size,
+            })
+            .collect(),
+    })
+}
+
+/// Packs `segments` of `plain` (sealing a short block after each but the last, as a trickling
+/// stream does) with `keys`: to a seekable output, or to a plain `Write` (`streamed`).
+fn pack(spec: &Good, plain: &[u8], keys: &[Key]) -> Vec<u8> {
+    let opts = PackOptions {
+        cipher: spec.cipher,
+        block_size: BLOCK_SIZE,
+        compress: spec.compress,
+        level: 6,
+        workers: 1,
+        kdf_iterations: KDF_ITERATIONS,
+        no_verify_hint: spec.no_verify_hint,
+        entropy: Arc::new(SeededEntropy([spec.seed; 32])),
+        ..PackOptions::default()
+    };
+    fn feed<W: Write>(mut p: StreamPacker<W>, segments: &[usize], plain: &[u8]) -> W {
+        let mut at = 0;
+        for (i, &n) in segments.iter().enumerate() {
+            p.write_all(&plain[at..at + n]).unwrap();
+            at += n;
+            if i + 1 < segments.len() {
+                p.flush_block().unwrap();
+            }
+        }
+        p.finish().unwrap().0
+    }
+    if spec.streamed {
+        // A `Vec` is a `Write` but not a `Seek`: the header cannot be patched.
+        feed(
+            StreamPacker::new(Vec::new(), keys, &opts).unwrap(),
+            spec.segments,
+            plain,
+        )
+    } else {
+        let out = std::io::Cursor::new(Vec::new());
+        feed(
+            StreamPacker::new_seekable(out, keys, &opts).unwrap(),
+            spec.segments,
+            plain,
+        )
+        .into_inner()
+    }
+}
+
+// ================================================================================================
+// The corpus: keys, plaintexts, files. Never change what is here; only add.
+// ================================================================================================
+
+const BLOCK_SIZE: u32 = 4096;
+/// PBKDF2 iterations of the passphrase slots and of the vault keyring: far below what the CLI
+/// recommends (`KDF_ITERATIONS_FLOOR`, a writer-side warning only) so the tests stay fast, and
+/// inside the range 1 ..= 100,000,000 that the format lets a slot ask for. Readers must keep
+/// accepting it.
+const KDF_ITERATIONS: u32 = 1000;
+/// The key file of the key-file slots (also checked in as `keys/keyfile.hex`): the ASCII bytes
+/// of "qeltrix frozen corpus key file 1".
+const KEY_FILE_HEX: &str = "71656c747269782066726f7a656e20636f72707573206b65792066696c652031";
+/// The passphrase of the passphrase slots.
+const PASSPHRASE: &str = "frozen corpus passphrase";
+/// The passphrase of the vault keyring `vault/.qeltrix/keyring`.
+const VAULT_PASSPHRASE: &str = "frozen corpus vault passphrase";
+/// The identity (X25519 private key) that opens the recipient slots, and its public key.
+const IDENTITY_FILE: &str = "keys/x25519.identity";
+const RECIPIENT: &str = "qeltrix-x25519:65d212229a0adf1988273af0cf6311818193b6c9b0b414a1eef591a116f70740";
+/// Seeds of the deterministic randomness (identity, vault) used to generate the corpus.
+const IDENTITY_SEED: [u8; 32] = [0x50; 32];
+const VAULT_SEED: [u8; 32] = [0x60; 32];
+/// The folder of the vault (its keyring is `.qeltrix/keyring` inside).
+const VAULT: &str = "vault";
+
+/// SHA-256 of every file under `tests/data` except `README.md` and `.gitattributes`. A file changed by accident (or by
+/// running the generator over it) fails `corpus_files_are_unchanged`.
+const PINNED: &[(&str, &str)] = &[
+    (
+        "bad/appended-trailer-copy.qltx",
+        "28c713bfb77aa76f194520592056ddf2dca2b6df35d55d331e6cb95896dff93d",
+    ),
+    (
+        "bad/bad-tag-block2.qltx",
+        "252b90b88705ec1b853ad844fe7fd98155f569d75f18891477d4fcd563c24c93",
+    ),
+    (
+        "bad/cut-stream.qltx",
+        "46daa58b88487df19dab22b78a5004262773c476235445a05617993d9833b1a9",
+    ),
+    (
+        "bad/swapped-blocks-1-2.qltx",
+        "1ede534eb8b5e2c83f77a9aebfe4d8813cdde07cb7f67fad9feae98b54fc456f",
+    ),
+    (
+        "bad/trailing-garbage.qltx",
+        "c4f87d1f7dd4155a092f3e410801ba0a8acd616d4a69323d8c66b16f145c0344",
+    ),
+    (
+        "bad/truncated-footer.qltx",
+        "b4e8074996f60a67de0adda2ad6fab55677e985ed0bd2bbac52db8c87557057f",
+    ),
+    (
+        "bad/unknown-header-flag.qltx",
+        "71844f399a3b60b89a750c4ead59c46279c4b69045fdd44d9d40363fbe6d4b79",
+    ),
+    (
+        "good/aes256gcm-keyfile-deflate.qltx",
+        "ecec05e58eaabbc03d7e04b7646a4d42d59467806ac7350d7404408944596c49",
+    ),
+    (
+        "good/aes256gcm-keyfile-raw.qltx",
+        "25344adc4fe677478d910996300ea1c93decb4e06a29cfaa76380db2dcd8f538",
+    ),
+    (
+        "good/aes256gcm-recipient.qltx",
+        "c2558c8c95cf3766b7b1022ba5c216fc316366e43c9845de4c73c980d0dfd857",
+    ),
+    (
+        "good/chacha20-keyfile-raw-noverify.qltx",
+        "c888dea8cb80a5c9342702b3010aa28db1d7e2cb874cb4e8447c0acee76de2d7",
+    ),
+    (
+        "good/chacha20-passphrase-mixed.qltx",
+        "fcb0652a1fe7c6445ba4e9b2639dc0dd826432b254ae968fa07e9513826a0e85",
+    ),
+    (
+        "good/empty.qltx",
+        "90b2a341500903e01cf96b12464f9a6a6e17cfb1383ccc266c7fcb80804dbb5d",
+    ),
+    (
+        "good/multi-slot.qltx",
+        "2132d189119c0c5198caf38340b310e18e3f4f8e922d73512ecf14d8881bceea",
+    ),
+    (
+        "good/streamed.qltx",
+        "eacfb7810096c1a761dab2f9f1dd603d8922e0eb1945639517e0742663338f84",
+    ),
+    (
+        "keys/keyfile.hex",
+        "a0fad6093de0f6b8705a9d2925c1b27177e58079067a83d6333142990ea24eb6",
+    ),
+    (
+        "keys/x25519.identity",
+        "86437b19ab939658347ad544df9a1b6ae98467a6092883fb25d2c486f498b0fa",
+    ),
+    (
+        "vault/.qeltrix/keyring",
+        "68f06b6723dcae8ef67ffb04587a33ba5cc67b6ed6d3824f2cb1102acb483513",
+    ),
+    (
+        "vault/in-vault.qltx",
+        "1c0b8584f117983f6c4e28932a91dd5b12dd09ab31322aa2dc6bd0c900b82ca1",
+    ),
+];
+
+/// How a plaintext is made: all are functions of (kind, length, seed) and nothing else.
+#[derive(Clone, Copy, Debug)]
+enum Data {
+    /// Text lines (deflate shrinks them): line n (from 0) is
+    /// `format!("{n:06} qeltrix frozen corpus, seed {seed}: {w}\n")` with
+    /// `w = WORDS[(7 n + seed) % 8]`, cut at the length.
+    Text,
+    /// Incompressible: SplitMix64 (see [`SplitMix64`]) seeded with the seed, each output as 8
+    /// little-endian bytes, cut at the length.
+    Noise,
+    /// 4096-byte chunks, alternately Text (chunk 0, 2, ...) and Noise (chunk 1, 3, ...): byte k
+    /// is byte k of the Text or the Noise plaintext of the same length and seed.
+    Mixed,
+}
+
+const WORDS: [&str; 8] = [
+    "block", "cipher", "footer", "index", "nonce", "salt", "trailer", "vault",
+];
+
+fn plaintext(data: Data, len: usize, seed: u8) -> Vec<u8> {
+    match data {
+        Data::Text => {
+            let mut out = Vec::with_capacity(len + 64);
+            let mut n = 0usize;
+            while out.len() < len {
+                let w = WORDS[(7 * n + seed as usize) % WORDS.len()];
+                out.extend_from_slice(format!("{n:06} qeltrix frozen corpus, seed {seed}: {w}\n").as_bytes());
+                n += 1;
+            }
+            out.truncate(len);
+            out
+        }
+        Data::Noise => {
+            let mut rng = SplitMix64::new(seed as u64);
+            let mut out = Vec::with_capacity(len + 8);
+            while out.len() < len {
+                out.extend_from_slice(&rng.next_u64().to_le_bytes());
+            }
+            out.truncate(len);
+            out
+        }
+        Data::Mixed => {
+            let (text, noise) = (
+                plaintext(Data::Text, len, seed),
+                plaintext(Data::Noise, len, seed),
+            );
+            (0..len)
+                .map(|k| if (k / 4096) % 2 == 0 { text[k] } else { noise[k] })
+                .collect()
+        }
+    }
+}
+
+/// SplitMix64, the plaintexts' (and the range checks') only source of variety.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// A kind of key slot, and the key that opens it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Passphrase,
+    KeyFile,
+    Recipient,
+    Keyring,
+}
+
+impl Slot {
+    /// The name `ContainerInfo` gives the slot kind.
+    fn name(self) -> &'static str {
+        match self {
+            Slot::Passphrase => "passphrase",
+            Slot::KeyFile => "key-file",
+            Slot::Recipient => "recipient",
+            Slot::Keyring => "keyring",
+        }
+    }
+
+    /// The key that opens this slot in the checked-in corpus.
+    fn opening_key(self) -> Key {
+        match self {
+            Slot::Passphrase => passphrase_key(PASSPHRASE),
+            Slot::KeyFile => key_file_key(key_file_bytes()),
+            Slot::Recipient => identity_key(&read_text(IDENTITY_FILE)),
+            Slot::Keyring => unlock_vault(&data_path(VAULT), VAULT_PASSPHRASE).expect("vault unlocks"),
+        }
+    }
+}
+
+/// A container that must open and read back.
+struct Good {
+    /// Under `tests/data`.
+    path: &'static str,
+    /// The plaintext's seed, and every byte of the writer's randomness (`SeededEntropy([seed; 32])`).
+    seed: u8,
+    data: Data,
+    /// The plaintext's length, in the pieces it was written in: after each piece but the last the
+    /// writer sealed the partial block (`flush_block`), so blocks may be short mid-file.
+    segments: &'static [usize],
+    cipher: CipherId,
+    compress: CompressMode,
+    /// Key slots, in order.
+    slots: &'static [Slot],
+    /// Written by `StreamPacker::new` to a non-seekable output: streaming flag set, header totals zero.
+    streamed: bool,
+    /// The header's no-verify hint (flag 0x01).
+    no_verify_hint: bool,
+    /// The blocks stored deflated; the others are stored raw.
+    deflated: &'static [u64],
+}
+
+impl Good {
+    fn plaintext(&self) -> Vec<u8> {
+        plaintext(self.data, self.segments.iter().sum(), self.seed)
+    }
+
+    /// Plaintext bytes in each block: each segment cut into block-size pieces.
+    fn block_sizes(&self) -> Vec<u64> {
+        let bs = BLOCK_SIZE as usize;
+        let mut sizes = Vec::new();
+        for &n in self.segments {
+            sizes.extend((0..n.div_ceil(bs)).map(|i| (n - i * bs).min(bs) as u64));
+        }
+        sizes
+    }
+}
+
+const GOOD: &[Good] = &[
+    Good {
+        path: "good/aes256gcm-keyfile-raw.qltx",
+        seed: 1,
+        data: Data::Noise,
+        segments: &[20_000],
+        cipher: CipherId::Aes256Gcm,
+        compress: CompressMode::Never,
+        slots: &[Slot::KeyFile],
+        streamed: false,
+        no_verify_hint: false,
+        deflated: &[],
+    },
+    Good {
+        path: "good/chacha20-keyfile-raw-noverify.qltx",
+        seed: 2,
+        data: Data::Noise,
+        segments: &[13_000],
+        cipher: CipherId::ChaCha20Poly1305,
+        compress: CompressMode::Never,
+        slots: &[Slot::KeyFile],
+        streamed: false,
+        no_verify_hint: true,
+        deflated: &[],
+    },
+    Good {
+        path: "good/aes256gcm-keyfile-deflate.qltx",
+        seed: 3,
+        data: Data::Text,
+        segments: &[40_000],
+        cipher: CipherId::Aes256Gcm,
+        compress: CompressMode::Always,
+        slots: &[Slot::KeyFile],
+        streamed: false,
+        no_verify_hint: false,
+        deflated: &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    },
+    Good {
+        path: "good/chacha20-passphrase-mixed.qltx",
+        seed: 4,
+        data: Data::Mixed,
+        segments: &[24_000],
+        cipher: CipherId::ChaCha20Poly1305,
+        compress: CompressMode::Auto,
+        slots: &[Slot::Passphrase],
+        streamed: false,
+        no_verify_hint: false,
+        deflated: &[0, 2, 4],
+    },
+    Good {
+        path: "good/aes256gcm-recipient.qltx",
+        seed: 5,
+        data: Data::Text,
+        segments: &[9_000],
+        cipher: CipherId::Aes256Gcm,
+        compress: CompressMode::Auto,
+        slots: &[Slot::Recipient],
+        streamed: false,
+        no_verify_hint: false,
+        deflated: &[0, 1, 2],
+    },
+    Good {
+        path: "vault/in-vault.qltx",
+        seed: 6,
+        data: Data::Mixed,
+        segments: &[12_000],
+        cipher: CipherId::ChaCha20Poly1305,
+        compress: CompressMode::Auto,
+        slots: &[Slot::Keyring],
+        streamed: false,
+        no_verify_hint: false,
+        deflated: &[0, 2],
+    },
+    Good {
+        path: "good/streamed.qltx",
+        seed: 7,
+        data: Data::Noise,
+        segments: &[6_000, 10_000],
+        cipher: CipherId::Aes256Gcm,
+        compress: CompressMode::Never,
+        slots: &[Slot::KeyFile],
+        streamed: true,
+        no_verify_hint: false,
+        deflated: &[],
+    },
+    Good {
+        path: "good/multi-slot.qltx",
+        seed: 8,
+        data: Data::Text,
+        segments: &[16_500],
+        cipher: CipherId::Aes256Gcm,
+        compress: CompressMode::Auto,
+        slots: &[Slot::Passphrase, Slot::KeyFile, Slot::Recipient],
+        streamed: false,
+        no_verify_hint: false,
+        deflated: &[0, 1, 2, 3, 4],
+    },
+    Good {
+        path: "good/empty.qltx",
+        seed: 9,
+        data: Data::Text,
+        segments: &[0],
+        cipher: CipherId::Aes256Gcm,
+        compress: CompressMode::Auto,
+        slots: &[Slot::KeyFile],
+        streamed: false,
+        no_verify_hint: false,
+        deflated: &[],
+    },
+];
+
+/// A container that must be refused: a positive one, damaged.
+struct Bad {
+    path: &'static str,
+    from: &'static str,
+    /// How it was made from `from` (and its `Info`): used by the generator only.
+    damage: fn(&[u8], &Info) -> Vec<u8>,
+}
+
+const BAD: &[Bad] = &[
+    Bad {
+        path: "bad/bad-tag-block2.qltx",
+        from: "good/aes256gcm-keyfile-raw.qltx",
+        damage: |c, info| {
+            // The last byte of block 2: the last byte of its payload's AEAD tag.
+            let e = info.entries[2];
+            let mut c = c.to_vec();
+            c[(e.offset + e.len - 1) as usize] ^= 0x01;
+            c
+        },
+    },
+    Bad {
+        path: "bad/truncated-footer.qltx",
+        from: "good/aes256gcm-keyfile-raw.qltx",
+        damage: |c, info| c[..(info.footer_offset + 40) as usize].to_vec(),
+    },
+    Bad {
+        path: "bad/trailing-garbage.qltx",
+        from: "good/aes256gcm-keyfile-raw.qltx",
+        damage: |c, _| {
+            [
+                c,
+                b"trailing garbage after the trailer, 64 bytes of it: 0123456789ab".as_slice(),
+            ]
+            .concat()
+        },
+    },
+    Bad {
+        path: "bad/appended-trailer-copy.qltx",
+        from: "good/aes256gcm-keyfile-raw.qltx",
+        damage: |c, _| [c, &c[c.len() - 32..]].concat(),
+    },
+    Bad {
+        path: "bad/swapped-blocks-1-2.qltx",
+        from: "good/aes256gcm-keyfile-raw.qltx",
+        damage: |c, info| {
+            let (a, b) = (info.entries[1], info.entries[2]);
+            assert_eq!(a.len, b.len, "swapping needs blocks of one length");
+            let (a, b) = (
+                a.offset as usize..(a.offset + a.len) as usize,
+                b.offset as usize..(b.offset + b.len) as usize,
+            );
+            let mut out = c.to_vec();
+            out[a.clone()].copy_from_slice(&c[b.clone()]);
+            out[b].copy_from_slice(&c[a]);
+            out
+        },
+    },
+    Bad {
+        path: "bad/unknown-header-flag.qltx",
+        from: "good/aes256gcm-keyfile-raw.qltx",
+        damage: |c, _| {
+            // Flags are the u16 at offset 10: set 0x8000, a bit no version defines.
+            let mut c = c.to_vec();
+            c[11] |= 0x80;
+            c
+        },
+    },
+    Bad {
+        path: "bad/cut-stream.qltx",
+        from: "good/streamed.qltx",
+        damage: |c, info| c[..(info.entries[3].offset + 1000) as usize].to_vec(),
+    },
+];
+
+// ================================================================================================
+// Helpers over the corpus (no library API below this line, except matching `Error`).
+// ================================================================================================
+
+fn data_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+}
+
+fn read_bytes(rel: &str) -> Vec<u8> {
+    fs::read(data_path(rel)).unwrap_or_else(|e| panic!("tests/data/{rel}: {e}"))
+}
+
+fn read_text(rel: &str) -> String {
+    String::from_utf8(read_bytes(rel)).expect("UTF-8")
+}
+
+fn key_file_bytes() -> [u8; 32] {
+    hex::decode(KEY_FILE_HEX).unwrap().try_into().unwrap()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+fn good(path: &str) -> &'static Good {
+    GOOD.iter().find(|g| g.path == path).expect("listed in GOOD")
+}
+
+/// Checks the file's bytes against its pinned SHA-256.
+fn assert_pinned(rel: &str) {
+    let (_, sha) = PINNED
+        .iter()
+        .find(|(p, _)| *p == rel)
+        .unwrap_or_else(|| panic!("tests/data/{rel} has no pinned SHA-256"));
+    assert_eq!(sha256_hex(&read_bytes(rel)), *sha, "tests/data/{rel} was changed");
+}
+
+/// The error of a result that must fail.
+fn expect_err<T>(r: qeltrix::Result<T>, what: &str) -> Error {
+    match r {
+        Ok(_) => panic!("{what}: succeeded, but must fail"),
+        Err(e) => e,
+    }
+}
+
+/// Every check a positive file must pass, with every key that should open it.
+fn check_good(path: &str) {
+    let spec = good(path);
+    assert_pinned(path);
+    let file = data_path(path);
+    let plain = spec.plaintext();
+    let sizes = spec.block_sizes();
+
+    // Without a key: the unauthenticated structure.
+    let info = read_info(&file).unwrap_or_else(|e| panic!("{path}: ContainerInfo::read: {e}"));
+    assert_eq!(info.container_size, read_bytes(path).len() as u64, "{path}");
+    assert_eq!(info.original_size, plain.len() as u64, "{path}: original size");
+    assert_eq!(info.cipher, spec.cipher, "{path}: cipher");
+    assert_eq!(info.entries.len(), sizes.len(), "{path}: block count");
+    assert_eq!(info.flags & 0x02 != 0, spec.streamed, "{path}: streaming flag");
+    assert_eq!(info.patched, !spec.streamed, "{path}: header totals patched");
+    assert_eq!(
+        info.flags & 0x01 != 0,
+        spec.no_verify_hint,
+        "{path}: no-verify hint"
+    );
+    assert_eq!(info.flags & !0x03, 0, "{path}: flags");
+    let kinds: Vec<&str> = spec.slots.iter().map(|s| s.name()).collect();
+    assert_eq!(info.slot_kinds, kinds, "{path}: key slots");
+    assert!(info.kdf_iterations.iter().all(|&i| i == KDF_ITERATIONS), "{path}");
+    let mut plain_offset = 0;
+    for (i, (e, &size)) in info.entries.iter().zip(&sizes).enumerate() {
+        assert_eq!(
+            (e.plain_offset, e.plain_size),
+            (plain_offset, size),
+            "{path}: block {i}"
+        );
+        // A raw block is prefix + metadata (140 bytes) + plaintext + tag (16 bytes).
+        let deflated = e.len < 140 + size + 16;
+        assert_eq!(
+            deflated,
+            spec.deflated.contains(&(i as u64)),
+            "{path}: block {i} deflated?"
+        );
+        plain_offset += size;
+    }
+
+    // With each key that should open it: everything reads back.
+    for slot in spec.slots {
+        let what = format!("{path} opened by its {} slot", slot.name());
+        let c = open(&file, &slot.opening_key()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(
+            opened_size(&c),
+            (plain.len() as u64, sizes.len() as u64),
+            "{what}"
+        );
+        check_reads(&c, &plain, &sizes, spec.seed, &what);
+    }
+}
+
+/// Reads the whole plaintext, each block verified, ranges across every block boundary at
+/// (seeded) random offsets, and a range running past the end.
+fn check_reads(c: &Container, plain: &[u8], sizes: &[u64], seed: u8, what: &str) {
+    assert!(read_whole(c).unwrap() == plain, "{what}: whole plaintext");
+    let mut blocks = Vec::new();
+    for i in 0..sizes.len() as u64 {
+        blocks.extend(read_block_verified(c, i).unwrap_or_else(|e| panic!("{what}: block {i}: {e}")));
+    }
+    assert!(blocks == plain, "{what}: blocks read one by one");
+
+    let len = plain.len() as u64;
+    let mut rng = SplitMix64::new(0xf0f0 + seed as u64);
+    let mut boundary = 0;
+    for pair in sizes.windows(2) {
+        boundary += pair[0];
+        let start = boundary - 1 - rng.below(pair[0]);
+        let end = boundary + 1 + rng.below(pair[1]);
+        let got = read_range(c, start, end - start).unwrap();
+        assert!(
+            got == plain[start as usize..end as usize],
+            "{what}: range {start}..{end} across the boundary at {boundary}"
+        );
+    }
+    if len > 0 {
+        let start = rng.below(len);
+        let got = read_range(c, start, len).unwrap();
+        assert!(
+            got == plain[start as usize..],
+            "{what}: range from {start} past the end"
+        );
+    }
+    assert!(
+        read_range(c, len, 10).unwrap().is_empty(),
+        "{what}: range at the end"
+    );
+}
+
+// ================================================================================================
+// The tests.
+// ================================================================================================
+
+#[test]
+fn corpus_files_are_unchanged() {
+    let mut on_disk = Vec::new();
+    let mut dirs = vec![data_path("")];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(data_path(""))
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                if rel != "README.md" && rel != ".gitattributes" {
+                    on_disk.push(rel);
+                }
+            }
+        }
+    }
+    on_disk.sort();
+    let mut pinned: Vec<String> = PINNED.iter().map(|(p, _)| p.to_string()).collect();
+    pinned.sort();
+    assert_eq!(
+        on_disk, pinned,
+        "every file under tests/data (but README.md and .gitattributes) is pinned"
+    );
+    for (rel, _) in PINNED {
+        assert_pinned(rel);
+    }
+    let listed = GOOD.iter().map(|g| g.path).chain(BAD.iter().map(|b| b.path));
+    for rel in listed {
+        assert!(PINNED.iter().any(|(p, _)| *p == rel), "{rel} is not pinned");
+    }
+}
+
+#[test]
+fn keys_match_their_published_forms() {
+    assert_eq!(read_text("keys/keyfile.hex"), format!("{KEY_FILE_HEX}\n"));
+    assert_eq!(recipient_of(&read_text(IDENTITY_FILE)), RECIPIENT);
+}
+
+#[test]
+fn aes256gcm_keyfile_raw_reads_back() {
+    check_good("good/aes256gcm-keyfile-raw.qltx");
+}
+
+#[test]
+fn chacha20_keyfile_raw_with_no_verify_hint_reads_back() {
+    check_good("good/chacha20-keyfile-raw-noverify.qltx");
+}
+
+#[test]
+fn aes256gcm_deflated_blocks_read_back() {
+    check_good("good/aes256gcm-keyfile-deflate.qltx");
+}
+
+#[test]
+fn chacha20_passphrase_slot_and_mixed_blocks_read_back() {
+    check_good("good/chacha20-passphrase-mixed.qltx");
+}
+
+#[test]
+fn x25519_recipient_slot_opens_with_the_identity() {
+    check_good("good/aes256gcm-recipient.qltx");
+}
+
+#[test]
+fn vault_keyring_slot_opens_with_the_vault_passphrase() {
+    assert_pinned(&format!("{VAULT}/.qeltrix/keyring"));
+    assert_eq!(
+        keyring_file(&data_path(VAULT)),
+        data_path(&format!("{VAULT}/.qeltrix/keyring"))
+    );
+    check_good("vault/in-vault.qltx");
+}
+
+#[test]
+fn streamed_container_with_unpatched_header_and_short_blocks_reads_back() {
+    check_good("good/streamed.qltx");
+}
+
+#[test]
+fn multi_slot_container_opens_with_each_key() {
+    check_good("good/multi-slot.qltx");
+}
+
+#[test]
+fn empty_container_reads_back() {
+    check_good("good/empty.qltx");
+}
+
+#[test]
+fn wrong_keys_are_refused() {
+    let other_key_file = key_file_key([0x42; 32]);
+    let other_identity = identity_key(&new_identity_file_text([0x51; 32]));
+    let cases: &[(&str, Key, &str)] = &[
+        (
+            "good/aes256gcm-keyfile-raw.qltx",
+            other_key_file.clone(),
+            "another key file",
+        ),
+        (
+            "good/aes256gcm-keyfile-raw.qltx",
+            passphrase_key(PASSPHRASE),
+            "a passphrase, no such slot",
+        ),
+        (
+            "good/chacha20-passphrase-mixed.qltx",
+            passphrase_key("wrong"),
+            "a wrong passphrase",
+        ),
+        (
+            "good/aes256gcm-recipient.qltx",
+            other_identity.clone(),
+            "another identity",
+        ),
+        ("good/multi-slot.qltx", other_key_file, "another key file"),
+        (
+            "good/multi-slot.qltx",
+            passphrase_key("wrong"),
+            "a wrong passphrase",
+        ),
+        ("good/multi-slot.qltx", other_identity, "another identity"),
+        ("good/empty.qltx", key_file_key([0x42; 32]), "another key file"),
+        (
+            "vault/in-vault.qltx",
+            key_file_key(key_file_bytes()),
+            "a key file, no such slot",
+        ),
+        (
+            "vault/in-vault.qltx",
+            passphrase_key(VAULT_PASSPHRASE),
+            "the vault passphrase as a passphrase",
+        ),
+    ];
+    for (path, key, what) in cases {
+        let err = expect_err(open(&data_path(path), key), &format!("{path} with {what}"));
+        assert!(
+            matches!(err.root(), Error::WrongKey(_)),
+            "{path} with {what}: {err}"
+        );
+    }
+    // The vault: a wrong passphrase does not unlock its keyring.
+    let err = expect_err(
+        unlock_vault(&data_path(VAULT), "wrong"),
+        "vault with a wrong passphrase",
+    );
+    assert!(matches!(err.root(), Error::WrongKey(_)), "{err}");
+}
+
+#[test]
+fn bad_tag_fails_naming_block_2() {
+    let path = "bad/bad-tag-block2.qltx";
+    assert_pinned(path);
+    let c = open(&data_path(path), &Slot::KeyFile.opening_key()).expect("the index is intact: opens");
+    let plain = good("good/aes256gcm-keyfile-raw.qltx").plaintext();
+    // Blocks 0 and 1 still read; block 2 fails with its index and container offset.
+    assert!(read_range(&c, 0, 8192).unwrap() == plain[..8192]);
+    let err = expect_err(read_range(&c, 8192, 10), "block 2");
+    match err.root() {
+        Error::Corrupt {
+            block: Some(2),
+            offset: Some(offset),
+            ..
+        } => assert_eq!(*offset, 4096 + 2 * (140 + 4096 + 16), "{err}"),
+        _ => panic!("not Corrupt naming block 2: {err}"),
+    }
+    let err = expect_err(read_whole(&c), "the whole plaintext");
+    assert!(
+        matches!(err.root(), Error::Corrupt { block: Some(2), .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_footer_is_incomplete() {
+    let path = "bad/truncated-footer.qltx";
+    assert_pinned(path);
+    let err = expect_err(read_info(&data_path(path)), "ContainerInfo::read");
+    assert!(matches!(err.root(), Error::Incomplete(_)), "{err}");
+    let err = expect_err(open(&data_path(path), &Slot::KeyFile.opening_key()), "open");
+    assert!(matches!(err.root(), Error::Incomplete(_)), "{err}");
+}
+
+#[test]
+fn trailing_garbage_is_incomplete() {
+    let path = "bad/trailing-garbage.qltx";
+    assert_pinned(path);
+    let err = expect_err(read_info(&data_path(path)), "ContainerInfo::read");
+    assert!(matches!(err.root(), Error::Incomplete(_)), "{err}");
+    let err = expect_err(open(&data_path(path), &Slot::KeyFile.opening_key()), "open");
+    assert!(matches!(err.root(), Error::Incomplete(_)), "{err}");
+}
+
+#[test]
+fn appended_trailer_copy_is_corrupt() {
+    // The last 32 bytes are a valid trailer, but the footer it names does not end before it.
+    let path = "bad/appended-trailer-copy.qltx";
+    assert_pinned(path);
+    let len = read_bytes(path).len() as u64;
+    for err in [
+        expect_err(read_info(&data_path(path)), "ContainerInfo::read"),
+        expect_err(open(&data_path(path), &Slot::KeyFile.opening_key()), "open"),
+    ] {
+        match err.root() {
+            Error::Corrupt {
+                block: None,
+                offset: Some(offset),
+                ..
+            } => assert_eq!(*offset, len - 32, "{err}"),
+            _ => panic!("not Corrupt at the trailer: {err}"),
+        }
+    }
+}
+
+#[test]
+fn swapped_blocks_fail_naming_block_1() {
+    let path = "bad/swapped-blocks-1-2.qltx";
+    assert_pinned(path);
+    let c = open(&data_path(path), &Slot::KeyFile.opening_key()).expect("the index is intact: opens");
+    let plain = good("good/aes256gcm-keyfile-raw.qltx").plaintext();
+    assert!(read_range(&c, 0, 4096).unwrap() == plain[..4096]);
+    assert!(read_range(&c, 12288, 8000).unwrap() == plain[12288..]);
+    for block in [1u64, 2] {
+        let err = expect_err(read_range(&c, block * 4096, 1), &format!("block {block}"));
+        assert!(
+            matches!(err.root(), Error::Corrupt { block: Some(b), .. } if *b == block),
+            "not Corrupt naming block {block}: {err}"
+        );
+    }
+    // Read in order, block 1 is the first to fail, at its own (index) offset.
+    let err = expect_err(read_whole(&c), "the whole plaintext");
+    match err.root() {
+        Error::Corrupt {
+            block: Some(1),
+            offset: Some(offset),
+            ..
+        } => assert_eq!(*offset, 4096 + (140 + 4096 + 16), "{err}"),
+        _ => panic!("not Corrupt naming block 1: {err}"),
+    }
+}
+
+#[test]
+fn unknown_header_flag_is_refused() {
+    let path = "bad/unknown-header-flag.qltx";
+    assert_pinned(path);
+    for err in [
+        expect_err(read_info(&data_path(path)), "ContainerInfo::read"),
+        expect_err(open(&data_path(path), &Slot::KeyFile.opening_key()), "open"),
+    ] {
+        assert!(matches!(err.root(), Error::Corrupt { block: None, .. }), "{err}");
+        assert!(
+            err.to_string().contains("flag"),
+            "the error names the flags: {err}"
+        );
+    }
+}
+
+#[test]
+fn cut_stream_is_incomplete() {
+    let path = "bad/cut-stream.qltx";
+    assert_pinned(path);
+    let err = expect_err(read_info(&data_path(path)), "ContainerInfo::read");
+    assert!(matches!(err.root(), Error::Incomplete(_)), "{err}");
+    let err = expect_err(open(&data_path(path), &Slot::KeyFile.opening_key()), "open");
+    assert!(matches!(err.root(), Error::Incomplete(_)), "{err}");
+}
+
+// ================================================================================================
+// The generator: how the corpus was made. It writes only missing files; an existing file that it
+// would write differently is reported, never overwritten.
+// ================================================================================================
+
+#[test]
+#[ignore = "writes tests/data; run by hand to add new files"]
+fn regenerate_corpus() {
+    let mut differ = Vec::new();
+    let mut put = |rel: &str, bytes: &[u8]| {
+        let path = data_path(rel);
+        match fs::read(&path) {
+            Ok(old) if old == bytes => {}
+            Ok(_) => differ.push(rel.to_string()),
+            Err(_) => {
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(&path, bytes).unwrap();
+                println!("wrote tests/data/{rel}");
+            }
+        }
+    };
+
+    put("keys/keyfile.hex", format!("{KEY_FILE_HEX}\n").as_bytes());
+    let identity = new_identity_file_text(IDENTITY_SEED);
+    put(IDENTITY_FILE, identity.as_bytes());
+    let recipient = recipient_of(&identity);
+    println!("recipient: {recipient}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let vault_key = init_vault(tmp.path(), VAULT_PASSPHRASE, KDF_ITERATIONS, VAULT_SEED);
+    put(
+        &format!("{VAULT}/.qeltrix/keyring"),
+        &fs::read(keyring_file(tmp.path())).unwrap(),
+    );
+
+    for spec in GOOD {
+        let keys: Vec<Key> = spec
+            .slots
+            .iter()
+            .map(|s| match s {
+                Slot::Passphrase => passphrase_key(PASSPHRASE),
+                Slot::KeyFile => key_file_key(key_file_bytes()),
+                Slot::Recipient => recipient_key(&recipient),
+                Slot::Keyring => vault_key.clone(),
+            })
+            .collect();
+        put(spec.path, &pack(spec, &spec.plaintext(), &keys));
+    }
+    for bad in BAD {
+        // From the checked-in file, so that the damage is to the very bytes the corpus holds.
+        let info = read_info(&data_path(bad.from)).unwrap();
+        put(bad.path, &(bad.damage)(&read_bytes(bad.from), &info));
+    }
+
+    let mut all: Vec<String> = GOOD.iter().map(|g| g.path.to_string()).collect();
+    all.extend(BAD.iter().map(|b| b.path.to_string()));
+    all.extend([
+        "keys/keyfile.hex".into(),
+        IDENTITY_FILE.into(),
+        format!("{VAULT}/.qeltrix/keyring"),
+    ]);
+    all.sort();
+    println!("const PINNED: &[(&str, &str)] = &[");
+    for rel in all {
+        println!("    (\"{rel}\", \"{}\"),", sha256_hex(&read_bytes(&rel)));
+    }
+    println!("];");
+    assert!(
+        differ.is_empty(),
+        "this build writes these checked-in files differently (they were left as they are; \
+         a changed writer is fine as long as the frozen tests pass): {differ:?}"
+    );
+}
