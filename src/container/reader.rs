@@ -19,7 +19,7 @@ use crate::core::format::{
     ContainerId, Footer, FooterEntry, Header, LayoutCheck, SlotArea, SlotKind, Trailer, BLOCK_HEAD_LEN,
     FLAG_STREAMING, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN, HEADER_LEN, TRAILER_LEN,
 };
-use crate::storage::ReadAt;
+use crate::storage::{Object, ReadAt, Storage};
 use crate::{Error, Result};
 use std::fs::File;
 use std::io::{self, Write};
@@ -236,6 +236,17 @@ impl Container<File> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io("opening", e).in_file(path))?;
         Container::from_source(file, key).map_err(|e| e.in_file(path))
+    }
+}
+
+impl Container<Object> {
+    /// Opens the container at `path` in `storage` with `key`. Errors name the object.
+    pub fn open_in(storage: &dyn Storage, path: &Path, key: &Key) -> Result<Self> {
+        let name = || storage.display(path);
+        let object = storage
+            .open(path)
+            .map_err(|e| Error::io("opening", e).in_file(name()))?;
+        Container::from_source(object, key).map_err(|e| e.in_file(name()))
     }
 }
 

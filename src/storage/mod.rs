@@ -1,11 +1,23 @@
-//! Where container bytes come from. The reader only needs positioned reads and a length, so a
-//! local file today and an object store later plug in here with no change above.
+//! The storage seam: the one way every reader and writer reaches bytes.
+//!
+//! A [`Storage`] holds objects under relative paths. Readers open an object for positioned reads
+//! ([`ReadAt`]), listings name objects and folders with a [`Version`] that changes whenever an
+//! object's bytes may have, and writers stream into an [`ObjectWriter`] whose object appears only
+//! when it is committed, whole. [`LocalStorage`] (a folder of the local disk) is the first
+//! backend; object stores plug in behind the same trait, with no change above.
 
 pub mod atomic;
+mod local;
 
+pub use local::LocalStorage;
+
+use std::ffi::OsString;
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 /// Positioned, shared reads: `&self`, so many threads read one source at once.
 pub trait ReadAt: Send + Sync {
@@ -37,5 +49,130 @@ impl ReadAt for Vec<u8> {
     }
     fn size(&self) -> io::Result<u64> {
         Ok(Vec::len(self) as u64)
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_exact_at(buf, offset)
+    }
+    fn size(&self) -> io::Result<u64> {
+        (**self).size()
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_exact_at(buf, offset)
+    }
+    fn size(&self) -> io::Result<u64> {
+        (**self).size()
+    }
+}
+
+/// An object opened for reading, whatever backend it lives on.
+pub type Object = Box<dyn ReadAt>;
+
+/// Which version of an object a listing saw. Two equal versions mean the bytes cannot have
+/// changed in between; a replaced or rewritten object gets a new one. Local files: device, inode,
+/// size, modification and change times; object stores: entity tag and size.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Version(pub(crate) VersionInner);
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum VersionInner {
+    Local {
+        dev: u64,
+        ino: u64,
+        size: u64,
+        mtime_ns: i128,
+        ctime_ns: i128,
+    },
+}
+
+/// An object or a folder, as a listing or [`Storage::stat`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EntryKind {
+    /// An object: a container, or any other file.
+    Object,
+    /// A folder (a common prefix, on object stores).
+    Folder,
+}
+
+/// One entry of a listing, or the answer of [`Storage::stat`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Entry {
+    /// The entry's own name (the last path component).
+    pub name: OsString,
+    /// Object or folder.
+    pub kind: EntryKind,
+    /// Length in bytes (0 for folders).
+    pub size: u64,
+    /// Last modification.
+    pub modified: SystemTime,
+    /// Last change of the entry's metadata, where the backend has it (otherwise `modified`).
+    pub changed: SystemTime,
+    /// Which version this is.
+    pub version: Version,
+}
+
+/// How to create an object.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct WriteOptions {
+    /// Replace an existing object (otherwise its existence is an error, checked at create and again at commit).
+    pub overwrite: bool,
+    /// Unix permission bits where the backend has them (before the umask).
+    pub mode: u32,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            overwrite: false,
+            mode: 0o600,
+        }
+    }
+}
+
+impl WriteOptions {
+    /// Default options, replacing an existing object when `overwrite`.
+    pub fn overwrite(overwrite: bool) -> Self {
+        WriteOptions {
+            overwrite,
+            ..WriteOptions::default()
+        }
+    }
+}
+
+/// An object being written. Nothing is visible under its name until [`ObjectWriter::commit`];
+/// dropped uncommitted (an error, a signal), it leaves nothing behind.
+pub trait ObjectWriter: Write + Send {
+    /// Makes the object durable and visible under its name, whole.
+    fn commit(self: Box<Self>) -> crate::Result<()>;
+}
+
+/// A place that holds objects under relative paths: the one seam between Qeltrix and bytes.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Opens the object at `path` for positioned reads.
+    fn open(&self, path: &Path) -> io::Result<Object>;
+    /// What is at `path` (following the backend's rules for links).
+    fn stat(&self, path: &Path) -> io::Result<Entry>;
+    /// The entries directly inside the folder `path` (`""` for the top), in no particular order.
+    /// Entries the backend refuses to show (a link leading outside the storage) are left out.
+    fn list(&self, path: &Path) -> io::Result<Vec<Entry>>;
+    /// Starts writing the object at `path`; see [`ObjectWriter`].
+    fn create(&self, path: &Path, options: WriteOptions) -> crate::Result<Box<dyn ObjectWriter>>;
+    /// How `path` is shown to a person: a local path, or a URL.
+    fn display(&self, path: &Path) -> String;
+
+    /// Writes a whole object at once, all or nothing.
+    fn put(&self, path: &Path, bytes: &[u8], options: WriteOptions) -> crate::Result<()> {
+        let mut out = self.create(path, options)?;
+        out.write_all(bytes)
+            .map_err(|e| crate::Error::io("writing", e).in_file(self.display(path)))?;
+        out.commit()
     }
 }

@@ -1,0 +1,229 @@
+//! The local-disk backend of the storage seam.
+
+use super::atomic::AtomicOutput;
+use super::{Entry, EntryKind, Object, ObjectWriter, Storage, Version, VersionInner, WriteOptions};
+use crate::{Error, Result};
+use std::fs::{File, Metadata};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Objects are files under a folder (or anywhere, for [`LocalStorage::anywhere`]).
+///
+/// A rooted storage never reads outside its root: paths are relative and have no `..`, and a
+/// symlink is followed only when its target (all links resolved) is inside the root; listings
+/// leave the others out.
+#[derive(Clone, Debug)]
+pub struct LocalStorage {
+    /// Canonical root, or `None` for paths taken as given.
+    root: Option<PathBuf>,
+}
+
+impl LocalStorage {
+    /// The folder `root` (which must exist) as a storage.
+    pub fn new(root: impl AsRef<Path>) -> io::Result<Self> {
+        Ok(LocalStorage {
+            root: Some(std::fs::canonicalize(root)?),
+        })
+    }
+
+    /// The whole file system: paths are used as given, relative to the working directory.
+    pub fn anywhere() -> Self {
+        LocalStorage { root: None }
+    }
+
+    /// The canonical root folder, if the storage has one.
+    pub fn root(&self) -> Option<&Path> {
+        self.root.as_deref()
+    }
+
+    /// The local path of `path` in this storage, with the root's confinement checked (a link
+    /// leading outside the root is `NotFound`, as if it were not there).
+    pub fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+        let Some(root) = &self.root else {
+            return Ok(path.to_path_buf());
+        };
+        let outside = || io::Error::new(io::ErrorKind::NotFound, "outside the storage root");
+        if path
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(outside());
+        }
+        let full = root.join(path);
+        match std::fs::canonicalize(&full) {
+            Ok(real) if real.starts_with(root) => Ok(real),
+            Ok(_) => Err(outside()),
+            // Not there (yet): fine for a writer, as long as its folder is inside.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match full.parent().map(std::fs::canonicalize) {
+                Some(Ok(dir)) if dir.starts_with(root) => Ok(full),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn time(secs: i64, nsec: i64) -> SystemTime {
+    let t = Duration::new(secs.unsigned_abs(), nsec.clamp(0, 999_999_999) as u32);
+    if secs >= 0 {
+        UNIX_EPOCH + t
+    } else {
+        UNIX_EPOCH - t
+    }
+}
+
+/// The entry for a file system object's metadata.
+pub(crate) fn entry(name: std::ffi::OsString, m: &Metadata) -> Entry {
+    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    Entry {
+        name,
+        kind: if m.is_dir() {
+            EntryKind::Folder
+        } else {
+            EntryKind::Object
+        },
+        size: if m.is_dir() { 0 } else { m.len() },
+        modified: time(m.mtime(), m.mtime_nsec()),
+        changed: time(m.ctime(), m.ctime_nsec()),
+        version: Version(VersionInner::Local {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        }),
+    }
+}
+
+impl Storage for LocalStorage {
+    fn open(&self, path: &Path) -> io::Result<Object> {
+        Ok(Box::new(File::open(self.resolve(path)?)?))
+    }
+
+    fn stat(&self, path: &Path) -> io::Result<Entry> {
+        let full = self.resolve(path)?;
+        let name = full.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        Ok(entry(name, &std::fs::metadata(&full)?))
+    }
+
+    fn list(&self, path: &Path) -> io::Result<Vec<Entry>> {
+        let dir = self.resolve(path)?;
+        let mut out = Vec::new();
+        for item in std::fs::read_dir(&dir)? {
+            let Ok(item) = item else { continue };
+            let Ok(file_type) = item.file_type() else { continue };
+            let metadata = if file_type.is_symlink() {
+                // Followed only when it stays inside the root.
+                let inside = match &self.root {
+                    Some(root) => std::fs::canonicalize(item.path()).is_ok_and(|real| real.starts_with(root)),
+                    None => true,
+                };
+                if !inside {
+                    continue;
+                }
+                std::fs::metadata(item.path())
+            } else {
+                item.metadata()
+            };
+            let Ok(metadata) = metadata else { continue };
+            if metadata.is_file() || metadata.is_dir() {
+                out.push(entry(item.file_name(), &metadata));
+            }
+        }
+        Ok(out)
+    }
+
+    fn create(&self, path: &Path, options: WriteOptions) -> Result<Box<dyn ObjectWriter>> {
+        let full = self
+            .resolve(path)
+            .map_err(|e| Error::io("creating", e).in_file(path))?;
+        let out = AtomicOutput::create_with_mode(&full, options.overwrite, options.mode)?;
+        Ok(Box::new(LocalWriter(out)))
+    }
+
+    fn display(&self, path: &Path) -> String {
+        match &self.root {
+            Some(root) => root.join(path).display().to_string(),
+            None => path.display().to_string(),
+        }
+    }
+}
+
+/// A file being written through [`AtomicOutput`].
+struct LocalWriter(AtomicOutput);
+
+impl Write for LocalWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.file().write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ObjectWriter for LocalWriter {
+    fn commit(self: Box<Self>) -> Result<()> {
+        self.0.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rooted_storage_lists_reads_and_writes_inside_its_root_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("vault");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/a.qltx"), b"abc").unwrap();
+        std::fs::write(dir.path().join("out.qltx"), b"secret").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("out.qltx"), root.join("out.qltx")).unwrap();
+        std::os::unix::fs::symlink(root.join("sub/a.qltx"), root.join("in.qltx")).unwrap();
+        let s = LocalStorage::new(&root).unwrap();
+
+        let mut names: Vec<_> = s
+            .list(Path::new(""))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["in.qltx", "sub"], "the link leading out is not listed");
+        assert!(s.open(Path::new("out.qltx")).is_err(), "nor opened");
+        assert!(s.open(Path::new("../out.qltx")).is_err());
+        assert!(s.open(Path::new("/etc/passwd")).is_err());
+
+        let obj = s.open(Path::new("in.qltx")).unwrap();
+        let mut buf = [0u8; 3];
+        obj.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"abc");
+        assert_eq!(s.stat(Path::new("in.qltx")).unwrap().size, 3);
+
+        let before = s.stat(Path::new("sub/a.qltx")).unwrap().version;
+        s.put(Path::new("sub/a.qltx"), b"abcd", WriteOptions::overwrite(true))
+            .unwrap();
+        assert_ne!(
+            s.stat(Path::new("sub/a.qltx")).unwrap().version,
+            before,
+            "a rewrite is a new version"
+        );
+        assert!(
+            s.put(Path::new("sub/a.qltx"), b"x", WriteOptions::default())
+                .is_err(),
+            "no overwrite"
+        );
+
+        let mut w = s
+            .create(Path::new("sub/b.qltx"), WriteOptions::default())
+            .unwrap();
+        w.write_all(b"partial").unwrap();
+        drop(w);
+        assert!(
+            !root.join("sub/b.qltx").exists(),
+            "an uncommitted object leaves nothing"
+        );
+    }
+}
