@@ -29,7 +29,16 @@ pub mod fuzzing;
 
 pub use crate::core::{codec, compress, crypto, format};
 pub use container::{cache, ops, pipeline, reader, rekey, repair, stream_reader, writer};
-pub use front::{gateway, mount, serve, token, url_input};
+#[cfg(feature = "gateway")]
+pub use front::gateway;
+#[cfg(feature = "mount")]
+pub use front::mount;
+#[cfg(feature = "serve")]
+pub use front::serve;
+#[cfg(feature = "token")]
+pub use front::token;
+#[cfg(feature = "url")]
+pub use front::url_input;
 pub use storage::atomic;
 pub use sys::harden;
 pub use vault::{keyring, rules as vault_rules};

@@ -20,6 +20,7 @@ use crate::core::crypto::{wrap_slot, Entropy, Key};
 use crate::core::format::{
     Header, KeySlot, SlotArea, HEADER_LEN, MAX_SLOTS, SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN,
 };
+use crate::sys::test_hooks::{crash_point, crash_requested};
 use crate::{Error, Result};
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -32,19 +33,6 @@ pub enum SlotChange {
     Add { key: Key, iterations: u32 },
     /// Remove the slot at this position (as `qeltrix rekey --list` numbers them).
     Remove(usize),
-}
-
-/// Test-only crash points: with `QELTRIX_TEST_CRASH_AT` set to one of these names, `rekey` kills
-/// itself with SIGKILL there, so tests can check every intermediate state on disk.
-const CRASH_ENV: &str = "QELTRIX_TEST_CRASH_AT";
-
-fn crash_point(name: &str) {
-    if std::env::var(CRASH_ENV).is_ok_and(|v| v == name) {
-        // SAFETY: raise(2) with a valid signal number has no memory-safety preconditions.
-        unsafe {
-            libc::raise(libc::SIGKILL);
-        }
-    }
 }
 
 /// Applies `changes` to the container at `path`, opening it with `key`. Returns the new slot list.
@@ -112,7 +100,7 @@ pub fn rekey(path: &Path, key: &Key, changes: &[SlotChange], entropy: &dyn Entro
         SLOT_AREA_A
     };
     crash_point("before-write");
-    if std::env::var(CRASH_ENV).is_ok_and(|v| v == "torn-write") {
+    if crash_requested("torn-write") {
         file.write_all_at(&area[..SLOT_AREA_LEN / 2], target as u64)
             .and_then(|()| file.sync_all())
             .map_err(|e| io("writing the key slots", e))?;
@@ -130,7 +118,7 @@ pub fn rekey(path: &Path, key: &Key, changes: &[SlotChange], entropy: &dyn Entro
     } else {
         SLOT_AREA_A
     };
-    if std::env::var(CRASH_ENV).is_ok_and(|v| v == "torn-scrub") {
+    if crash_requested("torn-scrub") {
         file.write_all_at(&area[..SLOT_AREA_LEN / 2], old as u64)
             .and_then(|()| file.sync_all())
             .map_err(|e| io("clearing the old key slots", e))?;

@@ -26,10 +26,6 @@ use std::sync::{Mutex, Once};
 const TEMP_PREFIX: &str = ".qeltrix-";
 const TEMP_SUFFIX: &str = ".part";
 
-/// Test hook: with this set, `O_TMPFILE` is not used, so the named fallback can be tested on
-/// file systems that have it.
-const NO_TMPFILE_ENV: &str = "QELTRIX_TEST_NO_O_TMPFILE";
-
 /// An output file under construction. Commit it with [`AtomicOutput::commit`]; dropped without
 /// commit, it vanishes.
 pub struct AtomicOutput {
@@ -151,7 +147,7 @@ fn exists_hint(e: std::io::Error) -> std::io::Error {
 
 /// An unnamed file in `dir` (`O_TMPFILE`; not `O_EXCL`, so it can be linked later).
 fn open_unnamed(dir: &Path, mode: u32) -> std::io::Result<File> {
-    if std::env::var_os(NO_TMPFILE_ENV).is_some() {
+    if crate::sys::test_hooks::no_tmpfile() {
         return Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP));
     }
     OpenOptions::new()
