@@ -1,6 +1,8 @@
 //! The core layer: the container format, its cryptography and the block codec. Pure functions
 //! over bytes: no I/O, no threads, no `unsafe`. Everything above reaches the format through here.
 
+#![forbid(unsafe_code)]
+
 pub mod codec;
 pub mod compress;
 pub mod crypto;
