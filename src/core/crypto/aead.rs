@@ -62,3 +62,159 @@ impl AeadKey {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CIPHERS: [CipherId; 2] = [CipherId::Aes256Gcm, CipherId::ChaCha20Poly1305];
+    const KEY: [u8; 32] = [0x4b; 32];
+    const NONCE: [u8; NONCE_LEN] = [0x4e; NONCE_LEN];
+    const AAD: &[u8] = b"container id and prefix";
+
+    fn sealed(cipher: CipherId, plain: &[u8]) -> Vec<u8> {
+        let mut data = plain.to_vec();
+        AeadKey::new(cipher, &KEY).seal(&NONCE, AAD, &mut data);
+        data
+    }
+
+    #[test]
+    fn seal_then_open_gives_back_the_plaintext_for_each_cipher() {
+        let plain = b"some block bytes, not a multiple of sixteen".to_vec();
+        for cipher in CIPHERS {
+            let mut data = sealed(cipher, &plain);
+            assert_eq!(data.len(), plain.len() + TAG_LEN);
+            assert_ne!(&data[..plain.len()], &plain[..], "{cipher:?} encrypts");
+            AeadKey::new(cipher, &KEY).open(&NONCE, AAD, &mut data).unwrap();
+            assert_eq!(data, plain);
+        }
+    }
+
+    #[test]
+    fn an_empty_plaintext_seals_to_a_bare_tag_and_opens() {
+        for cipher in CIPHERS {
+            let mut data = sealed(cipher, &[]);
+            assert_eq!(data.len(), TAG_LEN);
+            AeadKey::new(cipher, &KEY).open(&NONCE, AAD, &mut data).unwrap();
+            assert!(data.is_empty());
+        }
+    }
+
+    #[test]
+    fn aes_256_gcm_matches_the_published_test_vector() {
+        // McGrew & Viega, "The Galois/Counter Mode of Operation", test case 14: zero key and IV.
+        let mut data = vec![0u8; 16];
+        AeadKey::new(CipherId::Aes256Gcm, &[0; 32]).seal(&[0; 12], &[], &mut data);
+        assert_eq!(
+            hex::encode(&data),
+            "cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919"
+        );
+    }
+
+    #[test]
+    fn the_two_ciphers_give_different_ciphertexts() {
+        assert_ne!(
+            sealed(CipherId::Aes256Gcm, b"same input"),
+            sealed(CipherId::ChaCha20Poly1305, b"same input")
+        );
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_ciphertext_or_tag_fails() {
+        for cipher in CIPHERS {
+            let good = sealed(cipher, b"twenty bytes of data");
+            for at in 0..good.len() {
+                let mut data = good.clone();
+                data[at] ^= 0x01;
+                assert_eq!(
+                    AeadKey::new(cipher, &KEY).open(&NONCE, AAD, &mut data),
+                    Err(AuthFailed),
+                    "{cipher:?} byte {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn other_aad_fails() {
+        for cipher in CIPHERS {
+            let key = AeadKey::new(cipher, &KEY);
+            let mut changed = AAD.to_vec();
+            changed[0] ^= 1;
+            for aad in [&changed[..], &AAD[..AAD.len() - 1], &[][..]] {
+                let mut data = sealed(cipher, b"x");
+                assert_eq!(key.open(&NONCE, aad, &mut data), Err(AuthFailed));
+            }
+        }
+    }
+
+    #[test]
+    fn another_nonce_fails() {
+        for cipher in CIPHERS {
+            let mut nonce = NONCE;
+            nonce[11] ^= 0x80;
+            let mut data = sealed(cipher, b"x");
+            assert_eq!(
+                AeadKey::new(cipher, &KEY).open(&nonce, AAD, &mut data),
+                Err(AuthFailed)
+            );
+        }
+    }
+
+    #[test]
+    fn the_wrong_key_or_the_other_cipher_fails() {
+        let mut other = KEY;
+        other[31] ^= 1;
+        for cipher in CIPHERS {
+            let mut data = sealed(cipher, b"secret");
+            assert_eq!(
+                AeadKey::new(cipher, &other).open(&NONCE, AAD, &mut data),
+                Err(AuthFailed)
+            );
+        }
+        let mut data = sealed(CipherId::Aes256Gcm, b"secret");
+        assert_eq!(
+            AeadKey::new(CipherId::ChaCha20Poly1305, &KEY).open(&NONCE, AAD, &mut data),
+            Err(AuthFailed)
+        );
+    }
+
+    #[test]
+    fn input_shorter_than_a_tag_fails_without_panicking() {
+        for cipher in CIPHERS {
+            let key = AeadKey::new(cipher, &KEY);
+            for len in [0, 1, TAG_LEN - 1] {
+                let mut data = vec![0u8; len];
+                assert_eq!(key.open(&NONCE, AAD, &mut data), Err(AuthFailed));
+            }
+            let mut data = vec![0u8; 40];
+            assert_eq!(key.open_from(&NONCE, AAD, &mut data, 30), Err(AuthFailed));
+            assert_eq!(key.open_from(&NONCE, AAD, &mut data, usize::MAX), Err(AuthFailed));
+        }
+    }
+
+    #[test]
+    fn open_from_leaves_the_plaintext_at_the_front() {
+        for cipher in CIPHERS {
+            let plain = b"payload after a head".to_vec();
+            let mut data = vec![0xaa; 140];
+            data.extend_from_slice(&sealed(cipher, &plain));
+            AeadKey::new(cipher, &KEY)
+                .open_from(&NONCE, AAD, &mut data, 140)
+                .unwrap();
+            assert_eq!(data, plain);
+        }
+    }
+
+    #[test]
+    fn open_from_does_not_authenticate_the_bytes_before_start() {
+        // Only data[start..] is the ciphertext: the head in front is checked by its own seal.
+        let mut data = vec![0x00; 8];
+        data.extend_from_slice(&sealed(CipherId::Aes256Gcm, b"abc"));
+        data[0] = 0xff;
+        AeadKey::new(CipherId::Aes256Gcm, &KEY)
+            .open_from(&NONCE, AAD, &mut data, 8)
+            .unwrap();
+        assert_eq!(data, b"abc");
+    }
+}

@@ -528,3 +528,664 @@ pub fn verify_footer_mac(
         .verify_slice(mac)
         .is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::crypto::SeededEntropy;
+    use crate::core::format::{SLOT_AAD_LEN, TAG_LEN};
+
+    /// Low, so that every passphrase test stays fast.
+    const ITER: u32 = 1000;
+    const ID: ContainerId = [0x1d; 16];
+
+    fn data_key() -> DataKey {
+        DataKey([0x2d; 32])
+    }
+
+    fn entropy() -> SeededEntropy {
+        SeededEntropy([5; 32])
+    }
+
+    fn pass(s: &str) -> Key {
+        Key::Passphrase(Passphrase::new(s))
+    }
+
+    fn identity(seed: u8) -> IdentityKey {
+        IdentityKey::generate(&SeededEntropy([seed; 32]))
+    }
+
+    fn wrap(key: &Key) -> KeySlot {
+        wrap_slot(key, &data_key(), &ID, ITER, 0, &entropy()).expect("wraps")
+    }
+
+    fn opens(key: &Key, slot: &KeySlot) -> bool {
+        match unwrap_slot(key, slot, &ID) {
+            Some(k) => {
+                assert_eq!(
+                    k.as_bytes(),
+                    data_key().as_bytes(),
+                    "an opened slot gives the data key"
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One key of each kind that makes a slot, with a key of the same kind that must not open it.
+    fn pairs() -> Vec<(Key, Key, Key)> {
+        // (wrapping key, opening key, wrong key of the same kind)
+        vec![
+            (
+                pass("correct horse"),
+                pass("correct horse"),
+                pass("correct horsE"),
+            ),
+            (
+                Key::KeyFile(KeyFileKey::from_bytes([0x42; 32])),
+                Key::KeyFile(KeyFileKey::from_bytes([0x42; 32])),
+                Key::KeyFile(KeyFileKey::from_bytes([0x43; 32])),
+            ),
+            (
+                Key::Vault(VaultKey::from_bytes([0x56; 32])),
+                Key::Vault(VaultKey::from_bytes([0x56; 32])),
+                Key::Vault(VaultKey::from_bytes([0x57; 32])),
+            ),
+            (
+                Key::Recipient(identity(1).recipient()),
+                Key::Identity(identity(1)),
+                Key::Identity(identity(2)),
+            ),
+            (
+                Key::Identity(identity(3)),
+                Key::Identity(identity(3)),
+                Key::Identity(identity(4)),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_slot_of_each_kind_round_trips() {
+        for (wrapping, opening, _) in pairs() {
+            let slot = wrap(&wrapping);
+            assert_eq!(Some(slot.kind), wrapping.slot_kind());
+            assert!(opens(&opening, &slot), "{:?}", slot.kind);
+        }
+    }
+
+    #[test]
+    fn only_passphrase_slots_carry_an_iteration_count() {
+        for (wrapping, _, _) in pairs() {
+            let slot = wrap(&wrapping);
+            let expected = if slot.kind == SlotKind::Passphrase {
+                ITER
+            } else {
+                0
+            };
+            assert_eq!(slot.param, expected, "{:?}", slot.kind);
+        }
+    }
+
+    #[test]
+    fn the_wrong_key_of_the_same_kind_gives_none() {
+        for (wrapping, _, wrong) in pairs() {
+            let slot = wrap(&wrapping);
+            assert!(!opens(&wrong, &slot), "{:?}", slot.kind);
+        }
+    }
+
+    #[test]
+    fn a_key_of_another_kind_with_the_same_bytes_gives_none() {
+        let key_file = Key::KeyFile(KeyFileKey::from_bytes([0x42; 32]));
+        let vault = Key::Vault(VaultKey::from_bytes([0x42; 32]));
+        assert!(!opens(&vault, &wrap(&key_file)));
+        assert!(!opens(&key_file, &wrap(&vault)));
+        assert!(!opens(&pass("x"), &wrap(&key_file)));
+    }
+
+    #[test]
+    fn changing_a_slot_kind_byte_is_caught_by_the_aad() {
+        let mut slot = wrap(&Key::KeyFile(KeyFileKey::from_bytes([0x42; 32])));
+        slot.kind = SlotKind::Keyring;
+        assert!(!opens(&Key::Vault(VaultKey::from_bytes([0x42; 32])), &slot));
+    }
+
+    #[test]
+    fn a_recipient_public_key_cannot_open_the_slot_made_for_it() {
+        let id = identity(1);
+        let slot = wrap(&Key::Recipient(id.recipient()));
+        assert!(!opens(&Key::Recipient(id.recipient()), &slot));
+        assert!(opens(&Key::Identity(id), &slot));
+    }
+
+    #[test]
+    fn a_slot_bound_to_another_container_id_fails() {
+        for (wrapping, opening, _) in pairs() {
+            let slot = wrap(&wrapping);
+            let mut other = ID;
+            other[15] ^= 1;
+            assert!(unwrap_slot(&opening, &slot, &other).is_none(), "{:?}", slot.kind);
+        }
+    }
+
+    #[test]
+    fn editing_any_byte_of_salt_nonce_or_wrapped_key_fails() {
+        let key = Key::KeyFile(KeyFileKey::from_bytes([0x42; 32]));
+        let good = wrap(&key);
+        for i in 0..32 {
+            let mut s = good.clone();
+            s.salt[i] ^= 1;
+            assert!(!opens(&key, &s), "salt {i}");
+        }
+        for i in 0..NONCE_LEN {
+            let mut s = good.clone();
+            s.nonce[i] ^= 1;
+            assert!(!opens(&key, &s), "nonce {i}");
+        }
+        for i in 0..32 + TAG_LEN {
+            let mut s = good.clone();
+            s.wrapped[i] ^= 1;
+            assert!(!opens(&key, &s), "wrapped {i}");
+        }
+        let mut s = good.clone();
+        s.param = 1;
+        assert!(!opens(&key, &s), "param");
+    }
+
+    #[test]
+    fn an_edited_iteration_count_fails_even_with_the_right_passphrase() {
+        let key = pass("pw");
+        let mut slot = wrap(&key);
+        slot.param = ITER + 1;
+        assert!(!opens(&key, &slot));
+    }
+
+    #[test]
+    fn first_of_tries_each_alternative_in_turn() {
+        let slot = wrap(&Key::KeyFile(KeyFileKey::from_bytes([0x42; 32])));
+        let choice = Key::FirstOf(vec![
+            pass("not it"),
+            Key::KeyFile(KeyFileKey::from_bytes([0x41; 32])),
+            Key::FirstOf(vec![Key::KeyFile(KeyFileKey::from_bytes([0x42; 32]))]),
+        ]);
+        assert_eq!(choice.slot_kind(), None);
+        assert_eq!(choice.alternatives().len(), 3, "nested choices are flattened");
+        assert!(opens(&choice, &slot));
+        assert!(!opens(&Key::FirstOf(vec![]), &slot));
+    }
+
+    #[test]
+    fn a_choice_of_keys_cannot_be_wrapped_to() {
+        let choice = Key::FirstOf(vec![pass("a")]);
+        assert!(wrap_slot(&choice, &data_key(), &ID, ITER, 0, &entropy()).is_err());
+    }
+
+    #[test]
+    fn a_passphrase_slot_needs_1_to_100_million_iterations() {
+        for iterations in [0, MAX_KDF_ITERATIONS + 1, u32::MAX] {
+            let r = wrap_slot(&pass("pw"), &data_key(), &ID, iterations, 0, &entropy());
+            assert!(r.is_err(), "{iterations}");
+        }
+        let key_file = Key::KeyFile(KeyFileKey::from_bytes([1; 32]));
+        let slot = wrap_slot(&key_file, &data_key(), &ID, 0, 0, &entropy()).unwrap();
+        assert!(opens(&key_file, &slot), "other kinds ignore the iteration count");
+    }
+
+    #[test]
+    fn a_slot_above_the_readers_limit_is_refused_unopened_even_with_the_right_passphrase() {
+        let slot = wrap(&pass("pw"));
+        let strict = Passphrase::new("pw").with_limits(KdfLimits {
+            max_iterations: ITER - 1,
+            max_slots: 4,
+        });
+        assert!(unwrap_slot(&Key::Passphrase(strict.clone()), &slot, &ID).is_none());
+        assert_eq!(strict.remembered_failures(), 0, "refused before any work");
+        let enough = strict.with_limits(KdfLimits {
+            max_iterations: ITER,
+            max_slots: 4,
+        });
+        assert!(opens(&Key::Passphrase(enough), &slot));
+    }
+
+    #[test]
+    fn a_slot_asking_for_zero_or_more_than_the_format_maximum_is_refused_unopened() {
+        let unlimited = Passphrase::new("pw").with_limits(KdfLimits {
+            max_iterations: u32::MAX,
+            max_slots: 4,
+        });
+        for param in [0, MAX_KDF_ITERATIONS + 1] {
+            let mut slot = wrap(&pass("pw"));
+            slot.param = param;
+            assert!(unwrap_slot(&Key::Passphrase(unlimited.clone()), &slot, &ID).is_none());
+        }
+        assert_eq!(unlimited.remembered_failures(), 0, "no PBKDF2 was run");
+    }
+
+    #[test]
+    fn a_failed_passphrase_is_remembered_once_per_slot_and_shared_by_clones() {
+        let slot = wrap(&pass("right"));
+        let wrong = Passphrase::new("wrong");
+        let key = Key::Passphrase(wrong.clone());
+        assert!(!opens(&key, &slot));
+        assert!(!opens(&key, &slot));
+        assert_eq!(wrong.remembered_failures(), 1);
+        let other_slot = wrap_slot(&pass("right"), &data_key(), &ID, ITER, 1, &entropy()).unwrap();
+        assert!(!opens(&key, &other_slot));
+        assert_eq!(wrong.remembered_failures(), 2);
+
+        let right = Passphrase::new("right");
+        assert!(opens(&Key::Passphrase(right.clone()), &slot));
+        assert_eq!(right.remembered_failures(), 0, "a success is not a failure");
+    }
+
+    #[test]
+    fn check_cost_allows_up_to_the_limit_and_refuses_above_it() {
+        let p = Passphrase::new("pw");
+        assert_eq!(p.limits(), KdfLimits::default());
+        assert_eq!(p.check_cost(DEFAULT_MAX_KDF_ITERATIONS, "slot 0"), Ok(()));
+        let e = p
+            .check_cost(DEFAULT_MAX_KDF_ITERATIONS + 1, "slot 3")
+            .unwrap_err();
+        assert!(e.contains("slot 3") && e.contains("2000001"), "{e}");
+        let low = p.with_limits(KdfLimits {
+            max_iterations: 10,
+            max_slots: 1,
+        });
+        assert_eq!(low.check_cost(10, "keyring"), Ok(()));
+        assert!(low.check_cost(11, "keyring").is_err());
+        assert!(low.check_cost(MAX_KDF_ITERATIONS, "keyring").is_err());
+    }
+
+    #[test]
+    fn the_default_kdf_limits_are_the_documented_numbers() {
+        let d = KdfLimits::default();
+        assert_eq!((d.max_iterations, d.max_slots), (2_000_000, 4));
+        assert_eq!(MAX_KDF_ITERATIONS, 100_000_000);
+        assert_eq!(DEFAULT_KDF_ITERATIONS, 600_000);
+        const { assert!(KDF_ITERATIONS_FLOOR <= DEFAULT_KDF_ITERATIONS) };
+        const { assert!(DEFAULT_KDF_ITERATIONS <= DEFAULT_MAX_KDF_ITERATIONS) };
+    }
+
+    #[test]
+    fn a_key_file_of_32_raw_bytes_is_taken_as_is() {
+        let raw: Vec<u8> = (0..32).collect();
+        assert_eq!(
+            KeyFileKey::parse(&raw).unwrap().as_bytes().as_slice(),
+            raw.as_slice()
+        );
+        // Even when the 32 bytes happen to be text.
+        let text = b"0123456789abcdef0123456789abcdef";
+        assert_eq!(KeyFileKey::parse(text).unwrap().as_bytes(), text);
+    }
+
+    #[test]
+    fn a_key_file_of_64_hex_digits_is_decoded_with_surrounding_whitespace_allowed() {
+        let key: [u8; 32] = std::array::from_fn(|i| (i * 7) as u8);
+        let lower = hex::encode(key);
+        for text in [
+            lower.clone(),
+            lower.to_uppercase(),
+            format!("{lower}\n"),
+            format!("  {lower}\r\n"),
+            format!("\t{lower} \n\n"),
+        ] {
+            assert_eq!(
+                KeyFileKey::parse(text.as_bytes()).unwrap().as_bytes(),
+                &key,
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_key_file_contents_are_refused_without_echoing_them() {
+        let hex64 = "ab".repeat(32);
+        for bad in [
+            Vec::new(),
+            vec![7u8; 31],
+            vec![7u8; 33],
+            vec![7u8; 64],
+            hex64.as_bytes()[..63].to_vec(),
+            format!("{hex64}0").into_bytes(),
+            format!("{}zz", &hex64[..62]).into_bytes(),
+            format!("{} {}", &hex64[..32], &hex64[32..]).into_bytes(),
+            format!("0x{hex64}").into_bytes(),
+        ] {
+            let e = KeyFileKey::parse(&bad)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {bad:?}"));
+            assert!(!e.contains("abab"), "{e}");
+            assert!(e.contains(&bad.len().to_string()), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_recipient_prints_and_parses_back() {
+        let r = identity(1).recipient();
+        let text = r.to_string();
+        assert!(text.starts_with("qeltrix-x25519:"));
+        assert_eq!(text.len(), "qeltrix-x25519:".len() + 64);
+        assert_eq!(text, format!("qeltrix-x25519:{}", hex::encode(r.0)));
+        assert_eq!(text.parse::<RecipientKey>().unwrap(), r);
+        assert_eq!(format!("  {text}\n").parse::<RecipientKey>().unwrap(), r);
+        assert_eq!(format!("{r:?}"), text, "a public key may be printed");
+    }
+
+    #[test]
+    fn malformed_recipients_are_refused() {
+        let hex64 = hex::encode(identity(1).recipient().0);
+        for bad in [
+            hex64.clone(),
+            format!("QELTRIX-X25519:{hex64}"),
+            format!("qeltrix-x25519:{}", &hex64[..63]),
+            format!("qeltrix-x25519:{hex64}00"),
+            format!("qeltrix-x25519:{}gg", &hex64[..62]),
+            "qeltrix-x25519:".to_string(),
+            String::new(),
+        ] {
+            assert!(bad.parse::<RecipientKey>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_identity_file_round_trips_and_names_its_recipient() {
+        let id = identity(9);
+        let text = id.to_file_text();
+        assert!(
+            text.contains(&format!("# recipient: {}", id.recipient())),
+            "{}",
+            *text
+        );
+        let back = IdentityKey::parse(&text).unwrap();
+        assert_eq!(back.0, id.0);
+        assert_eq!(back.recipient(), id.recipient());
+    }
+
+    #[test]
+    fn an_identity_line_is_found_among_other_lines() {
+        let id = identity(9);
+        let text = format!(
+            "# mine\n\n   QELTRIX-X25519-IDENTITY:{}  \n# end\n",
+            hex::encode(id.0)
+        );
+        assert_eq!(IdentityKey::parse(&text).unwrap().0, id.0);
+    }
+
+    #[test]
+    fn identity_files_without_a_well_formed_identity_line_are_refused() {
+        let hex64 = hex::encode(identity(9).0);
+        for bad in [
+            String::new(),
+            "# only a comment\n".to_string(),
+            format!("qeltrix-x25519:{hex64}\n"),
+            format!("QELTRIX-X25519-IDENTITY:{}\n", &hex64[..62]),
+            format!("QELTRIX-X25519-IDENTITY:{hex64}ff\n"),
+            format!("QELTRIX-X25519-IDENTITY:{}xy\n", &hex64[..62]),
+        ] {
+            assert!(IdentityKey::parse(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_identity_is_the_x25519_secret_of_its_recipient() {
+        let id = identity(9);
+        assert_eq!(
+            id.recipient().0,
+            x25519_dalek::x25519(id.0, x25519_dalek::X25519_BASEPOINT_BYTES)
+        );
+        assert_eq!(identity(9).0, id.0, "seeded generation is reproducible");
+        assert_ne!(identity(10).0, id.0);
+    }
+
+    #[test]
+    fn secrets_print_redacted() {
+        let key = [0x42u8; 32];
+        let printed = [
+            format!("{:?}", DataKey(key)),
+            format!("{:?}", KeyFileKey::from_bytes(key)),
+            format!("{:?}", VaultKey::from_bytes(key)),
+            format!("{:?}", IdentityKey(key)),
+            format!("{:?}", Passphrase::new("hunter2-secret")),
+            format!("{:?}", Key::KeyFile(KeyFileKey::from_bytes(key))),
+            format!(
+                "{:?}",
+                Key::FirstOf(vec![
+                    pass("hunter2-secret"),
+                    Key::Vault(VaultKey::from_bytes(key))
+                ])
+            ),
+        ];
+        for p in printed {
+            assert!(p.contains("[redacted]"), "{p}");
+            for leak in ["4242", "66, 66", "hunter2", "BBBB"] {
+                assert!(!p.contains(leak), "{p} shows {leak}");
+            }
+        }
+        assert_eq!(format!("{:?}", DataKey(key)), "DataKey([redacted])");
+    }
+
+    #[test]
+    fn data_key_generation_reproduces_the_format_md_test_vector() {
+        let k = DataKey::generate(&SeededEntropy([0x11; 32]));
+        assert_eq!(
+            hex::encode(k.as_bytes()),
+            "beded093c917a61d0a7de2e3e658b0a3dd3858cf4cd775f4691e20323d2cfe33"
+        );
+    }
+
+    #[test]
+    fn wrapping_with_seeded_entropy_is_reproducible() {
+        for (wrapping, _, _) in pairs() {
+            assert_eq!(wrap(&wrapping), wrap(&wrapping));
+        }
+        let a = wrap_slot(&pass("pw"), &data_key(), &ID, ITER, 0, &entropy()).unwrap();
+        let b = wrap_slot(&pass("pw"), &data_key(), &ID, ITER, 1, &entropy()).unwrap();
+        assert_ne!(a.salt, b.salt, "another slot number draws another salt");
+        assert_ne!(a.nonce, b.nonce);
+    }
+
+    /// Opens `slot` with a KEK computed here from FORMAT.md alone.
+    fn open_with_kek(kek: &[u8; 32], slot: &KeySlot) -> Option<[u8; 32]> {
+        let mut aad = ID.to_vec();
+        aad.extend_from_slice(&slot.encode()[..SLOT_AAD_LEN]);
+        let mut buf = slot.wrapped.to_vec();
+        AeadKey::new(CipherId::Aes256Gcm, kek)
+            .open(&slot.nonce, &aad, &mut buf)
+            .ok()?;
+        buf.try_into().ok()
+    }
+
+    fn spec_hkdf(ikm: &[u8], salt: &[u8], info: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(salt), ikm)
+            .expand(info, &mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn slots_follow_the_kek_derivations_of_format_md() {
+        let want = Some(*data_key().as_bytes());
+
+        let slot = wrap(&pass("pw"));
+        let mut kek = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(b"pw", &slot.salt, ITER, &mut kek);
+        assert_eq!(open_with_kek(&kek, &slot), want, "passphrase");
+
+        let slot = wrap(&Key::KeyFile(KeyFileKey::from_bytes([0x42; 32])));
+        assert_eq!(
+            open_with_kek(
+                &spec_hkdf(&[0x42; 32], &slot.salt, b"qeltrix v1 key-file kek"),
+                &slot
+            ),
+            want,
+            "key file"
+        );
+
+        let slot = wrap(&Key::Vault(VaultKey::from_bytes([0x56; 32])));
+        assert_eq!(
+            open_with_kek(
+                &spec_hkdf(&[0x56; 32], &slot.salt, b"qeltrix v1 keyring kek"),
+                &slot
+            ),
+            want,
+            "keyring"
+        );
+
+        let id = identity(1);
+        let r = id.recipient().0;
+        let slot = wrap(&Key::Recipient(id.recipient()));
+        let shared = x25519_dalek::x25519(id.0, slot.salt);
+        let salt = [slot.salt.as_slice(), r.as_slice()].concat();
+        assert_eq!(
+            open_with_kek(&spec_hkdf(&shared, &salt, b"qeltrix v1 x25519 kek"), &slot),
+            want,
+            "recipient"
+        );
+    }
+
+    #[test]
+    fn an_x25519_exchange_giving_an_all_zero_secret_is_rejected() {
+        // The identity point: every scalar multiple of it is zero.
+        let low_order = RecipientKey([0; 32]);
+        let r = wrap_slot(&Key::Recipient(low_order), &data_key(), &ID, ITER, 0, &entropy());
+        assert!(r.is_err());
+        let mut slot = wrap(&Key::Recipient(identity(1).recipient()));
+        slot.salt = [0; 32];
+        assert!(!opens(&Key::Identity(identity(1)), &slot));
+    }
+
+    #[test]
+    fn container_keys_are_deterministic_in_data_key_cipher_and_id() {
+        let a = derive_container_keys(data_key(), CipherId::ChaCha20Poly1305, ID);
+        let b = derive_container_keys(data_key(), CipherId::ChaCha20Poly1305, ID);
+        assert_eq!(a.cipher, CipherId::ChaCha20Poly1305);
+        assert_eq!(a.container_id, ID);
+        assert_eq!(footer_mac(&a, b"h", b"f"), footer_mac(&b, b"h", b"f"));
+        let mut data = b"metadata".to_vec();
+        a.meta_key.seal(&[1; 12], b"aad", &mut data);
+        b.meta_key.open(&[1; 12], b"aad", &mut data).unwrap();
+        assert_eq!(data, b"metadata");
+
+        let mut other_id = ID;
+        other_id[0] ^= 1;
+        let c = derive_container_keys(data_key(), CipherId::ChaCha20Poly1305, other_id);
+        let d = derive_container_keys(DataKey([0x2e; 32]), CipherId::ChaCha20Poly1305, ID);
+        assert_ne!(footer_mac(&a, b"h", b"f"), footer_mac(&c, b"h", b"f"));
+        assert_ne!(footer_mac(&a, b"h", b"f"), footer_mac(&d, b"h", b"f"));
+    }
+
+    #[test]
+    fn the_metadata_key_is_the_hkdf_of_format_md() {
+        for cipher in [CipherId::Aes256Gcm, CipherId::ChaCha20Poly1305] {
+            let keys = derive_container_keys(data_key(), cipher, ID);
+            let spec = AeadKey::new(cipher, &spec_hkdf(&[0x2d; 32], &ID, b"qeltrix v1 metadata key"));
+            let mut data = b"meta".to_vec();
+            keys.meta_key.seal(&[2; 12], b"", &mut data);
+            spec.open(&[2; 12], b"", &mut data).unwrap();
+            assert_eq!(data, b"meta");
+        }
+    }
+
+    #[test]
+    fn the_footer_mac_is_the_hmac_of_format_md() {
+        let keys = derive_container_keys(data_key(), CipherId::Aes256Gcm, ID);
+        let mac_key = spec_hkdf(&[0x2d; 32], &ID, b"qeltrix v1 footer mac key");
+        let mut spec = <Hmac<Sha256> as KeyInit>::new_from_slice(&mac_key).unwrap();
+        spec.update(b"bound header fieldsfooter bytes");
+        let expected: [u8; 32] = spec.finalize().into_bytes().into();
+        assert_eq!(
+            footer_mac(&keys, b"bound header fields", b"footer bytes"),
+            expected
+        );
+    }
+
+    #[test]
+    fn the_footer_mac_verifies_and_fails_on_any_flipped_byte() {
+        let keys = derive_container_keys(data_key(), CipherId::Aes256Gcm, ID);
+        let bound: Vec<u8> = (0..40).collect();
+        let footer: Vec<u8> = (100..188).collect();
+        let mac = footer_mac(&keys, &bound, &footer);
+        assert!(verify_footer_mac(&keys, &bound, &footer, &mac));
+        for i in 0..bound.len() {
+            let mut b = bound.clone();
+            b[i] ^= 1;
+            assert!(!verify_footer_mac(&keys, &b, &footer, &mac), "bound byte {i}");
+        }
+        for i in 0..footer.len() {
+            let mut f = footer.clone();
+            f[i] ^= 0x80;
+            assert!(!verify_footer_mac(&keys, &bound, &f, &mac), "footer byte {i}");
+        }
+        for i in 0..32 {
+            let mut m = mac;
+            m[i] ^= 1;
+            assert!(!verify_footer_mac(&keys, &bound, &footer, &m), "mac byte {i}");
+        }
+        assert!(
+            !verify_footer_mac(&keys, &bound, &footer[..87], &mac),
+            "truncated footer"
+        );
+        let other = derive_container_keys(DataKey([0x2e; 32]), CipherId::Aes256Gcm, ID);
+        assert!(
+            !verify_footer_mac(&other, &bound, &footer, &mac),
+            "another container's key"
+        );
+    }
+
+    #[test]
+    fn the_block_key_is_the_hkdf_of_format_md_and_binds_index_hash_salt_and_id() {
+        let keys = derive_container_keys(data_key(), CipherId::ChaCha20Poly1305, ID);
+        let (salt, hash) = ([0x5a; 32], [0x4a; 32]);
+        let info = [&b"qeltrix v1 cdk"[..], &ID, &7u64.to_le_bytes(), &hash].concat();
+        let spec = AeadKey::new(CipherId::ChaCha20Poly1305, &spec_hkdf(&[0x2d; 32], &salt, &info));
+        let mut sealed = b"block".to_vec();
+        spec.seal(&[3; 12], b"", &mut sealed);
+
+        let mut data = sealed.clone();
+        derive_cdk(&keys, &salt, 7, &hash)
+            .open(&[3; 12], b"", &mut data)
+            .unwrap();
+        assert_eq!(data, b"block");
+
+        let mut other_id = ID;
+        other_id[3] ^= 1;
+        let other_container = derive_container_keys(data_key(), CipherId::ChaCha20Poly1305, other_id);
+        let mut other_hash = hash;
+        other_hash[31] ^= 1;
+        let mut other_salt = salt;
+        other_salt[0] ^= 1;
+        for (what, cdk) in [
+            ("index", derive_cdk(&keys, &salt, 8, &hash)),
+            ("hash", derive_cdk(&keys, &salt, 7, &other_hash)),
+            ("salt", derive_cdk(&keys, &other_salt, 7, &hash)),
+            ("container", derive_cdk(&other_container, &salt, 7, &hash)),
+        ] {
+            let mut data = sealed.clone();
+            assert_eq!(
+                cdk.open(&[3; 12], b"", &mut data),
+                Err(super::super::AuthFailed),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_kinds_map_to_slot_kinds() {
+        assert_eq!(pass("a").slot_kind(), Some(SlotKind::Passphrase));
+        assert_eq!(
+            Key::KeyFile(KeyFileKey::from_bytes([0; 32])).slot_kind(),
+            Some(SlotKind::KeyFile)
+        );
+        assert_eq!(
+            Key::Vault(VaultKey::from_bytes([0; 32])).slot_kind(),
+            Some(SlotKind::Keyring)
+        );
+        assert_eq!(Key::Identity(identity(1)).slot_kind(), Some(SlotKind::Recipient));
+        assert_eq!(
+            Key::Recipient(identity(1).recipient()).slot_kind(),
+            Some(SlotKind::Recipient)
+        );
+    }
+}

@@ -129,3 +129,186 @@ impl BlockMeta {
         Ok(meta)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(compression: Compression, plain_size: u32, stored_size: u32) -> BlockMeta {
+        BlockMeta {
+            plain_size,
+            stored_size,
+            compression,
+            content_hash: [0xc1; 32],
+            payload_nonce: [0xc2; NONCE_LEN],
+            cdk_salt: [0xc3; 32],
+        }
+    }
+
+    fn prefix_error(edit: impl FnOnce(&mut [u8; BLOCK_PREFIX_LEN])) -> Error {
+        let mut b = BlockPrefix {
+            index: 3,
+            payload_len: 116,
+        }
+        .encode();
+        edit(&mut b);
+        BlockPrefix::decode(&b, 777).expect_err("the edited prefix must be refused")
+    }
+
+    fn assert_corrupt_at_offset(e: Error, offset: u64) {
+        match e {
+            Error::Corrupt {
+                block: None,
+                offset: Some(o),
+                ..
+            } if o == offset => {}
+            e => panic!("expected Corrupt at offset {offset}, got {e:?}"),
+        }
+    }
+
+    #[test]
+    fn the_block_sizes_add_up_as_format_md_says() {
+        assert_eq!(BLOCK_PREFIX_LEN, 24);
+        assert_eq!(META_LEN, 12 + 88 + 16);
+        assert_eq!(BLOCK_HEAD_LEN, 140);
+        assert_eq!(BLOCK_OVERHEAD, 156);
+    }
+
+    #[test]
+    fn a_prefix_round_trips() {
+        for p in [
+            BlockPrefix {
+                index: 0,
+                payload_len: TAG_LEN as u32,
+            },
+            BlockPrefix {
+                index: 41,
+                payload_len: 4096 + 16,
+            },
+            BlockPrefix {
+                index: u64::MAX,
+                payload_len: u32::MAX,
+            },
+        ] {
+            assert_eq!(BlockPrefix::decode(&p.encode(), 4096).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn a_prefix_encodes_to_the_layout_of_format_md() {
+        let b = BlockPrefix {
+            index: 0x0102_0304_0506_0708,
+            payload_len: 5016,
+        }
+        .encode();
+        assert_eq!(&b[0..4], b"QBLK");
+        assert_eq!(le_u32(&b, 4), 116);
+        assert_eq!(le_u64(&b, 8), 0x0102_0304_0506_0708);
+        assert_eq!(le_u32(&b, 16), 5016);
+        assert_eq!(&b[20..24], &[0; 4]);
+    }
+
+    #[test]
+    fn a_prefix_with_a_bad_magic_is_corrupt_at_its_offset() {
+        for at in 0..4 {
+            assert_corrupt_at_offset(prefix_error(|b| b[at] ^= 0x40), 777);
+        }
+    }
+
+    #[test]
+    fn a_prefix_with_another_metadata_length_is_corrupt() {
+        for len in [0u32, 115, 117, 88, u32::MAX] {
+            assert_corrupt_at_offset(prefix_error(|b| b[4..8].copy_from_slice(&len.to_le_bytes())), 777);
+        }
+    }
+
+    #[test]
+    fn a_prefix_with_non_zero_reserved_bytes_is_corrupt() {
+        for at in 20..24 {
+            assert_corrupt_at_offset(prefix_error(|b| b[at] = 0x01), 777);
+        }
+    }
+
+    #[test]
+    fn a_payload_shorter_than_a_tag_is_corrupt_and_a_bare_tag_is_not() {
+        for len in [0u32, 1, 15] {
+            assert_corrupt_at_offset(
+                prefix_error(|b| b[16..20].copy_from_slice(&len.to_le_bytes())),
+                777,
+            );
+        }
+        let b = BlockPrefix {
+            index: 0,
+            payload_len: 16,
+        }
+        .encode();
+        assert_eq!(BlockPrefix::decode(&b, 0).unwrap().payload_len, 16);
+    }
+
+    #[test]
+    fn metadata_round_trips_raw_and_deflated() {
+        for m in [
+            meta(Compression::None, 4096, 4096),
+            meta(Compression::None, 1, 1),
+            meta(Compression::Deflate, 1 << 20, 100),
+            meta(Compression::Deflate, 5000, 5000),
+            meta(Compression::None, 64 << 20, 64 << 20),
+        ] {
+            assert_eq!(BlockMeta::decode(&m.encode(), 9).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn metadata_encodes_to_the_layout_of_format_md() {
+        let b = meta(Compression::Deflate, 0x1000, 0x0800).encode();
+        assert_eq!(b.len(), 88);
+        assert_eq!(le_u32(&b, 0), 0x1000);
+        assert_eq!(le_u32(&b, 4), 0x0800);
+        assert_eq!(b[8], 1);
+        assert_eq!(&b[9..12], &[0; 3]);
+        assert_eq!(&b[12..44], &[0xc1; 32]);
+        assert_eq!(&b[44..56], &[0xc2; 12]);
+        assert_eq!(&b[56..88], &[0xc3; 32]);
+        assert_eq!(meta(Compression::None, 1, 1).encode()[8], 0);
+    }
+
+    fn assert_corrupt_in_block(r: Result<BlockMeta>, block: u64) {
+        match r {
+            Err(Error::Corrupt { block: Some(b), .. }) if b == block => {}
+            r => panic!("expected Corrupt in block {block}, got {r:?}"),
+        }
+    }
+
+    #[test]
+    fn metadata_of_the_wrong_length_is_corrupt() {
+        let b = meta(Compression::None, 10, 10).encode();
+        let mut long = b.to_vec();
+        long.push(0);
+        assert_corrupt_in_block(BlockMeta::decode(&b[..87], 5), 5);
+        assert_corrupt_in_block(BlockMeta::decode(&long, 5), 5);
+        assert_corrupt_in_block(BlockMeta::decode(&[], 5), 5);
+    }
+
+    #[test]
+    fn an_unknown_compression_id_is_corrupt() {
+        for id in [2u8, 0xff] {
+            let mut b = meta(Compression::None, 10, 10).encode();
+            b[8] = id;
+            assert_corrupt_in_block(BlockMeta::decode(&b, 12), 12);
+        }
+    }
+
+    #[test]
+    fn a_stored_size_above_the_plain_size_is_corrupt() {
+        for c in [Compression::None, Compression::Deflate] {
+            let b = meta(c, 100, 101).encode();
+            assert_corrupt_in_block(BlockMeta::decode(&b, 0), 0);
+        }
+    }
+
+    #[test]
+    fn an_uncompressed_block_must_store_exactly_its_plain_size() {
+        let b = meta(Compression::None, 100, 99).encode();
+        assert_corrupt_in_block(BlockMeta::decode(&b, 1), 1);
+    }
+}

@@ -161,3 +161,277 @@ impl Header {
         self.footer_offset != 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::format::{KeySlot, SlotKind};
+
+    fn slot_area(sequence: u64) -> [u8; SLOT_AREA_LEN] {
+        SlotArea {
+            sequence,
+            slots: vec![KeySlot {
+                kind: SlotKind::KeyFile,
+                param: 0,
+                salt: [0x51; 32],
+                nonce: [0x52; 12],
+                wrapped: [0x53; 48],
+            }],
+        }
+        .encode()
+    }
+
+    fn patched() -> Header {
+        Header {
+            flags: FLAG_NO_VERIFY,
+            cipher: CipherId::ChaCha20Poly1305,
+            block_size: 8192,
+            total_blocks: 3,
+            original_size: 20_000,
+            footer_offset: 4096 + 3 * 8348,
+            footer_size: 56 + 3 * 32,
+            container_id: *b"0123456789abcdef",
+            slot_area_a: slot_area(1),
+            slot_area_b: [0; SLOT_AREA_LEN],
+        }
+    }
+
+    fn streaming() -> Header {
+        Header {
+            flags: FLAG_STREAMING,
+            cipher: CipherId::Aes256Gcm,
+            block_size: 4096,
+            total_blocks: 0,
+            original_size: 0,
+            footer_offset: 0,
+            footer_size: 0,
+            ..patched()
+        }
+    }
+
+    fn corrupt_by(edit: impl FnOnce(&mut Vec<u8>)) -> Error {
+        let mut b = patched().encode();
+        edit(&mut b);
+        Header::decode(&b).expect_err("the edited header must be refused")
+    }
+
+    #[test]
+    fn a_patched_header_round_trips_through_encode_and_decode() {
+        let h = patched();
+        let b = h.encode();
+        assert_eq!(b.len(), HEADER_LEN);
+        assert_eq!(Header::decode(&b).unwrap(), h);
+        assert!(h.is_patched());
+    }
+
+    #[test]
+    fn a_streaming_header_with_zero_totals_round_trips_and_is_not_patched() {
+        let h = streaming();
+        let back = Header::decode(&h.encode()).unwrap();
+        assert_eq!(back, h);
+        assert!(!back.is_patched());
+        assert_eq!(back.flags & FLAG_STREAMING, FLAG_STREAMING);
+        assert_eq!(
+            (
+                back.total_blocks,
+                back.original_size,
+                back.footer_offset,
+                back.footer_size
+            ),
+            (0, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn patching_changes_only_the_four_totals() {
+        let mut s = streaming();
+        s.flags = 0;
+        let mut p = s.clone();
+        p.total_blocks = 7;
+        p.original_size = 1234;
+        p.footer_offset = 99_999;
+        p.footer_size = 280;
+        let (a, b) = (s.encode(), p.encode());
+        let differing: Vec<usize> = (0..HEADER_LEN).filter(|&i| a[i] != b[i]).collect();
+        assert!(!differing.is_empty());
+        assert!(differing.iter().all(|i| (24..56).contains(i)), "{differing:?}");
+    }
+
+    #[test]
+    fn fields_sit_at_the_offsets_format_md_gives() {
+        let h = patched();
+        let b = h.encode();
+        assert_eq!(&b[0..8], b"QELTRIX\0");
+        assert_eq!(le_u16(&b, 8), 1);
+        assert_eq!(le_u16(&b, 10), FLAG_NO_VERIFY);
+        assert_eq!(b[12], 1);
+        assert_eq!(le_u32(&b, 16), 8192);
+        assert_eq!(le_u64(&b, 24), 3);
+        assert_eq!(le_u64(&b, 32), 20_000);
+        assert_eq!(le_u64(&b, 40), h.footer_offset);
+        assert_eq!(le_u64(&b, 48), h.footer_size);
+        assert_eq!(&b[56..72], b"0123456789abcdef");
+        assert_eq!(&b[1024..1024 + 1072], &h.slot_area_a[..]);
+        assert_eq!(&b[2560..2560 + 1072], &h.slot_area_b[..]);
+        for r in [13..16, 20..24, 72..1024, 2096..2560, 3632..4096] {
+            assert!(b[r.clone()].iter().all(|&x| x == 0), "reserved {r:?}");
+        }
+    }
+
+    #[test]
+    fn a_header_shorter_than_4096_bytes_is_not_a_container() {
+        let b = patched().encode();
+        for len in [0, 8, 4095] {
+            assert!(
+                matches!(Header::decode(&b[..len]), Err(Error::NotAContainer(_))),
+                "{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn decode_reads_only_the_first_4096_bytes_of_a_longer_buffer() {
+        let mut b = patched().encode();
+        b.extend_from_slice(&[0xff; 100]);
+        assert_eq!(Header::decode(&b).unwrap(), patched());
+    }
+
+    #[test]
+    fn a_bad_magic_is_not_a_container() {
+        for at in 0..8 {
+            let e = corrupt_by(|b| b[at] ^= 0x20);
+            assert!(matches!(e, Error::NotAContainer(_)), "byte {at}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_version_is_not_a_container() {
+        for v in [0u16, 2, 0x0100, u16::MAX] {
+            let e = corrupt_by(|b| b[8..10].copy_from_slice(&v.to_le_bytes()));
+            assert!(
+                matches!(&e, Error::NotAContainer(m) if m.contains(&v.to_string())),
+                "{v}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_cipher_is_not_a_container() {
+        for c in [2u8, 3, 0x80, 0xff] {
+            let e = corrupt_by(|b| b[12] = c);
+            assert!(
+                matches!(&e, Error::NotAContainer(m) if m.contains("cipher")),
+                "{c}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn both_known_ciphers_decode() {
+        for (byte, cipher) in [(0u8, CipherId::Aes256Gcm), (1, CipherId::ChaCha20Poly1305)] {
+            let mut b = patched().encode();
+            b[12] = byte;
+            assert_eq!(Header::decode(&b).unwrap().cipher, cipher);
+            assert_eq!(CipherId::from_byte(byte), Some(cipher));
+            assert_eq!(cipher as u8, byte);
+        }
+        assert_eq!(CipherId::Aes256Gcm.name(), "AES-256-GCM");
+        assert_eq!(CipherId::ChaCha20Poly1305.name(), "ChaCha20-Poly1305");
+        assert_eq!(CipherId::from_byte(2), None);
+    }
+
+    #[test]
+    fn every_unknown_flag_bit_is_corrupt() {
+        for bit in 2..16 {
+            let flags = 1u16 << bit;
+            let e = corrupt_by(|b| b[10..12].copy_from_slice(&flags.to_le_bytes()));
+            assert!(matches!(e, Error::Corrupt { .. }), "flag {flags:#x}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_known_flags_alone_and_together_are_accepted() {
+        for flags in [0, FLAG_NO_VERIFY, FLAG_STREAMING, FLAG_NO_VERIFY | FLAG_STREAMING] {
+            let h = Header { flags, ..patched() };
+            assert_eq!(Header::decode(&h.encode()).unwrap().flags, flags);
+        }
+        assert_eq!((FLAG_NO_VERIFY, FLAG_STREAMING), (0x01, 0x02));
+    }
+
+    #[test]
+    fn a_non_zero_byte_in_any_reserved_range_is_corrupt() {
+        for at in [13, 15, 20, 23, 72, 500, 1023, 2096, 2559, 3632, 4095] {
+            let e = corrupt_by(|b| b[at] = 1);
+            assert!(
+                matches!(&e, Error::Corrupt { what, .. } if what.contains("reserved")),
+                "byte {at}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_block_size_outside_the_format_limits_is_corrupt() {
+        for size in [0u32, 4095, 4097, 12_000, (64 << 20) + 4096, u32::MAX] {
+            let e = corrupt_by(|b| b[16..20].copy_from_slice(&size.to_le_bytes()));
+            assert!(matches!(e, Error::Corrupt { .. }), "{size}: {e}");
+        }
+        for size in [4096u32, 64 << 20] {
+            let h = Header {
+                block_size: size,
+                ..patched()
+            };
+            assert_eq!(Header::decode(&h.encode()).unwrap().block_size, size);
+        }
+    }
+
+    #[test]
+    fn bound_fields_are_header_bytes_0_to_24_then_56_to_72() {
+        let h = patched();
+        let b = h.encode();
+        let bound = h.bound_fields();
+        assert_eq!(bound.len(), 40);
+        assert_eq!(&bound[..24], &b[0..24]);
+        assert_eq!(&bound[24..], &b[56..72]);
+    }
+
+    #[test]
+    fn bound_fields_do_not_change_when_the_header_is_patched_or_rekeyed() {
+        let s = streaming();
+        let p = Header {
+            total_blocks: 9,
+            original_size: 1,
+            footer_offset: 5000,
+            footer_size: 56,
+            slot_area_a: slot_area(2),
+            slot_area_b: slot_area(3),
+            ..s.clone()
+        };
+        assert_eq!(s.bound_fields(), p.bound_fields());
+    }
+
+    #[test]
+    fn bound_fields_change_with_every_field_written_once() {
+        let base = patched();
+        let edits = [
+            Header {
+                flags: FLAG_STREAMING,
+                ..patched()
+            },
+            Header {
+                cipher: CipherId::Aes256Gcm,
+                ..patched()
+            },
+            Header {
+                block_size: 4096,
+                ..patched()
+            },
+            Header {
+                container_id: [0; 16],
+                ..patched()
+            },
+        ];
+        for e in edits {
+            assert_ne!(base.bound_fields(), e.bound_fields(), "{e:?}");
+        }
+    }
+}

@@ -70,3 +70,92 @@ pub fn array<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
     a.copy_from_slice(&b[at..at + N]);
     a
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_sizes_from_4_kib_to_64_mib_in_4_kib_steps_are_accepted() {
+        for size in [
+            4096,
+            8192,
+            1 << 20,
+            DEFAULT_BLOCK_SIZE,
+            MAX_BLOCK_SIZE - 4096,
+            MAX_BLOCK_SIZE,
+        ] {
+            assert_eq!(check_block_size(size), Ok(()), "{size}");
+        }
+    }
+
+    #[test]
+    fn block_sizes_outside_the_range_or_off_the_4_kib_grid_are_refused() {
+        for size in [
+            0,
+            1,
+            4095,
+            4097,
+            6144,
+            8191,
+            MAX_BLOCK_SIZE + 4096,
+            MAX_BLOCK_SIZE + 1,
+            u32::MAX,
+        ] {
+            let err = check_block_size(size).expect_err(&size.to_string());
+            assert!(err.contains(&size.to_string()), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_default_block_size_is_within_the_limits() {
+        assert_eq!(check_block_size(DEFAULT_BLOCK_SIZE), Ok(()));
+        assert_eq!(MIN_BLOCK_SIZE, 4096);
+        assert_eq!(MAX_BLOCK_SIZE, 67_108_864);
+    }
+
+    #[test]
+    fn little_endian_readers_take_the_bytes_at_the_given_offset() {
+        let b = [0xaa, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0xbb];
+        assert_eq!(le_u16(&b, 1), 0x0201);
+        assert_eq!(le_u32(&b, 1), 0x0403_0201);
+        assert_eq!(le_u64(&b, 1), 0x0807_0605_0403_0201);
+        assert_eq!(le_u16(&b, 8), 0xbb08);
+    }
+
+    #[test]
+    fn array_copies_exactly_n_bytes_from_the_offset() {
+        let b: Vec<u8> = (0..20).collect();
+        let a: [u8; 4] = array(&b, 3);
+        assert_eq!(a, [3, 4, 5, 6]);
+        let whole: [u8; 20] = array(&b, 0);
+        assert_eq!(whole.as_slice(), b.as_slice());
+        let none: [u8; 0] = array(&b, 20);
+        assert_eq!(none, [0u8; 0]);
+    }
+
+    #[test]
+    #[should_panic]
+    fn array_past_the_end_panics_rather_than_reading_garbage() {
+        let b = [0u8; 8];
+        let _: [u8; 4] = array(&b, 5);
+    }
+
+    #[test]
+    fn the_format_constants_match_format_md() {
+        assert_eq!(FORMAT_VERSION, 1);
+        assert_eq!(CONTAINER_ID_LEN, 16);
+        assert_eq!(NONCE_LEN, 12);
+        assert_eq!(TAG_LEN, 16);
+        assert_eq!(HEADER_LEN, 4096);
+        assert_eq!((SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN), (1024, 2560, 1072));
+        assert_eq!((SLOT_LEN, MAX_SLOTS, SLOT_AAD_LEN), (128, 8, 52));
+        assert_eq!((BLOCK_PREFIX_LEN, META_PLAIN_LEN, META_LEN), (24, 88, 116));
+        assert_eq!((BLOCK_HEAD_LEN, BLOCK_OVERHEAD), (140, 156));
+        assert_eq!(
+            (FOOTER_HEAD_LEN, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN),
+            (24, 32, 56)
+        );
+        assert_eq!(TRAILER_LEN, 32);
+    }
+}
