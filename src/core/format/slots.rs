@@ -77,7 +77,11 @@ impl KeySlot {
         array(&self.encode(), 0)
     }
 
+    /// `None` for an unknown kind or non-zero reserved bytes (1..4, 100..128).
     fn decode(b: &[u8]) -> Option<Self> {
+        if b[1..4].iter().chain(&b[100..SLOT_LEN]).any(|&x| x != 0) {
+            return None;
+        }
         Some(KeySlot {
             kind: SlotKind::from_byte(b[0])?,
             param: le_u32(b, 4),
@@ -113,10 +117,11 @@ impl SlotArea {
         b
     }
 
-    /// `None` when the area is empty, torn or damaged: its checksum, count or a slot kind is wrong.
+    /// `None` when the area is empty, torn or damaged: its checksum, count or a slot kind is
+    /// wrong, or a reserved byte is not zero (readers reject those anywhere in the header).
     pub fn decode(b: &[u8; SLOT_AREA_LEN]) -> Option<Self> {
         let sum = Sha256::digest(&b[..CHECKSUM_AT]);
-        if sum.as_slice() != &b[CHECKSUM_AT..] {
+        if sum.as_slice() != &b[CHECKSUM_AT..] || b[9..SLOTS_AT].iter().any(|&x| x != 0) {
             return None;
         }
         let sequence = le_u64(b, 0);
@@ -304,8 +309,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "bug: slot-area reserved bytes (area 9..16, slot 1..4 and 100..128) are not checked; \
-                FORMAT.md says readers reject non-zero reserved bytes in the header"]
     fn non_zero_reserved_bytes_in_a_slot_area_are_rejected() {
         for at in [9, 15, 16 + 1, 16 + 3, 16 + 100, 16 + 127] {
             let mut b = area(1, 1).encode();
