@@ -19,6 +19,7 @@ use crate::core::format::{
     ContainerId, Footer, FooterEntry, Header, LayoutCheck, SlotArea, SlotKind, Trailer, BLOCK_HEAD_LEN,
     FLAG_STREAMING, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN, HEADER_LEN, TRAILER_LEN,
 };
+use crate::core::ranges;
 use crate::storage::{Object, ReadAt, Storage};
 use crate::{Error, Result};
 use std::fs::File;
@@ -223,6 +224,16 @@ fn read_error(e: io::Error, block: u64, offset: u64) -> Error {
     }
 }
 
+/// The part of a decrypted block a slice wants. A block shorter than its index entry cannot pass
+/// `open_stored`; should one get here, it is corruption, not a panic.
+pub(crate) fn block_part<'b>(block: &'b [u8], slice: &ranges::BlockSlice) -> Result<&'b [u8]> {
+    block.get(slice.in_block.clone()).ok_or_else(|| Error::Corrupt {
+        what: "block is shorter than the footer index says".into(),
+        block: Some(slice.index),
+        offset: None,
+    })
+}
+
 /// An open, authenticated container: its index is trusted, its blocks are decrypted on demand.
 pub struct Container<S: ReadAt = File> {
     source: S,
@@ -290,11 +301,13 @@ impl<S: ReadAt> Container<S> {
 
     /// The block holding plaintext byte `offset`, if it is inside the file.
     pub fn block_of(&self, offset: u64) -> Option<u64> {
-        if offset >= self.len() {
-            return None;
-        }
-        let entries = &self.info.footer.entries;
-        Some(entries.partition_point(|e| e.plain_offset + e.plain_size <= offset) as u64)
+        ranges::block_of(&self.info.footer.entries, offset)
+    }
+
+    /// The blocks the plaintext range `offset..offset+len` (clipped at the end of the file)
+    /// needs, each with the slice of it the range wants: see [`ranges::slices`].
+    pub fn slices(&self, offset: u64, len: u64) -> ranges::Slices<'_> {
+        ranges::slices(&self.info.footer.entries, offset, len)
     }
 
     /// Decrypts one block. With `verify`, also checks the plaintext's SHA-256 (the AEAD always
@@ -389,14 +402,12 @@ impl<S: ReadAt> Container<S> {
     /// the number of bytes read: less than `buf.len()` only at the end of the file.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let mut done = 0;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let Some(index) = self.block_of(pos) else { break };
-            let block = self.read_block(index, false)?;
-            let start = (pos - self.info.footer.entries[index as usize].plain_offset) as usize;
-            let n = (block.len() - start).min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&block[start..start + n]);
-            done += n;
+        for slice in self.slices(offset, buf.len() as u64) {
+            let block = self.read_block(slice.index, false)?;
+            let part = block_part(&block, &slice)?;
+            let at = slice.in_output as usize;
+            buf[at..at + part.len()].copy_from_slice(part);
+            done = at + part.len();
         }
         Ok(done)
     }
@@ -411,19 +422,14 @@ impl<S: ReadAt> Container<S> {
     /// Streams the plaintext range `offset..offset+len` (clipped at the end) to `out`, one block
     /// at a time. Returns the bytes written.
     pub fn write_range(&self, offset: u64, len: u64, out: &mut dyn Write) -> Result<u64> {
-        let end = offset.saturating_add(len).min(self.len());
-        let mut pos = offset;
-        while pos < end {
-            let index = self.block_of(pos).expect("pos is inside the file");
-            let entry = self.info.footer.entries[index as usize];
-            let block = self.read_block(index, false)?;
-            let start = (pos - entry.plain_offset) as usize;
-            let stop = ((end - entry.plain_offset) as usize).min(block.len());
-            out.write_all(&block[start..stop])
+        let mut written = 0;
+        for slice in self.slices(offset, len) {
+            let block = self.read_block(slice.index, false)?;
+            out.write_all(block_part(&block, &slice)?)
                 .map_err(|e| Error::io("writing the output", e))?;
-            pos = entry.plain_offset + stop as u64;
+            written += slice.len() as u64;
         }
-        Ok(end.saturating_sub(offset))
+        Ok(written)
     }
 }
 
