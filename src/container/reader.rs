@@ -265,8 +265,16 @@ impl<S: ReadAt> Container<S> {
     /// Opens a container from any positioned source: checks the structure, unwraps the data key
     /// from a key slot, and authenticates the footer index before any block is read.
     pub fn from_source(source: S, key: &Key) -> Result<Self> {
+        Self::from_source_with_data_key(source, key).map(|(container, _)| container)
+    }
+
+    /// [`Container::from_source`], also returning the data key the slot held: for `rekey`, which
+    /// wraps it in new slots. One unwrap (one passphrase KDF) serves both.
+    pub(crate) fn from_source_with_data_key(source: S, key: &Key) -> Result<(Self, DataKey)> {
         let info = ContainerInfo::read(&source)?;
-        let keys = unlock(&info.header, &info.slots, key)?;
+        let cid = info.header.container_id;
+        let data_key = unlock_data_key(&info.slots, &cid, key)?;
+        let keys = derive_container_keys(data_key.clone(), info.header.cipher, cid);
         let unsigned = Footer::encode_unsigned(info.footer.original_size, &info.footer.entries);
         if !verify_footer_mac(&keys, &info.header.bound_fields(), &unsigned, &info.footer.mac) {
             return Err(Error::Corrupt {
@@ -275,7 +283,7 @@ impl<S: ReadAt> Container<S> {
                 offset: Some(info.trailer.footer_offset),
             });
         }
-        Ok(Container { source, info, keys })
+        Ok((Container { source, info, keys }, data_key))
     }
 
     pub fn info(&self) -> &ContainerInfo {
