@@ -86,6 +86,15 @@ pub fn block_span(entries: &[FooterEntry], offset: u64, len: u64) -> Option<(u64
     Some((block_of(entries, range.start)?, block_of(entries, range.end - 1)?))
 }
 
+/// The plaintext of the blocks `offset..offset + len` (clipped) needs, whole: from the first
+/// one's start to the last one's end. What reading the range costs to decrypt; `None` when it
+/// needs no block.
+pub fn blocks_cover(entries: &[FooterEntry], offset: u64, len: u64) -> Option<Range<u64>> {
+    let (first, last) = block_span(entries, offset, len)?;
+    let (first, last) = (entries.get(first as usize)?, entries.get(last as usize)?);
+    Some(first.plain_offset..entry_end(last))
+}
+
 /// The blocks `offset..offset + len` needs, in order, each with the slice of it the range wants
 /// and where that slice goes. The range is clipped at the end of the file, so the slices' lengths
 /// add up to `clip(entries, offset, len).end - offset` (0 if `offset` is past the end).
@@ -223,6 +232,9 @@ mod tests {
         let e = index(&[10, 10, 10]);
         assert_eq!(walk(&e, 5, 20), [(0, 5..10, 0), (1, 0..10, 5), (2, 0..5, 15)]);
         assert_eq!(block_span(&e, 5, 20), Some((0, 2)));
+        assert_eq!(blocks_cover(&e, 5, 20), Some(0..30));
+        assert_eq!(blocks_cover(&e, 12, 5), Some(10..20));
+        assert_eq!(blocks_cover(&e, 30, 5), None);
     }
 
     #[test]
