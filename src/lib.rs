@@ -27,7 +27,7 @@ pub mod vault;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use crate::core::{codec, compress, crypto, format};
+pub use crate::core::{codec, compress, crypto, format, ranges};
 pub use container::{cache, ops, pipeline, reader, rekey, repair, stream_reader, writer};
 #[cfg(feature = "gateway")]
 pub use front::gateway;

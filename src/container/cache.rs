@@ -358,23 +358,14 @@ impl CachedContainer {
     /// Reads plaintext at `offset` into `buf` through the cache; short only at the end of file.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let mut done = 0;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let Some(index) = self.block_of(pos) else { break };
-            let block = self.block(index)?;
-            let start = (pos - self.block_start(index)?) as usize;
-            let n = (block.len() - start).min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&block[start..start + n]);
-            done += n;
+        for slice in self.container.slices(offset, buf.len() as u64) {
+            let block = self.block(slice.index)?;
+            let part = crate::container::reader::block_part(&block, &slice)?;
+            let at = slice.in_output as usize;
+            buf[at..at + part.len()].copy_from_slice(part);
+            done = at + part.len();
         }
         Ok(done)
-    }
-
-    fn block_start(&self, index: u64) -> Result<u64> {
-        self.container
-            .entry(index)
-            .map(|e| e.plain_offset)
-            .ok_or_else(|| Error::InvalidArgument(format!("block {index} does not exist")))
     }
 
     /// Starts decrypting blocks `first..first+count` in the background, skipping those cached or

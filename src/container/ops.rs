@@ -1,12 +1,16 @@
-//! File-to-file operations. Every output goes through [`AtomicOutput`], so a wrong key, a corrupt
-//! block, a signal or a crash never leaves a partial file behind.
+//! File-to-file operations, over the storage seam: each has a core taking a [`Storage`]
+//! (`pack_in`, `unpack_in`, `unpack_container_in`, `reencrypt_in`) and the path-taking form that
+//! runs it on the local disk ([`LocalStorage::anywhere`]). Every output is an [`ObjectWriter`]
+//! committed whole (on the local disk, through [`AtomicOutput`]), so a wrong key, a corrupt block,
+//! a signal or a crash never leaves a partial file behind.
 
 use crate::container::reader::Container;
 use crate::container::writer::{PackOptions, PackSummary, StreamPacker};
 pub use crate::storage::atomic::{AtomicOutput, EarlyWriteback};
+use crate::storage::{LocalStorage, ReadAt, Storage, WriteOptions};
 use crate::{Error, Key, Result};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,37 +28,66 @@ pub fn pack(
 
 /// Packs everything `input` yields into a new container file `output` (the stdin path).
 pub fn pack_reader(
-    input: &mut dyn std::io::Read,
+    input: &mut dyn Read,
     output: &Path,
     keys: &[Key],
     opts: &PackOptions,
     overwrite: bool,
 ) -> Result<PackSummary> {
-    pack_into_file(output, keys, opts, overwrite, |packer| {
+    pack_in(&LocalStorage::anywhere(), input, output, keys, opts, overwrite)
+}
+
+/// Packs everything `input` yields into a new container at `output` in `storage`, all or nothing.
+/// Where the storage's writer can seek (a local file), the header's totals are filled in at the
+/// end; otherwise the container is a stream, which every reader opens just the same.
+pub fn pack_in(
+    storage: &dyn Storage,
+    input: &mut dyn Read,
+    output: &Path,
+    keys: &[Key],
+    opts: &PackOptions,
+    overwrite: bool,
+) -> Result<PackSummary> {
+    pack_into(storage, output, keys, opts, overwrite, |packer| {
         packer.pack_from(input).map(drop)
     })
 }
 
-type FilePacker<'a> = StreamPacker<BufWriter<EarlyWriteback<'a>>>;
+/// What a pack fills its container from: the packer, whatever its output.
+trait Packer: Write {
+    fn pack_from(&mut self, input: &mut dyn Read) -> Result<u64>;
+}
 
-/// Creates the container file `output` (all or nothing): `fill` writes the plaintext into the
-/// packer, then the container is finished, synced and renamed into place.
-fn pack_into_file(
+impl<W: Write> Packer for StreamPacker<W> {
+    fn pack_from(&mut self, input: &mut dyn Read) -> Result<u64> {
+        StreamPacker::pack_from(self, input)
+    }
+}
+
+/// Creates the container `output` in `storage` (all or nothing): `fill` writes the plaintext into
+/// the packer, then the container is finished and committed.
+fn pack_into(
+    storage: &dyn Storage,
     output: &Path,
     keys: &[Key],
     opts: &PackOptions,
     overwrite: bool,
-    fill: impl FnOnce(&mut FilePacker<'_>) -> Result<()>,
+    fill: impl FnOnce(&mut dyn Packer) -> Result<()>,
 ) -> Result<PackSummary> {
-    let mut out = AtomicOutput::create(output, overwrite)?;
-    let writer = out.writer();
-    let mut packer = StreamPacker::new_seekable(writer, keys, opts)?;
-    fill(&mut packer)?;
-    let (writer, summary) = packer.finish()?;
-    writer
-        .into_inner()
-        .map_err(|e| Error::io("writing the container", e.into_error()))?;
-    out.commit().map_err(|e| e.in_file(output))?;
+    let mut out = storage.create(output, WriteOptions::overwrite(overwrite))?;
+    let summary = match out.seekable() {
+        Some(seekable) => {
+            let mut packer = StreamPacker::new_seekable(seekable, keys, opts)?;
+            fill(&mut packer)?;
+            packer.finish()?.1
+        }
+        None => {
+            let mut packer = StreamPacker::new(&mut *out, keys, opts)?;
+            fill(&mut packer)?;
+            packer.finish()?.1
+        }
+    };
+    out.commit().map_err(|e| e.in_file(storage.display(output)))?;
     Ok(summary)
 }
 
@@ -79,28 +112,59 @@ impl Default for UnpackOptions {
 
 /// Decrypts the container `input` into the file `output`, in parallel, all or nothing.
 pub fn unpack(input: &Path, output: &Path, key: &Key, opts: &UnpackOptions) -> Result<u64> {
-    let container = Arc::new(Container::open(input, key)?);
-    unpack_container(&container, input, output, opts, &|_| {})
+    unpack_in(&LocalStorage::anywhere(), input, output, key, opts)
+}
+
+/// Decrypts the container `input` in `storage` into `output` in the same storage, in parallel,
+/// all or nothing.
+pub fn unpack_in(
+    storage: &dyn Storage,
+    input: &Path,
+    output: &Path,
+    key: &Key,
+    opts: &UnpackOptions,
+) -> Result<u64> {
+    let container = Arc::new(Container::open_in(storage, input, key)?);
+    let name = storage.display(input);
+    unpack_container_in(storage, &container, name.as_ref(), output, opts, &|_| {})
 }
 
 /// Decrypts an open container into the file `output`; `progress` gets each block's byte count.
-pub fn unpack_container(
-    container: &Arc<Container>,
+/// `input` names the container in errors.
+pub fn unpack_container<S: ReadAt + 'static>(
+    container: &Arc<Container<S>>,
     input: &Path,
     output: &Path,
     opts: &UnpackOptions,
     progress: &dyn Fn(u64),
 ) -> Result<u64> {
-    let mut out = AtomicOutput::create(output, opts.overwrite)?;
-    let mut writer = out.writer();
+    unpack_container_in(
+        &LocalStorage::anywhere(),
+        container,
+        input,
+        output,
+        opts,
+        progress,
+    )
+}
+
+/// Decrypts an open container (from any source) into `output` in `storage`, all or nothing;
+/// `progress` gets each block's byte count, `input` names the container in errors.
+pub fn unpack_container_in<S: ReadAt + 'static>(
+    storage: &dyn Storage,
+    container: &Arc<Container<S>>,
+    input: &Path,
+    output: &Path,
+    opts: &UnpackOptions,
+    progress: &dyn Fn(u64),
+) -> Result<u64> {
+    let mut out = storage.create(output, WriteOptions::overwrite(opts.overwrite))?;
     let n = container
-        .unpack_to(&mut writer, opts.verify, opts.workers, progress)
+        .unpack_to(&mut out, opts.verify, opts.workers, progress)
         .map_err(|e| e.in_file(input))?;
-    writer
-        .flush()
-        .map_err(|e| Error::io("writing the output", e).in_file(output))?;
-    drop(writer);
-    out.commit().map_err(|e| e.in_file(output))?;
+    out.flush()
+        .map_err(|e| Error::io("writing the output", e).in_file(storage.display(output)))?;
+    out.commit().map_err(|e| e.in_file(storage.display(output)))?;
     Ok(n)
 }
 
@@ -115,11 +179,212 @@ pub fn reencrypt(
     opts: &PackOptions,
     overwrite: bool,
 ) -> Result<PackSummary> {
-    let container = Container::open(input, open_key)?;
-    pack_into_file(output, new_keys, opts, overwrite, |packer| {
+    reencrypt_in(
+        &LocalStorage::anywhere(),
+        input,
+        output,
+        open_key,
+        new_keys,
+        opts,
+        overwrite,
+    )
+}
+
+/// [`reencrypt`], with `input` and `output` in `storage`.
+pub fn reencrypt_in(
+    storage: &dyn Storage,
+    input: &Path,
+    output: &Path,
+    open_key: &Key,
+    new_keys: &[Key],
+    opts: &PackOptions,
+    overwrite: bool,
+) -> Result<PackSummary> {
+    let container = Container::open_in(storage, input, open_key)?;
+    pack_into(storage, output, new_keys, opts, overwrite, |packer| {
         container
             .write_range(0, container.len(), packer)
             .map(drop)
-            .map_err(|e| e.in_file(input))
+            .map_err(|e| e.in_file(storage.display(input)))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::repair::repair_in;
+    use crate::core::crypto::KeyFileKey;
+    use crate::core::format::{Header, HEADER_LEN};
+    use crate::storage::{Entry, Object, ObjectWriter};
+    use std::io;
+
+    /// A storage whose writers can only append (as an upload would): the local disk underneath.
+    #[derive(Debug)]
+    struct AppendOnly(LocalStorage);
+
+    struct Appender(Box<dyn ObjectWriter>);
+
+    impl Write for Appender {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.0.flush()
+        }
+    }
+
+    impl ObjectWriter for Appender {
+        fn commit(self: Box<Self>) -> Result<()> {
+            self.0.commit()
+        }
+    }
+
+    impl Storage for AppendOnly {
+        fn open(&self, path: &Path) -> io::Result<Object> {
+            self.0.open(path)
+        }
+        fn stat(&self, path: &Path) -> io::Result<Entry> {
+            self.0.stat(path)
+        }
+        fn list(&self, path: &Path) -> io::Result<Vec<Entry>> {
+            self.0.list(path)
+        }
+        fn create(&self, path: &Path, options: WriteOptions) -> Result<Box<dyn ObjectWriter>> {
+            Ok(Box::new(Appender(self.0.create(path, options)?)))
+        }
+        fn display(&self, path: &Path) -> String {
+            self.0.display(path)
+        }
+    }
+
+    fn key() -> Key {
+        Key::KeyFile(KeyFileKey::from_bytes([8; 32]))
+    }
+
+    fn opts() -> PackOptions {
+        PackOptions {
+            block_size: 4096,
+            ..PackOptions::default()
+        }
+    }
+
+    fn header(storage: &dyn Storage, path: &str) -> Header {
+        let mut head = vec![0u8; HEADER_LEN];
+        storage
+            .open(Path::new(path))
+            .unwrap()
+            .read_exact_at(&mut head, 0)
+            .unwrap();
+        Header::decode(&head).unwrap()
+    }
+
+    #[test]
+    fn pack_unpack_reencrypt_and_repair_run_inside_a_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path()).unwrap();
+        let plain: Vec<u8> = (0..20_000u32).map(|i| (i * 31 % 253) as u8).collect();
+
+        let summary = pack_in(
+            &storage,
+            &mut &plain[..],
+            Path::new("a.qltx"),
+            &[key()],
+            &opts(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(summary.original_size, plain.len() as u64);
+        assert!(
+            header(&storage, "a.qltx").is_patched(),
+            "a local file gets its header patched"
+        );
+
+        unpack_in(
+            &storage,
+            Path::new("a.qltx"),
+            Path::new("a.out"),
+            &key(),
+            &UnpackOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a.out")).unwrap(), plain);
+
+        let new_key = Key::KeyFile(KeyFileKey::from_bytes([9; 32]));
+        reencrypt_in(
+            &storage,
+            Path::new("a.qltx"),
+            Path::new("b.qltx"),
+            &key(),
+            std::slice::from_ref(&new_key),
+            &opts(),
+            false,
+        )
+        .unwrap();
+        let b = Container::open_in(&storage, Path::new("b.qltx"), &new_key).unwrap();
+        assert_eq!(b.seek_extract(0, u64::MAX).unwrap(), plain);
+
+        // A cut container: repair keeps the whole blocks, inside the storage.
+        let bytes = std::fs::read(dir.path().join("a.qltx")).unwrap();
+        std::fs::write(dir.path().join("cut.qltx"), &bytes[..bytes.len() - 100]).unwrap();
+        let report = repair_in(
+            &storage,
+            Path::new("cut.qltx"),
+            Path::new("fixed.qltx"),
+            &key(),
+            false,
+        )
+        .unwrap();
+        assert!(!report.already_complete);
+        assert!(report.blocks > 0);
+        let fixed = Container::open_in(&storage, Path::new("fixed.qltx"), &key()).unwrap();
+        assert_eq!(
+            fixed.seek_extract(0, u64::MAX).unwrap(),
+            plain[..report.plain_bytes as usize]
+        );
+
+        // Outside the root is out of reach.
+        assert!(unpack_in(
+            &storage,
+            Path::new("../a.qltx"),
+            Path::new("x"),
+            &key(),
+            &UnpackOptions::default()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn an_append_only_storage_gets_a_stream_container_and_repair_refuses_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = AppendOnly(LocalStorage::new(dir.path()).unwrap());
+        let plain = vec![3u8; 10_000];
+        pack_in(
+            &storage,
+            &mut &plain[..],
+            Path::new("s.qltx"),
+            &[key()],
+            &opts(),
+            false,
+        )
+        .unwrap();
+        assert!(
+            !header(&storage, "s.qltx").is_patched(),
+            "no seek: the header stays a stream's"
+        );
+        let c = Container::open_in(&storage, Path::new("s.qltx"), &key()).unwrap();
+        assert_eq!(c.seek_extract(0, u64::MAX).unwrap(), plain);
+
+        let bytes = std::fs::read(dir.path().join("s.qltx")).unwrap();
+        std::fs::write(dir.path().join("cut.qltx"), &bytes[..bytes.len() - 100]).unwrap();
+        let err = repair_in(
+            &storage,
+            Path::new("cut.qltx"),
+            Path::new("fixed.qltx"),
+            &key(),
+            false,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("writes the header last"), "{err}");
+        assert!(!dir.path().join("fixed.qltx").exists(), "nothing left behind");
+    }
 }

@@ -19,6 +19,7 @@ use crate::core::format::{
     ContainerId, Footer, FooterEntry, Header, LayoutCheck, SlotArea, SlotKind, Trailer, BLOCK_HEAD_LEN,
     FLAG_STREAMING, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN, HEADER_LEN, TRAILER_LEN,
 };
+use crate::core::ranges;
 use crate::storage::{Object, ReadAt, Storage};
 use crate::{Error, Result};
 use std::fs::File;
@@ -223,6 +224,16 @@ fn read_error(e: io::Error, block: u64, offset: u64) -> Error {
     }
 }
 
+/// The part of a decrypted block a slice wants. A block shorter than its index entry cannot pass
+/// `open_stored`; should one get here, it is corruption, not a panic.
+pub(crate) fn block_part<'b>(block: &'b [u8], slice: &ranges::BlockSlice) -> Result<&'b [u8]> {
+    block.get(slice.in_block.clone()).ok_or_else(|| Error::Corrupt {
+        what: "block is shorter than the footer index says".into(),
+        block: Some(slice.index),
+        offset: None,
+    })
+}
+
 /// An open, authenticated container: its index is trusted, its blocks are decrypted on demand.
 pub struct Container<S: ReadAt = File> {
     source: S,
@@ -254,8 +265,16 @@ impl<S: ReadAt> Container<S> {
     /// Opens a container from any positioned source: checks the structure, unwraps the data key
     /// from a key slot, and authenticates the footer index before any block is read.
     pub fn from_source(source: S, key: &Key) -> Result<Self> {
+        Self::from_source_with_data_key(source, key).map(|(container, _)| container)
+    }
+
+    /// [`Container::from_source`], also returning the data key the slot held: for `rekey`, which
+    /// wraps it in new slots. One unwrap (one passphrase KDF) serves both.
+    pub(crate) fn from_source_with_data_key(source: S, key: &Key) -> Result<(Self, DataKey)> {
         let info = ContainerInfo::read(&source)?;
-        let keys = unlock(&info.header, &info.slots, key)?;
+        let cid = info.header.container_id;
+        let data_key = unlock_data_key(&info.slots, &cid, key)?;
+        let keys = derive_container_keys(data_key.clone(), info.header.cipher, cid);
         let unsigned = Footer::encode_unsigned(info.footer.original_size, &info.footer.entries);
         if !verify_footer_mac(&keys, &info.header.bound_fields(), &unsigned, &info.footer.mac) {
             return Err(Error::Corrupt {
@@ -264,7 +283,7 @@ impl<S: ReadAt> Container<S> {
                 offset: Some(info.trailer.footer_offset),
             });
         }
-        Ok(Container { source, info, keys })
+        Ok((Container { source, info, keys }, data_key))
     }
 
     pub fn info(&self) -> &ContainerInfo {
@@ -290,11 +309,13 @@ impl<S: ReadAt> Container<S> {
 
     /// The block holding plaintext byte `offset`, if it is inside the file.
     pub fn block_of(&self, offset: u64) -> Option<u64> {
-        if offset >= self.len() {
-            return None;
-        }
-        let entries = &self.info.footer.entries;
-        Some(entries.partition_point(|e| e.plain_offset + e.plain_size <= offset) as u64)
+        ranges::block_of(&self.info.footer.entries, offset)
+    }
+
+    /// The blocks the plaintext range `offset..offset+len` (clipped at the end of the file)
+    /// needs, each with the slice of it the range wants: see [`ranges::slices`].
+    pub fn slices(&self, offset: u64, len: u64) -> ranges::Slices<'_> {
+        ranges::slices(&self.info.footer.entries, offset, len)
     }
 
     /// Decrypts one block. With `verify`, also checks the plaintext's SHA-256 (the AEAD always
@@ -389,14 +410,12 @@ impl<S: ReadAt> Container<S> {
     /// the number of bytes read: less than `buf.len()` only at the end of the file.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let mut done = 0;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let Some(index) = self.block_of(pos) else { break };
-            let block = self.read_block(index, false)?;
-            let start = (pos - self.info.footer.entries[index as usize].plain_offset) as usize;
-            let n = (block.len() - start).min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&block[start..start + n]);
-            done += n;
+        for slice in self.slices(offset, buf.len() as u64) {
+            let block = self.read_block(slice.index, false)?;
+            let part = block_part(&block, &slice)?;
+            let at = slice.in_output as usize;
+            buf[at..at + part.len()].copy_from_slice(part);
+            done = at + part.len();
         }
         Ok(done)
     }
@@ -411,19 +430,14 @@ impl<S: ReadAt> Container<S> {
     /// Streams the plaintext range `offset..offset+len` (clipped at the end) to `out`, one block
     /// at a time. Returns the bytes written.
     pub fn write_range(&self, offset: u64, len: u64, out: &mut dyn Write) -> Result<u64> {
-        let end = offset.saturating_add(len).min(self.len());
-        let mut pos = offset;
-        while pos < end {
-            let index = self.block_of(pos).expect("pos is inside the file");
-            let entry = self.info.footer.entries[index as usize];
-            let block = self.read_block(index, false)?;
-            let start = (pos - entry.plain_offset) as usize;
-            let stop = ((end - entry.plain_offset) as usize).min(block.len());
-            out.write_all(&block[start..stop])
+        let mut written = 0;
+        for slice in self.slices(offset, len) {
+            let block = self.read_block(slice.index, false)?;
+            out.write_all(block_part(&block, &slice)?)
                 .map_err(|e| Error::io("writing the output", e))?;
-            pos = entry.plain_offset + stop as u64;
+            written += slice.len() as u64;
         }
-        Ok(end.saturating_sub(offset))
+        Ok(written)
     }
 }
 

@@ -14,8 +14,15 @@
 //! clears it. Key changes take an exclusive `flock` on the container, so concurrent rekeys run one
 //! after the other and none loses the other's change. Block data, the footer and every other
 //! header byte are never rewritten.
+//!
+//! In-place rekey needs a local file: it rewrites a few hundred bytes of the header under `flock`
+//! and syncs them, which the [`crate::storage::Storage`] seam (objects committed whole) cannot
+//! express. On an object store, a key change will rewrite the object whole instead.
+//!
+//! The container is opened once, with one slot unwrap: the data key that opens it is the one the
+//! new slots wrap, so a passphrase costs one KDF, not two.
 
-use crate::container::reader::{unlock_data_key, Container};
+use crate::container::reader::Container;
 use crate::core::crypto::{wrap_slot, Entropy, Key};
 use crate::core::format::{
     Header, KeySlot, SlotArea, HEADER_LEN, MAX_SLOTS, SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN,
@@ -47,12 +54,17 @@ pub fn rekey(path: &Path, key: &Key, changes: &[SlotChange], entropy: &dyn Entro
     // Held until both areas are synced; a second rekey waits here, then reads what this one wrote.
     file.lock().map_err(|e| io("locking for the key change", e))?;
     crash_point("locked");
-    // Opening checks the whole structure and the footer MAC with this key before anything changes.
-    let container = Container::open(path, key)?;
+    // Opening checks the whole structure and the footer MAC with this key before anything changes;
+    // it reads the locked descriptor, and its one slot unwrap (one passphrase KDF) gives the data
+    // key the new slots wrap.
+    let source = file
+        .try_clone()
+        .map_err(|e| io("opening for the key change", e))?;
+    let (container, data_key) =
+        Container::from_source_with_data_key(source, key).map_err(|e| e.in_file(path))?;
     let header = container.info().header.clone();
     let active = container.info().slots.clone();
     let cid = header.container_id;
-    let data_key = unlock_data_key(&active, &cid, key).map_err(|e| e.in_file(path))?;
     drop(container);
 
     let mut slots = active.slots.clone();
@@ -148,3 +160,43 @@ fn active_area_offset(header: &Header, active: &SlotArea) -> usize {
 }
 
 const _: () = assert!(SLOT_AREA_B + SLOT_AREA_LEN <= HEADER_LEN);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::writer::PackOptions;
+    use crate::core::crypto::{KeyFileKey, Passphrase, SystemEntropy, SLOT_KDF_RUNS};
+
+    /// The container is opened and its data key unwrapped with one passphrase KDF: opening then
+    /// unwrapping again ran it twice (a second or more, at real costs, for nothing).
+    #[test]
+    fn a_rekey_runs_the_passphrase_kdf_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (input, path) = (dir.path().join("in"), dir.path().join("c.qltx"));
+        std::fs::write(&input, vec![5u8; 10_000]).unwrap();
+        let pass = Key::Passphrase(Passphrase::new("correct horse"));
+        let opts = PackOptions {
+            kdf_iterations: 1000,
+            ..PackOptions::default()
+        };
+        crate::pack(&input, &path, std::slice::from_ref(&pass), &opts, false).unwrap();
+
+        let file_key = Key::KeyFile(KeyFileKey::from_bytes([9; 32]));
+        let add = [SlotChange::Add {
+            key: file_key.clone(),
+            iterations: 0,
+        }];
+        SLOT_KDF_RUNS.with(|runs| runs.set(0));
+        let slots = rekey(&path, &pass, &add, &SystemEntropy).unwrap();
+        assert_eq!(
+            SLOT_KDF_RUNS.with(|runs| runs.get()),
+            1,
+            "one KDF for open and unwrap"
+        );
+        assert_eq!(slots.len(), 2);
+
+        // The new slot wraps the right data key: the key file alone opens the container.
+        let c = Container::open(&path, &file_key).unwrap();
+        assert_eq!(c.read_block(0, true).unwrap(), vec![5u8; 10_000]);
+    }
+}

@@ -16,15 +16,15 @@
 //! # Ok::<(), qeltrix::Error>(())
 //! ```
 
-use crate::container::ops::AtomicOutput;
 use crate::container::reader::Container;
 use crate::container::stream_reader::StreamReader;
 use crate::core::crypto::{footer_mac, Key};
 use crate::core::format::{Footer, Trailer, HEADER_LEN};
+use crate::storage::{LocalStorage, ReadAt, SequentialReader, Storage, WriteOptions};
 use crate::{Error, Result};
-use std::fs::File;
-use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufReader, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 
 /// What a repair found and kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,16 +48,31 @@ pub struct RepairReport {
 /// `input` itself: the repaired file replaces it atomically). Fails, writing nothing, on a wrong
 /// key or an input that is not a container.
 pub fn repair(input: &Path, output: &Path, key: &Key, overwrite: bool) -> Result<RepairReport> {
-    repair_inner(input, output, key, overwrite).map_err(|e| e.in_file(input))
+    repair_in(&LocalStorage::anywhere(), input, output, key, overwrite)
 }
 
-fn repair_inner(input: &Path, output: &Path, key: &Key, overwrite: bool) -> Result<RepairReport> {
-    let file = File::open(input).map_err(|e| Error::io("opening", e))?;
-    let input_size = file
-        .metadata()
-        .map_err(|e| Error::io("reading the length", e))?
-        .len();
-    if Container::from_source(file.try_clone().map_err(|e| Error::io("opening", e))?, key).is_ok() {
+/// [`repair`], with `input` and `output` in `storage`. The header is written last, so the
+/// storage's writer must be able to seek (a local file can).
+pub fn repair_in(
+    storage: &dyn Storage,
+    input: &Path,
+    output: &Path,
+    key: &Key,
+    overwrite: bool,
+) -> Result<RepairReport> {
+    repair_inner(storage, input, output, key, overwrite).map_err(|e| e.in_file(storage.display(input)))
+}
+
+fn repair_inner(
+    storage: &dyn Storage,
+    input: &Path,
+    output: &Path,
+    key: &Key,
+    overwrite: bool,
+) -> Result<RepairReport> {
+    let source: Arc<dyn ReadAt> = Arc::from(storage.open(input).map_err(|e| Error::io("opening", e))?);
+    let input_size = source.size().map_err(|e| Error::io("reading the length", e))?;
+    if Container::from_source(Arc::clone(&source), key).is_ok() {
         return Ok(RepairReport {
             already_complete: true,
             blocks: 0,
@@ -68,10 +83,16 @@ fn repair_inner(input: &Path, output: &Path, key: &Key, overwrite: bool) -> Resu
             stopped_by: None,
         });
     }
-    let mut stream = StreamReader::open(BufReader::with_capacity(1 << 20, file), key)?;
-    let mut out = AtomicOutput::create(output, overwrite)?;
-    let write_err = |e| Error::io("writing the repaired container", e).in_file(output);
-    let mut writer = BufWriter::with_capacity(1 << 20, out.file());
+    let sequential = SequentialReader::new(source).map_err(|e| Error::io("reading the length", e))?;
+    let mut stream = StreamReader::open(BufReader::with_capacity(1 << 20, sequential), key)?;
+    let output_name = storage.display(output);
+    let mut out = storage.create(output, WriteOptions::overwrite(overwrite))?;
+    let write_err = |e| Error::io("writing the repaired container", e).in_file(&output_name);
+    let Some(writer) = out.seekable() else {
+        return Err(Error::InvalidArgument(format!(
+            "{output_name}: repair writes the header last, which this storage cannot do"
+        )));
+    };
     writer.write_all(&[0u8; HEADER_LEN]).map_err(write_err)?;
     let mut written = 0;
     let stopped_by = loop {
@@ -107,16 +128,16 @@ fn repair_inner(input: &Path, output: &Path, key: &Key, overwrite: bool) -> Resu
         .write_all(&footer)
         .and_then(|()| writer.write_all(&trailer.encode()))
         .map_err(write_err)?;
-    writer.into_inner().map_err(|e| write_err(e.into_error()))?;
     header.total_blocks = kept.len() as u64;
     header.original_size = plain_bytes;
     header.footer_offset = trailer.footer_offset;
     header.footer_size = trailer.footer_size;
-    let file = out.file();
-    file.seek(SeekFrom::Start(0))
-        .and_then(|_| file.write_all(&header.encode()))
+    writer
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| writer.write_all(&header.encode()))
+        .and_then(|()| writer.flush())
         .map_err(write_err)?;
-    out.commit().map_err(|e| e.in_file(output))?;
+    out.commit().map_err(|e| e.in_file(&output_name))?;
     let output_size = blocks_end + trailer.footer_size + trailer.encode().len() as u64;
     Ok(RepairReport {
         already_complete: false,

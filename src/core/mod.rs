@@ -7,3 +7,4 @@ pub mod codec;
 pub mod compress;
 pub mod crypto;
 pub mod format;
+pub mod ranges;

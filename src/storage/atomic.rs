@@ -74,6 +74,11 @@ impl AtomicOutput {
         })
     }
 
+    /// Where the file goes at commit.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
     pub fn file(&mut self) -> &mut File {
         &mut self.file
     }
@@ -82,11 +87,10 @@ impl AtomicOutput {
     /// [`AtomicOutput::commit`] finds little left to do and the disk works while the crypto does.
     pub fn writer(&mut self) -> BufWriter<EarlyWriteback<'_>> {
         BufWriter::with_capacity(
-            1 << 20,
+            WRITE_BUFFER,
             EarlyWriteback {
                 file: &mut self.file,
-                position: 0,
-                flushed_to: 0,
+                writeback: Writeback::default(),
             },
         )
     }
@@ -297,27 +301,53 @@ fn install_signal_cleanup() {
 
 /// Bytes written between two writeback starts.
 const WRITEBACK_STEP: u64 = 8 << 20;
+/// Buffer of [`AtomicOutput::writer`] (and of the local storage's object writer).
+pub(crate) const WRITE_BUFFER: usize = 1 << 20;
 
 /// A file writer that asks the kernel to start writing back each [`WRITEBACK_STEP`] as soon as it
 /// is written (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: asynchronous, no waiting, no durability
 /// promise of its own; the fsync at commit gives that).
 pub struct EarlyWriteback<'a> {
     file: &'a mut File,
-    position: u64,
-    flushed_to: u64,
+    writeback: Writeback,
 }
 
 impl Write for EarlyWriteback<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
+        self.writeback.write(self.file, buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl std::io::Seek for EarlyWriteback<'_> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.writeback.seek(self.file, pos)
+    }
+}
+
+/// The bookkeeping of [`EarlyWriteback`], for a writer that owns its file (the local storage's
+/// object writer): where the file is, and up to where writeback has been started.
+#[derive(Default)]
+pub(crate) struct Writeback {
+    position: u64,
+    flushed_to: u64,
+}
+
+impl Writeback {
+    /// Writes `buf` to `file` and starts the writeback of each full step.
+    pub(crate) fn write(&mut self, file: &mut File, buf: &[u8]) -> std::io::Result<usize> {
+        let n = file.write(buf)?;
         self.position += n as u64;
         if self.position >= self.flushed_to + WRITEBACK_STEP {
             let len = self.position - self.flushed_to;
-            // SAFETY: the descriptor is open for the life of `self.file`; the call only schedules
+            // SAFETY: the descriptor is open for the life of `file`; the call only schedules
             // I/O on it. A failure is not an error for us: commit's fsync still syncs everything.
             unsafe {
                 libc::sync_file_range(
-                    self.file.as_raw_fd(),
+                    file.as_raw_fd(),
                     self.flushed_to as libc::off64_t,
                     len as libc::off64_t,
                     libc::SYNC_FILE_RANGE_WRITE,
@@ -328,14 +358,10 @@ impl Write for EarlyWriteback<'_> {
         Ok(n)
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
-impl std::io::Seek for EarlyWriteback<'_> {
-    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
-        self.position = self.file.seek(pos)?;
+    /// Seeks `file`, keeping the bookkeeping in step.
+    pub(crate) fn seek(&mut self, file: &mut File, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        use std::io::Seek;
+        self.position = file.seek(pos)?;
         self.flushed_to = self.flushed_to.min(self.position);
         Ok(self.position)
     }

@@ -13,7 +13,7 @@ pub use local::LocalStorage;
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -152,6 +152,50 @@ impl WriteOptions {
 pub trait ObjectWriter: Write + Send {
     /// Makes the object durable and visible under its name, whole.
     fn commit(self: Box<Self>) -> crate::Result<()>;
+
+    /// The same writer with `Seek`, where the backend can go back and patch bytes already written
+    /// (a local file: `pack` fills in the header's totals, `repair` writes the header last).
+    /// `None` where it can only append (an upload). Either way the object appears only at commit.
+    fn seekable(&mut self) -> Option<&mut dyn SeekWrite> {
+        None
+    }
+}
+
+/// A writer that can also seek: see [`ObjectWriter::seekable`].
+pub trait SeekWrite: Write + Seek {}
+
+impl<T: Write + Seek + ?Sized> SeekWrite for T {}
+
+/// Reads an object front to back (for the readers that stream: repair's walk over the blocks).
+pub struct SequentialReader<R: ReadAt> {
+    source: R,
+    position: u64,
+    len: u64,
+}
+
+impl<R: ReadAt> SequentialReader<R> {
+    /// Reads `source` from its start to the length it has now.
+    pub fn new(source: R) -> io::Result<Self> {
+        let len = source.size()?;
+        Ok(SequentialReader {
+            source,
+            position: 0,
+            len,
+        })
+    }
+}
+
+impl<R: ReadAt> Read for SequentialReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.position);
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if n == 0 {
+            return Ok(0);
+        }
+        self.source.read_exact_at(&mut buf[..n], self.position)?;
+        self.position += n as u64;
+        Ok(n)
+    }
 }
 
 /// A place that holds objects under relative paths: the one seam between Qeltrix and bytes.

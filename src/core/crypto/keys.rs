@@ -302,6 +302,8 @@ impl Key {
         let mut kek = Zeroizing::new([0u8; 32]);
         match self {
             Key::Passphrase(p) => {
+                #[cfg(test)]
+                SLOT_KDF_RUNS.with(|runs| runs.set(runs.get() + 1));
                 pbkdf2::pbkdf2_hmac::<Sha256>(p.as_bytes(), &slot.salt, slot.param, kek.as_mut())
             }
             Key::KeyFile(k) => hkdf_expand(k.as_bytes(), &slot.salt, &[LABEL_KEY_FILE_KEK], kek.as_mut()),
@@ -318,6 +320,12 @@ impl Key {
         }
         Some(kek)
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Passphrase KDF runs unwrapping slots on this thread: tests count them, never time them.
+    pub(crate) static SLOT_KDF_RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 const LABEL_KEYRING_KEK: &[u8] = b"qeltrix v1 keyring kek";

@@ -15,6 +15,8 @@ mod keys;
 
 pub use aead::{AeadKey, AuthFailed};
 pub use entropy::{Entropy, SeededEntropy, SystemEntropy};
+#[cfg(test)]
+pub(crate) use keys::SLOT_KDF_RUNS;
 pub use keys::{
     derive_cdk, derive_container_keys, footer_mac, unwrap_slot, verify_footer_mac, wrap_slot, ContainerKeys,
     DataKey, IdentityKey, KdfLimits, Key, KeyFileKey, Passphrase, RecipientKey, VaultKey,

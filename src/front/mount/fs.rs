@@ -9,7 +9,8 @@
 use super::tree::{FileEntry, NodeKind, OpenState, Tree};
 use super::{log, MountOptions};
 use crate::container::cache::{BlockCache, CachedContainer};
-use crate::container::reader::Container;
+use crate::container::reader::{block_part, Container};
+use crate::core::ranges::BlockSlice;
 use crate::{Error, Key};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -170,30 +171,32 @@ impl Shared {
         reply: ReplyData,
     ) -> Option<(Span, ReplyData)> {
         let c = &file.container;
-        let len = c.len();
-        if offset >= len || size == 0 {
-            reply.data(&[]);
+        let mut slices = c.container().slices(offset, size as u64);
+        let Some(head) = slices.next() else {
+            reply.data(&[]); // at or past the end of file, or an empty read
             return None;
-        }
-        let end = offset.saturating_add(size as u64).min(len);
+        };
+        let end = slices.remaining().end.max(head.end());
         let span = Span {
             offset,
             end,
-            first: c.block_of(offset).expect("offset < len"),
-            last: c.block_of(end - 1).expect("end - 1 < len"),
+            last: c.block_of(end - 1).unwrap_or(head.index),
+            first: head,
         };
 
         // Sequential when this read starts near where the last one ended; the kernel's own
         // readahead sends a few reads at once, so they may arrive slightly out of order.
         let prev_end = file.last_end.swap(end, Ordering::Relaxed);
-        let slack = (size as u64).max(block_len(c, span.first));
+        let slack = (size as u64).max(block_len(c, span.first.index));
         if offset == 0 || offset.abs_diff(prev_end) <= slack {
             c.readahead(span.last + 1, self.readahead);
         }
-        if span.first == span.last {
-            if let Some(block) = c.cached_block(span.first) {
-                reply.data(&block[span.range_in(c, span.first, block.len())]);
-                return None;
+        if span.first.index == span.last {
+            if let Some(block) = c.cached_block(span.first.index) {
+                if let Some(part) = block.get(span.first.in_block.clone()) {
+                    reply.data(part);
+                    return None;
+                }
             }
         }
         Some((span, reply))
@@ -203,15 +206,15 @@ impl Shared {
     fn finish_read(&self, file: &OpenFile, span: Span, reply: ReplyData) {
         let c = &file.container;
         // One block: answered straight from the cache. Several: copied together.
-        let data = if span.first == span.last {
-            c.block(span.first).map(|block| {
-                let range = span.range_in(c, span.first, block.len());
-                (block, range)
+        let data = if span.first.index == span.last {
+            c.block(span.first.index).and_then(|block| {
+                block_part(&block, &span.first)?;
+                Ok((block, span.first.in_block.clone()))
             })
         } else {
             // The missing blocks of a large read are read from disk together and decrypted in
             // parallel, this thread taking a share.
-            c.load(span.first, span.last);
+            c.load(span.first.index, span.last);
             let mut buf = vec![0u8; (span.end - span.offset) as usize];
             c.read_at(span.offset, &mut buf).map(|n| (Arc::new(buf), 0..n))
         };
@@ -246,26 +249,13 @@ impl Shared {
     }
 }
 
-/// The plaintext range of one read and the blocks it covers.
+/// The plaintext range of one read (clipped at the end of file) and the blocks it covers.
 struct Span {
     offset: u64,
     end: u64,
-    first: u64,
+    /// The first block and the part of it the read wants.
+    first: BlockSlice,
     last: u64,
-}
-
-impl Span {
-    /// The part of block `index` (of `block_len` bytes) this read wants.
-    fn range_in(&self, c: &CachedContainer, index: u64, block_len: usize) -> std::ops::Range<usize> {
-        let block_start = block_start(c, index);
-        let start = self.offset.saturating_sub(block_start) as usize;
-        let stop = ((self.end - block_start) as usize).min(block_len);
-        start.min(stop)..stop
-    }
-}
-
-fn block_start(c: &CachedContainer, index: u64) -> u64 {
-    c.container().entry(index).map_or(0, |e| e.plain_offset)
 }
 
 fn block_len(c: &CachedContainer, index: u64) -> u64 {

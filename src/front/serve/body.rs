@@ -408,14 +408,13 @@ impl Streamer {
             let Some(last) = cached.block_of(range.end - 1) else {
                 return Err(format!("{}: range beyond the end", self.file.path.display()));
             };
-            let mut pos = range.start;
-            while pos < range.end {
+            for slice in cached.container().slices(range.start, range.end - range.start) {
                 // Wait for the slot before pulling the next block: while hyper writes one block
                 // and one more waits in the channel, this task holds nothing else.
                 let Ok(slot) = tx.reserve().await else {
                     return Ok(()); // the client went away
                 };
-                let index = cached.block_of(pos).expect("pos is inside the file");
+                let index = slice.index;
                 if index < last {
                     cached.readahead(index + 1, (last - index).min(self.readahead));
                 }
@@ -430,25 +429,17 @@ impl Streamer {
                         }
                     }
                 };
-                let block_start = cached
-                    .container()
-                    .entry(index)
-                    .map(|e| e.plain_offset)
-                    .expect("the index has every block");
-                let from = (pos - block_start) as usize;
-                let to = ((range.end - block_start) as usize).min(held.block.len());
-                if from >= to {
+                if held.block.len() < slice.in_block.end {
                     return Err(format!(
                         "{}: block {index} is shorter than the index says",
                         self.file.path.display()
                     ));
                 }
-                let chunk = if to - from < COPY_BELOW {
-                    Bytes::copy_from_slice(&held.block[from..to])
+                let chunk = if slice.len() < COPY_BELOW {
+                    Bytes::copy_from_slice(&held.block[slice.in_block])
                 } else {
-                    Bytes::from_owner(SharedBlock(Arc::clone(&held))).slice(from..to)
+                    Bytes::from_owner(SharedBlock(Arc::clone(&held))).slice(slice.in_block)
                 };
-                pos = block_start + to as u64;
                 slot.send(Ok(chunk));
                 current = Some((index, held));
             }

@@ -298,16 +298,14 @@ fn amplifies(file: &ServedFile, ranges: &[ByteRange]) -> bool {
     let mut touched = 0u64;
     let mut covered_to = 0u64; // plaintext offset up to which blocks were already counted
     for r in ranges {
-        let (Some(first), Some(last)) = (container.block_of(r.start), container.block_of(r.end - 1)) else {
+        let Some(blocks) =
+            crate::core::ranges::blocks_cover(&container.info().footer.entries, r.start, r.len())
+        else {
             continue;
         };
-        let (Some(a), Some(b)) = (container.entry(first), container.entry(last)) else {
-            continue;
-        };
-        let from = a.plain_offset.max(covered_to);
-        let to = b.plain_offset + b.plain_size;
-        touched = touched.saturating_add(to.saturating_sub(from));
-        covered_to = covered_to.max(to);
+        let from = blocks.start.max(covered_to);
+        touched = touched.saturating_add(blocks.end.saturating_sub(from));
+        covered_to = covered_to.max(blocks.end);
     }
     touched > allowed
 }
