@@ -32,7 +32,7 @@ pub use container::{cache, ops, pipeline, reader, rekey, repair, stream_reader, 
 pub use front::{gateway, mount, serve, token, url_input};
 pub use storage::atomic;
 pub use sys::harden;
-pub use vault::{keyring, rules as vault_rules};
+pub use vault::{keyring, naming as vault_rules};
 
 pub use compress::CompressMode;
 pub use crypto::Key;

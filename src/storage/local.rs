@@ -99,13 +99,23 @@ pub(crate) fn entry(name: std::ffi::OsString, m: &Metadata) -> Entry {
 
 impl Storage for LocalStorage {
     fn open(&self, path: &Path) -> io::Result<Object> {
-        Ok(Box::new(File::open(self.resolve(path)?)?))
+        let full = self.resolve(path)?;
+        // Only files are objects: opening a FIFO or a device could block, or never end.
+        if !std::fs::metadata(&full)?.is_file() {
+            return Err(not_an_object());
+        }
+        Ok(Box::new(File::open(full)?))
     }
 
     fn stat(&self, path: &Path) -> io::Result<Entry> {
         let full = self.resolve(path)?;
         let name = full.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        Ok(entry(name, &std::fs::metadata(&full)?))
+        let metadata = std::fs::metadata(&full)?;
+        // As in listings: what is neither a file nor a folder is not there.
+        if !metadata.is_file() && !metadata.is_dir() {
+            return Err(not_an_object());
+        }
+        Ok(entry(name, &metadata))
     }
 
     fn list(&self, path: &Path) -> io::Result<Vec<Entry>> {
@@ -149,6 +159,10 @@ impl Storage for LocalStorage {
             None => path.display().to_string(),
         }
     }
+}
+
+fn not_an_object() -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, "neither a file nor a folder")
 }
 
 /// A file being written through [`AtomicOutput`].
