@@ -195,18 +195,40 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// calls for one container wait for a single open. A failure kept from an earlier call (the
     /// container unchanged since) comes back without any attempt, with `fresh` false.
     pub fn get(&self, path: &Path) -> Result<Arc<T>, Failure> {
+        self.get_inner(path, None)
+    }
+
+    /// The container at `path` as it was at `version` (from a listing): a container replaced
+    /// since is not found, rather than opened in place of the one listed (the mount shows each
+    /// version as its own inode, with the old one's size and pages).
+    pub fn get_version(&self, path: &Path, version: &Version) -> Result<Arc<T>, Failure> {
+        self.get_inner(path, Some(version))
+    }
+
+    fn get_inner(&self, path: &Path, expected: Option<&Version>) -> Result<Arc<T>, Failure> {
         let slot = self.slot(path);
         let mut slot = lock(&slot);
+        if let (Some(expected), Some((version, outcome))) = (expected, slot.as_ref()) {
+            if version == expected {
+                return outcome.clone().map_err(|error| Failure { error, fresh: false });
+            }
+        }
+        let not_found =
+            |e: std::io::Error| Failure::fresh(Error::io("opening", e).in_file(self.vault.display(path)));
         let entry = match self.vault.stat(path) {
             Ok(entry) => entry,
             Err(e) => {
                 // Gone (or unreadable): nothing of the old container is kept for it.
                 *slot = None;
-                return Err(Failure::fresh(
-                    Error::io("opening", e).in_file(self.vault.display(path)),
-                ));
+                return Err(not_found(e));
             }
         };
+        if expected.is_some_and(|v| *v != entry.version) {
+            return Err(not_found(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "replaced since it was listed",
+            )));
+        }
         if let Some((version, outcome)) = slot.as_ref() {
             if *version == entry.version {
                 return outcome.clone().map_err(|error| Failure { error, fresh: false });
@@ -358,6 +380,20 @@ mod tests {
             0,
             "the replaced container's blocks are dropped"
         );
+
+        // Asked for the version a listing saw: while the registry holds it, that one (without
+        // looking at the storage); once the newer one replaced it, not found.
+        let listed = vault.stat(path).unwrap().version;
+        pack(dir.path(), "a.bin", &[3u8; 100], &key(1));
+        let kept = reg.get_version(path, &listed).unwrap();
+        assert!(Arc::ptr_eq(&kept, &third), "the listed version, still open");
+        assert_eq!(reg.get(path).unwrap().len(), 100, "the current one");
+        let e = reg.get_version(path, &listed).err().unwrap();
+        assert!(
+            matches!(e.error.root(), Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound),
+            "{e}"
+        );
+        assert_eq!(kept.len(), 5000, "what was opened keeps reading what it opened");
 
         std::fs::remove_file(dir.path().join(path)).unwrap();
         assert!(reg.get(path).is_err(), "gone");

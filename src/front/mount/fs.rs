@@ -135,7 +135,8 @@ impl Shared {
     /// and kept by the vault's registry. A failure that retrying cannot fix (wrong key, damage)
     /// is kept too, and logged once.
     fn container(&self, entry: &FileEntry) -> Result<Arc<CachedContainer>, Errno> {
-        let failure = match self.containers.get(&entry.path) {
+        // The version this inode shows: a container replaced since gets a new inode instead.
+        let failure = match self.containers.get_version(&entry.path, &entry.version) {
             Ok(c) => return Ok(c),
             Err(failure) => failure,
         };

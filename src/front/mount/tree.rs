@@ -179,7 +179,7 @@ pub struct FileEntry {
     pub path: PathBuf,
     pub size: u64,
     pub times: Times,
-    version: Version,
+    pub version: Version,
     /// Corrupt blocks already logged (each is logged once).
     pub bad_blocks: Mutex<std::collections::HashSet<u64>>,
 }
