@@ -94,6 +94,7 @@ pub(crate) fn entry(name: std::ffi::OsString, m: &Metadata) -> Entry {
             mtime_ns: ns(m.mtime(), m.mtime_nsec()),
             ctime_ns: ns(m.ctime(), m.ctime_nsec()),
         }),
+        link: false,
     }
 }
 
@@ -139,7 +140,10 @@ impl Storage for LocalStorage {
             };
             let Ok(metadata) = metadata else { continue };
             if metadata.is_file() || metadata.is_dir() {
-                out.push(entry(item.file_name(), &metadata));
+                out.push(Entry {
+                    link: file_type.is_symlink(),
+                    ..entry(item.file_name(), &metadata)
+                });
             }
         }
         Ok(out)

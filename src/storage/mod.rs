@@ -90,18 +90,6 @@ pub(crate) enum VersionInner {
     },
 }
 
-impl Version {
-    /// True when both are versions of the same object, whatever its contents now (a local file:
-    /// same device and inode). A folder met again below itself is a link loop.
-    pub(crate) fn same_object(&self, other: &Version) -> bool {
-        match (&self.0, &other.0) {
-            (VersionInner::Local { dev, ino, .. }, VersionInner::Local { dev: d, ino: i, .. }) => {
-                dev == d && ino == i
-            }
-        }
-    }
-}
-
 /// An object or a folder, as a listing or [`Storage::stat`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -128,6 +116,9 @@ pub struct Entry {
     pub changed: SystemTime,
     /// Which version this is.
     pub version: Version,
+    /// In a listing: the entry is a link the backend followed (a local symlink leading inside
+    /// the storage). Object stores have none.
+    pub link: bool,
 }
 
 /// How to create an object.

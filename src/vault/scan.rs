@@ -31,15 +31,18 @@ pub struct Listing {
 impl Vault {
     /// The folders and containers directly inside the folder `dir` (`""` for the top), through
     /// [`Storage::list`](crate::storage::Storage::list): hidden names and files that are not
-    /// containers are left out, and so is whatever the storage refuses to show (a link leading
-    /// out of a local folder).
+    /// containers are left out, and so are folders reached through a link and whatever the
+    /// storage refuses to show (a link leading out of a local folder).
     pub fn list(&self, dir: &Path) -> io::Result<Listing> {
         super::check_shown(dir)?;
         let mut out = Listing::default();
         for entry in self.storage.list(dir)? {
             let path = dir.join(&entry.name);
             match entry.kind {
-                EntryKind::Folder if naming::is_shown(&entry.name) => out.folders.push(Item {
+                // A linked folder is not shown: a link loop must not hang a walk of the vault,
+                // and the mount never showed them. (A path through one still resolves, inside
+                // the storage: that is the storage's rule.)
+                EntryKind::Folder if naming::is_shown(&entry.name) && !entry.link => out.folders.push(Item {
                     name: entry.name.clone(),
                     path,
                     entry,
@@ -98,6 +101,8 @@ mod tests {
         fs::write(dir.path().join("out.qltx"), b"x").unwrap();
         std::os::unix::fs::symlink(dir.path().join("out.qltx"), root.join("link.qltx")).unwrap();
         std::os::unix::fs::symlink(root.join("a.txt.qltx"), root.join("alias.qltx")).unwrap();
+        std::os::unix::fs::symlink(root.join("sub"), root.join("linked")).unwrap();
+        std::os::unix::fs::symlink(&root, root.join("sub/loop")).unwrap();
         let vault = Vault::local(&root).unwrap();
 
         let top = vault.list(Path::new("")).unwrap();
@@ -123,5 +128,13 @@ mod tests {
             "nor links out of the vault"
         );
         assert!(vault.stat(Path::new("sub/in.qltx")).is_ok());
+        assert!(
+            sub.folders.is_empty(),
+            "a linked folder (here a loop) is not listed"
+        );
+        assert!(
+            vault.stat(Path::new("linked/in.qltx")).is_ok(),
+            "but a path through it resolves"
+        );
     }
 }

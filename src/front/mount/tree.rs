@@ -111,16 +111,16 @@ impl Scanner {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder"));
         }
         self.problems.clear();
-        let mut ancestors = vec![top.version.clone()];
-        let mut dir = self.scan_dir(Path::new(""), &mut ancestors, true)?;
+        let mut dir = self.scan_dir(Path::new(""), true)?;
         dir.times = Some(Times::of(&top));
         Ok(dir)
     }
 
-    fn scan_dir(&mut self, path: &Path, ancestors: &mut Vec<Version>, top: bool) -> io::Result<ScanDir> {
+    fn scan_dir(&mut self, path: &Path, top: bool) -> io::Result<ScanDir> {
         let mut out = ScanDir::default();
-        // The vault's rules, shared with `serve`: hidden entries, non-containers and links out
-        // of the vault are left out; a folder wins over a container of the same shown name.
+        // The vault's rules, shared with `serve`: hidden entries, non-containers, linked folders
+        // and links out of the vault are left out; a folder wins over a container of the same
+        // shown name.
         let listing = match self.vault.list(path) {
             Ok(listing) => listing,
             Err(e) if top => return Err(e),
@@ -133,13 +133,7 @@ impl Scanner {
             }
         };
         for folder in listing.folders {
-            // A link back to a folder above (a loop) must not hang the scan.
-            if ancestors.iter().any(|a| a.same_object(&folder.entry.version)) {
-                continue;
-            }
-            ancestors.push(folder.entry.version.clone());
-            let mut sub = self.scan_dir(&folder.path, ancestors, false)?;
-            ancestors.pop();
+            let mut sub = self.scan_dir(&folder.path, false)?;
             sub.times = Some(Times::of(&folder.entry));
             out.dirs.insert(folder.name, sub);
         }
