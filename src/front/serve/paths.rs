@@ -438,6 +438,19 @@ mod tests {
     }
 
     #[test]
+    fn a_folder_wins_over_a_container_of_the_same_name() {
+        let (d, root) = vault();
+        fs::write(d.path().join("vault/sub.qltx"), b"x").unwrap();
+        assert_eq!(root.resolve("/sub", None), Target::Redirect("/sub/".into()));
+        let names: Vec<String> = list(root.vault(), Path::new(""))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["sub", "a.txt"], "as in the mount");
+    }
+
+    #[test]
     fn names_are_escaped() {
         let e = Entry {
             name: "<script>&\"".into(),
