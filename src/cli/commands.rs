@@ -6,6 +6,7 @@ use super::*;
 use anyhow::{Context, Result};
 use qeltrix::format::{FLAG_NO_VERIFY, FLAG_STREAMING};
 use qeltrix::reader::{Container, ContainerInfo};
+use qeltrix::vault::naming;
 use qeltrix::writer::{PackOptions, PackSummary, StreamPacker};
 use qeltrix::{AtomicOutput, Error, UnpackOptions};
 use std::fs::File;
@@ -55,16 +56,12 @@ fn pack(a: PackArgs) -> Result<()> {
             "packing stdin needs an OUTPUT (a file, or - for stdout)".into()
         )),
         None if url.is_some() => match url.and_then(qeltrix::url_input::file_name) {
-            Some(name) => format!("{name}.qltx").into(),
+            Some(name) => naming::container_name(name).into(),
             None => anyhow::bail!(Error::InvalidArgument(
                 "the URL names no file: give an OUTPUT".into()
             )),
         },
-        None => {
-            let mut o = a.input.clone().into_os_string();
-            o.push(".qltx");
-            o.into()
-        }
+        None => naming::container_name(&a.input).into(),
     };
     let to_stdout = is_dash(&output);
     if to_stdout && io::stdout().is_terminal() {

@@ -8,7 +8,7 @@
 
 use super::KeyArgs;
 use anyhow::{Context, Result};
-use qeltrix::mount::{self, log, MountOptions, Vault};
+use qeltrix::mount::{self, log, MountOptions, Mountable};
 use qeltrix::Error;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -69,7 +69,7 @@ pub fn mount(a: MountArgs) -> Result<()> {
     // Everything that can be checked without the key first, so a typo costs no passphrase prompt.
     mount::check_fuse()?;
     mount::check_mountpoint(&a.mountpoint)?;
-    let vault = Vault::scan(&a.vault_dir)?;
+    let vault = Mountable::scan(&a.vault_dir)?;
     let key = a.keys.for_reading_at(Some(&a.vault_dir))?;
     qeltrix::harden::lock_key(&key);
     let opts = MountOptions {
@@ -118,7 +118,7 @@ pub fn mount(a: MountArgs) -> Result<()> {
 
 /// Forks; the child mounts and serves, the parent reports whether the mount came up.
 fn daemonize(
-    vault: Vault,
+    vault: Mountable,
     mountpoint: &Path,
     key: qeltrix::Key,
     opts: &MountOptions,

@@ -16,6 +16,7 @@
 //! ```
 
 use crate::container::reader::Container;
+use crate::storage::{Object, ReadAt};
 use crate::{Error, Result};
 use lru::LruCache;
 use std::collections::HashMap;
@@ -234,7 +235,13 @@ const MAX_COALESCED: u64 = 8 << 20;
 /// Loads blocks `first..end` of `container` that are neither cached nor loading: consecutive
 /// ones are read with one `pread` (one disk round trip instead of one per block), then decrypted
 /// in parallel on the cache's pool, the first on the calling thread.
-fn load_range(container: &Arc<Container>, cache: &Arc<BlockCache>, handle: u64, first: u64, end: u64) {
+fn load_range<S: ReadAt + 'static>(
+    container: &Arc<Container<S>>,
+    cache: &Arc<BlockCache>,
+    handle: u64,
+    first: u64,
+    end: u64,
+) {
     let end = end.min(container.block_count());
     let claims = cache.claim((first..end).map(|block| BlockKey { handle, block }));
     let mut claims = claims.into_iter().peekable();
@@ -271,7 +278,7 @@ fn load_range(container: &Arc<Container>, cache: &Arc<BlockCache>, handle: u64, 
     }
 }
 
-fn open_claimed(container: &Container, claim: Claim, first: u64, stored: &[u8]) {
+fn open_claimed<S: ReadAt>(container: &Container<S>, claim: Claim, first: u64, stored: &[u8]) {
     let index = claim.key.block;
     let result = crate::catch_panic(Some(index), || {
         injected_panic(claim.key);
@@ -299,15 +306,16 @@ fn injected_panic(key: BlockKey) {
     let _ = key;
 }
 
-/// An open container reading through the shared cache.
-pub struct CachedContainer {
+/// An open container reading through the shared cache: by default one opened through the
+/// storage seam ([`Container::open_in`]), as the vault layer opens them.
+pub struct CachedContainer<S: ReadAt + 'static = Object> {
     handle: u64,
-    container: Arc<Container>,
+    container: Arc<Container<S>>,
     cache: Arc<BlockCache>,
 }
 
-impl CachedContainer {
-    pub fn new(container: Arc<Container>, cache: Arc<BlockCache>) -> Self {
+impl<S: ReadAt + 'static> CachedContainer<S> {
+    pub fn new(container: Arc<Container<S>>, cache: Arc<BlockCache>) -> Self {
         CachedContainer {
             handle: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
             container,
@@ -315,7 +323,7 @@ impl CachedContainer {
         }
     }
 
-    pub fn container(&self) -> &Arc<Container> {
+    pub fn container(&self) -> &Arc<Container<S>> {
         &self.container
     }
 
@@ -401,7 +409,7 @@ impl CachedContainer {
     }
 }
 
-impl Drop for CachedContainer {
+impl<S: ReadAt + 'static> Drop for CachedContainer<S> {
     fn drop(&mut self) {
         self.cache.forget(self.handle);
     }

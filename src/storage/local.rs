@@ -96,18 +96,29 @@ pub(crate) fn entry(name: std::ffi::OsString, m: &Metadata) -> Entry {
             mtime_ns: ns(m.mtime(), m.mtime_nsec()),
             ctime_ns: ns(m.ctime(), m.ctime_nsec()),
         }),
+        link: false,
     }
 }
 
 impl Storage for LocalStorage {
     fn open(&self, path: &Path) -> io::Result<Object> {
-        Ok(Box::new(File::open(self.resolve(path)?)?))
+        let full = self.resolve(path)?;
+        // Only files are objects: opening a FIFO or a device could block, or never end.
+        if !std::fs::metadata(&full)?.is_file() {
+            return Err(not_an_object());
+        }
+        Ok(Box::new(File::open(full)?))
     }
 
     fn stat(&self, path: &Path) -> io::Result<Entry> {
         let full = self.resolve(path)?;
         let name = full.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        Ok(entry(name, &std::fs::metadata(&full)?))
+        let metadata = std::fs::metadata(&full)?;
+        // As in listings: what is neither a file nor a folder is not there.
+        if !metadata.is_file() && !metadata.is_dir() {
+            return Err(not_an_object());
+        }
+        Ok(entry(name, &metadata))
     }
 
     fn list(&self, path: &Path) -> io::Result<Vec<Entry>> {
@@ -131,7 +142,10 @@ impl Storage for LocalStorage {
             };
             let Ok(metadata) = metadata else { continue };
             if metadata.is_file() || metadata.is_dir() {
-                out.push(entry(item.file_name(), &metadata));
+                out.push(Entry {
+                    link: file_type.is_symlink(),
+                    ..entry(item.file_name(), &metadata)
+                });
             }
         }
         Ok(out)
@@ -157,6 +171,10 @@ impl Storage for LocalStorage {
             None => path.display().to_string(),
         }
     }
+}
+
+fn not_an_object() -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, "neither a file nor a folder")
 }
 
 /// A file being written through [`AtomicOutput`]: buffered, with the kernel's writeback started

@@ -116,6 +116,9 @@ pub struct Entry {
     pub changed: SystemTime,
     /// Which version this is.
     pub version: Version,
+    /// In a listing: the entry is a link the backend followed (a local symlink leading inside
+    /// the storage). Object stores have none.
+    pub link: bool,
 }
 
 /// How to create an object.

@@ -20,6 +20,7 @@ use super::stats::{Meter, MeteredReader, Stats};
 use crate::container::reader::ContainerInfo;
 use crate::container::stream_reader::read_full;
 use crate::core::format::{Header, HEADER_LEN};
+use crate::vault::naming::{container_name, CONTAINER_SUFFIX};
 use crate::{Error, Result};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -120,7 +121,7 @@ fn remove_stale_parts(dir: &Path) -> Result<usize> {
         let stale = entry
             .file_name()
             .to_string_lossy()
-            .ends_with(&format!(".qltx{PART_SUFFIX}"))
+            .ends_with(&format!("{CONTAINER_SUFFIX}{PART_SUFFIX}"))
             && entry.file_type().is_ok_and(|t| t.is_file());
         if stale {
             let path = entry.path();
@@ -164,9 +165,10 @@ fn save(shared: &Shared, conn: &TcpStream, meter: &Meter) -> Result<String> {
             "the stream ended after {n} bytes, before a whole header; nothing saved"
         )));
     }
-    let name = format!("{}.qltx", hex::encode(Header::decode(&header)?.container_id));
+    let name = container_name(hex::encode(Header::decode(&header)?.container_id));
     let done = dir.join(&name);
-    let part_name = OsString::from(format!("{name}{PART_SUFFIX}"));
+    let mut part_name = name.clone();
+    part_name.push(PART_SUFFIX);
     let part = dir.join(&part_name);
     if done.exists() {
         return Err(Error::InvalidArgument(format!(

@@ -6,11 +6,12 @@
 //! key) and reads that must decrypt are handed to a worker pool with their reply, so a slow one
 //! never holds up the others.
 
-use super::tree::{FileEntry, NodeKind, OpenState, Tree};
+use super::tree::{FileEntry, NodeKind, Tree};
 use super::{log, MountOptions};
 use crate::container::cache::{BlockCache, CachedContainer};
-use crate::container::reader::{block_part, Container};
+use crate::container::reader::block_part;
 use crate::core::ranges::BlockSlice;
+use crate::vault::{Registry, Vault};
 use crate::{Error, Key};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -36,8 +37,8 @@ type DirEntry = (OsString, u64, bool);
 /// State shared by the fuser threads, the worker pool and the vault watcher.
 pub struct Shared {
     pub tree: RwLock<Tree>,
-    key: Key,
-    cache: Arc<BlockCache>,
+    /// The vault's containers, each opened once (key unwrapped, index authenticated).
+    containers: Registry<CachedContainer>,
     workers: rayon::ThreadPool,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
@@ -58,7 +59,7 @@ struct OpenFile {
 }
 
 impl Shared {
-    pub fn new(tree: Tree, key: Key, opts: &MountOptions) -> std::io::Result<Self> {
+    pub fn new(tree: Tree, vault: &Vault, key: Key, opts: &MountOptions) -> std::io::Result<Self> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let workers = if opts.workers == 0 {
             (cores * 2).max(4)
@@ -69,8 +70,11 @@ impl Shared {
         let perm = if opts.allow_other { 0o444 } else { 0o400 };
         Ok(Shared {
             tree: RwLock::new(tree),
-            key,
-            cache: Arc::new(BlockCache::new(opts.cache_bytes, cores)),
+            containers: vault.registry(
+                key,
+                Arc::new(BlockCache::new(opts.cache_bytes, cores)),
+                |opened| opened.cached,
+            ),
             workers: rayon::ThreadPoolBuilder::new()
                 .num_threads(workers)
                 .thread_name(|i| format!("qeltrix-read-{i}"))
@@ -130,35 +134,27 @@ impl Shared {
     }
 
     /// The container behind `entry`, opened (key unwrapped, index authenticated) on first use
-    /// and kept. A failure that retrying cannot fix (wrong key, damage) is kept too, and logged once.
+    /// and kept by the vault's registry. A failure that retrying cannot fix (wrong key, damage)
+    /// is kept too, and logged once.
     fn container(&self, entry: &FileEntry) -> Result<Arc<CachedContainer>, Errno> {
-        let mut state = entry.state.lock().unwrap_or_else(|p| p.into_inner());
-        match &*state {
-            OpenState::Open(c) => return Ok(Arc::clone(c)),
-            OpenState::Failed(errno) => return Err(Errno::from_i32(*errno)),
-            OpenState::NotYet => {}
+        // The version this inode shows: a container replaced since gets a new inode instead.
+        let failure = match self.containers.get_version(&entry.path, &entry.version) {
+            Ok(c) => return Ok(c),
+            Err(failure) => failure,
+        };
+        let errno = match failure.error.root() {
+            Error::WrongKey(_) => libc::EACCES,
+            // Transient (too many open files, ...): not kept, logged each time.
+            Error::Io { cause, .. } => cause.raw_os_error().unwrap_or(match cause.kind() {
+                std::io::ErrorKind::NotFound => libc::ENOENT,
+                _ => libc::EIO,
+            }),
+            _ => libc::EIO,
+        };
+        if failure.fresh {
+            log(&format!("cannot open {}", failure.error));
         }
-        match Container::open(&entry.path, &self.key) {
-            Ok(c) => {
-                let c = Arc::new(CachedContainer::new(Arc::new(c), Arc::clone(&self.cache)));
-                *state = OpenState::Open(Arc::clone(&c));
-                Ok(c)
-            }
-            Err(e) => {
-                let errno = match e.root() {
-                    Error::WrongKey(_) => libc::EACCES,
-                    Error::Io { cause, .. } => {
-                        // Transient (too many open files, ...): not kept, logged each time.
-                        log(&format!("cannot open {e}"));
-                        return Err(Errno::from_i32(cause.raw_os_error().unwrap_or(libc::EIO)));
-                    }
-                    _ => libc::EIO,
-                };
-                log(&format!("cannot open {e}"));
-                *state = OpenState::Failed(errno);
-                Err(Errno::from_i32(errno))
-            }
-        }
+        Err(Errno::from_i32(errno))
     }
 
     /// Starts a read: notes the access pattern, starts readahead, and answers at once if it
@@ -243,7 +239,7 @@ impl Shared {
         if first_time {
             log(&format!(
                 "{}: read of bytes {offset}..{end} failed: {e}",
-                entry.path.display()
+                self.containers.vault().display(&entry.path)
             ));
         }
     }

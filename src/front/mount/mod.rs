@@ -8,9 +8,9 @@
 //! replaced or removed show up within about a second.
 //!
 //! ```no_run
-//! use qeltrix::mount::{Vault, MountOptions};
+//! use qeltrix::mount::{Mountable, MountOptions};
 //! # fn demo(key: qeltrix::Key) -> qeltrix::Result<()> {
-//! let vault = Vault::scan("vault".as_ref())?;            // fails if it holds no containers
+//! let vault = Mountable::scan("vault".as_ref())?;        // fails if it holds no containers
 //! let mounted = vault.mount("/mnt/plain".as_ref(), key, &MountOptions::default())?;
 //! mounted.run()?;                                        // serves until unmounted
 //! # Ok(()) }
@@ -79,22 +79,21 @@ pub fn log(msg: &str) {
     eprintln!("qeltrix mount: {msg}");
 }
 
-/// A scanned vault, ready to mount.
-pub struct Vault {
+/// A vault folder scanned into an inode tree, ready to mount.
+pub struct Mountable {
     scanner: Scanner,
     tree: Tree,
 }
 
-impl Vault {
-    /// Scans `dir`. An error if it is not a readable folder or holds no containers.
-    pub fn scan(dir: &Path) -> Result<Vault> {
-        let root = dir
-            .canonicalize()
-            .map_err(|e| Error::InvalidArgument(format!("vault {}: {e}", dir.display())))?;
-        let mut scanner = Scanner::new(root);
-        let scan = scanner
-            .scan()
-            .map_err(|e| Error::InvalidArgument(format!("vault {}: {e}", dir.display())))?;
+impl Mountable {
+    /// Scans the vault folder `dir`. An error if it is not a readable folder or holds no
+    /// containers.
+    pub fn scan(dir: &Path) -> Result<Mountable> {
+        let invalid = |e: io::Error| Error::InvalidArgument(format!("vault {}: {e}", dir.display()));
+        let root = dir.canonicalize().map_err(invalid)?;
+        let vault = crate::vault::Vault::local(&root).map_err(invalid)?;
+        let mut scanner = Scanner::new(vault, root);
+        let scan = scanner.scan().map_err(invalid)?;
         for p in &scanner.problems {
             log(p);
         }
@@ -102,12 +101,12 @@ impl Vault {
             return Err(Error::InvalidArgument(format!(
                 "vault {} holds no readable containers (*.{})",
                 dir.display(),
-                tree::CONTAINER_EXT
+                crate::vault::naming::CONTAINER_EXT
             )));
         }
         let mut tree = Tree::new();
         tree.apply(scan);
-        Ok(Vault { scanner, tree })
+        Ok(Mountable { scanner, tree })
     }
 
     pub fn root(&self) -> &Path {
@@ -126,7 +125,8 @@ impl Vault {
         let mountpoint = check_mountpoint(mountpoint)?;
         raise_open_file_limit();
         let shared = Arc::new(
-            fs::Shared::new(self.tree, key, opts).map_err(|e| Error::io("starting worker threads", e))?,
+            fs::Shared::new(self.tree, self.scanner.vault(), key, opts)
+                .map_err(|e| Error::io("starting worker threads", e))?,
         );
         let mut config = Config::default();
         config.mount_options = vec![

@@ -1,8 +1,9 @@
 //! The vault index behind the mount: which folders and containers exist under VAULT, as inodes.
 //!
-//! A [`Scanner`] walks VAULT and reads each container's header and footer (no key needed) to learn
-//! its plaintext size; it remembers what it read, so a rescan only re-reads containers whose file
-//! changed. [`Tree::apply`] merges a scan into the inode table and says which kernel cache entries
+//! A [`Scanner`] walks VAULT through the vault layer ([`Vault::list`], with the rules every front
+//! end shares) and learns each container's plaintext size from its header and footer (no key
+//! needed); the vault keeps what it read by version, so a rescan only re-reads containers whose
+//! file changed. [`Tree::apply`] merges a scan into the inode table and says which kernel cache entries
 //! went stale.
 //!
 //! Inode numbers are never reused: a container that is replaced (a different file, or the same file
@@ -11,32 +12,26 @@
 //! with a new number, that cannot happen. Open files keep their old inode, and so the old contents.
 //!
 //! ```no_run
-//! use qeltrix::mount::tree::{Scanner, Tree};
-//! let mut scanner = Scanner::new("vault".into());
+//! use qeltrix::{mount::tree::{Scanner, Tree}, vault::Vault};
+//! let mut scanner = Scanner::new(Vault::local("vault")?, "vault".into());
 //! let mut tree = Tree::new();
 //! tree.apply(scanner.scan()?);
 //! let movie = tree.lookup(Tree::ROOT, "movie.mp4".as_ref());
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-use crate::container::cache::CachedContainer;
-use crate::container::reader::ContainerInfo;
-use crate::vault::rules as vault_rules;
+use crate::storage::{Entry, Version};
+use crate::vault::Vault;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
-use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The file name extension of a container; `NAME.qltx` is shown as `NAME`.
-pub const CONTAINER_EXT: &str = "qltx";
-
-/// The times a mounted file or folder shows: those of the container file or vault folder.
+/// The times a mounted file or folder shows: those of the container file or vault folder (the
+/// storage keeps no access time: it shows the modification time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Times {
     pub atime: SystemTime,
@@ -45,42 +40,11 @@ pub struct Times {
 }
 
 impl Times {
-    fn of(meta: &Metadata) -> Self {
-        let at = |secs: i64, nsecs: i64| {
-            let nanos = Duration::from_nanos(nsecs.clamp(0, 999_999_999) as u64);
-            if secs >= 0 {
-                UNIX_EPOCH + Duration::from_secs(secs as u64) + nanos
-            } else {
-                UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nanos
-            }
-        };
+    fn of(entry: &Entry) -> Self {
         Times {
-            atime: at(meta.atime(), meta.atime_nsec()),
-            mtime: at(meta.mtime(), meta.mtime_nsec()),
-            ctime: at(meta.ctime(), meta.ctime_nsec()),
-        }
-    }
-}
-
-/// What makes a container file "the same" between two scans. Replacing it (rename over it, or
-/// rewriting it in place) changes at least one of these.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Identity {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
-
-impl Identity {
-    fn of(meta: &Metadata) -> Self {
-        Identity {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+            atime: entry.modified,
+            mtime: entry.modified,
+            ctime: entry.changed,
         }
     }
 }
@@ -104,26 +68,30 @@ impl ScanDir {
 /// A container as found by a scan.
 #[derive(Debug, Clone)]
 pub struct ScanFile {
+    /// Its path in the vault.
     pub path: PathBuf,
-    pub identity: Identity,
+    /// Which version of it: replacing it (rename over it, or rewriting it in place) changes this.
+    pub version: Version,
     pub size: u64,
     pub times: Times,
 }
 
-/// Walks a vault. Keeps what it learned from each container's footer, by path and identity, so
-/// that unchanged containers are not read again, and so that an unreadable one is reported once.
+/// Walks a vault through its listings ([`Vault::list`]). What it learns from each container's
+/// footer is kept by the vault, by path and version, so unchanged containers are not read again
+/// and an unreadable one is reported once.
 pub struct Scanner {
+    vault: Vault,
     root: PathBuf,
-    known: HashMap<PathBuf, (Identity, Option<u64>)>,
     /// Problems found by the last scan, each reported once (the caller logs them).
     pub problems: Vec<String>,
 }
 
 impl Scanner {
-    pub fn new(root: PathBuf) -> Self {
+    /// A scanner of `vault`, whose top folder is shown as `root`.
+    pub fn new(vault: Vault, root: PathBuf) -> Self {
         Scanner {
+            vault,
             root,
-            known: HashMap::new(),
             problems: Vec::new(),
         }
     }
@@ -132,138 +100,80 @@ impl Scanner {
         &self.root
     }
 
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
     /// Scans the whole vault. Fails only if the vault folder itself cannot be read.
     pub fn scan(&mut self) -> io::Result<ScanDir> {
-        let meta = std::fs::metadata(&self.root)?;
-        if !meta.is_dir() {
+        let top = self.vault.stat(Path::new(""))?;
+        if top.kind != crate::storage::EntryKind::Folder {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder"));
         }
-        let mut seen = HashMap::with_capacity(self.known.len());
         self.problems.clear();
-        // Walked from its canonical path, so that the vault rule can tell inside from outside.
-        let root = std::fs::canonicalize(&self.root)?;
-        let mut dir = self.scan_dir(&root, &root, &mut seen, true)?;
-        dir.times = Some(Times::of(&meta));
-        self.known = seen;
+        let mut dir = self.scan_dir(Path::new(""), true)?;
+        dir.times = Some(Times::of(&top));
         Ok(dir)
     }
 
-    fn scan_dir(
-        &mut self,
-        root: &Path,
-        path: &Path,
-        seen: &mut HashMap<PathBuf, (Identity, Option<u64>)>,
-        top: bool,
-    ) -> io::Result<ScanDir> {
+    fn scan_dir(&mut self, path: &Path, top: bool) -> io::Result<ScanDir> {
         let mut out = ScanDir::default();
-        let entries = match std::fs::read_dir(path) {
-            Ok(e) => e,
+        // The vault's rules, shared with `serve`: hidden entries, non-containers, linked folders
+        // and links out of the vault are left out; a folder wins over a container of the same
+        // shown name.
+        let listing = match self.vault.list(path) {
+            Ok(listing) => listing,
             Err(e) if top => return Err(e),
             Err(e) => {
-                self.problems
-                    .push(format!("{}: cannot list the folder: {e}", path.display()));
+                self.problems.push(format!(
+                    "{}: cannot list the folder: {e}",
+                    self.vault.display(path)
+                ));
                 return Ok(out);
             }
         };
-        let mut containers = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            // The vault rule, shared with `serve`: no hidden entries, no symlink out of the vault.
-            if vault_rules::is_hidden(name.as_bytes()) {
-                continue;
-            }
-            let Ok(file_type) = entry.file_type() else {
-                continue;
-            };
-            let Some(child) = vault_rules::entry_target(root, &entry.path(), file_type) else {
-                continue;
-            };
-            if file_type.is_dir() {
-                // Symlinked folders are not followed: a link loop must not hang the scan.
-                let Ok(meta) = entry.metadata() else { continue };
-                let mut sub = self.scan_dir(root, &child, seen, false)?;
-                sub.times = Some(Times::of(&meta));
-                out.dirs.insert(name, sub);
-            } else if let Some(shown) = shown_name(&name) {
-                containers.push((shown, child));
-            }
+        for folder in listing.folders {
+            let mut sub = self.scan_dir(&folder.path, false)?;
+            sub.times = Some(Times::of(&folder.entry));
+            out.dirs.insert(folder.name, sub);
         }
-        for (shown, child) in containers {
-            if out.dirs.contains_key(&shown) {
-                self.problems.push(format!(
-                    "{}: not shown, a folder has the same name",
-                    child.display()
-                ));
-                continue;
-            }
-            // Follows a symlink to a container inside the vault (`child` is then its target);
-            // skips anything that is not a regular file.
-            let Ok(meta) = std::fs::metadata(&child) else {
-                continue;
-            };
-            if !meta.is_file() {
-                continue;
-            }
-            let identity = Identity::of(&meta);
-            let size = match self.known.get(&child) {
-                Some((id, size)) if *id == identity => *size,
-                _ => {
-                    let size = read_size(&child);
-                    if let Err(e) = &size {
-                        self.problems.push(format!("{}: not shown: {e}", child.display()));
-                    }
-                    size.ok()
+        for shadowed in listing.shadowed {
+            self.problems.push(format!(
+                "{}: not shown, a folder has the same name",
+                self.vault.display(&shadowed.path)
+            ));
+        }
+        for c in listing.containers {
+            match self.vault.info(&c.path, &c.entry) {
+                Ok(info) => {
+                    out.files.insert(
+                        c.name,
+                        ScanFile {
+                            times: Times::of(&c.entry),
+                            version: c.entry.version,
+                            path: c.path,
+                            size: info.plaintext_size,
+                        },
+                    );
                 }
-            };
-            seen.insert(child.clone(), (identity, size));
-            if let Some(size) = size {
-                out.files.insert(
-                    shown,
-                    ScanFile {
-                        path: child,
-                        identity,
-                        size,
-                        times: Times::of(&meta),
-                    },
-                );
+                // Reported when first met: a kept failure comes back with `fresh` false.
+                Err(failure) if failure.fresh => {
+                    self.problems.push(format!("not shown: {}", failure.error));
+                }
+                Err(_) => {}
             }
         }
         Ok(out)
     }
 }
 
-/// `NAME.qltx` → `NAME`; anything else → None.
-fn shown_name(name: &OsStr) -> Option<OsString> {
-    let path = Path::new(name);
-    if path.extension()? != CONTAINER_EXT {
-        return None;
-    }
-    let stem = path.file_stem()?;
-    (!stem.is_empty() && stem != OsStr::new(".")).then(|| stem.to_os_string())
-}
-
-/// The plaintext size of a container, from its header and footer (no key).
-fn read_size(path: &Path) -> crate::Result<u64> {
-    let file = File::open(path).map_err(|e| crate::Error::io("opening", e))?;
-    Ok(ContainerInfo::read(&file)?.original_size())
-}
-
-/// What an open of a container ended in; kept so that the key is unwrapped (and a failure
-/// logged) once per container for the life of the mount.
-pub enum OpenState {
-    NotYet,
-    Open(Arc<CachedContainer>),
-    /// The errno every later open gets.
-    Failed(i32),
-}
-
 /// A container shown in the mount.
 pub struct FileEntry {
+    /// Its path in the vault.
     pub path: PathBuf,
     pub size: u64,
     pub times: Times,
-    identity: Identity,
-    pub state: Mutex<OpenState>,
+    pub version: Version,
     /// Corrupt blocks already logged (each is logged once).
     pub bad_blocks: Mutex<std::collections::HashSet<u64>>,
 }
@@ -437,7 +347,7 @@ impl Tree {
             new_children.insert(name, child);
         }
         for (name, file) in scan.files {
-            let same = |n: &Node| matches!(&n.kind, NodeKind::File(f) if f.identity == file.identity);
+            let same = |n: &Node| matches!(&n.kind, NodeKind::File(f) if f.version == file.version);
             let child = match old_children.remove(&name) {
                 Some(c) if same(&self.nodes[&c]) => c,
                 other => {
@@ -519,8 +429,7 @@ fn file_entry(f: ScanFile) -> FileEntry {
         path: f.path,
         size: f.size,
         times: f.times,
-        identity: f.identity,
-        state: Mutex::new(OpenState::NotYet),
+        version: f.version,
         bad_blocks: Mutex::new(Default::default()),
     }
 }
@@ -535,18 +444,18 @@ mod tests {
             mtime: UNIX_EPOCH,
             ctime: UNIX_EPOCH,
         };
-        let identity = Identity {
+        let version = Version(crate::storage::VersionInner::Local {
             dev: 1,
             ino: id,
-            len: size,
+            size,
             mtime_ns: 0,
             ctime_ns: 0,
-        };
+        });
         (
             name.into(),
             ScanFile {
-                path: format!("/v/{name}.qltx").into(),
-                identity,
+                path: format!("{name}.qltx").into(),
+                version,
                 size,
                 times: t,
             },
@@ -614,14 +523,5 @@ mod tests {
         assert!(t.get(n2).unwrap().is_dir());
         let kids = t.children(Tree::ROOT).unwrap();
         assert_eq!(kids, vec![(OsString::from("n"), n2, true)]);
-    }
-
-    #[test]
-    fn shown_names_drop_the_extension_and_skip_other_files() {
-        assert_eq!(shown_name("movie.mp4.qltx".as_ref()), Some("movie.mp4".into()));
-        assert_eq!(shown_name("a.qltx".as_ref()), Some("a".into()));
-        assert_eq!(shown_name("notes.txt".as_ref()), None);
-        assert_eq!(shown_name(".qltx".as_ref()), None);
-        assert_eq!(shown_name("qltx".as_ref()), None);
     }
 }

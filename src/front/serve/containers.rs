@@ -1,34 +1,20 @@
-//! Containers opened by the server, shared by every request for them.
-//!
-//! Opening a container costs a key derivation (PBKDF2 for a passphrase: a large fraction of a
-//! second by design), so each one is opened once and kept, together with its handle in the
-//! shared block cache. A failure to open (wrong key, damaged file) is kept too, so a client cannot
-//! make the server run the KDF again and again for a container the key does not open; an I/O
-//! error is not, since it may pass. Both are keyed by the file's
-//! identity (device, inode, size, modification time): a container replaced on disk is opened
-//! afresh on the next request, and the old one's cached blocks are dropped once no response
-//! uses it any more.
+//! Containers opened by the server, shared by every request for them: the vault's
+//! [`Registry`], which opens each container once (keyed by path and version, failures kept as
+//! the vault layer says), plus what the server says about each one.
 
 use super::conditional::Validators;
 use crate::container::cache::{BlockCache, CachedContainer};
-use crate::container::reader::Container;
+use crate::vault::{naming, Failure, Opened, Registry, Vault};
 use crate::{Error, Key};
 use hyper::StatusCode;
-use lru::LruCache;
-use std::fs::{self, File, Metadata};
-use std::num::NonZeroUsize;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
-
-/// How many opened containers are kept (each holds a file descriptor and its index).
-pub const MAX_OPEN: usize = 1024;
+use std::sync::Arc;
 
 /// An opened container and what the server says about it.
 pub struct ServedFile {
     pub cached: CachedContainer,
-    /// The container file (canonical), for log lines.
+    /// The container file as shown in log lines.
     pub path: PathBuf,
     pub content_type: &'static str,
     pub validators: Validators,
@@ -36,6 +22,24 @@ pub struct ServedFile {
     /// Where the last response for this file ended: a request that starts there is a
     /// sequential reader (a player fetching chunk after chunk) and gets read-ahead.
     pub last_end: AtomicU64,
+}
+
+impl ServedFile {
+    fn new(opened: Opened) -> Self {
+        let header = &opened.cached.container().info().header;
+        let validators = Validators::new(hex::encode(header.container_id), opened.entry.modified);
+        let block_size = u64::from(header.block_size);
+        let file_name = opened.path.file_name().unwrap_or_default();
+        let name = naming::plaintext_name(file_name).unwrap_or(file_name);
+        ServedFile {
+            content_type: content_type(&name.to_string_lossy()),
+            validators,
+            block_size,
+            path: opened.display.into(),
+            cached: opened.cached,
+            last_end: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 /// Why a container cannot be served: the status, a short reason for the client (no server
@@ -47,131 +51,51 @@ pub struct OpenFailure {
     pub detail: String,
 }
 
-type Opened = Result<Arc<ServedFile>, OpenFailure>;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Identity {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-}
-
-impl Identity {
-    fn of(m: &Metadata) -> Self {
-        Identity {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
-        }
-    }
-}
-
-type Slot = Arc<Mutex<Option<(Identity, Opened)>>>;
-
 /// The opened containers of one server.
 pub struct Containers {
-    key: Key,
-    cache: Arc<BlockCache>,
-    slots: Mutex<LruCache<PathBuf, Slot>>,
+    registry: Registry<ServedFile>,
 }
 
 impl Containers {
-    pub fn new(key: Key, cache: Arc<BlockCache>) -> Self {
+    pub fn new(vault: &Vault, key: Key, cache: Arc<BlockCache>) -> Self {
         Containers {
-            key,
-            cache,
-            slots: Mutex::new(LruCache::new(NonZeroUsize::new(MAX_OPEN).expect("non-zero"))),
+            registry: vault.registry(key, cache, ServedFile::new),
         }
     }
 
     pub fn cache(&self) -> &Arc<BlockCache> {
-        &self.cache
+        self.registry.cache()
     }
 
-    /// The opened container at `file` (canonical path) whose plaintext is called `name`.
-    /// Blocking: may open the file and derive its key. Concurrent requests for one file wait for
-    /// a single open.
-    pub fn get(&self, file: &Path, name: &str) -> Opened {
-        let slot = self.slot(file);
-        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let current = fs::metadata(file).map_err(|e| io_failure(file, e))?;
-        if let Some((identity, opened)) = slot.as_ref() {
-            if *identity == Identity::of(&current) {
-                return opened.clone();
-            }
-        }
-        let handle = File::open(file).map_err(|e| io_failure(file, e))?;
-        let meta = handle.metadata().map_err(|e| io_failure(file, e))?;
-        match self.open(handle, &meta, file, name) {
-            Ok(opened) => {
-                *slot = Some((Identity::of(&meta), Ok(Arc::clone(&opened))));
-                Ok(opened)
-            }
-            // An I/O error may pass (too many open files, a flaky disk): try again next time.
-            Err(e) if matches!(e.root(), Error::Io { .. }) => Err(failure(e, file)),
-            // The key or the bytes are wrong: remembered until the file changes.
-            Err(e) => {
-                let failed = failure(e, file);
-                *slot = Some((Identity::of(&meta), Err(failed.clone())));
-                Err(failed)
-            }
-        }
+    /// The opened container at `file` (its path in the vault). Blocking: may open it and derive
+    /// its key. Concurrent requests for one file wait for a single open.
+    pub fn get(&self, file: &Path) -> Result<Arc<ServedFile>, OpenFailure> {
+        self.registry.get(file).map_err(failure)
     }
 
     /// Opens a container now and keeps it, returning the library's error (for a startup check:
     /// a wrong key is reported before the server listens).
-    pub fn preload(&self, file: &Path, name: &str) -> crate::Result<()> {
-        let in_file = |e: Error| e.in_file(file);
-        let handle = File::open(file).map_err(|e| in_file(Error::io("opening", e)))?;
-        let meta = handle
-            .metadata()
-            .map_err(|e| in_file(Error::io("reading metadata", e)))?;
-        let opened = self.open(handle, &meta, file, name).map_err(in_file)?;
-        *self.slot(file).lock().unwrap_or_else(|p| p.into_inner()) = Some((Identity::of(&meta), Ok(opened)));
-        Ok(())
-    }
-
-    fn slot(&self, file: &Path) -> Slot {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(slots.get_or_insert(file.to_path_buf(), Slot::default))
-    }
-
-    fn open(&self, handle: File, meta: &Metadata, file: &Path, name: &str) -> crate::Result<Arc<ServedFile>> {
-        let container = Container::from_source(handle, &self.key)?;
-        let header = &container.info().header;
-        let validators = Validators::new(
-            hex::encode(header.container_id),
-            meta.modified().unwrap_or(std::time::UNIX_EPOCH),
-        );
-        let block_size = u64::from(header.block_size);
-        Ok(Arc::new(ServedFile {
-            cached: CachedContainer::new(Arc::new(container), Arc::clone(&self.cache)),
-            path: file.to_path_buf(),
-            content_type: content_type(name),
-            validators,
-            block_size,
-            last_end: AtomicU64::new(u64::MAX),
-        }))
+    pub fn preload(&self, file: &Path) -> crate::Result<()> {
+        self.registry.preload(file).map(drop)
     }
 
     /// How many containers are open now.
     pub fn open_count(&self) -> usize {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.registry.open_count()
     }
 }
 
-/// A container that did not open: a wrong key is 403, anything else 500.
-fn failure(e: Error, file: &Path) -> OpenFailure {
-    let e = e.in_file(file);
-    let (status, reason) = match e.root() {
+/// A container that did not open: a wrong key is 403, one that is not there 404, anything else
+/// 500.
+fn failure(f: Failure) -> OpenFailure {
+    let (status, reason) = match f.error.root() {
         Error::WrongKey(_) => (
             StatusCode::FORBIDDEN,
             "the server's key does not open this container",
         ),
+        Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
+            (StatusCode::NOT_FOUND, "not found")
+        }
         Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "the container cannot be read"),
         _ => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -181,24 +105,7 @@ fn failure(e: Error, file: &Path) -> OpenFailure {
     OpenFailure {
         status,
         reason,
-        detail: e.to_string(),
-    }
-}
-
-fn io_failure(file: &Path, e: std::io::Error) -> OpenFailure {
-    let not_found = e.kind() == std::io::ErrorKind::NotFound;
-    OpenFailure {
-        status: if not_found {
-            StatusCode::NOT_FOUND
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        },
-        reason: if not_found {
-            "not found"
-        } else {
-            "the container cannot be read"
-        },
-        detail: format!("{}: {e}", file.display()),
+        detail: f.error.to_string(),
     }
 }
 

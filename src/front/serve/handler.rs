@@ -6,8 +6,8 @@ use super::body::{AccessLog, Segment, ServeBody, Streamer};
 use super::conditional::Precondition;
 use super::conn::Activity;
 use super::containers::{OpenFailure, ServedFile};
+use super::paths::{self, Target};
 use super::range::{self, ByteRange, RangeRequest};
-use super::vault::{self, Target};
 use super::State;
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -68,7 +68,7 @@ pub async fn handle(
         .token
         .as_ref()
         .is_none_or(|token| token.accepts(req.headers.get(header::AUTHORIZATION)));
-    if path == vault::HEALTH_PATH {
+    if path == paths::HEALTH_PATH {
         // Load balancers probe without the token: they get the status; the details (version,
         // cache, open containers, counters) only with it.
         let mut r = simple(StatusCode::OK, state.health_json(authorized), is_head, log);
@@ -135,22 +135,20 @@ fn find(state: &State, path: &str, query: Option<&str>) -> Outcome {
             None => to,
         }),
         Target::Folder { dir, url, json } => {
-            let vault::Root::Vault { dir: root } = &state.root else {
-                return Outcome::NotFound;
-            };
-            match vault::list(root, &dir) {
+            let vault = state.root.vault();
+            match paths::list(vault, &dir) {
                 Ok(entries) => Outcome::Listing {
                     text: if json {
-                        vault::listing_json(&url, &entries)
+                        paths::listing_json(&url, &entries)
                     } else {
-                        vault::listing_html(&url, &entries)
+                        paths::listing_html(&url, &entries)
                     },
                     json,
                 },
-                Err(e) => Outcome::ListingFailed(format!("{}: {e}", dir.display())),
+                Err(e) => Outcome::ListingFailed(format!("{}: {e}", vault.display(&dir))),
             }
         }
-        Target::Container { file, name } => match state.containers.get(&file, &name) {
+        Target::Container { file, .. } => match state.containers.get(&file) {
             Ok(f) => Outcome::File(f),
             Err(failure) => Outcome::OpenFailed(failure),
         },

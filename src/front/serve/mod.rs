@@ -31,8 +31,8 @@ pub mod conditional;
 mod conn;
 mod containers;
 mod handler;
+pub mod paths;
 pub mod range;
-pub mod vault;
 
 pub use auth::BearerToken;
 
@@ -44,6 +44,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use paths::Root;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -51,7 +52,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use vault::Root;
 
 /// The default listening address (the seeds' port).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7621";
@@ -185,9 +185,9 @@ impl SeekServer {
             n => n,
         };
         let cache = Arc::new(BlockCache::new(opts.cache_bytes, workers));
-        let containers = Containers::new(key, cache);
-        if let Root::Single { file, name } = &root {
-            containers.preload(file, name)?;
+        let containers = Containers::new(root.vault(), key, cache);
+        if let Root::Single { file, .. } = &root {
+            containers.preload(file)?;
         }
         // At least one permit, and no more than a semaphore can count.
         let budget_bytes = opts.inflight_bytes.clamp(1, Semaphore::MAX_PERMITS);

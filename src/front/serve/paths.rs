@@ -3,24 +3,24 @@
 //! The one rule that matters for safety: only `*.qltx` files inside the served PATH are ever
 //! reachable. A request path is split into segments *before* percent-decoding, and a segment that
 //! decodes to `.`, `..`, anything starting with `.` (hidden files), or anything holding `/`, `\`
-//! or NUL is refused. Every candidate is then canonicalised (following symlinks) and must still be
-//! inside the canonical root, so a symlink that leaves PATH is refused too. Refusals are 404s: a
-//! client learns nothing about the file system outside the vault.
+//! or NUL is refused. Every candidate is then looked up through the vault layer
+//! ([`Vault::stat`]): names the vault does not show are not found, and its storage never follows
+//! a symlink out of PATH. Refusals are 404s: a client learns nothing about the file system
+//! outside the vault. A folder and a container with the same shown name (`x/`, `x.qltx`): the
+//! folder wins, as in every listing of the vault.
 //!
 //! URL layout, for a vault `V`: `V/a/b.mp4.qltx` is `/a/b.mp4`; the folder `V/a` is `/a/`
 //! (`/a` redirects there); `/a/?format=json` and `/a/index.json` list it as JSON; `/health` is
 //! the health check. For a single container `movie.mp4.qltx`: `/` and `/movie.mp4`.
 
-use crate::container::reader::ContainerInfo;
+use crate::storage::EntryKind;
+use crate::vault::{naming, Vault};
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-
-/// The extension of container files; URLs leave it out.
-pub const CONTAINER_EXT: &str = "qltx";
 
 /// Reserved path of the health check.
 pub const HEALTH_PATH: &str = "/health";
@@ -28,22 +28,26 @@ pub const HEALTH_PATH: &str = "/health";
 /// What the server was pointed at.
 #[derive(Clone, Debug)]
 pub enum Root {
-    /// One container, at `/` and `/NAME`.
-    Single { file: PathBuf, name: String },
-    /// A folder of containers (canonical path).
-    Vault { dir: PathBuf },
+    /// One container, at `/` and `/NAME`: `file` in the vault of its folder.
+    Single {
+        vault: Vault,
+        file: PathBuf,
+        name: String,
+    },
+    /// A folder of containers.
+    Vault { vault: Vault },
 }
 
 /// What a request path resolves to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Target {
     Health,
-    /// A container file (canonical path) and its plaintext name (for the Content-Type).
+    /// A container (its path in the vault) and its plaintext name.
     Container {
         file: PathBuf,
         name: String,
     },
-    /// A folder of the vault (canonical path) and its URL path, ending in `/`.
+    /// A folder (its path in the vault) and its URL path, ending in `/`.
     Folder {
         dir: PathBuf,
         url: String,
@@ -59,16 +63,26 @@ impl Root {
     pub fn new(path: &Path) -> std::io::Result<Root> {
         let canonical = fs::canonicalize(path)?;
         if canonical.is_dir() {
-            return Ok(Root::Vault { dir: canonical });
+            return Ok(Root::Vault {
+                vault: Vault::local(&canonical)?,
+            });
         }
-        let file_name = canonical
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let (Some(folder), Some(file_name)) = (canonical.parent(), canonical.file_name()) else {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        };
+        let name = naming::plaintext_name(file_name).unwrap_or(file_name);
         Ok(Root::Single {
-            name: plaintext_name(&file_name).unwrap_or(&file_name).to_string(),
-            file: canonical,
+            vault: Vault::local(folder)?,
+            name: name.to_string_lossy().into_owned(),
+            file: file_name.into(),
         })
+    }
+
+    /// The vault requests are served from (for a single container, the vault of its folder).
+    pub fn vault(&self) -> &Vault {
+        match self {
+            Root::Single { vault, .. } | Root::Vault { vault } => vault,
+        }
     }
 
     /// Resolves a request's path (as sent, still percent-encoded) and query.
@@ -81,7 +95,7 @@ impl Root {
         };
         let wants_json = query.is_some_and(|q| q.split('&').any(|p| p == "format=json"));
         match self {
-            Root::Single { file, name } => {
+            Root::Single { file, name, .. } => {
                 let hit = match segments.as_slice() {
                     [only] => only.is_empty() || only.as_bytes() == name.as_bytes(),
                     _ => false,
@@ -95,12 +109,12 @@ impl Root {
                     Target::NotFound
                 }
             }
-            Root::Vault { dir } => resolve_in_vault(dir, raw_path, &segments, wants_json),
+            Root::Vault { vault } => resolve_in_vault(vault, raw_path, &segments, wants_json),
         }
     }
 }
 
-fn resolve_in_vault(root: &Path, raw_path: &str, segments: &[OsString], json: bool) -> Target {
+fn resolve_in_vault(vault: &Vault, raw_path: &str, segments: &[OsString], json: bool) -> Target {
     let (last, parents) = segments.split_last().expect("a path has at least one segment");
     let mut rel = PathBuf::new();
     for s in parents {
@@ -114,52 +128,37 @@ fn resolve_in_vault(root: &Path, raw_path: &str, segments: &[OsString], json: bo
         }
         url
     };
+    let is = |path: &Path, kind: EntryKind| vault.stat(path).is_ok_and(|e| e.kind == kind);
     if last.is_empty() {
-        return match inside(root, &root.join(&rel)) {
-            Some(dir) if dir.is_dir() => Target::Folder {
+        return if is(&rel, EntryKind::Folder) {
+            Target::Folder {
                 url: folder_url(&rel),
-                dir,
+                dir: rel,
                 json,
-            },
-            _ => Target::NotFound,
+            }
+        } else {
+            Target::NotFound
         };
     }
-    let mut file_name = last.clone();
-    file_name.push(".");
-    file_name.push(CONTAINER_EXT);
-    if let Some(file) = inside(root, &root.join(&rel).join(&file_name)) {
-        if file.is_file() {
-            return Target::Container {
-                file,
-                name: last.to_string_lossy().into_owned(),
-            };
-        }
+    // A folder first: it wins over a container of the same shown name, as in listings.
+    if is(&rel.join(last), EntryKind::Folder) {
+        return Target::Redirect(format!("{raw_path}/"));
     }
-    rel.push(last);
-    if let Some(dir) = inside(root, &root.join(&rel)) {
-        if dir.is_dir() {
-            return Target::Redirect(format!("{raw_path}/"));
-        }
+    let file = rel.join(naming::container_name(last));
+    if is(&file, EntryKind::Object) {
+        return Target::Container {
+            file,
+            name: last.to_string_lossy().into_owned(),
+        };
     }
-    rel.pop();
-    if last.as_bytes() == b"index.json" {
-        if let Some(dir) = inside(root, &root.join(&rel)) {
-            if dir.is_dir() {
-                return Target::Folder {
-                    url: folder_url(&rel),
-                    dir,
-                    json: true,
-                };
-            }
-        }
+    if last.as_bytes() == b"index.json" && is(&rel, EntryKind::Folder) {
+        return Target::Folder {
+            url: folder_url(&rel),
+            dir: rel,
+            json: true,
+        };
     }
     Target::NotFound
-}
-
-/// The canonical form of `candidate` if it exists and is inside `root` (itself canonical): the
-/// vault rule shared with the mount ([`crate::vault::rules`]).
-fn inside(root: &Path, candidate: &Path) -> Option<PathBuf> {
-    crate::vault::rules::inside(root, candidate)
 }
 
 /// Splits `/a/b%20c/` into `["a", "b c", ""]`, refusing anything that could step outside the
@@ -175,20 +174,12 @@ fn decode_segments(raw_path: &str) -> Option<Vec<OsString>> {
         if bytes.is_empty() && !is_last {
             return None; // "//": an empty name in the middle
         }
-        if crate::vault::rules::is_hidden(&bytes) || bytes.iter().any(|&b| matches!(b, b'/' | b'\\' | 0)) {
+        if naming::is_hidden(&bytes) || bytes.iter().any(|&b| matches!(b, b'/' | b'\\' | 0)) {
             return None; // ".", "..", hidden names, encoded separators
         }
         out.push(OsString::from_vec(bytes));
     }
     Some(out)
-}
-
-/// The plaintext name of a container file name (`movie.mp4.qltx` → `movie.mp4`).
-pub fn plaintext_name(file_name: &str) -> Option<&str> {
-    file_name
-        .strip_suffix(CONTAINER_EXT)
-        .and_then(|s| s.strip_suffix('.'))
-        .filter(|s| !s.is_empty())
 }
 
 /// Characters escaped in a URL path segment we generate.
@@ -231,46 +222,30 @@ pub struct Entry {
     pub modified: Option<SystemTime>,
 }
 
-/// Lists the sub-folders and containers of `dir` that a request could reach: hidden names,
-/// non-container files and symlinks leaving `root` are left out. Folders first, then by name.
-pub fn list(root: &Path, dir: &Path) -> std::io::Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    for item in fs::read_dir(dir)? {
-        let item = item?;
-        let os_name = item.file_name();
-        let raw = os_name.as_bytes();
-        if crate::vault::rules::is_hidden(raw) || raw.contains(&b'\\') {
-            continue;
-        }
-        let Some(real) = inside(root, &item.path()) else {
-            continue;
-        };
-        let Ok(meta) = fs::metadata(&real) else { continue };
-        if meta.is_dir() {
-            entries.push(Entry {
-                name: os_name.to_string_lossy().into_owned(),
-                href: format!("{}/", encode_segment(raw)),
-                is_dir: true,
-                size: None,
-                modified: meta.modified().ok(),
-            });
-        } else if meta.is_file() {
-            let suffix = format!(".{CONTAINER_EXT}");
-            let Some(stem) = raw.strip_suffix(suffix.as_bytes()).filter(|s| !s.is_empty()) else {
-                continue;
-            };
-            let size = File::open(&real)
-                .ok()
-                .and_then(|f| ContainerInfo::read(&f).ok())
-                .map(|info| info.original_size());
-            entries.push(Entry {
-                name: String::from_utf8_lossy(stem).into_owned(),
-                href: encode_segment(stem),
-                is_dir: false,
-                size,
-                modified: meta.modified().ok(),
-            });
-        }
+/// Lists the sub-folders and containers of the folder `dir` of `vault` that a request could
+/// reach ([`Vault::list`]: hidden names, non-container files and symlinks leaving the vault are
+/// left out). Container sizes come from the vault's key-free info, read once per version.
+/// Folders first, then by name.
+pub fn list(vault: &Vault, dir: &Path) -> std::io::Result<Vec<Entry>> {
+    let listing = vault.list(dir)?;
+    let mut entries = Vec::with_capacity(listing.folders.len() + listing.containers.len());
+    for f in listing.folders {
+        entries.push(Entry {
+            name: f.name.to_string_lossy().into_owned(),
+            href: format!("{}/", encode_segment(f.name.as_bytes())),
+            is_dir: true,
+            size: None,
+            modified: Some(f.entry.modified),
+        });
+    }
+    for c in listing.containers {
+        entries.push(Entry {
+            name: c.name.to_string_lossy().into_owned(),
+            href: encode_segment(c.name.as_bytes()),
+            is_dir: false,
+            size: vault.info(&c.path, &c.entry).ok().map(|i| i.plaintext_size),
+            modified: Some(c.entry.modified),
+        });
     }
     entries.sort_by(|a, b| b.is_dir.cmp(&a.is_dir).then_with(|| a.name.cmp(&b.name)));
     Ok(entries)
@@ -448,10 +423,8 @@ mod tests {
     #[test]
     fn listing_leaves_out_hidden_plain_and_escaping_entries() {
         let (_d, root) = vault();
-        let Root::Vault { dir } = &root else {
-            unreachable!()
-        };
-        let names: Vec<(String, bool)> = list(dir, dir)
+        let vault = root.vault();
+        let names: Vec<(String, bool)> = list(vault, Path::new(""))
             .unwrap()
             .into_iter()
             .map(|e| (e.name, e.is_dir))
@@ -460,8 +433,21 @@ mod tests {
             names,
             vec![("sub".to_string(), true), ("a.txt".to_string(), false)]
         );
-        let html = listing_html("/", &list(dir, &dir.join("sub")).unwrap());
+        let html = listing_html("/", &list(vault, Path::new("sub")).unwrap());
         assert!(html.contains("<a href=\"b%20c.mp4\">b c.mp4</a>"), "{html}");
+    }
+
+    #[test]
+    fn a_folder_wins_over_a_container_of_the_same_name() {
+        let (d, root) = vault();
+        fs::write(d.path().join("vault/sub.qltx"), b"x").unwrap();
+        assert_eq!(root.resolve("/sub", None), Target::Redirect("/sub/".into()));
+        let names: Vec<String> = list(root.vault(), Path::new(""))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["sub", "a.txt"], "as in the mount");
     }
 
     #[test]
