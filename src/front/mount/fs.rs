@@ -7,7 +7,7 @@
 //! never holds up the others.
 
 use super::tree::{FileEntry, NodeKind, OpenState, Tree};
-use super::{log, MountOptions};
+use super::MountOptions;
 use crate::container::cache::{BlockCache, CachedContainer};
 use crate::container::reader::Container;
 use crate::{Error, Key};
@@ -145,15 +145,15 @@ impl Shared {
             }
             Err(e) => {
                 let errno = match e.root() {
-                    Error::WrongKey(_) => libc::EACCES,
-                    Error::Io { cause, .. } => {
+                    e if e.is_wrong_key() => libc::EACCES,
+                    Error::Io { source: cause, .. } => {
                         // Transient (too many open files, ...): not kept, logged each time.
-                        log(&format!("cannot open {e}"));
+                        tracing::warn!(target: "qeltrix::mount", "cannot open {e}");
                         return Err(Errno::from_i32(cause.raw_os_error().unwrap_or(libc::EIO)));
                     }
                     _ => libc::EIO,
                 };
-                log(&format!("cannot open {e}"));
+                tracing::warn!(target: "qeltrix::mount", errno, "cannot open {e}");
                 *state = OpenState::Failed(errno);
                 Err(Errno::from_i32(errno))
             }
@@ -238,10 +238,13 @@ impl Shared {
             None => true,
         };
         if first_time {
-            log(&format!(
+            tracing::warn!(
+                target: "qeltrix::mount",
+                offset,
+                end,
                 "{}: read of bytes {offset}..{end} failed: {e}",
                 entry.path.display()
-            ));
+            );
         }
     }
 }

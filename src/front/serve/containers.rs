@@ -168,7 +168,7 @@ impl Containers {
 fn failure(e: Error, file: &Path) -> OpenFailure {
     let e = e.in_file(file);
     let (status, reason) = match e.root() {
-        Error::WrongKey(_) => (
+        e if e.is_wrong_key() => (
             StatusCode::FORBIDDEN,
             "the server's key does not open this container",
         ),
