@@ -394,8 +394,8 @@ mod tests {
         let mut out = AtomicOutput::create(&dest, false).unwrap();
         out.file().write_all(b"new").unwrap();
         std::fs::write(&dest, b"theirs").unwrap();
-        let err = out.commit().unwrap_err().to_string();
-        assert!(err.contains("appeared meanwhile"), "{err}");
+        let err = out.commit().unwrap_err();
+        assert!(matches!(&err, Error::Exists { path } if *path == dest), "{err}");
         assert_eq!(std::fs::read(&dest).unwrap(), b"theirs");
         assert_eq!(names(dir.path()), ["out"]);
     }
