@@ -315,3 +315,83 @@ impl From<Error> for io::Error {
         io::Error::new(kind, e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn io_gives_its_cause_as_source_and_says_it_once() {
+        let e = Error::io(
+            "reading the footer",
+            io::Error::from(io::ErrorKind::UnexpectedEof),
+        )
+        .in_file("c.qltx");
+        let io = e
+            .source()
+            .and_then(|s| s.source())
+            .and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(io.map(io::Error::kind), Some(io::ErrorKind::UnexpectedEof));
+        let text = e.to_string();
+        assert!(text.starts_with("c.qltx: reading the footer: "), "{text}");
+        assert_eq!(text.matches("end of file").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn key_failures_say_what_was_tried_and_what_exists() {
+        use SlotKind::*;
+        let wrong = Error::WrongKey {
+            tried: vec![KeyFile, Recipient],
+            lock: Lock::Container,
+        };
+        assert_eq!(
+            wrong.to_string(),
+            "wrong key: the key-file or recipient given does not open any key slot"
+        );
+        let none = Error::NoSlot {
+            tried: vec![Passphrase],
+            present: vec![KeyFile, Keyring],
+        };
+        assert_eq!(
+            none.to_string(),
+            "wrong key: the container has no passphrase slot (its slots: key-file, keyring); \
+             its keyring slot needs the passphrase of the vault it was packed into"
+        );
+        let refused = Error::SlotsRefused {
+            refused: vec![
+                SlotRefusal::TooCostly {
+                    slot: 0,
+                    iterations: 5000,
+                    limit: 4000,
+                },
+                SlotRefusal::NotTried {
+                    slot: 5,
+                    max_slots: 4,
+                },
+            ],
+        };
+        let text = refused.to_string();
+        assert!(
+            text.starts_with("wrong key: no key slot opened; key slot #0 asks for 5000 PBKDF2 iterations")
+                && text.ends_with(
+                    "; key slot #5 was not tried: at most 4 passphrase slots are tried per container"
+                ),
+            "{text}"
+        );
+        for e in [wrong, none, refused] {
+            assert!(e.is_wrong_key() && e.is_auth_failure(), "{e}");
+        }
+        assert!(Error::NoTrailer.is_auth_failure() && !Error::NoTrailer.is_wrong_key());
+    }
+
+    #[test]
+    fn an_error_naming_its_file_is_not_wrapped_again() {
+        let e = Error::Exists { path: "out".into() }.in_file("in");
+        assert!(
+            matches!(&e, Error::Exists { path } if path.as_os_str() == "out"),
+            "{e}"
+        );
+        assert_eq!(e.to_string(), "out exists");
+    }
+}

@@ -339,4 +339,30 @@ mod tests {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
     }
+
+    /// The library states the fact; the CLI's words for it are what users and scripts saw before
+    /// the library stopped naming flags and commands.
+    #[test]
+    fn cli_words_the_advice() {
+        use qeltrix::Error;
+        let exists = anyhow::Error::from(Error::Exists {
+            path: "c.qltx".into(),
+        });
+        assert_eq!(
+            super::error_text(&exists),
+            "invalid argument: c.qltx exists; use --force to overwrite it"
+        );
+        assert_eq!(super::exit_code(exists.downcast_ref()), super::EXIT_USAGE);
+        let cut = anyhow::Error::from(Error::NoTrailer.in_file("cut.qltx"));
+        assert_eq!(
+            super::error_text(&cut),
+            "cut.qltx: incomplete container: no valid trailer at the end of the file (a cut stream or \
+             an interrupted write; `qeltrix repair` can recover the complete blocks)"
+        );
+        assert_eq!(super::exit_code(cut.downcast_ref()), super::EXIT_AUTH);
+        // The io cause is printed once, with the contexts the CLI added before it.
+        let io = Error::io("reading", std::io::Error::other("disk on fire"));
+        let e = anyhow::Error::from(io).context("k.key");
+        assert_eq!(super::error_text(&e), "k.key: reading: disk on fire");
+    }
 }
