@@ -1,32 +1,73 @@
 //! The library's error type.
 //!
 //! Rules for errors, project-wide:
-//! - A caller can match on the kind: a wrong key ([`Error::WrongKey`]) is not a corrupt container
-//!   ([`Error::Corrupt`]), and neither is an I/O failure ([`Error::Io`]).
+//! - A caller can match on the kind: a wrong key ([`Error::WrongKey`]) is not a missing slot
+//!   ([`Error::NoSlot`]), a refused KDF cost ([`Error::SlotsRefused`], [`Error::KdfTooCostly`]),
+//!   a corrupt container ([`Error::Corrupt`]) or an I/O failure ([`Error::Io`]).
 //! - Every error about container bytes says where: the block index and/or the byte offset in the
 //!   container. The file name is added by whoever knows it (the CLI, `Container::open`).
 //! - Nothing read from a container is trusted before it is checked, so malformed input is an
 //!   error value, never a panic.
+//! - An error's `Display` is complete: it includes the text of its cause. [`Error::Io`] and
+//!   [`Error::InFile`] also return their cause from `source()`, for code that inspects it (the
+//!   `io::ErrorKind`, the inner error), so a printer shows a `qeltrix::Error` with `{}` and does
+//!   not walk its chain further.
+//! - The library states facts; it does not word advice for a front end (no command names or
+//!   flags: the CLI adds "use --force", "`qeltrix repair`" where it prints).
 
+use std::fmt;
 use std::io;
 use std::path::PathBuf;
+
+use crate::core::format::SlotKind;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    // The cause is part of the message rather than a `source()`, so printing the error chain
-    // does not repeat it.
-    #[error("{context}: {cause}")]
-    Io { context: String, cause: io::Error },
+    /// An operating-system call failed; `context` says what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
 
     /// The bytes are not a Qeltrix container at all (bad magic, unknown version or cipher).
     #[error("not a Qeltrix container: {0}")]
     NotAContainer(String),
 
-    /// No key slot accepted the key we were given.
-    #[error("wrong key: {0}")]
-    WrongKey(String),
+    /// A key slot of a kind the key could open exists, but the key opens none of them (or, for
+    /// [`Lock::VaultKeyring`], the passphrase does not open the vault's keyring).
+    #[error("wrong key: {}", wrong_key(tried, *lock))]
+    WrongKey { tried: Vec<SlotKind>, lock: Lock },
+
+    /// The container has no key slot of any kind the key could open.
+    #[error(
+        "wrong key: the container has no {} slot (its slots: {}){}",
+        kinds(tried, " or "),
+        kinds(present, ", "),
+        keyring_hint(tried, present)
+    )]
+    NoSlot {
+        tried: Vec<SlotKind>,
+        present: Vec<SlotKind>,
+    },
+
+    /// No slot opened, and some were not tried: their KDF cost is above the reader's limit, or
+    /// they are past the number of passphrase slots a reader tries.
+    #[error("wrong key: no key slot opened; {}", refusals(refused))]
+    SlotsRefused { refused: Vec<SlotRefusal> },
+
+    /// A passphrase-protected object (`what`: "the keyring") asks for more PBKDF2 iterations
+    /// than this reader allows ([`crate::crypto::KdfLimits`]).
+    #[error("wrong key: {}", too_costly(what, *iterations, *limit))]
+    KdfTooCostly {
+        what: String,
+        iterations: u32,
+        limit: u32,
+    },
 
     /// Authentication or a structural check failed: the container was modified or damaged.
     #[error("corrupt container: {what}{}", location(*block, *offset))]
@@ -36,13 +77,26 @@ pub enum Error {
         offset: Option<u64>,
     },
 
-    /// The container has no valid trailer: a cut stream or an interrupted writer.
+    /// The container is cut short (a stream that ended, a file shorter than its header).
     #[error("incomplete container: {0}")]
     Incomplete(String),
+
+    /// The file ends without a valid trailer: a cut stream or an interrupted writer. The blocks
+    /// that arrived whole can be recovered (`container::repair`).
+    #[error("incomplete container: no valid trailer at the end of the file (a cut stream or an interrupted write)")]
+    NoTrailer,
 
     /// A caller passed an option outside what the format allows.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// The output exists and the caller did not ask to replace it.
+    #[error("{} exists", path.display())]
+    Exists { path: PathBuf },
+
+    /// Key material that does not parse (a key file, an identity, a recipient).
+    #[error(transparent)]
+    KeyFormat(#[from] crate::core::crypto::KeyFormatError),
 
     /// A bug: code that should never fail panicked while handling this block or request. The
     /// panic was caught so that it fails this one request, not the process.
@@ -51,7 +105,88 @@ pub enum Error {
 
     /// Context added to another error: the file it happened in.
     #[error("{}: {inner}", path.display())]
-    InFile { path: PathBuf, inner: Box<Error> },
+    InFile {
+        path: PathBuf,
+        #[source]
+        inner: Box<Error>,
+    },
+}
+
+/// What a key was tried on, in [`Error::WrongKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Lock {
+    /// A container's key slots.
+    Container,
+    /// A vault's keyring (opened by the vault passphrase).
+    VaultKeyring,
+}
+
+/// A key slot that was not tried, in [`Error::SlotsRefused`]. `slot` is its number in the slot
+/// area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlotRefusal {
+    /// Its PBKDF2 cost (`iterations`, read from unauthenticated bytes) is above `limit`.
+    TooCostly {
+        slot: usize,
+        iterations: u32,
+        limit: u32,
+    },
+    /// More passphrase slots came before it than a reader tries (`max_slots`).
+    NotTried { slot: usize, max_slots: usize },
+}
+
+impl fmt::Display for SlotRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SlotRefusal::TooCostly {
+                slot,
+                iterations,
+                limit,
+            } => f.write_str(&too_costly(&format!("key slot #{slot}"), *iterations, *limit)),
+            SlotRefusal::NotTried { slot, max_slots } => write!(
+                f,
+                "key slot #{slot} was not tried: at most {max_slots} passphrase slots are tried per container"
+            ),
+        }
+    }
+}
+
+fn wrong_key(tried: &[SlotKind], lock: Lock) -> String {
+    match lock {
+        Lock::Container => format!("the {} given does not open any key slot", kinds(tried, " or ")),
+        Lock::VaultKeyring => "the passphrase does not open the vault keyring".into(),
+    }
+}
+
+fn kinds(kinds: &[SlotKind], sep: &str) -> String {
+    kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(sep)
+}
+
+fn keyring_hint(tried: &[SlotKind], present: &[SlotKind]) -> &'static str {
+    if present.contains(&SlotKind::Keyring) && !tried.contains(&SlotKind::Keyring) {
+        "; its keyring slot needs the passphrase of the vault it was packed into"
+    } else {
+        ""
+    }
+}
+
+fn refusals(refused: &[SlotRefusal]) -> String {
+    refused
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+// The flag named here is the reader's limit as every front end spells it; the tests and docs
+// quote this text.
+fn too_costly(what: &str, iterations: u32, limit: u32) -> String {
+    format!(
+        "{what} asks for {iterations} PBKDF2 iterations, more than this reader's limit of {limit}; \
+         if you made it with that cost, pass --max-kdf-iterations {iterations}"
+    )
 }
 
 fn location(block: Option<u64>, offset: Option<u64>) -> String {
@@ -92,14 +227,14 @@ impl Error {
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            cause: source,
+            source,
         }
     }
 
     /// Attach the file the error happened in (once: an error that already names a file keeps it).
     pub fn in_file(self, path: impl Into<PathBuf>) -> Self {
         match self {
-            e @ Error::InFile { .. } => e,
+            e @ (Error::InFile { .. } | Error::Exists { .. }) => e,
             e => Error::InFile {
                 path: path.into(),
                 inner: Box::new(e),
@@ -115,18 +250,39 @@ impl Error {
         }
     }
 
+    /// The file the error names, if any.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::InFile { path, .. } | Error::Exists { path } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// True when the key given does not open it: a wrong key, no slot of its kind, or slots
+    /// refused for their KDF cost.
+    pub fn is_wrong_key(&self) -> bool {
+        matches!(
+            self.root(),
+            Error::WrongKey { .. }
+                | Error::NoSlot { .. }
+                | Error::SlotsRefused { .. }
+                | Error::KdfTooCostly { .. }
+        )
+    }
+
     /// True when the failure means "this key does not open it" or "these bytes are not authentic":
     /// the CLI's exit code 3.
     pub fn is_auth_failure(&self) -> bool {
-        matches!(
-            self.root(),
-            Error::WrongKey(_) | Error::Corrupt { .. } | Error::Incomplete(_) | Error::NotAContainer(_)
-        )
+        self.is_wrong_key()
+            || matches!(
+                self.root(),
+                Error::Corrupt { .. } | Error::Incomplete(_) | Error::NoTrailer | Error::NotAContainer(_)
+            )
     }
 
     /// True for a broken pipe on output (`qeltrix seek ... | head`), which is not an error.
     pub fn is_broken_pipe(&self) -> bool {
-        matches!(self.root(), Error::Io { cause, .. } if cause.kind() == io::ErrorKind::BrokenPipe)
+        matches!(self.root(), Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
     }
 }
 
@@ -150,11 +306,92 @@ pub fn catch_panic<T>(block: Option<u64>, f: impl FnOnce() -> Result<T>) -> Resu
 impl From<Error> for io::Error {
     fn from(e: Error) -> Self {
         let kind = match e.root() {
-            Error::Io { cause, .. } => cause.kind(),
-            Error::WrongKey(_) => io::ErrorKind::PermissionDenied,
-            Error::InvalidArgument(_) => io::ErrorKind::InvalidInput,
+            Error::Io { source, .. } => source.kind(),
+            e if e.is_wrong_key() => io::ErrorKind::PermissionDenied,
+            Error::InvalidArgument(_) | Error::KeyFormat(_) => io::ErrorKind::InvalidInput,
+            Error::Exists { .. } => io::ErrorKind::AlreadyExists,
             _ => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn io_gives_its_cause_as_source_and_says_it_once() {
+        let e = Error::io(
+            "reading the footer",
+            io::Error::from(io::ErrorKind::UnexpectedEof),
+        )
+        .in_file("c.qltx");
+        let io = e
+            .source()
+            .and_then(|s| s.source())
+            .and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(io.map(io::Error::kind), Some(io::ErrorKind::UnexpectedEof));
+        let text = e.to_string();
+        assert!(text.starts_with("c.qltx: reading the footer: "), "{text}");
+        assert_eq!(text.matches("end of file").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn key_failures_say_what_was_tried_and_what_exists() {
+        use SlotKind::*;
+        let wrong = Error::WrongKey {
+            tried: vec![KeyFile, Recipient],
+            lock: Lock::Container,
+        };
+        assert_eq!(
+            wrong.to_string(),
+            "wrong key: the key-file or recipient given does not open any key slot"
+        );
+        let none = Error::NoSlot {
+            tried: vec![Passphrase],
+            present: vec![KeyFile, Keyring],
+        };
+        assert_eq!(
+            none.to_string(),
+            "wrong key: the container has no passphrase slot (its slots: key-file, keyring); \
+             its keyring slot needs the passphrase of the vault it was packed into"
+        );
+        let refused = Error::SlotsRefused {
+            refused: vec![
+                SlotRefusal::TooCostly {
+                    slot: 0,
+                    iterations: 5000,
+                    limit: 4000,
+                },
+                SlotRefusal::NotTried {
+                    slot: 5,
+                    max_slots: 4,
+                },
+            ],
+        };
+        let text = refused.to_string();
+        assert!(
+            text.starts_with("wrong key: no key slot opened; key slot #0 asks for 5000 PBKDF2 iterations")
+                && text.ends_with(
+                    "; key slot #5 was not tried: at most 4 passphrase slots are tried per container"
+                ),
+            "{text}"
+        );
+        for e in [wrong, none, refused] {
+            assert!(e.is_wrong_key() && e.is_auth_failure(), "{e}");
+        }
+        assert!(Error::NoTrailer.is_auth_failure() && !Error::NoTrailer.is_wrong_key());
+    }
+
+    #[test]
+    fn an_error_naming_its_file_is_not_wrapped_again() {
+        let e = Error::Exists { path: "out".into() }.in_file("in");
+        assert!(
+            matches!(&e, Error::Exists { path } if path.as_os_str() == "out"),
+            "{e}"
+        );
+        assert_eq!(e.to_string(), "out exists");
     }
 }

@@ -168,7 +168,7 @@ fn plaintext(path: &Path, key: &Key) -> Result<Vec<u8>, Error> {
 }
 
 fn is_wrong_key(r: Result<Vec<u8>, Error>) -> bool {
-    matches!(r.as_ref().map_err(Error::root), Err(Error::WrongKey(_)))
+    r.as_ref().is_err_and(|e| e.is_wrong_key())
 }
 
 fn mode(path: &Path) -> u32 {
@@ -359,7 +359,7 @@ fn passwd_on_a_vault_of_1000_containers_rewrites_only_the_keyring() {
     let unlocked = keyring::unlock(&w.path("V"), &pass(NEW_PASS)).unwrap();
     assert_eq!(unlocked.as_bytes(), vault_key.as_bytes());
     let old = keyring::unlock(&w.path("V"), &pass(VAULT_PASS)).unwrap_err();
-    assert!(matches!(old.root(), Error::WrongKey(_)), "{old}");
+    assert!(matches!(old.root(), Error::WrongKey { .. }), "{old}");
 
     // Every container, through the library with the key the new passphrase unlocked.
     let key = Key::Vault(unlocked);

@@ -128,7 +128,7 @@ fn repair_with_the_wrong_key_or_on_a_non_container_writes_nothing() {
     std::fs::write(&path, &full[..full.len() / 2]).unwrap();
     let out = setup.path("cut.qltx");
     let err = repair(&path, &out, &key(8), false).unwrap_err();
-    assert!(matches!(err.root(), Error::WrongKey(_)), "{err}");
+    assert!(err.is_wrong_key(), "{err}");
     std::fs::write(&path, b"not a container at all").unwrap();
     let err = repair(&path, &out, &key(7), false).unwrap_err();
     assert!(matches!(err.root(), Error::NotAContainer(_)), "{err}");

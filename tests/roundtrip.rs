@@ -114,7 +114,7 @@ fn file_to_file_pack_and_unpack() {
     assert_eq!(summary.original_size, plain.len() as u64);
     assert_eq!(summary.container_size, std::fs::metadata(&packed).unwrap().len());
     let err = qeltrix::pack(&input, &packed, &keys, &o, false).expect_err("packed twice without overwrite");
-    assert!(matches!(err.root(), qeltrix::Error::InvalidArgument(_)), "{err}");
+    assert!(matches!(err.root(), qeltrix::Error::Exists { .. }), "{err}");
 
     for key in &keys {
         let n = qeltrix::unpack(

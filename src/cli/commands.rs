@@ -74,10 +74,9 @@ fn pack(a: PackArgs) -> Result<()> {
         ..a.packing.options()?
     };
     if !a.force && !to_stdout && output.exists() {
-        anyhow::bail!(Error::InvalidArgument(format!(
-            "{} exists; use --force to overwrite it",
-            output.display()
-        )));
+        anyhow::bail!(Error::Exists {
+            path: output.to_path_buf()
+        });
     }
 
     let (mut input, total): (Box<dyn io::Read>, Option<u64>) = if from_stdin {
@@ -113,7 +112,10 @@ fn pack(a: PackArgs) -> Result<()> {
     } else {
         qeltrix::pack_reader(&mut input, &output, &keys, &opts, a.force).map_err(|e| {
             // Option errors (a bad recipient, a cipher setting) are not about the input file.
-            if matches!(e, Error::InFile { .. } | Error::InvalidArgument(_)) {
+            if matches!(
+                e,
+                Error::InFile { .. } | Error::InvalidArgument(_) | Error::Exists { .. }
+            ) {
                 e
             } else {
                 e.in_file(&a.input)
@@ -159,10 +161,9 @@ pub(super) fn open(path: &Path, keys: &KeyArgs) -> Result<Container> {
 fn unpack(a: UnpackArgs) -> Result<()> {
     let to_stdout = is_dash(&a.output);
     if !a.force && !to_stdout && a.output.exists() {
-        anyhow::bail!(Error::InvalidArgument(format!(
-            "{} exists; use --force to overwrite it",
-            a.output.display()
-        )));
+        anyhow::bail!(Error::Exists {
+            path: a.output.to_path_buf()
+        });
     }
     let container = Arc::new(open(&a.input, &a.keys)?);
     let pb = bar(Some(container.len()), a.quiet);

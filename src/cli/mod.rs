@@ -3,6 +3,7 @@
 
 mod commands;
 mod keys;
+mod logging;
 mod mount;
 mod net;
 mod progress;
@@ -25,6 +26,12 @@ pub use keys::{KeyArgs, PASSPHRASE_ENV};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// More log detail on stderr: -v debug, -vv trace (RUST_LOG adds per-target levels).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print errors only: no progress bar, summary or informational log lines.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -165,8 +172,8 @@ pub struct PackArgs {
     /// Overwrite OUTPUT if it exists.
     #[arg(long, short)]
     pub force: bool,
-    /// No progress bar or summary.
-    #[arg(long, short)]
+    /// Set from the global `-q`.
+    #[arg(skip)]
     pub quiet: bool,
 }
 
@@ -184,7 +191,8 @@ pub struct UnpackArgs {
     pub workers: usize,
     #[arg(long, short)]
     pub force: bool,
-    #[arg(long, short)]
+    /// Set from the global `-q`.
+    #[arg(skip)]
     pub quiet: bool,
 }
 
@@ -221,7 +229,8 @@ pub struct VerifyArgs {
     pub keys: KeyArgs,
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
-    #[arg(long, short)]
+    /// Set from the global `-q`.
+    #[arg(skip)]
     pub quiet: bool,
 }
 
@@ -245,13 +254,21 @@ pub const EXIT_AUTH: u8 = 3;
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     keys::take_env_passphrase();
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
+    logging::init(cli.verbose, cli.quiet);
+    match &mut cli.command {
+        Command::Pack(a) => a.quiet = cli.quiet,
+        Command::Unpack(a) => a.quiet = cli.quiet,
+        Command::Verify(a) => a.quiet = cli.quiet,
+        Command::Reencrypt(a) => a.quiet = cli.quiet,
+        _ => {}
+    }
     match commands::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -259,9 +276,43 @@ pub fn main() -> ExitCode {
             if lib.is_some_and(|l| l.is_broken_pipe()) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("qeltrix: error: {e:#}");
+            eprintln!("qeltrix: error: {}", error_text(&e));
             ExitCode::from(exit_code(lib))
         }
+    }
+}
+
+/// The text of a failure: each context the CLI added, then the library's error in the CLI's
+/// words ([`describe`]). A library error's text already includes its cause, so the chain is not
+/// followed past it.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        if let Some(lib) = cause.downcast_ref::<qeltrix::Error>() {
+            parts.push(describe(lib));
+            break;
+        }
+        parts.push(cause.to_string());
+    }
+    parts.join(": ")
+}
+
+/// A library error as the CLI words it: the library states what happened; the advice that names
+/// a command or a flag is added here.
+pub fn describe(e: &qeltrix::Error) -> String {
+    use qeltrix::Error;
+    match e {
+        Error::InFile { path, inner } => format!("{}: {}", path.display(), describe(inner)),
+        Error::Exists { path } => format!(
+            "invalid argument: {} exists; use --force to overwrite it",
+            path.display()
+        ),
+        Error::NoTrailer => {
+            "incomplete container: no valid trailer at the end of the file (a cut stream or an \
+                             interrupted write; `qeltrix repair` can recover the complete blocks)"
+                .into()
+        }
+        e => e.to_string(),
     }
 }
 
@@ -269,7 +320,14 @@ pub fn main() -> ExitCode {
 pub fn exit_code(err: Option<&qeltrix::Error>) -> u8 {
     match err {
         Some(e) if e.is_auth_failure() => EXIT_AUTH,
-        Some(e) if matches!(e.root(), qeltrix::Error::InvalidArgument(_)) => EXIT_USAGE,
+        Some(e)
+            if matches!(
+                e.root(),
+                qeltrix::Error::InvalidArgument(_) | qeltrix::Error::Exists { .. }
+            ) =>
+        {
+            EXIT_USAGE
+        }
         _ => EXIT_FAILURE,
     }
 }
@@ -280,5 +338,31 @@ mod tests {
     fn argument_definitions_are_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// The library states the fact; the CLI's words for it are what users and scripts saw before
+    /// the library stopped naming flags and commands.
+    #[test]
+    fn cli_words_the_advice() {
+        use qeltrix::Error;
+        let exists = anyhow::Error::from(Error::Exists {
+            path: "c.qltx".into(),
+        });
+        assert_eq!(
+            super::error_text(&exists),
+            "invalid argument: c.qltx exists; use --force to overwrite it"
+        );
+        assert_eq!(super::exit_code(exists.downcast_ref()), super::EXIT_USAGE);
+        let cut = anyhow::Error::from(Error::NoTrailer.in_file("cut.qltx"));
+        assert_eq!(
+            super::error_text(&cut),
+            "cut.qltx: incomplete container: no valid trailer at the end of the file (a cut stream or \
+             an interrupted write; `qeltrix repair` can recover the complete blocks)"
+        );
+        assert_eq!(super::exit_code(cut.downcast_ref()), super::EXIT_AUTH);
+        // The io cause is printed once, with the contexts the CLI added before it.
+        let io = Error::io("reading", std::io::Error::other("disk on fire"));
+        let e = anyhow::Error::from(io).context("k.key");
+        assert_eq!(super::error_text(&e), "k.key: reading: disk on fire");
     }
 }

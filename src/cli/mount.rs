@@ -147,7 +147,7 @@ fn daemonize(
                 Ok(m) => m,
                 Err(e) => {
                     let code = super::exit_code(Some(&e));
-                    let _ = write!(to_parent, "{code} {e}");
+                    let _ = write!(to_parent, "{code} {}", super::describe(&e));
                     std::process::exit(code.into());
                 }
             };

@@ -237,9 +237,9 @@ fn report(
 
 fn with_addr(e: Error, addr: &str) -> Error {
     match e {
-        Error::Io { context, cause } => Error::Io {
+        Error::Io { context, source } => Error::Io {
             context: format!("{context} {addr}"),
-            cause,
+            source,
         },
         e => e,
     }

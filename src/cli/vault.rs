@@ -95,7 +95,8 @@ pub struct ReencryptArgs {
     pub kdf_iterations: u32,
     #[arg(long, short)]
     pub force: bool,
-    #[arg(long, short)]
+    /// Set from the global `-q`.
+    #[arg(skip)]
     pub quiet: bool,
 }
 

@@ -14,8 +14,8 @@ use std::sync::Arc;
 /// whole process when a job panics; jobs catch their own panics and turn them into an error for
 /// their one request, so this is the last resort: say so and keep the pool (and the process) alive.
 pub fn pool_panic_handler(payload: Box<dyn std::any::Any + Send>) {
-    eprintln!(
-        "qeltrix: a worker job panicked (the pool goes on): {}",
+    tracing::error!(
+        "a worker job panicked (the pool goes on): {}",
         crate::panic_message(payload.as_ref())
     );
 }

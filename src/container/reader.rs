@@ -21,7 +21,7 @@ use crate::core::format::{
 };
 use crate::core::ranges;
 use crate::storage::{Object, ReadAt, Storage};
-use crate::{Error, Result};
+use crate::{Error, Lock, Result, SlotRefusal};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
@@ -118,16 +118,20 @@ pub fn unlock_data_key(slots: &SlotArea, container_id: &ContainerId, key: &Key) 
     let mut passphrase_slots = 0;
     for (i, slot) in slots.slots.iter().enumerate() {
         if let (SlotKind::Passphrase, Some(p)) = (slot.kind, limits) {
-            if let Err(e) = p.check_cost(slot.param, &format!("key slot #{i}")) {
-                refused.push(e);
+            if p.check_cost(slot.param, &format!("key slot #{i}")).is_err() {
+                refused.push(SlotRefusal::TooCostly {
+                    slot: i,
+                    iterations: slot.param,
+                    limit: p.limits().max_iterations,
+                });
                 continue;
             }
             passphrase_slots += 1;
             if passphrase_slots > p.limits().max_slots {
-                refused.push(format!(
-                    "key slot #{i} was not tried: at most {} passphrase slots are tried per container",
-                    p.limits().max_slots
-                ));
+                refused.push(SlotRefusal::NotTried {
+                    slot: i,
+                    max_slots: p.limits().max_slots,
+                });
                 continue;
             }
         }
@@ -136,34 +140,17 @@ pub fn unlock_data_key(slots: &SlotArea, container_id: &ContainerId, key: &Key) 
         }
     }
     if !refused.is_empty() {
-        return Err(Error::WrongKey(format!(
-            "no key slot opened; {}",
-            refused.join("; ")
-        )));
+        return Err(Error::SlotsRefused { refused });
     }
-    let have: Vec<&str> = slots.slots.iter().map(|s| s.kind.name()).collect();
-    let tried: Vec<&str> = key
-        .alternatives()
-        .iter()
-        .filter_map(|k| k.slot_kind())
-        .map(|k| k.name())
-        .collect();
-    let keyring_hint = if have.contains(&"keyring") && !tried.contains(&"keyring") {
-        "; its keyring slot needs the passphrase of the vault it was packed into"
+    let present: Vec<SlotKind> = slots.slots.iter().map(|s| s.kind).collect();
+    let tried: Vec<SlotKind> = key.alternatives().iter().filter_map(|k| k.slot_kind()).collect();
+    Err(if tried.iter().any(|t| present.contains(t)) {
+        Error::WrongKey {
+            tried,
+            lock: Lock::Container,
+        }
     } else {
-        ""
-    };
-    Err(if tried.iter().any(|t| have.contains(t)) {
-        Error::WrongKey(format!(
-            "the {} given does not open any key slot",
-            tried.join(" or ")
-        ))
-    } else {
-        Error::WrongKey(format!(
-            "the container has no {} slot (its slots: {}){keyring_hint}",
-            tried.join(" or "),
-            have.join(", ")
-        ))
+        Error::NoSlot { tried, present }
     })
 }
 

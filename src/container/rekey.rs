@@ -79,7 +79,7 @@ pub fn rekey(path: &Path, key: &Key, changes: &[SlotChange], entropy: &dyn Entro
                 }
                 let purpose = active.sequence as usize * 64 + n;
                 let slot = wrap_slot(new, &data_key, &cid, *iterations, purpose, entropy)
-                    .map_err(|e| Error::InvalidArgument(e).in_file(path))?;
+                    .map_err(|e| e.in_file(path))?;
                 slots.push(slot);
             }
             SlotChange::Remove(i) => {

@@ -115,7 +115,7 @@ impl<W: Write> StreamPacker<W> {
     }
 
     fn start(mut out: W, keys: &[Key], opts: &PackOptions, patch: Option<Patch<W>>) -> Result<Self> {
-        check_block_size(opts.block_size).map_err(Error::InvalidArgument)?;
+        check_block_size(opts.block_size)?;
         if keys.is_empty() || keys.len() > MAX_SLOTS {
             return Err(Error::InvalidArgument(format!(
                 "a container needs 1 to {MAX_SLOTS} keys, {} given",
@@ -147,8 +147,7 @@ impl<W: Write> StreamPacker<W> {
                     entropy.as_ref(),
                 )
             })
-            .collect::<std::result::Result<Vec<_>, String>>()
-            .map_err(Error::InvalidArgument)?;
+            .collect::<Result<Vec<_>>>()?;
         let mut flags = if patch.is_none() { FLAG_STREAMING } else { 0 };
         if opts.no_verify_hint {
             flags |= FLAG_NO_VERIFY;

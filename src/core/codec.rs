@@ -180,9 +180,8 @@ pub fn open_payload_from(
     .map_err(|_| Error::corrupt_block(index, offset, "block payload fails authentication"))?;
     let plain = match meta.compression {
         Compression::None => payload,
-        Compression::Deflate => {
-            inflate(&payload, meta.plain_size as usize).map_err(|e| Error::corrupt_block(index, offset, e))?
-        }
+        Compression::Deflate => inflate(&payload, meta.plain_size as usize)
+            .map_err(|e| Error::corrupt_block(index, offset, e.to_string()))?,
     };
     if verify && Sha256::digest(&plain).as_slice() != meta.content_hash {
         return Err(Error::corrupt_block(

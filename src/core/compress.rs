@@ -52,10 +52,29 @@ fn deflate(data: &[u8], level: u32, capacity_hint: usize) -> Vec<u8> {
     enc.finish().expect("writing to a Vec cannot fail")
 }
 
+/// Why a stored block does not inflate to its recorded size.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InflateError {
+    #[error("deflate stream is invalid: {0}")]
+    Invalid(flate2::DecompressError),
+    #[error("deflate stream is longer than the block")]
+    TooLong,
+    #[error("deflate stream ends early")]
+    EndsEarly,
+    #[error("deflate stream gives {produced} bytes from {consumed} of {stored} stored, expected {expected}")]
+    WrongSize {
+        produced: usize,
+        consumed: u64,
+        stored: usize,
+        expected: usize,
+    },
+}
+
 /// Inflates `stored` into exactly `plain_size` bytes; any other outcome is an error. The output
 /// buffer is sized by `plain_size`, which the caller has checked against the block size, so a
 /// hostile stream cannot make it allocate more.
-pub fn inflate(stored: &[u8], plain_size: usize) -> Result<Vec<u8>, String> {
+pub fn inflate(stored: &[u8], plain_size: usize) -> Result<Vec<u8>, InflateError> {
     let mut out = Vec::with_capacity(plain_size);
     let mut d = Decompress::new(false);
     loop {
@@ -63,23 +82,23 @@ pub fn inflate(stored: &[u8], plain_size: usize) -> Result<Vec<u8>, String> {
         let before_out = out.len();
         let status = d
             .decompress_vec(&stored[before_in..], &mut out, FlushDecompress::Finish)
-            .map_err(|e| format!("deflate stream is invalid: {e}"))?;
+            .map_err(InflateError::Invalid)?;
         match status {
             Status::StreamEnd => break,
-            _ if out.len() == plain_size => return Err("deflate stream is longer than the block".into()),
+            _ if out.len() == plain_size => return Err(InflateError::TooLong),
             _ if d.total_in() as usize == before_in && out.len() == before_out => {
-                return Err("deflate stream ends early".into())
+                return Err(InflateError::EndsEarly)
             }
             _ => {}
         }
     }
     if out.len() != plain_size || (d.total_in() as usize) != stored.len() {
-        return Err(format!(
-            "deflate stream gives {} bytes from {} of {} stored, expected {plain_size}",
-            out.len(),
-            d.total_in(),
-            stored.len()
-        ));
+        return Err(InflateError::WrongSize {
+            produced: out.len(),
+            consumed: d.total_in(),
+            stored: stored.len(),
+            expected: plain_size,
+        });
     }
     Ok(out)
 }

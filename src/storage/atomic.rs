@@ -47,10 +47,9 @@ impl AtomicOutput {
     /// [`AtomicOutput::create`] with another file mode (the umask still applies).
     pub fn create_with_mode(dest: &Path, overwrite: bool, mode: u32) -> Result<Self> {
         if !overwrite && dest.symlink_metadata().is_ok() {
-            return Err(Error::InvalidArgument(format!(
-                "{} exists; use --force to overwrite it",
-                dest.display()
-            )));
+            return Err(Error::Exists {
+                path: dest.to_path_buf(),
+            });
         }
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -98,7 +97,12 @@ impl AtomicOutput {
     /// Syncs the data, gives it its name, and syncs the folder.
     pub fn commit(mut self) -> Result<()> {
         let dest = self.dest.clone();
-        let io = |what: &str, e| Error::io(what, e).in_file(&dest);
+        // Another writer created `dest` meanwhile: the same refusal as at `create`.
+        let overwrite = self.overwrite;
+        let io = |what: &str, e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::AlreadyExists if !overwrite => Error::Exists { path: dest.clone() },
+            _ => Error::io(what, e).in_file(&dest),
+        };
         self.file.sync_all().map_err(|e| io("syncing the output", e))?;
         match self.named.take() {
             None => self.link_into_place().map_err(|e| io("naming the output", e))?,
@@ -110,7 +114,7 @@ impl AtomicOutput {
                     std::fs::hard_link(&name.path, &self.dest)
                 };
                 drop(name);
-                placed.map_err(|e| io("naming the output", exists_hint(e)))?;
+                placed.map_err(|e| io("naming the output", e))?;
             }
         }
         File::open(&self.dir)
@@ -122,7 +126,7 @@ impl AtomicOutput {
     /// temporary name and a rename when it may.
     fn link_into_place(&self) -> std::io::Result<()> {
         if !self.overwrite {
-            return link_fd(&self.file, &self.dest).map_err(exists_hint);
+            return link_fd(&self.file, &self.dest);
         }
         loop {
             let temp = TempName::register(self.dir.join(random_temp_name()));
@@ -135,17 +139,6 @@ impl AtomicOutput {
                 }
             }
         }
-    }
-}
-
-fn exists_hint(e: std::io::Error) -> std::io::Error {
-    if e.kind() == std::io::ErrorKind::AlreadyExists {
-        std::io::Error::new(
-            e.kind(),
-            "the file appeared meanwhile; use --force to overwrite it",
-        )
-    } else {
-        e
     }
 }
 
@@ -406,8 +399,11 @@ mod tests {
             std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let err = write_file(&dest, b"two", false).unwrap_err().to_string();
-        assert!(err.contains("--force"), "{err}");
+        let err = write_file(&dest, b"two", false).unwrap_err();
+        assert!(
+            matches!(err.root(), Error::Exists { path } if *path == dest),
+            "{err}"
+        );
         write_file(&dest, b"two", true).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"two");
         assert_eq!(names(dir.path()), ["out"]);
@@ -420,8 +416,8 @@ mod tests {
         let mut out = AtomicOutput::create(&dest, false).unwrap();
         out.file().write_all(b"new").unwrap();
         std::fs::write(&dest, b"theirs").unwrap();
-        let err = out.commit().unwrap_err().to_string();
-        assert!(err.contains("appeared meanwhile"), "{err}");
+        let err = out.commit().unwrap_err();
+        assert!(matches!(&err, Error::Exists { path } if *path == dest), "{err}");
         assert_eq!(std::fs::read(&dest).unwrap(), b"theirs");
         assert_eq!(names(dir.path()), ["out"]);
     }

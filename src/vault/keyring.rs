@@ -9,8 +9,8 @@
 //! PBKDF2-HMAC-SHA256(passphrase, salt, iterations) with bytes 0..76 as associated data.
 
 use crate::core::crypto::{AeadKey, Entropy, Passphrase, VaultKey, MAX_KDF_ITERATIONS};
-use crate::core::format::{array, le_u16, le_u32, CipherId};
-use crate::{Error, Result};
+use crate::core::format::{array, le_u16, le_u32, CipherId, SlotKind};
+use crate::{Error, Lock, Result};
 use sha2::Sha256;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -97,14 +97,15 @@ fn decode(b: &[u8], passphrase: &Passphrase) -> Result<(VaultKey, [u8; 16])> {
             "keyring asks for {iterations} PBKDF2 iterations"
         )));
     }
-    passphrase
-        .check_cost(iterations, "the keyring")
-        .map_err(Error::WrongKey)?;
+    passphrase.check_cost(iterations, "the keyring")?;
     let kek = kek(passphrase, &array(b, 32), iterations);
     let mut wrapped = b[AAD_LEN..].to_vec();
     AeadKey::new(CipherId::Aes256Gcm, &kek)
         .open(&array(b, 64), &b[..AAD_LEN], &mut wrapped)
-        .map_err(|_| Error::WrongKey("the passphrase does not open the vault keyring".into()))?;
+        .map_err(|_| Error::WrongKey {
+            tried: vec![SlotKind::Passphrase],
+            lock: Lock::VaultKeyring,
+        })?;
     let key = VaultKey::from_bytes(array(&wrapped, 0));
     zeroize::Zeroize::zeroize(&mut wrapped);
     Ok((key, array(b, 16)))
@@ -152,7 +153,7 @@ pub fn init(
     // Never replaces: of two concurrent inits, the second fails instead of orphaning the first key.
     crate::storage::atomic::write_file(&path, &encode(&key, passphrase, iterations, id, entropy), false)
         .map_err(|e| match e.root() {
-            Error::InvalidArgument(_) => {
+            Error::Exists { .. } => {
                 Error::InvalidArgument(format!("{} is already an initialised vault", vault.display()))
             }
             _ => e,
@@ -228,13 +229,13 @@ mod tests {
         assert_eq!(unlock(dir.path(), &old).unwrap().as_bytes(), key.as_bytes());
         assert!(matches!(
             unlock(dir.path(), &new).unwrap_err().root(),
-            Error::WrongKey(_)
+            Error::WrongKey { .. }
         ));
         change_passphrase(dir.path(), &old, &new, 1000, &SystemEntropy).unwrap();
         assert_eq!(unlock(dir.path(), &new).unwrap().as_bytes(), key.as_bytes());
         assert!(matches!(
             unlock(dir.path(), &old).unwrap_err().root(),
-            Error::WrongKey(_)
+            Error::WrongKey { .. }
         ));
         assert!(
             init(dir.path(), &old, 1000, &SystemEntropy).is_err(),

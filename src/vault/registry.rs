@@ -390,7 +390,7 @@ mod tests {
         assert_eq!(reg.get(path).unwrap().len(), 100, "the current one");
         let e = reg.get_version(path, &listed).err().unwrap();
         assert!(
-            matches!(e.error.root(), Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound),
+            matches!(e.error.root(), Error::Io { source: cause, .. } if cause.kind() == std::io::ErrorKind::NotFound),
             "{e}"
         );
         assert_eq!(kept.len(), 5000, "what was opened keeps reading what it opened");
@@ -406,7 +406,7 @@ mod tests {
         let path = Path::new("theirs.qltx");
         let first = reg.get(path).err().unwrap();
         assert!(first.fresh);
-        assert!(matches!(first.error.root(), Error::WrongKey(_)), "{first}");
+        assert!(first.error.is_wrong_key(), "{first}");
         assert!(first.to_string().contains("theirs.qltx"), "{first}");
         let again = reg.get(path).err().unwrap();
         assert!(!again.fresh, "remembered");
@@ -439,10 +439,11 @@ mod tests {
     fn preload_reports_the_error_itself() {
         let (_dir, vault, _) = fixture();
         let reg = registry(&vault);
-        assert!(matches!(
-            reg.preload(Path::new("theirs.qltx")).err().unwrap().root(),
-            Error::WrongKey(_)
-        ));
+        assert!(reg
+            .preload(Path::new("theirs.qltx"))
+            .err()
+            .unwrap()
+            .is_wrong_key());
         reg.preload(Path::new("a.bin.qltx")).unwrap();
         assert_eq!(reg.open_count(), 1);
     }

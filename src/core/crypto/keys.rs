@@ -59,6 +59,21 @@ impl DataKey {
     }
 }
 
+/// Key material that does not parse. The text names the expected form, never the bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFormatError {
+    /// A key file of `len` bytes that are neither 32 raw bytes nor 64 hex digits.
+    #[error("a key file holds 32 raw bytes or 64 hex digits; this one has {len} bytes")]
+    KeyFile { len: usize },
+    /// An identity file without its secret line.
+    #[error("no {IDENTITY_PREFIX} line with 64 hex digits")]
+    Identity,
+    /// A recipient string of the wrong form.
+    #[error("a recipient is {RECIPIENT_PREFIX} followed by 64 hex digits")]
+    Recipient,
+}
+
 /// A 32-byte key from a key file.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct KeyFileKey([u8; 32]);
@@ -71,7 +86,7 @@ impl KeyFileKey {
 
     /// Parses a key file's contents: exactly 32 raw bytes, or 64 hex digits (surrounding
     /// whitespace allowed).
-    pub fn parse(contents: &[u8]) -> Result<Self, String> {
+    pub fn parse(contents: &[u8]) -> Result<Self, KeyFormatError> {
         if contents.len() == 32 {
             let mut k = [0u8; 32];
             k.copy_from_slice(contents);
@@ -83,10 +98,7 @@ impl KeyFileKey {
             return Ok(KeyFileKey(k));
         }
         k.zeroize();
-        Err(format!(
-            "a key file holds 32 raw bytes or 64 hex digits; this one has {} bytes",
-            contents.len()
-        ))
+        Err(KeyFormatError::KeyFile { len: contents.len() })
     }
 
     pub fn as_bytes(&self) -> &[u8; 32] {
@@ -151,13 +163,13 @@ impl Passphrase {
     }
 
     /// Refuses a KDF cost above this reader's limit, naming `what` asks for it.
-    pub fn check_cost(&self, iterations: u32, what: &str) -> Result<(), String> {
+    pub fn check_cost(&self, iterations: u32, what: &str) -> crate::Result<()> {
         if iterations > self.limits.max_iterations {
-            return Err(format!(
-                "{what} asks for {iterations} PBKDF2 iterations, more than this reader's limit of {}; \
-                 if you made it with that cost, pass --max-kdf-iterations {iterations}",
-                self.limits.max_iterations
-            ));
+            return Err(crate::Error::KdfTooCostly {
+                what: what.into(),
+                iterations,
+                limit: self.limits.max_iterations,
+            });
         }
         Ok(())
     }
@@ -214,14 +226,12 @@ impl fmt::Display for RecipientKey {
 }
 
 impl std::str::FromStr for RecipientKey {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = KeyFormatError;
+    fn from_str(s: &str) -> Result<Self, KeyFormatError> {
         let mut k = [0u8; 32];
         match s.trim().strip_prefix(RECIPIENT_PREFIX) {
             Some(h) if h.len() == 64 && hex::decode_to_slice(h, &mut k).is_ok() => Ok(RecipientKey(k)),
-            _ => Err(format!(
-                "a recipient is {RECIPIENT_PREFIX} followed by 64 hex digits"
-            )),
+            _ => Err(KeyFormatError::Recipient),
         }
     }
 }
@@ -253,12 +263,12 @@ impl IdentityKey {
     }
 
     /// Parses an identity file: the first line starting with the identity prefix.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, KeyFormatError> {
         let mut k = [0u8; 32];
         let line = text.lines().find_map(|l| l.trim().strip_prefix(IDENTITY_PREFIX));
         match line {
             Some(h) if h.len() == 64 && hex::decode_to_slice(h, &mut k).is_ok() => Ok(IdentityKey(k)),
-            _ => Err(format!("no {IDENTITY_PREFIX} line with 64 hex digits")),
+            _ => Err(KeyFormatError::Identity),
         }
     }
 }
@@ -358,13 +368,15 @@ pub fn wrap_slot(
     iterations: u32,
     slot_number: usize,
     entropy: &dyn Entropy,
-) -> Result<KeySlot, String> {
-    let kind = key.slot_kind().ok_or("a choice of keys cannot be wrapped to")?;
+) -> crate::Result<KeySlot> {
+    let kind = key
+        .slot_kind()
+        .ok_or_else(|| crate::Error::InvalidArgument("a choice of keys cannot be wrapped to".into()))?;
     if kind == SlotKind::Passphrase && !(1..=MAX_KDF_ITERATIONS).contains(&iterations) {
         // Such a slot could never be opened: unwrap_slot refuses its iteration count.
-        return Err(format!(
+        return Err(crate::Error::InvalidArgument(format!(
             "KDF iterations must be between 1 and {MAX_KDF_ITERATIONS}"
-        ));
+        )));
     }
     let mut slot = KeySlot {
         kind,
@@ -391,7 +403,9 @@ pub fn wrap_slot(
             slot.salt = x25519_dalek::PublicKey::from(&ephemeral).to_bytes();
             let shared = ephemeral.diffie_hellman(&x25519_dalek::PublicKey::from(recipient.0));
             if !shared.was_contributory() {
-                return Err(format!("{recipient} is not a valid X25519 public key"));
+                return Err(crate::Error::InvalidArgument(format!(
+                    "{recipient} is not a valid X25519 public key"
+                )));
             }
             let mut kek = Zeroizing::new([0u8; 32]);
             x25519_kek(shared.as_bytes(), &slot.salt, &recipient.0, kek.as_mut());
@@ -791,16 +805,17 @@ mod tests {
     fn check_cost_allows_up_to_the_limit_and_refuses_above_it() {
         let p = Passphrase::new("pw");
         assert_eq!(p.limits(), KdfLimits::default());
-        assert_eq!(p.check_cost(DEFAULT_MAX_KDF_ITERATIONS, "slot 0"), Ok(()));
+        assert!(p.check_cost(DEFAULT_MAX_KDF_ITERATIONS, "slot 0").is_ok());
         let e = p
             .check_cost(DEFAULT_MAX_KDF_ITERATIONS + 1, "slot 3")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("slot 3") && e.contains("2000001"), "{e}");
         let low = p.with_limits(KdfLimits {
             max_iterations: 10,
             max_slots: 1,
         });
-        assert_eq!(low.check_cost(10, "keyring"), Ok(()));
+        assert!(low.check_cost(10, "keyring").is_ok());
         assert!(low.check_cost(11, "keyring").is_err());
         assert!(low.check_cost(MAX_KDF_ITERATIONS, "keyring").is_err());
     }
@@ -862,7 +877,8 @@ mod tests {
         ] {
             let e = KeyFileKey::parse(&bad)
                 .err()
-                .unwrap_or_else(|| panic!("accepted {bad:?}"));
+                .unwrap_or_else(|| panic!("accepted {bad:?}"))
+                .to_string();
             assert!(!e.contains("abab"), "{e}");
             assert!(e.contains(&bad.len().to_string()), "{e}");
         }

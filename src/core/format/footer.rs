@@ -198,11 +198,7 @@ impl Trailer {
     /// lies between the header and the trailer and ends exactly where the trailer starts.
     pub fn decode(b: &[u8; TRAILER_LEN], file_len: u64) -> Result<Self> {
         if &b[0..8] != TRAILER_MAGIC || &b[24..32] != TRAILER_END {
-            return Err(Error::Incomplete(
-                "no valid trailer at the end of the file (a cut stream or an interrupted write; \
-                 `qeltrix repair` can recover the complete blocks)"
-                    .into(),
-            ));
+            return Err(Error::NoTrailer);
         }
         let t = Trailer {
             footer_offset: le_u64(b, 8),

@@ -39,13 +39,25 @@ pub const DEFAULT_BLOCK_SIZE: u32 = 1 << 20;
 
 pub type ContainerId = [u8; CONTAINER_ID_LEN];
 
+/// A block size outside the format's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("block size {block_size} bytes: must be a multiple of 4 KiB between 4 KiB and 64 MiB")]
+#[non_exhaustive]
+pub struct BlockSizeError {
+    pub block_size: u32,
+}
+
+impl From<BlockSizeError> for crate::Error {
+    fn from(e: BlockSizeError) -> Self {
+        crate::Error::InvalidArgument(e.to_string())
+    }
+}
+
 /// Checks a block size against the format's limits.
-pub fn check_block_size(block_size: u32) -> Result<(), String> {
+pub fn check_block_size(block_size: u32) -> Result<(), BlockSizeError> {
     if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) || !block_size.is_multiple_of(MIN_BLOCK_SIZE)
     {
-        return Err(format!(
-            "block size {block_size} bytes: must be a multiple of 4 KiB between 4 KiB and 64 MiB"
-        ));
+        return Err(BlockSizeError { block_size });
     }
     Ok(())
 }
@@ -102,7 +114,7 @@ mod tests {
             MAX_BLOCK_SIZE + 1,
             u32::MAX,
         ] {
-            let err = check_block_size(size).expect_err(&size.to_string());
+            let err = check_block_size(size).expect_err(&size.to_string()).to_string();
             assert!(err.contains(&size.to_string()), "{err}");
         }
     }

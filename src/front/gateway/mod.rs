@@ -50,6 +50,19 @@ pub use limits::{
 pub use sink::{SinkConfig, SinkServer, PART_SUFFIX};
 pub use stats::{spawn_reporter, Stats, StatsSnapshot};
 
+/// A log event of the accept loop shared by the gateway and the sink, under the target of the
+/// server `name` names (`qeltrix::gateway` or `qeltrix::sink`: a target must be a constant).
+macro_rules! server_event {
+    ($name:expr, $level:ident, $($rest:tt)+) => {
+        if $name == "sink" {
+            tracing::$level!(target: "qeltrix::sink", $($rest)+)
+        } else {
+            tracing::$level!(target: "qeltrix::gateway", $($rest)+)
+        }
+    };
+}
+pub(crate) use server_event;
+
 use crate::container::pipeline::{ordered_channel, WorkerPool};
 use crate::container::stream_reader::StreamReader;
 use crate::container::writer::{PackOptions, StreamPacker};
@@ -63,6 +76,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
 /// Plaintext bytes read from a client per call when encrypting.
 const READ_CHUNK: usize = 256 << 10;
@@ -129,7 +143,7 @@ impl GatewayServer {
             pack, flush_after, ..
         } = &mut config.direction
         {
-            crate::core::format::check_block_size(pack.block_size).map_err(Error::InvalidArgument)?;
+            crate::core::format::check_block_size(pack.block_size)?;
             if flush_after.is_some_and(|d| d.is_zero()) {
                 return Err(Error::InvalidArgument(
                     "--flush-after must be at least 1 ms".into(),
@@ -194,7 +208,7 @@ pub(crate) fn accept_loop(
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
                 ) =>
             {
-                eprintln!("qeltrix {name}: accepting a connection failed: {e}");
+                server_event!(name, warn, "accepting a connection failed: {e}");
                 thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -212,8 +226,11 @@ pub(crate) fn accept_loop(
         };
         if active.load(Ordering::Acquire) >= max_connections {
             if refused == 0 {
-                eprintln!(
-                    "qeltrix {name}: {max_connections} connections (--max-connections): refusing new ones until one ends"
+                server_event!(
+                    name,
+                    warn,
+                    max_connections,
+                    "{max_connections} connections (--max-connections): refusing new ones until one ends"
                 );
             }
             refused += 1;
@@ -222,7 +239,12 @@ pub(crate) fn accept_loop(
             continue;
         }
         if refused > 0 {
-            eprintln!("qeltrix {name}: accepting again; {refused} connections were refused at the limit");
+            server_event!(
+                name,
+                info,
+                refused,
+                "accepting again; {refused} connections were refused at the limit"
+            );
             refused = 0;
         }
         let id = next_id;
@@ -237,7 +259,13 @@ pub(crate) fn accept_loop(
                 handle(conn, id, peer)
             });
         if let Err(e) = spawned {
-            eprintln!("qeltrix {name}: #{id} {peer} refused: cannot start a thread: {e}");
+            server_event!(
+                name,
+                error,
+                conn = id,
+                %peer,
+                "#{id} {peer} refused: cannot start a thread: {e}"
+            );
         }
     }
 }
@@ -274,13 +302,13 @@ fn serve(shared: &Arc<Shared>, client: TcpStream, id: u64, peer: SocketAddr) {
     let started = Instant::now();
     let meter = Meter::new(&shared.stats);
     let (mode, target) = describe(&shared.config);
-    eprintln!("qeltrix gateway: #{id} {peer} connected ({mode}, {target})");
+    info!(target: "qeltrix::gateway", conn = id, %peer, mode, "#{id} {peer} connected ({mode}, {target})");
     let limits = &shared.config.limits;
     if let Some(token) = &limits.token {
         let deadline = started + limits.header_timeout;
         if let Err(e) = check_token(token, &client, deadline, limits.header_timeout) {
             reset(&client);
-            eprintln!("qeltrix gateway: #{id} {e}");
+            warn!(target: "qeltrix::gateway", conn = id, %peer, "#{id} {e}");
             return;
         }
     }
@@ -290,7 +318,7 @@ fn serve(shared: &Arc<Shared>, client: TcpStream, id: u64, peer: SocketAddr) {
         .set_read_timeout(limits.idle_timeout)
         .and_then(|()| client.set_write_timeout(limits.idle_timeout))
     {
-        eprintln!("qeltrix gateway: #{id} failed: setting the socket's timeouts: {e}");
+        warn!(target: "qeltrix::gateway", conn = id, "#{id} failed: setting the socket's timeouts: {e}");
         return;
     }
     let activity = Activity::new();
@@ -317,12 +345,32 @@ fn serve(shared: &Arc<Shared>, client: TcpStream, id: u64, peer: SocketAddr) {
         s.blocks,
         started.elapsed().as_secs_f64()
     );
+    let (bytes_in, bytes_out, blocks) = (s.bytes_in, s.bytes_out, s.blocks);
     match outcome {
-        Ok(()) => eprintln!("qeltrix gateway: #{id} closed: {totals}"),
-        Err(Fault::Output(e)) => {
-            eprintln!("qeltrix gateway: #{id} output failed, client reset: {e} ({totals})")
-        }
-        Err(Fault::Input(e)) => eprintln!("qeltrix gateway: #{id} input failed: {e} ({totals})"),
+        Ok(()) => info!(
+            target: "qeltrix::gateway",
+            conn = id,
+            bytes_in,
+            bytes_out,
+            blocks,
+            "#{id} closed: {totals}"
+        ),
+        Err(Fault::Output(e)) => warn!(
+            target: "qeltrix::gateway",
+            conn = id,
+            bytes_in,
+            bytes_out,
+            blocks,
+            "#{id} output failed, client reset: {e} ({totals})"
+        ),
+        Err(Fault::Input(e)) => warn!(
+            target: "qeltrix::gateway",
+            conn = id,
+            bytes_in,
+            bytes_out,
+            blocks,
+            "#{id} input failed: {e} ({totals})"
+        ),
     }
 }
 
@@ -537,10 +585,8 @@ fn encrypt(
             return Err(Fault::Output(e));
         }
     };
-    eprintln!(
-        "qeltrix gateway: #{id} container {}",
-        hex::encode(packer.container_id())
-    );
+    let container = hex::encode(packer.container_id());
+    info!(target: "qeltrix::gateway", conn = id, "#{id} container {container}");
     // Reads wake up for whichever comes first: sealing a partial block, or checking silence.
     let tick = match (flush_after, conn.idle()) {
         (Some(f), Some(i)) => Some(f.min(i)),
@@ -649,10 +695,8 @@ fn decrypt(conn: &Conn, key: &Key, verify: bool) -> Result<(), Fault> {
         reset(client);
         Fault::Input(e)
     })?;
-    eprintln!(
-        "qeltrix gateway: #{id} container {}",
-        hex::encode(stream.header().container_id)
-    );
+    let container = hex::encode(stream.header().container_id);
+    info!(target: "qeltrix::gateway", conn = id, "#{id} container {container}");
     let output = Output::open(conn).map_err(|e| {
         reset(client);
         Fault::Output(e)

@@ -4,7 +4,7 @@
 //! A stream is written to `DIR/<container id>.qltx.part` as it arrives and renamed to
 //! `DIR/<container id>.qltx` once it has ended with a structurally valid trailer and footer.
 //! A stream that is cut (the sender vanished, a gateway's client vanished, it went silent for the
-//! idle timeout) stays as the `.part` file; `qeltrix repair` recovers every block in it that
+//! idle timeout) stays as the `.part` file; [`crate::repair`] recovers every block in it that
 //! arrived whole. A connection that ends before a whole header arrived, or that does not start
 //! like a container, saves nothing. Files are created 0600.
 //!
@@ -31,6 +31,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tracing::{info, warn};
 
 /// Suffix of a container file still arriving, or cut.
 pub const PART_SUFFIX: &str = ".part";
@@ -78,8 +79,10 @@ impl SinkServer {
         let listener = TcpListener::bind(addr).map_err(|e| Error::io("binding the sink's address", e))?;
         let removed = remove_stale_parts(dir)?;
         if removed > 0 {
-            eprintln!(
-                "qeltrix sink: removed {removed} stale *.qltx{PART_SUFFIX} files left by an earlier run in {}",
+            info!(
+                target: "qeltrix::sink",
+                removed,
+                "removed {removed} stale *.qltx{PART_SUFFIX} files left by an earlier run in {}",
                 dir.display()
             );
         }
@@ -135,19 +138,36 @@ fn remove_stale_parts(dir: &Path) -> Result<usize> {
 fn receive(shared: &Shared, conn: TcpStream, id: u64, peer: SocketAddr) {
     let _active = shared.stats.opened();
     let meter = Meter::new(&shared.stats);
-    eprintln!("qeltrix sink: #{id} {peer} connected");
+    info!(target: "qeltrix::sink", conn = id, %peer, "#{id} {peer} connected");
     match save(shared, &conn, &meter) {
-        Ok(msg) => eprintln!("qeltrix sink: #{id} {msg}"),
+        Ok(Saved::Whole { path, size }) => {
+            info!(target: "qeltrix::sink", conn = id, size, "#{id} saved {} ({size} bytes)", path.display())
+        }
+        Ok(Saved::Incomplete { path, size, why }) => warn!(
+            target: "qeltrix::sink",
+            conn = id,
+            size,
+            "#{id} incomplete container kept as {} ({size} bytes: {why}); its whole blocks can be recovered",
+            path.display()
+        ),
         Err(e) => {
             // The sender must not take a refused or cut stream for a delivered one.
             set_reset_on_close(&conn);
-            eprintln!("qeltrix sink: #{id} failed: {e}")
+            warn!(target: "qeltrix::sink", conn = id, "#{id} failed: {e}")
         }
     }
 }
 
-/// Saves one stream; returns the log line for how it ended.
-fn save(shared: &Shared, conn: &TcpStream, meter: &Meter) -> Result<String> {
+/// How a stream that was saved ended.
+enum Saved {
+    /// A complete container, renamed to its final name.
+    Whole { path: PathBuf, size: u64 },
+    /// A cut stream, kept as its `.part` file for [`crate::repair`].
+    Incomplete { path: PathBuf, size: u64, why: String },
+}
+
+/// Saves one stream.
+fn save(shared: &Shared, conn: &TcpStream, meter: &Meter) -> Result<Saved> {
     let (limits, dir) = (&shared.config.limits, shared.config.out_dir.as_path());
     let deadline = Instant::now() + limits.header_timeout;
     if let Some(token) = &limits.token {
@@ -202,15 +222,16 @@ fn save(shared: &Shared, conn: &TcpStream, meter: &Meter) -> Result<String> {
     };
     if let Some(why) = cut_by {
         stream.keep();
-        return Ok(format!(
-            "incomplete container kept as {} ({size} bytes: {why}); `qeltrix repair` recovers its whole blocks",
-            part.display()
-        ));
+        return Ok(Saved::Incomplete {
+            path: part,
+            size,
+            why,
+        });
     }
     // Kept first: if the rename fails, the complete stream stays as the part.
     stream.keep();
     rename_noclobber(&part, &done)?;
-    Ok(format!("saved {} ({size} bytes)", done.display()))
+    Ok(Saved::Whole { path: done, size })
 }
 
 /// A stream being written to its `.part` file, counted in the quota until it is kept (or

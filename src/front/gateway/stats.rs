@@ -122,8 +122,9 @@ impl fmt::Display for StatsSnapshot {
     }
 }
 
-/// Prints `stats` every `interval` on a background thread, as a log line on stderr or, with
-/// `json`, as one JSON object per line on stdout (for a collector).
+/// Reports `stats` every `interval` on a background thread, as an `info` log event (target
+/// `qeltrix::gateway` or `qeltrix::sink`, by `name`) or, with `json`, as one JSON object per line
+/// on stdout (for a collector).
 pub fn spawn_reporter(
     name: &'static str,
     stats: Arc<Stats>,
@@ -143,7 +144,16 @@ pub fn spawn_reporter(
                     return;
                 }
             } else {
-                eprintln!("qeltrix {name}: stats: {s}");
+                super::server_event!(
+                    name,
+                    info,
+                    connections_total = s.connections_total,
+                    connections_active = s.connections_active,
+                    bytes_in = s.bytes_in,
+                    bytes_out = s.bytes_out,
+                    blocks = s.blocks,
+                    "stats: {s}"
+                );
             }
         })
 }

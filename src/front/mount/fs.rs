@@ -7,7 +7,7 @@
 //! never holds up the others.
 
 use super::tree::{FileEntry, NodeKind, Tree};
-use super::{log, MountOptions};
+use super::MountOptions;
 use crate::container::cache::{BlockCache, CachedContainer};
 use crate::container::reader::block_part;
 use crate::core::ranges::BlockSlice;
@@ -143,16 +143,16 @@ impl Shared {
             Err(failure) => failure,
         };
         let errno = match failure.error.root() {
-            Error::WrongKey(_) => libc::EACCES,
+            e if e.is_wrong_key() => libc::EACCES,
             // Transient (too many open files, ...): not kept, logged each time.
-            Error::Io { cause, .. } => cause.raw_os_error().unwrap_or(match cause.kind() {
+            Error::Io { source: cause, .. } => cause.raw_os_error().unwrap_or(match cause.kind() {
                 std::io::ErrorKind::NotFound => libc::ENOENT,
                 _ => libc::EIO,
             }),
             _ => libc::EIO,
         };
         if failure.fresh {
-            log(&format!("cannot open {}", failure.error));
+            tracing::warn!(target: "qeltrix::mount", errno, "cannot open {}", failure.error);
         }
         Err(Errno::from_i32(errno))
     }
@@ -237,10 +237,13 @@ impl Shared {
             None => true,
         };
         if first_time {
-            log(&format!(
+            tracing::warn!(
+                target: "qeltrix::mount",
+                offset,
+                end,
                 "{}: read of bytes {offset}..{end} failed: {e}",
                 self.containers.vault().display(&entry.path)
-            ));
+            );
         }
     }
 }

@@ -73,10 +73,11 @@ impl Default for MountOptions {
     }
 }
 
-/// Messages of a running mount (unreadable containers, corrupt blocks) go to stderr, which the
-/// CLI points at a log file or /dev/null when it detaches.
+/// A problem of a running mount that its user should see (an unreadable container, a corrupt
+/// block): a `warn` event under the target `qeltrix::mount`. The CLI's subscriber writes events
+/// to stderr, which it points at a log file or /dev/null when it detaches.
 pub fn log(msg: &str) {
-    eprintln!("qeltrix mount: {msg}");
+    tracing::warn!(target: "qeltrix::mount", "{msg}");
 }
 
 /// A vault folder scanned into an inode tree, ready to mount.
@@ -152,7 +153,11 @@ impl Mountable {
         let kib = opts.kernel_readahead_kib;
         if kib > 0 && unsafe { libc::geteuid() } == 0 {
             if let Err(e) = set_kernel_readahead(&mountpoint, kib) {
-                log(&format!("could not set the kernel readahead to {kib} KiB: {e}"));
+                tracing::warn!(
+                    target: "qeltrix::mount",
+                    kib,
+                    "could not set the kernel readahead to {kib} KiB: {e}"
+                );
             }
         }
         let (stop, stopped) = mpsc::channel();

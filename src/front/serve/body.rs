@@ -36,7 +36,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// How many chunks may wait between the producer and hyper.
@@ -96,8 +96,7 @@ fn printable(bytes: &[u8], max: usize) -> String {
 impl Drop for AccessLog {
     fn drop(&mut self) {
         let mut line = format!(
-            "{} {} {} {} range={} {} {}B {:.2}ms",
-            humantime::format_rfc3339_millis(SystemTime::now()),
+            "{} {} {} range={} {} {}B {:.2}ms",
             self.remote,
             self.method,
             self.target,
@@ -119,7 +118,15 @@ impl Drop for AccessLog {
             (None, None) if self.status.is_none() => line.push_str(" (client left before the response)"),
             (None, None) => {}
         }
-        eprintln!("{line}");
+        // One event per request, under its own target so that it can be routed or filtered apart
+        // from the server's other events; the line has the fields in a fixed order for scripts.
+        tracing::info!(
+            target: "qeltrix::serve::access",
+            remote = %self.remote,
+            status = self.status.map_or(0, |s| s.as_u16()),
+            sent = self.sent,
+            "{line}"
+        );
     }
 }
 
@@ -133,7 +140,7 @@ enum Inner {
     Empty,
     Once(Option<Bytes>),
     Stream {
-        rx: mpsc::Receiver<Result<Bytes, String>>,
+        rx: mpsc::Receiver<Result<Bytes, Error>>,
         remaining: u64,
         connection: Arc<Activity>,
         /// Set once the response is being cut: nothing more is sent.
@@ -159,7 +166,7 @@ impl ServeBody {
     }
 
     fn stream(
-        rx: mpsc::Receiver<Result<Bytes, String>>,
+        rx: mpsc::Receiver<Result<Bytes, Error>>,
         len: u64,
         connection: Arc<Activity>,
         mut log: AccessLog,
@@ -224,7 +231,7 @@ impl Body for ServeBody {
                     *cut = true;
                     if let Some(log) = &mut this.log {
                         log.note = Some(match failure {
-                            Some(Err(reason)) => reason,
+                            Some(Err(reason)) => reason.to_string(),
                             _ => "the response ended early".to_string(),
                         });
                     }
@@ -390,8 +397,8 @@ impl Streamer {
         &self,
         segments: Vec<Segment>,
         first: Option<(u64, Arc<HeldBlock>)>,
-        tx: &mpsc::Sender<Result<Bytes, String>>,
-    ) -> Result<(), String> {
+        tx: &mpsc::Sender<Result<Bytes, Error>>,
+    ) -> Result<(), Error> {
         let cached = &self.file.cached;
         // The block the last slice came from, kept while the next slices may need it.
         let mut current = first;
@@ -406,7 +413,11 @@ impl Streamer {
                 Segment::Range(r) => r,
             };
             let Some(last) = cached.block_of(range.end - 1) else {
-                return Err(format!("{}: range beyond the end", self.file.path.display()));
+                return Err(Error::Internal {
+                    what: "range beyond the end".into(),
+                    block: None,
+                }
+                .in_file(&self.file.path));
             };
             for slice in cached.container().slices(range.start, range.end - range.start) {
                 // Wait for the slot before pulling the next block: while hyper writes one block
@@ -423,17 +434,19 @@ impl Streamer {
                     other => {
                         drop(other); // give its share of the budget back before asking again
                         tokio::select! {
-                            loaded = self.load(index) => loaded.map_err(|e| self.describe(&e))?,
+                            loaded = self.load(index) => loaded.map_err(|e| e.in_file(&self.file.path))?,
                             // The client left while this waited for the budget: stop waiting.
                             _ = tx.closed() => return Ok(()),
                         }
                     }
                 };
                 if held.block.len() < slice.in_block.end {
-                    return Err(format!(
-                        "{}: block {index} is shorter than the index says",
-                        self.file.path.display()
-                    ));
+                    return Err(Error::Corrupt {
+                        what: "the block is shorter than the index says".into(),
+                        block: Some(index),
+                        offset: None,
+                    }
+                    .in_file(&self.file.path));
                 }
                 let chunk = if slice.len() < COPY_BELOW {
                     Bytes::copy_from_slice(&held.block[slice.in_block])

@@ -89,11 +89,11 @@ impl Containers {
 /// 500.
 fn failure(f: Failure) -> OpenFailure {
     let (status, reason) = match f.error.root() {
-        Error::WrongKey(_) => (
+        e if e.is_wrong_key() => (
             StatusCode::FORBIDDEN,
             "the server's key does not open this container",
         ),
-        Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
+        Error::Io { source: cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
             (StatusCode::NOT_FOUND, "not found")
         }
         Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "the container cannot be read"),

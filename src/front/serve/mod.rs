@@ -52,6 +52,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tracing::{info, warn};
 
 /// The default listening address (the seeds' port).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7621";
@@ -277,7 +278,7 @@ impl SeekServer {
                     Err(e) => {
                         // Out of file descriptors and the like: say so, and back off a little
                         // instead of spinning on the same error.
-                        eprintln!("qeltrix serve: accepting a connection failed: {e}");
+                        warn!(target: "qeltrix::serve", "accepting a connection failed: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
@@ -310,21 +311,28 @@ impl SeekServer {
                     result = conn => {
                         if let Err(e) = result {
                             if e.is_timeout() || e.is_parse() || e.is_parse_too_large() {
-                                eprintln!("{remote}: connection closed: {e}");
+                                info!(target: "qeltrix::serve", %remote, "{remote}: connection closed: {e}");
                             }
                         }
                     }
                     closed = activity.watch(idle, rate) => match closed {
-                        Closed::Idle => eprintln!(
+                        Closed::Idle => info!(
+                            target: "qeltrix::serve",
+                            %remote,
                             "{remote}: connection closed: nothing moved for {} s",
                             idle.as_secs_f64()
                         ),
-                        Closed::TooSlow { bytes, window } => eprintln!(
+                        Closed::TooSlow { bytes, window } => info!(
+                            target: "qeltrix::serve",
+                            %remote,
+                            bytes,
                             "{remote}: connection closed: below the minimum rate ({bytes} bytes taken in {} s, {} B/s required)",
                             window.as_secs_f64(),
                             rate.bytes_per_sec
                         ),
-                        Closed::Shed => eprintln!(
+                        Closed::Shed => info!(
+                            target: "qeltrix::serve",
+                            %remote,
                             "{remote}: connection closed: idle the longest at the connection cap ({max})"
                         ),
                     },
@@ -334,12 +342,13 @@ impl SeekServer {
         }
         drop(listener);
         let grace = self.opts.shutdown_grace;
-        eprintln!(
-            "qeltrix serve: shutting down (in-flight responses get {} s to finish)",
+        info!(
+            target: "qeltrix::serve",
+            "shutting down (in-flight responses get {} s to finish)",
             grace.as_secs_f64()
         );
         if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-            eprintln!("qeltrix serve: grace period over, closing the remaining connections");
+            warn!(target: "qeltrix::serve", "grace period over, closing the remaining connections");
         }
         Ok(())
     }
