@@ -7,7 +7,7 @@ use crate::container::reader::{Container, ContainerInfo};
 use crate::container::stream_reader::StreamReader;
 use crate::container::writer::{PackOptions, StreamPacker};
 use crate::core::crypto::{KeyFileKey, Passphrase, SeededEntropy};
-use crate::{CipherId, CompressMode, Key};
+use crate::{CipherId, CompressMode, Key, Recipient};
 use std::io::{Cursor, Write};
 use std::sync::Arc;
 
@@ -150,7 +150,7 @@ fn pack(plain: &[u8], cipher: CipherId, compress: CompressMode, seekable: bool) 
         entropy: Arc::new(SeededEntropy([7; 32])),
         ..PackOptions::default()
     };
-    let keys = [key()];
+    let keys = [Recipient::KeyFile(KeyFileKey::from_bytes(KEY))];
     if seekable {
         let mut p = StreamPacker::new_seekable(Cursor::new(Vec::new()), &keys, &opts).expect("packer");
         p.write_all(plain).expect("pack");

@@ -44,7 +44,7 @@ pub use sys::harden;
 pub use vault::{keyring, naming as vault_rules};
 
 pub use compress::CompressMode;
-pub use crypto::Key;
+pub use crypto::{Key, Recipient};
 pub use error::{catch_panic, panic_message, Error, Lock, Result, SlotRefusal};
 pub use format::CipherId;
 pub use ops::{pack, pack_reader, reencrypt, unpack, unpack_container, AtomicOutput, UnpackOptions};

@@ -401,10 +401,8 @@ fn keygen(a: KeygenArgs) -> Result<()> {
         println!("{}", id.recipient());
         return Ok(());
     }
-    let mut key = zeroize::Zeroizing::new([0u8; 32]);
-    qeltrix::crypto::Entropy::fill(&entropy, b"key file", key.as_mut());
-    let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(key.as_ref())));
-    write_secret_file(&a.output, text.as_bytes(), a.force)?;
+    let key = qeltrix::crypto::KeyFileKey::generate(&entropy);
+    write_secret_file(&a.output, key.to_file_text().as_bytes(), a.force)?;
     eprintln!(
         "Wrote a new 256-bit key to {} (mode 0600). Keep a copy: without it the data is lost.",
         a.output.display()

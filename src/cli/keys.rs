@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use qeltrix::crypto::{IdentityKey, KdfLimits, Key, KeyFileKey, Passphrase, RecipientKey};
+use qeltrix::crypto::{IdentityKey, KdfLimits, Key, KeyFileKey, Passphrase, Recipient, RecipientKey};
 use qeltrix::keyring;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -83,13 +83,13 @@ impl KeyArgs {
         stdin_is_data: bool,
         output: Option<&Path>,
         recipients: &[RecipientKey],
-    ) -> Result<Vec<Key>> {
-        let mut keys: Vec<Key> = recipients.iter().cloned().map(Key::Recipient).collect();
+    ) -> Result<Vec<Recipient>> {
+        let mut keys: Vec<Recipient> = recipients.iter().cloned().map(Recipient::X25519).collect();
         if let Some(k) = self.key_file()? {
-            keys.push(k);
+            keys.push(Recipient::try_from(k)?);
         }
         if let Some(k) = self.identity()? {
-            keys.push(k);
+            keys.push(Recipient::try_from(k)?);
         }
         let vault = self
             .vault
@@ -107,7 +107,7 @@ impl KeyArgs {
                 None => env_passphrase(),
             };
             match pass {
-                Some(pass) => keys.push(Key::Vault(keyring::unlock(&vault, &pass)?)),
+                Some(pass) => keys.push(Recipient::Vault(keyring::unlock(&vault, &pass)?)),
                 None => eprintln!(
                     "note: {} is inside vault {}, but no vault passphrase was given, so it gets no \
                      keyring slot (add one later with `qeltrix rekey --add-keyring`)",
@@ -116,9 +116,9 @@ impl KeyArgs {
                 ),
             }
         } else if let Some(p) = self.explicit_passphrase()? {
-            keys.push(Key::Passphrase(p));
+            keys.push(Recipient::Passphrase(p));
         } else if keys.is_empty() {
-            keys.push(Key::Passphrase(self.ambient_passphrase(
+            keys.push(Recipient::Passphrase(self.ambient_passphrase(
                 true,
                 stdin_is_data,
                 "Passphrase: ",
@@ -258,8 +258,8 @@ pub fn warn_kdf_cost(iterations: u32) {
 }
 
 /// Warns about the KDF cost if `keys` make a passphrase slot.
-pub fn warn_kdf_cost_for(keys: &[Key], iterations: u32) {
-    if keys.iter().any(|k| matches!(k, Key::Passphrase(_))) {
+pub fn warn_kdf_cost_for(keys: &[Recipient], iterations: u32) {
+    if keys.iter().any(|k| matches!(k, Recipient::Passphrase(_))) {
         warn_kdf_cost(iterations);
     }
 }

@@ -4,7 +4,7 @@ use super::commands::print_pack_summary;
 use super::keys::{prompt_passphrase, read_passphrase_file, KeyArgs};
 use super::CipherArg;
 use anyhow::{Context, Result};
-use qeltrix::crypto::{Key, KeyFileKey, RecipientKey, SystemEntropy, DEFAULT_KDF_ITERATIONS};
+use qeltrix::crypto::{Key, KeyFileKey, Recipient, RecipientKey, SystemEntropy, DEFAULT_KDF_ITERATIONS};
 use qeltrix::format::{CipherId, SlotKind};
 use qeltrix::keyring;
 use qeltrix::rekey::SlotChange;
@@ -179,7 +179,7 @@ pub fn rekey(a: RekeyArgs) -> Result<()> {
     }
     let mut changes = Vec::new();
     if a.add_passphrase {
-        let key = Key::Passphrase(new_passphrase(&a.new_passphrase_file, "New passphrase: ")?);
+        let key = Recipient::Passphrase(new_passphrase(&a.new_passphrase_file, "New passphrase: ")?);
         changes.push(SlotChange::Add {
             key,
             iterations: a.kdf_iterations,
@@ -192,20 +192,20 @@ pub fn rekey(a: RekeyArgs) -> Result<()> {
         let key =
             KeyFileKey::parse(&bytes).map_err(|e| Error::InvalidArgument(format!("{}: {e}", f.display())))?;
         changes.push(SlotChange::Add {
-            key: Key::KeyFile(key),
+            key: Recipient::KeyFile(key),
             iterations: 0,
         });
     }
     for r in &a.add_recipient {
         changes.push(SlotChange::Add {
-            key: Key::Recipient(r.clone()),
+            key: Recipient::X25519(r.clone()),
             iterations: 0,
         });
     }
     if let Some(v) = &a.add_keyring {
         let pass = new_passphrase(&a.new_passphrase_file, "Vault passphrase: ")?;
         changes.push(SlotChange::Add {
-            key: Key::Vault(keyring::unlock(v, &pass)?),
+            key: Recipient::Vault(keyring::unlock(v, &pass)?),
             iterations: 0,
         });
     }
@@ -237,10 +237,10 @@ pub fn reencrypt(a: ReencryptArgs) -> Result<()> {
             zeroize::Zeroizing::new(std::fs::read(f).with_context(|| format!("{}: reading", f.display()))?);
         let key =
             KeyFileKey::parse(&bytes).map_err(|e| Error::InvalidArgument(format!("{}: {e}", f.display())))?;
-        new_keys.push(Key::KeyFile(key));
+        new_keys.push(Recipient::KeyFile(key));
     }
     if let Some(f) = &a.new_passphrase_file {
-        new_keys.push(Key::Passphrase(read_passphrase_file(f)?));
+        new_keys.push(Recipient::Passphrase(read_passphrase_file(f)?));
     }
     if new_keys.is_empty() {
         // The keys that opened the input. A vault key gives a keyring slot again, and then the
@@ -250,8 +250,8 @@ pub fn reencrypt(a: ReencryptArgs) -> Result<()> {
         new_keys = alternatives
             .into_iter()
             .filter(|k| !(in_vault && matches!(k, Key::Passphrase(_))))
-            .cloned()
-            .collect();
+            .map(Recipient::try_from)
+            .collect::<qeltrix::Result<_>>()?;
     }
     let opts = PackOptions {
         cipher: match a.cipher {

@@ -8,7 +8,7 @@ use crate::container::reader::Container;
 use crate::container::writer::{PackOptions, PackSummary, StreamPacker};
 pub use crate::storage::atomic::{AtomicOutput, EarlyWriteback};
 use crate::storage::{LocalStorage, ReadAt, Storage, WriteOptions};
-use crate::{Error, Key, Result};
+use crate::{Error, Key, Recipient, Result};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub fn pack(
     input: &Path,
     output: &Path,
-    keys: &[Key],
+    keys: &[Recipient],
     opts: &PackOptions,
     overwrite: bool,
 ) -> Result<PackSummary> {
@@ -30,7 +30,7 @@ pub fn pack(
 pub fn pack_reader(
     input: &mut dyn Read,
     output: &Path,
-    keys: &[Key],
+    keys: &[Recipient],
     opts: &PackOptions,
     overwrite: bool,
 ) -> Result<PackSummary> {
@@ -44,7 +44,7 @@ pub fn pack_in(
     storage: &dyn Storage,
     input: &mut dyn Read,
     output: &Path,
-    keys: &[Key],
+    keys: &[Recipient],
     opts: &PackOptions,
     overwrite: bool,
 ) -> Result<PackSummary> {
@@ -69,7 +69,7 @@ impl<W: Write> Packer for StreamPacker<W> {
 fn pack_into(
     storage: &dyn Storage,
     output: &Path,
-    keys: &[Key],
+    keys: &[Recipient],
     opts: &PackOptions,
     overwrite: bool,
     fill: impl FnOnce(&mut dyn Packer) -> Result<()>,
@@ -175,7 +175,7 @@ pub fn reencrypt(
     input: &Path,
     output: &Path,
     open_key: &Key,
-    new_keys: &[Key],
+    new_keys: &[Recipient],
     opts: &PackOptions,
     overwrite: bool,
 ) -> Result<PackSummary> {
@@ -196,7 +196,7 @@ pub fn reencrypt_in(
     input: &Path,
     output: &Path,
     open_key: &Key,
-    new_keys: &[Key],
+    new_keys: &[Recipient],
     opts: &PackOptions,
     overwrite: bool,
 ) -> Result<PackSummary> {

@@ -23,7 +23,7 @@
 //! new slots wrap, so a passphrase costs one KDF, not two.
 
 use crate::container::reader::Container;
-use crate::core::crypto::{wrap_slot, Entropy, Key};
+use crate::core::crypto::{wrap_slot, Entropy, Key, Recipient};
 use crate::core::format::{
     Header, KeySlot, SlotArea, HEADER_LEN, MAX_SLOTS, SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN,
 };
@@ -37,7 +37,7 @@ use std::path::Path;
 #[derive(Debug)]
 pub enum SlotChange {
     /// Add a slot for this key (passphrase slots use `iterations`).
-    Add { key: Key, iterations: u32 },
+    Add { key: Recipient, iterations: u32 },
     /// Remove the slot at this position (as `qeltrix rekey --list` numbers them).
     Remove(usize),
 }

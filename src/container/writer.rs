@@ -21,7 +21,7 @@ use crate::container::pipeline::{OrderedPool, WorkerPool};
 use crate::core::codec::{seal_block, CompressPolicy, SealedBlock};
 use crate::core::compress::CompressMode;
 use crate::core::crypto::{
-    derive_container_keys, footer_mac, wrap_slot, ContainerKeys, DataKey, Entropy, Key, SystemEntropy,
+    derive_container_keys, footer_mac, wrap_slot, ContainerKeys, DataKey, Entropy, Recipient, SystemEntropy,
     DEFAULT_KDF_ITERATIONS, MAX_KDF_ITERATIONS,
 };
 use crate::core::format::{
@@ -110,11 +110,11 @@ pub struct StreamPacker<W: Write> {
 
 impl<W: Write> StreamPacker<W> {
     /// Starts a container on a stream: writes the header (with the key slots) right away.
-    pub fn new(out: W, keys: &[Key], opts: &PackOptions) -> Result<Self> {
+    pub fn new(out: W, keys: &[Recipient], opts: &PackOptions) -> Result<Self> {
         Self::start(out, keys, opts, None)
     }
 
-    fn start(mut out: W, keys: &[Key], opts: &PackOptions, patch: Option<Patch<W>>) -> Result<Self> {
+    fn start(mut out: W, keys: &[Recipient], opts: &PackOptions, patch: Option<Patch<W>>) -> Result<Self> {
         check_block_size(opts.block_size)?;
         if keys.is_empty() || keys.len() > MAX_SLOTS {
             return Err(Error::InvalidArgument(format!(
@@ -368,7 +368,7 @@ fn read_up_to(input: &mut dyn Read, buf: &mut [u8]) -> (usize, io::Result<()>) {
 impl<W: Write + Seek> StreamPacker<W> {
     /// Starts a container on a seekable output (a file), whose header totals are filled in by
     /// [`StreamPacker::finish`]. The output must be positioned at its start.
-    pub fn new_seekable(out: W, keys: &[Key], opts: &PackOptions) -> Result<Self> {
+    pub fn new_seekable(out: W, keys: &[Recipient], opts: &PackOptions) -> Result<Self> {
         fn patch<W: Write + Seek>(out: &mut W, header: &[u8]) -> io::Result<()> {
             let end = out.stream_position()?;
             out.seek(SeekFrom::Start(0))?;

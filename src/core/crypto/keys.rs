@@ -54,7 +54,7 @@ impl DataKey {
         entropy.fill(b"data key", &mut k);
         DataKey(k)
     }
-    pub fn as_bytes(&self) -> &[u8; 32] {
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 }
@@ -80,8 +80,21 @@ pub struct KeyFileKey([u8; 32]);
 secret_debug!(KeyFileKey);
 
 impl KeyFileKey {
+    /// A key file key from its 32 bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         KeyFileKey(bytes)
+    }
+
+    /// A new random key.
+    pub fn generate(entropy: &dyn Entropy) -> Self {
+        let mut k = [0u8; 32];
+        entropy.fill(b"key file", &mut k);
+        KeyFileKey(k)
+    }
+
+    /// The key file's text: 64 hex digits and a newline (what [`KeyFileKey::parse`] reads).
+    pub fn to_file_text(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!("{}\n", hex::encode(self.0)))
     }
 
     /// Parses a key file's contents: exactly 32 raw bytes, or 64 hex digits (surrounding
@@ -158,7 +171,7 @@ impl Passphrase {
         self.limits
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         self.secret.as_bytes()
     }
 
@@ -200,7 +213,7 @@ impl VaultKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         VaultKey(bytes)
     }
-    pub fn as_bytes(&self) -> &[u8; 32] {
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 }
@@ -273,18 +286,83 @@ impl IdentityKey {
     }
 }
 
-/// Something that opens (or, when packing, gets) a key slot.
+/// What opens a container: a secret that unwraps the data key from one of its key slots.
+///
+/// Opening takes a `Key`; packing takes [`Recipient`]s. A public X25519 recipient is only a
+/// `Recipient`, so opening a container with one does not compile. Every simple `Key` can also
+/// be packed to, through [`Recipient::try_from`] (an identity packs to its public key).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Key {
+    /// Opens passphrase slots.
     Passphrase(Passphrase),
+    /// Opens key-file slots.
     KeyFile(KeyFileKey),
-    /// Packing only: wraps to a public key, which cannot open anything.
-    Recipient(RecipientKey),
-    /// Opens recipient slots made for its public key (and, packing, wraps to it).
+    /// Opens recipient slots made for its public key.
     Identity(IdentityKey),
+    /// Opens keyring slots of the vault this key belongs to.
     Vault(VaultKey),
-    /// Opening: try each key in turn (e.g. a vault key, then the passphrase itself).
+    /// Try each key in turn (e.g. a vault key, then the passphrase itself).
     FirstOf(Vec<Key>),
+}
+
+/// What a container is packed to: each recipient gets one key slot. A recipient can only seal;
+/// open with a [`Key`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Recipient {
+    /// A passphrase slot (PBKDF2, `PackOptions::kdf_iterations`).
+    Passphrase(Passphrase),
+    /// A key-file slot.
+    KeyFile(KeyFileKey),
+    /// A recipient slot for this X25519 public key: its identity opens it.
+    X25519(RecipientKey),
+    /// A keyring slot, opened by this vault key.
+    Vault(VaultKey),
+}
+
+impl Recipient {
+    /// The kind of slot this recipient gets.
+    pub fn slot_kind(&self) -> SlotKind {
+        match self {
+            Recipient::Passphrase(_) => SlotKind::Passphrase,
+            Recipient::KeyFile(_) => SlotKind::KeyFile,
+            Recipient::X25519(_) => SlotKind::Recipient,
+            Recipient::Vault(_) => SlotKind::Keyring,
+        }
+    }
+}
+
+impl From<RecipientKey> for Recipient {
+    fn from(r: RecipientKey) -> Self {
+        Recipient::X25519(r)
+    }
+}
+
+impl TryFrom<&Key> for Recipient {
+    type Error = crate::Error;
+    /// The recipient a key opens: itself for the symmetric keys, the public key of an identity.
+    /// A choice of keys (`FirstOf`) has no single recipient.
+    fn try_from(key: &Key) -> crate::Result<Self> {
+        Ok(match key {
+            Key::Passphrase(p) => Recipient::Passphrase(p.clone()),
+            Key::KeyFile(k) => Recipient::KeyFile(k.clone()),
+            Key::Identity(id) => Recipient::X25519(id.recipient()),
+            Key::Vault(v) => Recipient::Vault(v.clone()),
+            Key::FirstOf(_) => {
+                return Err(crate::Error::InvalidArgument(
+                    "a choice of keys cannot be packed to".into(),
+                ))
+            }
+        })
+    }
+}
+
+impl TryFrom<Key> for Recipient {
+    type Error = crate::Error;
+    fn try_from(key: Key) -> crate::Result<Self> {
+        Recipient::try_from(&key)
+    }
 }
 
 impl Key {
@@ -293,7 +371,7 @@ impl Key {
         match self {
             Key::Passphrase(_) => Some(SlotKind::Passphrase),
             Key::KeyFile(_) => Some(SlotKind::KeyFile),
-            Key::Recipient(_) | Key::Identity(_) => Some(SlotKind::Recipient),
+            Key::Identity(_) => Some(SlotKind::Recipient),
             Key::Vault(_) => Some(SlotKind::Keyring),
             Key::FirstOf(_) => None,
         }
@@ -326,7 +404,7 @@ impl Key {
                 }
                 x25519_kek(shared.as_bytes(), &slot.salt, &id.recipient().0, kek.as_mut());
             }
-            Key::Recipient(_) | Key::FirstOf(_) => return None,
+            Key::FirstOf(_) => return None,
         }
         Some(kek)
     }
@@ -362,16 +440,14 @@ fn slot_aad(container_id: &ContainerId, slot: &KeySlot) -> Vec<u8> {
 /// Wraps `data_key` into a new slot for `key`. For a passphrase, `iterations` PBKDF2 rounds.
 /// `slot_number` only names the purpose of the random values drawn.
 pub fn wrap_slot(
-    key: &Key,
+    recipient: &Recipient,
     data_key: &DataKey,
     container_id: &ContainerId,
     iterations: u32,
     slot_number: usize,
     entropy: &dyn Entropy,
 ) -> crate::Result<KeySlot> {
-    let kind = key
-        .slot_kind()
-        .ok_or_else(|| crate::Error::InvalidArgument("a choice of keys cannot be wrapped to".into()))?;
+    let kind = recipient.slot_kind();
     if kind == SlotKind::Passphrase && !(1..=MAX_KDF_ITERATIONS).contains(&iterations) {
         // Such a slot could never be opened: unwrap_slot refuses its iteration count.
         return Err(crate::Error::InvalidArgument(format!(
@@ -390,13 +466,12 @@ pub fn wrap_slot(
         wrapped: [0; 48],
     };
     entropy.fill(format!("slot {slot_number} nonce").as_bytes(), &mut slot.nonce);
-    let kek = match key {
-        Key::Recipient(_) | Key::Identity(_) => {
-            let recipient = match key {
-                Key::Identity(id) => id.recipient(),
-                Key::Recipient(r) => r.clone(),
-                _ => unreachable!("matched above"),
-            };
+    let symmetric = |key: Key, slot: &mut KeySlot| {
+        entropy.fill(format!("slot {slot_number} salt").as_bytes(), &mut slot.salt);
+        key.unwrap_kek(slot).expect("symmetric keys always derive a KEK")
+    };
+    let kek = match recipient {
+        Recipient::X25519(recipient) => {
             let mut e = Zeroizing::new([0u8; 32]);
             entropy.fill(format!("slot {slot_number} ephemeral").as_bytes(), e.as_mut());
             let ephemeral = x25519_dalek::StaticSecret::from(*e);
@@ -411,10 +486,9 @@ pub fn wrap_slot(
             x25519_kek(shared.as_bytes(), &slot.salt, &recipient.0, kek.as_mut());
             kek
         }
-        _ => {
-            entropy.fill(format!("slot {slot_number} salt").as_bytes(), &mut slot.salt);
-            key.unwrap_kek(&slot).expect("symmetric keys always derive a KEK")
-        }
+        Recipient::Passphrase(p) => symmetric(Key::Passphrase(p.clone()), &mut slot),
+        Recipient::KeyFile(k) => symmetric(Key::KeyFile(k.clone()), &mut slot),
+        Recipient::Vault(v) => symmetric(Key::Vault(v.clone()), &mut slot),
     };
     let mut buf = data_key.as_bytes().to_vec();
     AeadKey::new(CipherId::Aes256Gcm, &kek).seal(&slot.nonce, &slot_aad(container_id, &slot), &mut buf);

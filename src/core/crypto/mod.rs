@@ -19,7 +19,7 @@ pub use entropy::{Entropy, SeededEntropy, SystemEntropy};
 pub(crate) use keys::SLOT_KDF_RUNS;
 pub use keys::{
     derive_cdk, derive_container_keys, footer_mac, unwrap_slot, verify_footer_mac, wrap_slot, ContainerKeys,
-    DataKey, IdentityKey, KdfLimits, Key, KeyFileKey, KeyFormatError, Passphrase, RecipientKey, VaultKey,
-    DEFAULT_KDF_ITERATIONS, DEFAULT_MAX_KDF_ITERATIONS, DEFAULT_MAX_PASSPHRASE_SLOTS, KDF_ITERATIONS_FLOOR,
-    MAX_KDF_ITERATIONS,
+    DataKey, IdentityKey, KdfLimits, Key, KeyFileKey, KeyFormatError, Passphrase, Recipient, RecipientKey,
+    VaultKey, DEFAULT_KDF_ITERATIONS, DEFAULT_MAX_KDF_ITERATIONS, DEFAULT_MAX_PASSPHRASE_SLOTS,
+    KDF_ITERATIONS_FLOOR, MAX_KDF_ITERATIONS,
 };

@@ -66,7 +66,7 @@ pub(crate) use server_event;
 use crate::container::pipeline::{ordered_channel, WorkerPool};
 use crate::container::stream_reader::StreamReader;
 use crate::container::writer::{PackOptions, StreamPacker};
-use crate::{Error, Key, Result};
+use crate::{Error, Key, Recipient, Result};
 use limits::{check_token, is_timeout, Activity, IdleReader, StallWriter};
 use stats::{Meter, MeteredReader, MeteredWriter};
 use std::io::{self, BufReader, Read, Write};
@@ -94,7 +94,7 @@ const FDS_PER_CONNECTION: u64 = 5;
 pub enum Direction {
     /// Plaintext in, a container out, with one key slot per key.
     Encrypt {
-        keys: Vec<Key>,
+        keys: Vec<Recipient>,
         pack: PackOptions,
         /// Seal a partial block after this long without input.
         flush_after: Option<Duration>,
@@ -559,7 +559,7 @@ fn reset(stream: &TcpStream) {
 
 fn encrypt(
     conn: &Conn,
-    keys: &[Key],
+    keys: &[Recipient],
     pack: &PackOptions,
     flush_after: Option<Duration>,
 ) -> Result<(), Fault> {
