@@ -20,8 +20,8 @@
 
 pub mod keyring;
 pub mod naming;
-pub mod registry;
-pub mod scan;
+mod registry;
+mod scan;
 
 pub use registry::{Failure, Opened, Registry, Summary};
 pub use scan::{Item, Listing};

@@ -18,8 +18,8 @@
 //!
 //! Layout: [`tree`] is the vault index (inodes, scans), [`fs`] the fuser `Filesystem`.
 
-pub mod fs;
-pub mod tree;
+mod fs;
+mod tree;
 
 use crate::{Error, Key, Result};
 use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL};

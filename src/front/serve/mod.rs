@@ -27,12 +27,12 @@
 
 mod auth;
 mod body;
-pub mod conditional;
+mod conditional;
 mod conn;
 mod containers;
 mod handler;
-pub mod paths;
-pub mod range;
+mod paths;
+mod range;
 
 pub use auth::BearerToken;
 

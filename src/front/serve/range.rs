@@ -31,10 +31,6 @@ impl ByteRange {
         self.end - self.start
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
     /// The `Content-Range` value for this range of a file of `size` bytes.
     pub fn content_range(&self, size: u64) -> String {
         format!("bytes {}-{}/{size}", self.start, self.end - 1)
