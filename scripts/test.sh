@@ -19,6 +19,16 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "cargo test"
 cargo test --all-targets
 cargo test --doc --quiet
+step "the library alone: default features off"
+cargo clippy --lib --tests --no-default-features --quiet -- -D warnings
+cargo test --no-default-features --quiet
+# An embedder of the format pays for none of the front ends' stacks.
+heavy=$(cargo tree -e normal --no-default-features --prefix none --format '{p}' \
+    | grep -E '^(tokio|hyper|fuser|clap|indicatif|ureq) ' || true)
+if [ -n "$heavy" ]; then
+    echo "the library without default features depends on: $heavy" >&2
+    exit 1
+fi
 step "fuzz smoke: every parser, 5 s each (docs/FUZZING.md)"
 LIBFUZZER=0 ./scripts/fuzz.sh 5
 step "end to end: a browser plays and seeks a served video"
