@@ -180,13 +180,8 @@ fn refusals(refused: &[SlotRefusal]) -> String {
         .join("; ")
 }
 
-// The flag named here is the reader's limit as every front end spells it; the tests and docs
-// quote this text.
 fn too_costly(what: &str, iterations: u32, limit: u32) -> String {
-    format!(
-        "{what} asks for {iterations} PBKDF2 iterations, more than this reader's limit of {limit}; \
-         if you made it with that cost, pass --max-kdf-iterations {iterations}"
-    )
+    format!("{what} asks for {iterations} PBKDF2 iterations, more than this reader's limit of {limit}")
 }
 
 fn location(block: Option<u64>, offset: Option<u64>) -> String {

@@ -307,6 +307,20 @@ pub fn describe(e: &qeltrix::Error) -> String {
             "invalid argument: {} exists; use --force to overwrite it",
             path.display()
         ),
+        // The library states the limit; how to raise it is the CLI's flag.
+        Error::KdfTooCostly { iterations, .. } => format!("{e}{}", raise_kdf_limit(*iterations)),
+        Error::SlotsRefused { refused } => {
+            let reasons: Vec<String> = refused
+                .iter()
+                .map(|r| match r {
+                    qeltrix::SlotRefusal::TooCostly { iterations, .. } => {
+                        format!("{r}{}", raise_kdf_limit(*iterations))
+                    }
+                    r => r.to_string(),
+                })
+                .collect();
+            format!("wrong key: no key slot opened; {}", reasons.join("; "))
+        }
         Error::NoTrailer => {
             "incomplete container: no valid trailer at the end of the file (a cut stream or an \
                              interrupted write; `qeltrix repair` can recover the complete blocks)"
@@ -314,6 +328,10 @@ pub fn describe(e: &qeltrix::Error) -> String {
         }
         e => e.to_string(),
     }
+}
+
+fn raise_kdf_limit(iterations: u32) -> String {
+    format!("; if you made it with that cost, pass --max-kdf-iterations {iterations}")
 }
 
 /// The exit code for a failure, by the library error behind it (if any).

@@ -480,7 +480,14 @@ mod tests {
             compress: crate::CompressMode::Never,
             ..PackOptions::default()
         };
-        crate::pack(&input, &path, std::slice::from_ref(&key), &opts, false).unwrap();
+        crate::pack(
+            &input,
+            &path,
+            &[crate::Recipient::try_from(&key).unwrap()],
+            &opts,
+            false,
+        )
+        .unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
         let bad = Container::open(&path, &key).unwrap().entry(3).unwrap().offset as usize;
         bytes[bad + crate::core::format::BLOCK_HEAD_LEN + 9] ^= 1;
@@ -535,7 +542,14 @@ mod tests {
             compress: crate::CompressMode::Never,
             ..PackOptions::default()
         };
-        crate::pack(&input, &path, std::slice::from_ref(&key), &opts, false).unwrap();
+        crate::pack(
+            &input,
+            &path,
+            &[crate::Recipient::try_from(&key).unwrap()],
+            &opts,
+            false,
+        )
+        .unwrap();
         let cache = Arc::new(BlockCache::new(1 << 20, 2));
         let c = CachedContainer::new(
             Arc::new(Container::open(&path, &key).unwrap()),

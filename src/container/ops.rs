@@ -288,7 +288,7 @@ mod tests {
             &storage,
             &mut &plain[..],
             Path::new("a.qltx"),
-            &[key()],
+            &[crate::Recipient::try_from(key()).unwrap()],
             &opts(),
             false,
         )
@@ -315,7 +315,7 @@ mod tests {
             Path::new("a.qltx"),
             Path::new("b.qltx"),
             &key(),
-            std::slice::from_ref(&new_key),
+            &[crate::Recipient::try_from(&new_key).unwrap()],
             &opts(),
             false,
         )
@@ -362,7 +362,7 @@ mod tests {
             &storage,
             &mut &plain[..],
             Path::new("s.qltx"),
-            &[key()],
+            &[crate::Recipient::try_from(key()).unwrap()],
             &opts(),
             false,
         )

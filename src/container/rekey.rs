@@ -179,11 +179,18 @@ mod tests {
             kdf_iterations: 1000,
             ..PackOptions::default()
         };
-        crate::pack(&input, &path, std::slice::from_ref(&pass), &opts, false).unwrap();
+        crate::pack(
+            &input,
+            &path,
+            &[Recipient::try_from(&pass).unwrap()],
+            &opts,
+            false,
+        )
+        .unwrap();
 
         let file_key = Key::KeyFile(KeyFileKey::from_bytes([9; 32]));
         let add = [SlotChange::Add {
-            key: file_key.clone(),
+            key: Recipient::try_from(&file_key).unwrap(),
             iterations: 0,
         }];
         SLOT_KDF_RUNS.with(|runs| runs.set(0));

@@ -343,7 +343,14 @@ mod tests {
             block_size: 4096,
             ..crate::PackOptions::default()
         };
-        crate::pack(&input, &out, std::slice::from_ref(key), &opts, true).unwrap();
+        crate::pack(
+            &input,
+            &out,
+            &[crate::Recipient::try_from(key).unwrap()],
+            &opts,
+            true,
+        )
+        .unwrap();
         std::fs::remove_file(input).unwrap();
     }
 

@@ -308,6 +308,24 @@ pub enum Key {
 
 /// What a container is packed to: each recipient gets one key slot. A recipient can only seal;
 /// open with a [`Key`].
+///
+/// ```no_run
+/// # use qeltrix::{Container, Key, Recipient, crypto::{IdentityKey, RecipientKey}};
+/// # fn demo(public: RecipientKey, me: IdentityKey) -> qeltrix::Result<()> {
+/// qeltrix::pack("talk.mp4".as_ref(), "talk.mp4.qltx".as_ref(), &[Recipient::X25519(public)],
+///     &Default::default(), false)?;
+/// let c = Container::open("talk.mp4.qltx", &Key::Identity(me))?; // the identity opens it
+/// # Ok(()) }
+/// ```
+///
+/// Opening with a recipient does not compile:
+///
+/// ```compile_fail
+/// # use qeltrix::{Container, Recipient, crypto::RecipientKey};
+/// # fn demo(public: RecipientKey) -> qeltrix::Result<()> {
+/// let c = Container::open("talk.mp4.qltx", &Recipient::X25519(public))?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Recipient {
@@ -651,8 +669,13 @@ mod tests {
         IdentityKey::generate(&SeededEntropy([seed; 32]))
     }
 
-    fn wrap(key: &Key) -> KeySlot {
-        wrap_slot(key, &data_key(), &ID, ITER, 0, &entropy()).expect("wraps")
+    fn wrap(recipient: &Recipient) -> KeySlot {
+        wrap_slot(recipient, &data_key(), &ID, ITER, 0, &entropy()).expect("wraps")
+    }
+
+    /// The recipient a key opens.
+    fn seal(key: &Key) -> Recipient {
+        Recipient::try_from(key).expect("a simple key")
     }
 
     fn opens(key: &Key, slot: &KeySlot) -> bool {
@@ -670,31 +693,31 @@ mod tests {
     }
 
     /// One key of each kind that makes a slot, with a key of the same kind that must not open it.
-    fn pairs() -> Vec<(Key, Key, Key)> {
+    fn pairs() -> Vec<(Recipient, Key, Key)> {
         // (wrapping key, opening key, wrong key of the same kind)
         vec![
             (
-                pass("correct horse"),
+                seal(&pass("correct horse")),
                 pass("correct horse"),
                 pass("correct horsE"),
             ),
             (
-                Key::KeyFile(KeyFileKey::from_bytes([0x42; 32])),
+                Recipient::KeyFile(KeyFileKey::from_bytes([0x42; 32])),
                 Key::KeyFile(KeyFileKey::from_bytes([0x42; 32])),
                 Key::KeyFile(KeyFileKey::from_bytes([0x43; 32])),
             ),
             (
-                Key::Vault(VaultKey::from_bytes([0x56; 32])),
+                Recipient::Vault(VaultKey::from_bytes([0x56; 32])),
                 Key::Vault(VaultKey::from_bytes([0x56; 32])),
                 Key::Vault(VaultKey::from_bytes([0x57; 32])),
             ),
             (
-                Key::Recipient(identity(1).recipient()),
+                Recipient::X25519(identity(1).recipient()),
                 Key::Identity(identity(1)),
                 Key::Identity(identity(2)),
             ),
             (
-                Key::Identity(identity(3)),
+                seal(&Key::Identity(identity(3))),
                 Key::Identity(identity(3)),
                 Key::Identity(identity(4)),
             ),
@@ -705,7 +728,7 @@ mod tests {
     fn a_slot_of_each_kind_round_trips() {
         for (wrapping, opening, _) in pairs() {
             let slot = wrap(&wrapping);
-            assert_eq!(Some(slot.kind), wrapping.slot_kind());
+            assert_eq!(slot.kind, wrapping.slot_kind());
             assert!(opens(&opening, &slot), "{:?}", slot.kind);
         }
     }
@@ -735,23 +758,24 @@ mod tests {
     fn a_key_of_another_kind_with_the_same_bytes_gives_none() {
         let key_file = Key::KeyFile(KeyFileKey::from_bytes([0x42; 32]));
         let vault = Key::Vault(VaultKey::from_bytes([0x42; 32]));
-        assert!(!opens(&vault, &wrap(&key_file)));
-        assert!(!opens(&key_file, &wrap(&vault)));
-        assert!(!opens(&pass("x"), &wrap(&key_file)));
+        assert!(!opens(&vault, &wrap(&seal(&key_file))));
+        assert!(!opens(&key_file, &wrap(&seal(&vault))));
+        assert!(!opens(&pass("x"), &wrap(&seal(&key_file))));
     }
 
     #[test]
     fn changing_a_slot_kind_byte_is_caught_by_the_aad() {
-        let mut slot = wrap(&Key::KeyFile(KeyFileKey::from_bytes([0x42; 32])));
+        let mut slot = wrap(&Recipient::KeyFile(KeyFileKey::from_bytes([0x42; 32])));
         slot.kind = SlotKind::Keyring;
         assert!(!opens(&Key::Vault(VaultKey::from_bytes([0x42; 32])), &slot));
     }
 
     #[test]
-    fn a_recipient_public_key_cannot_open_the_slot_made_for_it() {
+    fn a_slot_made_for_a_public_key_opens_with_its_identity_only() {
+        // Opening with the public key itself does not compile (see `Recipient`'s docs).
         let id = identity(1);
-        let slot = wrap(&Key::Recipient(id.recipient()));
-        assert!(!opens(&Key::Recipient(id.recipient()), &slot));
+        let slot = wrap(&Recipient::X25519(id.recipient()));
+        assert!(!opens(&Key::Identity(identity(2)), &slot));
         assert!(opens(&Key::Identity(id), &slot));
     }
 
@@ -768,7 +792,7 @@ mod tests {
     #[test]
     fn editing_any_byte_of_salt_nonce_or_wrapped_key_fails() {
         let key = Key::KeyFile(KeyFileKey::from_bytes([0x42; 32]));
-        let good = wrap(&key);
+        let good = wrap(&seal(&key));
         for i in 0..32 {
             let mut s = good.clone();
             s.salt[i] ^= 1;
@@ -792,14 +816,14 @@ mod tests {
     #[test]
     fn an_edited_iteration_count_fails_even_with_the_right_passphrase() {
         let key = pass("pw");
-        let mut slot = wrap(&key);
+        let mut slot = wrap(&seal(&key));
         slot.param = ITER + 1;
         assert!(!opens(&key, &slot));
     }
 
     #[test]
     fn first_of_tries_each_alternative_in_turn() {
-        let slot = wrap(&Key::KeyFile(KeyFileKey::from_bytes([0x42; 32])));
+        let slot = wrap(&Recipient::KeyFile(KeyFileKey::from_bytes([0x42; 32])));
         let choice = Key::FirstOf(vec![
             pass("not it"),
             Key::KeyFile(KeyFileKey::from_bytes([0x41; 32])),
@@ -814,23 +838,23 @@ mod tests {
     #[test]
     fn a_choice_of_keys_cannot_be_wrapped_to() {
         let choice = Key::FirstOf(vec![pass("a")]);
-        assert!(wrap_slot(&choice, &data_key(), &ID, ITER, 0, &entropy()).is_err());
+        assert!(Recipient::try_from(&choice).is_err());
     }
 
     #[test]
     fn a_passphrase_slot_needs_1_to_100_million_iterations() {
         for iterations in [0, MAX_KDF_ITERATIONS + 1, u32::MAX] {
-            let r = wrap_slot(&pass("pw"), &data_key(), &ID, iterations, 0, &entropy());
+            let r = wrap_slot(&seal(&pass("pw")), &data_key(), &ID, iterations, 0, &entropy());
             assert!(r.is_err(), "{iterations}");
         }
         let key_file = Key::KeyFile(KeyFileKey::from_bytes([1; 32]));
-        let slot = wrap_slot(&key_file, &data_key(), &ID, 0, 0, &entropy()).unwrap();
+        let slot = wrap_slot(&seal(&key_file), &data_key(), &ID, 0, 0, &entropy()).unwrap();
         assert!(opens(&key_file, &slot), "other kinds ignore the iteration count");
     }
 
     #[test]
     fn a_slot_above_the_readers_limit_is_refused_unopened_even_with_the_right_passphrase() {
-        let slot = wrap(&pass("pw"));
+        let slot = wrap(&seal(&pass("pw")));
         let strict = Passphrase::new("pw").with_limits(KdfLimits {
             max_iterations: ITER - 1,
             max_slots: 4,
@@ -851,7 +875,7 @@ mod tests {
             max_slots: 4,
         });
         for param in [0, MAX_KDF_ITERATIONS + 1] {
-            let mut slot = wrap(&pass("pw"));
+            let mut slot = wrap(&seal(&pass("pw")));
             slot.param = param;
             assert!(unwrap_slot(&Key::Passphrase(unlimited.clone()), &slot, &ID).is_none());
         }
@@ -860,13 +884,13 @@ mod tests {
 
     #[test]
     fn a_failed_passphrase_is_remembered_once_per_slot_and_shared_by_clones() {
-        let slot = wrap(&pass("right"));
+        let slot = wrap(&seal(&pass("right")));
         let wrong = Passphrase::new("wrong");
         let key = Key::Passphrase(wrong.clone());
         assert!(!opens(&key, &slot));
         assert!(!opens(&key, &slot));
         assert_eq!(wrong.remembered_failures(), 1);
-        let other_slot = wrap_slot(&pass("right"), &data_key(), &ID, ITER, 1, &entropy()).unwrap();
+        let other_slot = wrap_slot(&seal(&pass("right")), &data_key(), &ID, ITER, 1, &entropy()).unwrap();
         assert!(!opens(&key, &other_slot));
         assert_eq!(wrong.remembered_failures(), 2);
 
@@ -1077,8 +1101,8 @@ mod tests {
         for (wrapping, _, _) in pairs() {
             assert_eq!(wrap(&wrapping), wrap(&wrapping));
         }
-        let a = wrap_slot(&pass("pw"), &data_key(), &ID, ITER, 0, &entropy()).unwrap();
-        let b = wrap_slot(&pass("pw"), &data_key(), &ID, ITER, 1, &entropy()).unwrap();
+        let a = wrap_slot(&seal(&pass("pw")), &data_key(), &ID, ITER, 0, &entropy()).unwrap();
+        let b = wrap_slot(&seal(&pass("pw")), &data_key(), &ID, ITER, 1, &entropy()).unwrap();
         assert_ne!(a.salt, b.salt, "another slot number draws another salt");
         assert_ne!(a.nonce, b.nonce);
     }
@@ -1106,12 +1130,12 @@ mod tests {
     fn slots_follow_the_kek_derivations_of_format_md() {
         let want = Some(*data_key().as_bytes());
 
-        let slot = wrap(&pass("pw"));
+        let slot = wrap(&seal(&pass("pw")));
         let mut kek = [0u8; 32];
         pbkdf2::pbkdf2_hmac::<Sha256>(b"pw", &slot.salt, ITER, &mut kek);
         assert_eq!(open_with_kek(&kek, &slot), want, "passphrase");
 
-        let slot = wrap(&Key::KeyFile(KeyFileKey::from_bytes([0x42; 32])));
+        let slot = wrap(&Recipient::KeyFile(KeyFileKey::from_bytes([0x42; 32])));
         assert_eq!(
             open_with_kek(
                 &spec_hkdf(&[0x42; 32], &slot.salt, b"qeltrix v1 key-file kek"),
@@ -1121,7 +1145,7 @@ mod tests {
             "key file"
         );
 
-        let slot = wrap(&Key::Vault(VaultKey::from_bytes([0x56; 32])));
+        let slot = wrap(&Recipient::Vault(VaultKey::from_bytes([0x56; 32])));
         assert_eq!(
             open_with_kek(
                 &spec_hkdf(&[0x56; 32], &slot.salt, b"qeltrix v1 keyring kek"),
@@ -1133,7 +1157,7 @@ mod tests {
 
         let id = identity(1);
         let r = id.recipient().0;
-        let slot = wrap(&Key::Recipient(id.recipient()));
+        let slot = wrap(&Recipient::X25519(id.recipient()));
         let shared = x25519_dalek::x25519(id.0, slot.salt);
         let salt = [slot.salt.as_slice(), r.as_slice()].concat();
         assert_eq!(
@@ -1147,9 +1171,16 @@ mod tests {
     fn an_x25519_exchange_giving_an_all_zero_secret_is_rejected() {
         // The identity point: every scalar multiple of it is zero.
         let low_order = RecipientKey([0; 32]);
-        let r = wrap_slot(&Key::Recipient(low_order), &data_key(), &ID, ITER, 0, &entropy());
+        let r = wrap_slot(
+            &Recipient::X25519(low_order),
+            &data_key(),
+            &ID,
+            ITER,
+            0,
+            &entropy(),
+        );
         assert!(r.is_err());
-        let mut slot = wrap(&Key::Recipient(identity(1).recipient()));
+        let mut slot = wrap(&Recipient::X25519(identity(1).recipient()));
         slot.salt = [0; 32];
         assert!(!opens(&Key::Identity(identity(1)), &slot));
     }
@@ -1282,8 +1313,8 @@ mod tests {
         );
         assert_eq!(Key::Identity(identity(1)).slot_kind(), Some(SlotKind::Recipient));
         assert_eq!(
-            Key::Recipient(identity(1).recipient()).slot_kind(),
-            Some(SlotKind::Recipient)
+            Recipient::X25519(identity(1).recipient()).slot_kind(),
+            SlotKind::Recipient
         );
     }
 }
