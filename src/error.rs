@@ -21,15 +21,20 @@ use std::path::PathBuf;
 
 use crate::core::format::SlotKind;
 
+/// A result whose error defaults to [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Every error the library returns. Match on the kind; `Display` includes the cause, and errors
+/// about container bytes name the block and/or container offset.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system call failed; `context` says what was being done.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done ("opening", "writing stdout").
         context: String,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
@@ -41,7 +46,12 @@ pub enum Error {
     /// A key slot of a kind the key could open exists, but the key opens none of them (or, for
     /// [`Lock::VaultKeyring`], the passphrase does not open the vault's keyring).
     #[error("wrong key: {}", wrong_key(tried, *lock))]
-    WrongKey { tried: Vec<SlotKind>, lock: Lock },
+    WrongKey {
+        /// The slot kinds the key could open.
+        tried: Vec<SlotKind>,
+        /// What the key was tried on.
+        lock: Lock,
+    },
 
     /// The container has no key slot of any kind the key could open.
     #[error(
@@ -51,29 +61,40 @@ pub enum Error {
         keyring_hint(tried, present)
     )]
     NoSlot {
+        /// The slot kinds the key could open.
         tried: Vec<SlotKind>,
+        /// The slot kinds the container has.
         present: Vec<SlotKind>,
     },
 
     /// No slot opened, and some were not tried: their KDF cost is above the reader's limit, or
     /// they are past the number of passphrase slots a reader tries.
     #[error("wrong key: no key slot opened; {}", refusals(refused))]
-    SlotsRefused { refused: Vec<SlotRefusal> },
+    SlotsRefused {
+        /// The slots not tried, and why.
+        refused: Vec<SlotRefusal>,
+    },
 
     /// A passphrase-protected object (`what`: "the keyring") asks for more PBKDF2 iterations
     /// than this reader allows ([`crate::crypto::KdfLimits`]).
     #[error("wrong key: {}", too_costly(what, *iterations, *limit))]
     KdfTooCostly {
+        /// What asks for the cost ("the keyring").
         what: String,
+        /// PBKDF2 iterations asked for.
         iterations: u32,
+        /// The most iterations this reader allows.
         limit: u32,
     },
 
     /// Authentication or a structural check failed: the container was modified or damaged.
     #[error("corrupt container: {what}{}", location(*block, *offset))]
     Corrupt {
+        /// What is wrong.
         what: String,
+        /// The index of the block concerned, if any.
         block: Option<u64>,
+        /// The container offset concerned, if any.
         offset: Option<u64>,
     },
 
@@ -92,7 +113,10 @@ pub enum Error {
 
     /// The output exists and the caller did not ask to replace it.
     #[error("{} exists", path.display())]
-    Exists { path: PathBuf },
+    Exists {
+        /// The existing output.
+        path: PathBuf,
+    },
 
     /// Key material that does not parse (a key file, an identity, a recipient).
     #[error(transparent)]
@@ -101,12 +125,19 @@ pub enum Error {
     /// A bug: code that should never fail panicked while handling this block or request. The
     /// panic was caught so that it fails this one request, not the process.
     #[error("internal error: {what}{}", location(*block, None))]
-    Internal { what: String, block: Option<u64> },
+    Internal {
+        /// What failed (for a caught panic, its message).
+        what: String,
+        /// The index of the block being handled, if any.
+        block: Option<u64>,
+    },
 
     /// Context added to another error: the file it happened in.
     #[error("{}: {inner}", path.display())]
     InFile {
+        /// The file.
         path: PathBuf,
+        /// The error that happened in it.
         #[source]
         inner: Box<Error>,
     },
@@ -129,12 +160,20 @@ pub enum Lock {
 pub enum SlotRefusal {
     /// Its PBKDF2 cost (`iterations`, read from unauthenticated bytes) is above `limit`.
     TooCostly {
+        /// The slot's number in the slot area.
         slot: usize,
+        /// PBKDF2 iterations the slot asks for.
         iterations: u32,
+        /// The most iterations this reader allows.
         limit: u32,
     },
     /// More passphrase slots came before it than a reader tries (`max_slots`).
-    NotTried { slot: usize, max_slots: usize },
+    NotTried {
+        /// The slot's number in the slot area.
+        slot: usize,
+        /// The most passphrase slots a reader tries.
+        max_slots: usize,
+    },
 }
 
 impl fmt::Display for SlotRefusal {
@@ -194,6 +233,7 @@ fn location(block: Option<u64>, offset: Option<u64>) -> String {
 }
 
 impl Error {
+    /// An [`Error::Corrupt`] with no location.
     pub fn corrupt(what: impl Into<String>) -> Self {
         Error::Corrupt {
             what: what.into(),
@@ -202,6 +242,7 @@ impl Error {
         }
     }
 
+    /// An [`Error::Corrupt`] at block `block`, container offset `offset`.
     pub fn corrupt_block(block: u64, offset: u64, what: impl Into<String>) -> Self {
         Error::Corrupt {
             what: what.into(),
@@ -219,6 +260,7 @@ impl Error {
         }
     }
 
+    /// An [`Error::Io`]: `source` happened while doing `context`.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),

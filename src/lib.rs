@@ -16,6 +16,8 @@
 //! The source is layered (see `docs/ARCHITECTURE.md`): `core` (format, crypto, codec) →
 //! `storage` (the one seam to bytes) → `container` → `vault` → `front` (mount, serve, gateway).
 
+#![warn(missing_docs)]
+
 mod container;
 mod core;
 mod error;

@@ -30,7 +30,9 @@ pub type Block = Arc<Vec<u8>>;
 /// container can never be served another's blocks) and which block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BlockKey {
+    /// The process-unique handle of the opened container ([`CachedContainer::handle`]).
     pub handle: u64,
+    /// The block's index in the container.
     pub block: u64,
 }
 
@@ -81,6 +83,7 @@ impl BlockCache {
         self.lock().bytes
     }
 
+    /// The most bytes of plaintext the cache holds.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -315,6 +318,7 @@ pub struct CachedContainer<S: ReadAt + 'static = Object> {
 }
 
 impl<S: ReadAt + 'static> CachedContainer<S> {
+    /// Reads `container` through `cache`, under a new process-unique handle.
     pub fn new(container: Arc<Container<S>>, cache: Arc<BlockCache>) -> Self {
         CachedContainer {
             handle: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
@@ -323,22 +327,27 @@ impl<S: ReadAt + 'static> CachedContainer<S> {
         }
     }
 
+    /// The container read through the cache.
     pub fn container(&self) -> &Arc<Container<S>> {
         &self.container
     }
 
+    /// The process-unique handle that keys this container's blocks in the cache.
     pub fn handle(&self) -> u64 {
         self.handle
     }
 
+    /// Plaintext length in bytes.
     pub fn len(&self) -> u64 {
         self.container.len()
     }
 
+    /// True when the plaintext is empty.
     pub fn is_empty(&self) -> bool {
         self.container.is_empty()
     }
 
+    /// The index of the block holding plaintext byte `offset`, or `None` past the end.
     pub fn block_of(&self, offset: u64) -> Option<u64> {
         self.container.block_of(offset)
     }

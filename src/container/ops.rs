@@ -96,7 +96,9 @@ fn pack_into(
 pub struct UnpackOptions {
     /// Recompute each block's SHA-256 (the AEAD is checked regardless).
     pub verify: bool,
+    /// Decrypting threads (0: one per core).
     pub workers: usize,
+    /// Replace an existing output; otherwise an existing output is [`Error::Exists`](crate::Error::Exists).
     pub overwrite: bool,
 }
 

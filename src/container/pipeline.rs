@@ -24,6 +24,7 @@ pub fn pool_panic_handler(payload: Box<dyn std::any::Any + Send>) {
 /// the job panics: the panic fails that one job (for callers submitting one job per block,
 /// `job` is the block index), and the pool, its other jobs and the process go on.
 pub trait JobOutput: Send + 'static {
+    /// The output standing in for job `job` when it panicked with `payload`.
     fn panicked(job: u64, payload: &(dyn std::any::Any + Send)) -> Self;
 }
 
@@ -54,11 +55,14 @@ impl WorkerPool {
         Ok(WorkerPool(Arc::new(pool)))
     }
 
+    /// The number of worker threads.
     pub fn workers(&self) -> usize {
         self.0.current_num_threads()
     }
 }
 
+/// Jobs run in parallel on a [`WorkerPool`], their outputs returned in submission order, with
+/// a bounded number in flight.
 pub struct OrderedPool<T: JobOutput> {
     pool: WorkerPool,
     tx: Sender<(u64, T)>,
@@ -90,6 +94,7 @@ impl<T: JobOutput> OrderedPool<T> {
         }
     }
 
+    /// The number of worker threads.
     pub fn workers(&self) -> usize {
         self.pool.workers()
     }

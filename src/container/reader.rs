@@ -30,11 +30,17 @@ use std::sync::{Arc, Mutex};
 /// What can be learned about a container without its key: header, trailer and footer, parsed and
 /// checked for consistency, but not authenticated (the footer MAC needs the key).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ContainerInfo {
+    /// The parsed header.
     pub header: Header,
+    /// The active key-slot area.
     pub slots: SlotArea,
+    /// The trailer, read from the last [`TRAILER_LEN`](crate::format::TRAILER_LEN) bytes.
     pub trailer: Trailer,
+    /// The footer index; its MAC is not checked here.
     pub footer: Footer,
+    /// Length of the container in bytes.
     pub container_size: u64,
 }
 
@@ -96,10 +102,12 @@ impl ContainerInfo {
         })
     }
 
+    /// Plaintext length in bytes, from the footer.
     pub fn original_size(&self) -> u64 {
         self.footer.original_size
     }
 
+    /// The number of blocks, from the footer.
     pub fn block_count(&self) -> u64 {
         self.footer.entries.len() as u64
     }
@@ -273,6 +281,7 @@ impl<S: ReadAt> Container<S> {
         Ok((Container { source, info, keys }, data_key))
     }
 
+    /// The container's header, slots, footer and trailer.
     pub fn info(&self) -> &ContainerInfo {
         &self.info
     }
@@ -282,14 +291,17 @@ impl<S: ReadAt> Container<S> {
         self.info.original_size()
     }
 
+    /// True when the plaintext is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The number of blocks.
     pub fn block_count(&self) -> u64 {
         self.info.block_count()
     }
 
+    /// The footer entry of block `index`, or `None` past the last block.
     pub fn entry(&self, index: u64) -> Option<&FooterEntry> {
         self.info.footer.entries.get(usize::try_from(index).ok()?)
     }

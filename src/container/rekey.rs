@@ -35,9 +35,15 @@ use std::path::Path;
 
 /// One change to a container's key slots.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum SlotChange {
     /// Add a slot for this key (passphrase slots use `iterations`).
-    Add { key: Recipient, iterations: u32 },
+    Add {
+        /// The key that will open the new slot.
+        key: Recipient,
+        /// PBKDF2 iterations of a passphrase slot; ignored for other kinds.
+        iterations: u32,
+    },
     /// Remove the slot at this position (as `qeltrix rekey --list` numbers them).
     Remove(usize),
 }

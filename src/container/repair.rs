@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 /// What a repair found and kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RepairReport {
     /// The input was already a complete, authentic container: nothing was written.
     pub already_complete: bool,
@@ -35,6 +36,7 @@ pub struct RepairReport {
     pub blocks: u64,
     /// Plaintext bytes in the recovered blocks.
     pub plain_bytes: u64,
+    /// Size of the input file in bytes.
     pub input_size: u64,
     /// Size of the repaired container.
     pub output_size: u64,

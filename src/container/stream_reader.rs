@@ -37,10 +37,13 @@ const _: () = assert!(BLOCK_PREFIX_LEN == FOOTER_HEAD_LEN);
 
 /// A block whose head (prefix and metadata) is authenticated; its payload is not yet.
 pub struct SealedBlockIn {
+    /// The block's 0-based index.
     pub index: u64,
     /// Where the block starts in the container.
     pub offset: u64,
+    /// The block's prefix and sealed metadata, as they arrived.
     pub head: [u8; BLOCK_HEAD_LEN],
+    /// The block's decrypted metadata.
     pub meta: BlockMeta,
     /// The sealed payload, exactly as it arrived.
     pub payload: Vec<u8>,
@@ -94,6 +97,7 @@ impl<R: Read> StreamReader<R> {
         })
     }
 
+    /// The container's header, as read from the start of the stream.
     pub fn header(&self) -> &Header {
         &self.header
     }
@@ -123,6 +127,7 @@ impl<R: Read> StreamReader<R> {
         self.finished
     }
 
+    /// Returns the underlying reader, positioned after the bytes consumed so far.
     pub fn into_inner(self) -> R {
         self.input
     }

@@ -35,9 +35,11 @@ use std::sync::Arc;
 /// How to pack.
 #[derive(Clone)]
 pub struct PackOptions {
+    /// The AEAD sealing blocks and metadata.
     pub cipher: CipherId,
     /// Plaintext bytes per block: a multiple of 4 KiB from 4 KiB to 64 MiB.
     pub block_size: u32,
+    /// When to compress a block.
     pub compress: CompressMode,
     /// Deflate level, 0–9.
     pub level: u32,
@@ -73,11 +75,17 @@ impl Default for PackOptions {
 
 /// What a finished pack produced.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PackSummary {
+    /// Blocks written.
     pub blocks: u64,
+    /// Blocks stored deflated.
     pub compressed_blocks: u64,
+    /// Plaintext bytes packed.
     pub original_size: u64,
+    /// Length of the container in bytes.
     pub container_size: u64,
+    /// The container's random identifier.
     pub container_id: ContainerId,
 }
 

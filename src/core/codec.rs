@@ -12,9 +12,13 @@ use sha2::{Digest, Sha256};
 
 /// A sealed block, ready to be written: prefix and sealed metadata, then the sealed payload.
 pub struct SealedBlock {
+    /// The clear prefix followed by the sealed metadata.
     pub head: [u8; BLOCK_HEAD_LEN],
+    /// The sealed payload: stored bytes followed by the 16-byte tag.
     pub payload: Vec<u8>,
+    /// Plaintext bytes in the block.
     pub plain_size: u64,
+    /// True when the payload holds a deflate stream.
     pub compressed: bool,
 }
 
@@ -28,7 +32,9 @@ impl SealedBlock {
 /// How blocks are compressed while packing.
 #[derive(Clone, Copy, Debug)]
 pub struct CompressPolicy {
+    /// When to compress a block.
     pub mode: CompressMode,
+    /// Deflate level, 0 to 9.
     pub level: u32,
 }
 

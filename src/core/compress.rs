@@ -11,6 +11,7 @@ pub enum CompressMode {
     /// Compress when a sample of the block shrinks by at least 10 %.
     #[default]
     Auto,
+    /// Store every block uncompressed.
     Never,
     /// Compress every block (stored raw all the same if deflate would grow it).
     Always,
@@ -56,17 +57,25 @@ fn deflate(data: &[u8], level: u32, capacity_hint: usize) -> Vec<u8> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InflateError {
+    /// The stream is not valid raw deflate.
     #[error("deflate stream is invalid: {0}")]
     Invalid(flate2::DecompressError),
+    /// The stream inflates to more bytes than the block's plain size.
     #[error("deflate stream is longer than the block")]
     TooLong,
+    /// The stored bytes end before the deflate stream does.
     #[error("deflate stream ends early")]
     EndsEarly,
+    /// The stream inflates to a size other than the block's, or leaves stored bytes unread.
     #[error("deflate stream gives {produced} bytes from {consumed} of {stored} stored, expected {expected}")]
     WrongSize {
+        /// Bytes the stream inflated to.
         produced: usize,
+        /// Stored bytes consumed.
         consumed: u64,
+        /// Stored bytes.
         stored: usize,
+        /// The block's plain size.
         expected: usize,
     },
 }

@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 /// The longest token, in bytes (it must fit a 1 KiB line with its line end).
 pub const MAX_TOKEN_LEN: usize = 1022;
 
+/// A shared secret; compared in constant time, redacted in `Debug`, zeroized on drop.
 #[derive(Clone)]
 pub struct Token {
     // Only the gateway presents a token to another server; serve only checks them.

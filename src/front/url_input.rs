@@ -17,8 +17,11 @@ pub fn is_url(s: &str) -> bool {
 }
 
 /// An open download: the body as a reader, and its length when the server announced it.
+#[non_exhaustive]
 pub struct Download {
+    /// The response body.
     pub body: Box<dyn Read + Send>,
+    /// The body's length in bytes, when the server sent `Content-Length`.
     pub len: Option<u64>,
 }
 

@@ -63,6 +63,7 @@ impl Vault {
         Ok(Vault::new(Arc::new(LocalStorage::new(root)?)))
     }
 
+    /// The storage holding the vault.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
     }

@@ -31,6 +31,7 @@ pub const MAX_INFOS: usize = 1 << 16;
 
 /// Why a container did not open, or its structure could not be read.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Failure {
     /// The error, naming the container.
     pub error: Arc<Error>,
@@ -67,15 +68,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// What a listing shows about a container, read without its key (see [`ContainerInfo`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Summary {
     /// Bytes of plaintext.
     pub plaintext_size: u64,
     /// Bytes of plaintext per block.
     pub block_size: u32,
+    /// Blocks in the container.
     pub block_count: u64,
 }
 
 impl Summary {
+    /// The summary of a container's unauthenticated `info`.
     pub fn of(info: &ContainerInfo) -> Self {
         Summary {
             plaintext_size: info.original_size(),
@@ -183,10 +187,12 @@ impl<T: Send + Sync + 'static> Registry<T> {
         }
     }
 
+    /// The vault whose containers are opened.
     pub fn vault(&self) -> &Vault {
         &self.vault
     }
 
+    /// The block cache every opened container reads through.
     pub fn cache(&self) -> &Arc<BlockCache> {
         &self.cache
     }

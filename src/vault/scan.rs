@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// One entry a vault shows.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Item {
     /// What it is shown as: a folder's name, a container's plaintext name.
     pub name: OsString,
@@ -20,8 +21,11 @@ pub struct Item {
 
 /// What a vault folder shows, each list in name order.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct Listing {
+    /// Folders, by shown name.
     pub folders: Vec<Item>,
+    /// Containers, by shown name.
     pub containers: Vec<Item>,
     /// Containers not shown because a folder has the same shown name (`x/` and `x.qltx`): the
     /// folder wins, in every front end.

@@ -12,6 +12,7 @@ pub struct AuthFailed;
 pub struct AeadKey(LessSafeKey);
 
 impl AeadKey {
+    /// The key `key` for `cipher`.
     pub fn new(cipher: CipherId, key: &[u8; 32]) -> Self {
         let alg = match cipher {
             CipherId::Aes256Gcm => &AES_256_GCM,

@@ -6,6 +6,7 @@
 use hkdf::Hkdf;
 use sha2::Sha256;
 
+/// A source of random bytes for keys, salts, nonces and container ids.
 pub trait Entropy: Send + Sync {
     /// Fills `out` with random bytes for the purpose named by `context`.
     fn fill(&self, context: &[u8], out: &mut [u8]);

@@ -49,6 +49,7 @@ pub struct DataKey([u8; 32]);
 secret_debug!(DataKey);
 
 impl DataKey {
+    /// A new random data key from `entropy`.
     pub fn generate(entropy: &dyn Entropy) -> Self {
         let mut k = [0u8; 32];
         entropy.fill(b"data key", &mut k);
@@ -65,7 +66,10 @@ impl DataKey {
 pub enum KeyFormatError {
     /// A key file of `len` bytes that are neither 32 raw bytes nor 64 hex digits.
     #[error("a key file holds 32 raw bytes or 64 hex digits; this one has {len} bytes")]
-    KeyFile { len: usize },
+    KeyFile {
+        /// Length of the key file in bytes.
+        len: usize,
+    },
     /// An identity file without its secret line.
     #[error("no {IDENTITY_PREFIX} line with 64 hex digits")]
     Identity,
@@ -114,6 +118,7 @@ impl KeyFileKey {
         Err(KeyFormatError::KeyFile { len: contents.len() })
     }
 
+    /// The 32 key bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -151,6 +156,7 @@ pub struct Passphrase {
 secret_debug!(Passphrase);
 
 impl Passphrase {
+    /// The passphrase `s`, with the default [`KdfLimits`].
     pub fn new(s: impl Into<String>) -> Self {
         Passphrase {
             secret: s.into(),
@@ -167,6 +173,7 @@ impl Passphrase {
         self
     }
 
+    /// The KDF work a reader allows for this passphrase.
     pub fn limits(&self) -> KdfLimits {
         self.limits
     }
@@ -205,11 +212,13 @@ pub struct VaultKey([u8; 32]);
 secret_debug!(VaultKey);
 
 impl VaultKey {
+    /// A new random vault key from `entropy`.
     pub fn generate(entropy: &dyn Entropy) -> Self {
         let mut k = [0u8; 32];
         entropy.fill(b"vault key", &mut k);
         VaultKey(k)
     }
+    /// The vault key with bytes `bytes`.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         VaultKey(bytes)
     }
@@ -255,12 +264,14 @@ pub struct IdentityKey([u8; 32]);
 secret_debug!(IdentityKey);
 
 impl IdentityKey {
+    /// A new random identity from `entropy`.
     pub fn generate(entropy: &dyn Entropy) -> Self {
         let mut k = [0u8; 32];
         entropy.fill(b"x25519 identity", &mut k);
         IdentityKey(k)
     }
 
+    /// The public key of this identity, for sealing recipient slots to it.
     pub fn recipient(&self) -> RecipientKey {
         let secret = x25519_dalek::StaticSecret::from(self.0);
         RecipientKey(x25519_dalek::PublicKey::from(&secret).to_bytes())
@@ -566,13 +577,19 @@ fn slot_fingerprint(container_id: &ContainerId, slot: &KeySlot) -> [u8; 32] {
 
 /// The keys one container uses, all derived from its data key.
 pub struct ContainerKeys {
+    /// The AEAD sealing blocks and metadata.
     pub cipher: CipherId,
+    /// The container's random identifier.
     pub container_id: ContainerId,
+    /// The container's data key, from which the other keys derive.
     pub data_key: DataKey,
+    /// The key sealing each block's metadata.
     pub meta_key: AeadKey,
     footer_mac_key: Zeroizing<[u8; 32]>,
 }
 
+/// Derives the metadata key and footer MAC key of container `container_id` from its data key
+/// (HKDF-SHA256, `docs/FORMAT.md`).
 pub fn derive_container_keys(
     data_key: DataKey,
     cipher: CipherId,

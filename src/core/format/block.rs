@@ -5,6 +5,7 @@ use super::{array, le_u32, le_u64, NONCE_LEN, TAG_LEN};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"QBLK";
+/// Length of the clear block prefix.
 pub const BLOCK_PREFIX_LEN: usize = 24;
 /// Length of the metadata once decrypted.
 pub const META_PLAIN_LEN: usize = 88;
@@ -18,19 +19,23 @@ pub const BLOCK_OVERHEAD: u64 = (BLOCK_HEAD_LEN + TAG_LEN) as u64;
 /// How a block's payload is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
+    /// Stored as is (`0`): the stored size equals the plain size.
     None = 0,
+    /// Raw deflate, RFC 1951 (`1`): the stored size is at most the plain size.
     Deflate = 1,
 }
 
 /// The clear block prefix. It is authenticated as the metadata's associated data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockPrefix {
+    /// The block's 0-based index in the container.
     pub index: u64,
     /// Sealed payload length: stored size plus the tag.
     pub payload_len: u32,
 }
 
 impl BlockPrefix {
+    /// Encodes the prefix as [`BLOCK_PREFIX_LEN`] bytes (magic, metadata length, index, payload length).
     pub fn encode(&self) -> [u8; BLOCK_PREFIX_LEN] {
         let mut b = [0u8; BLOCK_PREFIX_LEN];
         b[0..4].copy_from_slice(MAGIC);
@@ -75,17 +80,22 @@ impl BlockPrefix {
 /// The per-block metadata, decrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockMeta {
+    /// Plaintext bytes in the block, 1 to the block size.
     pub plain_size: u32,
+    /// Payload bytes before the tag.
     pub stored_size: u32,
+    /// How the payload is stored.
     pub compression: Compression,
     /// SHA-256 of the block's plaintext; also an input of the block's key.
     pub content_hash: [u8; 32],
+    /// Nonce of the payload's AEAD.
     pub payload_nonce: [u8; NONCE_LEN],
     /// HKDF salt for the block's content key.
     pub cdk_salt: [u8; 32],
 }
 
 impl BlockMeta {
+    /// Encodes the metadata as its [`META_PLAIN_LEN`] plaintext bytes, before sealing.
     pub fn encode(&self) -> [u8; META_PLAIN_LEN] {
         let mut b = [0u8; META_PLAIN_LEN];
         b[0..4].copy_from_slice(&self.plain_size.to_le_bytes());

@@ -7,11 +7,14 @@ use crate::{Error, Result};
 const FOOTER_MAGIC: &[u8; 8] = b"QLTXFOOT";
 const TRAILER_MAGIC: &[u8; 8] = b"QLTXTRLR";
 const TRAILER_END: &[u8; 8] = b"QLTXEND\0";
+/// Length of the footer's head: magic, entry count, original size.
 pub const FOOTER_HEAD_LEN: usize = 24;
+/// Length of one footer entry.
 pub const FOOTER_ENTRY_LEN: usize = 32;
 const MAC_LEN: usize = 32;
 /// Footer bytes besides the entries: head and MAC.
 pub const FOOTER_FIXED_LEN: usize = FOOTER_HEAD_LEN + MAC_LEN;
+/// Length of the trailer, the last bytes of a complete container.
 pub const TRAILER_LEN: usize = 32;
 
 /// Where one block is and which plaintext it holds.
@@ -21,15 +24,20 @@ pub struct FooterEntry {
     pub offset: u64,
     /// Length of the whole block: prefix, metadata and payload.
     pub len: u64,
+    /// Offset of the block's first plaintext byte in the original input.
     pub plain_offset: u64,
+    /// Plaintext bytes in the block.
     pub plain_size: u64,
 }
 
 /// The decoded footer. `mac` is checked by the reader (it needs the key), not here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Footer {
+    /// Plaintext length in bytes: the sum of the entries' plain sizes.
     pub original_size: u64,
+    /// One entry per block, in block order.
     pub entries: Vec<FooterEntry>,
+    /// HMAC-SHA256 over the bound header fields and the footer bytes before it.
     pub mac: [u8; MAC_LEN],
 }
 
@@ -39,6 +47,7 @@ impl Footer {
         b.starts_with(FOOTER_MAGIC)
     }
 
+    /// Length in bytes of a footer with `entries` entries, MAC included.
     pub fn encoded_len(entries: usize) -> u64 {
         (FOOTER_FIXED_LEN + entries * FOOTER_ENTRY_LEN) as u64
     }
@@ -119,6 +128,8 @@ pub struct LayoutCheck {
 }
 
 impl LayoutCheck {
+    /// Starts checking the entries of a container with blocks of `block_size` bytes whose last
+    /// block ends at container offset `blocks_end` (the footer's offset).
     pub fn new(block_size: u32, blocks_end: u64) -> Self {
         LayoutCheck {
             block_size,
@@ -180,11 +191,14 @@ impl LayoutCheck {
 /// The last 32 bytes of a complete container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Trailer {
+    /// Container offset of the footer.
     pub footer_offset: u64,
+    /// Length of the footer in bytes; it ends where the trailer starts.
     pub footer_size: u64,
 }
 
 impl Trailer {
+    /// Encodes the trailer as [`TRAILER_LEN`] bytes.
     pub fn encode(&self) -> [u8; TRAILER_LEN] {
         let mut b = [0u8; TRAILER_LEN];
         b[0..8].copy_from_slice(TRAILER_MAGIC);

@@ -6,6 +6,7 @@ use super::{
 };
 use crate::{Error, Result};
 
+/// Length of the header region, which the first block follows: 4096 bytes.
 pub const HEADER_LEN: usize = 4096;
 const MAGIC: &[u8; 8] = b"QELTRIX\0";
 
@@ -18,11 +19,14 @@ const KNOWN_FLAGS: u16 = FLAG_NO_VERIFY | FLAG_STREAMING;
 /// Which AEAD seals the blocks and metadata.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CipherId {
+    /// AES-256-GCM (cipher byte `0`).
     Aes256Gcm = 0,
+    /// ChaCha20-Poly1305 (cipher byte `1`).
     ChaCha20Poly1305 = 1,
 }
 
 impl CipherId {
+    /// The cipher with header cipher byte `b`, or `None` for an unknown byte.
     pub fn from_byte(b: u8) -> Option<Self> {
         match b {
             0 => Some(CipherId::Aes256Gcm),
@@ -30,6 +34,7 @@ impl CipherId {
             _ => None,
         }
     }
+    /// The cipher's display name (`AES-256-GCM`, `ChaCha20-Poly1305`).
     pub fn name(self) -> &'static str {
         match self {
             CipherId::Aes256Gcm => "AES-256-GCM",
@@ -41,20 +46,30 @@ impl CipherId {
 /// The header's fields. The slot areas are kept as raw bytes here and parsed by [`SlotArea`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// Header flags ([`FLAG_NO_VERIFY`], [`FLAG_STREAMING`]); other bits are rejected on decode.
     pub flags: u16,
+    /// The AEAD sealing the blocks and metadata (key slots always use AES-256-GCM).
     pub cipher: CipherId,
+    /// Plaintext bytes per block: a multiple of 4096 from 4096 to 64 MiB.
     pub block_size: u32,
     /// Zero in a streamed header that was never patched; the footer is authoritative.
     pub total_blocks: u64,
+    /// Plaintext length in bytes; zero in a streamed header that was never patched.
     pub original_size: u64,
+    /// Container offset of the footer; zero in a streamed header that was never patched.
     pub footer_offset: u64,
+    /// Length of the footer in bytes; zero in a streamed header that was never patched.
     pub footer_size: u64,
+    /// The container's random identifier (header bytes 56..72).
     pub container_id: ContainerId,
+    /// Raw bytes of key-slot area A (header offset 1024), decoded by [`SlotArea`].
     pub slot_area_a: [u8; SLOT_AREA_LEN],
+    /// Raw bytes of key-slot area B (header offset 2560), decoded by [`SlotArea`].
     pub slot_area_b: [u8; SLOT_AREA_LEN],
 }
 
 impl Header {
+    /// Encodes the header region: [`HEADER_LEN`] bytes, reserved bytes zero.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; HEADER_LEN];
         b[0..8].copy_from_slice(MAGIC);
@@ -72,6 +87,11 @@ impl Header {
         b
     }
 
+    /// Decodes the first [`HEADER_LEN`] bytes of `b`.
+    ///
+    /// # Errors
+    /// [`Error::NotAContainer`] for a short input, bad magic, an unknown version or cipher;
+    /// [`Error::Corrupt`] for unknown flags, non-zero reserved bytes or an invalid block size.
     pub fn decode(b: &[u8]) -> Result<Self> {
         if b.len() < HEADER_LEN {
             return Err(Error::NotAContainer(format!(

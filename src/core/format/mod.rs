@@ -34,9 +34,12 @@ pub const NONCE_LEN: usize = 12;
 pub const TAG_LEN: usize = 16;
 /// Smallest and largest block size, and the granularity between them.
 pub const MIN_BLOCK_SIZE: u32 = 4096;
+/// The largest block size: 64 MiB.
 pub const MAX_BLOCK_SIZE: u32 = 64 << 20;
+/// The block size used when none is given: 1 MiB.
 pub const DEFAULT_BLOCK_SIZE: u32 = 1 << 20;
 
+/// A container's random identifier, bound into every key derivation and AAD.
 pub type ContainerId = [u8; CONTAINER_ID_LEN];
 
 /// A block size outside the format's limits.
@@ -44,6 +47,7 @@ pub type ContainerId = [u8; CONTAINER_ID_LEN];
 #[error("block size {block_size} bytes: must be a multiple of 4 KiB between 4 KiB and 64 MiB")]
 #[non_exhaustive]
 pub struct BlockSizeError {
+    /// The rejected block size, in bytes.
     pub block_size: u32,
 }
 
@@ -64,20 +68,20 @@ pub fn check_block_size(block_size: u32) -> Result<(), BlockSizeError> {
 
 /// Little-endian field access on fixed-size byte slices. Callers check lengths first; these
 /// helpers only ever see slices of the size the layout says.
-pub fn le_u16(b: &[u8], at: usize) -> u16 {
+pub(crate) fn le_u16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
-pub fn le_u32(b: &[u8], at: usize) -> u32 {
+pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(a)
 }
-pub fn le_u64(b: &[u8], at: usize) -> u64 {
+pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
 }
-pub fn array<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+pub(crate) fn array<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
     let mut a = [0u8; N];
     a.copy_from_slice(&b[at..at + N]);
     a

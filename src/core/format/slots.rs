@@ -8,9 +8,13 @@ use sha2::{Digest, Sha256};
 
 /// Offsets of the two areas inside the header region, and their length.
 pub const SLOT_AREA_A: usize = 1024;
+/// Offset of key-slot area B inside the header region.
 pub const SLOT_AREA_B: usize = 2560;
+/// Length of a key-slot area: 16-byte head, [`MAX_SLOTS`] slots, 32-byte checksum (1072).
 pub const SLOT_AREA_LEN: usize = 16 + MAX_SLOTS * SLOT_LEN + 32;
+/// The most slots an area holds.
 pub const MAX_SLOTS: usize = 8;
+/// Length of one encoded key slot.
 pub const SLOT_LEN: usize = 128;
 /// The slot bytes bound into the wrap's AAD: kind, parameter, salt, nonce.
 pub const SLOT_AAD_LEN: usize = 52;
@@ -31,6 +35,7 @@ pub enum SlotKind {
 }
 
 impl SlotKind {
+    /// The slot kind with kind byte `b`, or `None` for an unknown byte.
     pub fn from_byte(b: u8) -> Option<Self> {
         match b {
             1 => Some(SlotKind::Passphrase),
@@ -40,6 +45,7 @@ impl SlotKind {
             _ => None,
         }
     }
+    /// The kind's name as messages and the CLI print it (`passphrase`, `key-file`, `recipient`, `keyring`).
     pub fn name(self) -> &'static str {
         match self {
             SlotKind::Passphrase => "passphrase",
@@ -53,15 +59,20 @@ impl SlotKind {
 /// One key slot: the data key sealed with AES-256-GCM under a key derived from `salt` (and `param`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeySlot {
+    /// What unlocks the slot.
     pub kind: SlotKind,
+    /// Kind-specific parameter: the PBKDF2 iteration count for [`SlotKind::Passphrase`], zero otherwise.
     pub param: u32,
+    /// KDF salt; for [`SlotKind::Recipient`], the ephemeral X25519 public key.
     pub salt: [u8; 32],
+    /// Nonce of the AES-256-GCM wrap.
     pub nonce: [u8; NONCE_LEN],
     /// The 32-byte data key, encrypted, followed by its 16-byte tag.
     pub wrapped: [u8; 32 + TAG_LEN],
 }
 
 impl KeySlot {
+    /// Encodes the slot as [`SLOT_LEN`] bytes, reserved bytes zero.
     pub fn encode(&self) -> [u8; SLOT_LEN] {
         let mut b = [0u8; SLOT_LEN];
         b[0] = self.kind as u8;
@@ -95,11 +106,17 @@ impl KeySlot {
 /// A decoded, checksum-valid slot area.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotArea {
+    /// Sequence number (1 or more); of two valid areas, the higher one is active.
     pub sequence: u64,
+    /// The slots in use, 1 to [`MAX_SLOTS`] of them.
     pub slots: Vec<KeySlot>,
 }
 
 impl SlotArea {
+    /// Encodes the area as [`SLOT_AREA_LEN`] bytes with its SHA-256 checksum.
+    ///
+    /// # Panics
+    /// If `slots` is empty or holds more than [`MAX_SLOTS`].
     pub fn encode(&self) -> [u8; SLOT_AREA_LEN] {
         assert!(
             !self.slots.is_empty() && self.slots.len() <= MAX_SLOTS,

@@ -97,10 +97,12 @@ impl SinkServer {
         })
     }
 
+    /// The address the server listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
+    /// The server's counters, shared with its connections.
     pub fn stats(&self) -> Arc<Stats> {
         Arc::clone(&self.shared.stats)
     }

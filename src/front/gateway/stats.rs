@@ -21,8 +21,11 @@ pub struct Stats {
 
 /// The counters at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct StatsSnapshot {
+    /// Connections accepted.
     pub connections_total: u64,
+    /// Connections open now.
     pub connections_active: u64,
     /// Bytes read from clients (plaintext when encrypting, container bytes when decrypting).
     pub bytes_in: u64,
@@ -33,6 +36,7 @@ pub struct StatsSnapshot {
 }
 
 impl Stats {
+    /// The counters now (each read on its own, not as one atomic snapshot).
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             connections_total: self.connections_total.load(Relaxed),

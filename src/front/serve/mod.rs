@@ -93,6 +93,7 @@ pub struct ServeOptions {
     /// A client must take at least this many bytes per second (measured over
     /// [`ServeOptions::min_rate_window`]) while a response waits on it; 0 turns it off.
     pub min_rate: u64,
+    /// The window over which [`ServeOptions::min_rate`] is measured.
     pub min_rate_window: Duration,
 }
 
