@@ -2,8 +2,10 @@
 //! inputs that make a reused buffer differ from a fresh one (raw blocks after compressed ones,
 //! short flushed blocks, a short last block) and check that every byte comes back.
 
+mod common;
+
+use common::{key_file_key, random_bytes, text_bytes};
 use qeltrix::compress::CompressMode;
-use qeltrix::crypto::KeyFileKey;
 use qeltrix::{Container, Key, PackOptions, StreamPacker};
 use std::io::{Cursor, Write};
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 const BLOCK: usize = 16 * 1024;
 
 fn key() -> Key {
-    Key::KeyFile(KeyFileKey::from_bytes([42; 32]))
+    key_file_key(42)
 }
 
 fn opts(workers: usize) -> PackOptions {
@@ -23,27 +25,6 @@ fn opts(workers: usize) -> PackOptions {
     }
 }
 
-/// Deterministic bytes that do not compress (xorshift), and text that does.
-fn noise(len: usize, mut state: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-fn text(len: usize) -> Vec<u8> {
-    b"2024-05-01 12:00:00 INFO request ok path=/api/v1/items status=200\n"
-        .iter()
-        .copied()
-        .cycle()
-        .take(len)
-        .collect()
-}
-
 /// Runs of raw and compressible blocks, with lengths that straddle block boundaries.
 fn mixed_input() -> Vec<u8> {
     let mut data = Vec::new();
@@ -52,9 +33,9 @@ fn mixed_input() -> Vec<u8> {
         .enumerate()
     {
         if i % 2 == 0 {
-            data.extend(noise(len, i as u64 + 1));
+            data.extend(random_bytes(len, i as u64 + 1));
         } else {
-            data.extend(text(len));
+            data.extend(text_bytes(len, i as u64));
         }
     }
     data

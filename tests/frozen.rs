@@ -12,6 +12,11 @@
 //! - Every use of the library's API is in the first section below, so that a restructured crate
 //!   needs only those few functions adapted, never the expectations.
 
+mod common;
+
+/// SplitMix64, the plaintexts' (and the range checks') only source of variety: the tests' common
+/// generator, with its state set to the seed as the corpus was made (`Rng::from_state`).
+use common::Rng;
 use qeltrix::crypto::{IdentityKey, KeyFileKey, Passphrase, RecipientKey, SeededEntropy};
 use qeltrix::{
     keyring, CipherId, CompressMode, Container, ContainerInfo, Error, Key, PackOptions, StreamPacker,
@@ -328,8 +333,8 @@ enum Data {
     /// `format!("{n:06} qeltrix frozen corpus, seed {seed}: {w}\n")` with
     /// `w = WORDS[(7 n + seed) % 8]`, cut at the length.
     Text,
-    /// Incompressible: SplitMix64 (see [`SplitMix64`]) seeded with the seed, each output as 8
-    /// little-endian bytes, cut at the length.
+    /// Incompressible: SplitMix64 (the common `Rng`, its raw state set to the seed), each output
+    /// as 8 little-endian bytes, cut at the length.
     Noise,
     /// 4096-byte chunks, alternately Text (chunk 0, 2, ...) and Noise (chunk 1, 3, ...): byte k
     /// is byte k of the Text or the Noise plaintext of the same length and seed.
@@ -354,7 +359,7 @@ fn plaintext(data: Data, len: usize, seed: u8) -> Vec<u8> {
             out
         }
         Data::Noise => {
-            let mut rng = SplitMix64::new(seed as u64);
+            let mut rng = Rng::from_state(seed as u64);
             let mut out = Vec::with_capacity(len + 8);
             while out.len() < len {
                 out.extend_from_slice(&rng.next_u64().to_le_bytes());
@@ -371,25 +376,6 @@ fn plaintext(data: Data, len: usize, seed: u8) -> Vec<u8> {
                 .map(|k| if (k / 4096) % 2 == 0 { text[k] } else { noise[k] })
                 .collect()
         }
-    }
-}
-
-/// SplitMix64, the plaintexts' (and the range checks') only source of variety.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
     }
 }
 
@@ -692,6 +678,22 @@ fn expect_err<T>(r: qeltrix::Result<T>, what: &str) -> Error {
     }
 }
 
+/// The checks of a negative file that ends too early: pinned, and refused as incomplete (or
+/// without a trailer) by the info reader and by opening.
+fn check_incomplete(path: &str) {
+    assert_pinned(path);
+    let err = expect_err(read_info(&data_path(path)), "ContainerInfo::read");
+    assert!(
+        matches!(err.root(), Error::Incomplete(_) | Error::NoTrailer),
+        "{err}"
+    );
+    let err = expect_err(open(&data_path(path), &Slot::KeyFile.opening_key()), "open");
+    assert!(
+        matches!(err.root(), Error::Incomplete(_) | Error::NoTrailer),
+        "{err}"
+    );
+}
+
 /// Every check a positive file must pass, with every key that should open it.
 fn check_good(path: &str) {
     let spec = good(path);
@@ -758,7 +760,7 @@ fn check_reads(c: &Container, plain: &[u8], sizes: &[u64], seed: u8, what: &str)
     assert!(blocks == plain, "{what}: blocks read one by one");
 
     let len = plain.len() as u64;
-    let mut rng = SplitMix64::new(0xf0f0 + seed as u64);
+    let mut rng = Rng::from_state(0xf0f0 + seed as u64);
     let mut boundary = 0;
     for pair in sizes.windows(2) {
         boundary += pair[0];
@@ -964,34 +966,12 @@ fn bad_tag_fails_naming_block_2() {
 
 #[test]
 fn truncated_footer_is_incomplete() {
-    let path = "bad/truncated-footer.qltx";
-    assert_pinned(path);
-    let err = expect_err(read_info(&data_path(path)), "ContainerInfo::read");
-    assert!(
-        matches!(err.root(), Error::Incomplete(_) | Error::NoTrailer),
-        "{err}"
-    );
-    let err = expect_err(open(&data_path(path), &Slot::KeyFile.opening_key()), "open");
-    assert!(
-        matches!(err.root(), Error::Incomplete(_) | Error::NoTrailer),
-        "{err}"
-    );
+    check_incomplete("bad/truncated-footer.qltx");
 }
 
 #[test]
 fn trailing_garbage_is_incomplete() {
-    let path = "bad/trailing-garbage.qltx";
-    assert_pinned(path);
-    let err = expect_err(read_info(&data_path(path)), "ContainerInfo::read");
-    assert!(
-        matches!(err.root(), Error::Incomplete(_) | Error::NoTrailer),
-        "{err}"
-    );
-    let err = expect_err(open(&data_path(path), &Slot::KeyFile.opening_key()), "open");
-    assert!(
-        matches!(err.root(), Error::Incomplete(_) | Error::NoTrailer),
-        "{err}"
-    );
+    check_incomplete("bad/trailing-garbage.qltx");
 }
 
 #[test]
@@ -1060,18 +1040,7 @@ fn unknown_header_flag_is_refused() {
 
 #[test]
 fn cut_stream_is_incomplete() {
-    let path = "bad/cut-stream.qltx";
-    assert_pinned(path);
-    let err = expect_err(read_info(&data_path(path)), "ContainerInfo::read");
-    assert!(
-        matches!(err.root(), Error::Incomplete(_) | Error::NoTrailer),
-        "{err}"
-    );
-    let err = expect_err(open(&data_path(path), &Slot::KeyFile.opening_key()), "open");
-    assert!(
-        matches!(err.root(), Error::Incomplete(_) | Error::NoTrailer),
-        "{err}"
-    );
+    check_incomplete("bad/cut-stream.qltx");
 }
 
 // ================================================================================================

@@ -2,28 +2,18 @@
 //! `qeltrix serve` is started with core dumps allowed (as a user with `ulimit -c unlimited` would),
 //! then checked from outside through `/proc`, and finally crashed with SIGABRT.
 
-use qeltrix::crypto::KeyFileKey;
-use qeltrix::{Key, PackOptions};
+mod common;
+
+use common::{key_file_key, qeltrix_process, wait_for_text, write_key_file, Reaped};
+use qeltrix::PackOptions;
 use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
-const DEADLINE: Duration = Duration::from_secs(60);
 /// `nobody`: the server runs as another user than the test, so that `/proc` shows its dumpability.
 const NOBODY: u32 = 65534;
-
-/// A child process killed and reaped on drop, also when the test fails.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The soft and hard core file size limits of a process, from `/proc/PID/limits`.
 fn core_limits(pid: u32) -> (String, String) {
@@ -43,20 +33,12 @@ fn serve_is_not_dumpable_and_a_crash_leaves_no_core() {
     let dir = tempfile::tempdir().unwrap();
     // Readable (and the crash folder writable) by the unprivileged user the server runs as.
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let key = [5u8; 32];
-    fs::write(dir.path().join("key"), hex::encode(key)).unwrap();
+    write_key_file(&dir.path().join("key"), 5);
     let plain = dir.path().join("plain");
     fs::write(&plain, vec![42u8; 100_000]).unwrap();
     let container = dir.path().join("c.bin.qltx");
     let opts = PackOptions::default();
-    qeltrix::pack(
-        &plain,
-        &container,
-        &[Key::KeyFile(KeyFileKey::from_bytes(key))],
-        &opts,
-        true,
-    )
-    .unwrap();
+    qeltrix::pack(&plain, &container, &[key_file_key(5)], &opts, true).unwrap();
     for f in ["key", "c.bin.qltx"] {
         fs::set_permissions(dir.path().join(f), fs::Permissions::from_mode(0o644)).unwrap();
     }
@@ -65,7 +47,7 @@ fn serve_is_not_dumpable_and_a_crash_leaves_no_core() {
     fs::set_permissions(&cwd, fs::Permissions::from_mode(0o777)).unwrap();
     let log = dir.path().join("serve.log");
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qeltrix"));
+    let mut cmd = qeltrix_process();
     cmd.arg("serve")
         .arg(&container)
         .arg("--key-file")
@@ -105,18 +87,7 @@ fn serve_is_not_dumpable_and_a_crash_leaves_no_core() {
     }
     let mut server = Reaped(cmd.spawn().unwrap());
     let pid = server.0.id();
-    let started = Instant::now();
-    loop {
-        let text = fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("http://") {
-            break;
-        }
-        if let Some(status) = server.0.try_wait().unwrap() {
-            panic!("the server exited with {status}: {text}");
-        }
-        assert!(started.elapsed() < DEADLINE, "the server did not start: {text}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_text(&mut server.0, &log, "http://");
 
     // RLIMIT_CORE: set to 0, hard limit included, whatever it was started with.
     assert_eq!(

@@ -6,101 +6,21 @@
 //! Real `qeltrix` processes on real files, each test in its own temporary folder.
 
 mod common;
-use assert_cmd::Command;
-use common::random_bytes;
+use common::{
+    contains, daemon_pid, fuse_available, line_where, mode_of as mode, random_bytes, stderr_of as stderr,
+    wait_for_output, Captured, DaemonMount, Reaped, Work,
+};
 use qeltrix::crypto::{KdfLimits, Passphrase};
 use qeltrix::format::{
     Header, KeySlot, SlotArea, SlotKind, HEADER_LEN, SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN,
 };
 use qeltrix::{keyring, Container, Error, Key};
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
-use tempfile::TempDir;
+use std::path::Path;
+use std::process::{Output, Stdio};
 
 const PASSPHRASE_ENV: &str = "QELTRIX_PASSPHRASE";
-
-struct Work {
-    dir: TempDir,
-}
-
-impl Work {
-    fn new() -> Self {
-        Work {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) {
-        fs::write(self.path(name), bytes).unwrap();
-    }
-
-    fn read(&self, name: &str) -> Vec<u8> {
-        fs::read(self.path(name)).unwrap()
-    }
-
-    fn cmd(&self, line: &str) -> Command {
-        let mut c = Command::cargo_bin("qeltrix").unwrap();
-        c.current_dir(self.dir.path())
-            .env_remove(PASSPHRASE_ENV)
-            .env_remove("QELTRIX_MAX_KDF_ITERATIONS")
-            .args(line.split_whitespace());
-        c
-    }
-
-    fn std_cmd(&self, line: &str) -> std::process::Command {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_qeltrix"));
-        c.current_dir(self.dir.path())
-            .env_remove(PASSPHRASE_ENV)
-            .env_remove("QELTRIX_MAX_KDF_ITERATIONS")
-            .args(line.split_whitespace());
-        c
-    }
-
-    /// Runs two command lines at once (output discarded); returns their exit codes.
-    fn race(&self, a: &str, b: &str) -> (Option<i32>, Option<i32>) {
-        let spawn = |line: &str| {
-            self.std_cmd(line)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        };
-        let (mut a, mut b) = (spawn(a), spawn(b));
-        (a.wait().unwrap().code(), b.wait().unwrap().code())
-    }
-
-    fn run(&self, line: &str) -> Output {
-        self.cmd(line).output().unwrap()
-    }
-
-    fn ok(&self, line: &str) -> String {
-        let out = self.run(line);
-        assert_eq!(out.status.code(), Some(0), "{line}: {}", stderr(&out));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn fails(&self, line: &str, code: i32) -> String {
-        let out = self.run(line);
-        assert_eq!(out.status.code(), Some(code), "{line}: {}", stderr(&out));
-        stderr(&out)
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
 
 fn areas(bytes: &[u8]) -> [Option<SlotArea>; 2] {
     let h = Header::decode(&bytes[..HEADER_LEN]).unwrap();
@@ -461,10 +381,6 @@ fn under_umask_000(mut cmd: std::process::Command) -> Output {
     cmd.output().unwrap()
 }
 
-fn mode(path: &Path) -> u32 {
-    fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
 #[test]
 fn a_vault_made_under_umask_000_is_private() {
     let w = Work::new();
@@ -488,40 +404,26 @@ fn a_daemon_does_not_keep_the_passphrase_in_its_environment() {
     w.write("data", &random_bytes(3000, 7));
     w.ok("init V --passphrase-file p.pass --kdf-iterations 100000");
     w.ok("pack data V/data.qltx --passphrase-file p.pass -q");
-    let mut child: Child = w
-        .std_cmd("serve V --port 0")
-        .env(PASSPHRASE_ENV, secret)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let guard = KillOnDrop(child.id());
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("http://127.0.0.1:"));
-    assert!(ready.is_some(), "serve did not start");
-    let environ = fs::read(format!("/proc/{}/environ", child.id())).unwrap();
-    drop(guard);
-    let _ = child.wait();
+    let mut server = Reaped(
+        w.std_cmd("serve V --port 0")
+            .env(PASSPHRASE_ENV, secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = Captured::start(server.0.stderr.take().unwrap());
+    wait_for_output("serve to listen", &mut server.0, &log, |text| {
+        line_where(text, |l| l.contains("http://127.0.0.1:"))
+    });
+    let environ = fs::read(format!("/proc/{}/environ", server.0.id())).unwrap();
+    drop(server);
     assert!(
         !contains(&environ, secret.as_bytes()),
         "the passphrase is readable in /proc/PID/environ"
     );
     assert!(!contains(&environ, format!("{PASSPHRASE_ENV}=e").as_bytes()));
-}
-
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.0 as i32, libc::SIGKILL);
-        }
-    }
 }
 
 // ---------------------------------------------------------------- 16. stdout on a bad block
@@ -560,8 +462,7 @@ fn unpack_to_stdout_stops_at_the_bad_block_with_only_authentic_bytes() {
 /// The mount's log, created under `umask 000`, is 0600: it names files and blocks of the vault.
 #[test]
 fn a_mount_log_made_under_umask_000_is_private() {
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("skipped: no /dev/fuse");
+    if !fuse_available() {
         return;
     }
     let w = Work::new();
@@ -573,24 +474,10 @@ fn a_mount_log_made_under_umask_000_is_private() {
     let mnt = w.path("mnt").canonicalize().unwrap();
     let out = under_umask_000(w.std_cmd("mount V mnt --key-file k.key --daemon --log-file mount.log"));
     let err = stderr(&out);
-    let pid: i32 = err
-        .split("(pid ")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in: {err}"));
-    struct Unmount(PathBuf, i32);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: plain syscalls on our own mount and child.
-            unsafe {
-                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-                libc::kill(self.1, libc::SIGKILL);
-            }
-        }
-    }
-    let _unmount = Unmount(mnt.clone(), pid);
+    let _unmount = DaemonMount {
+        mnt: mnt.clone(),
+        pid: daemon_pid(&err),
+    };
     assert!(out.status.success(), "{err}");
     assert_eq!(fs::read(mnt.join("f")).unwrap(), b"mounted data");
     assert_eq!(mode(&w.path("mount.log")), 0o600, "mount log");

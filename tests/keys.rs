@@ -8,18 +8,14 @@
 //! are written as one string split on whitespace; no argument here contains a space.
 
 mod common;
-use assert_cmd::Command;
-use common::random_bytes;
+use common::{assert_code, mode_of as mode, random_bytes, Work};
 use qeltrix::crypto::{DataKey, IdentityKey, KeyFileKey, Passphrase, RecipientKey, SeededEntropy, VaultKey};
 use qeltrix::format::{Header, SlotArea, HEADER_LEN, SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN};
 use qeltrix::{keyring, CompressMode, Container, Error, Key, PackOptions};
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::Output;
-use tempfile::TempDir;
+use std::path::Path;
 
 const PASSPHRASE_ENV: &str = "QELTRIX_PASSPHRASE";
 const CRASH_ENV: &str = "QELTRIX_TEST_CRASH_AT";
@@ -32,72 +28,34 @@ const NP: &str = "--passphrase-file new.pass --kdf-iterations 1000";
 
 // ---------------------------------------------------------------- helpers
 
-/// A temporary working folder; every command runs in it, so paths are short and relative.
-struct Work {
-    dir: TempDir,
+/// A temporary working folder (commands run in it) with the three passphrase files.
+fn work() -> Work {
+    let w = Work::new();
+    w.write("vault.pass", format!("{VAULT_PASS}\n").as_bytes());
+    w.write("new.pass", format!("{NEW_PASS}\n").as_bytes());
+    w.write("wrong.pass", format!("{WRONG_PASS}\n").as_bytes());
+    w
 }
 
-impl Work {
-    fn new() -> Self {
-        let w = Work {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        w.write("vault.pass", format!("{VAULT_PASS}\n").as_bytes());
-        w.write("new.pass", format!("{NEW_PASS}\n").as_bytes());
-        w.write("wrong.pass", format!("{WRONG_PASS}\n").as_bytes());
-        w
-    }
+/// Writes `data`, `len` random bytes from `seed`, and returns them.
+fn write_data(w: &Work, len: usize, seed: u64) -> Vec<u8> {
+    let plain = random_bytes(len, seed);
+    w.write("data", &plain);
+    plain
+}
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
+/// The key and vault commands the tests below run in a working folder.
+trait KeyCommands {
+    fn with_env_passphrase(&self, passphrase: &str, line: &str, code: i32);
+    fn keygen(&self, name: &str) -> Key;
+    fn keygen_x25519(&self, name: &str) -> String;
+    fn init_vault(&self, vault: &str);
+    fn info(&self, container: &str) -> serde_json::Value;
+    fn slot_types(&self, container: &str) -> Vec<String>;
+    fn unpacks_to(&self, container: &str, keys: &str, expected: &[u8]);
+}
 
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.path(name);
-        if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).unwrap();
-        }
-        fs::write(&p, bytes).unwrap();
-        p
-    }
-
-    fn read(&self, name: &str) -> Vec<u8> {
-        fs::read(self.path(name)).unwrap_or_else(|e| panic!("reading {name}: {e}"))
-    }
-
-    fn exists(&self, name: &str) -> bool {
-        self.path(name).exists()
-    }
-
-    /// `qeltrix ARGS` in this folder, with no passphrase in the environment, no crash hook, and
-    /// stdin not a terminal.
-    fn cmd(&self, line: &str) -> Command {
-        let mut c = Command::cargo_bin("qeltrix").unwrap();
-        c.current_dir(self.dir.path())
-            .env_remove(PASSPHRASE_ENV)
-            .env_remove(CRASH_ENV)
-            .args(line.split_whitespace());
-        c
-    }
-
-    fn run(&self, line: &str) -> Output {
-        self.cmd(line).output().unwrap()
-    }
-
-    /// Runs and requires success; returns stdout.
-    fn ok(&self, line: &str) -> String {
-        let out = self.run(line);
-        assert_code(&out, 0, line);
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs and requires exit `code`; returns stderr.
-    fn fails(&self, line: &str, code: i32) -> String {
-        let out = self.run(line);
-        assert_code(&out, code, line);
-        String::from_utf8(out.stderr).unwrap()
-    }
-
+impl KeyCommands for Work {
     /// Runs with `QELTRIX_PASSPHRASE=passphrase` and requires exit `code`.
     fn with_env_passphrase(&self, passphrase: &str, line: &str, code: i32) {
         let out = self.cmd(line).env(PASSPHRASE_ENV, passphrase).output().unwrap();
@@ -142,17 +100,6 @@ impl Work {
     }
 }
 
-fn assert_code(out: &Output, code: i32, line: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "qeltrix {line}: {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
@@ -171,17 +118,12 @@ fn is_wrong_key(r: Result<Vec<u8>, Error>) -> bool {
     r.as_ref().is_err_and(|e| e.is_wrong_key())
 }
 
-fn mode(path: &Path) -> u32 {
-    fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
 // ---------------------------------------------------------------- vault: init, pack, read
 
 #[test]
 fn vault_init_pack_into_it_and_read_back() {
-    let w = Work::new();
-    let plain = random_bytes(50_000, 1);
-    w.write("data", &plain);
+    let w = work();
+    let plain = write_data(&w, 50_000, 1);
     w.init_vault("V");
     assert_eq!(mode(&keyring::keyring_path(&w.path("V"))), 0o600);
     let keyring_bytes = w.read("V/.qeltrix/keyring");
@@ -230,7 +172,7 @@ fn vault_init_pack_into_it_and_read_back() {
 
 #[test]
 fn wrong_vault_passphrase_exits_3_and_writes_nothing() {
-    let w = Work::new();
+    let w = work();
     w.write("data", &random_bytes(20_000, 2));
     w.init_vault("V");
     fs::create_dir(w.path("out")).unwrap();
@@ -272,7 +214,7 @@ fn wrong_vault_passphrase_exits_3_and_writes_nothing() {
 
 #[test]
 fn missing_passphrases_and_bad_kdf_costs_are_usage_errors() {
-    let w = Work::new();
+    let w = work();
     w.write("data", b"hello");
     w.init_vault("V");
     // No passphrase anywhere, and stdin is not a terminal: say which one and how to give it.
@@ -305,7 +247,7 @@ fn missing_passphrases_and_bad_kdf_costs_are_usage_errors() {
 #[test]
 fn passwd_on_a_vault_of_1000_containers_rewrites_only_the_keyring() {
     const LIB_CONTAINERS: usize = 1000;
-    let w = Work::new();
+    let w = work();
     w.init_vault("V");
     let vault_key = keyring::unlock(&w.path("V"), &pass(VAULT_PASS)).unwrap();
     let opts = PackOptions {
@@ -472,9 +414,8 @@ struct Change {
 
 #[test]
 fn rekey_killed_at_each_step_leaves_the_old_or_the_new_slots() {
-    let w = Work::new();
-    let plain = random_bytes(3 * 4096 + 1234, 3);
-    w.write("data", &plain);
+    let w = work();
+    let plain = write_data(&w, 3 * 4096 + 1234, 3);
     let k0 = w.keygen("k0.key");
     let k1 = w.keygen("k1.key");
     let kn = w.keygen("kn.key");
@@ -624,9 +565,8 @@ fn rekey_killed_at_each_step_leaves_the_old_or_the_new_slots() {
 
 #[test]
 fn ten_rekeys_in_a_row_leave_both_areas_equal_and_keep_working() {
-    let w = Work::new();
-    let plain = random_bytes(5 * 4096, 4);
-    w.write("data", &plain);
+    let w = work();
+    let plain = write_data(&w, 5 * 4096, 4);
     let k0 = w.keygen("k0.key");
     let k1 = w.keygen("k1.key");
     w.ok("pack data c.qltx --key-file k0.key --block-size 4 -q");
@@ -669,9 +609,8 @@ fn ten_rekeys_in_a_row_leave_both_areas_equal_and_keep_working() {
 
 #[test]
 fn rekey_refuses_what_would_lose_data_and_lists_without_a_key() {
-    let w = Work::new();
-    let plain = random_bytes(9000, 5);
-    w.write("data", &plain);
+    let w = work();
+    let plain = write_data(&w, 9000, 5);
     w.keygen("k0.key");
     w.keygen("k1.key");
     w.ok("pack data c.qltx --key-file k0.key --block-size 4 -q");
@@ -718,9 +657,8 @@ fn rekey_refuses_what_would_lose_data_and_lists_without_a_key() {
 
 #[test]
 fn rekey_adds_passphrase_recipient_and_keyring_slots_that_each_open() {
-    let w = Work::new();
-    let plain = random_bytes(7000, 6);
-    w.write("data", &plain);
+    let w = work();
+    let plain = write_data(&w, 7000, 6);
     w.keygen("k0.key");
     w.keygen("k1.key");
     let recipient = w.keygen_x25519("me.id");
@@ -756,9 +694,8 @@ fn rekey_adds_passphrase_recipient_and_keyring_slots_that_each_open() {
 
 #[test]
 fn a_recipient_only_container_opens_with_the_identity_and_nothing_the_packer_held() {
-    let w = Work::new();
-    let plain = random_bytes(30_000, 7);
-    w.write("data", &plain);
+    let w = work();
+    let plain = write_data(&w, 30_000, 7);
     let recipient = w.keygen_x25519("me.id");
     assert!(
         recipient.starts_with("qeltrix-x25519:") && recipient.len() == 15 + 64,
@@ -805,9 +742,8 @@ fn a_recipient_only_container_opens_with_the_identity_and_nothing_the_packer_hel
 
 #[test]
 fn each_of_three_recipients_opens_the_container() {
-    let w = Work::new();
-    let plain = random_bytes(12_000, 8);
-    w.write("data", &plain);
+    let w = work();
+    let plain = write_data(&w, 12_000, 8);
     let recipients: Vec<String> = (0..3)
         .map(|i| format!("--recipient {}", w.keygen_x25519(&format!("id{i}"))))
         .collect();
@@ -820,7 +756,7 @@ fn each_of_three_recipients_opens_the_container() {
 
 #[test]
 fn bad_recipients_and_keygen_overwrites_are_usage_errors() {
-    let w = Work::new();
+    let w = work();
     w.write("data", b"some bytes");
     let good = w.keygen_x25519("id");
     let id_before = w.read("id");
@@ -850,9 +786,8 @@ fn bad_recipients_and_keygen_overwrites_are_usage_errors() {
 
 #[test]
 fn a_write_only_packer_inside_a_vault_needs_no_vault_passphrase() {
-    let w = Work::new();
-    let plain = random_bytes(6000, 9);
-    w.write("data", &plain);
+    let w = work();
+    let plain = write_data(&w, 6000, 9);
     w.init_vault("V");
     let recipient = w.keygen_x25519("me.id");
     let out = w.run(&format!("pack data V/c.qltx --recipient {recipient} -q"));
@@ -874,9 +809,8 @@ fn a_write_only_packer_inside_a_vault_needs_no_vault_passphrase() {
 
 #[test]
 fn reencrypt_gives_a_new_container_with_the_same_plaintext() {
-    let w = Work::new();
-    let plain = random_bytes(40_000, 10);
-    w.write("data", &plain);
+    let w = work();
+    let plain = write_data(&w, 40_000, 10);
     w.keygen("old.key");
     w.keygen("new.key");
     w.ok("pack data in.qltx --key-file old.key --cipher chacha --block-size 8 -q");
@@ -927,9 +861,8 @@ fn reencrypt_gives_a_new_container_with_the_same_plaintext() {
 
 #[test]
 fn reencrypt_inside_a_vault_keeps_a_keyring_slot() {
-    let w = Work::new();
-    let plain = random_bytes(10_000, 11);
-    w.write("data", &plain);
+    let w = work();
+    let plain = write_data(&w, 10_000, 11);
     w.init_vault("V");
     w.ok("pack data V/a.qltx --passphrase-file vault.pass -q");
     w.ok("reencrypt V/a.qltx V/b.qltx --passphrase-file vault.pass -q");

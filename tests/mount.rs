@@ -7,8 +7,7 @@
 
 mod common;
 use assert_cmd::cargo::cargo_bin;
-use assert_cmd::Command as TestCommand;
-use common::random_bytes;
+use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestRunner};
 use qeltrix::crypto::KeyFileKey;
@@ -21,32 +20,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tempfile::TempDir;
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Whether FUSE mounts can be tested here. Under CI its absence is a failure.
-fn fuse_available() -> bool {
-    if Path::new("/dev/fuse").exists() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("/dev/fuse is missing under CI: install fuse3 (apt-get install fuse3)");
-    }
-    eprintln!("skipping: /dev/fuse is missing (install fuse3 to run the mount tests)");
-    false
-}
-
-/// Polls `cond` until it holds or the deadline passes.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::yield_now();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// A folder with a key file, a vault and a mount point.
 struct Workspace {
@@ -92,16 +66,6 @@ impl Workspace {
     }
 }
 
-fn opts(cipher: CipherId, block_kib: u32, compress: CompressMode) -> PackOptions {
-    PackOptions {
-        cipher,
-        block_size: block_kib * 1024,
-        compress,
-        kdf_iterations: 1000,
-        ..PackOptions::default()
-    }
-}
-
 /// A running `qeltrix mount` in the foreground. Dropping it sends SIGTERM (the user's way to
 /// stop it) and, should that not end the mount, detaches the mount and kills the process.
 struct MountGuard {
@@ -116,7 +80,7 @@ impl MountGuard {
             return None;
         }
         let log = mnt.with_extension("log");
-        let child = Command::new(cargo_bin("qeltrix"))
+        let child = qeltrix_process()
             .arg("mount")
             .arg(vault)
             .arg(mnt)
@@ -133,18 +97,10 @@ impl MountGuard {
             mnt: mnt.canonicalize().unwrap(),
             log,
         };
-        let start = Instant::now();
-        while mount_type(&guard.mnt).is_none() {
-            if let Some(status) = guard.child.try_wait().unwrap() {
-                panic!("qeltrix mount exited with {status}: {}", guard.log_text());
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "mount did not appear: {}",
-                guard.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let mnt = guard.mnt.clone();
+        wait_for_output("the mount to appear", &mut guard.child, &guard.log, |_| {
+            mount_type(&mnt).map(|_| ())
+        });
         Some(guard)
     }
 
@@ -168,16 +124,7 @@ impl MountGuard {
 
     /// Waits (up to the deadline) for the process to end by itself.
     fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if start.elapsed() > DEADLINE {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        try_wait_exit(&mut self.child)
     }
 }
 
@@ -194,18 +141,6 @@ impl Drop for MountGuard {
     }
 }
 
-/// Compressible text.
-fn text_bytes(len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 64);
-    let mut i = 0u64;
-    while out.len() < len {
-        out.extend_from_slice(format!("line {i}: the quick brown fox jumps over the lazy dog\n").as_bytes());
-        i += 1;
-    }
-    out.truncate(len);
-    out
-}
-
 #[test]
 fn nested_vault_reads_back_byte_for_byte() {
     let ws = Workspace::new();
@@ -213,32 +148,32 @@ fn nested_vault_reads_back_byte_for_byte() {
         (
             "empty.bin",
             vec![],
-            opts(CipherId::Aes256Gcm, 1024, CompressMode::Auto),
+            opts(CipherId::Aes256Gcm, 1024 * KIB, CompressMode::Auto),
         ),
         (
             "small.txt",
             b"hello, mount\n".to_vec(),
-            opts(CipherId::ChaCha20Poly1305, 4, CompressMode::Always),
+            opts(CipherId::ChaCha20Poly1305, 4 * KIB, CompressMode::Always),
         ),
         (
             "a/multi.bin",
             random_bytes(5 * 16384 + 123, 1),
-            opts(CipherId::Aes256Gcm, 16, CompressMode::Never),
+            opts(CipherId::Aes256Gcm, 16 * KIB, CompressMode::Never),
         ),
         (
             "a/b/text.log",
-            text_bytes(3 * 65536 + 7),
-            opts(CipherId::ChaCha20Poly1305, 64, CompressMode::Always),
+            text_bytes(3 * 65536 + 7, 1),
+            opts(CipherId::ChaCha20Poly1305, 64 * KIB, CompressMode::Always),
         ),
         (
             "a/b/c/exact.bin",
             random_bytes(2 * 4096, 2),
-            opts(CipherId::ChaCha20Poly1305, 4, CompressMode::Auto),
+            opts(CipherId::ChaCha20Poly1305, 4 * KIB, CompressMode::Auto),
         ),
         (
             "other/one block.bin",
             random_bytes(4000, 3),
-            opts(CipherId::Aes256Gcm, 4, CompressMode::Never),
+            opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never),
         ),
     ];
     for (rel, data, o) in &files {
@@ -308,7 +243,11 @@ fn nested_vault_reads_back_byte_for_byte() {
 fn random_preads_match_the_original() {
     let ws = Workspace::new();
     let data = Arc::new(random_bytes(300_000, 7));
-    ws.pack("f.bin", &data, &opts(CipherId::Aes256Gcm, 16, CompressMode::Auto));
+    ws.pack(
+        "f.bin",
+        &data,
+        &opts(CipherId::Aes256Gcm, 16 * KIB, CompressMode::Auto),
+    );
     let Some(m) = ws.mount(&[]) else { return };
     let file = File::open(m.file("f.bin")).unwrap();
     let mut runner = TestRunner::new(PropConfig::with_cases(96));
@@ -349,7 +288,11 @@ fn eight_threads_read_random_ranges_of_same_and_different_files() {
         } else {
             CipherId::ChaCha20Poly1305
         };
-        ws.pack(&format!("f{i}"), data, &opts(cipher, 8, CompressMode::Never));
+        ws.pack(
+            &format!("f{i}"),
+            data,
+            &opts(cipher, 8 * KIB, CompressMode::Never),
+        );
     }
     let Some(m) = ws.mount(&["--cache-size", "1"]) else {
         return;
@@ -393,7 +336,7 @@ fn sequential_read_of_a_multi_block_file() {
     ws.pack(
         "movie.bin",
         &data,
-        &opts(CipherId::Aes256Gcm, 64, CompressMode::Auto),
+        &opts(CipherId::Aes256Gcm, 64 * KIB, CompressMode::Auto),
     );
     // A larger kernel readahead window too (root only; set before the mount serves requests).
     let Some(m) = ws.mount(&["--readahead", "8", "--kernel-readahead", "1024"]) else {
@@ -415,7 +358,7 @@ fn sequential_read_of_a_multi_block_file() {
 #[test]
 fn containers_added_replaced_and_removed_while_mounted() {
     let ws = Workspace::new();
-    let o = opts(CipherId::Aes256Gcm, 4, CompressMode::Never);
+    let o = opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never);
     let old = random_bytes(50_000, 1);
     ws.pack("keep", b"stays", &o);
     ws.pack("replace", &old, &o);
@@ -463,7 +406,7 @@ fn a_corrupt_block_fails_with_eio_and_the_rest_reads() {
     let path = ws.pack(
         "damaged.bin",
         &data,
-        &opts(CipherId::Aes256Gcm, 16, CompressMode::Never),
+        &opts(CipherId::Aes256Gcm, 16 * KIB, CompressMode::Never),
     );
     let info = ContainerInfo::read(&File::open(&path).unwrap()).unwrap();
     let entry = info.footer.entries[2];
@@ -498,9 +441,9 @@ fn a_corrupt_block_fails_with_eio_and_the_rest_reads() {
 #[test]
 fn a_container_the_key_cannot_open_is_listed_but_eacces() {
     let ws = Workspace::new();
-    let o = opts(CipherId::Aes256Gcm, 4, CompressMode::Never);
+    let o = opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never);
     ws.pack("mine", b"readable", &o);
-    let other = Key::KeyFile(KeyFileKey::from_bytes([9; 32]));
+    let other = key_file_key(9);
     ws.pack_with("theirs", &random_bytes(12_345, 1), &o, &other);
     let Some(m) = ws.mount(&[]) else { return };
     assert_eq!(
@@ -524,7 +467,11 @@ fn a_container_the_key_cannot_open_is_listed_but_eacces() {
 #[test]
 fn sigterm_unmounts_even_with_a_file_open() {
     let ws = Workspace::new();
-    ws.pack("f", b"data", &opts(CipherId::Aes256Gcm, 4, CompressMode::Never));
+    ws.pack(
+        "f",
+        b"data",
+        &opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never),
+    );
     let Some(mut m) = ws.mount(&[]) else { return };
     let open = File::open(m.file("f")).unwrap();
     unsafe { libc::kill(m.pid(), libc::SIGTERM) };
@@ -546,10 +493,10 @@ fn daemon_mode_returns_once_mounted_and_umount_ends_it() {
     ws.pack(
         "f",
         b"daemon data",
-        &opts(CipherId::Aes256Gcm, 4, CompressMode::Never),
+        &opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never),
     );
     let mnt = ws.mnt().canonicalize().unwrap();
-    let out = TestCommand::new(cargo_bin("qeltrix"))
+    let out = qeltrix()
         .arg("mount")
         .arg(ws.vault())
         .arg(&mnt)
@@ -562,28 +509,16 @@ fn daemon_mode_returns_once_mounted_and_umount_ends_it() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let pid: i32 = stderr
-        .split("(pid ")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in: {stderr}"));
-    struct Cleanup(PathBuf, i32);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            if mount_type(&self.0).is_some() {
-                let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            }
-            unsafe { libc::kill(self.1, libc::SIGKILL) };
-        }
-    }
-    let _cleanup = Cleanup(mnt.clone(), pid);
+    let pid = daemon_pid(&stderr);
+    let _cleanup = DaemonMount {
+        mnt: mnt.clone(),
+        pid,
+    };
     assert!(out.status.success(), "{stderr}");
     assert!(mount_type(&mnt).is_some(), "mounted when the command returns");
     assert_eq!(fs::read(mnt.join("f")).unwrap(), b"daemon data");
 
-    TestCommand::new(cargo_bin("qeltrix"))
+    qeltrix()
         .arg("umount")
         .arg(&mnt)
         .timeout(DEADLINE)
@@ -593,7 +528,7 @@ fn daemon_mode_returns_once_mounted_and_umount_ends_it() {
     wait_until("the daemon to exit", || {
         !Path::new(&format!("/proc/{pid}")).exists() || zombie(pid)
     });
-    let e = TestCommand::new(cargo_bin("qeltrix"))
+    let e = qeltrix()
         .arg("umount")
         .arg(&mnt)
         .timeout(DEADLINE)
@@ -609,7 +544,7 @@ fn zombie(pid: i32) -> bool {
 
 /// Runs `qeltrix mount` expecting a prompt failure, and returns its stderr.
 fn mount_fails(vault: &Path, mnt: &Path, key: &Path) -> String {
-    let out = TestCommand::new(cargo_bin("qeltrix"))
+    let out = qeltrix()
         .arg("mount")
         .arg(vault)
         .arg(mnt)
@@ -636,7 +571,11 @@ fn clear_errors_for_bad_mount_points_and_empty_vaults() {
     let msg = mount_fails(&ws.path("novault"), &ws.mnt(), &key);
     assert!(msg.contains("novault"), "{msg}");
 
-    ws.pack("f", b"x", &opts(CipherId::Aes256Gcm, 4, CompressMode::Never));
+    ws.pack(
+        "f",
+        b"x",
+        &opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never),
+    );
     let Some(mut m) = ws.mount(&[]) else { return };
     let msg = mount_fails(&ws.vault(), &ws.mnt(), &key);
     assert!(msg.contains("busy"), "{msg}");
@@ -646,7 +585,7 @@ fn clear_errors_for_bad_mount_points_and_empty_vaults() {
     let _ = m.child.wait();
     let msg = mount_fails(&ws.vault(), &ws.mnt(), &key);
     assert!(msg.contains("stale"), "{msg}");
-    TestCommand::new(cargo_bin("qeltrix"))
+    qeltrix()
         .arg("umount")
         .arg(ws.mnt())
         .timeout(DEADLINE)
@@ -661,7 +600,7 @@ fn a_folder_of_ten_thousand_containers_lists_normally() {
     let one = ws.pack(
         "big/c00000",
         b"tiny",
-        &opts(CipherId::Aes256Gcm, 4, CompressMode::Never),
+        &opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never),
     );
     // Hard links: 10,000 containers without 10,000 times the disk space.
     for i in 1..10_000 {
@@ -735,7 +674,7 @@ fn real_tools_read_the_mount_like_the_originals() {
 #[test]
 fn hidden_entries_and_symlinks_out_of_the_vault_are_not_shown() {
     let ws = Workspace::new();
-    let o = opts(CipherId::Aes256Gcm, 4, CompressMode::Never);
+    let o = opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never);
     let inside = random_bytes(5000, 11);
     ws.pack("real", &inside, &o);
     ws.pack(".qeltrix/secret", &random_bytes(100, 12), &o);

@@ -1,8 +1,8 @@
 //! `qeltrix pack URL OUT` against a small HTTP server on 127.0.0.1 started by each test.
 
-mod netutil;
+mod common;
 
-use netutil::*;
+use common::*;
 use qeltrix::Container;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -32,11 +32,9 @@ fn serve_once(status: &'static str, announced: usize, body: Vec<u8>) -> (String,
     (addr, handle)
 }
 
-fn pack(setup: &Setup, url: &str, out: Option<&str>) -> assert_cmd::assert::Assert {
-    let mut cmd = assert_cmd::Command::cargo_bin("qeltrix").unwrap();
-    cmd.current_dir(setup.dir.path())
-        .arg("pack")
-        .arg(url)
+fn pack(setup: &Work, url: &str, out: Option<&str>) -> assert_cmd::assert::Assert {
+    let mut cmd = setup.cmd("pack");
+    cmd.arg(url)
         .args(out)
         .arg("--key-file")
         .arg(setup.path("key"))
@@ -47,7 +45,7 @@ fn pack(setup: &Setup, url: &str, out: Option<&str>) -> assert_cmd::assert::Asse
 
 #[test]
 fn a_download_is_streamed_into_a_container() {
-    let setup = Setup::new();
+    let setup = Work::with_key();
     let body = Data::bytes(21, 1_500_000);
     let (addr, server) = serve_once("200 OK", body.len(), body.clone());
     pack(&setup, &format!("http://{addr}/files/video.bin?x=1"), None).success();
@@ -56,13 +54,13 @@ fn a_download_is_streamed_into_a_container() {
         .unwrap()
         .starts_with("GET /files/video.bin?x=1 HTTP/1.1"));
     // The output is named after the URL's file name.
-    let c = Container::open(setup.path("video.bin.qltx"), &key(7)).unwrap();
+    let c = Container::open(setup.path("video.bin.qltx"), &key_file_key(7)).unwrap();
     assert_eq!(c.seek_extract(0, c.len()).unwrap(), body);
 }
 
 #[test]
 fn a_download_cut_short_of_its_content_length_fails_and_leaves_nothing() {
-    let setup = Setup::new();
+    let setup = Work::with_key();
     let body = Data::bytes(22, 200_000);
     let (addr, server) = serve_once("200 OK", 300_000, body);
     pack(&setup, &format!("http://{addr}/f"), Some("out.qltx"))
@@ -79,7 +77,7 @@ fn a_download_cut_short_of_its_content_length_fails_and_leaves_nothing() {
 
 #[test]
 fn an_http_error_status_is_reported() {
-    let setup = Setup::new();
+    let setup = Work::with_key();
     let (addr, server) = serve_once("404 Not Found", 9, b"not found".to_vec());
     let out = pack(&setup, &format!("http://{addr}/missing"), Some("out.qltx"))
         .failure()
@@ -92,6 +90,6 @@ fn an_http_error_status_is_reported() {
 
 #[test]
 fn a_url_without_a_file_name_needs_an_output() {
-    let setup = Setup::new();
+    let setup = Work::with_key();
     pack(&setup, "http://127.0.0.1:1/", None).failure().code(2);
 }

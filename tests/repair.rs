@@ -1,9 +1,9 @@
 //! `repair`: containers cut at many points, with blocks of varying size, recover exactly their
 //! whole blocks; damage, wrong keys and complete containers are handled; the CLI names outputs.
 
-mod netutil;
+mod common;
 
-use netutil::*;
+use common::*;
 use qeltrix::repair::repair;
 use qeltrix::{Container, ContainerInfo, Error, PackOptions, StreamPacker};
 use std::io::Write;
@@ -17,7 +17,7 @@ fn container_with_ragged_blocks(data: &[u8]) -> Vec<u8> {
         ..Default::default()
     };
     let mut out = Vec::new();
-    let mut p = StreamPacker::new(&mut out, &[key(7)], &opts).unwrap();
+    let mut p = StreamPacker::new(&mut out, &[key_file_key(7)], &opts).unwrap();
     for (i, piece) in data.chunks(10_000).enumerate() {
         p.write_all(piece).unwrap();
         if i % 3 == 0 {
@@ -29,13 +29,13 @@ fn container_with_ragged_blocks(data: &[u8]) -> Vec<u8> {
 }
 
 fn plaintext(path: &Path) -> Vec<u8> {
-    let c = Container::open(path, &key(7)).expect("the repaired container opens");
+    let c = Container::open(path, &key_file_key(7)).expect("the repaired container opens");
     c.seek_extract(0, c.len()).unwrap()
 }
 
 #[test]
 fn a_container_cut_at_random_points_recovers_every_whole_block() {
-    let setup = Setup::new();
+    let setup = Work::with_key();
     let data = Data::bytes(11, 300_000);
     let full = container_with_ragged_blocks(&data);
     let entries = ContainerInfo::read(&full).unwrap().footer.entries;
@@ -61,7 +61,8 @@ fn a_container_cut_at_random_points_recovers_every_whole_block() {
     for cut in cuts {
         std::fs::write(&cut_path, &full[..cut as usize]).unwrap();
         let out = setup.path("repaired.qltx");
-        let report = repair(&cut_path, &out, &key(7), true).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let report =
+            repair(&cut_path, &out, &key_file_key(7), true).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         let whole: Vec<_> = entries.iter().filter(|e| e.offset + e.len <= cut).collect();
         let plain_len = whole.last().map_or(0, |e| e.plain_offset + e.plain_size) as usize;
         assert!(!report.already_complete);
@@ -74,19 +75,19 @@ fn a_container_cut_at_random_points_recovers_every_whole_block() {
 
 #[test]
 fn a_complete_container_is_left_alone() {
-    let setup = Setup::new();
+    let setup = Work::with_key();
     let full = container_with_ragged_blocks(&Data::bytes(12, 50_000));
     let path = setup.path("whole.qltx");
     std::fs::write(&path, &full).unwrap();
     let out = setup.path("out.qltx");
-    let report = repair(&path, &out, &key(7), false).unwrap();
+    let report = repair(&path, &out, &key_file_key(7), false).unwrap();
     assert!(report.already_complete);
     assert!(!out.exists());
 }
 
 #[test]
 fn repair_stops_at_a_damaged_block_and_keeps_the_ones_before() {
-    let setup = Setup::new();
+    let setup = Work::with_key();
     let data = Data::bytes(13, 100_000);
     let mut full = container_with_ragged_blocks(&data);
     let entries = ContainerInfo::read(&full).unwrap().footer.entries;
@@ -95,7 +96,7 @@ fn repair_stops_at_a_damaged_block_and_keeps_the_ones_before() {
     full.truncate(full.len() - 40); // and cut the trailer
     let path = setup.path("damaged.qltx");
     std::fs::write(&path, &full).unwrap();
-    let report = repair(&path, &path, &key(7), true).unwrap();
+    let report = repair(&path, &path, &key_file_key(7), true).unwrap();
     assert_eq!(report.blocks, 3);
     assert!(
         report.stopped_by.as_deref().unwrap().contains("block 3"),
@@ -106,7 +107,7 @@ fn repair_stops_at_a_damaged_block_and_keeps_the_ones_before() {
 
 #[test]
 fn repair_rebuilds_a_forged_footer_from_the_blocks() {
-    let setup = Setup::new();
+    let setup = Work::with_key();
     let data = Data::bytes(14, 60_000);
     let mut full = container_with_ragged_blocks(&data);
     let info = ContainerInfo::read(&full).unwrap();
@@ -114,23 +115,23 @@ fn repair_rebuilds_a_forged_footer_from_the_blocks() {
     full[mac_at] ^= 1;
     let path = setup.path("forged.qltx");
     std::fs::write(&path, &full).unwrap();
-    assert!(Container::open(&path, &key(7)).is_err());
-    let report = repair(&path, &path, &key(7), true).unwrap();
+    assert!(Container::open(&path, &key_file_key(7)).is_err());
+    let report = repair(&path, &path, &key_file_key(7), true).unwrap();
     assert_eq!(report.blocks, info.block_count());
     assert_eq!(plaintext(&path), data);
 }
 
 #[test]
 fn repair_with_the_wrong_key_or_on_a_non_container_writes_nothing() {
-    let setup = Setup::new();
+    let setup = Work::with_key();
     let full = container_with_ragged_blocks(&Data::bytes(15, 40_000));
     let path = setup.path("cut.qltx.part");
     std::fs::write(&path, &full[..full.len() / 2]).unwrap();
     let out = setup.path("cut.qltx");
-    let err = repair(&path, &out, &key(8), false).unwrap_err();
+    let err = repair(&path, &out, &key_file_key(8), false).unwrap_err();
     assert!(err.is_wrong_key(), "{err}");
     std::fs::write(&path, b"not a container at all").unwrap();
-    let err = repair(&path, &out, &key(7), false).unwrap_err();
+    let err = repair(&path, &out, &key_file_key(7), false).unwrap_err();
     assert!(matches!(err.root(), Error::NotAContainer(_)), "{err}");
     assert!(!out.exists());
     assert_eq!(
@@ -142,13 +143,13 @@ fn repair_with_the_wrong_key_or_on_a_non_container_writes_nothing() {
 
 #[test]
 fn cli_repair_drops_the_part_suffix_and_refuses_to_overwrite() {
-    let setup = Setup::new();
+    let setup = Work::with_key();
     let data = Data::bytes(16, 70_000);
     let full = container_with_ragged_blocks(&data);
     let part = setup.path("stream.qltx.part");
     std::fs::write(&part, &full[..full.len() - 100]).unwrap();
     let run = || {
-        let mut cmd = assert_cmd::Command::cargo_bin("qeltrix").unwrap();
+        let mut cmd = qeltrix();
         cmd.arg("repair")
             .arg(&part)
             .arg("--key-file")
@@ -165,8 +166,7 @@ fn cli_repair_drops_the_part_suffix_and_refuses_to_overwrite() {
     // In place, on a file without the suffix.
     let other = setup.path("other.qltx");
     std::fs::write(&other, &full[..full.len() - 100]).unwrap();
-    assert_cmd::Command::cargo_bin("qeltrix")
-        .unwrap()
+    qeltrix()
         .arg("repair")
         .arg(&other)
         .arg("--key-file")

@@ -284,6 +284,25 @@ proptest! {
 // ---- CLI ----
 
 /// Packs `plain` from a file with the given options, unpacks it, and compares.
+/// `qeltrix unpack -q KEY_OPTION KEY PACKED OUTPUT` succeeds and writes exactly `plain`.
+fn assert_cli_unpacks(
+    key_option: &str,
+    key: &std::path::Path,
+    packed: &std::path::Path,
+    output: &std::path::Path,
+    plain: &[u8],
+    what: &str,
+) {
+    qeltrix()
+        .args(["unpack", "-q", key_option])
+        .arg(key)
+        .arg(packed)
+        .arg(output)
+        .assert()
+        .success();
+    assert!(std::fs::read(output).unwrap() == plain, "{what}");
+}
+
 fn cli_round_trip(dir: &std::path::Path, plain: &[u8], cipher: CipherId, bs_kib: usize, mode: CompressMode) {
     let key = dir.join("key");
     write_key_file(&key, 9);
@@ -302,16 +321,13 @@ fn cli_round_trip(dir: &std::path::Path, plain: &[u8], cipher: CipherId, bs_kib:
     assert_eq!(info.header.cipher, cipher);
     assert_eq!(info.header.block_size as usize, bs_kib * KIB);
     assert_eq!(info.block_count() as usize, plain.len().div_ceil(bs_kib * KIB));
-    qeltrix()
-        .args(["unpack", "-q", "--key-file"])
-        .arg(&key)
-        .arg(&packed)
-        .arg(&output)
-        .assert()
-        .success();
-    assert!(
-        std::fs::read(&output).unwrap() == plain,
-        "{cipher:?} {bs_kib} KiB {mode:?}"
+    assert_cli_unpacks(
+        "--key-file",
+        &key,
+        &packed,
+        &output,
+        plain,
+        &format!("{cipher:?} {bs_kib} KiB {mode:?}"),
     );
     for p in [&input, &packed, &output] {
         std::fs::remove_file(p).unwrap();
@@ -411,14 +427,7 @@ fn cli_packs_stdin_into_a_file() {
         "a file output is patched, not streaming"
     );
     assert_eq!(info.header.original_size, plain.len() as u64);
-    qeltrix()
-        .args(["unpack", "-q", "--passphrase-file"])
-        .arg(&pass)
-        .arg(&packed)
-        .arg(&output)
-        .assert()
-        .success();
-    assert!(std::fs::read(&output).unwrap() == plain);
+    assert_cli_unpacks("--passphrase-file", &pass, &packed, &output, &plain, "unpacked");
 }
 
 #[test]
@@ -455,14 +464,7 @@ fn cli_streams_stdin_to_stdout_and_the_stream_is_seekable() {
     assert!(!info.header.is_patched());
     assert_eq!(info.block_count(), 19);
 
-    qeltrix()
-        .args(["unpack", "-q", "--key-file"])
-        .arg(&key)
-        .arg(&packed)
-        .arg(&output)
-        .assert()
-        .success();
-    assert!(std::fs::read(&output).unwrap() == plain);
+    assert_cli_unpacks("--key-file", &key, &packed, &output, &plain, "unpacked");
     let to_stdout = qeltrix()
         .args(["unpack", "-q", "--key-file"])
         .arg(&key)

@@ -1,83 +1,69 @@
 //! `qeltrix serve` end to end: the real binary on an ephemeral loopback port, a real HTTP client
 //! (ureq) or raw sockets, and every answer compared byte for byte with the original file.
 
-mod netutil;
+mod common;
 
-use qeltrix::crypto::KeyFileKey;
-use qeltrix::{format::BLOCK_HEAD_LEN, ContainerInfo, Key, PackOptions};
+use common::{
+    connect, find, key_file_key, proc_status, striped, unique_suffix, wait_exit, wait_for_output,
+    wait_for_text, wait_until, Work, DEADLINE,
+};
+use qeltrix::{format::BLOCK_HEAD_LEN, ContainerInfo, PackOptions};
+use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::ops::Deref;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const BLOCK: usize = 64 * 1024;
-const KEY: [u8; 32] = [7; 32];
-const DEADLINE: Duration = Duration::from_secs(60);
+/// The key file `key` holds `key_file_key(KEY)`; `other.key` another key.
+const KEY: u8 = 7;
 
-/// Deterministic test bytes: a mix of incompressible and compressible stretches, so containers
-/// hold both raw and deflated blocks.
+/// Deterministic test bytes: 50,000-byte stretches, one in three compressible text, so
+/// containers hold both raw and deflated blocks.
 fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            if (i / 50_000) % 3 == 2 {
-                b"compressible text "[i % 18]
-            } else {
-                x as u8
-            }
-        })
-        .collect()
+    striped(len, seed, 50_000, 3)
 }
 
-/// A temporary folder with a key file, and helpers to pack files into it.
-struct Fixture {
-    dir: tempfile::TempDir,
+/// A temporary folder with key files `key` and `other.key`, and helpers to pack files into it.
+struct Fixture(Work);
+
+impl Deref for Fixture {
+    type Target = Work;
+    fn deref(&self) -> &Work {
+        &self.0
+    }
 }
 
 impl Fixture {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("key"), hex::encode(KEY)).unwrap();
-        fs::write(dir.path().join("other.key"), hex::encode([9u8; 32])).unwrap();
-        Fixture { dir }
+        let w = Work::with_key();
+        w.write_key("other.key", 9);
+        Fixture(w)
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// Packs `bytes` into `rel` (relative to the fixture), with 64 KiB blocks.
-    fn pack(&self, rel: &str, bytes: &[u8], key: [u8; 32]) -> PathBuf {
-        let plain = self.path(&format!("{rel}.plain"));
-        fs::create_dir_all(plain.parent().unwrap()).unwrap();
-        fs::write(&plain, bytes).unwrap();
+    /// Packs `bytes` into `rel` (relative to the fixture) for `key_file_key(key)`, with 64 KiB
+    /// blocks.
+    fn pack(&self, rel: &str, bytes: &[u8], key: u8) -> PathBuf {
+        let plain = self.write(&format!("{rel}.plain"), bytes);
         let out = self.path(rel);
         let opts = PackOptions {
             block_size: BLOCK as u32,
             ..PackOptions::default()
         };
-        qeltrix::pack(
-            &plain,
-            &out,
-            &[Key::KeyFile(KeyFileKey::from_bytes(key))],
-            &opts,
-            true,
-        )
-        .unwrap();
+        qeltrix::pack(&plain, &out, &[key_file_key(key)], &opts, true).unwrap();
         fs::remove_file(plain).unwrap();
         out
     }
 }
 
-/// A running `qeltrix serve`, killed on drop.
+/// A running `qeltrix serve` logging to a file, killed on drop.
 struct Server {
-    child: Child,
+    /// In a cell so that waiting on the log (which checks the process is alive) needs no `mut`.
+    child: RefCell<Child>,
     addr: SocketAddr,
     log: PathBuf,
 }
@@ -90,8 +76,8 @@ impl Server {
     }
 
     fn start_with(f: &Fixture, path: &Path, args: &[&str]) -> Server {
-        let log = f.path(&format!("serve-{}.log", rand_suffix()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_qeltrix"))
+        let log = f.path(&format!("serve-{}.log", unique_suffix()));
+        let mut child = common::qeltrix_process()
             .arg("serve")
             .arg(path)
             .arg("--key-file")
@@ -102,19 +88,15 @@ impl Server {
             .stderr(File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let started = Instant::now();
-        let addr = loop {
-            let text = fs::read_to_string(&log).unwrap_or_default();
-            if let Some(rest) = text.split("http://").nth(1) {
-                break rest.split('/').next().unwrap().parse().unwrap();
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the server exited with {status}: {text}");
-            }
-            assert!(started.elapsed() < DEADLINE, "the server did not start: {text}");
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        Server { child, addr, log }
+        let addr = wait_for_output("the server to listen", &mut child, &log, |text| {
+            let rest = text.split("http://").nth(1)?;
+            rest.split('/').next()?.parse().ok()
+        });
+        Server {
+            child: RefCell::new(child),
+            addr,
+            log,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -125,46 +107,22 @@ impl Server {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Polls the log until it contains `needle` (log lines are written when a response ends).
+    /// Waits until the log contains `needle` (log lines are written when a response ends).
     fn wait_for_log(&self, needle: &str) -> String {
-        let started = Instant::now();
-        loop {
-            let log = self.log();
-            if log.contains(needle) {
-                return log;
-            }
-            assert!(started.elapsed() < DEADLINE, "{needle:?} never logged:\n{log}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_text(&mut self.child.borrow_mut(), &self.log, needle)
     }
 
     fn wait_exit(&mut self) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "the server did not exit:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_exit(self.child.get_mut(), &self.log)
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut();
+        let _ = child.kill();
+        let _ = child.wait();
     }
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 fn agent() -> ureq::Agent {
@@ -223,8 +181,7 @@ fn request(mut req: ureq::RequestBuilder<ureq::typestate::WithoutBody>, headers:
 
 /// Sends raw bytes on a fresh connection and reads until the server closes it.
 fn raw(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut s = connect(addr);
     s.write_all(request).unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
@@ -271,10 +228,6 @@ fn multipart(body: &[u8], content_type: &str) -> Vec<(String, Vec<u8>)> {
         rest = &rest[start + len..];
         assert!(rest.starts_with(b"\r\n"), "CRLF before the next delimiter");
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[test]
@@ -601,7 +554,7 @@ fn bearer_token_on_and_off() {
 fn a_container_the_key_cannot_open_is_403_and_logged() {
     let f = Fixture::new();
     f.pack("vault/mine.qltx", &data(1000, 8), KEY);
-    f.pack("vault/theirs.qltx", &data(1000, 9), [9; 32]);
+    f.pack("vault/theirs.qltx", &data(1000, 9), 9);
     let server = Server::start(&f, &f.path("vault"), &[]);
     let a = agent();
     assert_eq!(get(&a, &server.url("/mine"), &[]).status, 200);
@@ -614,7 +567,7 @@ fn a_container_the_key_cannot_open_is_403_and_logged() {
     assert!(log.contains("theirs.qltx") && log.contains("wrong key"), "{log}");
 
     // A single container that the key cannot open stops the server before it listens.
-    let out = Command::new(env!("CARGO_BIN_EXE_qeltrix"))
+    let out = common::qeltrix_process()
         .arg("serve")
         .arg(f.path("vault/theirs.qltx"))
         .args(["--listen", "127.0.0.1:0", "--key-file"])
@@ -758,19 +711,17 @@ fn sigterm_with_requests_in_flight_exits_zero() {
 
     // One client reads a little of a full GET and then waits; another never reads at all.
     let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    let mut reader = TcpStream::connect(server.addr).unwrap();
-    reader.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut reader = connect(server.addr);
     reader.write_all(request).unwrap();
     let mut first = vec![0u8; 64 * 1024];
     reader.read_exact(&mut first).unwrap();
-    let mut staller = TcpStream::connect(server.addr).unwrap();
-    staller.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut staller = connect(server.addr);
     staller.write_all(request).unwrap();
     let mut status_line = [0u8; 12];
     staller.read_exact(&mut status_line).unwrap();
     assert_eq!(&status_line, b"HTTP/1.1 200");
 
-    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(server.child.borrow().id() as i32, libc::SIGTERM) };
     server.wait_for_log("shutting down");
     // The in-flight response still completes, byte for byte.
     let mut rest = Vec::new();
@@ -795,8 +746,7 @@ fn slow_or_oversized_requests_do_not_hold_the_server() {
 
     // Half a request, then silence: the header deadline closes it (before the idle timeout). The server must close the socket itself: a read that only ends at our own guard
     // timeout fails here.
-    let mut silent = TcpStream::connect(server.addr).unwrap();
-    silent.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut silent = connect(server.addr);
     let silent_addr = silent.local_addr().unwrap();
     silent.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
     let mut sink = Vec::new();
@@ -855,8 +805,7 @@ fn slow_or_oversized_requests_do_not_hold_the_server() {
     assert_eq!(status_of(&raw(server.addr, big.as_bytes())), 431);
 
     // The server still answers, and keeps a connection alive across requests.
-    let mut s = TcpStream::connect(server.addr).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut s = connect(server.addr);
     for _ in 0..2 {
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n")
             .unwrap();
@@ -905,7 +854,7 @@ fn pack_repeated(f: &Fixture, rel: &str, len: u64, block: u32) -> PathBuf {
         ..PackOptions::default()
     };
     let file = File::create(&out).unwrap();
-    let keys = [Key::KeyFile(KeyFileKey::from_bytes(KEY))];
+    let keys = [key_file_key(KEY)];
     let mut packer = qeltrix::StreamPacker::new_seekable(file, &keys, &opts).unwrap();
     packer.pack_from(&mut std::io::repeat(0x5a).take(len)).unwrap();
     packer.finish().unwrap();
@@ -919,7 +868,7 @@ fn pack_blocks(f: &Fixture, rel: &str, bytes: &[u8], block: u32) -> PathBuf {
         block_size: block,
         ..PackOptions::default()
     };
-    let keys = [Key::KeyFile(KeyFileKey::from_bytes(KEY))];
+    let keys = [key_file_key(KEY)];
     let mut packer = qeltrix::StreamPacker::new_seekable(File::create(&out).unwrap(), &keys, &opts).unwrap();
     packer.pack_from(&mut &bytes[..]).unwrap();
     packer.finish().unwrap();
@@ -1016,7 +965,7 @@ fn stalled_clients_keep_memory_under_the_documented_bound() {
     let bound =
         48 * MIB + CACHE + INFLIGHT + 2 * WORKERS * (2 * BIG + 8 * MIB) + MAX_CONNECTIONS * 256 * 1024;
     let a = agent();
-    let pid = server.child.id();
+    let pid = server.child.borrow().id();
 
     // Each client asks for a different block onward and never reads a byte.
     let stalled: Vec<TcpStream> = (0..CLIENTS)
@@ -1031,30 +980,22 @@ fn stalled_clients_keep_memory_under_the_documented_bound() {
     // Steady state: every response the budget cannot hold waits for it. Until then, the peak
     // RSS must already stay under the bound.
     let holders = INFLIGHT / BIG;
-    let started = Instant::now();
-    loop {
-        let peak = netutil::proc_status(pid, "VmHWM") * 1024;
+    let mut h = serde_json::Value::Null;
+    wait_until("the stalled responses to settle", || {
+        let peak = proc_status(pid, "VmHWM") * 1024;
         assert!(
             peak <= bound,
             "peak RSS {} MiB over the bound {} MiB with {CLIENTS} stalled clients",
             peak / MIB,
             bound / MIB
         );
-        let h = health(&a, &server, None);
-        if h["inflight_waiting"]
+        h = health(&a, &server, None);
+        h["inflight_waiting"]
             .as_u64()
             .is_some_and(|w| w >= CLIENTS - holders)
-        {
-            assert!(h["inflight_bytes"].as_u64().unwrap() <= INFLIGHT, "{h}");
-            break;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "the stalled responses never settled: {h}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let peak = netutil::proc_status(pid, "VmHWM") * 1024;
+    });
+    assert!(h["inflight_bytes"].as_u64().unwrap() <= INFLIGHT, "{h}");
+    let peak = proc_status(pid, "VmHWM") * 1024;
     eprintln!(
         "peak RSS {:.1} MiB, bound {} MiB, with {CLIENTS} stalled clients",
         peak as f64 / MIB as f64,
@@ -1090,8 +1031,7 @@ fn a_trickling_client_is_dropped_and_a_normal_one_is_served() {
         ],
     );
 
-    let mut trickler = TcpStream::connect(server.addr).unwrap();
-    trickler.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut trickler = connect(server.addr);
     let trickler_addr = trickler.local_addr().unwrap();
     trickler
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -1163,19 +1103,13 @@ fn idle_sockets_over_the_cap_do_not_lock_out_clients() {
         })
         .collect();
     // Each new connection at the cap sheds the one idle the longest: the oldest sockets close.
-    let started = Instant::now();
     let mut shut = vec![false; FLOOD];
-    while shut.iter().filter(|&&c| c).count() < FLOOD - CAP {
+    wait_until("the idle sockets over the cap to be shed", || {
         for (i, s) in flood.iter().enumerate() {
             shut[i] = shut[i] || is_closed(s);
         }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "idle sockets kept their slots: {} of {FLOOD} closed",
-            shut.iter().filter(|&&c| c).count()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        shut.iter().filter(|&&c| c).count() >= FLOOD - CAP
+    });
     assert!(
         shut[..FLOOD - CAP].iter().all(|&c| c) && shut[FLOOD - CAP..].iter().all(|&c| !c),
         "the oldest idle sockets are shed first: {shut:?}"
@@ -1263,18 +1197,12 @@ fn a_client_that_leaves_while_waiting_for_the_budget_stops_waiting() {
     let a = agent();
     let waiting = || health(&a, &server, None)["inflight_waiting"].as_u64().unwrap();
     let wait_for = |what: &str, cond: &dyn Fn(u64) -> bool| {
-        let started = Instant::now();
-        loop {
-            let w = waiting();
-            if cond(w) {
-                return w;
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "{what}: inflight_waiting stayed {w}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut w = 0;
+        wait_until(&format!("{what} (inflight_waiting)"), || {
+            w = waiting();
+            cond(w)
+        });
+        w
     };
     let ask = |block: u64| {
         let mut s = TcpStream::connect(server.addr).unwrap();
@@ -1291,7 +1219,7 @@ fn a_client_that_leaves_while_waiting_for_the_budget_stops_waiting() {
     let leavers: Vec<TcpStream> = (1..4).map(ask).collect();
     wait_for("the others", &|w| w >= base + 3);
     for s in leavers {
-        netutil::close_with_reset(s);
+        common::close_with_reset(s);
     }
     wait_for("the leavers", &|w| w <= base);
     drop(holder);

@@ -8,13 +8,12 @@
 //! the folder once the process is gone.
 
 mod common;
-use common::{random_bytes, Rng};
+use common::{dir_names, qeltrix_process, random_bytes, Reaped, Rng, Work, DEADLINE};
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use tempfile::TempDir;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 const SIGNALS: [(i32, &str); 4] = [
     (libc::SIGINT, "SIGINT"),
@@ -26,53 +25,37 @@ const SIGNALS: [(i32, &str); 4] = [
 /// Input plaintext size: large enough that every command is still writing when caught.
 const SIZE: usize = 64 << 20;
 
-struct Work {
-    dir: TempDir,
+/// A temporary folder with an input plaintext, a key and a container in `in/`, and an output
+/// folder `out/` holding one file that must survive.
+fn work() -> Work {
+    let w = Work::new();
+    fs::create_dir(w.path("in")).unwrap();
+    fs::create_dir(w.path("out")).unwrap();
+    fs::write(w.path("in/data"), random_bytes(SIZE, 11)).unwrap();
+    quiet_ok(&w, &["keygen", "-o", "in/k.key"]);
+    quiet_ok(
+        &w,
+        &["pack", "in/data", "in/c.qltx", "--key-file", "in/k.key", "-q"],
+    );
+    // An existing file in the output folder, which must survive untouched.
+    fs::write(w.path("out/keep"), b"keep me").unwrap();
+    w
 }
 
-impl Work {
-    fn new() -> Self {
-        let w = Work {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        fs::create_dir(w.path("in")).unwrap();
-        fs::create_dir(w.path("out")).unwrap();
-        fs::write(w.path("in/data"), random_bytes(SIZE, 11)).unwrap();
-        w.ok(&["keygen", "-o", "in/k.key"]);
-        w.ok(&["pack", "in/data", "in/c.qltx", "--key-file", "in/k.key", "-q"]);
-        // An existing file in the output folder, which must survive untouched.
-        fs::write(w.path("out/keep"), b"keep me").unwrap();
-        w
-    }
+/// `qeltrix ARGS` in the folder, all output discarded.
+fn quiet(w: &Work, args: &[&str]) -> Command {
+    let mut c = qeltrix_process();
+    c.current_dir(w.dir.path())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_qeltrix"));
-        c.current_dir(self.dir.path())
-            .env_remove("QELTRIX_PASSPHRASE")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        c
-    }
-
-    fn ok(&self, args: &[&str]) {
-        let st = self.cmd(args).status().unwrap();
-        assert!(st.success(), "{args:?}: {st}");
-    }
-
-    fn out_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.path("out"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
+fn quiet_ok(w: &Work, args: &[&str]) {
+    let st = quiet(w, args).status().unwrap();
+    assert!(st.success(), "{args:?}: {st}");
 }
 
 /// The descriptor of `pid` open on a file in `dir` (named, or unnamed and shown as deleted).
@@ -86,25 +69,16 @@ fn output_fd(pid: u32, dir: &Path) -> Option<PathBuf> {
         .map(|e| e.path())
 }
 
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `args`, catches it once its output in `out/` holds at least `at` bytes, sends `signal`.
 /// Returns false if the command finished before it could be caught (the case proves nothing).
 fn interrupt(w: &Work, args: &[&str], env: Option<(&str, &str)>, signal: i32, at: u64) -> bool {
-    let mut cmd = w.cmd(args);
+    let mut cmd = quiet(w, args);
     if let Some((k, v)) = env {
         cmd.env(k, v);
     }
-    let mut child = Reap(cmd.spawn().unwrap());
+    let mut child = Reaped(cmd.spawn().unwrap());
     let pid = child.0.id();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + DEADLINE;
     let caught = loop {
         if let Some(fd) = output_fd(pid, &w.path("out")) {
             if fs::metadata(&fd).is_ok_and(|m| m.len() >= at) {
@@ -170,8 +144,8 @@ fn commands() -> Vec<(&'static str, Vec<&'static str>)> {
 }
 
 fn check_every_command_and_signal(env: Option<(&str, &str)>, signals: &[(i32, &str)], seed: u64) {
-    let w = Work::new();
-    let before = w.out_names();
+    let w = work();
+    let before = dir_names(&w.path("out"));
     let mut rng = Rng::new(seed);
     let mut caught = 0;
     for (name, args) in commands() {
@@ -182,7 +156,7 @@ fn check_every_command_and_signal(env: Option<(&str, &str)>, signals: &[(i32, &s
                 caught += 1;
             } else {
                 // Finished first: its complete output is fine; remove it for the next case.
-                for n in w.out_names() {
+                for n in dir_names(&w.path("out")) {
                     if !before.contains(&n) {
                         fs::remove_file(w.path("out").join(n)).unwrap();
                     }
@@ -190,7 +164,7 @@ fn check_every_command_and_signal(env: Option<(&str, &str)>, signals: &[(i32, &s
                 continue;
             }
             assert_eq!(
-                w.out_names(),
+                dir_names(&w.path("out")),
                 before,
                 "{name} interrupted by {signame} at {at} bytes left a file behind"
             );
@@ -219,9 +193,9 @@ fn without_o_tmpfile_catchable_signals_remove_the_temporary_file() {
 /// `keygen --force` keeps the old key instead of deleting it first.
 #[test]
 fn keygen_on_a_full_disk_keeps_the_old_key() {
-    let w = Work::new();
+    let w = work();
     let full_disk = |args: &[&str]| {
-        let mut cmd = w.cmd(args);
+        let mut cmd = quiet(&w, args);
         // SAFETY: setrlimit and signal are async-signal-safe and affect only the child.
         unsafe {
             cmd.pre_exec(|| {
@@ -253,6 +227,6 @@ fn keygen_on_a_full_disk_keeps_the_old_key() {
         old,
         "--force destroyed the old key"
     );
-    w.ok(&["keygen", "-o", "in/k.key", "--force"]);
+    quiet_ok(&w, &["keygen", "-o", "in/k.key", "--force"]);
     assert_ne!(fs::read(w.path("in/k.key")).unwrap(), old);
 }

@@ -2,9 +2,9 @@
 //! moved or dropped blocks either fail or yield exactly the original plaintext; none is accepted
 //! as a complete stream with other bytes.
 
-mod netutil;
+mod common;
 
-use netutil::*;
+use common::*;
 use qeltrix::stream_reader::StreamReader;
 use qeltrix::{ContainerInfo, Error, PackOptions, StreamPacker};
 use std::io::Write;
@@ -15,7 +15,7 @@ fn small_container(data: &[u8]) -> Vec<u8> {
         ..Default::default()
     };
     let mut out = Vec::new();
-    let mut p = StreamPacker::new(&mut out, &[key(7)], &opts).unwrap();
+    let mut p = StreamPacker::new(&mut out, &[key_file_key(7)], &opts).unwrap();
     p.write_all(&data[..5000]).unwrap();
     p.flush_block().unwrap(); // a short block in the middle
     p.write_all(&data[5000..]).unwrap();
@@ -25,7 +25,7 @@ fn small_container(data: &[u8]) -> Vec<u8> {
 
 /// Reads the whole stream: the plaintext if it ended with a verified footer.
 fn read_all(bytes: &[u8]) -> Result<Vec<u8>, Error> {
-    let mut r = StreamReader::open(bytes, &key(7))?;
+    let mut r = StreamReader::open(bytes, &key_file_key(7))?;
     let mut plain = Vec::new();
     while let Some(block) = r.next_block(true)? {
         plain.extend_from_slice(&block);
@@ -39,7 +39,7 @@ fn a_whole_stream_reads_back_and_the_reader_stops_at_the_trailer() {
     let mut c = small_container(&data);
     let len = c.len();
     c.extend_from_slice(b"next message");
-    let mut r = StreamReader::open(&c[..], &key(7)).unwrap();
+    let mut r = StreamReader::open(&c[..], &key_file_key(7)).unwrap();
     let mut plain = Vec::new();
     while let Some(block) = r.next_block(true).unwrap() {
         plain.extend_from_slice(&block);
@@ -108,6 +108,6 @@ fn swapped_or_dropped_blocks_are_named() {
 #[test]
 fn the_wrong_key_fails_before_any_block() {
     let c = small_container(&Data::bytes(35, 9000));
-    let err = StreamReader::open(&c[..], &key(8)).err().unwrap();
+    let err = StreamReader::open(&c[..], &key_file_key(8)).err().unwrap();
     assert!(err.is_wrong_key(), "{err}");
 }

@@ -2,11 +2,12 @@
 //! terminal: `script` gives the process a pty, the test answers the prompt, then reads several
 //! containers through the reader and counts the prompts. A wrong vault passphrase exits 3.
 
-use std::io::{Read, Write};
+mod common;
+
+use common::{fuse_available, qeltrix, random_bytes, wait_exit, wait_for_output, wait_for_text, Captured};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 const PASS: &str = "vault readers passphrase";
 
@@ -14,12 +15,8 @@ fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("qeltrix")
 }
 
-fn qeltrix(args: &[&str]) -> std::process::Output {
-    Command::new(bin())
-        .args(args)
-        .env_remove("QELTRIX_PASSPHRASE")
-        .output()
-        .unwrap()
+fn run(args: &[&str]) -> std::process::Output {
+    qeltrix().args(args).output().unwrap()
 }
 
 /// A vault with three containers (keyring slots) and their plaintexts.
@@ -34,7 +31,7 @@ impl Vault {
         let pw = dir.path().join("pw");
         std::fs::write(&pw, format!("{PASS}\n")).unwrap();
         let root = dir.path().join("vault");
-        let out = qeltrix(&[
+        let out = run(&[
             "init",
             root.to_str().unwrap(),
             "--passphrase-file",
@@ -46,13 +43,11 @@ impl Vault {
         std::fs::create_dir_all(root.join("sub")).unwrap();
         let mut files = Vec::new();
         for (i, name) in ["a.txt", "sub/b.bin", "c.bin"].iter().enumerate() {
-            let plain: Vec<u8> = (0..(5000 + i * 70_000))
-                .map(|k| (k * 31 % 251 + i) as u8)
-                .collect();
+            let plain = random_bytes(5000 + i * 70_000, i as u64);
             let src = dir.path().join(format!("plain{i}"));
             std::fs::write(&src, &plain).unwrap();
             let dest = root.join(format!("{name}.qltx"));
-            let out = qeltrix(&[
+            let out = run(&[
                 "pack",
                 src.to_str().unwrap(),
                 dest.to_str().unwrap(),
@@ -63,7 +58,7 @@ impl Vault {
                 "-q",
             ]);
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let info = qeltrix(&["info", dest.to_str().unwrap()]);
+            let info = run(&["info", dest.to_str().unwrap()]);
             assert!(
                 String::from_utf8_lossy(&info.stdout).contains("keyring"),
                 "packed into the vault: keyring slot"
@@ -81,7 +76,7 @@ impl Vault {
 /// A command running on a pseudo-terminal (through `script`), its output collected as it comes.
 struct OnTerminal {
     child: Child,
-    output: Arc<Mutex<Vec<u8>>>,
+    output: Captured,
 }
 
 impl OnTerminal {
@@ -98,41 +93,17 @@ impl OnTerminal {
             .stderr(Stdio::null())
             .spawn()
             .expect("script (util-linux) runs the command on a pty");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let (mut out, sink) = (child.stdout.take().unwrap(), Arc::clone(&output));
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
+        let output = Captured::start(child.stdout.take().unwrap());
         OnTerminal { child, output }
     }
 
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+        common::OutputSource::text(&self.output)
     }
 
-    /// Waits (up to 30 s) until the output contains `needle`; returns the output.
+    /// Waits until the output contains `needle`; returns the output.
     fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = self.text();
-            if text.contains(needle) {
-                return text;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("exited ({status}) before printing {needle:?}; output:\n{text}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} within 30 s; output:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_text(&mut self.child, &self.output, needle)
     }
 
     fn type_line(&mut self, line: &str) {
@@ -142,18 +113,7 @@ impl OnTerminal {
     }
 
     fn wait_exit(&mut self) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running; output:\n{}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, &self.output).code().unwrap_or(-1)
     }
 
     fn prompts(&self) -> usize {
@@ -227,13 +187,7 @@ impl Drop for Unmount {
 
 #[test]
 fn mount_reads_a_vault_after_one_passphrase_prompt() {
-    if !std::path::Path::new("/dev/fuse").exists() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "/dev/fuse is missing under CI: install fuse3"
-        );
-        eprintln!("skipping: /dev/fuse is missing (install fuse3)");
+    if !fuse_available() {
         return;
     }
     let v = Vault::new();
@@ -243,15 +197,10 @@ fn mount_reads_a_vault_after_one_passphrase_prompt() {
     let mut mount = OnTerminal::start(&["mount", root.to_str().unwrap(), mnt.to_str().unwrap()]);
     mount.wait_for("assphrase:");
     mount.type_line(PASS);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !mnt.join(&v.files[0].0).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "not mounted within 30 s:\n{}",
-            mount.text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let first = mnt.join(&v.files[0].0);
+    wait_for_output("the vault to be mounted", &mut mount.child, &mount.output, |_| {
+        first.exists().then_some(())
+    });
     for (name, plain) in &v.files {
         assert!(
             std::fs::read(mnt.join(name)).unwrap() == *plain,
