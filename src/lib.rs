@@ -16,12 +16,16 @@
 //! The source is layered (see `docs/ARCHITECTURE.md`): `core` (format, crypto, codec) →
 //! `storage` (the one seam to bytes) → `container` → `vault` → `front` (mount, serve, gateway).
 
+#![deny(unsafe_code)]
+
 mod container;
 mod core;
 mod error;
 mod front;
 pub mod storage;
-mod sys;
+#[doc(hidden)]
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod vault;
 
 #[doc(hidden)]

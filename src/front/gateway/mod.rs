@@ -71,7 +71,6 @@ use limits::{check_token, is_timeout, Activity, IdleReader, StallWriter};
 use stats::{Meter, MeteredReader, MeteredWriter};
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -532,20 +531,7 @@ fn connect(to: &str) -> Result<TcpStream> {
 /// Makes the socket close with a reset (RST) instead of an orderly end-of-stream when its last
 /// handle is dropped (SO_LINGER with a zero timeout), so a peer can tell a cut from an end.
 pub fn set_reset_on_close(stream: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket descriptor and a correctly sized `linger` value.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    crate::sys::net::set_linger_zero(stream);
 }
 
 /// Prepares `stream` to be closed with a reset (not an orderly end-of-stream) and wakes any

@@ -66,7 +66,7 @@ impl Shared {
         } else {
             opts.workers
         };
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (crate::sys::process::uid(), crate::sys::process::gid());
         let perm = if opts.allow_other { 0o444 } else { 0o400 };
         Ok(Shared {
             tree: RwLock::new(tree),
