@@ -119,7 +119,7 @@ pub struct GatewayConfig {
     pub limits: Limits,
 }
 
-struct Shared {
+struct GatewayState {
     config: GatewayConfig,
     pool: WorkerPool,
     stats: Arc<Stats>,
@@ -128,7 +128,7 @@ struct Shared {
 /// A listening gateway. See the module docs.
 pub struct GatewayServer {
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<GatewayState>,
 }
 
 impl GatewayServer {
@@ -152,7 +152,7 @@ impl GatewayServer {
         }
         Ok(GatewayServer {
             listener,
-            shared: Arc::new(Shared {
+            shared: Arc::new(GatewayState {
                 config,
                 pool,
                 stats: Arc::default(),
@@ -296,7 +296,7 @@ enum Fault {
     Input(Error),
 }
 
-fn serve(shared: &Arc<Shared>, client: TcpStream, id: u64, peer: SocketAddr) {
+fn serve(shared: &Arc<GatewayState>, client: TcpStream, id: u64, peer: SocketAddr) {
     let _active = shared.stats.opened();
     let started = Instant::now();
     let meter = Meter::new(&shared.stats);
@@ -375,7 +375,7 @@ fn serve(shared: &Arc<Shared>, client: TcpStream, id: u64, peer: SocketAddr) {
 
 /// What the steps of one connection share.
 struct Conn<'a> {
-    shared: &'a Shared,
+    shared: &'a GatewayState,
     client: &'a TcpStream,
     meter: &'a Meter,
     activity: &'a Activity,

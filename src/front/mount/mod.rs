@@ -126,7 +126,7 @@ impl Mountable {
         let mountpoint = check_mountpoint(mountpoint)?;
         raise_open_file_limit();
         let shared = Arc::new(
-            fs::Shared::new(self.tree, self.scanner.vault(), key, opts)
+            fs::MountState::new(self.tree, self.scanner.vault(), key, opts)
                 .map_err(|e| Error::io("starting worker threads", e))?,
         );
         let mut config = Config::default();
@@ -209,7 +209,7 @@ impl Mounted {
 /// Rescans the vault every `interval` until told to stop, and tells the kernel which names and
 /// pages went stale.
 fn watch(
-    shared: Arc<fs::Shared>,
+    shared: Arc<fs::MountState>,
     mut scanner: Scanner,
     notifier: Notifier,
     stop: mpsc::Receiver<()>,
