@@ -5,12 +5,12 @@
 //!
 //! Public only so that the binary can reach it: not a stable API.
 //!
-//! - [`fs`]: linking an unnamed file, early writeback, statfs, unmount.
-//! - [`net`]: socket options.
-//! - [`process`]: ids, resource limits, fork, sessions, stdio, the environment, malloc tuning.
-//! - [`signal`]: blocking termination signals and waiting for them.
-//! - [`harden`]: not dumpable, no core files, locked secrets.
-//! - [`test_hooks`]: crash points for the test suite.
+//! - `fs`: linking an unnamed file, early writeback, statfs, unmount.
+//! - `net`: socket options.
+//! - `process`: ids, resource limits, fork, sessions, stdio, the environment, malloc tuning.
+//! - `signal`: blocking termination signals and waiting for them.
+//! - `harden`: not dumpable, no core files, locked secrets.
+//! - `test_hooks`: crash points for the test suite.
 
 pub mod fs;
 pub mod harden;
