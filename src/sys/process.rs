@@ -183,3 +183,33 @@ pub fn limit_malloc_arenas(arenas: i32) {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     let _ = arenas;
 }
+
+#[cfg(all(test, feature = "cli"))]
+mod tests {
+    use super::*;
+
+    /// Runs `f` while a second thread is certainly alive.
+    fn with_another_thread<T>(f: impl FnOnce() -> T) -> T {
+        let (stop, wait) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            let _ = wait.recv();
+        });
+        let out = f();
+        drop(stop);
+        other.join().unwrap();
+        out
+    }
+
+    #[test]
+    fn fork_and_environ_scrub_are_refused_with_other_threads_running() {
+        let e = with_another_thread(fork).unwrap_err();
+        assert!(e.to_string().contains("single-threaded"), "{e}");
+        let name = "QELTRIX_SYS_TEST_SCRUB";
+        std::env::set_var(name, "secret");
+        let e = with_another_thread(|| scrub_env_var(name)).unwrap_err();
+        assert!(e.to_string().contains("single-threaded"), "{e}");
+        // Refused means untouched.
+        assert_eq!(std::env::var(name).unwrap(), "secret");
+        std::env::remove_var(name);
+    }
+}
