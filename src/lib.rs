@@ -17,13 +17,16 @@
 //! `storage` (the one seam to bytes) → `container` → `vault` → `front` (mount, serve, gateway).
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 mod container;
 mod core;
 mod error;
 mod front;
 pub mod storage;
-mod sys;
+#[doc(hidden)]
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod vault;
 
 #[doc(hidden)]

@@ -23,17 +23,11 @@ static ENV_PASSPHRASE: OnceLock<Option<Zeroizing<String>>> = OnceLock::new();
 pub fn take_env_passphrase() {
     let value = std::env::var(PASSPHRASE_ENV).ok().map(Zeroizing::new);
     if value.is_some() {
-        let name = std::ffi::CString::new(PASSPHRASE_ENV).expect("no NUL");
-        // SAFETY: single-threaded at this point (called before any thread starts). getenv returns
-        // a pointer to the value's NUL-terminated bytes inside the environment block, which is
-        // writable process memory; we overwrite exactly strlen bytes of it, then unset the name.
-        unsafe {
-            let p = libc::getenv(name.as_ptr());
-            if !p.is_null() {
-                std::ptr::write_bytes(p, 0, libc::strlen(p));
-            }
+        // Single-threaded at this point (called before any thread starts), which the scrub
+        // needs; if it were refused, the variable is at least removed.
+        if qeltrix::sys::process::scrub_env_var(PASSPHRASE_ENV).is_err() {
+            std::env::remove_var(PASSPHRASE_ENV);
         }
-        std::env::remove_var(PASSPHRASE_ENV);
     }
     let _ = ENV_PASSPHRASE.set(value);
 }

@@ -9,9 +9,10 @@
 use super::KeyArgs;
 use anyhow::{Context, Result};
 use qeltrix::mount::{self, log, MountOptions, Mountable};
+use qeltrix::sys::process::{self, Forked, StdStream};
+use qeltrix::sys::signal::BlockedSignals;
 use qeltrix::Error;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -99,7 +100,7 @@ pub fn mount(a: MountArgs) -> Result<()> {
         return daemonize(vault, &a.mountpoint, key, &opts, log_file, &what);
     }
     if let Some(f) = &log_file {
-        redirect(f.as_raw_fd(), libc::STDERR_FILENO);
+        redirect(f, StdStream::Stderr);
     }
     // Blocked before any thread starts, so that every thread inherits the mask and only the
     // signal thread sees them.
@@ -125,23 +126,14 @@ fn daemonize(
     log_file: Option<std::fs::File>,
     what: &str,
 ) -> Result<()> {
-    let mut fds = [0; 2];
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(Error::io("creating a pipe", std::io::Error::last_os_error()).into());
-    }
-    let (mut from_child, mut to_parent) = unsafe {
-        (
-            std::fs::File::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    };
+    // Close-on-exec, like every descriptor std opens.
+    let (mut from_child, mut to_parent) = std::io::pipe().map_err(|e| Error::io("creating a pipe", e))?;
     // No thread has been started yet (scanning and reading the key are single-threaded), so
-    // the child is a complete copy of this process.
-    match unsafe { libc::fork() } {
-        -1 => Err(Error::io("forking", std::io::Error::last_os_error()).into()),
-        0 => {
+    // the child is a complete copy of this process (`fork` checks it).
+    match process::fork().map_err(|e| Error::io("forking", e))? {
+        Forked::Child => {
             drop(from_child);
-            unsafe { libc::setsid() };
+            let _ = process::new_session();
             let mounted_at = spawn_signal_thread(block_signals());
             let mounted = match vault.mount(mountpoint, key, opts) {
                 Ok(m) => m,
@@ -162,7 +154,7 @@ fn daemonize(
             }
             std::process::exit(0);
         }
-        child => {
+        Forked::Parent(child) => {
             drop(to_parent);
             let mut answer = String::new();
             let _ = from_child.read_to_string(&mut answer);
@@ -177,8 +169,7 @@ fn daemonize(
                 );
                 return Ok(());
             }
-            let mut status = 0;
-            unsafe { libc::waitpid(child, &mut status, 0) };
+            let _ = process::wait_child(child);
             eprintln!("qeltrix: error: {rest}");
             std::process::exit(code.parse().unwrap_or(1));
         }
@@ -191,14 +182,13 @@ fn daemonize(
 /// cache size (measured: 492 MiB with a 256 MiB cache; 264 MiB with one arena). Called before
 /// any thread starts.
 fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
+    process::limit_malloc_arenas(1);
 }
 
-fn redirect(from: i32, to: i32) {
-    unsafe { libc::dup2(from, to) };
+/// Points the standard stream `to` at `from`. Best effort: the streams stay as they were if it
+/// fails.
+fn redirect(from: impl std::os::fd::AsFd, to: StdStream) {
+    let _ = process::redirect_stdio(from, to);
 }
 
 /// Points stdin and stdout at /dev/null and stderr at the log file (or /dev/null), and leaves
@@ -209,25 +199,20 @@ fn detach_stdio(log_file: Option<&std::fs::File>) {
         .write(true)
         .open("/dev/null")
     {
-        redirect(null.as_raw_fd(), libc::STDIN_FILENO);
-        redirect(null.as_raw_fd(), libc::STDOUT_FILENO);
-        redirect(
-            log_file.map_or(null.as_raw_fd(), |f| f.as_raw_fd()),
-            libc::STDERR_FILENO,
-        );
+        redirect(&null, StdStream::Stdin);
+        redirect(&null, StdStream::Stdout);
+        redirect(log_file.unwrap_or(&null), StdStream::Stderr);
     }
     let _ = std::env::set_current_dir("/");
 }
 
-fn block_signals() -> libc::sigset_t {
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
+fn block_signals() -> Option<BlockedSignals> {
+    match BlockedSignals::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]) {
+        Ok(set) => Some(set),
+        Err(e) => {
+            log(&format!("cannot watch for Ctrl-C: {e}"));
+            None
         }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
     }
 }
 
@@ -241,14 +226,16 @@ fn lock(m: &MountedAt) -> std::sync::MutexGuard<'_, Option<PathBuf>> {
 /// process) until the end. Once mounted (the returned slot holds the mount point), the first
 /// signal unmounts, lazily if files are open (the process ends when they are closed); a second
 /// one ends the process at once.
-fn spawn_signal_thread(set: libc::sigset_t) -> MountedAt {
+fn spawn_signal_thread(set: Option<BlockedSignals>) -> MountedAt {
     let mounted_at: MountedAt = Arc::default();
+    let Some(set) = set else {
+        return mounted_at;
+    };
     let slot = Arc::clone(&mounted_at);
     let run = move || {
         let mut first = true;
         loop {
-            let mut sig = 0;
-            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            if set.wait().is_err() {
                 return;
             }
             let Some(mountpoint) = lock(&slot).clone() else {

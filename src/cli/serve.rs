@@ -109,11 +109,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
 /// blocks, with no measurable cost in throughput (a few large allocations per millisecond do not
 /// contend). Process-wide, so it is set by the command, not by the library.
 fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; it is called before the server's threads start.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
+    // Before the server's threads start.
+    qeltrix::sys::process::limit_malloc_arenas(1);
 }
 
 fn listen_addr(a: &ServeArgs) -> Result<SocketAddr> {

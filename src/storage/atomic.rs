@@ -13,11 +13,8 @@
 //! power cut) can leave one there.
 
 use crate::{Error, Result};
-use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
@@ -126,11 +123,11 @@ impl AtomicOutput {
     /// temporary name and a rename when it may.
     fn link_into_place(&self) -> std::io::Result<()> {
         if !self.overwrite {
-            return link_fd(&self.file, &self.dest);
+            return crate::sys::fs::link_unnamed(&self.file, &self.dest);
         }
         loop {
             let temp = TempName::register(self.dir.join(random_temp_name()));
-            match link_fd(&self.file, &temp.path) {
+            match crate::sys::fs::link_unnamed(&self.file, &temp.path) {
                 Ok(()) => return std::fs::rename(&temp.path, &self.dest),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => {
@@ -161,46 +158,6 @@ fn tmpfile_unsupported(e: &std::io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOSYS)
     )
-}
-
-/// Gives the unnamed `file` the name `path` (fails with `AlreadyExists` if taken).
-fn link_fd(file: &File, path: &Path) -> std::io::Result<()> {
-    let proc_path = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).expect("no NUL");
-    let to = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
-    // SAFETY: both paths are valid NUL-terminated strings that live across the call.
-    let r = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            proc_path.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::ENOENT) {
-        return Err(err);
-    }
-    // No /proc: AT_EMPTY_PATH links the descriptor itself (needs CAP_DAC_READ_SEARCH).
-    // SAFETY: as above; the empty path is a valid C string.
-    let r = unsafe {
-        libc::linkat(
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 fn random_temp_name() -> String {
@@ -336,16 +293,8 @@ impl Writeback {
         self.position += n as u64;
         if self.position >= self.flushed_to + WRITEBACK_STEP {
             let len = self.position - self.flushed_to;
-            // SAFETY: the descriptor is open for the life of `file`; the call only schedules
-            // I/O on it. A failure is not an error for us: commit's fsync still syncs everything.
-            unsafe {
-                libc::sync_file_range(
-                    file.as_raw_fd(),
-                    self.flushed_to as libc::off64_t,
-                    len as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
+            // A failure is not an error for us: commit's fsync still syncs everything.
+            crate::sys::fs::start_writeback(file, self.flushed_to, len);
             self.flushed_to = self.position;
         }
         Ok(n)

@@ -273,34 +273,17 @@ pub(crate) fn reserve_descriptors(max_connections: usize, per_connection: u64) -
     let need = (max_connections as u64)
         .saturating_mul(per_connection)
         .saturating_add(FD_RESERVE);
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a valid, writable rlimit value.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(Error::io(
-            "reading the open-file limit",
-            io::Error::last_os_error(),
-        ));
-    }
-    if lim.rlim_cur >= need as libc::rlim_t {
+    let (soft, hard) =
+        crate::sys::process::open_file_limit().map_err(|e| Error::io("reading the open-file limit", e))?;
+    if soft >= need {
         return Ok(());
     }
-    if lim.rlim_max < need as libc::rlim_t {
+    if hard < need {
         return Err(Error::InvalidArgument(format!(
-            "--max-connections {max_connections} needs up to {need} open files, but the limit is {} \
-             (ulimit -n): lower --max-connections or raise the limit",
-            lim.rlim_max
+            "--max-connections {max_connections} needs up to {need} open files, but the limit is {hard} \
+             (ulimit -n): lower --max-connections or raise the limit"
         )));
     }
-    lim.rlim_cur = need as libc::rlim_t;
-    // SAFETY: a valid rlimit value, within the hard limit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(Error::io(
-            "raising the open-file limit",
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    crate::sys::process::set_open_file_limit(need, hard)
+        .map_err(|e| Error::io("raising the open-file limit", e))
 }

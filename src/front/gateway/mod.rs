@@ -71,7 +71,6 @@ use limits::{check_token, is_timeout, Activity, IdleReader, StallWriter};
 use stats::{Meter, MeteredReader, MeteredWriter};
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -120,7 +119,7 @@ pub struct GatewayConfig {
     pub limits: Limits,
 }
 
-struct Shared {
+struct GatewayState {
     config: GatewayConfig,
     pool: WorkerPool,
     stats: Arc<Stats>,
@@ -129,7 +128,7 @@ struct Shared {
 /// A listening gateway. See the module docs.
 pub struct GatewayServer {
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<GatewayState>,
 }
 
 impl GatewayServer {
@@ -153,7 +152,7 @@ impl GatewayServer {
         }
         Ok(GatewayServer {
             listener,
-            shared: Arc::new(Shared {
+            shared: Arc::new(GatewayState {
                 config,
                 pool,
                 stats: Arc::default(),
@@ -297,7 +296,7 @@ enum Fault {
     Input(Error),
 }
 
-fn serve(shared: &Arc<Shared>, client: TcpStream, id: u64, peer: SocketAddr) {
+fn serve(shared: &Arc<GatewayState>, client: TcpStream, id: u64, peer: SocketAddr) {
     let _active = shared.stats.opened();
     let started = Instant::now();
     let meter = Meter::new(&shared.stats);
@@ -376,7 +375,7 @@ fn serve(shared: &Arc<Shared>, client: TcpStream, id: u64, peer: SocketAddr) {
 
 /// What the steps of one connection share.
 struct Conn<'a> {
-    shared: &'a Shared,
+    shared: &'a GatewayState,
     client: &'a TcpStream,
     meter: &'a Meter,
     activity: &'a Activity,
@@ -532,20 +531,7 @@ fn connect(to: &str) -> Result<TcpStream> {
 /// Makes the socket close with a reset (RST) instead of an orderly end-of-stream when its last
 /// handle is dropped (SO_LINGER with a zero timeout), so a peer can tell a cut from an end.
 pub fn set_reset_on_close(stream: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket descriptor and a correctly sized `linger` value.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    crate::sys::net::set_linger_zero(stream);
 }
 
 /// Prepares `stream` to be closed with a reset (not an orderly end-of-stream) and wakes any

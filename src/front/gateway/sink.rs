@@ -54,10 +54,10 @@ pub struct SinkConfig {
 /// A listening sink. See the module docs.
 pub struct SinkServer {
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<SinkState>,
 }
 
-struct Shared {
+struct SinkState {
     config: SinkConfig,
     quota: Quota,
     stats: Arc<Stats>,
@@ -89,7 +89,7 @@ impl SinkServer {
         let quota = Quota::new(dir, config.quota)?;
         Ok(SinkServer {
             listener,
-            shared: Arc::new(Shared {
+            shared: Arc::new(SinkState {
                 config,
                 quota,
                 stats: Arc::default(),
@@ -137,7 +137,7 @@ fn remove_stale_parts(dir: &Path) -> Result<usize> {
     Ok(removed)
 }
 
-fn receive(shared: &Shared, conn: TcpStream, id: u64, peer: SocketAddr) {
+fn receive(shared: &SinkState, conn: TcpStream, id: u64, peer: SocketAddr) {
     let _active = shared.stats.opened();
     let meter = Meter::new(&shared.stats);
     info!(target: "qeltrix::sink", conn = id, %peer, "#{id} {peer} connected");
@@ -169,7 +169,7 @@ enum Saved {
 }
 
 /// Saves one stream.
-fn save(shared: &Shared, conn: &TcpStream, meter: &Meter) -> Result<Saved> {
+fn save(shared: &SinkState, conn: &TcpStream, meter: &Meter) -> Result<Saved> {
     let (limits, dir) = (&shared.config.limits, shared.config.out_dir.as_path());
     let deadline = Instant::now() + limits.header_timeout;
     if let Some(token) = &limits.token {
@@ -239,7 +239,7 @@ fn save(shared: &Shared, conn: &TcpStream, meter: &Meter) -> Result<Saved> {
 /// A stream being written to its `.part` file, counted in the quota until it is kept (or
 /// removed, when dropped without `keep`).
 struct Stream<'a> {
-    shared: &'a Shared,
+    shared: &'a SinkState,
     part: &'a Path,
     name: &'a OsStr,
     written: u64,

@@ -35,7 +35,7 @@ const STAT_BLKSIZE: u32 = 1 << 20;
 type DirEntry = (OsString, u64, bool);
 
 /// State shared by the fuser threads, the worker pool and the vault watcher.
-pub struct Shared {
+pub struct MountState {
     pub tree: RwLock<Tree>,
     /// The vault's containers, each opened once (key unwrapped, index authenticated).
     containers: Registry<CachedContainer>,
@@ -58,7 +58,7 @@ struct OpenFile {
     last_end: AtomicU64,
 }
 
-impl Shared {
+impl MountState {
     pub fn new(tree: Tree, vault: &Vault, key: Key, opts: &MountOptions) -> std::io::Result<Self> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let workers = if opts.workers == 0 {
@@ -66,9 +66,9 @@ impl Shared {
         } else {
             opts.workers
         };
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (crate::sys::process::uid(), crate::sys::process::gid());
         let perm = if opts.allow_other { 0o444 } else { 0o400 };
-        Ok(Shared {
+        Ok(MountState {
             tree: RwLock::new(tree),
             containers: vault.registry(
                 key,
@@ -263,7 +263,7 @@ fn block_len(c: &CachedContainer, index: u64) -> u64 {
 
 /// The filesystem fuser runs.
 pub struct VaultFs {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<MountState>,
 }
 
 impl Filesystem for VaultFs {

@@ -126,7 +126,7 @@ impl Mountable {
         let mountpoint = check_mountpoint(mountpoint)?;
         raise_open_file_limit();
         let shared = Arc::new(
-            fs::Shared::new(self.tree, self.scanner.vault(), key, opts)
+            fs::MountState::new(self.tree, self.scanner.vault(), key, opts)
                 .map_err(|e| Error::io("starting worker threads", e))?,
         );
         let mut config = Config::default();
@@ -151,7 +151,7 @@ impl Mountable {
         };
         let session = Session::new(fs, &mountpoint, &config).map_err(|e| mount_error(&mountpoint, e))?;
         let kib = opts.kernel_readahead_kib;
-        if kib > 0 && unsafe { libc::geteuid() } == 0 {
+        if kib > 0 && crate::sys::process::is_root() {
             if let Err(e) = set_kernel_readahead(&mountpoint, kib) {
                 tracing::warn!(
                     target: "qeltrix::mount",
@@ -209,7 +209,7 @@ impl Mounted {
 /// Rescans the vault every `interval` until told to stop, and tells the kernel which names and
 /// pages went stale.
 fn watch(
-    shared: Arc<fs::Shared>,
+    shared: Arc<fs::MountState>,
     mut scanner: Scanner,
     notifier: Notifier,
     stop: mpsc::Receiver<()>,
@@ -251,7 +251,7 @@ fn watch(
 /// Checks that FUSE can be used: `/dev/fuse` exists and, for a user other than root,
 /// `fusermount3` is installed.
 pub fn check_fuse() -> Result<()> {
-    let is_root = unsafe { libc::geteuid() } == 0;
+    let is_root = crate::sys::process::is_root();
     check_fuse_at(Path::new(DEV_FUSE), std::env::var_os("PATH").as_deref(), is_root)
 }
 
@@ -326,12 +326,7 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
 
 /// The errno of statfs(2) on `path`, if it fails.
 fn statfs_errno(path: &Path) -> Option<i32> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } == 0 {
-        return None;
-    }
-    io::Error::last_os_error().raw_os_error()
+    crate::sys::fs::statfs(path).err()?.raw_os_error()
 }
 
 /// The filesystem type mounted at `path` (absolute), if `path` is a mount point.
@@ -406,18 +401,15 @@ pub fn try_unmount(mountpoint: &Path, lazy: bool) -> Result<bool> {
         }
         Some(_) => {}
     }
-    if unsafe { libc::geteuid() } == 0 {
-        let c_path = std::ffi::CString::new(abs.as_os_str().as_bytes())
-            .map_err(|_| Error::InvalidArgument(format!("{shown}: path holds a NUL byte")))?;
-        let flags = if lazy { libc::MNT_DETACH } else { 0 };
-        if unsafe { libc::umount2(c_path.as_ptr(), flags) } != 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EBUSY) => Ok(false),
-                _ => Err(Error::io(format!("unmounting {shown}"), e)),
-            };
-        }
-        return Ok(true);
+    if crate::sys::process::is_root() {
+        return match crate::sys::fs::unmount(&abs, lazy) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                Err(Error::InvalidArgument(format!("{shown}: path holds a NUL byte")))
+            }
+            Err(e) => Err(Error::io(format!("unmounting {shown}"), e)),
+        };
     }
     let mut cmd = std::process::Command::new("fusermount3");
     cmd.arg("-u");
@@ -468,14 +460,9 @@ fn set_kernel_readahead(mountpoint: &Path, kib: u32) -> io::Result<()> {
 /// Each opened container keeps its file open; a vault of thousands of them needs more than the
 /// usual soft limit of 1024.
 fn raise_open_file_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    if let Ok((soft, hard)) = crate::sys::process::open_file_limit() {
+        if soft < hard {
+            let _ = crate::sys::process::set_open_file_limit(hard, hard);
         }
     }
 }

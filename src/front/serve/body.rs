@@ -24,7 +24,7 @@
 use super::conn::Activity;
 use super::containers::ServedFile;
 use super::range::ByteRange;
-use super::Stats;
+use super::HealthStats;
 use crate::container::cache::Block;
 use crate::Error;
 use bytes::Bytes;
@@ -273,7 +273,7 @@ pub struct Streamer {
     pub budget: Arc<Semaphore>,
     /// The budget's size: a block larger than it takes all of it.
     pub budget_bytes: usize,
-    pub stats: Arc<Stats>,
+    pub stats: Arc<HealthStats>,
     /// How many blocks ahead of the one being sent to decrypt in the background.
     pub readahead: u64,
 }
@@ -286,10 +286,10 @@ pub struct HeldBlock {
 }
 
 /// A response waiting for room in the in-flight budget, counted for `/health`.
-struct Waiting<'a>(&'a Stats);
+struct Waiting<'a>(&'a HealthStats);
 
 impl<'a> Waiting<'a> {
-    fn new(stats: &'a Stats) -> Self {
+    fn new(stats: &'a HealthStats) -> Self {
         stats.waiting.fetch_add(1, Ordering::Relaxed);
         Waiting(stats)
     }

@@ -201,10 +201,10 @@ impl Table {
     }
 
     /// Adds a connection; it stays until the returned guard is dropped (or it is shed).
-    pub fn insert(self: &Arc<Self>, activity: Arc<Activity>) -> Entry {
+    pub fn insert(self: &Arc<Self>, activity: Arc<Activity>) -> TableEntry {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, activity);
-        Entry {
+        TableEntry {
             table: Arc::clone(self),
             id,
         }
@@ -212,12 +212,12 @@ impl Table {
 }
 
 /// A connection's place in the [`Table`].
-pub struct Entry {
+pub struct TableEntry {
     table: Arc<Table>,
     id: u64,
 }
 
-impl Drop for Entry {
+impl Drop for TableEntry {
     fn drop(&mut self) {
         self.table.lock().remove(&self.id);
         self.table.freed.notify_waiters();

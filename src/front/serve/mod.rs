@@ -125,13 +125,13 @@ pub(crate) struct State {
     /// The in-flight budget: one permit per byte of block held by a response body.
     budget: Arc<Semaphore>,
     budget_bytes: usize,
-    stats: Arc<Stats>,
+    stats: Arc<HealthStats>,
     connections: Arc<Table>,
 }
 
 /// Counters shown by `/health` (with the token, when one is set).
 #[derive(Default)]
-pub(crate) struct Stats {
+pub(crate) struct HealthStats {
     /// Plaintext bytes of the blocks pulled for responses (each block a response needed, cached
     /// or decrypted): what the range amplification rule bounds.
     pub pulled_bytes: AtomicU64,

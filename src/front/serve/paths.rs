@@ -210,7 +210,7 @@ pub fn encode_segment(bytes: &[u8]) -> String {
 
 /// One line of a folder listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub struct ListingEntry {
     /// Display name (lossy UTF-8), without `.qltx` for containers.
     pub name: String,
     /// The name as a URL path segment (a folder's ends in `/`).
@@ -226,11 +226,11 @@ pub struct Entry {
 /// reach ([`Vault::list`]: hidden names, non-container files and symlinks leaving the vault are
 /// left out). Container sizes come from the vault's key-free info, read once per version.
 /// Folders first, then by name.
-pub fn list(vault: &Vault, dir: &Path) -> std::io::Result<Vec<Entry>> {
+pub fn list(vault: &Vault, dir: &Path) -> std::io::Result<Vec<ListingEntry>> {
     let listing = vault.list(dir)?;
     let mut entries = Vec::with_capacity(listing.folders.len() + listing.containers.len());
     for f in listing.folders {
-        entries.push(Entry {
+        entries.push(ListingEntry {
             name: f.name.to_string_lossy().into_owned(),
             href: format!("{}/", encode_segment(f.name.as_bytes())),
             is_dir: true,
@@ -239,7 +239,7 @@ pub fn list(vault: &Vault, dir: &Path) -> std::io::Result<Vec<Entry>> {
         });
     }
     for c in listing.containers {
-        entries.push(Entry {
+        entries.push(ListingEntry {
             name: c.name.to_string_lossy().into_owned(),
             href: encode_segment(c.name.as_bytes()),
             is_dir: false,
@@ -252,7 +252,7 @@ pub fn list(vault: &Vault, dir: &Path) -> std::io::Result<Vec<Entry>> {
 }
 
 /// The listing as a small HTML page (names escaped, links percent-encoded).
-pub fn listing_html(url: &str, entries: &[Entry]) -> String {
+pub fn listing_html(url: &str, entries: &[ListingEntry]) -> String {
     let title = html_escape(&String::from_utf8_lossy(
         &percent_decode(url.as_bytes()).collect::<Vec<u8>>(),
     ));
@@ -282,7 +282,7 @@ pub fn listing_html(url: &str, entries: &[Entry]) -> String {
 }
 
 /// The listing as JSON: `{"path": "/a/", "entries": [{"name", "type", "size", "modified"}]}`.
-pub fn listing_json(url: &str, entries: &[Entry]) -> String {
+pub fn listing_json(url: &str, entries: &[ListingEntry]) -> String {
     let items: Vec<serde_json::Value> = entries
         .iter()
         .map(|e| {
@@ -452,7 +452,7 @@ mod tests {
 
     #[test]
     fn names_are_escaped() {
-        let e = Entry {
+        let e = ListingEntry {
             name: "<script>&\"".into(),
             href: encode_segment(b"<script>&\""),
             is_dir: false,
