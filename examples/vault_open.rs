@@ -71,7 +71,7 @@ fn make(dir: &Path, n: usize, key: &Key, iterations: u32) -> Result<(), Box<dyn 
         qeltrix::pack_reader(
             &mut bytes.as_bytes(),
             &out,
-            std::slice::from_ref(key),
+            &[qeltrix::Recipient::try_from(key)?],
             &opts,
             false,
         )

@@ -16,7 +16,7 @@
 //! The source is layered (see `docs/ARCHITECTURE.md`): `core` (format, crypto, codec) →
 //! `storage` (the one seam to bytes) → `container` → `vault` → `front` (mount, serve, gateway).
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod container;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{key_file_key, random_bytes, text_bytes};
+use common::{key_file_key, random_bytes, recipients, text_bytes};
 use qeltrix::compress::CompressMode;
 use qeltrix::{Container, Key, PackOptions, StreamPacker};
 use std::io::{Cursor, Write};
@@ -53,7 +53,7 @@ fn unpack_all(container: Vec<u8>, workers: usize) -> Vec<u8> {
 fn pack_from_and_unpack_round_trip_mixed_blocks_with_any_worker_count() {
     let input = mixed_input();
     for workers in [1, 2, 3] {
-        let mut packer = StreamPacker::new(Vec::new(), &[key()], &opts(workers)).unwrap();
+        let mut packer = StreamPacker::new(Vec::new(), &recipients(&[key()]), &opts(workers)).unwrap();
         packer.pack_from(&mut Cursor::new(&input)).unwrap();
         let (container, summary) = packer.finish().unwrap();
         assert_eq!(summary.original_size, input.len() as u64);
@@ -65,7 +65,7 @@ fn pack_from_and_unpack_round_trip_mixed_blocks_with_any_worker_count() {
 #[test]
 fn short_flushed_blocks_between_full_ones_round_trip() {
     let input = mixed_input();
-    let mut packer = StreamPacker::new(Vec::new(), &[key()], &opts(2)).unwrap();
+    let mut packer = StreamPacker::new(Vec::new(), &recipients(&[key()]), &opts(2)).unwrap();
     // Writes of odd sizes, with a flush (a short block) every few writes.
     let mut at = 0;
     for (i, step) in [1, 999, BLOCK, 3 * BLOCK + 5, 17, BLOCK - 1]
@@ -133,7 +133,7 @@ impl std::io::Read for Trickle<'_> {
 #[test]
 fn pack_from_a_trickling_interrupted_reader_round_trips() {
     let input = mixed_input();
-    let mut packer = StreamPacker::new(Vec::new(), &[key()], &opts(2)).unwrap();
+    let mut packer = StreamPacker::new(Vec::new(), &recipients(&[key()]), &opts(2)).unwrap();
     packer.write_all(&input[..100]).unwrap(); // a partial block already buffered
     let mut reader = Trickle {
         data: &input[100..],
@@ -150,7 +150,7 @@ fn pack_from_a_trickling_interrupted_reader_round_trips() {
 #[test]
 fn pack_from_reports_a_failing_reader_and_keeps_what_it_read() {
     let input = mixed_input();
-    let mut packer = StreamPacker::new(Vec::new(), &[key()], &opts(2)).unwrap();
+    let mut packer = StreamPacker::new(Vec::new(), &recipients(&[key()]), &opts(2)).unwrap();
     let mut reader = Trickle {
         data: &input,
         chunk: 4096,

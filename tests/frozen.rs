@@ -19,7 +19,8 @@ mod common;
 use common::Rng;
 use qeltrix::crypto::{IdentityKey, KeyFileKey, Passphrase, RecipientKey, SeededEntropy};
 use qeltrix::{
-    keyring, CipherId, CompressMode, Container, ContainerInfo, Error, Key, PackOptions, StreamPacker,
+    keyring, CipherId, CompressMode, Container, ContainerInfo, Error, Key, PackOptions, Recipient,
+    StreamPacker,
 };
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -45,8 +46,13 @@ fn identity_key(identity_file_text: &str) -> Key {
 }
 
 /// The public key a recipient slot is made for (packing only: it opens nothing).
-fn recipient_key(recipient: &str) -> Key {
-    Key::Recipient(recipient.parse::<RecipientKey>().expect("recipient parses"))
+fn recipient_key(recipient: &str) -> Recipient {
+    Recipient::X25519(recipient.parse::<RecipientKey>().expect("recipient parses"))
+}
+
+/// What a key seals to, for packing.
+fn sealing(key: Key) -> Recipient {
+    Recipient::try_from(key).expect("a simple key")
 }
 
 /// The recipient (public key) of an identity file's identity, in its text form.
@@ -178,7 +184,7 @@ fn read_info(path: &Path) -> qeltrix::Result<Info> {
 
 /// Packs `segments` of `plain` (sealing a short block after each but the last, as a trickling
 /// stream does) with `keys`: to a seekable output, or to a plain `Write` (`streamed`).
-fn pack(spec: &Good, plain: &[u8], keys: &[Key]) -> Vec<u8> {
+fn pack(spec: &Good, plain: &[u8], keys: &[Recipient]) -> Vec<u8> {
     let opts = PackOptions {
         cipher: spec.cipher,
         block_size: BLOCK_SIZE,
@@ -1079,14 +1085,14 @@ fn regenerate_corpus() {
     );
 
     for spec in GOOD {
-        let keys: Vec<Key> = spec
+        let keys: Vec<Recipient> = spec
             .slots
             .iter()
             .map(|s| match s {
-                Slot::Passphrase => passphrase_key(PASSPHRASE),
-                Slot::KeyFile => key_file_key(key_file_bytes()),
+                Slot::Passphrase => sealing(passphrase_key(PASSPHRASE)),
+                Slot::KeyFile => sealing(key_file_key(key_file_bytes())),
                 Slot::Recipient => recipient_key(&recipient),
-                Slot::Keyring => vault_key.clone(),
+                Slot::Keyring => sealing(vault_key.clone()),
             })
             .collect();
         put(spec.path, &pack(spec, &spec.plaintext(), &keys));

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{key_file_key, qeltrix_process, wait_for_text, write_key_file, Reaped};
+use common::{key_file_key, qeltrix_process, recipients, wait_for_text, write_key_file, Reaped};
 use qeltrix::PackOptions;
 use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -38,7 +38,7 @@ fn serve_is_not_dumpable_and_a_crash_leaves_no_core() {
     fs::write(&plain, vec![42u8; 100_000]).unwrap();
     let container = dir.path().join("c.bin.qltx");
     let opts = PackOptions::default();
-    qeltrix::pack(&plain, &container, &[key_file_key(5)], &opts, true).unwrap();
+    qeltrix::pack(&plain, &container, &recipients(&[key_file_key(5)]), &opts, true).unwrap();
     for f in ["key", "c.bin.qltx"] {
         fs::set_permissions(dir.path().join(f), fs::Permissions::from_mode(0o644)).unwrap();
     }

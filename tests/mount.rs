@@ -58,7 +58,7 @@ impl Workspace {
         fs::create_dir_all(dest.parent().unwrap()).unwrap();
         let plain = self.path("plain.tmp");
         fs::write(&plain, data).unwrap();
-        qeltrix::pack(&plain, &dest, std::slice::from_ref(key), opts, true).unwrap();
+        qeltrix::pack(&plain, &dest, &recipients(std::slice::from_ref(key)), opts, true).unwrap();
         dest
     }
     fn mount(&self, extra: &[&str]) -> Option<MountGuard> {
@@ -683,7 +683,14 @@ fn hidden_entries_and_symlinks_out_of_the_vault_are_not_shown() {
     let outside = ws.path("outside.qltx");
     let plain = ws.path("outside.plain");
     fs::write(&plain, random_bytes(3000, 14)).unwrap();
-    qeltrix::pack(&plain, &outside, std::slice::from_ref(&ws.key), &o, true).unwrap();
+    qeltrix::pack(
+        &plain,
+        &outside,
+        &recipients(std::slice::from_ref(&ws.key)),
+        &o,
+        true,
+    )
+    .unwrap();
     std::os::unix::fs::symlink(&outside, ws.vault().join("outside.qltx")).unwrap();
     std::os::unix::fs::symlink(ws.path("."), ws.vault().join("up.qltx")).unwrap();
     std::os::unix::fs::symlink(ws.vault().join("real.qltx"), ws.vault().join("alias.qltx")).unwrap();

@@ -17,7 +17,7 @@ fn container_with_ragged_blocks(data: &[u8]) -> Vec<u8> {
         ..Default::default()
     };
     let mut out = Vec::new();
-    let mut p = StreamPacker::new(&mut out, &[key_file_key(7)], &opts).unwrap();
+    let mut p = StreamPacker::new(&mut out, &recipients(&[key_file_key(7)]), &opts).unwrap();
     for (i, piece) in data.chunks(10_000).enumerate() {
         p.write_all(piece).unwrap();
         if i % 3 == 0 {

@@ -109,11 +109,12 @@ fn file_to_file_pack_and_unpack() {
     std::fs::write(&input, &plain).unwrap();
     let keys = [passphrase_key(PASSPHRASE), key_file_key(1)];
     let o = opts(CipherId::ChaCha20Poly1305, 16 * KIB, CompressMode::Auto);
-    let summary = qeltrix::pack(&input, &packed, &keys, &o, false).expect("pack");
+    let summary = qeltrix::pack(&input, &packed, &recipients(&keys), &o, false).expect("pack");
     assert_eq!(summary.blocks, 13);
     assert_eq!(summary.original_size, plain.len() as u64);
     assert_eq!(summary.container_size, std::fs::metadata(&packed).unwrap().len());
-    let err = qeltrix::pack(&input, &packed, &keys, &o, false).expect_err("packed twice without overwrite");
+    let err = qeltrix::pack(&input, &packed, &recipients(&keys), &o, false)
+        .expect_err("packed twice without overwrite");
     assert!(matches!(err.root(), qeltrix::Error::Exists { .. }), "{err}");
 
     for key in &keys {
@@ -182,7 +183,7 @@ fn flushed_short_blocks_read_back_at_every_offset() {
     ];
     let mut packer = StreamPacker::new(
         Vec::new(),
-        std::slice::from_ref(&key),
+        &recipients(std::slice::from_ref(&key)),
         &opts(CipherId::ChaCha20Poly1305, bs, CompressMode::Auto),
     )
     .unwrap();

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{
-    connect, find, key_file_key, proc_status, striped, unique_suffix, wait_exit, wait_for_output,
+    connect, find, key_file_key, proc_status, recipients, striped, unique_suffix, wait_exit, wait_for_output,
     wait_for_text, wait_until, Work, DEADLINE,
 };
 use qeltrix::{format::BLOCK_HEAD_LEN, ContainerInfo, PackOptions};
@@ -54,7 +54,7 @@ impl Fixture {
             block_size: BLOCK as u32,
             ..PackOptions::default()
         };
-        qeltrix::pack(&plain, &out, &[key_file_key(key)], &opts, true).unwrap();
+        qeltrix::pack(&plain, &out, &recipients(&[key_file_key(key)]), &opts, true).unwrap();
         fs::remove_file(plain).unwrap();
         out
     }
@@ -855,7 +855,7 @@ fn pack_repeated(f: &Fixture, rel: &str, len: u64, block: u32) -> PathBuf {
     };
     let file = File::create(&out).unwrap();
     let keys = [key_file_key(KEY)];
-    let mut packer = qeltrix::StreamPacker::new_seekable(file, &keys, &opts).unwrap();
+    let mut packer = qeltrix::StreamPacker::new_seekable(file, &recipients(&keys), &opts).unwrap();
     packer.pack_from(&mut std::io::repeat(0x5a).take(len)).unwrap();
     packer.finish().unwrap();
     out
@@ -869,7 +869,8 @@ fn pack_blocks(f: &Fixture, rel: &str, bytes: &[u8], block: u32) -> PathBuf {
         ..PackOptions::default()
     };
     let keys = [key_file_key(KEY)];
-    let mut packer = qeltrix::StreamPacker::new_seekable(File::create(&out).unwrap(), &keys, &opts).unwrap();
+    let mut packer =
+        qeltrix::StreamPacker::new_seekable(File::create(&out).unwrap(), &recipients(&keys), &opts).unwrap();
     packer.pack_from(&mut &bytes[..]).unwrap();
     packer.finish().unwrap();
     out

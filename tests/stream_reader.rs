@@ -15,7 +15,7 @@ fn small_container(data: &[u8]) -> Vec<u8> {
         ..Default::default()
     };
     let mut out = Vec::new();
-    let mut p = StreamPacker::new(&mut out, &[key_file_key(7)], &opts).unwrap();
+    let mut p = StreamPacker::new(&mut out, &recipients(&[key_file_key(7)]), &opts).unwrap();
     p.write_all(&data[..5000]).unwrap();
     p.flush_block().unwrap(); // a short block in the middle
     p.write_all(&data[5000..]).unwrap();

@@ -8,7 +8,7 @@
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
 use qeltrix::crypto::{KeyFileKey, SeededEntropy};
-use qeltrix::{CompressMode, Key, PackOptions, StreamPacker};
+use qeltrix::{CompressMode, PackOptions, Recipient, StreamPacker};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ fn vector_container() -> Vec<u8> {
         entropy: Arc::new(SeededEntropy(SEED)),
         ..PackOptions::default()
     };
-    let key = Key::KeyFile(KeyFileKey::from_bytes(KEY_FILE));
+    let key = Recipient::KeyFile(KeyFileKey::from_bytes(KEY_FILE));
     let mut packer = StreamPacker::new_seekable(std::io::Cursor::new(Vec::new()), &[key], &opts).unwrap();
     std::io::Write::write_all(&mut packer, &plaintext()).unwrap();
     packer.finish().unwrap().0.into_inner()

@@ -7,8 +7,8 @@
 //! readers find the index through the trailer.
 //!
 //! ```no_run
-//! use qeltrix::{StreamPacker, PackOptions, Key, crypto::KeyFileKey};
-//! let key = Key::KeyFile(KeyFileKey::from_bytes([7; 32]));
+//! use qeltrix::{StreamPacker, PackOptions, Recipient, crypto::KeyFileKey};
+//! let key = Recipient::KeyFile(KeyFileKey::from_bytes([7; 32]));
 //! let out = std::fs::File::create("log.qltx")?;
 //! let mut packer = StreamPacker::new_seekable(out, &[key], &PackOptions::default())?;
 //! std::io::copy(&mut std::io::stdin(), &mut packer)?;

@@ -75,6 +75,7 @@ impl AtomicOutput {
         &self.dest
     }
 
+    /// The unnamed file being written, for writes and seeks.
     pub fn file(&mut self) -> &mut File {
         &mut self.file
     }

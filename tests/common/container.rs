@@ -38,9 +38,17 @@ pub fn opts(cipher: CipherId, block_size: usize, compress: CompressMode) -> Pack
     }
 }
 
+/// The recipients the keys open (packing takes recipients; opening takes a key).
+pub fn recipients(keys: &[Key]) -> Vec<qeltrix::Recipient> {
+    keys.iter()
+        .map(|k| qeltrix::Recipient::try_from(k).expect("a simple key"))
+        .collect()
+}
+
 /// Packs `plain` through `StreamPacker::new_seekable` into memory (header totals patched).
 pub fn pack_seekable(plain: &[u8], keys: &[Key], opts: &PackOptions) -> Vec<u8> {
-    let mut packer = StreamPacker::new_seekable(Cursor::new(Vec::new()), keys, opts).expect("start packer");
+    let mut packer =
+        StreamPacker::new_seekable(Cursor::new(Vec::new()), &recipients(keys), opts).expect("start packer");
     packer.write_all(plain).expect("write plaintext");
     let (out, summary) = packer.finish().expect("finish");
     assert_eq!(summary.original_size, plain.len() as u64);
@@ -50,7 +58,7 @@ pub fn pack_seekable(plain: &[u8], keys: &[Key], opts: &PackOptions) -> Vec<u8> 
 
 /// Packs `plain` through `StreamPacker::new` (a non-seekable stream: header totals stay zero).
 pub fn pack_stream(plain: &[u8], keys: &[Key], opts: &PackOptions) -> Vec<u8> {
-    let mut packer = StreamPacker::new(Vec::new(), keys, opts).expect("start packer");
+    let mut packer = StreamPacker::new(Vec::new(), &recipients(keys), opts).expect("start packer");
     let n = packer.pack_from(&mut &plain[..]).expect("pack");
     assert_eq!(n, plain.len() as u64);
     let (out, summary) = packer.finish().expect("finish");

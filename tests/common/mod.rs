@@ -6,17 +6,25 @@
 //! - `process`: deadlines, the waiters on processes and their output, process and mount guards;
 //! - `net`: server processes and sockets.
 //!
-//! Each test binary uses a subset, hence the `dead_code` allowance.
+//! Each test binary uses a subset, hence the `dead_code` allowance. `work`, `process` and `net`
+//! drive the binary and the front ends, so they exist only with the `cli` feature; the library's
+//! own tests (`cargo test --no-default-features`) use `data` and `container`.
 #![allow(dead_code, unused_imports)]
 
 mod container;
 mod data;
+#[cfg(feature = "cli")]
 mod net;
+#[cfg(feature = "cli")]
 mod process;
+#[cfg(feature = "cli")]
 mod work;
 
 pub use container::*;
 pub use data::*;
+#[cfg(feature = "cli")]
 pub use net::*;
+#[cfg(feature = "cli")]
 pub use process::*;
+#[cfg(feature = "cli")]
 pub use work::*;

@@ -41,6 +41,7 @@ impl Entropy for SeededEntropy {
 
 #[cfg(test)]
 impl SystemEntropy {
+    /// Fills `out` for a test, under the purpose "test".
     pub fn fill_for_test(&self, out: &mut [u8]) {
         self.fill(b"test", out)
     }

@@ -26,8 +26,8 @@
 //!
 //! ```no_run
 //! use qeltrix::gateway::{Direction, GatewayConfig, GatewayServer, Limits};
-//! use qeltrix::{Key, PackOptions, crypto::KeyFileKey};
-//! let key = Key::KeyFile(KeyFileKey::from_bytes([7; 32]));
+//! use qeltrix::{PackOptions, Recipient, crypto::KeyFileKey};
+//! let key = Recipient::KeyFile(KeyFileKey::from_bytes([7; 32]));
 //! let config = GatewayConfig {
 //!     direction: Direction::Encrypt { keys: vec![key], pack: PackOptions::default(), flush_after: None },
 //!     forward_to: Some("127.0.0.1:9000".into()),
@@ -93,13 +93,16 @@ const FDS_PER_CONNECTION: u64 = 5;
 pub enum Direction {
     /// Plaintext in, a container out, with one key slot per key.
     Encrypt {
+        /// Who the containers are sealed to: one key slot each.
         keys: Vec<Recipient>,
+        /// Cipher, block size, compression and workers of the packer.
         pack: PackOptions,
         /// Seal a partial block after this long without input.
         flush_after: Option<Duration>,
     },
     /// A container in, its verified plaintext out.
     Decrypt {
+        /// The key that opens the incoming containers.
         key: Key,
         /// Also check each block's plaintext SHA-256 (the AEAD is always checked).
         verify: bool,
@@ -108,6 +111,7 @@ pub enum Direction {
 
 /// How a gateway is set up.
 pub struct GatewayConfig {
+    /// Encrypt or decrypt, and with which keys.
     pub direction: Direction,
     /// `HOST:PORT` to forward the output to; `None` reflects it back to the client.
     pub forward_to: Option<String>,
@@ -160,6 +164,7 @@ impl GatewayServer {
         })
     }
 
+    /// The address the gateway listens on (the port the OS chose, for port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -169,6 +174,7 @@ impl GatewayServer {
         Arc::clone(&self.shared.stats)
     }
 
+    /// Threads in the worker pool shared by all connections.
     pub fn workers(&self) -> usize {
         self.shared.pool.workers()
     }

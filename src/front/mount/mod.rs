@@ -110,6 +110,7 @@ impl Mountable {
         Ok(Mountable { scanner, tree })
     }
 
+    /// The vault folder being mounted.
     pub fn root(&self) -> &Path {
         self.scanner.root()
     }
@@ -187,6 +188,7 @@ pub struct Mounted {
 }
 
 impl Mounted {
+    /// Where the vault is mounted.
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
     }

@@ -11,7 +11,8 @@
 //! opens (the mount asks for that), so reusing the number for new contents would serve stale pages;
 //! with a new number, that cannot happen. Open files keep their old inode, and so the old contents.
 //!
-//! ```no_run
+//! ```ignore
+//! // (crate-internal: `mount::tree` is private)
 //! use qeltrix::{mount::tree::{Scanner, Tree}, vault::Vault};
 //! let mut scanner = Scanner::new(Vault::local("vault")?, "vault".into());
 //! let mut tree = Tree::new();
