@@ -1,13 +1,13 @@
 //! One function per subcommand. Each calls the library and prints what the user asked for;
 //! all behaviour lives in the library.
 
-use super::progress::{bar, size, speed};
+use super::progress::{bar, print_pack_summary, size, speed};
 use super::*;
 use anyhow::{Context, Result};
 use qeltrix::format::{FLAG_NO_VERIFY, FLAG_STREAMING};
 use qeltrix::reader::{Container, ContainerInfo};
 use qeltrix::vault::naming;
-use qeltrix::writer::{PackOptions, PackSummary, StreamPacker};
+use qeltrix::writer::{PackOptions, StreamPacker};
 use qeltrix::{AtomicOutput, Error, UnpackOptions};
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
@@ -30,10 +30,10 @@ pub fn run(command: Command) -> Result<()> {
         Command::Info(a) => info(a),
         Command::Verify(a) => verify(a),
         Command::Keygen(a) => keygen(a),
-        Command::Init(a) => super::vault::init(a),
-        Command::Passwd(a) => super::vault::passwd(a),
-        Command::Rekey(a) => super::vault::rekey(a),
-        Command::Reencrypt(a) => super::vault::reencrypt(a),
+        Command::Init(a) => super::key_commands::init(a),
+        Command::Passwd(a) => super::key_commands::passwd(a),
+        Command::Rekey(a) => super::key_commands::rekey(a),
+        Command::Reencrypt(a) => super::key_commands::reencrypt(a),
         Command::Gateway(a) => super::net::gateway(a),
         Command::Sink(a) => super::net::sink(a),
         Command::Repair(a) => super::net::repair(a),
@@ -127,28 +127,6 @@ fn pack(a: PackArgs) -> Result<()> {
         print_pack_summary(&a.input, &output, &summary, started);
     }
     Ok(())
-}
-
-pub(super) fn print_pack_summary(input: &Path, output: &Path, s: &PackSummary, started: Instant) {
-    let overhead = s.container_size as i128 - s.original_size as i128;
-    let pct = if s.original_size > 0 {
-        format!(" ({:+.2}%)", overhead as f64 * 100.0 / s.original_size as f64)
-    } else {
-        String::new()
-    };
-    eprintln!(
-        "Packed {} -> {}\n  blocks:    {} ({} compressed)\n  original:  {}\n  container: {}\n  overhead:  {}{}{pct}\n  speed:     {} in {:.2} s",
-        input.display(),
-        output.display(),
-        s.blocks,
-        s.compressed_blocks,
-        size(s.original_size),
-        size(s.container_size),
-        if overhead < 0 { "-" } else { "+" },
-        size(overhead.unsigned_abs() as u64),
-        speed(s.original_size, started.elapsed()),
-        started.elapsed().as_secs_f64(),
-    );
 }
 
 pub(super) fn open(path: &Path, keys: &KeyArgs) -> Result<Container> {

@@ -2,13 +2,13 @@
 //! (0 success, 2 usage, 3 wrong key or failed authentication, 1 anything else).
 
 mod commands;
+mod key_commands;
 mod keys;
 mod logging;
 mod mount;
 mod net;
 mod progress;
 mod serve;
-mod vault;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -49,13 +49,13 @@ pub enum Command {
     /// Write a new random 32-byte key file, or an X25519 identity (mode 0600).
     Keygen(KeygenArgs),
     /// Make a folder a vault: a keyring whose one passphrase unlocks every container in it.
-    Init(vault::InitArgs),
+    Init(key_commands::InitArgs),
     /// Change a vault's passphrase (rewrites only the keyring; no container is touched).
-    Passwd(vault::PasswdArgs),
+    Passwd(key_commands::PasswdArgs),
     /// List, add or remove a container's key slots, crash-safely; block data is never rewritten.
-    Rekey(vault::RekeyArgs),
+    Rekey(key_commands::RekeyArgs),
     /// Copy a container under a new data key and fresh block keys (if its key may be compromised).
-    Reencrypt(vault::ReencryptArgs),
+    Reencrypt(key_commands::ReencryptArgs),
     /// TCP gateway: a byte stream in, a container stream out (reflected or forwarded);
     /// `--decrypt` for the receiving side.
     Gateway(net::GatewayArgs),

@@ -1,8 +1,10 @@
 //! Progress bars and human-readable sizes. Bars go to stderr, and only when it is a terminal.
 
 use indicatif::{ProgressBar, ProgressStyle};
+use qeltrix::PackSummary;
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// A byte-counting bar (or a spinner when the total is unknown); hidden when `quiet` or when
 /// stderr is not a terminal.
@@ -46,4 +48,27 @@ pub fn size(bytes: u64) -> String {
 pub fn speed(bytes: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(1e-9);
     format!("{:.0} MB/s", bytes as f64 / secs / 1e6)
+}
+
+/// The summary `pack` and `reencrypt` print on stderr.
+pub fn print_pack_summary(input: &Path, output: &Path, s: &PackSummary, started: Instant) {
+    let overhead = s.container_size as i128 - s.original_size as i128;
+    let pct = if s.original_size > 0 {
+        format!(" ({:+.2}%)", overhead as f64 * 100.0 / s.original_size as f64)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "Packed {} -> {}\n  blocks:    {} ({} compressed)\n  original:  {}\n  container: {}\n  overhead:  {}{}{pct}\n  speed:     {} in {:.2} s",
+        input.display(),
+        output.display(),
+        s.blocks,
+        s.compressed_blocks,
+        size(s.original_size),
+        size(s.container_size),
+        if overhead < 0 { "-" } else { "+" },
+        size(overhead.unsigned_abs() as u64),
+        speed(s.original_size, started.elapsed()),
+        started.elapsed().as_secs_f64(),
+    );
 }

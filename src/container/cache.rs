@@ -110,7 +110,7 @@ impl BlockCache {
     /// that panics fails this request with [`Error::Internal`] naming the block; threads waiting
     /// for it are woken and load the block themselves, and later requests try again.
     pub fn get_or_load(&self, key: BlockKey, load: impl FnOnce() -> Result<Vec<u8>>) -> Result<Block> {
-        let load = || crate::catch_panic(Some(key.block), load);
+        let load = || crate::error::catch_panic(Some(key.block), load);
         let slot = {
             let mut inner = self.lock();
             if let Some(block) = inner.blocks.get(&key) {
@@ -283,7 +283,7 @@ fn load_range<S: ReadAt + 'static>(
 
 fn open_claimed<S: ReadAt>(container: &Container<S>, claim: Claim, first: u64, stored: &[u8]) {
     let index = claim.key.block;
-    let result = crate::catch_panic(Some(index), || {
+    let result = crate::error::catch_panic(Some(index), || {
         injected_panic(claim.key);
         match container.stored_range(first, index) {
             Some(range) => container.open_stored(index, stored[range].to_vec(), false),

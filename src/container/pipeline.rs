@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub fn pool_panic_handler(payload: Box<dyn std::any::Any + Send>) {
     tracing::error!(
         "a worker job panicked (the pool goes on): {}",
-        crate::panic_message(payload.as_ref())
+        crate::error::panic_message(payload.as_ref())
     );
 }
 

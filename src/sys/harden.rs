@@ -12,7 +12,7 @@
 //! Process-wide settings, so they are made by the command line before any thread starts, not by
 //! the library.
 
-use crate::Key;
+use crate::core::crypto::Key;
 
 /// Makes the process non-dumpable and sets its core file limit to 0. Call once at the start of a
 /// long-running command, before any thread starts. Failures are ignored: neither call can fail on

@@ -27,8 +27,8 @@ pub use registry::{Failure, Opened, Registry, Summary};
 pub use scan::{Item, Listing};
 
 use crate::container::cache::BlockCache;
+use crate::core::crypto::Key;
 use crate::storage::{Entry, LocalStorage, Storage, Version};
-use crate::Key;
 use registry::InfoCache;
 use std::io;
 use std::path::{Component, Path};

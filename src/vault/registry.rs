@@ -16,8 +16,9 @@
 use super::Vault;
 use crate::container::cache::{BlockCache, CachedContainer};
 use crate::container::reader::{Container, ContainerInfo};
+use crate::core::crypto::Key;
 use crate::storage::{Entry, Storage, Version};
-use crate::{Error, Key};
+use crate::Error;
 use lru::LruCache;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Key management commands: `init`, `passwd`, `rekey`, `reencrypt`.
 
-use super::commands::print_pack_summary;
 use super::keys::{prompt_passphrase, read_passphrase_file, KeyArgs};
+use super::progress::print_pack_summary;
 use super::CipherArg;
 use anyhow::{Context, Result};
 use qeltrix::crypto::{Key, KeyFileKey, Recipient, RecipientKey, SystemEntropy, DEFAULT_KDF_ITERATIONS};
