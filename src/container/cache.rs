@@ -475,28 +475,29 @@ mod tests {
         assert!(!cache.is_present(key(1)), "least recently used block evicted");
     }
 
-    #[test]
-    fn a_range_loads_together_and_a_bad_block_fails_alone() {
+    /// A container of six raw 4 KiB blocks of `(i * step % 251)` bytes in a new folder: the
+    /// folder (keep it alive), the container's path, its plaintext and its key.
+    fn six_blocks(step: u32, key_byte: u8) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>, crate::Key) {
         use crate::container::writer::PackOptions;
         use crate::core::crypto::KeyFileKey;
         let dir = tempfile::tempdir().unwrap();
-        let plain: Vec<u8> = (0..6 * 4096u32).map(|i| (i * 7 % 251) as u8).collect();
+        let plain: Vec<u8> = (0..6 * 4096u32).map(|i| (i * step % 251) as u8).collect();
         let (input, path) = (dir.path().join("in"), dir.path().join("c.qltx"));
         std::fs::write(&input, &plain).unwrap();
-        let key = crate::Key::KeyFile(KeyFileKey::from_bytes([3; 32]));
+        let key = crate::Key::KeyFile(KeyFileKey::from_bytes([key_byte; 32]));
         let opts = PackOptions {
             block_size: 4096,
             compress: crate::CompressMode::Never,
             ..PackOptions::default()
         };
-        crate::pack(
-            &input,
-            &path,
-            &[crate::Recipient::try_from(&key).unwrap()],
-            &opts,
-            false,
-        )
-        .unwrap();
+        let to = [crate::Recipient::try_from(&key).unwrap()];
+        crate::pack(&input, &path, &to, &opts, false).unwrap();
+        (dir, path, plain, key)
+    }
+
+    #[test]
+    fn a_range_loads_together_and_a_bad_block_fails_alone() {
+        let (_dir, path, plain, key) = six_blocks(7, 3);
         let mut bytes = std::fs::read(&path).unwrap();
         let bad = Container::open(&path, &key).unwrap().entry(3).unwrap().offset as usize;
         bytes[bad + crate::core::format::BLOCK_HEAD_LEN + 9] ^= 1;
@@ -539,26 +540,7 @@ mod tests {
     /// request for it waited forever.
     #[test]
     fn a_panicking_block_load_fails_that_block_and_the_next_request_succeeds() {
-        use crate::container::writer::PackOptions;
-        use crate::core::crypto::KeyFileKey;
-        let dir = tempfile::tempdir().unwrap();
-        let plain: Vec<u8> = (0..6 * 4096u32).map(|i| (i * 13 % 251) as u8).collect();
-        let (input, path) = (dir.path().join("in"), dir.path().join("c.qltx"));
-        std::fs::write(&input, &plain).unwrap();
-        let key = crate::Key::KeyFile(KeyFileKey::from_bytes([4; 32]));
-        let opts = PackOptions {
-            block_size: 4096,
-            compress: crate::CompressMode::Never,
-            ..PackOptions::default()
-        };
-        crate::pack(
-            &input,
-            &path,
-            &[crate::Recipient::try_from(&key).unwrap()],
-            &opts,
-            false,
-        )
-        .unwrap();
+        let (_dir, path, plain, key) = six_blocks(13, 4);
         let cache = Arc::new(BlockCache::new(1 << 20, 2));
         let c = CachedContainer::new(
             Arc::new(Container::open(&path, &key).unwrap()),
