@@ -46,7 +46,7 @@ pub use front::token;
 pub use front::url_input;
 pub use storage::atomic;
 pub use sys::harden;
-pub use vault::{keyring, naming as vault_rules};
+pub use vault::keyring;
 
 pub use compress::CompressMode;
 pub use crypto::{Key, Recipient};
