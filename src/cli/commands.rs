@@ -6,6 +6,7 @@ use super::*;
 use anyhow::{Context, Result};
 use qeltrix::format::{FLAG_NO_VERIFY, FLAG_STREAMING};
 use qeltrix::reader::{Container, ContainerInfo};
+use qeltrix::storage::{LocalStorage, Object, Storage};
 use qeltrix::vault::naming;
 use qeltrix::writer::{PackOptions, StreamPacker};
 use qeltrix::{AtomicOutput, Error, UnpackOptions};
@@ -129,11 +130,18 @@ fn pack(a: PackArgs) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn open(path: &Path, keys: &KeyArgs) -> Result<Container> {
+/// A container's bytes, through the storage seam (the local file system, paths as given).
+pub(super) fn open_object(path: &Path) -> std::result::Result<Object, Error> {
+    LocalStorage::anywhere()
+        .open(path)
+        .map_err(|e| Error::io("opening", e).in_file(path))
+}
+
+pub(super) fn open(path: &Path, keys: &KeyArgs) -> Result<Container<Object>> {
     // Check the structure first so a truncated or foreign file is reported before a prompt.
-    let file = File::open(path).map_err(|e| Error::io("opening", e).in_file(path))?;
-    ContainerInfo::read(&file).map_err(|e| e.in_file(path))?;
-    Ok(Container::from_source(file, &keys.for_reading_at(Some(path))?).map_err(|e| e.in_file(path))?)
+    let object = open_object(path)?;
+    ContainerInfo::read(&object).map_err(|e| e.in_file(path))?;
+    Ok(Container::from_source(object, &keys.for_reading_at(Some(path))?).map_err(|e| e.in_file(path))?)
 }
 
 fn unpack(a: UnpackArgs) -> Result<()> {
@@ -246,8 +254,8 @@ fn hex_dump(bytes: &[u8], base: u64) -> String {
 }
 
 fn info(a: InfoArgs) -> Result<()> {
-    let file = File::open(&a.input).map_err(|e| Error::io("opening", e).in_file(&a.input))?;
-    let info = ContainerInfo::read(&file).map_err(|e| e.in_file(&a.input))?;
+    let object = open_object(&a.input)?;
+    let info = ContainerInfo::read(&object).map_err(|e| e.in_file(&a.input))?;
     let h = &info.header;
     let overhead = info.container_size as i128 - info.original_size() as i128;
     let slots: Vec<serde_json::Value> = info

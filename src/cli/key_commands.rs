@@ -10,7 +10,6 @@ use qeltrix::keyring;
 use qeltrix::rekey::SlotChange;
 use qeltrix::writer::PackOptions;
 use qeltrix::{ContainerInfo, Error};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -149,8 +148,8 @@ pub fn passwd(a: PasswdArgs) -> Result<()> {
 }
 
 fn list_slots(path: &Path) -> Result<()> {
-    let file = File::open(path).map_err(|e| Error::io("opening", e).in_file(path))?;
-    let info = ContainerInfo::read(&file).map_err(|e| e.in_file(path))?;
+    let object = super::commands::open_object(path)?;
+    let info = ContainerInfo::read(&object).map_err(|e| e.in_file(path))?;
     println!(
         "{}: key-slot area sequence {}",
         path.display(),
@@ -226,8 +225,8 @@ pub fn rekey(a: RekeyArgs) -> Result<()> {
 }
 
 pub fn reencrypt(a: ReencryptArgs) -> Result<()> {
-    let file = File::open(&a.input).map_err(|e| Error::io("opening", e).in_file(&a.input))?;
-    let header = ContainerInfo::read(&file)
+    let object = super::commands::open_object(&a.input)?;
+    let header = ContainerInfo::read(&object)
         .map_err(|e| e.in_file(&a.input))?
         .header;
     let open_key = a.keys.for_reading_at(Some(&a.input))?;
