@@ -217,13 +217,13 @@ fn seek(a: SeekArgs) -> Result<()> {
                 .seek_extract(a.offset, a.length.min(64))
                 .map_err(in_file)?;
             let available = container.len().saturating_sub(a.offset).min(a.length);
-            println!(
+            outln!(
                 "{available} bytes at offset {} of {} (showing the first {})",
                 a.offset,
                 container.len(),
                 bytes.len()
             );
-            print!("{}", hex_dump(&bytes, a.offset));
+            out!("{}", hex_dump(&bytes, a.offset));
         }
     }
     Ok(())
@@ -301,7 +301,7 @@ fn info(a: InfoArgs) -> Result<()> {
         "stale_key_slot_area": h.has_stale_slot_area(),
     });
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("JSON values serialize")
         );
@@ -327,7 +327,7 @@ fn info(a: InfoArgs) -> Result<()> {
     } else {
         String::new()
     };
-    println!(
+    outln!(
         "File:           {}\nFormat:         Qeltrix container v{}{}\nCipher:         {}\nBlock size:     {}\nBlocks:         {} ({} compressed)\nOriginal size:  {} ({} bytes)\nContainer size: {} ({} bytes)\nOverhead:       {} bytes{pct}\nFooter:         {} bytes at offset {}\nContainer id:   {}\nKey slots:      {}",
         a.input.display(),
         qeltrix::format::FORMAT_VERSION,
@@ -347,7 +347,7 @@ fn info(a: InfoArgs) -> Result<()> {
         slot_text.join(", "),
     );
     if h.has_stale_slot_area() {
-        println!(
+        outln!(
             "Warning:        the inactive key-slot area still holds older slots (an interrupted rekey, \
              or one by an earlier build); `qeltrix rekey {} --scrub` clears them",
             a.input.display()
@@ -365,7 +365,7 @@ fn verify(a: VerifyArgs) -> Result<()> {
         .unpack_to(&mut io::sink(), true, a.workers, &|n| pb.inc(n))
         .map_err(|e| e.in_file(&a.input))?;
     pb.finish_and_clear();
-    println!(
+    outln!(
         "OK: {}: {} blocks, {} authenticated and hash-checked ({})",
         a.input.display(),
         container.block_count(),
@@ -384,7 +384,7 @@ fn keygen(a: KeygenArgs) -> Result<()> {
             "Wrote a new X25519 identity to {} (mode 0600). Its public recipient:",
             a.output.display()
         );
-        println!("{}", id.recipient());
+        outln!("{}", id.recipient());
         return Ok(());
     }
     let key = qeltrix::crypto::KeyFileKey::generate(&entropy);

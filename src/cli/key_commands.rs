@@ -150,13 +150,13 @@ pub fn passwd(a: PasswdArgs) -> Result<()> {
 fn list_slots(path: &Path) -> Result<()> {
     let object = super::commands::open_object(path)?;
     let info = ContainerInfo::read(&object).map_err(|e| e.in_file(path))?;
-    println!(
+    outln!(
         "{}: key-slot area sequence {}",
         path.display(),
         info.slots.sequence
     );
     if info.header.has_stale_slot_area() {
-        println!(
+        outln!(
             "  warning: the inactive slot area still holds older slots (an interrupted rekey); \
              `qeltrix rekey --scrub` clears them"
         );
@@ -164,9 +164,9 @@ fn list_slots(path: &Path) -> Result<()> {
     for (i, s) in info.slots.slots.iter().enumerate() {
         match s.kind {
             SlotKind::Passphrase => {
-                println!("  #{i} passphrase (PBKDF2-HMAC-SHA256, {} iterations)", s.param)
+                outln!("  #{i} passphrase (PBKDF2-HMAC-SHA256, {} iterations)", s.param)
             }
-            k => println!("  #{i} {}", k.name()),
+            k => outln!("  #{i} {}", k.name()),
         }
     }
     Ok(())

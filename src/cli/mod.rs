@@ -1,6 +1,28 @@
 //! The command line: argument definitions, dispatch, and the exit-code contract
 //! (0 success, 2 usage, 3 wrong key or failed authentication, 1 anything else).
 
+/// `println!` for the command's output: a failed write (the reader of stdout went away) returns
+/// from the enclosing function as an I/O error, which `main` ends quietly on (broken pipe) or
+/// reports, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            return Err(qeltrix::Error::io("writing to stdout", e).into());
+        }
+    }};
+}
+
+/// `print!` for the command's output, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($arg)*) {
+            return Err(qeltrix::Error::io("writing to stdout", e).into());
+        }
+    }};
+}
+
 mod commands;
 mod key_commands;
 mod keys;
