@@ -100,8 +100,54 @@ fn pack(a: PackArgs) -> Result<()> {
     if let Some(t) = total {
         pb.set_message(format!("{} blocks", t.div_ceil(opts.block_size as u64)));
     }
-    let mut input = pb.wrap_read(&mut input);
     let started = Instant::now();
+    if from_stdin {
+        // A stream: fed as it arrives, sealed on SIGINT/SIGTERM, partial blocks flushed.
+        let flush_after = a.flush_after.map(std::time::Duration::from_millis);
+        let mut stopped = None;
+        let summary = if to_stdout {
+            let mut packer = StreamPacker::new(
+                BufWriter::with_capacity(1 << 20, io::stdout().lock()),
+                &keys,
+                &opts,
+            )?;
+            stopped = feed_stream(&mut packer, flush_after, &pb)?;
+            packer.finish()?.1
+        } else {
+            qeltrix::ops::pack_with(
+                &LocalStorage::anywhere(),
+                &output,
+                &keys,
+                &opts,
+                a.force,
+                |packer| {
+                    stopped = feed_stream(packer, flush_after, &pb)?;
+                    Ok(())
+                },
+            )?
+        };
+        pb.finish_and_clear();
+        if !a.quiet {
+            print_pack_summary(&a.input, &output, &summary, started);
+        }
+        return match stopped {
+            Some(signal) => {
+                if !a.quiet {
+                    eprintln!(
+                        "Stopped by signal {signal}: the stream so far is sealed into a complete container."
+                    );
+                }
+                Err(Stopped(signal).into())
+            }
+            None => Ok(()),
+        };
+    }
+    if a.flush_after.is_some() {
+        anyhow::bail!(Error::InvalidArgument(
+            "--flush-after applies to a stream on stdin (`pack -`)".into()
+        ));
+    }
+    let mut input = pb.wrap_read(&mut input);
     let summary = if to_stdout {
         let mut packer = StreamPacker::new(
             BufWriter::with_capacity(1 << 20, io::stdout().lock()),
@@ -400,4 +446,100 @@ fn keygen(a: KeygenArgs) -> Result<()> {
 /// nothing: on a full disk or a signal the old file, if any, is still there.
 pub(super) fn write_secret_file(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     Ok(qeltrix::atomic::write_file(path, bytes, force)?)
+}
+
+/// Most bytes taken from the pipe after a stop signal: what had arrived before it.
+const MAX_DRAIN: usize = 16 << 20;
+
+/// Feeds stdin into `packer` as it arrives, until end of input or SIGINT/SIGTERM. On a signal,
+/// what is already in the pipe is taken too (it arrived before the signal), and the signal is
+/// returned: the caller seals the container as usual. With `flush_after`, a partial block is
+/// sealed once no input came for that long.
+fn feed_stream(
+    packer: &mut dyn qeltrix::ops::Packer,
+    flush_after: Option<std::time::Duration>,
+    progress: &indicatif::ProgressBar,
+) -> qeltrix::Result<Option<i32>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use std::os::fd::AsFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let setup = |e| Error::io("watching for SIGINT and SIGTERM", e);
+    let (wake, waker) = std::os::unix::net::UnixStream::pair().map_err(setup)?;
+    let (int, term) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let mut handlers = Vec::new();
+    for (signal, flag) in [(SIGINT, &int), (SIGTERM, &term)] {
+        handlers.push(signal_hook::flag::register(signal, Arc::clone(flag)).map_err(setup)?);
+        let waker = waker.try_clone().map_err(setup)?;
+        handlers.push(signal_hook::low_level::pipe::register(signal, waker).map_err(setup)?);
+    }
+    // A descriptor of our own: the locked `Stdin` buffers, and poll must see every byte.
+    let stdin = io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::io("reading stdin", e))?;
+    let mut stdin = File::from(stdin);
+    let result = pump(packer, &mut stdin, &wake, flush_after, progress, || {
+        if term.load(Ordering::SeqCst) {
+            Some(SIGTERM)
+        } else if int.load(Ordering::SeqCst) {
+            Some(SIGINT)
+        } else {
+            None
+        }
+    });
+    for handler in handlers {
+        signal_hook::low_level::unregister(handler);
+    }
+    result
+}
+
+fn pump(
+    packer: &mut dyn qeltrix::ops::Packer,
+    stdin: &mut File,
+    wake: &std::os::unix::net::UnixStream,
+    flush_after: Option<std::time::Duration>,
+    progress: &indicatif::ProgressBar,
+    signalled: impl Fn() -> Option<i32>,
+) -> qeltrix::Result<Option<i32>> {
+    use qeltrix::sys::poll::readable;
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let read_error = |e| Error::io("reading stdin", e);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut pending = false;
+    loop {
+        let timeout = if pending { flush_after } else { None };
+        let ready = readable(&[stdin.as_fd(), wake.as_fd()], timeout).map_err(read_error)?;
+        if let Some(signal) = signalled() {
+            let mut drained = 0;
+            while drained < MAX_DRAIN
+                && readable(&[stdin.as_fd()], Some(std::time::Duration::ZERO)).map_err(read_error)?[0]
+            {
+                let n = stdin.read(&mut buf).map_err(read_error)?;
+                if n == 0 {
+                    break;
+                }
+                packer.write_all(&buf[..n]).map_err(|e| Error::io("packing", e))?;
+                progress.inc(n as u64);
+                drained += n;
+            }
+            return Ok(Some(signal));
+        }
+        if ready[0] {
+            let n = match stdin.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_error(e)),
+            };
+            if n == 0 {
+                return Ok(None);
+            }
+            packer.write_all(&buf[..n]).map_err(|e| Error::io("packing", e))?;
+            progress.inc(n as u64);
+            pending = true;
+        } else if pending && !ready[1] {
+            packer.flush_block()?;
+            pending = false;
+        }
+    }
 }

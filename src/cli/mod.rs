@@ -191,6 +191,12 @@ pub struct PackArgs {
     /// Mark the container so readers may skip plaintext hash checks (AEAD is always checked).
     #[arg(long)]
     pub no_verify: bool,
+    /// Reading stdin: seal a partial block after this many milliseconds without input, so a slow
+    /// stream (a log) reaches OUTPUT in bounded time. Ctrl-C (SIGINT) or SIGTERM ends such a
+    /// stream cleanly: what has arrived is sealed into a complete container, then the exit code
+    /// is 130 or 143.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub flush_after: Option<u64>,
     /// Overwrite OUTPUT if it exists.
     #[arg(long, short)]
     pub force: bool,
@@ -198,6 +204,19 @@ pub struct PackArgs {
     #[arg(skip)]
     pub quiet: bool,
 }
+
+/// A command that finished its work after SIGINT or SIGTERM asked it to stop (`pack -` seals
+/// the stream so far): the exit code is 128 + the signal, with no error message.
+#[derive(Debug)]
+pub struct Stopped(pub i32);
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped by signal {}", self.0)
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 #[derive(clap::Args, Debug)]
 pub struct UnpackArgs {
@@ -294,6 +313,9 @@ pub fn main() -> ExitCode {
     match commands::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(Stopped(signal)) = e.downcast_ref::<Stopped>() {
+                return ExitCode::from(128u8.saturating_add(*signal as u8));
+            }
             let lib = e.chain().find_map(|c| c.downcast_ref::<qeltrix::Error>());
             if lib.is_some_and(|l| l.is_broken_pipe()) {
                 return ExitCode::SUCCESS;

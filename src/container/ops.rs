@@ -53,15 +53,36 @@ pub fn pack_in(
     })
 }
 
-/// What a pack fills its container from: the packer, whatever its output.
-trait Packer: Write {
+/// A packer whatever its output, as [`pack_with`] hands it to its `fill`: plaintext goes in with
+/// `write`, or `pack_from` a reader; `flush_block` seals a partial block now.
+pub trait Packer: Write {
+    /// Reads `input` to its end into the container; see [`StreamPacker::pack_from`].
     fn pack_from(&mut self, input: &mut dyn Read) -> Result<u64>;
+    /// Seals the partial block and writes what is sealed; see [`StreamPacker::flush_block`].
+    fn flush_block(&mut self) -> Result<()>;
 }
 
 impl<W: Write> Packer for StreamPacker<W> {
     fn pack_from(&mut self, input: &mut dyn Read) -> Result<u64> {
         StreamPacker::pack_from(self, input)
     }
+    fn flush_block(&mut self) -> Result<()> {
+        StreamPacker::flush_block(self)
+    }
+}
+
+/// Creates the container `output` in `storage`, all or nothing, filled by `fill` (which writes
+/// the plaintext into the packer it is given, in as many pieces as it likes); then finishes and
+/// commits it. An error from `fill` leaves nothing behind.
+pub fn pack_with(
+    storage: &dyn Storage,
+    output: &Path,
+    keys: &[Recipient],
+    opts: &PackOptions,
+    overwrite: bool,
+    fill: impl FnOnce(&mut dyn Packer) -> Result<()>,
+) -> Result<PackSummary> {
+    pack_into(storage, output, keys, opts, overwrite, fill)
 }
 
 /// Creates the container `output` in `storage` (all or nothing): `fill` writes the plaintext into

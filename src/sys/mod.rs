@@ -8,6 +8,7 @@
 //! - `fs`: linking an unnamed file, early writeback, statfs, unmount.
 //! - `net`: socket options.
 //! - `process`: ids, resource limits, fork, sessions, stdio, the environment, malloc tuning.
+//! - `poll`: waiting until one of several descriptors can be read.
 //! - `signal`: blocking termination signals and waiting for them.
 //! - `harden`: not dumpable, no core files, locked secrets.
 //! - `test_hooks`: crash points for the test suite.
@@ -16,6 +17,8 @@ pub mod fs;
 pub mod harden;
 #[cfg(feature = "gateway")]
 pub mod net;
+#[cfg(feature = "cli")]
+pub mod poll;
 pub mod process;
 #[cfg(feature = "cli")]
 pub mod signal;
