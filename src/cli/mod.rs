@@ -1,5 +1,6 @@
 //! The command line: argument definitions, dispatch, and the exit-code contract
-//! (0 success, 2 usage, 3 wrong key or failed authentication, 1 anything else).
+//! (0 success, 2 usage, 3 wrong key or failed authentication, 128 + N stopped by signal N
+//! after finishing cleanly, 1 anything else).
 
 /// `println!` for the command's output: a failed write (the reader of stdout went away) returns
 /// from the enclosing function as an I/O error, which `main` ends quietly on (broken pipe) or

@@ -104,7 +104,11 @@ impl Storage for LocalStorage {
     fn open(&self, path: &Path) -> io::Result<Object> {
         let full = self.resolve(path)?;
         // Only files are objects: opening a FIFO or a device could block, or never end.
-        if !std::fs::metadata(&full)?.is_file() {
+        let metadata = std::fs::metadata(&full)?;
+        if metadata.is_dir() {
+            return Err(io::ErrorKind::IsADirectory.into());
+        }
+        if !metadata.is_file() {
             return Err(not_an_object());
         }
         Ok(Box::new(File::open(full)?))
