@@ -15,3 +15,54 @@ fn a_folder_where_a_container_is_expected_is_a_directory_error_with_exit_1() {
         assert!(!err.contains("incomplete"), "{line}: {err}");
     }
 }
+
+#[test]
+fn unpack_names_its_output_after_the_input_and_pack_writes_into_a_folder() {
+    let w = Work::with_key();
+    w.write("talk.mp4", b"not really a video");
+    std::fs::create_dir(w.path("vault")).unwrap();
+    w.ok("pack talk.mp4 vault/ --key-file key -q");
+    assert!(w.exists("vault/talk.mp4.qltx"), "pack f dir/ writes dir/f.qltx");
+
+    std::fs::remove_file(w.path("talk.mp4")).unwrap();
+    w.ok("unpack vault/talk.mp4.qltx --key-file key -q");
+    assert_eq!(
+        w.read("vault/talk.mp4"),
+        b"not really a video",
+        "INPUT without .qltx"
+    );
+
+    std::fs::create_dir(w.path("out")).unwrap();
+    w.ok("unpack vault/talk.mp4.qltx out --key-file key -q");
+    assert_eq!(w.read("out/talk.mp4"), b"not really a video", "into a folder");
+
+    std::fs::copy(w.path("vault/talk.mp4.qltx"), w.path("noext")).unwrap();
+    let err = w.fails("unpack noext --key-file key", 2);
+    assert!(err.contains("give an OUTPUT"), "{err}");
+}
+
+#[test]
+fn unpacked_files_follow_the_umask_while_containers_stay_private() {
+    let w = Work::with_key();
+    w.write("plain.bin", b"hello");
+    // Through `sh`, so that the umask is the one set here, whatever the test runner's.
+    let qeltrix = env!("CARGO_BIN_EXE_qeltrix");
+    for line in [
+        "pack plain.bin c.qltx --key-file key -q",
+        "unpack c.qltx out.bin --key-file key -q",
+    ] {
+        let status = std::process::Command::new("sh")
+            .current_dir(w.dir.path())
+            .args(["-c", &format!("umask 022 && exec {qeltrix} {line}")])
+            .env_remove(qeltrix::cli::PASSPHRASE_ENV)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{line}");
+    }
+    assert_eq!(
+        mode_of(&w.path("out.bin")),
+        0o644,
+        "plaintext: 0666 minus the umask"
+    );
+    assert_eq!(mode_of(&w.path("c.qltx")), 0o600, "the container stays private");
+}

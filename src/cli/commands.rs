@@ -64,6 +64,11 @@ fn pack(a: PackArgs) -> Result<()> {
         },
         None => naming::container_name(&a.input).into(),
     };
+    // `pack f dir/` writes dir/f.qltx.
+    let output = match (output.is_dir(), Path::new(&a.input).file_name()) {
+        (true, Some(name)) if !from_stdin && url.is_none() => output.join(naming::container_name(name)),
+        _ => output,
+    };
     let to_stdout = is_dash(&output);
     if to_stdout && io::stdout().is_terminal() {
         anyhow::bail!(Error::InvalidArgument(
@@ -190,12 +195,33 @@ pub(super) fn open(path: &Path, keys: &KeyArgs) -> Result<Container<Object>> {
     Ok(Container::from_source(object, &keys.for_reading_at(Some(path))?).map_err(|e| e.in_file(path))?)
 }
 
+/// Where `unpack` writes: OUTPUT as given, the plaintext name inside OUTPUT when it is a folder,
+/// and without OUTPUT the input's name without `.qltx`, beside it.
+fn unpack_output(a: &UnpackArgs) -> Result<PathBuf> {
+    let plain_name = || {
+        a.input
+            .file_name()
+            .and_then(naming::plaintext_name)
+            .map(std::ffi::OsStr::to_os_string)
+    };
+    let no_name = || {
+        Error::InvalidArgument(format!(
+            "{} does not end in .qltx, so there is no default output name: give an OUTPUT",
+            a.input.display()
+        ))
+    };
+    Ok(match &a.output {
+        Some(o) if o.is_dir() => o.join(plain_name().ok_or_else(no_name)?),
+        Some(o) => o.clone(),
+        None => a.input.with_file_name(plain_name().ok_or_else(no_name)?),
+    })
+}
+
 fn unpack(a: UnpackArgs) -> Result<()> {
-    let to_stdout = is_dash(&a.output);
-    if !a.force && !to_stdout && a.output.exists() {
-        anyhow::bail!(Error::Exists {
-            path: a.output.to_path_buf()
-        });
+    let output = unpack_output(&a)?;
+    let to_stdout = is_dash(&output);
+    if !a.force && !to_stdout && output.exists() {
+        anyhow::bail!(Error::Exists { path: output.clone() });
     }
     let container = Arc::new(open(&a.input, &a.keys)?);
     let pb = bar(Some(container.len()), a.quiet);
@@ -216,7 +242,7 @@ fn unpack(a: UnpackArgs) -> Result<()> {
             workers: a.workers,
             overwrite: a.force,
         };
-        qeltrix::unpack_container(&container, &a.input, &a.output, &opts, &progress)?
+        qeltrix::unpack_container(&container, &a.input, &output, &opts, &progress)?
     };
     pb.finish_and_clear();
     if !a.quiet {
@@ -225,7 +251,7 @@ fn unpack(a: UnpackArgs) -> Result<()> {
             msg,
             "Unpacked {} -> {}: {} in {} blocks, {}\nIntegrity: OK{}",
             a.input.display(),
-            a.output.display(),
+            output.display(),
             size(written),
             container.block_count(),
             speed(written, started.elapsed()),

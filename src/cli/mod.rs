@@ -183,7 +183,7 @@ impl PackingArgs {
 pub struct PackArgs {
     /// Input file, `-` for stdin, or an http:// or https:// URL to download.
     pub input: PathBuf,
-    /// Output container (default: INPUT.qltx), or `-` for stdout.
+    /// Output container, a folder to write it into, or `-` for stdout (default: INPUT.qltx).
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub keys: KeyArgs,
@@ -222,8 +222,8 @@ impl std::error::Error for Stopped {}
 #[derive(clap::Args, Debug)]
 pub struct UnpackArgs {
     pub input: PathBuf,
-    /// Output file, or `-` for stdout.
-    pub output: PathBuf,
+    /// Output file, a folder to write it into, or `-` for stdout (default: INPUT without `.qltx`).
+    pub output: Option<PathBuf>,
     #[command(flatten)]
     pub keys: KeyArgs,
     /// Skip the SHA-256 check of each block's plaintext (the AEAD is never skipped).

@@ -181,7 +181,13 @@ pub fn unpack_container_in<S: ReadAt + 'static>(
     opts: &UnpackOptions,
     progress: &dyn Fn(u64),
 ) -> Result<u64> {
-    let mut out = storage.create(output, WriteOptions::overwrite(opts.overwrite))?;
+    // Plaintext is the user's file: its mode follows the umask, as cp's and gpg's do (containers
+    // and keys stay 0600).
+    let options = WriteOptions {
+        overwrite: opts.overwrite,
+        mode: 0o666,
+    };
+    let mut out = storage.create(output, options)?;
     let n = container
         .unpack_to(&mut out, opts.verify, opts.workers, progress)
         .map_err(|e| e.in_file(input))?;
