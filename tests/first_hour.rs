@@ -66,3 +66,42 @@ fn unpacked_files_follow_the_umask_while_containers_stay_private() {
     );
     assert_eq!(mode_of(&w.path("c.qltx")), 0o600, "the container stays private");
 }
+
+#[test]
+fn dev_null_and_a_fifo_are_written_into_and_never_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let w = Work::with_key();
+    let plain = random_bytes(50_000, 4);
+    w.write("plain.bin", &plain);
+    w.ok("pack plain.bin c.qltx --key-file key -q");
+    w.ok("seek c.qltx --offset 0 --length 100 --key-file key -o /dev/null --force");
+    w.ok("unpack c.qltx /dev/null --key-file key -q --force");
+    let null = std::fs::metadata("/dev/null").unwrap().file_type();
+    assert!(null.is_char_device(), "/dev/null is still the device");
+
+    let made = std::process::Command::new("mkfifo")
+        .arg(w.path("pipe"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut child = w
+        .std_cmd("unpack c.qltx pipe --key-file key -q --force")
+        .spawn()
+        .unwrap();
+    let got = std::fs::read(w.path("pipe")).unwrap(); // until the writer closes it
+    assert!(child.wait().unwrap().success());
+    assert_eq!(got, plain, "the plaintext went through the FIFO");
+    let kind = std::fs::metadata(w.path("pipe")).unwrap().file_type();
+    assert!(kind.is_fifo(), "the FIFO is still a FIFO");
+}
+
+#[test]
+fn an_error_writing_the_output_names_the_output() {
+    let w = Work::with_key();
+    w.write("plain.bin", b"hello");
+    let err = w.fails("pack plain.bin missing-dir/x.qltx --key-file key", 1);
+    assert!(err.starts_with("qeltrix: error: missing-dir/x.qltx: "), "{err}");
+    w.ok("pack plain.bin c.qltx --key-file key -q");
+    let err = w.fails("unpack c.qltx missing-dir/out --key-file key", 1);
+    assert!(err.starts_with("qeltrix: error: missing-dir/out: "), "{err}");
+}

@@ -32,6 +32,9 @@ pub struct AtomicOutput {
     dest: PathBuf,
     dir: PathBuf,
     overwrite: bool,
+    /// The destination is a stream (a character device such as `/dev/null`, or a FIFO): written
+    /// straight into, never replaced.
+    direct: bool,
 }
 
 impl AtomicOutput {
@@ -42,17 +45,45 @@ impl AtomicOutput {
     }
 
     /// [`AtomicOutput::create`] with another file mode (the umask still applies).
+    ///
+    /// A destination that is a character device (`/dev/null`) or a FIFO is a stream: it is
+    /// written straight into, as `cp` does, and never replaced by a file. Any other existing
+    /// non-file (a socket, a block device) is refused.
     pub fn create_with_mode(dest: &Path, overwrite: bool, mode: u32) -> Result<Self> {
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if let Ok(existing) = std::fs::metadata(dest) {
+            use std::os::unix::fs::FileTypeExt;
+            let kind = existing.file_type();
+            if kind.is_char_device() || kind.is_fifo() {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(dest)
+                    .map_err(|e| Error::io("opening the output", e).in_file(dest))?;
+                return Ok(AtomicOutput {
+                    file,
+                    named: None,
+                    dest: dest.to_path_buf(),
+                    dir,
+                    overwrite,
+                    direct: true,
+                });
+            }
+            if !kind.is_file() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is not a regular file, so it is not replaced",
+                    dest.display()
+                )));
+            }
+        }
         if !overwrite && dest.symlink_metadata().is_ok() {
             return Err(Error::Exists {
                 path: dest.to_path_buf(),
             });
         }
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let in_dir = |e| Error::io(format!("creating the output in {}", dir.display()), e);
+        let in_dir = |e| Error::io(format!("creating the output in {}", dir.display()), e).in_file(dest);
         let (file, named) = match open_unnamed(&dir, mode) {
             Ok(file) => (file, None),
             Err(e) if tmpfile_unsupported(&e) => {
@@ -67,7 +98,14 @@ impl AtomicOutput {
             dest: dest.to_path_buf(),
             dir,
             overwrite,
+            direct: false,
         })
+    }
+
+    /// True when the destination is a stream written straight into (see
+    /// [`AtomicOutput::create_with_mode`]): it cannot seek, and commit only flushes.
+    pub fn is_direct(&self) -> bool {
+        self.direct
     }
 
     /// Where the file goes at commit.
@@ -94,6 +132,9 @@ impl AtomicOutput {
 
     /// Syncs the data, gives it its name, and syncs the folder.
     pub fn commit(mut self) -> Result<()> {
+        if self.direct {
+            return Ok(());
+        }
         let dest = self.dest.clone();
         // Another writer created `dest` meanwhile: the same refusal as at `create`.
         let overwrite = self.overwrite;

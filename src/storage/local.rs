@@ -237,6 +237,10 @@ impl ObjectWriter for LocalWriter {
     }
 
     fn seekable(&mut self) -> Option<&mut dyn SeekWrite> {
+        // A device or FIFO written straight into cannot seek back to patch the header.
+        if self.0.get_ref().out.is_direct() {
+            return None;
+        }
         Some(self)
     }
 }
