@@ -105,3 +105,51 @@ fn an_error_writing_the_output_names_the_output() {
     let err = w.fails("unpack c.qltx missing-dir/out --key-file key", 1);
     assert!(err.starts_with("qeltrix: error: missing-dir/out: "), "{err}");
 }
+
+#[test]
+fn a_key_file_can_come_from_the_environment() {
+    let w = Work::with_key();
+    w.write("plain.bin", b"from the environment");
+    let ok = |line: &str| {
+        let out = w.cmd(line).env("QELTRIX_KEY_FILE", "key").output().unwrap();
+        assert!(out.status.success(), "{line}: {}", stderr_of(&out));
+    };
+    ok("pack plain.bin c.qltx -q");
+    ok("unpack c.qltx out.bin -q");
+    assert_eq!(w.read("out.bin"), b"from the environment");
+    // The option still wins over the environment.
+    w.write_key("other", 9);
+    let out = w
+        .cmd("unpack c.qltx x.bin --key-file other")
+        .env("QELTRIX_KEY_FILE", "key")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+}
+
+#[test]
+fn seek_past_the_end_warns() {
+    let w = Work::with_key();
+    w.write("plain.bin", &[7u8; 100]);
+    w.ok("pack plain.bin c.qltx --key-file key -q");
+    let out = w.run("seek c.qltx --offset 500 --length 10 --key-file key");
+    assert!(out.status.success());
+    assert!(stderr_of(&out).contains("past the end"), "{}", stderr_of(&out));
+    let out = w.run("seek c.qltx --offset 90 --length 50 --key-file key -o part.bin");
+    assert!(
+        stderr_of(&out).contains("10 of the 50 bytes"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(w.read("part.bin"), [7u8; 10]);
+    let out = w.run("seek c.qltx --offset 0 --length 100 --key-file key -o all.bin");
+    assert!(!stderr_of(&out).contains("warning"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn serve_of_a_missing_path_says_no_such_file() {
+    let w = Work::with_key();
+    let err = w.fails("serve nope --key-file key --port 0", 1);
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert!(!err.contains("entity not found"), "{err}");
+}

@@ -268,6 +268,23 @@ fn unpack(a: UnpackArgs) -> Result<()> {
 fn seek(a: SeekArgs) -> Result<()> {
     let container = open(&a.input, &a.keys)?;
     let in_file = |e: Error| e.in_file(&a.input);
+    let len = container.len();
+    if a.offset >= len && a.length > 0 {
+        eprintln!(
+            "warning: offset {} is at or past the end of {} ({len} bytes): nothing to read",
+            a.offset,
+            a.input.display()
+        );
+    } else if a.length > len - a.offset {
+        eprintln!(
+            "warning: {} ends {} bytes after offset {}: {} of the {} bytes asked for are read",
+            a.input.display(),
+            len - a.offset,
+            a.offset,
+            len - a.offset,
+            a.length
+        );
+    }
     match a.output.as_deref() {
         Some(p) if is_dash(p) => {
             let mut out = BufWriter::new(io::stdout().lock());

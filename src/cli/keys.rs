@@ -46,7 +46,7 @@ pub struct KeyArgs {
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
     /// Use a 32-byte key file (raw, or 64 hex digits), e.g. one made by `qeltrix keygen`.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "QELTRIX_KEY_FILE")]
     pub key_file: Option<PathBuf>,
     /// Open recipient slots with this X25519 identity (from `qeltrix keygen --x25519`).
     #[arg(long, value_name = "FILE")]

@@ -12,13 +12,13 @@ use std::time::Duration;
 pub struct ServeArgs {
     /// A container, or a vault folder whose containers are all served.
     pub path: PathBuf,
-    /// Address to listen on, HOST:PORT.
+    /// Address to listen on, HOST:PORT [default: 127.0.0.1:7621, this machine only].
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["host", "port"])]
     pub listen: Option<String>,
-    /// Host to listen on (with --port; the seeds' spelling of --listen).
+    /// Host to listen on, with --port (another way to give --listen).
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
-    /// Port to listen on (0: any free port).
+    /// Port to listen on, with --host (0: any free port) [default: 7621].
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
     #[command(flatten)]
@@ -77,10 +77,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
         min_rate: a.min_rate,
         min_rate_window: Duration::from_secs(a.min_rate_window.max(1)),
     };
-    if !a.path.exists() {
-        anyhow::bail!(
-            Error::io("opening", std::io::Error::from(std::io::ErrorKind::NotFound)).in_file(&a.path)
-        );
+    // The OS's own words ("No such file or directory"), not std's bare "entity not found".
+    if let Err(e) = std::fs::metadata(&a.path) {
+        anyhow::bail!(Error::io("opening", e).in_file(&a.path));
     }
     let key = a.keys.for_reading_at(Some(&a.path))?;
     qeltrix::harden::lock_key(&key);
