@@ -111,11 +111,7 @@ fn pack(a: PackArgs) -> Result<()> {
         let flush_after = a.flush_after.map(std::time::Duration::from_millis);
         let mut stopped = None;
         let summary = if to_stdout {
-            let mut packer = StreamPacker::new(
-                BufWriter::with_capacity(1 << 20, io::stdout().lock()),
-                &keys,
-                &opts,
-            )?;
+            let mut packer = stdout_packer(&keys, &opts)?;
             stopped = feed_stream(&mut packer, flush_after, &pb)?;
             packer.finish()?.1
         } else {
@@ -154,11 +150,7 @@ fn pack(a: PackArgs) -> Result<()> {
     }
     let mut input = pb.wrap_read(&mut input);
     let summary = if to_stdout {
-        let mut packer = StreamPacker::new(
-            BufWriter::with_capacity(1 << 20, io::stdout().lock()),
-            &keys,
-            &opts,
-        )?;
+        let mut packer = stdout_packer(&keys, &opts)?;
         packer.pack_from(&mut input)?;
         packer.finish()?.1
     } else {
@@ -489,6 +481,14 @@ fn keygen(a: KeygenArgs) -> Result<()> {
 /// nothing: on a full disk or a signal the old file, if any, is still there.
 pub(super) fn write_secret_file(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     Ok(qeltrix::atomic::write_file(path, bytes, force)?)
+}
+
+/// A packer writing its container to stdout, a stream (the header is never patched).
+fn stdout_packer(
+    keys: &[qeltrix::Recipient],
+    opts: &PackOptions,
+) -> qeltrix::Result<StreamPacker<BufWriter<io::StdoutLock<'static>>>> {
+    StreamPacker::new(BufWriter::with_capacity(1 << 20, io::stdout().lock()), keys, opts)
 }
 
 /// Most bytes taken from the pipe after a stop signal: what had arrived before it.

@@ -48,7 +48,7 @@ pub fn pack_in(
     opts: &PackOptions,
     overwrite: bool,
 ) -> Result<PackSummary> {
-    pack_into(storage, output, keys, opts, overwrite, |packer| {
+    pack_with(storage, output, keys, opts, overwrite, |packer| {
         packer.pack_from(input).map(drop)
     })
 }
@@ -75,19 +75,6 @@ impl<W: Write> Packer for StreamPacker<W> {
 /// the plaintext into the packer it is given, in as many pieces as it likes); then finishes and
 /// commits it. An error from `fill` leaves nothing behind.
 pub fn pack_with(
-    storage: &dyn Storage,
-    output: &Path,
-    keys: &[Recipient],
-    opts: &PackOptions,
-    overwrite: bool,
-    fill: impl FnOnce(&mut dyn Packer) -> Result<()>,
-) -> Result<PackSummary> {
-    pack_into(storage, output, keys, opts, overwrite, fill)
-}
-
-/// Creates the container `output` in `storage` (all or nothing): `fill` writes the plaintext into
-/// the packer, then the container is finished and committed.
-fn pack_into(
     storage: &dyn Storage,
     output: &Path,
     keys: &[Recipient],
@@ -230,7 +217,7 @@ pub fn reencrypt_in(
     overwrite: bool,
 ) -> Result<PackSummary> {
     let container = Container::open_in(storage, input, open_key)?;
-    pack_into(storage, output, new_keys, opts, overwrite, |packer| {
+    pack_with(storage, output, new_keys, opts, overwrite, |packer| {
         container
             .write_range(0, container.len(), packer)
             .map(drop)
