@@ -153,3 +153,26 @@ fn serve_of_a_missing_path_says_no_such_file() {
     assert!(err.contains("No such file or directory"), "{err}");
     assert!(!err.contains("entity not found"), "{err}");
 }
+
+#[test]
+fn keygen_writes_to_stdout_with_dash() {
+    let w = Work::new();
+    let out = w.run("keygen -o -");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert!(
+        qeltrix::crypto::KeyFileKey::parse(text.as_bytes()).is_ok(),
+        "{text}"
+    );
+    assert!(!w.exists("-"), "no file named -");
+
+    let out = w.run("keygen --x25519 -o -");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let identity = qeltrix::crypto::IdentityKey::parse(&text).unwrap();
+    let recipient = identity.recipient().to_string();
+    assert!(
+        stderr_of(&out).contains(&recipient),
+        "the recipient goes to stderr"
+    );
+}

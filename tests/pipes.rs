@@ -40,6 +40,8 @@ fn every_command_that_writes_to_stdout_ends_quietly_when_stdout_is_closed() {
         "pack plain.bin - --key-file key",
         "verify c.qltx --key-file key",
         "keygen --x25519 -o id --force",
+        "keygen -o -",
+        "keygen --x25519 -o -",
         "rekey c.qltx --list",
         "--version",
         "--help",

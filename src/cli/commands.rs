@@ -458,6 +458,22 @@ fn verify(a: VerifyArgs) -> Result<()> {
 
 fn keygen(a: KeygenArgs) -> Result<()> {
     let entropy = qeltrix::crypto::SystemEntropy;
+    if is_dash(&a.output) {
+        // The key itself on stdout (for a secret store or a pipe); anything else on stderr.
+        if a.x25519 {
+            let id = qeltrix::crypto::IdentityKey::generate(&entropy);
+            out!("{}", id.to_file_text().as_str());
+            eprintln!("Public recipient: {}", id.recipient());
+        } else {
+            out!(
+                "{}",
+                qeltrix::crypto::KeyFileKey::generate(&entropy)
+                    .to_file_text()
+                    .as_str()
+            );
+        }
+        return Ok(());
+    }
     if a.x25519 {
         let id = qeltrix::crypto::IdentityKey::generate(&entropy);
         write_secret_file(&a.output, id.to_file_text().as_bytes(), a.force)?;

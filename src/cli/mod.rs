@@ -278,7 +278,8 @@ pub struct VerifyArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct KeygenArgs {
-    /// Where to write the key file.
+    /// Where to write the key file (mode 0600), or `-` for stdout (then an identity's public
+    /// recipient goes to stderr).
     #[arg(long, short)]
     pub output: PathBuf,
     /// Write an X25519 identity instead, and print its public recipient string.
