@@ -132,6 +132,30 @@ pub enum Error {
         block: Option<u64>,
     },
 
+    /// A folder used as a vault has no keyring (`keyring` is where it was looked for).
+    #[error("not an initialised vault: {} does not exist", keyring.display())]
+    NotAVault {
+        /// The keyring file that is missing.
+        keyring: PathBuf,
+    },
+
+    /// Something is in the way of mounting at, or unmounting, `path`.
+    #[error("{}", mount_problem(path, problem))]
+    MountPoint {
+        /// The mount point.
+        path: PathBuf,
+        /// What is in the way.
+        problem: MountProblem,
+    },
+
+    /// A rekey put the new key slots in force, but clearing the old slot area failed (it may
+    /// still hold removed slots until it is scrubbed).
+    #[error("the new key slots are in force, but clearing the old ones failed: {source}")]
+    ScrubFailed {
+        /// The write or sync that failed.
+        source: io::Error,
+    },
+
     /// Context added to another error: the file it happened in.
     #[error("{}: {inner}", path.display())]
     InFile {
@@ -221,6 +245,40 @@ fn refusals(refused: &[SlotRefusal]) -> String {
 
 fn too_costly(what: &str, iterations: u32, limit: u32) -> String {
     format!("{what} asks for {iterations} PBKDF2 iterations, more than this reader's limit of {limit}")
+}
+
+/// What stands in the way of a mount point, in [`Error::MountPoint`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MountProblem {
+    /// A FUSE mount whose process is gone (every access fails with ENOTCONN).
+    Stale,
+    /// Something else is mounted there already (`fstype`).
+    Mounted {
+        /// The file system type of what is mounted.
+        fstype: String,
+    },
+    /// Files under the mount are open, so it cannot be unmounted (unless lazily).
+    FilesOpen,
+    /// The mount point does not exist.
+    Missing,
+    /// The mount point is not a folder.
+    NotAFolder,
+}
+
+fn mount_problem(path: &std::path::Path, problem: &MountProblem) -> String {
+    let shown = path.display();
+    match problem {
+        MountProblem::Stale => format!("{shown} is a stale mount (its filesystem process is gone)"),
+        MountProblem::Mounted { fstype } => {
+            format!("{shown} is busy: something ({fstype}) is already mounted there; unmount it first")
+        }
+        MountProblem::FilesOpen => format!("{shown} is busy: files under it are open"),
+        MountProblem::Missing => {
+            format!("mount point {shown} does not exist: create the folder first (mkdir {shown})")
+        }
+        MountProblem::NotAFolder => format!("mount point {shown} is not a folder"),
+    }
 }
 
 fn location(block: Option<u64>, offset: Option<u64>) -> String {

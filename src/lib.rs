@@ -50,7 +50,7 @@ pub use vault::keyring;
 
 pub use compress::CompressMode;
 pub use crypto::{Key, Recipient};
-pub use error::{catch_panic, panic_message, Error, Lock, Result, SlotRefusal};
+pub use error::{catch_panic, panic_message, Error, Lock, MountProblem, Result, SlotRefusal};
 pub use format::CipherId;
 pub use ops::{pack, pack_reader, reencrypt, unpack, unpack_container, AtomicOutput, UnpackOptions};
 pub use reader::{Container, ContainerInfo};

@@ -353,6 +353,19 @@ pub fn describe(e: &qeltrix::Error) -> String {
             "invalid argument: {} exists; use --force to overwrite it",
             path.display()
         ),
+        Error::NotAVault { .. } => format!("{e} (run `qeltrix init` first)"),
+        Error::ScrubFailed { .. } => format!("{e}; run `qeltrix rekey --scrub` again"),
+        Error::MountPoint { path, problem } => {
+            let shown = path.display();
+            match problem {
+                qeltrix::MountProblem::Stale => format!("{e}: run `qeltrix umount {shown}` first"),
+                qeltrix::MountProblem::Mounted { .. } => format!("{e} (`qeltrix umount {shown}`)"),
+                qeltrix::MountProblem::FilesOpen => {
+                    format!("{e}; close them, or use `qeltrix umount --lazy {shown}`")
+                }
+                _ => e.to_string(),
+            }
+        }
         // The library states the limit; how to raise it is the CLI's flag.
         Error::KdfTooCostly { iterations, .. } => format!("{e}{}", raise_kdf_limit(*iterations)),
         Error::SlotsRefused { refused } => {
@@ -387,7 +400,9 @@ pub fn exit_code(err: Option<&qeltrix::Error>) -> u8 {
         Some(e)
             if matches!(
                 e.root(),
-                qeltrix::Error::InvalidArgument(_) | qeltrix::Error::Exists { .. }
+                qeltrix::Error::InvalidArgument(_)
+                    | qeltrix::Error::Exists { .. }
+                    | qeltrix::Error::MountPoint { .. }
             ) =>
         {
             EXIT_USAGE

@@ -146,14 +146,7 @@ pub fn rekey(path: &Path, key: &Key, changes: &[SlotChange], entropy: &dyn Entro
         crash_point("before-scrub-sync");
         file.sync_all()
     });
-    cleared.map_err(|e| {
-        Error::io(
-            "the new key slots are in force, but clearing the old ones failed; run \
-             `qeltrix rekey --scrub` again",
-            e,
-        )
-        .in_file(path)
-    })?;
+    cleared.map_err(|source| Error::ScrubFailed { source }.in_file(path))?;
     Ok(slots)
 }
 

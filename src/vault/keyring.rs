@@ -172,12 +172,13 @@ pub fn unlock(vault: &Path, passphrase: &Passphrase) -> Result<VaultKey> {
 /// The keyring file's bytes; a missing file is reported as a folder that is not a vault.
 fn read_keyring(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| {
-        let what = if e.kind() == std::io::ErrorKind::NotFound {
-            "not an initialised vault (run `qeltrix init` first)"
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::NotAVault {
+                keyring: path.to_path_buf(),
+            }
         } else {
-            "reading the keyring"
-        };
-        Error::io(what, e).in_file(path)
+            Error::io("reading the keyring", e).in_file(path)
+        }
     })
 }
 

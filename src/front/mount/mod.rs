@@ -21,6 +21,7 @@
 mod fs;
 mod tree;
 
+use crate::error::MountProblem;
 use crate::{Error, Key, Result};
 use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL};
 use std::collections::HashSet;
@@ -296,32 +297,23 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 /// Checks that `path` can be mounted on: an existing folder, not already a mount point, not a
 /// stale FUSE mount. Returns it as an absolute path.
 pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
-    let shown = path.display();
-    let stale = || {
-        Error::InvalidArgument(format!(
-            "{shown} is a stale mount (its filesystem process is gone): run `qeltrix umount {shown}` first"
-        ))
+    let problem = |problem| Error::MountPoint {
+        path: path.to_path_buf(),
+        problem,
     };
     let abs = absolute(path)?;
     if let Some(fstype) = mount_type(&abs) {
         // statfs is never answered from the kernel's caches, so it sees a dead connection.
         if fstype.starts_with("fuse") && statfs_errno(&abs) == Some(libc::ENOTCONN) {
-            return Err(stale());
+            return Err(problem(MountProblem::Stale));
         }
-        return Err(Error::InvalidArgument(format!(
-            "{shown} is busy: something ({fstype}) is already mounted there; unmount it first \
-             (`qeltrix umount {shown}`)"
-        )));
+        return Err(problem(MountProblem::Mounted { fstype }));
     }
     match std::fs::metadata(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(stale()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::InvalidArgument(format!(
-            "mount point {shown} does not exist: create the folder first (mkdir {shown})"
-        ))),
-        Err(e) => Err(Error::io(format!("mount point {shown}"), e)),
-        Ok(m) if !m.is_dir() => Err(Error::InvalidArgument(format!(
-            "mount point {shown} is not a folder"
-        ))),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(problem(MountProblem::Stale)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(problem(MountProblem::Missing)),
+        Err(e) => Err(Error::io(format!("mount point {}", path.display()), e)),
+        Ok(m) if !m.is_dir() => Err(problem(MountProblem::NotAFolder)),
         Ok(_) => Ok(abs),
     }
 }
@@ -384,10 +376,10 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<()> {
     if try_unmount(mountpoint, lazy)? {
         return Ok(());
     }
-    let shown = mountpoint.display();
-    Err(Error::InvalidArgument(format!(
-        "{shown} is busy: files under it are open; close them, or use `qeltrix umount --lazy {shown}`"
-    )))
+    Err(Error::MountPoint {
+        path: mountpoint.to_path_buf(),
+        problem: MountProblem::FilesOpen,
+    })
 }
 
 /// Like [`unmount`], but a mount that is busy (files open) is `Ok(false)` rather than an error.
