@@ -176,3 +176,27 @@ fn keygen_writes_to_stdout_with_dash() {
         "the recipient goes to stderr"
     );
 }
+
+#[test]
+fn mounting_on_a_folder_that_is_not_empty_warns() {
+    if !fuse_available() {
+        return;
+    }
+    let w = Work::with_key();
+    std::fs::create_dir_all(w.path("vault")).unwrap();
+    w.write("plain.bin", b"in the vault");
+    w.ok("pack plain.bin vault/ --key-file key -q");
+    std::fs::create_dir_all(w.path("mnt")).unwrap();
+    w.write("mnt/already-here.txt", b"hidden while mounted");
+    let mnt = w.path("mnt").canonicalize().unwrap();
+    let out = w.run("mount vault mnt --key-file key --daemon");
+    let stderr = stderr_of(&out);
+    let _cleanup = DaemonMount {
+        mnt: mnt.clone(),
+        pid: daemon_pid(&stderr),
+    };
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("is not empty"), "{stderr}");
+    w.ok("umount mnt");
+    assert_eq!(w.read("mnt/already-here.txt"), b"hidden while mounted");
+}

@@ -70,6 +70,12 @@ pub fn mount(a: MountArgs) -> Result<()> {
     // Everything that can be checked without the key first, so a typo costs no passphrase prompt.
     mount::check_fuse()?;
     mount::check_mountpoint(&a.mountpoint)?;
+    if std::fs::read_dir(&a.mountpoint).is_ok_and(|mut entries| entries.next().is_some()) {
+        eprintln!(
+            "warning: {} is not empty: what is in it stays hidden while the vault is mounted there",
+            a.mountpoint.display()
+        );
+    }
     let vault = Mountable::scan(&a.vault_dir)?;
     let key = a.keys.for_reading_at(Some(&a.vault_dir))?;
     qeltrix::harden::lock_key(&key);
