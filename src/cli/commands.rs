@@ -85,6 +85,11 @@ fn pack(a: PackArgs) -> Result<()> {
         });
     }
 
+    if a.flush_after.is_some() && !from_stdin {
+        anyhow::bail!(Error::InvalidArgument(
+            "--flush-after applies to a stream on stdin (`pack -`)".into()
+        ));
+    }
     let (mut input, total): (Box<dyn io::Read>, Option<u64>) = if from_stdin {
         (Box::new(io::stdin().lock()), None)
     } else if let Some(url) = url {
@@ -106,7 +111,7 @@ fn pack(a: PackArgs) -> Result<()> {
         pb.set_message(format!("{} blocks", t.div_ceil(opts.block_size as u64)));
     }
     let started = Instant::now();
-    if from_stdin {
+    let (summary, stopped) = if from_stdin {
         // A stream: fed as it arrives, sealed on SIGINT/SIGTERM, partial blocks flushed.
         let flush_after = a.flush_after.map(std::time::Duration::from_millis);
         let mut stopped = None;
@@ -115,62 +120,49 @@ fn pack(a: PackArgs) -> Result<()> {
             stopped = feed_stream(&mut packer, flush_after, &pb)?;
             packer.finish()?.1
         } else {
-            qeltrix::ops::pack_with(
-                &LocalStorage::anywhere(),
-                &output,
-                &keys,
-                &opts,
-                a.force,
-                |packer| {
-                    stopped = feed_stream(packer, flush_after, &pb)?;
-                    Ok(())
-                },
-            )?
+            let fill = |packer: &mut dyn qeltrix::ops::Packer| {
+                stopped = feed_stream(packer, flush_after, &pb)?;
+                Ok(())
+            };
+            qeltrix::ops::pack_with(&LocalStorage::anywhere(), &output, &keys, &opts, a.force, fill)?
         };
-        pb.finish_and_clear();
-        if !a.quiet {
-            print_pack_summary(&a.input, &output, &summary, started);
-        }
-        return match stopped {
-            Some(signal) => {
-                if !a.quiet {
-                    eprintln!(
-                        "Stopped by signal {signal}: the stream so far is sealed into a complete container."
-                    );
-                }
-                Err(Stopped(signal).into())
-            }
-            None => Ok(()),
-        };
-    }
-    if a.flush_after.is_some() {
-        anyhow::bail!(Error::InvalidArgument(
-            "--flush-after applies to a stream on stdin (`pack -`)".into()
-        ));
-    }
-    let mut input = pb.wrap_read(&mut input);
-    let summary = if to_stdout {
-        let mut packer = stdout_packer(&keys, &opts)?;
-        packer.pack_from(&mut input)?;
-        packer.finish()?.1
+        (summary, stopped)
     } else {
-        qeltrix::pack_reader(&mut input, &output, &keys, &opts, a.force).map_err(|e| {
-            // Option errors (a bad recipient, a cipher setting) are not about the input file.
-            if matches!(
-                e,
-                Error::InFile { .. } | Error::InvalidArgument(_) | Error::Exists { .. }
-            ) {
-                e
-            } else {
-                e.in_file(&a.input)
-            }
-        })?
+        let mut input = pb.wrap_read(&mut input);
+        let summary = if to_stdout {
+            let mut packer = stdout_packer(&keys, &opts)?;
+            packer.pack_from(&mut input)?;
+            packer.finish()?.1
+        } else {
+            qeltrix::pack_reader(&mut input, &output, &keys, &opts, a.force).map_err(|e| {
+                // Option errors (a bad recipient, a cipher setting) are not about the input file.
+                if matches!(
+                    e,
+                    Error::InFile { .. } | Error::InvalidArgument(_) | Error::Exists { .. }
+                ) {
+                    e
+                } else {
+                    e.in_file(&a.input)
+                }
+            })?
+        };
+        (summary, None)
     };
     pb.finish_and_clear();
     if !a.quiet {
         print_pack_summary(&a.input, &output, &summary, started);
     }
-    Ok(())
+    match stopped {
+        Some(signal) => {
+            if !a.quiet {
+                eprintln!(
+                    "Stopped by signal {signal}: the stream so far is sealed into a complete container."
+                );
+            }
+            Err(Stopped(signal).into())
+        }
+        None => Ok(()),
+    }
 }
 
 /// A container's bytes, through the storage seam (the local file system, paths as given).
