@@ -175,8 +175,8 @@ pub(super) fn open_object(path: &Path) -> std::result::Result<Object, Error> {
 pub(super) fn open(path: &Path, keys: &KeyArgs) -> Result<Container<Object>> {
     // Check the structure first so a truncated or foreign file is reported before a prompt.
     let object = open_object(path)?;
-    ContainerInfo::read(&object).map_err(|e| e.in_file(path))?;
-    Ok(Container::from_source(object, &keys.for_reading_at(Some(path))?).map_err(|e| e.in_file(path))?)
+    let info = ContainerInfo::read(&object).map_err(|e| e.in_file(path))?;
+    Ok(Container::from_info(object, info, &keys.for_reading_at(Some(path))?).map_err(|e| e.in_file(path))?)
 }
 
 /// Where `unpack` writes: OUTPUT as given, the plaintext name inside OUTPUT when it is a folder,

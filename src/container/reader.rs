@@ -263,10 +263,22 @@ impl<S: ReadAt> Container<S> {
         Self::from_source_with_data_key(source, key).map(|(container, _)| container)
     }
 
+    /// [`Container::from_source`] for a caller that has already read the structure with
+    /// [`ContainerInfo::read`] (to report a damaged or foreign file before asking for a key):
+    /// it is not read again, and the key slot and footer MAC are checked as always.
+    pub fn from_info(source: S, info: ContainerInfo, key: &Key) -> Result<Self> {
+        Self::authenticate(source, info, key).map(|(container, _)| container)
+    }
+
     /// [`Container::from_source`], also returning the data key the slot held: for `rekey`, which
     /// wraps it in new slots. One unwrap (one passphrase KDF) serves both.
     pub(crate) fn from_source_with_data_key(source: S, key: &Key) -> Result<(Self, DataKey)> {
         let info = ContainerInfo::read(&source)?;
+        Self::authenticate(source, info, key)
+    }
+
+    /// Unwraps the data key from a slot of `info` and checks the footer MAC.
+    fn authenticate(source: S, info: ContainerInfo, key: &Key) -> Result<(Self, DataKey)> {
         let cid = info.header.container_id;
         let data_key = unlock_data_key(&info.slots, &cid, key)?;
         let keys = derive_container_keys(data_key.clone(), info.header.cipher, cid);
