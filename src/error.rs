@@ -371,8 +371,14 @@ impl Error {
         self.is_wrong_key()
             || matches!(
                 self.root(),
-                Error::Corrupt { .. } | Error::Incomplete(_) | Error::NoTrailer | Error::NotAContainer(_)
+                Error::Corrupt { .. } | Error::Incomplete(_) | Error::NoTrailer
             )
+    }
+
+    /// True when the bytes are not a Qeltrix container at all (another kind of file): the CLI's
+    /// exit code 4, distinct from a wrong key or a container that fails authentication.
+    pub fn is_not_a_container(&self) -> bool {
+        matches!(self.root(), Error::NotAContainer(_))
     }
 
     /// True for a broken pipe on output (`qeltrix seek ... | head`), which is not an error.

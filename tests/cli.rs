@@ -386,10 +386,11 @@ fn info_needs_no_key_and_reports_the_container() {
         (Some(1), Some(5))
     );
 
-    // info on something that is not a container: exit 3, naming the file.
+    // info on something that is not a container: exit 4 (not 3, a wrong key or a forgery),
+    // naming the file and saying what it is not.
     let out = s.cmd().args(["info", "plain.bin"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
-    assert!(stderr_of(&out).contains("plain.bin"));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("plain.bin: not a Qeltrix container"));
 }
 
 #[test]

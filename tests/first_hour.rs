@@ -200,3 +200,35 @@ fn mounting_on_a_folder_that_is_not_empty_warns() {
     w.ok("umount mnt");
     assert_eq!(w.read("mnt/already-here.txt"), b"hidden while mounted");
 }
+
+#[test]
+fn not_a_container_has_its_own_exit_code_apart_from_a_wrong_key_or_tampering() {
+    let w = Work::with_key();
+    w.write(
+        "notes.txt",
+        b"just some text, long enough to look like a header maybe",
+    );
+    w.write("plain.bin", &random_bytes(64 * KIB, 7));
+    w.ok("pack plain.bin c.qltx --key-file key -q");
+    for line in [
+        "info notes.txt",
+        "verify notes.txt --key-file key",
+        "unpack notes.txt out --key-file key",
+        "seek notes.txt --offset 0 --length 1 --key-file key",
+    ] {
+        let err = w.fails(line, 4);
+        assert!(
+            err.contains("notes.txt: not a Qeltrix container"),
+            "{line}: {err}"
+        );
+    }
+
+    // A wrong key and a tampered block stay exit 3.
+    write_key_file(&w.path("other.key"), 0x42);
+    w.fails("verify c.qltx --key-file other.key", 3);
+    let mut bytes = w.read("c.qltx");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    w.write("bad.qltx", &bytes);
+    w.fails("verify bad.qltx --key-file key", 3);
+}

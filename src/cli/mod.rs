@@ -1,6 +1,6 @@
 //! The command line: argument definitions, dispatch, and the exit-code contract
-//! (0 success, 2 usage, 3 wrong key or failed authentication, 128 + N stopped by signal N
-//! after finishing cleanly, 1 anything else).
+//! (0 success, 2 usage, 3 wrong key or failed authentication, 4 not a Qeltrix container,
+//! 128 + N stopped by signal N after finishing cleanly, 1 anything else).
 
 /// `println!` for the command's output: a failed write (the reader of stdout went away) returns
 /// from the enclosing function as an I/O error, which `main` ends quietly on (broken pipe) or
@@ -293,6 +293,7 @@ pub struct KeygenArgs {
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_AUTH: u8 = 3;
+pub const EXIT_NOT_A_CONTAINER: u8 = 4;
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
@@ -397,6 +398,7 @@ fn raise_kdf_limit(iterations: u32) -> String {
 pub fn exit_code(err: Option<&qeltrix::Error>) -> u8 {
     match err {
         Some(e) if e.is_auth_failure() => EXIT_AUTH,
+        Some(e) if e.is_not_a_container() => EXIT_NOT_A_CONTAINER,
         Some(e)
             if matches!(
                 e.root(),
