@@ -11,6 +11,7 @@ need curl curl
 need fusermount3 fuse3
 need ffmpeg ffmpeg
 need chromium chromium
+need groff groff-base
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -232,3 +232,78 @@ fn not_a_container_has_its_own_exit_code_apart_from_a_wrong_key_or_tampering() {
     w.write("bad.qltx", &bytes);
     w.fails("verify bad.qltx --key-file key", 3);
 }
+
+#[test]
+fn bash_completes_commands_and_flags_from_the_generated_script() {
+    let w = Work::new();
+    let script = w.ok("completions bash");
+    w.write("qeltrix.bash", script.as_bytes());
+    // Bash's own completion machinery, as a user's shell runs it on Tab.
+    let complete = |words: &str, cword: usize| -> String {
+        let line = format!(
+            "source ./qeltrix.bash && COMP_WORDS=({words}) && COMP_CWORD={cword} && \
+             COMP_LINE='{words}' && COMP_POINT=${{#COMP_LINE}} && \
+             _qeltrix qeltrix \"${{COMP_WORDS[$COMP_CWORD]}}\" \"${{COMP_WORDS[$COMP_CWORD-1]}}\" && \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\""
+        );
+        let out = std::process::Command::new("bash")
+            .current_dir(w.dir.path())
+            .args(["--norc", "-c", &line])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let commands = complete("qeltrix pa", 1);
+    assert!(commands.lines().any(|l| l == "pack"), "{commands}");
+    assert!(commands.lines().any(|l| l == "passwd"), "{commands}");
+    let flags = complete("qeltrix mount --key", 2);
+    assert!(flags.lines().any(|l| l == "--key-file"), "{flags}");
+
+    for shell in ["zsh", "fish"] {
+        let script = w.ok(&format!("completions {shell}"));
+        assert!(script.contains("flush-after"), "{shell}: {script}");
+    }
+    let err = w.fails("completions tcsh", 2);
+    assert!(err.contains("possible values"), "{err}");
+}
+
+#[test]
+fn the_manual_pages_render_without_warnings_and_cover_every_command() {
+    let w = Work::new();
+    let page = w.ok("man");
+    w.write("qeltrix.1", page.as_bytes());
+    let render = |file: &str| -> String {
+        let out = std::process::Command::new("groff")
+            .current_dir(w.dir.path())
+            .args(["-man", "-Tutf8", "-P-cbou", "-ww", file])
+            .output()
+            .expect("groff (Debian: groff-base; scripts/test.sh installs it)");
+        let warnings = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && warnings.is_empty(), "{file}: {warnings}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = render("qeltrix.1");
+    assert!(text.contains("Seekable encrypted containers"), "{text}");
+
+    std::fs::create_dir(w.path("man1")).unwrap();
+    w.ok("man --dir man1");
+    for command in [
+        "pack",
+        "unpack",
+        "seek",
+        "info",
+        "verify",
+        "mount",
+        "serve",
+        "completions",
+    ] {
+        let file = format!("man1/qeltrix-{command}.1");
+        assert!(w.exists(&file), "{file}");
+        let text = render(&file);
+        assert!(text.contains(&format!("qeltrix-{command}")), "{file}: {text}");
+    }
+    assert!(render("man1/qeltrix-pack.1").contains("--flush-after"));
+    let err = w.fails("man --dir qeltrix.1", 2);
+    assert!(err.contains("not a folder"), "{err}");
+}

@@ -41,6 +41,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Serve(a) => super::serve::run(a),
         Command::Mount(a) => super::mount::mount(a),
         Command::Umount(a) => super::mount::umount(a),
+        Command::Completions(a) => super::generate::completions(a),
+        Command::Man(a) => super::generate::man(a),
     }
 }
 

@@ -25,6 +25,7 @@ macro_rules! out {
 }
 
 mod commands;
+mod generate;
 mod key_commands;
 mod keys;
 mod logging;
@@ -92,6 +93,33 @@ pub enum Command {
     Mount(mount::MountArgs),
     /// Unmount a `qeltrix mount`.
     Umount(mount::UmountArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    Completions(CompletionsArgs),
+    /// Print the manual page, or write one page per command into a folder.
+    Man(ManArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Install, for example:\n  \
+    qeltrix completions bash > ~/.local/share/bash-completion/completions/qeltrix\n  \
+    qeltrix completions zsh > ~/.zfunc/_qeltrix\n  \
+    qeltrix completions fish > ~/.config/fish/completions/qeltrix.fish")]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Read it with `qeltrix man | man -l -`, or install the pages:\n  \
+    qeltrix man --dir /usr/local/share/man/man1"
+)]
+pub struct ManArgs {
+    /// Write qeltrix.1 and one qeltrix-COMMAND.1 per command into this folder instead of
+    /// printing qeltrix.1.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
