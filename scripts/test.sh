@@ -13,6 +13,8 @@ need ffmpeg ffmpeg
 need chromium chromium
 need groff groff-base
 
+step "Cargo.lock is current (the README's cargo install --locked needs it)"
+cargo metadata --locked --format-version 1 > /dev/null
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"

@@ -737,3 +737,23 @@ fn tokens_wrong_or_missing_are_refused_and_the_right_one_accepted() {
         assert!(!log.contains("Secret"), "a token leaked into the log:\n{log}");
     }
 }
+
+#[test]
+fn an_idle_gateway_logs_its_stats_once_not_every_interval() {
+    let setup = Work::with_key();
+    let mut gw = gateway(&setup, &["--stats-interval", "1", "-v"]);
+    let data = Arc::new(Data::bytes(11, 10_000));
+    assert_eq!(open_all(round_trip(gw.addr, Arc::clone(&data)), 7), *data);
+    gw.wait_for_line(|l| l.contains("#1 closed"));
+    // The reporter's own clock: `-v` shows each unchanged interval as a debug line. Three of
+    // them after the connection closed, and still one info line for the same counters.
+    let wanted = "stats: connections 1 total, 0 active";
+    gw.wait_for_line(|l| l.contains(wanted));
+    let unchanged_after_it = |log: &str| {
+        log.split_once(wanted)
+            .map_or(0, |(_, after)| after.matches("stats: unchanged").count())
+    };
+    wait_until("three unchanged intervals", || unchanged_after_it(&gw.log()) >= 3);
+    let log = gw.log();
+    assert_eq!(log.matches(wanted).count(), 1, "{log}");
+}

@@ -126,9 +126,10 @@ impl fmt::Display for StatsSnapshot {
     }
 }
 
-/// Reports `stats` every `interval` on a background thread, as an `info` log event (target
-/// `qeltrix::gateway` or `qeltrix::sink`, by `name`) or, with `json`, as one JSON object per line
-/// on stdout (for a collector).
+/// Reports `stats` every `interval` on a background thread. As a log event (`info`, target
+/// `qeltrix::gateway` or `qeltrix::sink`, by `name`), only when a counter changed since the last
+/// report, so an idle server does not repeat the same line; an unchanged interval is a `debug`
+/// event. With `json`, one JSON object per line on stdout every interval (a collector's samples).
 pub fn spawn_reporter(
     name: &'static str,
     stats: Arc<Stats>,
@@ -137,27 +138,33 @@ pub fn spawn_reporter(
 ) -> io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name(format!("{name}-stats"))
-        .spawn(move || loop {
-            thread::sleep(interval);
-            let s = stats.snapshot();
-            if json {
-                let line = serde_json::to_string(&s).expect("stats serialize");
-                let mut out = io::stdout().lock();
-                // A closed stdout ends the reports, not the server.
-                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                    return;
+        .spawn(move || {
+            let mut last = None;
+            loop {
+                thread::sleep(interval);
+                let s = stats.snapshot();
+                if json {
+                    let line = serde_json::to_string(&s).expect("stats serialize");
+                    let mut out = io::stdout().lock();
+                    // A closed stdout ends the reports, not the server.
+                    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                        return;
+                    }
+                } else if last == Some(s) {
+                    super::server_event!(name, debug, "stats: unchanged");
+                } else {
+                    super::server_event!(
+                        name,
+                        info,
+                        connections_total = s.connections_total,
+                        connections_active = s.connections_active,
+                        bytes_in = s.bytes_in,
+                        bytes_out = s.bytes_out,
+                        blocks = s.blocks,
+                        "stats: {s}"
+                    );
                 }
-            } else {
-                super::server_event!(
-                    name,
-                    info,
-                    connections_total = s.connections_total,
-                    connections_active = s.connections_active,
-                    bytes_in = s.bytes_in,
-                    bytes_out = s.bytes_out,
-                    blocks = s.blocks,
-                    "stats: {s}"
-                );
+                last = Some(s);
             }
         })
 }
