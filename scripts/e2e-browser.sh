@@ -147,4 +147,31 @@ late=$(grep -cE 'GET /media/clip.mp4 range=bytes=[1-9][0-9]*-[0-9]* 206' "$WORK/
 [ "$late" -ge 1 ] || { log "the browser made no Range request past the start"; cat "$WORK/serve.log" >&2; exit 1; }
 log "the server answered $ranges Range requests with 206:"
 grep 'GET /media/clip.mp4' "$WORK/serve.log" | sed 's/^/    /' >&2
-echo "e2e-browser: 1 passed, 0 failed"
+
+log "the vault listing in the browser: human sizes, dates in the browser's time zone"
+# Asia/Kolkata is UTC+05:30: a converted time has the UTC minute + 30, which no UTC rendering has.
+TZ=Asia/Kolkata chromium --headless --no-sandbox --disable-gpu --no-first-run \
+  --disable-background-networking --disable-component-update --disable-sync \
+  --user-data-dir="$WORK/profile2" --dump-dom "http://127.0.0.1:$Q_PORT/media/" > "$WORK/listing.html" 2> "$WORK/chromium2.log"
+python3 - "$WORK/listing.html" << 'EOF'
+import re, sys
+page = open(sys.argv[1]).read()
+problems = []
+m = re.search(r'<time datetime="(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):\d\dZ"[^>]*>([^<]*)</time>', page)
+if not m:
+    problems.append("no <time datetime=...> in the listing")
+else:
+    shown, minute = m.group(6), (int(m.group(5)) + 30) % 60
+    if "UTC" in shown or f":{minute:02d}" not in shown:
+        problems.append(f"the date {shown!r} is not in the browser's time zone (UTC+05:30)")
+size = re.search(r'<td class="size"><span title="(\d+) bytes">([^<]*)</span>', page)
+if not size or not re.fullmatch(r"\d+(\.\d)? MiB", size.group(2)):
+    problems.append(f"the size is not shown in MiB: {size.group(0) if size else page[:400]}")
+if "<style>" not in page:
+    problems.append("the listing has no styling")
+if problems:
+    print("FAIL: " + "; ".join(problems))
+    sys.exit(1)
+print(f"OK: {size.group(2)} ({size.group(1)} bytes), modified {m.group(6)}")
+EOF
+echo "e2e-browser: 2 passed, 0 failed"

@@ -418,6 +418,13 @@ fn vault_listing_json_index_and_health() {
     assert!(page.contains("<a href=\"a.txt\">a.txt</a>"), "{page}");
     assert!(page.contains("<a href=\"sub%20dir/\">sub dir/</a>"), "{page}");
     assert!(!page.contains("plain") && !page.contains("hidden"), "{page}");
+    // For people: binary units with the exact count as a tooltip; a UTC date the page's script
+    // shows in the browser's time zone (scripts/e2e-browser.sh checks that in Chromium).
+    assert!(
+        page.contains("<span title=\"70000 bytes\">68 KiB</span>"),
+        "{page}"
+    );
+    assert!(page.contains("<time datetime=\"20"), "{page}");
 
     for url in ["/?format=json", "/index.json"] {
         let r = get(&a, &server.url(url), &[]);

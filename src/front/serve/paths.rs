@@ -251,14 +251,33 @@ pub fn list(vault: &Vault, dir: &Path) -> std::io::Result<Vec<ListingEntry>> {
     Ok(entries)
 }
 
-/// The listing as a small HTML page (names escaped, links percent-encoded).
+/// Minimal styling for the listing page: readable in a browser, no external resources.
+const LISTING_STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:60em;\
+padding:0 1em;color:#222}h1{font-size:1.3em;font-weight:600}table{border-collapse:collapse;width:100%}\
+th,td{padding:.3em .8em;text-align:left}th{border-bottom:1px solid #ccc;font-weight:600}\
+tr:nth-child(even) td{background:#f5f5f5}td.size{text-align:right;font-variant-numeric:tabular-nums}\
+th.size{text-align:right}a{text-decoration:none}a:hover{text-decoration:underline}\
+@media(prefers-color-scheme:dark){body{background:#111;color:#ddd}a{color:#8ab4f8}\
+tr:nth-child(even) td{background:#1c1c1c}th{border-color:#444}}";
+
+/// Shows each `<time>` in the browser's own time zone and locale; without scripts the page
+/// shows UTC.
+const LISTING_SCRIPT: &str = "for(const t of document.querySelectorAll('time[datetime]')){\
+const d=new Date(t.dateTime);if(!isNaN(d)){t.title=t.textContent;\
+t.textContent=d.toLocaleString(undefined,{dateStyle:'medium',timeStyle:'short'});}}";
+
+/// The listing as a small HTML page (names escaped, links percent-encoded): sizes in binary
+/// units with the exact byte count as a tooltip, dates shown in the browser's local time.
 pub fn listing_html(url: &str, entries: &[ListingEntry]) -> String {
     let title = html_escape(&String::from_utf8_lossy(
         &percent_decode(url.as_bytes()).collect::<Vec<u8>>(),
     ));
     let mut page = format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n\
-         <body><h1>Index of {title}</h1>\n<table>\n<tr><th>Name</th><th>Size</th><th>Modified</th></tr>\n"
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Index of {title}</title>\n<style>{LISTING_STYLE}</style></head>\n\
+         <body><h1>Index of {title}</h1>\n<table>\n\
+         <tr><th>Name</th><th class=\"size\">Size</th><th>Modified</th></tr>\n"
     );
     if url != "/" {
         page.push_str("<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n");
@@ -269,16 +288,48 @@ pub fn listing_html(url: &str, entries: &[ListingEntry]) -> String {
         } else {
             e.name.clone()
         };
+        let size = e
+            .size
+            .map(|s| format!("<span title=\"{s} bytes\">{}</span>", human_size(s)))
+            .unwrap_or_default();
+        let modified = e
+            .modified
+            .map(|t| {
+                let utc = rfc3339(t);
+                let shown = format!("{} UTC", utc.trim_end_matches('Z').replacen('T', " ", 1));
+                format!("<time datetime=\"{utc}\">{shown}</time>")
+            })
+            .unwrap_or_default();
         page.push_str(&format!(
-            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td><a href=\"{}\">{}</a></td><td class=\"size\">{size}</td><td>{modified}</td></tr>\n",
             html_escape(&e.href),
             html_escape(&shown),
-            e.size.map(|s| s.to_string()).unwrap_or_default(),
-            e.modified.map(rfc3339).unwrap_or_default(),
         ));
     }
-    page.push_str("</table>\n</body></html>\n");
+    page.push_str(&format!(
+        "</table>\n<script>{LISTING_SCRIPT}</script>\n</body></html>\n"
+    ));
     page
+}
+
+/// A size for people: bytes below 1 KiB, then KiB, MiB, GiB, TiB with one decimal below 10
+/// (`999 B`, `1.5 KiB`, `12 MiB`, `3.2 GiB`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 9.95 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
 }
 
 /// The listing as JSON: `{"path": "/a/", "entries": [{"name", "type", "size", "modified"}]}`.
@@ -418,6 +469,24 @@ mod tests {
         );
         assert_eq!(root.resolve("/b", None), Target::NotFound);
         assert_eq!(root.resolve("/a.txt/", None), Target::NotFound);
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (10 * 1024 - 1, "10 KiB"),
+            (1_572_864, "1.5 MiB"),
+            (200 << 20, "200 MiB"),
+            (3_435_973_837, "3.2 GiB"),
+            (u64::MAX, "16384 PiB"),
+        ];
+        for (bytes, shown) in cases {
+            assert_eq!(human_size(bytes), shown, "{bytes}");
+        }
     }
 
     #[test]
