@@ -307,3 +307,93 @@ fn the_manual_pages_render_without_warnings_and_cover_every_command() {
     let err = w.fails("man --dir qeltrix.1", 2);
     assert!(err.contains("not a folder"), "{err}");
 }
+
+/// An RFC 3339 UTC timestamp at the start of a log line: `2026-11-30T01:09:49.147843Z `.
+fn starts_with_timestamp(line: &str) -> bool {
+    let b = line.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    digits(0..4)
+        && b.get(4) == Some(&b'-')
+        && b.get(10) == Some(&b'T')
+        && digits(11..13)
+        && line.split_once(' ').is_some_and(|(t, _)| t.ends_with('Z'))
+}
+
+#[test]
+fn log_lines_of_mount_gateway_and_sink_carry_a_timestamp() {
+    let w = Work::with_key();
+    let key = w.path("key");
+    let mut gateway = Server::start(&[
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--key-file",
+        key.to_str().unwrap(),
+        "--stats-interval",
+        "0",
+    ]);
+    drop(connect(gateway.addr));
+    let line = gateway.wait_for_line(|l| l.contains("#1 "));
+    assert!(starts_with_timestamp(&line), "{line}");
+
+    std::fs::create_dir(w.path("out")).unwrap();
+    let out = w.path("out");
+    let mut sink = Server::start(&[
+        "sink",
+        "--listen",
+        "127.0.0.1:0",
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--stats-interval",
+        "0",
+    ]);
+    drop(connect(sink.addr));
+    let line = sink.wait_for_line(|l| l.contains("#1 "));
+    assert!(starts_with_timestamp(&line), "{line}");
+
+    if !fuse_available() {
+        return;
+    }
+    std::fs::create_dir_all(w.path("vault")).unwrap();
+    std::fs::create_dir_all(w.path("mnt")).unwrap();
+    w.write("vault/bad.qltx", b"garbage");
+    w.write("plain.bin", b"readable");
+    w.ok("pack plain.bin vault/ --key-file key -q");
+    let mnt = w.path("mnt").canonicalize().unwrap();
+    // The scan warns before the mount detaches: on the terminal's stderr.
+    let out = w.run("mount vault mnt --key-file key --daemon");
+    let stderr = stderr_of(&out);
+    let _cleanup = DaemonMount {
+        mnt,
+        pid: daemon_pid(&stderr),
+    };
+    assert!(out.status.success(), "{stderr}");
+    w.ok("umount mnt");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("bad.qltx"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(starts_with_timestamp(line), "{line}");
+}
+
+#[test]
+fn every_command_takes_quiet_and_verbose() {
+    let w = Work::new();
+    let help = w.ok("--help");
+    let commands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 17, "{commands:?}");
+    for command in commands {
+        let text = w.ok(&format!("help {command}"));
+        assert!(text.contains("-q, --quiet"), "{command}: {text}");
+        assert!(text.contains("-v, --verbose"), "{command}: {text}");
+    }
+}
