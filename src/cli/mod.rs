@@ -28,6 +28,7 @@ mod commands;
 mod key_commands;
 mod keys;
 mod logging;
+mod many;
 mod mount;
 mod net;
 mod progress;
@@ -181,10 +182,19 @@ impl PackingArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct PackArgs {
-    /// Input file, `-` for stdin, or an http:// or https:// URL to download.
+    /// Input file, `-` for stdin, an http:// or https:// URL to download, or with -r a folder.
     pub input: PathBuf,
     /// Output container, a folder to write it into, or `-` for stdout (default: INPUT.qltx).
+    /// With -r, the folder to mirror INPUT into.
     pub output: Option<PathBuf>,
+    /// Pack every regular file under the folder INPUT, in parallel, into the folder OUTPUT with
+    /// the same relative paths (INPUT/a/b.txt -> OUTPUT/a/b.txt.qltx). Links, special files and
+    /// hidden names (which a vault never shows) are skipped with a warning.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// With -r: print one JSON object per file on stdout, one per line.
+    #[arg(long, requires = "recursive")]
+    pub json: bool,
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
@@ -218,6 +228,26 @@ impl std::fmt::Display for Stopped {
 }
 
 impl std::error::Error for Stopped {}
+
+/// Some of the items of a command over many (files packed by `pack -r`, containers verified or
+/// shown) failed. Each failure was reported as it happened; the exit code is the highest of
+/// theirs, so an authentication failure (3) outranks a usage error (2) and an I/O error (1).
+#[derive(Debug)]
+pub struct Failed {
+    pub failed: usize,
+    pub total: usize,
+    /// What the items are, in the plural ("files", "containers").
+    pub items: &'static str,
+    pub code: u8,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of {} {} failed", self.failed, self.total, self.items)
+    }
+}
+
+impl std::error::Error for Failed {}
 
 #[derive(clap::Args, Debug)]
 pub struct UnpackArgs {
@@ -258,19 +288,27 @@ pub struct SeekArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
-    pub input: PathBuf,
-    /// Machine-readable output.
+    /// Containers, and folders (vaults) whose every container is shown.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Machine-readable output: one JSON object per container (one file: pretty-printed as
+    /// before; several: one compact object per line).
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
-    pub input: PathBuf,
+    /// Containers, and folders (vaults) whose every container is verified.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
     #[command(flatten)]
     pub keys: KeyArgs,
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
+    /// Print one JSON object per container, one per line, instead of text.
+    #[arg(long)]
+    pub json: bool,
     /// Set from the global `-q`.
     #[arg(skip)]
     pub quiet: bool,
@@ -317,6 +355,10 @@ pub fn main() -> ExitCode {
         Err(e) => {
             if let Some(Stopped(signal)) = e.downcast_ref::<Stopped>() {
                 return ExitCode::from(128u8.saturating_add(*signal as u8));
+            }
+            if let Some(failed) = e.downcast_ref::<Failed>() {
+                eprintln!("qeltrix: error: {failed}");
+                return ExitCode::from(failed.code);
             }
             let lib = e.chain().find_map(|c| c.downcast_ref::<qeltrix::Error>());
             if lib.is_some_and(|l| l.is_broken_pipe()) {
