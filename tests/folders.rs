@@ -355,3 +355,60 @@ fn info_of_many_files_and_a_vault_needs_no_key() {
     let j: serde_json::Value = serde_json::from_str(&pretty).unwrap();
     assert_eq!(j["blocks"], 1);
 }
+
+// --- 3. --json -------------------------------------------------------------------------------
+
+#[test]
+fn json_describes_pack_unpack_verify_and_the_slot_list() {
+    let w = tree();
+    let j: serde_json::Value = serde_json::from_str(
+        &w.ok("pack --json --cipher chacha --block-size 64 src/sub/b.bin c.qltx --key-file key"),
+    )
+    .unwrap();
+    let size = fs::metadata(w.path("c.qltx")).unwrap().len();
+    assert_eq!(j["input"], "src/sub/b.bin");
+    assert_eq!(j["output"], "c.qltx");
+    assert_eq!(j["original_size"], 300 * KIB);
+    assert_eq!(j["container_size"], size);
+    assert_eq!(j["blocks"], 5);
+    assert_eq!(j["cipher"], "ChaCha20-Poly1305");
+    assert_eq!(j["block_size"], 64 * KIB);
+    assert_eq!(j["key_slots"], serde_json::json!([{"type": "key-file"}]));
+
+    let j: serde_json::Value =
+        serde_json::from_str(&w.ok("unpack --json c.qltx plain --key-file key")).unwrap();
+    assert_eq!(j["output"], "plain");
+    assert_eq!(j["original_size"], 300 * KIB);
+    assert_eq!(j["blocks"], 5);
+    assert_eq!(j["hash_checked"], true);
+    assert!(w.read("plain") == w.read("src/sub/b.bin"));
+
+    let j: serde_json::Value = serde_json::from_str(&w.ok("verify --json c.qltx --key-file key")).unwrap();
+    assert_eq!(
+        (j["file"].as_str(), j["ok"].as_bool()),
+        (Some("c.qltx"), Some(true))
+    );
+    assert_eq!(j["blocks"], 5);
+
+    let j: serde_json::Value = serde_json::from_str(&w.ok("rekey --list --json c.qltx")).unwrap();
+    assert_eq!(j["file"], "c.qltx");
+    assert_eq!(j["key_slot_area_sequence"], 1);
+    assert_eq!(j["key_slots"], serde_json::json!([{"type": "key-file"}]));
+
+    // The data on stdout leaves no room for JSON there: refused before anything is written.
+    let err = w.fails("pack --json src/a.txt - --key-file key", 2);
+    assert!(err.contains("--json"), "{err}");
+    let out = w.run("unpack --json c.qltx - --key-file key");
+    assert_code(&out, 2, "unpack --json -");
+    assert!(out.stdout.is_empty());
+    // A failing verify --json still prints its object.
+    damage_block(&w.path("c.qltx"), 3);
+    let out = w.run("verify --json c.qltx --key-file key");
+    assert_code(&out, 3, "verify --json of a damaged container");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (j["ok"].as_bool(), j["exit_code"].as_u64()),
+        (Some(false), Some(3))
+    );
+    assert!(j["error"].as_str().unwrap().contains("block 3"));
+}

@@ -47,6 +47,16 @@ pub(super) fn is_dash(p: &Path) -> bool {
     p.as_os_str() == "-"
 }
 
+/// `--json` prints to stdout, so it cannot share stdout with the data a command writes there.
+fn refuse_json_with_stdout(json: bool, to_stdout: bool, what: &str) -> Result<()> {
+    if json && to_stdout {
+        anyhow::bail!(Error::InvalidArgument(format!(
+            "--json prints on stdout, where the {what} goes: give an output file (-o FILE), or leave out --json"
+        )));
+    }
+    Ok(())
+}
+
 fn pack(a: PackArgs) -> Result<()> {
     if a.recursive {
         return super::many::pack_tree(a);
@@ -72,6 +82,7 @@ fn pack(a: PackArgs) -> Result<()> {
         _ => output,
     };
     let to_stdout = is_dash(&output);
+    refuse_json_with_stdout(a.json, to_stdout, "container")?;
     if to_stdout && io::stdout().is_terminal() {
         anyhow::bail!(Error::InvalidArgument(
             "refusing to write a container to a terminal".into()
@@ -151,7 +162,13 @@ fn pack(a: PackArgs) -> Result<()> {
         (summary, None)
     };
     pb.finish_and_clear();
-    if !a.quiet {
+    if a.json {
+        let mut doc = pack_json(&a.input, &output, &summary, started);
+        if let Some(signal) = stopped {
+            doc["stopped_by_signal"] = signal.into();
+        }
+        outln!("{doc}");
+    } else if !a.quiet {
         print_pack_summary(&a.input, &output, &summary, started);
     }
     match stopped {
@@ -247,6 +264,7 @@ fn unpack_output(a: &UnpackArgs) -> Result<PathBuf> {
 fn unpack(a: UnpackArgs) -> Result<()> {
     let output = unpack_output(&a)?;
     let to_stdout = is_dash(&output);
+    refuse_json_with_stdout(a.json, to_stdout, "plaintext")?;
     if !a.force && !to_stdout && output.exists() {
         anyhow::bail!(Error::Exists { path: output.clone() });
     }
@@ -272,7 +290,17 @@ fn unpack(a: UnpackArgs) -> Result<()> {
         qeltrix::unpack_container(&container, &a.input, &output, &opts, &progress)?
     };
     pb.finish_and_clear();
-    if !a.quiet {
+    if a.json {
+        let doc = serde_json::json!({
+            "input": a.input.display().to_string(),
+            "output": output.display().to_string(),
+            "original_size": written,
+            "blocks": container.block_count(),
+            "hash_checked": verify,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        outln!("{doc}");
+    } else if !a.quiet {
         let mut msg = io::stderr();
         let _ = writeln!(
             msg,

@@ -71,6 +71,9 @@ pub struct RekeyArgs {
     pub new_passphrase_file: Option<PathBuf>,
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KDF_ITERATIONS)]
     pub kdf_iterations: u32,
+    /// Print the slots (with --list, or after the change) as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -147,9 +150,19 @@ pub fn passwd(a: PasswdArgs) -> Result<()> {
     Ok(())
 }
 
-fn list_slots(path: &Path) -> Result<()> {
+fn list_slots(path: &Path, json: bool) -> Result<()> {
     let object = super::commands::open_object(path)?;
     let info = ContainerInfo::read(&object).map_err(|e| e.in_file(path))?;
+    if json {
+        let doc = serde_json::json!({
+            "file": path.display().to_string(),
+            "key_slot_area_sequence": info.slots.sequence,
+            "stale_key_slot_area": info.header.has_stale_slot_area(),
+            "key_slots": super::commands::slots_json(&info),
+        });
+        outln!("{doc}");
+        return Ok(());
+    }
     outln!(
         "{}: key-slot area sequence {}",
         path.display(),
@@ -174,7 +187,7 @@ fn list_slots(path: &Path) -> Result<()> {
 
 pub fn rekey(a: RekeyArgs) -> Result<()> {
     if a.list {
-        return list_slots(&a.container);
+        return list_slots(&a.container, a.json);
     }
     let mut changes = Vec::new();
     if a.add_passphrase {
@@ -221,7 +234,7 @@ pub fn rekey(a: RekeyArgs) -> Result<()> {
     }
     let key = a.keys.for_reading_at(Some(&a.container))?;
     qeltrix::rekey::rekey(&a.container, &key, &changes, &SystemEntropy)?;
-    list_slots(&a.container)
+    list_slots(&a.container, a.json)
 }
 
 pub fn reencrypt(a: ReencryptArgs) -> Result<()> {

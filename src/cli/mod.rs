@@ -192,8 +192,9 @@ pub struct PackArgs {
     /// hidden names (which a vault never shows) are skipped with a warning.
     #[arg(short = 'r', long)]
     pub recursive: bool,
-    /// With -r: print one JSON object per file on stdout, one per line.
-    #[arg(long, requires = "recursive")]
+    /// Print the result as JSON on stdout (with -r, one line per file); refused when the
+    /// container itself goes to stdout.
+    #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub keys: KeyArgs,
@@ -254,6 +255,9 @@ pub struct UnpackArgs {
     pub input: PathBuf,
     /// Output file, a folder to write it into, or `-` for stdout (default: INPUT without `.qltx`).
     pub output: Option<PathBuf>,
+    /// Print the result as JSON on stdout (refused when the plaintext goes to stdout).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub keys: KeyArgs,
     /// Skip the SHA-256 check of each block's plaintext (the AEAD is never skipped).
