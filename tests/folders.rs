@@ -412,3 +412,59 @@ fn json_describes_pack_unpack_verify_and_the_slot_list() {
     );
     assert!(j["error"].as_str().unwrap().contains("block 3"));
 }
+
+// --- 4. -o/--output --------------------------------------------------------------------------
+
+#[test]
+fn dash_o_names_the_output_of_every_writing_command() {
+    let w = tree();
+    let plain = w.read("src/sub/b.bin");
+    w.ok("pack -q src/sub/b.bin -o c.qltx --key-file key");
+    w.ok("pack -q src/sub/b.bin --output c2.qltx --key-file key");
+    w.ok("unpack -q c.qltx -o p1 --key-file key");
+    w.ok("unpack -q c2.qltx --output p2 --key-file key");
+    assert!(w.read("p1") == plain && w.read("p2") == plain);
+    w.write_key("key2", 9);
+    w.ok("reencrypt -q c.qltx -o re.qltx --key-file key --new-key-file key2");
+    let out = w.run("unpack -q re.qltx - --key-file key2");
+    assert_code(&out, 0, "unpack the reencrypted container");
+    assert!(out.stdout == plain);
+
+    // `-` is stdout: pack, unpack and reencrypt stream there.
+    let packed = w.cmd("pack -q src/a.txt -o - --key-file key").output().unwrap();
+    assert_code(&packed, 0, "pack -o -");
+    fs::write(w.path("s.qltx"), &packed.stdout).unwrap();
+    assert!(unpacked(&w, "s.qltx") == w.read("src/a.txt"));
+    let out = w.run("unpack -q s.qltx -o - --key-file key");
+    assert_code(&out, 0, "unpack -o -");
+    assert!(out.stdout == w.read("src/a.txt"));
+    let re = w
+        .cmd("reencrypt -q c.qltx -o - --key-file key --new-key-file key2")
+        .output()
+        .unwrap();
+    assert_code(&re, 0, "reencrypt -o -");
+    fs::write(w.path("re2.qltx"), &re.stdout).unwrap();
+    let out = w.run("unpack -q re2.qltx - --key-file key2");
+    assert!(out.stdout == plain, "{}", stderr_of(&out));
+
+    // repair: -o names the repaired file; stdout is refused (the header is written last).
+    let bytes = w.read("c.qltx");
+    w.write("cut.qltx", &bytes[..bytes.len() - 100]);
+    w.ok("repair cut.qltx -o fixed.qltx --key-file key");
+    w.ok("verify -q fixed.qltx --key-file key");
+    let err = w.fails("repair cut.qltx -o - --key-file key", 2);
+    assert!(err.contains("stdout"), "{err}");
+
+    // The option and the positional OUTPUT together: a usage error, nothing written.
+    for line in [
+        "pack src/a.txt x.qltx -o y.qltx --key-file key",
+        "unpack c.qltx x -o y --key-file key",
+        "reencrypt c.qltx x -o y --key-file key",
+        "repair cut.qltx x -o y --key-file key",
+    ] {
+        w.fails(line, 2);
+        assert!(!w.exists("x") && !w.exists("y") && !w.exists("x.qltx") && !w.exists("y.qltx"));
+    }
+    // reencrypt without any output.
+    w.fails("reencrypt c.qltx --key-file key", 2);
+}

@@ -57,7 +57,8 @@ fn refuse_json_with_stdout(json: bool, to_stdout: bool, what: &str) -> Result<()
     Ok(())
 }
 
-fn pack(a: PackArgs) -> Result<()> {
+fn pack(mut a: PackArgs) -> Result<()> {
+    a.output = a.output.take().or(a.output_flag.take());
     if a.recursive {
         return super::many::pack_tree(a);
     }
@@ -261,7 +262,8 @@ fn unpack_output(a: &UnpackArgs) -> Result<PathBuf> {
     })
 }
 
-fn unpack(a: UnpackArgs) -> Result<()> {
+fn unpack(mut a: UnpackArgs) -> Result<()> {
+    a.output = a.output.take().or(a.output_flag.take());
     let output = unpack_output(&a)?;
     let to_stdout = is_dash(&output);
     refuse_json_with_stdout(a.json, to_stdout, "plaintext")?;

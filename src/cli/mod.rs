@@ -187,6 +187,14 @@ pub struct PackArgs {
     /// Output container, a folder to write it into, or `-` for stdout (default: INPUT.qltx).
     /// With -r, the folder to mirror INPUT into.
     pub output: Option<PathBuf>,
+    /// OUTPUT as an option (`-` for stdout).
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "OUTPUT",
+        conflicts_with = "output"
+    )]
+    pub output_flag: Option<PathBuf>,
     /// Pack every regular file under the folder INPUT, in parallel, into the folder OUTPUT with
     /// the same relative paths (INPUT/a/b.txt -> OUTPUT/a/b.txt.qltx). Links, special files and
     /// hidden names (which a vault never shows) are skipped with a warning.
@@ -255,6 +263,14 @@ pub struct UnpackArgs {
     pub input: PathBuf,
     /// Output file, a folder to write it into, or `-` for stdout (default: INPUT without `.qltx`).
     pub output: Option<PathBuf>,
+    /// OUTPUT as an option (`-` for stdout).
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "OUTPUT",
+        conflicts_with = "output"
+    )]
+    pub output_flag: Option<PathBuf>,
     /// Print the result as JSON on stdout (refused when the plaintext goes to stdout).
     #[arg(long)]
     pub json: bool,
