@@ -303,6 +303,21 @@ fn verify_many_files_and_a_vault_prints_a_line_each_and_the_worst_exit_code() {
         "{text}"
     );
 
+    // A folder with no container is an error, not an empty success; a folder holding one bad
+    // container fails as that file alone would, with its error on stderr.
+    fs::create_dir_all(w.path("empty/sub")).unwrap();
+    for line in ["verify empty --key-file key", "info empty"] {
+        let err = w.fails(line, 1);
+        assert!(
+            err.contains("empty: no container") && err.contains("is a directory"),
+            "{err}"
+        );
+    }
+    fs::create_dir(w.path("one")).unwrap();
+    fs::copy(w.path("v/sub/b.bin.qltx"), w.path("one/b.bin.qltx")).unwrap();
+    let err = w.fails("verify one --key-file key", 3);
+    assert!(err.contains("one/b.bin.qltx") && err.contains("block 0"), "{err}");
+
     // --json: one object per container, per line.
     let out = w.run("verify --json v --key-file key");
     assert_code(&out, 3, "verify --json");

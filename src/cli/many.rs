@@ -50,17 +50,31 @@ fn warn(quiet: bool, text: std::fmt::Arguments<'_>) {
     }
 }
 
-/// The items' failures so far and the worst exit code among them.
+/// The items' failures so far, the worst exit code among them, and the first failure.
 #[derive(Default)]
 struct Tally {
     failed: usize,
     code: u8,
+    first: Option<anyhow::Error>,
 }
 
 impl Tally {
-    fn add(&mut self, e: &anyhow::Error) {
+    fn add(&mut self, e: anyhow::Error) {
         self.failed += 1;
-        self.code = self.code.max(code_of(e));
+        self.code = self.code.max(code_of(&e));
+        self.first.get_or_insert(e);
+    }
+
+    /// As [`Tally::finish`], but when the arguments came to one item and it failed, its own
+    /// error: a folder holding one bad container, or none, fails as a single file would.
+    fn finish_or_only(mut self, total: usize, items: &'static str) -> Result<()> {
+        match self.first.take() {
+            Some(only) if total == 1 => Err(only),
+            first => {
+                self.first = first;
+                self.finish(total, items)
+            }
+        }
     }
 
     fn finish(self, total: usize, items: &'static str) -> Result<()> {
@@ -192,32 +206,32 @@ pub(super) fn pack_tree(a: PackArgs) -> Result<()> {
 
     let mut tally = Tally::default();
     let (mut plain, mut packed) = (0u64, 0u64);
-    for (path, e) in &unlisted {
-        tally.add(e);
+    let total = jobs.len() + unlisted.len();
+    for (path, e) in unlisted {
         if a.json {
-            outln!("{}", failure_json("input", path, e));
+            outln!("{}", failure_json("input", &path, &e));
         }
+        tally.add(e);
     }
-    for (job, result) in jobs.iter().zip(&results) {
+    for (job, result) in jobs.iter().zip(results) {
         match result {
             Ok((summary, file_started)) => {
                 plain += summary.original_size;
                 packed += summary.container_size;
                 if a.json {
-                    outln!("{}", pack_json(&job.input, &job.output, summary, *file_started));
+                    outln!("{}", pack_json(&job.input, &job.output, &summary, file_started));
                 }
             }
             Err(e) => {
-                tally.add(e);
                 if a.json {
-                    let mut doc = failure_json("input", &job.input, e);
+                    let mut doc = failure_json("input", &job.input, &e);
                     doc["output"] = job.output.display().to_string().into();
                     outln!("{doc}");
                 }
+                tally.add(e);
             }
         }
     }
-    let total = jobs.len() + unlisted.len();
     if !a.quiet && !a.json {
         eprintln!(
             "Packed {} of {} files from {} into {}: {} -> {} in {:.2} s ({})",
@@ -347,9 +361,9 @@ fn failure_json(key: &str, path: &Path, e: &anyhow::Error) -> serde_json::Value 
 
 /// The containers the arguments name: a file as given; a folder, every container the vault scan
 /// finds in it and its subfolders (name order, a folder's containers before its subfolders), and
-/// also those a same-named folder hides from the front ends. A folder that cannot be listed is
-/// an `Err` item naming it.
-fn containers(inputs: &[PathBuf], quiet: bool) -> Vec<(PathBuf, Result<()>)> {
+/// also those a same-named folder hides from the front ends. A folder that cannot be listed, or
+/// that holds no container, is an `Err` item naming it.
+fn containers(inputs: &[PathBuf]) -> Vec<(PathBuf, Result<()>)> {
     let mut out = Vec::new();
     for input in inputs {
         if !input.is_dir() {
@@ -382,10 +396,12 @@ fn containers(inputs: &[PathBuf], quiet: bool) -> Vec<(PathBuf, Result<()>)> {
             }
         }
         if out.len() == before {
-            warn(
-                quiet,
-                format_args!("{}: no containers in this folder", input.display()),
+            // Nothing to show or verify is not success: most likely the wrong folder.
+            let e = Error::io(
+                "no container in this folder or below it",
+                io::Error::from(io::ErrorKind::IsADirectory),
             );
+            out.push((input.clone(), Err(e.in_file(input).into())));
         }
     }
     out
@@ -417,7 +433,7 @@ pub(super) fn info(a: InfoArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let found = containers(&a.inputs, false);
+    let found = containers(&a.inputs);
     let total = found.len();
     let mut tally = Tally::default();
     let (mut plain, mut stored) = (0u64, 0u64);
@@ -433,12 +449,12 @@ pub(super) fn info(a: InfoArgs) -> Result<()> {
                 }
             }
             Err(e) => {
-                tally.add(&e);
                 if a.json {
                     outln!("{}", failure_json("file", &path, &e));
                 } else {
                     outln!("FAILED: {}", failure_text(&path, &e));
                 }
+                tally.add(e);
             }
         }
     }
@@ -455,7 +471,7 @@ pub(super) fn info(a: InfoArgs) -> Result<()> {
             }
         );
     }
-    tally.finish(total, "containers")
+    tally.finish_or_only(total, "containers")
 }
 
 /// The flags a container's header sets, by name.
@@ -681,7 +697,7 @@ pub(super) fn verify(a: VerifyArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let found = containers(&a.inputs, a.quiet);
+    let found = containers(&a.inputs);
     let total = found.len();
     let mut tally = Tally::default();
     for (path, listed) in found {
@@ -689,12 +705,12 @@ pub(super) fn verify(a: VerifyArgs) -> Result<()> {
             Ok(v) if a.json => outln!("{}", verified_json(&path, &v)),
             Ok(v) => outln!("{}", verified_line(&path, &v)),
             Err(e) => {
-                tally.add(&e);
                 if a.json {
                     outln!("{}", verify_failure_json(&path, &e));
                 } else {
                     outln!("FAILED: {}", failure_text(&path, &e));
                 }
+                tally.add(e);
             }
         }
     }
@@ -706,5 +722,5 @@ pub(super) fn verify(a: VerifyArgs) -> Result<()> {
             tally.failed
         );
     }
-    tally.finish(total, "containers")
+    tally.finish_or_only(total, "containers")
 }
