@@ -169,8 +169,8 @@ pub(super) fn pack_tree(a: PackArgs) -> Result<()> {
     super::keys::warn_kdf_cost_for(&keys, a.packing.kdf_iterations);
     fs::create_dir_all(&dest).map_err(|e| Error::io("creating the folder", e).in_file(&dest))?;
 
-    // Files in parallel, and each file's blocks on its share of the threads: about as many
-    // threads as --workers (or cores), never one pool per file of that size.
+    // Files run in parallel, each sealing its blocks on its share of the threads, so the total
+    // stays near --workers (or the core count) instead of growing to cores × files.
     let threads = match a.packing.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
