@@ -4,7 +4,6 @@
 use super::progress::{bar, print_pack_summary, size, speed};
 use super::*;
 use anyhow::{Context, Result};
-use qeltrix::format::{FLAG_NO_VERIFY, FLAG_STREAMING};
 use qeltrix::reader::{Container, ContainerInfo};
 use qeltrix::storage::{LocalStorage, Object, Storage};
 use qeltrix::vault::naming;
@@ -28,8 +27,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Pack(a) => pack(a),
         Command::Unpack(a) => unpack(a),
         Command::Seek(a) => seek(a),
-        Command::Info(a) => info(a),
-        Command::Verify(a) => verify(a),
+        Command::Info(a) => super::many::info(a),
+        Command::Verify(a) => super::many::verify(a),
         Command::Keygen(a) => keygen(a),
         Command::Init(a) => super::key_commands::init(a),
         Command::Passwd(a) => super::key_commands::passwd(a),
@@ -46,11 +45,25 @@ pub fn run(command: Command) -> Result<()> {
     }
 }
 
-fn is_dash(p: &Path) -> bool {
+pub(super) fn is_dash(p: &Path) -> bool {
     p.as_os_str() == "-"
 }
 
-fn pack(a: PackArgs) -> Result<()> {
+/// `--json` prints to stdout, so it cannot share stdout with the data a command writes there.
+fn refuse_json_with_stdout(json: bool, to_stdout: bool, what: &str) -> Result<()> {
+    if json && to_stdout {
+        anyhow::bail!(Error::InvalidArgument(format!(
+            "--json prints on stdout, where the {what} goes: give an output file (-o FILE), or leave out --json"
+        )));
+    }
+    Ok(())
+}
+
+fn pack(mut a: PackArgs) -> Result<()> {
+    a.output = a.output.take().or(a.output_flag.take());
+    if a.recursive {
+        return super::many::pack_tree(a);
+    }
     let from_stdin = is_dash(&a.input);
     let url = a.input.to_str().filter(|s| qeltrix::url_input::is_url(s));
     let output = match &a.output {
@@ -72,6 +85,7 @@ fn pack(a: PackArgs) -> Result<()> {
         _ => output,
     };
     let to_stdout = is_dash(&output);
+    refuse_json_with_stdout(a.json, to_stdout, "container")?;
     if to_stdout && io::stdout().is_terminal() {
         anyhow::bail!(Error::InvalidArgument(
             "refusing to write a container to a terminal".into()
@@ -151,7 +165,13 @@ fn pack(a: PackArgs) -> Result<()> {
         (summary, None)
     };
     pb.finish_and_clear();
-    if !a.quiet {
+    if a.json {
+        let mut doc = pack_json(&a.input, &output, &summary, started);
+        if let Some(signal) = stopped {
+            doc["stopped_by_signal"] = signal.into();
+        }
+        outln!("{doc}");
+    } else if !a.quiet {
         print_pack_summary(&a.input, &output, &summary, started);
     }
     match stopped {
@@ -165,6 +185,47 @@ fn pack(a: PackArgs) -> Result<()> {
         }
         None => Ok(()),
     }
+}
+
+/// What `pack --json` prints about a container it wrote to the file `output`: the summary, and
+/// the cipher, block size and key slots as the file's header states them.
+pub(super) fn pack_json(
+    input: &Path,
+    output: &Path,
+    s: &qeltrix::PackSummary,
+    started: Instant,
+) -> serde_json::Value {
+    let mut doc = serde_json::json!({
+        "input": input.display().to_string(),
+        "output": output.display().to_string(),
+        "original_size": s.original_size,
+        "container_size": s.container_size,
+        "blocks": s.blocks,
+        "compressed_blocks": s.compressed_blocks,
+        "container_id": hex::encode(s.container_id),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    // The header was just written and committed: reading it back cannot disagree with it.
+    if let Ok(info) = open_object(output).and_then(|o| ContainerInfo::read(&o)) {
+        doc["cipher"] = info.header.cipher.name().into();
+        doc["block_size"] = info.header.block_size.into();
+        doc["key_slots"] = slots_json(&info).into();
+    }
+    doc
+}
+
+/// A container's key slots as `info --json` and `rekey --list --json` show them.
+pub(super) fn slots_json(info: &ContainerInfo) -> Vec<serde_json::Value> {
+    info.slots
+        .slots
+        .iter()
+        .map(|s| match s.kind {
+            qeltrix::format::SlotKind::Passphrase => {
+                serde_json::json!({"type": s.kind.name(), "kdf": "PBKDF2-HMAC-SHA256", "iterations": s.param})
+            }
+            _ => serde_json::json!({"type": s.kind.name()}),
+        })
+        .collect()
 }
 
 /// A container's bytes, through the storage seam (the local file system, paths as given).
@@ -203,9 +264,11 @@ fn unpack_output(a: &UnpackArgs) -> Result<PathBuf> {
     })
 }
 
-fn unpack(a: UnpackArgs) -> Result<()> {
+fn unpack(mut a: UnpackArgs) -> Result<()> {
+    a.output = a.output.take().or(a.output_flag.take());
     let output = unpack_output(&a)?;
     let to_stdout = is_dash(&output);
+    refuse_json_with_stdout(a.json, to_stdout, "plaintext")?;
     if !a.force && !to_stdout && output.exists() {
         anyhow::bail!(Error::Exists { path: output.clone() });
     }
@@ -231,7 +294,17 @@ fn unpack(a: UnpackArgs) -> Result<()> {
         qeltrix::unpack_container(&container, &a.input, &output, &opts, &progress)?
     };
     pb.finish_and_clear();
-    if !a.quiet {
+    if a.json {
+        let doc = serde_json::json!({
+            "input": a.input.display().to_string(),
+            "output": output.display().to_string(),
+            "original_size": written,
+            "blocks": container.block_count(),
+            "hash_checked": verify,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        outln!("{doc}");
+    } else if !a.quiet {
         let mut msg = io::stderr();
         let _ = writeln!(
             msg,
@@ -328,128 +401,6 @@ fn hex_dump(bytes: &[u8], base: u64) -> String {
     s
 }
 
-fn info(a: InfoArgs) -> Result<()> {
-    let object = open_object(&a.input)?;
-    let info = ContainerInfo::read(&object).map_err(|e| e.in_file(&a.input))?;
-    let h = &info.header;
-    let overhead = info.container_size as i128 - info.original_size() as i128;
-    let slots: Vec<serde_json::Value> = info
-        .slots
-        .slots
-        .iter()
-        .map(|s| match s.kind {
-            qeltrix::format::SlotKind::Passphrase => {
-                serde_json::json!({"type": s.kind.name(), "kdf": "PBKDF2-HMAC-SHA256", "iterations": s.param})
-            }
-            _ => serde_json::json!({"type": s.kind.name()}),
-        })
-        .collect();
-    let mut flags = Vec::new();
-    if h.flags & FLAG_STREAMING != 0 {
-        flags.push("streaming");
-    }
-    if h.flags & FLAG_NO_VERIFY != 0 {
-        flags.push("no-verify");
-    }
-    let compressed = info
-        .footer
-        .entries
-        .iter()
-        .filter(|e| e.len < e.plain_size + qeltrix::format::BLOCK_OVERHEAD)
-        .count();
-    let doc = serde_json::json!({
-        "file": a.input.display().to_string(),
-        "format_version": qeltrix::format::FORMAT_VERSION,
-        "flags": flags,
-        "cipher": h.cipher.name(),
-        "block_size": h.block_size,
-        "blocks": info.block_count(),
-        "compressed_blocks": compressed,
-        "original_size": info.original_size(),
-        "container_size": info.container_size,
-        "footer_offset": info.trailer.footer_offset,
-        "footer_size": info.trailer.footer_size,
-        "overhead_bytes": overhead,
-        "container_id": hex::encode(h.container_id),
-        "key_slot_area_sequence": info.slots.sequence,
-        "key_slots": slots,
-        "stale_key_slot_area": h.has_stale_slot_area(),
-    });
-    if a.json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&doc).expect("JSON values serialize")
-        );
-        return Ok(());
-    }
-    let slot_text: Vec<String> = info
-        .slots
-        .slots
-        .iter()
-        .enumerate()
-        .map(|(i, s)| match s.kind {
-            qeltrix::format::SlotKind::Passphrase => {
-                format!("#{i} passphrase (PBKDF2-HMAC-SHA256, {} iterations)", s.param)
-            }
-            _ => format!("#{i} {}", s.kind.name()),
-        })
-        .collect();
-    let pct = if info.original_size() > 0 {
-        format!(
-            " ({:+.3}%)",
-            overhead as f64 * 100.0 / info.original_size() as f64
-        )
-    } else {
-        String::new()
-    };
-    outln!(
-        "File:           {}\nFormat:         Qeltrix container v{}{}\nCipher:         {}\nBlock size:     {}\nBlocks:         {} ({} compressed)\nOriginal size:  {} ({} bytes)\nContainer size: {} ({} bytes)\nOverhead:       {} bytes{pct}\nFooter:         {} bytes at offset {}\nContainer id:   {}\nKey slots:      {}",
-        a.input.display(),
-        qeltrix::format::FORMAT_VERSION,
-        if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) },
-        h.cipher.name(),
-        size(h.block_size as u64),
-        info.block_count(),
-        compressed,
-        size(info.original_size()),
-        info.original_size(),
-        size(info.container_size),
-        info.container_size,
-        overhead,
-        info.trailer.footer_size,
-        info.trailer.footer_offset,
-        hex::encode(h.container_id),
-        slot_text.join(", "),
-    );
-    if h.has_stale_slot_area() {
-        outln!(
-            "Warning:        the inactive key-slot area still holds older slots (an interrupted rekey, \
-             or one by an earlier build); `qeltrix rekey {} --scrub` clears them",
-            a.input.display()
-        );
-    }
-    Ok(())
-}
-
-fn verify(a: VerifyArgs) -> Result<()> {
-    let container = Arc::new(open(&a.input, &a.keys)?);
-    let pb = bar(Some(container.len()), a.quiet);
-    pb.set_message(format!("{} blocks", container.block_count()));
-    let started = Instant::now();
-    let n = container
-        .unpack_to(&mut io::sink(), true, a.workers, &|n| pb.inc(n))
-        .map_err(|e| e.in_file(&a.input))?;
-    pb.finish_and_clear();
-    outln!(
-        "OK: {}: {} blocks, {} authenticated and hash-checked ({})",
-        a.input.display(),
-        container.block_count(),
-        size(n),
-        speed(n, started.elapsed())
-    );
-    Ok(())
-}
-
 fn keygen(a: KeygenArgs) -> Result<()> {
     let entropy = qeltrix::crypto::SystemEntropy;
     if is_dash(&a.output) {
@@ -494,7 +445,7 @@ pub(super) fn write_secret_file(path: &Path, bytes: &[u8], force: bool) -> Resul
 }
 
 /// A packer writing its container to stdout, a stream (the header is never patched).
-fn stdout_packer(
+pub(super) fn stdout_packer(
     keys: &[qeltrix::Recipient],
     opts: &PackOptions,
 ) -> qeltrix::Result<StreamPacker<BufWriter<io::StdoutLock<'static>>>> {

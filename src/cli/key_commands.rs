@@ -10,6 +10,7 @@ use qeltrix::keyring;
 use qeltrix::rekey::SlotChange;
 use qeltrix::writer::PackOptions;
 use qeltrix::{ContainerInfo, Error};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -71,12 +72,25 @@ pub struct RekeyArgs {
     pub new_passphrase_file: Option<PathBuf>,
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KDF_ITERATIONS)]
     pub kdf_iterations: u32,
+    /// Print the slots (with --list, or after the change) as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct ReencryptArgs {
     pub input: PathBuf,
-    pub output: PathBuf,
+    /// The new container, or `-` for stdout (a stream).
+    #[arg(required_unless_present = "output_flag")]
+    pub output: Option<PathBuf>,
+    /// OUTPUT as an option.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "OUTPUT",
+        conflicts_with = "output"
+    )]
+    pub output_flag: Option<PathBuf>,
     /// Opens the input, and gets a slot in the output unless --new-key-file or
     /// --new-passphrase-file name other keys.
     #[command(flatten)]
@@ -147,9 +161,19 @@ pub fn passwd(a: PasswdArgs) -> Result<()> {
     Ok(())
 }
 
-fn list_slots(path: &Path) -> Result<()> {
+fn list_slots(path: &Path, json: bool) -> Result<()> {
     let object = super::commands::open_object(path)?;
     let info = ContainerInfo::read(&object).map_err(|e| e.in_file(path))?;
+    if json {
+        let doc = serde_json::json!({
+            "file": path.display().to_string(),
+            "key_slot_area_sequence": info.slots.sequence,
+            "stale_key_slot_area": info.header.has_stale_slot_area(),
+            "key_slots": super::commands::slots_json(&info),
+        });
+        outln!("{doc}");
+        return Ok(());
+    }
     outln!(
         "{}: key-slot area sequence {}",
         path.display(),
@@ -174,7 +198,7 @@ fn list_slots(path: &Path) -> Result<()> {
 
 pub fn rekey(a: RekeyArgs) -> Result<()> {
     if a.list {
-        return list_slots(&a.container);
+        return list_slots(&a.container, a.json);
     }
     let mut changes = Vec::new();
     if a.add_passphrase {
@@ -221,14 +245,22 @@ pub fn rekey(a: RekeyArgs) -> Result<()> {
     }
     let key = a.keys.for_reading_at(Some(&a.container))?;
     qeltrix::rekey::rekey(&a.container, &key, &changes, &SystemEntropy)?;
-    list_slots(&a.container)
+    list_slots(&a.container, a.json)
 }
 
 pub fn reencrypt(a: ReencryptArgs) -> Result<()> {
+    let Some(output) = a.output.clone().or_else(|| a.output_flag.clone()) else {
+        anyhow::bail!(Error::InvalidArgument("reencrypt needs an OUTPUT".into()));
+    };
+    let to_stdout = super::commands::is_dash(&output);
+    if to_stdout && std::io::stdout().is_terminal() {
+        anyhow::bail!(Error::InvalidArgument(
+            "refusing to write a container to a terminal".into()
+        ));
+    }
     let object = super::commands::open_object(&a.input)?;
-    let header = ContainerInfo::read(&object)
-        .map_err(|e| e.in_file(&a.input))?
-        .header;
+    let info = ContainerInfo::read(&object).map_err(|e| e.in_file(&a.input))?;
+    let header = info.header.clone();
     let open_key = a.keys.for_reading_at(Some(&a.input))?;
     let mut new_keys = Vec::new();
     if let Some(f) = &a.new_key_file {
@@ -264,9 +296,22 @@ pub fn reencrypt(a: ReencryptArgs) -> Result<()> {
     };
     super::keys::warn_kdf_cost_for(&new_keys, a.kdf_iterations);
     let started = Instant::now();
-    let summary = qeltrix::reencrypt(&a.input, &a.output, &open_key, &new_keys, &opts, a.force)?;
+    let summary = if to_stdout {
+        // A stream, as `pack - -` writes it: block by block, the header never patched.
+        let in_file = |e: Error| e.in_file(&a.input);
+        let container = qeltrix::Container::from_info(object, info, &open_key).map_err(in_file)?;
+        let mut packer = super::commands::stdout_packer(&new_keys, &opts)?;
+        container
+            .write_range(0, container.len(), &mut packer)
+            .map_err(in_file)?;
+        let (mut out, summary) = packer.finish()?;
+        out.flush().map_err(|e| Error::io("writing stdout", e))?;
+        summary
+    } else {
+        qeltrix::reencrypt(&a.input, &output, &open_key, &new_keys, &opts, a.force)?
+    };
     if !a.quiet {
-        print_pack_summary(&a.input, &a.output, &summary, started);
+        print_pack_summary(&a.input, &output, &summary, started);
     }
     Ok(())
 }

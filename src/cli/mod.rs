@@ -29,6 +29,7 @@ mod generate;
 mod key_commands;
 mod keys;
 mod logging;
+mod many;
 mod mount;
 mod net;
 mod progress;
@@ -209,10 +210,28 @@ impl PackingArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct PackArgs {
-    /// Input file, `-` for stdin, or an http:// or https:// URL to download.
+    /// Input file, `-` for stdin, an http:// or https:// URL to download, or with -r a folder.
     pub input: PathBuf,
     /// Output container, a folder to write it into, or `-` for stdout (default: INPUT.qltx).
+    /// With -r, the folder to mirror INPUT into.
     pub output: Option<PathBuf>,
+    /// OUTPUT as an option (`-` for stdout).
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "OUTPUT",
+        conflicts_with = "output"
+    )]
+    pub output_flag: Option<PathBuf>,
+    /// Pack every regular file under the folder INPUT, in parallel, into the folder OUTPUT with
+    /// the same relative paths (INPUT/a/b.txt -> OUTPUT/a/b.txt.qltx). Links, special files and
+    /// hidden names (which a vault never shows) are skipped with a warning.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Print the result as JSON on stdout (with -r, one line per file); refused when the
+    /// container itself goes to stdout.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
@@ -247,11 +266,42 @@ impl std::fmt::Display for Stopped {
 
 impl std::error::Error for Stopped {}
 
+/// Some of the items of a command over many (files packed by `pack -r`, containers verified or
+/// shown) failed. Each failure was reported as it happened; the exit code is the highest of
+/// theirs, so an authentication failure (3) outranks a usage error (2) and an I/O error (1).
+#[derive(Debug)]
+pub struct Failed {
+    pub failed: usize,
+    pub total: usize,
+    /// What the items are, in the plural ("files", "containers").
+    pub items: &'static str,
+    pub code: u8,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of {} {} failed", self.failed, self.total, self.items)
+    }
+}
+
+impl std::error::Error for Failed {}
+
 #[derive(clap::Args, Debug)]
 pub struct UnpackArgs {
     pub input: PathBuf,
     /// Output file, a folder to write it into, or `-` for stdout (default: INPUT without `.qltx`).
     pub output: Option<PathBuf>,
+    /// OUTPUT as an option (`-` for stdout).
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "OUTPUT",
+        conflicts_with = "output"
+    )]
+    pub output_flag: Option<PathBuf>,
+    /// Print the result as JSON on stdout (refused when the plaintext goes to stdout).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub keys: KeyArgs,
     /// Skip the SHA-256 check of each block's plaintext (the AEAD is never skipped).
@@ -286,19 +336,27 @@ pub struct SeekArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
-    pub input: PathBuf,
-    /// Machine-readable output.
+    /// Containers, and folders (vaults) whose every container is shown.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Machine-readable output: one JSON object per container (one file: pretty-printed as
+    /// before; several: one compact object per line).
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
-    pub input: PathBuf,
+    /// Containers, and folders (vaults) whose every container is verified.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
     #[command(flatten)]
     pub keys: KeyArgs,
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
+    /// Print one JSON object per container, one per line, instead of text.
+    #[arg(long)]
+    pub json: bool,
     /// Set from the global `-q`.
     #[arg(skip)]
     pub quiet: bool,
@@ -346,6 +404,10 @@ pub fn main() -> ExitCode {
         Err(e) => {
             if let Some(Stopped(signal)) = e.downcast_ref::<Stopped>() {
                 return ExitCode::from(128u8.saturating_add(*signal as u8));
+            }
+            if let Some(failed) = e.downcast_ref::<Failed>() {
+                eprintln!("qeltrix: error: {failed}");
+                return ExitCode::from(failed.code);
             }
             let lib = e.chain().find_map(|c| c.downcast_ref::<qeltrix::Error>());
             if lib.is_some_and(|l| l.is_broken_pipe()) {

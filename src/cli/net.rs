@@ -145,6 +145,14 @@ pub struct RepairArgs {
     /// Where to write the repaired container (default: INPUT without its `.part` suffix, or
     /// INPUT itself, replaced atomically).
     pub output: Option<PathBuf>,
+    /// OUTPUT as an option. Not `-`: the header is written last, so the output must be a file.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "OUTPUT",
+        conflicts_with = "output"
+    )]
+    pub output_flag: Option<PathBuf>,
     #[command(flatten)]
     pub keys: KeyArgs,
     /// Overwrite OUTPUT if it exists.
@@ -279,7 +287,13 @@ pub fn sink(a: SinkArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn repair(a: RepairArgs) -> Result<()> {
+pub fn repair(mut a: RepairArgs) -> Result<()> {
+    a.output = a.output.take().or(a.output_flag.take());
+    if a.output.as_deref().is_some_and(|o| o.as_os_str() == "-") {
+        bail!(Error::InvalidArgument(
+            "repair writes the container's header last, so its output must be a file, not stdout (-)".into()
+        ));
+    }
     let (output, in_place) = match &a.output {
         Some(o) => (o.clone(), false),
         None => match a
