@@ -353,14 +353,14 @@ fn info_of_many_files_and_a_vault_needs_no_key() {
     assert!(lines[3].starts_with("3 containers: "), "{text}");
 
     let out = w.run("info --json v/a.txt.qltx v/notes.txt");
-    assert_code(&out, 3, "info of a non-container");
+    assert_code(&out, 4, "info of a non-container");
     let lines = json_lines(&out.stdout);
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["file"], "v/a.txt.qltx");
     assert_eq!(lines[0]["original_size"], 10 * KIB);
     assert_eq!(lines[0]["key_slots"], serde_json::json!([{"type": "key-file"}]));
     assert_eq!(lines[1]["file"], "v/notes.txt");
-    assert_eq!(lines[1]["exit_code"], 3);
+    assert_eq!(lines[1]["exit_code"], 4);
 
     // One file: the full text and the pretty object, as before.
     let text = w.ok("info v/a.txt.qltx");
