@@ -1,11 +1,13 @@
 //! Qeltrix in the system's hands: a vault in /etc/fstab mounted by `mount(8)` through the
-//! `mount.fuse.qeltrix` helper.
+//! `mount.fuse.qeltrix` helper, and the systemd units in contrib/systemd/ run as systemd would
+//! run them (their own ExecStart and ExecStop lines), so the shipped examples cannot rot.
 
 mod common;
 
 use common::*;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 /// Where util-linux looks for `mount.TYPE` helpers (first of /sbin, /sbin/fs.d, /sbin/fs; on
 /// Debian /sbin is a link to /usr/sbin).
@@ -199,5 +201,198 @@ fn the_mount_helper_refuses_unknown_options_and_passphrases() {
             None,
             "{options}: nothing mounted"
         );
+    }
+}
+
+/// The command lines of `directive` (ExecStart, ExecStop) in contrib/systemd/`unit`, with the
+/// example's paths replaced by the test's: `paths` maps each to its replacement, and a path of
+/// the example left unreplaced fails the test (a new one must be added here).
+fn unit_commands(unit: &str, directive: &str, paths: &[(&str, String)]) -> Vec<Vec<String>> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("contrib/systemd")
+        .join(unit);
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let prefix = format!("{directive}=");
+    let lines: Vec<Vec<String>> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .map(|command| {
+            // systemd's prefixes: ignore failure, argv0, privileges.
+            let mut command = command.trim_start_matches(['-', '@', '+', '!', ':']).to_string();
+            for (from, to) in paths {
+                command = command.replace(from, to);
+            }
+            let words: Vec<String> = command.split_whitespace().map(String::from).collect();
+            for word in &words {
+                assert!(
+                    !word.contains('%') && !word.contains('$'),
+                    "{unit}: {word} is left for systemd to expand: add it to this test"
+                );
+                for example in ["/usr/", "/srv/", "/mnt/", "/var/", "/etc/", "/run/"] {
+                    assert!(
+                        !word.starts_with(example),
+                        "{unit}: {word} is not replaced by this test: add it"
+                    );
+                }
+            }
+            words
+        })
+        .collect();
+    assert!(!lines.is_empty(), "{unit} has no {directive}=");
+    lines
+}
+
+/// The credentials folder systemd would make from the unit's `LoadCredential=NAME:…` lines,
+/// each credential holding the key file `key`.
+fn credentials(w: &Work, unit: &str) -> PathBuf {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("contrib/systemd")
+        .join(unit);
+    let text = std::fs::read_to_string(file).unwrap();
+    let dir = w.path("credentials");
+    std::fs::create_dir_all(&dir).unwrap();
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("LoadCredential="))
+        .map(|c| c.split(':').next().unwrap())
+        .collect();
+    assert!(!names.is_empty(), "{unit}: the key comes as a credential");
+    for name in names {
+        std::fs::copy(w.path("key"), dir.join(name)).unwrap();
+    }
+    dir
+}
+
+fn program(words: &[String]) -> std::process::Command {
+    let mut c = qeltrix_process();
+    assert_eq!(words[0], env!("CARGO_BIN_EXE_qeltrix"));
+    c.args(&words[1..]).stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn the_serve_unit_serves_and_stops_cleanly_on_sigterm() {
+    let (w, plain) = vault();
+    let creds = credentials(&w, "qeltrix-serve.service");
+    let paths = [
+        (
+            "/usr/local/bin/qeltrix",
+            env!("CARGO_BIN_EXE_qeltrix").to_string(),
+        ),
+        ("%d", path_str(&creds).to_string()),
+        ("/srv/vault", path_str(&w.path("v")).to_string()),
+        ("127.0.0.1:7621", "127.0.0.1:0".to_string()),
+    ];
+    let start = unit_commands("qeltrix-serve.service", "ExecStart", &paths);
+    assert_eq!(start.len(), 1);
+    let log = w.path("serve.log");
+    let child = program(&start[0])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped(child);
+    let addr: std::net::SocketAddr = wait_for_output("the server to listen", &mut child.0, &log, |text| {
+        text.split("http://").nth(1)?.split('/').next()?.parse().ok()
+    });
+    assert!(addr.ip().is_loopback());
+    let body = ureq::get(&format!("http://{addr}/movie.bin"))
+        .call()
+        .unwrap()
+        .into_body()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .unwrap();
+    assert!(body == plain, "served byte-exact");
+
+    // What systemd's stop does: SIGTERM (KillSignal=SIGTERM), then wait.
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut child.0, &log);
+    assert_eq!(status.code(), Some(0), "{}", log.as_path().text());
+    assert!(log.as_path().text().contains("stopped"));
+}
+
+#[test]
+fn the_mount_unit_mounts_and_its_stop_command_unmounts() {
+    if !fuse_available() {
+        return;
+    }
+    let (w, plain) = vault();
+    let creds = credentials(&w, "qeltrix-mount.service");
+    let mnt = w.path("mnt");
+    let paths = [
+        (
+            "/usr/local/bin/qeltrix",
+            env!("CARGO_BIN_EXE_qeltrix").to_string(),
+        ),
+        ("%d", path_str(&creds).to_string()),
+        ("/srv/vault", path_str(&w.path("v")).to_string()),
+        ("/mnt/vault", path_str(&mnt).to_string()),
+        (
+            "/var/log/qeltrix-mount.log",
+            path_str(&w.path("mount.log")).to_string(),
+        ),
+    ];
+    let start = unit_commands("qeltrix-mount.service", "ExecStart", &paths);
+    let stop = unit_commands("qeltrix-mount.service", "ExecStop", &paths);
+    let mut guard = MountGuard {
+        mnt: mnt.clone(),
+        pid: None,
+    };
+    // Type=forking: the command returns once the mount is live.
+    let out = program(&start[0]).output().unwrap();
+    assert_code(&out, 0, "ExecStart");
+    guard.pid = Some(daemon_pid(&stderr_of(&out)));
+    assert!(
+        std::fs::read(mnt.join("movie.bin")).unwrap() == plain,
+        "read through the mount"
+    );
+    for command in &stop {
+        let out = program(command).output().unwrap();
+        assert_code(&out, 0, "ExecStop");
+    }
+    assert_eq!(qeltrix::mount::mount_type(&mnt), None, "unmounted by ExecStop");
+    let pid = guard.pid.unwrap();
+    wait_until("the mount's process to end", || ended(pid));
+}
+
+#[test]
+fn the_units_pass_systemd_analyze_verify_where_it_is_installed() {
+    let Ok(out) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("skipping: systemd-analyze is not installed");
+        return;
+    };
+    assert!(out.status.success());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd");
+    for unit in ["qeltrix-mount.service", "qeltrix-serve.service"] {
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(dir.join(unit))
+            .output()
+            .unwrap();
+        let stderr = stderr_of(&out);
+        // Only what says the unit itself is wrong: the example's binary is not installed here,
+        // and a machine without a running systemd adds notes of its own.
+        let problems: Vec<&str> = stderr
+            .lines()
+            .filter(|l| {
+                [
+                    "Unknown key",
+                    "Unknown section",
+                    "Failed to parse",
+                    "Invalid",
+                    "Ignoring",
+                    "bad-setting",
+                ]
+                .iter()
+                .any(|p| l.contains(p))
+            })
+            .collect();
+        assert!(problems.is_empty(), "{unit}:\n{stderr}");
     }
 }
