@@ -193,9 +193,7 @@ fn daemonize(
 }
 
 /// Tries `key` on the containers of the vault at `root` (named `shown` as the user gave it)
-/// before mounting (see [`qeltrix::vault::KeyCheck`]): none opens, an error (exit 3); some do
-/// not, a warning with the counts. Each container that does not open is logged with its reason,
-/// so a read that fails later has been explained.
+/// before mounting (see [`report_key_check`]).
 fn check_key(root: &Path, shown: &Path, key: &qeltrix::Key) -> Result<()> {
     let vault = qeltrix::vault::Vault::local(root).map_err(|e| Error::io("opening", e).in_file(root))?;
     // A clone shares what the key remembers (passphrase slots that failed), so the mount does
@@ -204,20 +202,25 @@ fn check_key(root: &Path, shown: &Path, key: &qeltrix::Key) -> Result<()> {
     report_key_check(check, shown, "qeltrix::mount")
 }
 
-/// How many failures are logged one by one at start; the rest are counted.
+/// How many failures are logged one by one when the key opens nothing; the rest are counted.
 const FAILURES_LOGGED: usize = 10;
 
 /// What `mount` and `serve` say about a [`qeltrix::vault::KeyCheck`] of the vault at `root`,
-/// logging under `target`.
+/// logging under `target`. The key opens none of the containers: each one's reason is logged
+/// and the error is "vault DIR: wrong key: the key opens 0 of N containers" (exit 3). It opens
+/// some: a warning with the counts, and the reasons are left to the front end, which logs each
+/// once when the container is first asked for (the mount in its log, serve with the 403).
 pub(super) fn report_key_check(check: qeltrix::vault::KeyCheck, root: &Path, target: &str) -> Result<()> {
-    for (_, failure) in check.failures.iter().take(FAILURES_LOGGED) {
-        log_failure(target, &format!("cannot open {}", failure.error));
-    }
-    if check.failures.len() > FAILURES_LOGGED {
-        let more = check.failures.len() - FAILURES_LOGGED;
-        log_failure(target, &format!("… and {more} more containers that do not open"));
-    }
     let (opened, total) = (check.opened, check.containers);
+    if check.opens_none() {
+        for (_, failure) in check.failures.iter().take(FAILURES_LOGGED) {
+            log_failure(target, &format!("cannot open {}", failure.error));
+        }
+        if check.failures.len() > FAILURES_LOGGED {
+            let more = check.failures.len() - FAILURES_LOGGED;
+            log_failure(target, &format!("… and {more} more containers that do not open"));
+        }
+    }
     let check = check.require_any().map_err(|e| in_vault(e.into(), root))?;
     if !check.failures.is_empty() {
         eprintln!(
