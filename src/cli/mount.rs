@@ -110,13 +110,14 @@ pub fn mount(a: MountArgs) -> Result<()> {
         let shown = &a.vault_dir;
         return daemonize(vault, shown, &a.mountpoint, key, &opts, log_file, &what);
     }
+    // Blocked before any thread starts (the key check starts some), so that every thread
+    // inherits the mask and only the signal thread sees them.
+    let mounted_at = spawn_signal_thread(block_signals());
+    // On the terminal, like the daemon's, even with --log-file.
     check_key(vault.root(), &a.vault_dir, &key)?;
     if let Some(f) = &log_file {
         redirect(f, StdStream::Stderr);
     }
-    // Blocked before any thread starts, so that every thread inherits the mask and only the
-    // signal thread sees them.
-    let mounted_at = spawn_signal_thread(block_signals());
     let mounted = vault.mount(&a.mountpoint, key, &opts)?;
     let mp = mounted.mountpoint().to_path_buf();
     eprintln!(
