@@ -138,10 +138,10 @@ pub fn plan(args: &[OsString]) -> Result<Plan, String> {
     if verbose {
         out.push("-v".into());
     }
-    for option in options.split(|b| *b == b',').filter(|o| !o.is_empty()) {
+    for option in split_options(&options) {
         let text = OsStr::from_bytes(option);
         let (name, value) = match option.iter().position(|b| *b == b'=') {
-            Some(i) => (&option[..i], Some(OsStr::from_bytes(&option[i + 1..]))),
+            Some(i) => (&option[..i], Some(OsStr::from_bytes(unquote(&option[i + 1..])))),
             None => (option, None),
         };
         let name = std::str::from_utf8(name).unwrap_or("");
@@ -181,6 +181,26 @@ pub fn plan(args: &[OsString]) -> Result<Plan, String> {
         }
     }
     Ok(if fake { Plan::Fake } else { Plan::Mount(out) })
+}
+
+/// The options of a list, split at the commas outside double quotes (libmount's rule: a value
+/// with a comma is written `key_file="/a,b"`).
+fn split_options(list: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut quoted = false;
+    list.split(move |b| {
+        if *b == b'"' {
+            quoted = !quoted;
+        }
+        *b == b',' && !quoted
+    })
+    .filter(|o| !o.is_empty())
+}
+
+fn unquote(value: &[u8]) -> &[u8] {
+    match value {
+        [b'"', inner @ .., b'"'] => inner,
+        v => v,
+    }
 }
 
 fn push_options(options: &mut Vec<u8>, more: &[u8]) {
@@ -235,6 +255,11 @@ mod tests {
             "mount /srv/v /mnt --daemon -v --passphrase-file /p --log-file /l"
         );
         assert_eq!(planned("/srv/v /mnt -f -o key_file=/k").unwrap(), "fake");
+        assert_eq!(
+            planned(r#"/srv/v /mnt -o key_file="/keys/a,b",ro"#).unwrap(),
+            "mount /srv/v /mnt --daemon --key-file /keys/a,b",
+            "a quoted value keeps its comma"
+        );
         assert_eq!(
             planned("/srv/v /mnt -t fuse.qeltrix").unwrap(),
             "mount /srv/v /mnt --daemon"
