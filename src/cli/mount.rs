@@ -80,7 +80,7 @@ pub fn mount(a: MountArgs) -> Result<()> {
     let key = a
         .keys
         .for_reading_at(Some(&a.vault_dir))
-        .map_err(|e| in_vault(e, &a.vault_dir))?;
+        .map_err(|e| in_vault(e, a.keys.vault.as_deref().unwrap_or(&a.vault_dir)))?;
     qeltrix::harden::lock_key(&key);
     let opts = MountOptions {
         cache_bytes: a.cache_size.saturating_mul(1 << 20),

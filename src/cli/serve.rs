@@ -84,7 +84,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let key = a
         .keys
         .for_reading_at(Some(&a.path))
-        .map_err(|e| super::mount::in_vault(e, &a.path))?;
+        .map_err(|e| super::mount::in_vault(e, a.keys.vault.as_deref().unwrap_or(&a.path)))?;
     qeltrix::harden::lock_key(&key);
     limit_malloc_arenas();
     let server = SeekServer::bind(&a.path, addr, key, opts)?;
