@@ -87,6 +87,14 @@ pub enum Error {
         limit: u32,
     },
 
+    /// A front end's key opens none of the `containers` of a vault (checked at start, see
+    /// [`crate::vault::KeyCheck`]); each container's own error says why.
+    #[error("wrong key: the key opens 0 of {containers} {}", if *containers == 1 { "container" } else { "containers" })]
+    KeyOpensNone {
+        /// Containers the key was tried on.
+        containers: usize,
+    },
+
     /// Authentication or a structural check failed: the container was modified or damaged.
     #[error("corrupt container: {what}{}", location(*block, *offset))]
     Corrupt {
@@ -362,6 +370,7 @@ impl Error {
                 | Error::NoSlot { .. }
                 | Error::SlotsRefused { .. }
                 | Error::KdfTooCostly { .. }
+                | Error::KeyOpensNone { .. }
         )
     }
 

@@ -77,7 +77,10 @@ pub fn mount(a: MountArgs) -> Result<()> {
         );
     }
     let vault = Mountable::scan(&a.vault_dir)?;
-    let key = a.keys.for_reading_at(Some(&a.vault_dir))?;
+    let key = a
+        .keys
+        .for_reading_at(Some(&a.vault_dir))
+        .map_err(|e| in_vault(e, a.keys.vault.as_deref().unwrap_or(&a.vault_dir)))?;
     qeltrix::harden::lock_key(&key);
     let opts = MountOptions {
         cache_bytes: a.cache_size.saturating_mul(1 << 20),
@@ -103,14 +106,18 @@ pub fn mount(a: MountArgs) -> Result<()> {
     let what = format!("{} ({count} container{plural})", vault.root().display());
 
     if a.daemon {
-        return daemonize(vault, &a.mountpoint, key, &opts, log_file, &what);
+        // The check starts threads, and a process forks only while it has one: the child checks.
+        let shown = &a.vault_dir;
+        return daemonize(vault, shown, &a.mountpoint, key, &opts, log_file, &what);
     }
+    // Blocked before any thread starts (the key check starts some), so that every thread
+    // inherits the mask and only the signal thread sees them.
+    let mounted_at = spawn_signal_thread(block_signals());
+    // On the terminal, like the daemon's, even with --log-file.
+    check_key(vault.root(), &a.vault_dir, &key)?;
     if let Some(f) = &log_file {
         redirect(f, StdStream::Stderr);
     }
-    // Blocked before any thread starts, so that every thread inherits the mask and only the
-    // signal thread sees them.
-    let mounted_at = spawn_signal_thread(block_signals());
     let mounted = vault.mount(&a.mountpoint, key, &opts)?;
     let mp = mounted.mountpoint().to_path_buf();
     eprintln!(
@@ -126,6 +133,7 @@ pub fn mount(a: MountArgs) -> Result<()> {
 /// Forks; the child mounts and serves, the parent reports whether the mount came up.
 fn daemonize(
     vault: Mountable,
+    shown: &Path,
     mountpoint: &Path,
     key: qeltrix::Key,
     opts: &MountOptions,
@@ -141,11 +149,14 @@ fn daemonize(
             drop(from_child);
             let _ = process::new_session();
             let mounted_at = spawn_signal_thread(block_signals());
-            let mounted = match vault.mount(mountpoint, key, opts) {
+            let mounted = match check_key(vault.root(), shown, &key)
+                .and_then(|()| Ok(vault.mount(mountpoint, key, opts)?))
+            {
                 Ok(m) => m,
                 Err(e) => {
-                    let code = super::exit_code(Some(&e));
-                    let _ = write!(to_parent, "{code} {}", super::describe(&e));
+                    let lib = e.chain().find_map(|c| c.downcast_ref::<Error>());
+                    let code = super::exit_code(lib);
+                    let _ = write!(to_parent, "{code} {}", super::error_text(&e));
                     std::process::exit(code.into());
                 }
             };
@@ -179,6 +190,74 @@ fn daemonize(
             eprintln!("qeltrix: error: {rest}");
             std::process::exit(code.parse().unwrap_or(1));
         }
+    }
+}
+
+/// Tries `key` on the containers of the vault at `root` (named `shown` as the user gave it)
+/// before mounting (see [`report_key_check`]).
+fn check_key(root: &Path, shown: &Path, key: &qeltrix::Key) -> Result<()> {
+    let vault = qeltrix::vault::Vault::local(root).map_err(|e| Error::io("opening", e).in_file(root))?;
+    // A clone shares what the key remembers (passphrase slots that failed), so the mount does
+    // not run those key derivations again.
+    let check = vault.check_key(key.clone())?;
+    report_key_check(check, shown, "qeltrix::mount")
+}
+
+/// How many failures are logged one by one when the key opens nothing; the rest are counted.
+const FAILURES_LOGGED: usize = 10;
+
+/// What `mount` and `serve` say about a [`qeltrix::vault::KeyCheck`] of the vault at `root`,
+/// logging under `target`. The key opens none of the containers: each one's reason is logged
+/// and the error is "vault DIR: wrong key: the key opens 0 of N containers" (exit 3). It opens
+/// some: a warning with the counts, and the reasons are left to the front end, which logs each
+/// once when the container is first asked for (the mount in its log, serve with the 403).
+pub(super) fn report_key_check(check: qeltrix::vault::KeyCheck, root: &Path, target: &str) -> Result<()> {
+    let (opened, total) = (check.opened, check.containers);
+    if check.opens_none() {
+        for (_, failure) in check.failures.iter().take(FAILURES_LOGGED) {
+            log_failure(target, &format!("cannot open {}", failure.error));
+        }
+        if check.failures.len() > FAILURES_LOGGED {
+            let more = check.failures.len() - FAILURES_LOGGED;
+            log_failure(target, &format!("… and {more} more containers that do not open"));
+        }
+    }
+    let check = check.require_any().map_err(|e| in_vault(e.into(), root))?;
+    if !check.failures.is_empty() {
+        eprintln!(
+            "warning: vault {}: the key opens {opened} of {total} containers; the others will fail to read",
+            root.display()
+        );
+    }
+    Ok(())
+}
+
+fn log_failure(target: &str, msg: &str) {
+    // The tracing macros take a constant target.
+    match target {
+        "qeltrix::serve" => tracing::warn!(target: "qeltrix::serve", "{msg}"),
+        _ => tracing::warn!(target: "qeltrix::mount", "{msg}"),
+    }
+}
+
+/// A wrong key at the start of `mount` or `serve`, worded the same whether the vault passphrase
+/// did not open the keyring or the key opens none of the containers: "vault DIR: wrong key: …"
+/// (exit 3). Other errors are left as they are.
+pub(super) fn in_vault(e: anyhow::Error, root: &Path) -> anyhow::Error {
+    // The keyring's own path is the vault's business: the vault is named instead.
+    let e = match e.downcast::<Error>() {
+        Ok(Error::InFile { inner, .. }) if inner.is_wrong_key() => anyhow::Error::from(*inner),
+        Ok(lib) => anyhow::Error::from(lib),
+        Err(e) => e,
+    };
+    let wrong_key = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<Error>())
+        .is_some_and(Error::is_wrong_key);
+    if wrong_key {
+        e.context(format!("vault {}", root.display()))
+    } else {
+        e
     }
 }
 

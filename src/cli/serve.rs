@@ -81,11 +81,17 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if let Err(e) = std::fs::metadata(&a.path) {
         anyhow::bail!(Error::io("opening", e).in_file(&a.path));
     }
-    let key = a.keys.for_reading_at(Some(&a.path))?;
+    let key = a
+        .keys
+        .for_reading_at(Some(&a.path))
+        .map_err(|e| super::mount::in_vault(e, a.keys.vault.as_deref().unwrap_or(&a.path)))?;
     qeltrix::harden::lock_key(&key);
     limit_malloc_arenas();
     let server = SeekServer::bind(&a.path, addr, key, opts)?;
     let what = if server.is_vault() { "vault" } else { "container" };
+    // Before serving: a key that opens nothing is an error now, not a 403 on every request.
+    let check = server.check_key()?;
+    super::mount::report_key_check(check, &a.path, "qeltrix::serve")?;
     server.run(|bound| {
         if !bound.ip().is_loopback() && !has_token {
             eprintln!(

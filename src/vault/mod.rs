@@ -18,11 +18,13 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod check;
 pub mod keyring;
 pub mod naming;
 mod registry;
 mod scan;
 
+pub use check::KeyCheck;
 pub use registry::{Failure, Opened, Registry, Summary};
 pub use scan::{Item, Listing};
 

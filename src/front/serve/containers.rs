@@ -79,6 +79,12 @@ impl Containers {
         self.registry.preload(file).map(drop)
     }
 
+    /// Opens every container of the vault now and keeps them (see
+    /// [`Registry::check_key`](crate::vault::Registry::check_key)).
+    pub fn check_key(&self) -> crate::Result<crate::vault::KeyCheck> {
+        self.registry.check_key()
+    }
+
     /// How many containers are open now.
     pub fn open_count(&self) -> usize {
         self.registry.open_count()

@@ -223,6 +223,21 @@ impl SeekServer {
             .map_err(|e| Error::io("reading the listening address", e))
     }
 
+    /// Tries the key on every container served, now, before the server runs: those it opens stay
+    /// open for the first requests, and those it does not are remembered (see
+    /// [`crate::vault::KeyCheck`]). Serving one container, that one was opened by
+    /// [`SeekServer::bind`] already.
+    pub fn check_key(&self) -> Result<crate::vault::KeyCheck> {
+        match &self.state.root {
+            Root::Vault { .. } => self.state.containers.check_key(),
+            Root::Single { .. } => Ok(crate::vault::KeyCheck {
+                containers: 1,
+                opened: 1,
+                failures: Vec::new(),
+            }),
+        }
+    }
+
     /// True when serving a folder rather than one container.
     pub fn is_vault(&self) -> bool {
         matches!(self.state.root, Root::Vault { .. })
