@@ -1,15 +1,14 @@
 //! The `qeltrix` command line. Private to the binary: the library knows nothing of it.
 //!
 //! Installed (or linked) as `mount.fuse.qeltrix`, the same binary is the mount helper that
-//! `mount -t fuse.qeltrix` and /etc/fstab run ([`mount_helper`]).
+//! `mount -t fuse.qeltrix` and /etc/fstab run ([`cli::mount_helper`]), chosen by the program's name before
+//! any argument is parsed.
 
 #![forbid(unsafe_code)]
 
 mod cli;
-// Declared here rather than in `cli`, since it is chosen by the program's name before any
-// argument is parsed.
-#[path = "cli/mount_helper.rs"]
-mod mount_helper;
+
+use cli::mount_helper;
 
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args_os();

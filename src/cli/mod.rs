@@ -31,6 +31,7 @@ mod keys;
 mod logging;
 mod many;
 mod mount;
+pub mod mount_helper;
 mod net;
 mod progress;
 mod serve;
