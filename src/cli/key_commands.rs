@@ -28,6 +28,7 @@ pub struct InitArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct PasswdArgs {
+    /// The vault whose passphrase to change.
     #[arg(value_name = "VAULT")]
     pub dir: PathBuf,
     /// The current passphrase comes from the usual key options (or a prompt).
@@ -36,12 +37,14 @@ pub struct PasswdArgs {
     /// Read the new passphrase from this file (default: ask twice).
     #[arg(long, value_name = "FILE")]
     pub new_passphrase_file: Option<PathBuf>,
+    /// PBKDF2-HMAC-SHA256 iterations for the new passphrase.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KDF_ITERATIONS)]
     pub kdf_iterations: u32,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct RekeyArgs {
+    /// The container whose key slots to list or change.
     pub container: PathBuf,
     /// The key that opens the container now comes from the usual key options.
     #[command(flatten)]
@@ -68,8 +71,10 @@ pub struct RekeyArgs {
     /// left in the inactive area (every rekey does this too).
     #[arg(long)]
     pub scrub: bool,
+    /// Read the passphrase for --add-passphrase from this file (default: ask twice).
     #[arg(long, value_name = "FILE")]
     pub new_passphrase_file: Option<PathBuf>,
+    /// PBKDF2-HMAC-SHA256 iterations for an added passphrase slot.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KDF_ITERATIONS)]
     pub kdf_iterations: u32,
     /// Print the slots (with --list, or after the change) as one JSON object on stdout.
@@ -79,6 +84,7 @@ pub struct RekeyArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct ReencryptArgs {
+    /// The container to copy under a new data key.
     pub input: PathBuf,
     /// The new container, or `-` for stdout (a stream).
     #[arg(required_unless_present = "output_flag")]
@@ -104,8 +110,10 @@ pub struct ReencryptArgs {
     /// Cipher for the new container (default: the input's).
     #[arg(long, value_enum)]
     pub cipher: Option<CipherArg>,
+    /// PBKDF2-HMAC-SHA256 iterations for the new passphrase slot.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KDF_ITERATIONS)]
     pub kdf_iterations: u32,
+    /// Overwrite OUTPUT if it exists.
     #[arg(long, short)]
     pub force: bool,
     /// Set from the global `-q`.

@@ -289,6 +289,7 @@ impl std::error::Error for Failed {}
 
 #[derive(clap::Args, Debug)]
 pub struct UnpackArgs {
+    /// The container to decrypt.
     pub input: PathBuf,
     /// Output file, a folder to write it into, or `-` for stdout (default: INPUT without `.qltx`).
     pub output: Option<PathBuf>,
@@ -308,8 +309,10 @@ pub struct UnpackArgs {
     /// Skip the SHA-256 check of each block's plaintext (the AEAD is never skipped).
     #[arg(long)]
     pub no_verify: bool,
+    /// Threads decrypting blocks (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
+    /// Overwrite OUTPUT if it exists.
     #[arg(long, short)]
     pub force: bool,
     /// Set from the global `-q`.
@@ -319,6 +322,7 @@ pub struct UnpackArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct SeekArgs {
+    /// The container to read from.
     pub input: PathBuf,
     /// First plaintext byte.
     #[arg(long)]
@@ -331,6 +335,7 @@ pub struct SeekArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub keys: KeyArgs,
+    /// Overwrite the --output file if it exists.
     #[arg(long, short)]
     pub force: bool,
 }
@@ -353,6 +358,7 @@ pub struct VerifyArgs {
     pub inputs: Vec<PathBuf>,
     #[command(flatten)]
     pub keys: KeyArgs,
+    /// Threads authenticating blocks (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
     /// Print one JSON object per container, one per line, instead of text.
@@ -372,6 +378,7 @@ pub struct KeygenArgs {
     /// Write an X25519 identity instead, and print its public recipient string.
     #[arg(long)]
     pub x25519: bool,
+    /// Overwrite the output file if it exists.
     #[arg(long, short)]
     pub force: bool,
 }
@@ -510,6 +517,36 @@ mod tests {
     fn argument_definitions_are_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// Every option and argument of every command says what it is for in `--help`, in words a
+    /// user knows (no internal jargon), and every command has an about line.
+    #[test]
+    fn every_flag_has_help_text_without_jargon() {
+        use clap::CommandFactory;
+        let cli = super::Cli::command();
+        let mut missing = Vec::new();
+        let mut commands = vec![cli.clone()];
+        commands.extend(cli.get_subcommands().cloned());
+        for command in &commands {
+            if command.get_about().is_none() {
+                missing.push(format!("{}: no about", command.get_name()));
+            }
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                match arg.get_help().map(|h| h.to_string()) {
+                    None => missing.push(format!("{} {id}: no help", command.get_name())),
+                    Some(h) if ["seed", "TODO", "XXX"].iter().any(|j| h.contains(j)) => {
+                        missing.push(format!("{} {id}: jargon in {h:?}", command.get_name()))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
     }
 
     /// The library states the fact; the CLI's words for it are what users and scripts saw before

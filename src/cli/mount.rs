@@ -54,6 +54,7 @@ pub struct MountArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct UmountArgs {
+    /// The folder a `qeltrix mount` is mounted on.
     pub mountpoint: PathBuf,
     /// Detach now even if files are open; the mount goes away when they are closed.
     #[arg(long, short)]

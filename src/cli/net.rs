@@ -12,7 +12,7 @@ use qeltrix::Error;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The seeds' default gateway port.
+/// The gateway's default address (loopback only).
 pub const DEFAULT_GATEWAY_ADDR: &str = "127.0.0.1:7620";
 
 #[derive(clap::Args, Debug)]
@@ -160,7 +160,7 @@ pub struct RepairArgs {
     pub force: bool,
 }
 
-/// `--listen`, with the seeds' `--host`/`--port` replacing its parts.
+/// `--listen`, with `--host`/`--port` replacing its parts.
 fn listen_addr(listen: &str, host: Option<&str>, port: Option<u16>) -> Result<String> {
     let (h, p) = listen
         .rsplit_once(':')
