@@ -64,6 +64,10 @@ impl Workspace {
     fn mount(&self, extra: &[&str]) -> Option<MountGuard> {
         MountGuard::start(&self.vault(), &self.mnt(), &self.path("key"), extra)
     }
+    /// Mounts with rescans an hour apart: any change that shows up came through inotify.
+    fn mount_watched(&self) -> Option<MountGuard> {
+        self.mount(&["--rescan-interval", "3600", "-v"])
+    }
 }
 
 /// A running `qeltrix mount` in the foreground. Dropping it sends SIGTERM (the user's way to
@@ -76,17 +80,24 @@ struct MountGuard {
 
 impl MountGuard {
     fn start(vault: &Path, mnt: &Path, key: &Path, extra: &[&str]) -> Option<Self> {
-        if !fuse_available() {
-            return None;
-        }
-        let log = mnt.with_extension("log");
-        let child = qeltrix_process()
+        let mut command = qeltrix_process();
+        command
             .arg("mount")
             .arg(vault)
             .arg(mnt)
             .arg("--key-file")
             .arg(key)
-            .args(extra)
+            .args(extra);
+        Self::spawn(command, mnt)
+    }
+
+    /// Starts `command` (a `qeltrix mount` in the foreground on `mnt`) and waits for the mount.
+    fn spawn(mut command: Command, mnt: &Path) -> Option<Self> {
+        if !fuse_available() {
+            return None;
+        }
+        let log = mnt.with_extension("log");
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
@@ -716,4 +727,77 @@ fn hidden_entries_and_symlinks_out_of_the_vault_are_not_shown() {
         .find(|l| l.starts_with("Max core file size"))
         .unwrap();
     assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+}
+
+/// Reads `path` through the mount, `None` if it is not there (yet, or any more).
+fn read_if_there(path: &Path) -> Option<Vec<u8>> {
+    match fs::read(path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+        Err(e) => panic!("{}: {e}", path.display()),
+    }
+}
+
+/// With rescans an hour apart, only inotify can explain that containers added, replaced and
+/// removed show up (before inotify, the vault was polled, and these waits ran into the deadline).
+#[test]
+fn inotify_shows_changes_without_waiting_for_a_rescan() {
+    let ws = Workspace::new();
+    let o = opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never);
+    ws.pack("keep", b"stays", &o);
+    let Some(m) = ws.mount_watched() else { return };
+    assert_eq!(fs::read(m.file("keep")).unwrap(), b"stays");
+
+    // Added: a container, and a new folder with one.
+    let added = random_bytes(10_000, 21);
+    ws.pack("new", &added, &o);
+    ws.pack("sub/deeper", b"deep", &o);
+    wait_until("the added containers to appear", || {
+        read_if_there(&m.file("new")).as_ref() == Some(&added)
+            && read_if_there(&m.file("sub/deeper")).as_deref() == Some(&b"deep"[..])
+    });
+
+    // Replaced (pack renames its finished output over the old one).
+    let replaced = random_bytes(10_000, 22);
+    ws.pack("new", &replaced, &o);
+    wait_until("the replacement to show", || {
+        read_if_there(&m.file("new")).as_ref() == Some(&replaced)
+    });
+
+    // Removed.
+    fs::remove_file(ws.vault().join("new.qltx")).unwrap();
+    wait_until("the removed container to vanish", || {
+        read_if_there(&m.file("new")).is_none()
+    });
+    assert_eq!(fs::read(m.file("keep")).unwrap(), b"stays");
+    let log = m.log_text();
+    assert!(log.contains("with inotify"), "the mode is logged: {log}");
+}
+
+/// Where inotify cannot be used, the vault is polled instead, and the log says so.
+#[test]
+fn without_inotify_the_vault_is_polled_and_the_log_says_so() {
+    let ws = Workspace::new();
+    let o = opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never);
+    ws.pack("keep", b"stays", &o);
+    let mut command = qeltrix_process();
+    command
+        .env("QELTRIX_TEST_NO_INOTIFY", "1")
+        .arg("mount")
+        .arg(ws.vault())
+        .arg(ws.mnt())
+        .arg("--key-file")
+        .arg(ws.path("key"));
+    let Some(m) = MountGuard::spawn(command, &ws.mnt()) else {
+        return;
+    };
+    ws.pack("new", b"polled", &o);
+    wait_until("the added container to appear", || {
+        read_if_there(&m.file("new")).as_deref() == Some(&b"polled"[..])
+    });
+    let log = m.log_text();
+    assert!(
+        log.contains("cannot watch") && log.contains("with inotify") && log.contains("rescanning it every"),
+        "the fallback is logged: {log}"
+    );
 }
