@@ -206,7 +206,7 @@ fn nested_vault_reads_back_byte_for_byte() {
         let meta = fs::metadata(m.file(rel)).unwrap();
         let container = fs::metadata(ws.vault().join(format!("{rel}.qltx"))).unwrap();
         assert_eq!(meta.len(), data.len() as u64, "{rel}: size");
-        assert_eq!(meta.permissions().mode() & 0o7777, 0o400, "{rel}: mode");
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o644, "{rel}: mode");
         assert_eq!(
             (meta.mtime(), meta.mtime_nsec()),
             (container.mtime(), container.mtime_nsec())
@@ -800,4 +800,63 @@ fn without_inotify_the_vault_is_polled_and_the_log_says_so() {
         log.contains("cannot watch") && log.contains("with inotify") && log.contains("rescanning it every"),
         "the fallback is logged: {log}"
     );
+}
+
+/// Copies out of the mount (`cp -a`, `rsync -a`) are ordinary trees their owner can change:
+/// files 0644, folders 0755, the same bytes. Before, the mount showed 0400 and 0500, and the
+/// copies were read-only trees.
+#[test]
+fn cp_a_and_rsync_a_copy_out_writable_trees() {
+    let ws = Workspace::new();
+    let o = opts(CipherId::ChaCha20Poly1305, 4 * KIB, CompressMode::Auto);
+    let files = [
+        ("top.txt", text_bytes(9000, 31)),
+        ("d/inner.bin", random_bytes(20_000, 32)),
+        ("d/e/deep.bin", random_bytes(100, 33)),
+    ];
+    for (rel, data) in &files {
+        ws.pack(rel, data, &o);
+    }
+    let Some(m) = ws.mount(&[]) else { return };
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&m.file("top.txt")), 0o644);
+    assert_eq!(mode(&m.file("d")), 0o755);
+
+    let cp = ws.path("cp");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&m.mnt)
+        .arg(&cp)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -a");
+    let rsync = ws.path("rsync");
+    let out = Command::new("rsync")
+        .arg("-a")
+        .arg(format!("{}/", m.mnt.display()))
+        .arg(&rsync)
+        .output()
+        .expect("rsync is installed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "rsync -a: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for copy in [&cp, &rsync] {
+        for dir in [copy.clone(), copy.join("d"), copy.join("d/e")] {
+            assert_eq!(mode(&dir), 0o755, "{}", dir.display());
+        }
+        for (rel, data) in &files {
+            let path = copy.join(rel);
+            assert_eq!(mode(&path), 0o644, "{}", path.display());
+            assert!(fs::read(&path).unwrap() == *data, "{}: contents", path.display());
+        }
+        // The owner can change the copy: add a file to a folder, append to a file.
+        fs::write(copy.join("d/e/added"), b"x").unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(copy.join("top.txt"))
+            .unwrap();
+    }
 }

@@ -32,7 +32,7 @@ pub struct MountArgs {
     /// Blocks decrypted ahead of a sequential reader.
     #[arg(long, value_name = "BLOCKS", default_value_t = 4)]
     pub readahead: u64,
-    /// Let other users read the mount (files 0444 instead of 0400). Non-root users need
+    /// Let other users read the mount (without it the kernel refuses them). Non-root users need
     /// `user_allow_other` in /etc/fuse.conf.
     #[arg(long)]
     pub allow_other: bool,
