@@ -860,3 +860,34 @@ fn cp_a_and_rsync_a_copy_out_writable_trees() {
             .unwrap();
     }
 }
+
+/// `tail -F` through the mount follows a container replaced by a longer one (as a log packed
+/// again would be): the replacement is a new inode, which tail notices and reopens.
+#[test]
+fn tail_follows_a_replaced_container() {
+    let ws = Workspace::new();
+    let o = opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never);
+    ws.pack("app.log", b"line A\n", &o);
+    let Some(m) = ws.mount_watched() else { return };
+    let mut tail = Reaped(
+        Command::new("tail")
+            .arg("-F")
+            .arg("-n")
+            .arg("+1")
+            .arg(m.file("app.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tail (coreutils) is installed"),
+    );
+    let out = Captured::start(tail.0.stdout.take().unwrap());
+    wait_for_output("tail to print line A", &mut tail.0, &out, |_| {
+        out.lines().contains(&"line A".to_string()).then_some(())
+    });
+
+    ws.pack("app.log", b"line A\nline B\n", &o);
+    wait_for_output("tail to follow the replacement", &mut tail.0, &out, |_| {
+        out.lines().contains(&"line B".to_string()).then_some(())
+    });
+}
