@@ -891,3 +891,59 @@ fn tail_follows_a_replaced_container() {
         out.lines().contains(&"line B".to_string()).then_some(())
     });
 }
+
+/// A vault made by `qeltrix init` keeps its keyring in `.qeltrix/`, which the mount never shows
+/// (the vault rule, as in `serve`).
+#[test]
+fn the_keyring_folder_of_an_init_vault_is_not_shown() {
+    let ws = Workspace::new();
+    let pw = ws.path("pw");
+    fs::write(&pw, "correct horse battery\n").unwrap();
+    let vault = ws.path("ivault");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = qeltrix_process().args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let plain = {
+        let p = ws.path("plain");
+        fs::write(&p, b"through the keyring\n").unwrap();
+        p
+    };
+    let container = vault.join("doc.txt.qltx");
+    run(&[
+        "init".as_ref(),
+        vault.as_ref(),
+        "--passphrase-file".as_ref(),
+        pw.as_ref(),
+        "--kdf-iterations".as_ref(),
+        "1000".as_ref(),
+    ]);
+    assert!(vault.join(".qeltrix").is_dir(), "init made the keyring folder");
+    run(&[
+        "pack".as_ref(),
+        plain.as_ref(),
+        container.as_ref(),
+        "--passphrase-file".as_ref(),
+        pw.as_ref(),
+        "-q".as_ref(),
+    ]);
+    let mut command = qeltrix_process();
+    command
+        .arg("mount")
+        .arg(&vault)
+        .arg(ws.mnt())
+        .arg("--passphrase-file")
+        .arg(&pw);
+    let Some(m) = MountGuard::spawn(command, &ws.mnt()) else {
+        return;
+    };
+
+    let names: Vec<String> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["doc.txt"], "{}", m.log_text());
+    let err = fs::metadata(m.file(".qeltrix")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(fs::read(m.file("doc.txt")).unwrap(), b"through the keyring\n");
+}
