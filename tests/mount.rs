@@ -947,3 +947,42 @@ fn the_keyring_folder_of_an_init_vault_is_not_shown() {
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
     assert_eq!(fs::read(m.file("doc.txt")).unwrap(), b"through the keyring\n");
 }
+
+/// The modes let every user read, but the kernel decides first who reaches the mount at all:
+/// without `--allow-other` another user is refused whatever the modes say; with it, they read.
+#[test]
+fn other_users_are_kept_out_unless_allow_other() {
+    if !qeltrix::sys::process::is_root() {
+        eprintln!("skipping: acting as another user needs root");
+        return;
+    }
+    let ws = Workspace::new();
+    // The way to the mount point must be open to the other user, or the test proves nothing.
+    fs::set_permissions(ws.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let o = opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never);
+    ws.pack("shared.txt", b"for everyone\n", &o);
+    let as_nobody = |m: &MountGuard| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+            .arg(m.file("shared.txt"))
+            .output()
+            .expect("setpriv (util-linux) is installed")
+    };
+    {
+        let Some(m) = ws.mount(&[]) else { return };
+        let out = as_nobody(&m);
+        assert!(!out.status.success(), "another user read the mount");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(fs::read(m.file("shared.txt")).unwrap(), b"for everyone\n");
+    }
+    let Some(m) = ws.mount(&["--allow-other"]) else {
+        return;
+    };
+    let out = as_nobody(&m);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"for everyone\n");
+}
