@@ -9,6 +9,7 @@ need cc build-essential
 need pkg-config pkg-config
 need curl curl
 need fusermount3 fuse3
+need rsync rsync
 need ffmpeg ffmpeg
 need chromium chromium
 need groff groff-base

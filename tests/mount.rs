@@ -64,6 +64,10 @@ impl Workspace {
     fn mount(&self, extra: &[&str]) -> Option<MountGuard> {
         MountGuard::start(&self.vault(), &self.mnt(), &self.path("key"), extra)
     }
+    /// Mounts with rescans an hour apart: any change that shows up came through inotify.
+    fn mount_watched(&self) -> Option<MountGuard> {
+        self.mount(&["--rescan-interval", "3600", "-v"])
+    }
 }
 
 /// A running `qeltrix mount` in the foreground. Dropping it sends SIGTERM (the user's way to
@@ -76,17 +80,24 @@ struct MountGuard {
 
 impl MountGuard {
     fn start(vault: &Path, mnt: &Path, key: &Path, extra: &[&str]) -> Option<Self> {
-        if !fuse_available() {
-            return None;
-        }
-        let log = mnt.with_extension("log");
-        let child = qeltrix_process()
+        let mut command = qeltrix_process();
+        command
             .arg("mount")
             .arg(vault)
             .arg(mnt)
             .arg("--key-file")
             .arg(key)
-            .args(extra)
+            .args(extra);
+        Self::spawn(command, mnt)
+    }
+
+    /// Starts `command` (a `qeltrix mount` in the foreground on `mnt`) and waits for the mount.
+    fn spawn(mut command: Command, mnt: &Path) -> Option<Self> {
+        if !fuse_available() {
+            return None;
+        }
+        let log = mnt.with_extension("log");
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
@@ -195,7 +206,7 @@ fn nested_vault_reads_back_byte_for_byte() {
         let meta = fs::metadata(m.file(rel)).unwrap();
         let container = fs::metadata(ws.vault().join(format!("{rel}.qltx"))).unwrap();
         assert_eq!(meta.len(), data.len() as u64, "{rel}: size");
-        assert_eq!(meta.permissions().mode() & 0o7777, 0o400, "{rel}: mode");
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o644, "{rel}: mode");
         assert_eq!(
             (meta.mtime(), meta.mtime_nsec()),
             (container.mtime(), container.mtime_nsec())
@@ -716,4 +727,262 @@ fn hidden_entries_and_symlinks_out_of_the_vault_are_not_shown() {
         .find(|l| l.starts_with("Max core file size"))
         .unwrap();
     assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+}
+
+/// Reads `path` through the mount, `None` if it is not there (yet, or any more).
+fn read_if_there(path: &Path) -> Option<Vec<u8>> {
+    match fs::read(path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+        Err(e) => panic!("{}: {e}", path.display()),
+    }
+}
+
+/// With rescans an hour apart, only inotify can explain that containers added, replaced and
+/// removed show up (before inotify, the vault was polled, and these waits ran into the deadline).
+#[test]
+fn inotify_shows_changes_without_waiting_for_a_rescan() {
+    let ws = Workspace::new();
+    let o = opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never);
+    ws.pack("keep", b"stays", &o);
+    let Some(m) = ws.mount_watched() else { return };
+    assert_eq!(fs::read(m.file("keep")).unwrap(), b"stays");
+
+    // Added: a container, and a new folder with one.
+    let added = random_bytes(10_000, 21);
+    ws.pack("new", &added, &o);
+    ws.pack("sub/deeper", b"deep", &o);
+    wait_until("the added containers to appear", || {
+        read_if_there(&m.file("new")).as_ref() == Some(&added)
+            && read_if_there(&m.file("sub/deeper")).as_deref() == Some(&b"deep"[..])
+    });
+
+    // Replaced (pack renames its finished output over the old one).
+    let replaced = random_bytes(10_000, 22);
+    ws.pack("new", &replaced, &o);
+    wait_until("the replacement to show", || {
+        read_if_there(&m.file("new")).as_ref() == Some(&replaced)
+    });
+
+    // Removed.
+    fs::remove_file(ws.vault().join("new.qltx")).unwrap();
+    wait_until("the removed container to vanish", || {
+        read_if_there(&m.file("new")).is_none()
+    });
+    assert_eq!(fs::read(m.file("keep")).unwrap(), b"stays");
+    let log = m.log_text();
+    assert!(log.contains("with inotify"), "the mode is logged: {log}");
+}
+
+/// Where inotify cannot be used, the vault is polled instead, and the log says so.
+#[test]
+fn without_inotify_the_vault_is_polled_and_the_log_says_so() {
+    let ws = Workspace::new();
+    let o = opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never);
+    ws.pack("keep", b"stays", &o);
+    let mut command = qeltrix_process();
+    command
+        .env("QELTRIX_TEST_NO_INOTIFY", "1")
+        .arg("mount")
+        .arg(ws.vault())
+        .arg(ws.mnt())
+        .arg("--key-file")
+        .arg(ws.path("key"));
+    let Some(m) = MountGuard::spawn(command, &ws.mnt()) else {
+        return;
+    };
+    ws.pack("new", b"polled", &o);
+    wait_until("the added container to appear", || {
+        read_if_there(&m.file("new")).as_deref() == Some(&b"polled"[..])
+    });
+    let log = m.log_text();
+    assert!(
+        log.contains("cannot watch") && log.contains("with inotify") && log.contains("rescanning it every"),
+        "the fallback is logged: {log}"
+    );
+}
+
+/// Copies out of the mount (`cp -a`, `rsync -a`) are ordinary trees their owner can change:
+/// files 0644, folders 0755, the same bytes. Before, the mount showed 0400 and 0500, and the
+/// copies were read-only trees.
+#[test]
+fn cp_a_and_rsync_a_copy_out_writable_trees() {
+    let ws = Workspace::new();
+    let o = opts(CipherId::ChaCha20Poly1305, 4 * KIB, CompressMode::Auto);
+    let files = [
+        ("top.txt", text_bytes(9000, 31)),
+        ("d/inner.bin", random_bytes(20_000, 32)),
+        ("d/e/deep.bin", random_bytes(100, 33)),
+    ];
+    for (rel, data) in &files {
+        ws.pack(rel, data, &o);
+    }
+    let Some(m) = ws.mount(&[]) else { return };
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&m.file("top.txt")), 0o644);
+    assert_eq!(mode(&m.file("d")), 0o755);
+
+    let cp = ws.path("cp");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&m.mnt)
+        .arg(&cp)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -a");
+    let rsync = ws.path("rsync");
+    let out = Command::new("rsync")
+        .arg("-a")
+        .arg(format!("{}/", m.mnt.display()))
+        .arg(&rsync)
+        .output()
+        .expect("rsync is installed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "rsync -a: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for copy in [&cp, &rsync] {
+        for dir in [copy.clone(), copy.join("d"), copy.join("d/e")] {
+            assert_eq!(mode(&dir), 0o755, "{}", dir.display());
+        }
+        for (rel, data) in &files {
+            let path = copy.join(rel);
+            assert_eq!(mode(&path), 0o644, "{}", path.display());
+            assert!(fs::read(&path).unwrap() == *data, "{}: contents", path.display());
+        }
+        // The owner can change the copy: add a file to a folder, append to a file.
+        fs::write(copy.join("d/e/added"), b"x").unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(copy.join("top.txt"))
+            .unwrap();
+    }
+}
+
+/// `tail -F` through the mount follows a container replaced by a longer one (as a log packed
+/// again would be): the replacement is a new inode, which tail notices and reopens.
+#[test]
+fn tail_follows_a_replaced_container() {
+    let ws = Workspace::new();
+    let o = opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never);
+    ws.pack("app.log", b"line A\n", &o);
+    let Some(m) = ws.mount_watched() else { return };
+    let mut tail = Reaped(
+        Command::new("tail")
+            .arg("-F")
+            .arg("-n")
+            .arg("+1")
+            .arg(m.file("app.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tail (coreutils) is installed"),
+    );
+    let out = Captured::start(tail.0.stdout.take().unwrap());
+    wait_for_output("tail to print line A", &mut tail.0, &out, |_| {
+        out.lines().contains(&"line A".to_string()).then_some(())
+    });
+
+    ws.pack("app.log", b"line A\nline B\n", &o);
+    wait_for_output("tail to follow the replacement", &mut tail.0, &out, |_| {
+        out.lines().contains(&"line B".to_string()).then_some(())
+    });
+}
+
+/// A vault made by `qeltrix init` keeps its keyring in `.qeltrix/`, which the mount never shows
+/// (the vault rule, as in `serve`).
+#[test]
+fn the_keyring_folder_of_an_init_vault_is_not_shown() {
+    let ws = Workspace::new();
+    let pw = ws.path("pw");
+    fs::write(&pw, "correct horse battery\n").unwrap();
+    let vault = ws.path("ivault");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = qeltrix_process().args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let plain = {
+        let p = ws.path("plain");
+        fs::write(&p, b"through the keyring\n").unwrap();
+        p
+    };
+    let container = vault.join("doc.txt.qltx");
+    run(&[
+        "init".as_ref(),
+        vault.as_ref(),
+        "--passphrase-file".as_ref(),
+        pw.as_ref(),
+        "--kdf-iterations".as_ref(),
+        "1000".as_ref(),
+    ]);
+    assert!(vault.join(".qeltrix").is_dir(), "init made the keyring folder");
+    run(&[
+        "pack".as_ref(),
+        plain.as_ref(),
+        container.as_ref(),
+        "--passphrase-file".as_ref(),
+        pw.as_ref(),
+        "-q".as_ref(),
+    ]);
+    let mut command = qeltrix_process();
+    command
+        .arg("mount")
+        .arg(&vault)
+        .arg(ws.mnt())
+        .arg("--passphrase-file")
+        .arg(&pw);
+    let Some(m) = MountGuard::spawn(command, &ws.mnt()) else {
+        return;
+    };
+
+    let names: Vec<String> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["doc.txt"], "{}", m.log_text());
+    let err = fs::metadata(m.file(".qeltrix")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(fs::read(m.file("doc.txt")).unwrap(), b"through the keyring\n");
+}
+
+/// The modes let every user read, but the kernel decides first who reaches the mount at all:
+/// without `--allow-other` another user is refused whatever the modes say; with it, they read.
+#[test]
+fn other_users_are_kept_out_unless_allow_other() {
+    if !qeltrix::sys::process::is_root() {
+        eprintln!("skipping: acting as another user needs root");
+        return;
+    }
+    let ws = Workspace::new();
+    // The way to the mount point must be open to the other user, or the test proves nothing.
+    fs::set_permissions(ws.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let o = opts(CipherId::Aes256Gcm, 4 * KIB, CompressMode::Never);
+    ws.pack("shared.txt", b"for everyone\n", &o);
+    let as_nobody = |m: &MountGuard| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+            .arg(m.file("shared.txt"))
+            .output()
+            .expect("setpriv (util-linux) is installed")
+    };
+    {
+        let Some(m) = ws.mount(&[]) else { return };
+        let out = as_nobody(&m);
+        assert!(!out.status.success(), "another user read the mount");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(fs::read(m.file("shared.txt")).unwrap(), b"for everyone\n");
+    }
+    let Some(m) = ws.mount(&["--allow-other"]) else {
+        return;
+    };
+    let out = as_nobody(&m);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"for everyone\n");
 }

@@ -32,7 +32,7 @@ pub struct MountArgs {
     /// Blocks decrypted ahead of a sequential reader.
     #[arg(long, value_name = "BLOCKS", default_value_t = 4)]
     pub readahead: u64,
-    /// Let other users read the mount (files 0444 instead of 0400). Non-root users need
+    /// Let other users read the mount (without it the kernel refuses them). Non-root users need
     /// `user_allow_other` in /etc/fuse.conf.
     #[arg(long)]
     pub allow_other: bool,
@@ -50,6 +50,10 @@ pub struct MountArgs {
     /// kernel's default (128 KiB).
     #[arg(long, value_name = "KIB", default_value_t = 4096)]
     pub kernel_readahead: u32,
+    /// Seconds between full rescans of the vault, both when polling (no inotify; default 0.5)
+    /// and as the safety net under inotify (default 60). For tests.
+    #[arg(long, value_name = "SECS", hide = true)]
+    pub rescan_interval: Option<f64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -68,6 +72,14 @@ pub fn umount(a: UmountArgs) -> Result<()> {
 
 pub fn mount(a: MountArgs) -> Result<()> {
     limit_malloc_arenas();
+    let rescan = match a.rescan_interval.map(std::time::Duration::try_from_secs_f64) {
+        None => None,
+        Some(Ok(every)) if !every.is_zero() => Some(every),
+        Some(_) => {
+            let problem = "--rescan-interval takes a number of seconds above 0 and below 2^64";
+            return Err(Error::InvalidArgument(problem.into()).into());
+        }
+    };
     // Everything that can be checked without the key first, so a typo costs no passphrase prompt.
     mount::check_fuse()?;
     mount::check_mountpoint(&a.mountpoint)?;
@@ -83,7 +95,7 @@ pub fn mount(a: MountArgs) -> Result<()> {
         .for_reading_at(Some(&a.vault_dir))
         .map_err(|e| in_vault(e, a.keys.vault.as_deref().unwrap_or(&a.vault_dir)))?;
     qeltrix::harden::lock_key(&key);
-    let opts = MountOptions {
+    let mut opts = MountOptions {
         cache_bytes: a.cache_size.saturating_mul(1 << 20),
         readahead_blocks: a.readahead,
         allow_other: a.allow_other,
@@ -91,6 +103,9 @@ pub fn mount(a: MountArgs) -> Result<()> {
         kernel_readahead_kib: a.kernel_readahead,
         ..MountOptions::default()
     };
+    if let Some(every) = rescan {
+        (opts.rescan_interval, opts.safety_rescan_interval) = (every, every);
+    }
     let log_file = match &a.log_file {
         Some(p) => Some(
             std::fs::OpenOptions::new()

@@ -31,6 +31,14 @@ const TTL: Duration = Duration::from_secs(1);
 /// Block size reported by stat (the unit `du` and `cp` size their I/O by).
 const STAT_BLKSIZE: u32 = 1 << 20;
 
+/// The modes shown: those of ordinary files and folders, so that a copy out of the mount
+/// (`cp -a`, `rsync -a`) is an ordinary, writable tree. The write bits grant nothing here: the
+/// mount is read-only (writes fail with `EROFS`). Who may read is decided before the modes: without
+/// `allow_other` the kernel refuses every user but the one who mounted (root included), and with it
+/// the modes let everyone read, as `--allow-other` asks.
+const FILE_MODE: u16 = 0o644;
+const DIR_MODE: u16 = 0o755;
+
 /// A folder entry: name, inode, is a folder.
 type DirEntry = (OsString, u64, bool);
 
@@ -44,8 +52,6 @@ pub struct MountState {
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
     readahead: u64,
-    perm_file: u16,
-    perm_dir: u16,
     uid: u32,
     gid: u32,
 }
@@ -67,7 +73,6 @@ impl MountState {
             opts.workers
         };
         let (uid, gid) = (crate::sys::process::uid(), crate::sys::process::gid());
-        let perm = if opts.allow_other { 0o444 } else { 0o400 };
         Ok(MountState {
             tree: RwLock::new(tree),
             containers: vault.registry(
@@ -87,8 +92,6 @@ impl MountState {
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             readahead: opts.readahead_blocks,
-            perm_file: perm,
-            perm_dir: perm | (perm >> 2), // r-x for the same users
             uid,
             gid,
         })
@@ -101,10 +104,8 @@ impl MountState {
     fn attr(&self, tree: &Tree, ino: u64) -> Option<FileAttr> {
         let node = tree.get(ino)?;
         let (kind, size, times, perm, nlink) = match &node.kind {
-            NodeKind::Dir { times, subdirs, .. } => {
-                (FileType::Directory, 0, *times, self.perm_dir, 2 + subdirs)
-            }
-            NodeKind::File(f) => (FileType::RegularFile, f.size, f.times, self.perm_file, 1),
+            NodeKind::Dir { times, subdirs, .. } => (FileType::Directory, 0, *times, DIR_MODE, 2 + subdirs),
+            NodeKind::File(f) => (FileType::RegularFile, f.size, f.times, FILE_MODE, 1),
         };
         Some(FileAttr {
             ino: INodeNo(ino),

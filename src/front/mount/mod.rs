@@ -4,8 +4,9 @@
 //! sizes come from each container's footer. A container's key is unwrapped when it is first
 //! opened and kept for the life of the mount. Reads decrypt only the blocks they touch, through
 //! the process-wide [`BlockCache`](crate::container::cache::BlockCache), with readahead for sequential
-//! readers. A watcher rescans the vault and pushes changes to the kernel, so containers added,
-//! replaced or removed show up within about a second.
+//! readers. A watcher ([`watch`]) follows the vault's changes through inotify (polling where that
+//! is unavailable) and pushes them to the kernel, so containers added, replaced or removed show up
+//! at once.
 //!
 //! ```no_run
 //! use qeltrix::mount::{Mountable, MountOptions};
@@ -16,15 +17,16 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layout: [`tree`] is the vault index (inodes, scans), [`fs`] the fuser `Filesystem`.
+//! Layout: [`tree`] is the vault index (inodes, scans), [`fs`] the fuser `Filesystem`, [`watch`]
+//! the change detection.
 
 mod fs;
 mod tree;
+mod watch;
 
 use crate::error::MountProblem;
 use crate::{Error, Key, Result};
-use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL};
-use std::collections::HashSet;
+use fuser::{Config, MountOption, Session, SessionACL};
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -47,13 +49,16 @@ pub struct MountOptions {
     pub cache_bytes: usize,
     /// Blocks decrypted ahead of a sequential reader.
     pub readahead_blocks: u64,
-    /// Let other users read the mount (mode 0444 instead of 0400; needs `user_allow_other` in
-    /// /etc/fuse.conf unless root).
+    /// Let other users read the mount (needs `user_allow_other` in /etc/fuse.conf unless root).
+    /// Without it the kernel refuses every other user, root included.
     pub allow_other: bool,
     /// Threads answering opens and reads (0: twice the cores, at least 4).
     pub workers: usize,
-    /// How often the vault is rescanned for added, replaced and removed containers.
+    /// How often the vault is rescanned for added, replaced and removed containers when inotify
+    /// cannot watch it (see [`watch`]).
     pub rescan_interval: Duration,
+    /// How often the vault is rescanned while inotify watches it: a safety net for lost events.
+    pub safety_rescan_interval: Duration,
     /// The kernel's readahead window for this mount in KiB, set when running as root (others
     /// may not write it); 0 leaves the kernel's default of 128 KiB. The default, 4096, keeps
     /// several full-size (1 MiB) requests in flight for a sequential reader, so the worker pool
@@ -69,6 +74,7 @@ impl Default for MountOptions {
             allow_other: false,
             workers: 0,
             rescan_interval: Duration::from_millis(500),
+            safety_rescan_interval: Duration::from_secs(60),
             kernel_readahead_kib: 4096,
         }
     }
@@ -162,19 +168,23 @@ impl Mountable {
                 );
             }
         }
-        let (stop, stopped) = mpsc::channel();
+        let (wake, wakes) = mpsc::channel();
         let watcher = {
-            let (notifier, interval) = (session.notifier(), opts.rescan_interval);
-            let scanner = self.scanner;
+            let vault_watcher = watch::VaultWatcher::new(shared, self.scanner, session.notifier());
+            let every = watch::Intervals {
+                poll: opts.rescan_interval,
+                safety: opts.safety_rescan_interval,
+            };
+            let sender = wake.clone();
             std::thread::Builder::new()
                 .name("qeltrix-watch".into())
-                .spawn(move || watch(shared, scanner, notifier, stopped, interval))
+                .spawn(move || vault_watcher.run(wakes, sender, every))
                 .map_err(|e| Error::io("starting the vault watcher", e))?
         };
         Ok(Mounted {
             session,
             mountpoint,
-            stop,
+            stop: watch::StopWatcher(wake),
             watcher,
         })
     }
@@ -184,7 +194,7 @@ impl Mountable {
 pub struct Mounted {
     session: Session<fs::VaultFs>,
     mountpoint: PathBuf,
-    stop: mpsc::Sender<()>,
+    stop: watch::StopWatcher,
     watcher: std::thread::JoinHandle<()>,
 }
 
@@ -206,48 +216,6 @@ impl Mounted {
         drop(stop);
         let _ = watcher.join();
         result.map_err(|e| Error::io(format!("serving {}", mountpoint.display()), e))
-    }
-}
-
-/// Rescans the vault every `interval` until told to stop, and tells the kernel which names and
-/// pages went stale.
-fn watch(
-    shared: Arc<fs::MountState>,
-    mut scanner: Scanner,
-    notifier: Notifier,
-    stop: mpsc::Receiver<()>,
-    interval: Duration,
-) {
-    let mut reported: HashSet<String> = HashSet::new();
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
-        let scan = match scanner.scan() {
-            Ok(scan) => scan,
-            Err(e) => {
-                let msg = format!("cannot scan the vault {}: {e}", scanner.root().display());
-                if reported.insert(msg.clone()) {
-                    log(&msg);
-                }
-                continue;
-            }
-        };
-        for p in scanner.problems.drain(..) {
-            if reported.insert(p.clone()) {
-                log(&p);
-            }
-        }
-        let changes = shared.tree.write().unwrap_or_else(|p| p.into_inner()).apply(scan);
-        // After the lock is released: the kernel may call back into the filesystem.
-        let mut parents = HashSet::new();
-        for (parent, name) in &changes.entries {
-            let _ = notifier.inval_entry(INodeNo(*parent), name);
-            parents.insert(*parent);
-        }
-        for parent in parents {
-            let _ = notifier.inval_inode(INodeNo(parent), -1, 0);
-        }
-        for ino in changes.inodes {
-            let _ = notifier.inval_inode(INodeNo(ino), 0, 0);
-        }
     }
 }
 
