@@ -129,12 +129,14 @@ pub fn mount(a: MountArgs) -> Result<()> {
     // Blocked before any thread starts (the key check starts some), so that every thread
     // inherits the mask and only the signal thread sees them.
     let mounted_at = spawn_signal_thread(block_signals());
-    // On the terminal, like the daemon's, even with --log-file.
-    check_key(vault.root(), &a.vault_dir, &key)?;
+    // The check's words on the terminal, like the daemon's, even with --log-file.
+    let shown = &a.vault_dir;
+    let mounted = vault.mount_with_key_check(&a.mountpoint, key, &opts, |check| {
+        report_key_check(check, shown, "qeltrix::mount")
+    })?;
     if let Some(f) = &log_file {
         redirect(f, StdStream::Stderr);
     }
-    let mounted = vault.mount(&a.mountpoint, key, &opts)?;
     let mp = mounted.mountpoint().to_path_buf();
     eprintln!(
         "qeltrix: mounted {what} at {}; Ctrl-C or `qeltrix umount {}` unmounts it",
@@ -165,9 +167,9 @@ fn daemonize(
             drop(from_child);
             let _ = process::new_session();
             let mounted_at = spawn_signal_thread(block_signals());
-            let mounted = match check_key(vault.root(), shown, &key)
-                .and_then(|()| Ok(vault.mount(mountpoint, key, opts)?))
-            {
+            let mounted = match vault.mount_with_key_check(mountpoint, key, opts, |check| {
+                report_key_check(check, shown, "qeltrix::mount")
+            }) {
                 Ok(m) => m,
                 Err(e) => {
                     let lib = e.chain().find_map(|c| c.downcast_ref::<Error>());
@@ -209,34 +211,24 @@ fn daemonize(
     }
 }
 
-/// Tries `key` on the containers of the vault at `root` (named `shown` as the user gave it)
-/// before mounting (see [`report_key_check`]).
-fn check_key(root: &Path, shown: &Path, key: &qeltrix::Key) -> Result<()> {
-    let vault = qeltrix::vault::Vault::local(root).map_err(|e| Error::io("opening", e).in_file(root))?;
-    // A clone shares what the key remembers (passphrase slots that failed), so the mount does
-    // not run those key derivations again.
-    let check = vault.check_key(key.clone())?;
-    report_key_check(check, shown, "qeltrix::mount")
-}
-
-/// How many failures are logged one by one when the key opens nothing; the rest are counted.
+/// How many failures are logged one by one; the rest are counted.
 const FAILURES_LOGGED: usize = 10;
 
 /// What `mount` and `serve` say about a [`qeltrix::vault::KeyCheck`] of the vault at `root`,
-/// logging under `target`. The key opens none of the containers: each one's reason is logged
-/// and the error is "vault DIR: wrong key: the key opens 0 of N containers" (exit 3). It opens
-/// some: a warning with the counts, and the reasons are left to the front end, which logs each
-/// once when the container is first asked for (the mount in its log, serve with the 403).
+/// logging under `target`. Each failed container's reason is logged once, here. The key opens
+/// none of the containers: the error is "vault DIR: wrong key: the key opens 0 of N containers"
+/// (exit 3). It opens some: a warning with the counts.
 pub(super) fn report_key_check(check: qeltrix::vault::KeyCheck, root: &Path, target: &str) -> Result<()> {
     let (opened, total) = (check.opened, check.containers);
-    if check.opens_none() {
-        for (_, failure) in check.failures.iter().take(FAILURES_LOGGED) {
-            log_failure(target, &format!("cannot open {}", failure.error));
-        }
-        if check.failures.len() > FAILURES_LOGGED {
-            let more = check.failures.len() - FAILURES_LOGGED;
-            log_failure(target, &format!("… and {more} more containers that do not open"));
-        }
+    // The check went through the front end's own registry, which remembers these failures: a
+    // later read of such a container fails without logging its reason again. So the reasons
+    // are logged here, once.
+    for (_, failure) in check.failures.iter().take(FAILURES_LOGGED) {
+        log_failure(target, &format!("cannot open {}", failure.error));
+    }
+    if check.failures.len() > FAILURES_LOGGED {
+        let more = check.failures.len() - FAILURES_LOGGED;
+        log_failure(target, &format!("… and {more} more containers that do not open"));
     }
     let check = check.require_any().map_err(|e| in_vault(e.into(), root))?;
     if !check.failures.is_empty() {

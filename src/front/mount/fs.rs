@@ -97,6 +97,12 @@ impl MountState {
         })
     }
 
+    /// Tries the key on every container through the mount's registry, which keeps what it
+    /// opened (and why the others failed) for the reads to come.
+    pub fn check_key(&self) -> crate::Result<crate::vault::KeyCheck> {
+        self.containers.check_key()
+    }
+
     fn tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {
         self.tree.read().unwrap_or_else(|p| p.into_inner())
     }

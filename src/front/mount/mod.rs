@@ -25,6 +25,7 @@ mod tree;
 mod watch;
 
 use crate::error::MountProblem;
+use crate::vault::KeyCheck;
 use crate::{Error, Key, Result};
 use fuser::{Config, MountOption, Session, SessionACL};
 use std::ffi::OsStr;
@@ -130,6 +131,30 @@ impl Mountable {
     /// Mounts the vault at `mountpoint` (checked first: see [`check_mountpoint`]). When this
     /// returns, the mount is in place and answering; [`Mounted::run`] keeps serving it.
     pub fn mount(self, mountpoint: &Path, key: Key, opts: &MountOptions) -> Result<Mounted> {
+        self.mount_checked(mountpoint, key, opts, None::<fn(KeyCheck) -> Result<()>>)
+    }
+
+    /// As [`mount`](Self::mount), after trying `key` on every container through the mount's
+    /// own registry ([`Registry::check_key`](crate::vault::Registry::check_key)), so that a
+    /// container the check opened stays open for the mount's reads. `accept` sees the counts
+    /// and may refuse them with its error; nothing is mounted then.
+    pub fn mount_with_key_check<E: From<Error>>(
+        self,
+        mountpoint: &Path,
+        key: Key,
+        opts: &MountOptions,
+        accept: impl FnOnce(KeyCheck) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Mounted, E> {
+        self.mount_checked(mountpoint, key, opts, Some(accept))
+    }
+
+    fn mount_checked<E: From<Error>>(
+        self,
+        mountpoint: &Path,
+        key: Key,
+        opts: &MountOptions,
+        accept: Option<impl FnOnce(KeyCheck) -> std::result::Result<(), E>>,
+    ) -> std::result::Result<Mounted, E> {
         check_fuse()?;
         let mountpoint = check_mountpoint(mountpoint)?;
         raise_open_file_limit();
@@ -137,6 +162,9 @@ impl Mountable {
             fs::MountState::new(self.tree, self.scanner.vault(), key, opts)
                 .map_err(|e| Error::io("starting worker threads", e))?,
         );
+        if let Some(accept) = accept {
+            accept(shared.check_key()?)?;
+        }
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::RO,
