@@ -397,3 +397,16 @@ fn every_command_takes_quiet_and_verbose() {
         assert!(text.contains("-v, --verbose"), "{command}: {text}");
     }
 }
+
+#[test]
+fn serve_and_gateway_show_their_default_addresses_in_help() {
+    let w = Work::new();
+    let serve = w.ok("serve --help");
+    assert!(serve.contains("[default: 127.0.0.1:7621"), "{serve}");
+    let gateway = w.ok("gateway --help");
+    assert!(gateway.contains("[default: 127.0.0.1:7620]"), "{gateway}");
+    // Words a user has met: no internal jargon.
+    for help in [&serve, &gateway] {
+        assert!(!help.to_lowercase().contains("seed"), "{help}");
+    }
+}
