@@ -11,6 +11,8 @@ need curl curl
 need fusermount3 fuse3
 need ffmpeg ffmpeg
 need chromium chromium
+need script bsdutils        # tests/prompts.rs and tests/vault_readers.rs: a real pty
+need setsid util-linux      # tests/prompts.rs: a process with no controlling terminal
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

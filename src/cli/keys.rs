@@ -6,7 +6,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use qeltrix::crypto::{IdentityKey, KdfLimits, Key, KeyFileKey, Passphrase, Recipient, RecipientKey};
 use qeltrix::keyring;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use zeroize::Zeroizing;
@@ -275,13 +274,17 @@ pub fn read_passphrase_file(path: &Path) -> Result<Passphrase> {
     passphrase(line.to_string(), &path.display().to_string())
 }
 
-/// Asks for a passphrase on the terminal (twice when `confirm`). Without a terminal, the error
-/// names what was wanted and `how` to give it instead.
+/// Asks for a passphrase on the controlling terminal, `/dev/tty` (twice when `confirm`), as age
+/// and gpg do: stdin may carry the data (`cat f | qeltrix pack - c.qltx`) or be redirected, and
+/// the prompt still reaches the person at the terminal. Without a controlling terminal (a
+/// service, `setsid`, a cron job), the error names what was wanted and `how` to give it instead;
+/// `stdin_is_data` only adds to its wording.
 pub fn prompt_passphrase(confirm: bool, stdin_is_data: bool, prompt: &str, how: &str) -> Result<Passphrase> {
-    if stdin_is_data || !std::io::stdin().is_terminal() {
+    if !has_terminal() {
         bail!(qeltrix::Error::InvalidArgument(format!(
-            "{} needed and there is no terminal to ask on: give it with {how}",
-            prompt.trim_end_matches([':', ' '])
+            "{} needed and there is no terminal to ask on{}: give it with {how}",
+            prompt.trim_end_matches([':', ' ']),
+            if stdin_is_data { " (stdin is the data)" } else { "" }
         )));
     }
     let first = Zeroizing::new(rpassword::prompt_password(prompt).context("reading the passphrase")?);
@@ -294,6 +297,16 @@ pub fn prompt_passphrase(confirm: bool, stdin_is_data: bool, prompt: &str, how: 
         }
     }
     passphrase(first.to_string(), "the prompt")
+}
+
+/// Whether this process has a controlling terminal to prompt on: `/dev/tty` opens for reading and
+/// writing (without one, the open fails with ENXIO). rpassword prompts and reads there.
+fn has_terminal() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .is_ok()
 }
 
 fn passphrase(p: String, from: &str) -> Result<Passphrase> {

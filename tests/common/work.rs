@@ -8,7 +8,7 @@ use tempfile::TempDir;
 
 /// Environment variables a test's `qeltrix` must not inherit: a passphrase, the crash hook of the
 /// rekey tests, a reader's KDF cap.
-const HERMETIC_ENV: [&str; 4] = [
+pub const HERMETIC_ENV: [&str; 4] = [
     qeltrix::cli::PASSPHRASE_ENV,
     "QELTRIX_KEY_FILE",
     "QELTRIX_TEST_CRASH_AT",

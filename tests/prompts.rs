@@ -1,0 +1,160 @@
+//! Prompts (issue "The first hour": prompts ignore the container's slots). A passphrase is
+//! asked for on the controlling terminal, even when stdin carries the data. Terminals are real: `script` (util-linux) runs the command on a pseudo-terminal and
+//! the test types at its prompts; `setsid` runs a command with no controlling terminal at all.
+//! Passphrases reach the processes through files, the environment or the terminal, never argv.
+
+mod common;
+
+use common::*;
+use qeltrix::cli::PASSPHRASE_ENV;
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+
+const PASS: &str = "prompts test passphrase";
+
+/// A working folder with `plain.bin`, a key file `key`, passphrase file `pass`, and
+/// `kf.qltx`, a container with a key-file slot only.
+fn work() -> (Work, Vec<u8>) {
+    let w = Work::with_key();
+    let plain = random_bytes(100_000, 3);
+    w.write("plain.bin", &plain);
+    w.write("pass", format!("{PASS}\n").as_bytes());
+    w.ok("pack plain.bin kf.qltx --key-file key --block-size 16 -q");
+    (w, plain)
+}
+
+/// A shell command line run on a pseudo-terminal (through `script`) in `w`'s folder: the
+/// terminal's output collected as it comes, what is typed written to `script`'s stdin.
+struct OnTerminal {
+    child: Child,
+    output: Captured,
+}
+
+impl OnTerminal {
+    /// Runs `shell_line`, in which `QELTRIX` stands for the binary under test.
+    fn start(w: &Work, shell_line: &str) -> Self {
+        let line = shell_line.replace("QELTRIX", &format!("'{}'", env!("CARGO_BIN_EXE_qeltrix")));
+        let mut script = Command::new("script");
+        script
+            .args(["-qfec", &line, "/dev/null"])
+            .current_dir(w.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for var in HERMETIC_ENV {
+            script.env_remove(var);
+        }
+        let mut child = script
+            .spawn()
+            .expect("script (util-linux) runs the command on a pty");
+        let output = Captured::start(child.stdout.take().unwrap());
+        OnTerminal { child, output }
+    }
+
+    fn text(&self) -> String {
+        OutputSource::text(&self.output)
+    }
+
+    /// Waits for `prompt` on the terminal (a new one, after those answered), then types `line`.
+    fn answer(&mut self, prompt: &str, line: &str) {
+        let seen = self.text().matches(prompt).count();
+        wait_for_output(prompt, &mut self.child, &self.output, |t| {
+            (t.matches(prompt).count() > seen).then_some(())
+        });
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn wait_exit(&mut self) -> i32 {
+        wait_exit(&mut self.child, &self.output).code().unwrap_or(-1)
+    }
+}
+
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        // Killing `script` closes the pty, and the command on it gets SIGHUP.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `qeltrix LINE` in `w`'s folder with no controlling terminal (`setsid`), stdin from the file
+/// `stdin` (or empty).
+fn without_terminal(w: &Work, line: &str, stdin: Option<&str>) -> Command {
+    let mut cmd = Command::new("setsid");
+    cmd.arg("--wait")
+        .arg(env!("CARGO_BIN_EXE_qeltrix"))
+        .args(line.split_whitespace())
+        .current_dir(w.dir.path())
+        .stdin(match stdin {
+            Some(f) => Stdio::from(std::fs::File::open(w.path(f)).unwrap()),
+            None => Stdio::null(),
+        });
+    for var in HERMETIC_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn run(mut cmd: Command) -> Output {
+    cmd.output().expect("setsid (util-linux) runs")
+}
+
+#[test]
+fn piped_data_and_the_passphrase_from_the_terminal() {
+    let (w, plain) = work();
+    let mut terminal = OnTerminal::start(
+        &w,
+        "cat plain.bin | QELTRIX pack - piped.qltx --kdf-iterations 1000 -q",
+    );
+    terminal.answer("Passphrase:", PASS);
+    terminal.answer("Again:", PASS);
+    assert_eq!(terminal.wait_exit(), 0, "{}", terminal.text());
+    let out = w
+        .cmd("unpack piped.qltx out.bin -q")
+        .env(PASSPHRASE_ENV, PASS)
+        .output()
+        .unwrap();
+    assert_code(&out, 0, "unpack piped.qltx");
+    assert!(
+        w.read("out.bin") == plain,
+        "the piped data, under the typed passphrase"
+    );
+
+    // Reading with stdin redirected asks on the terminal too.
+    std::fs::remove_file(w.path("out.bin")).unwrap();
+    let mut terminal = OnTerminal::start(&w, "QELTRIX unpack piped.qltx out.bin -q < /dev/null");
+    terminal.answer("Passphrase:", PASS);
+    assert_eq!(terminal.wait_exit(), 0, "{}", terminal.text());
+    assert!(w.read("out.bin") == plain);
+}
+
+#[test]
+fn with_no_terminal_the_error_says_how_to_give_the_passphrase() {
+    let (w, plain) = work();
+    let how = "--passphrase-file or QELTRIX_PASSPHRASE";
+    let out = run(without_terminal(&w, "pack - new.qltx", Some("plain.bin")));
+    assert_code(&out, 2, "pack - with no terminal");
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("Passphrase needed and there is no terminal to ask on") && err.contains(how),
+        "{err}"
+    );
+    assert!(!w.exists("new.qltx"));
+
+    w.ok("pack plain.bin pp.qltx --passphrase-file pass --kdf-iterations 1000 -q");
+    let out = run(without_terminal(&w, "unpack pp.qltx out.bin", None));
+    assert_code(&out, 2, "unpack with no terminal");
+    assert!(stderr_of(&out).contains(how), "{}", stderr_of(&out));
+    assert!(!w.exists("out.bin"));
+
+    // The environment needs no terminal.
+    let mut cmd = without_terminal(&w, "pack - env.qltx --kdf-iterations 1000 -q", Some("plain.bin"));
+    cmd.env(PASSPHRASE_ENV, PASS);
+    assert_code(&run(cmd), 0, "pack - with QELTRIX_PASSPHRASE");
+    let mut cmd = without_terminal(&w, "unpack env.qltx out.bin -q", None);
+    cmd.env(PASSPHRASE_ENV, PASS);
+    assert_code(&run(cmd), 0, "unpack with QELTRIX_PASSPHRASE");
+    assert!(w.read("out.bin") == plain);
+}
