@@ -184,7 +184,7 @@ fn wrong_vault_passphrase_exits_3_and_writes_nothing() {
     assert!(err.contains("V/c.qltx") && err.contains("vault"), "{err}");
     let err = w.fails(&format!("unpack out/c.qltx x --vault V {wrong}"), 3);
     assert!(
-        err.contains("keyring: wrong key: the passphrase does not open"),
+        err.contains("wrong key: the passphrase does not open vault V"),
         "{err}"
     );
     w.fails(&format!("seek V/c.qltx --offset 0 --length 10 -o x {wrong}"), 3);

@@ -1,5 +1,6 @@
 //! Prompts (issue "The first hour": prompts ignore the container's slots). A passphrase is
-//! asked for on the controlling terminal, even when stdin carries the data. Terminals are real: `script` (util-linux) runs the command on a pseudo-terminal and
+//! asked for on the controlling terminal, even when stdin carries the data, and a wrong vault
+//! passphrase is named as such. Terminals are real: `script` (util-linux) runs the command on a pseudo-terminal and
 //! the test types at its prompts; `setsid` runs a command with no controlling terminal at all.
 //! Passphrases reach the processes through files, the environment or the terminal, never argv.
 
@@ -11,16 +12,29 @@ use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 
 const PASS: &str = "prompts test passphrase";
+const WRONG: &str = "not the passphrase";
 
-/// A working folder with `plain.bin`, a key file `key`, passphrase file `pass`, and
+/// A working folder with `plain.bin`, a key file `key`, passphrase files `pass` and `wrong`, and
 /// `kf.qltx`, a container with a key-file slot only.
 fn work() -> (Work, Vec<u8>) {
     let w = Work::with_key();
     let plain = random_bytes(100_000, 3);
     w.write("plain.bin", &plain);
     w.write("pass", format!("{PASS}\n").as_bytes());
+    w.write("wrong", format!("{WRONG}\n").as_bytes());
     w.ok("pack plain.bin kf.qltx --key-file key --block-size 16 -q");
     (w, plain)
+}
+
+/// Makes `V` a vault (passphrase `PASS`) holding `V/c.qltx`, whose only slot is a keyring slot.
+fn vault(w: &Work) {
+    w.ok("init V --passphrase-file pass --kdf-iterations 1000");
+    w.ok("pack plain.bin V/c.qltx --passphrase-file pass -q");
+    let slots = w.ok("rekey V/c.qltx --list");
+    assert!(
+        slots.contains("#0 keyring") && !slots.contains("passphrase"),
+        "{slots}"
+    );
 }
 
 /// A shell command line run on a pseudo-terminal (through `script`) in `w`'s folder: the
@@ -156,5 +170,70 @@ fn with_no_terminal_the_error_says_how_to_give_the_passphrase() {
     let mut cmd = without_terminal(&w, "unpack env.qltx out.bin -q", None);
     cmd.env(PASSPHRASE_ENV, PASS);
     assert_code(&run(cmd), 0, "unpack with QELTRIX_PASSPHRASE");
+    assert!(w.read("out.bin") == plain);
+}
+
+#[test]
+fn a_wrong_vault_passphrase_says_it_does_not_open_the_vault() {
+    let (w, plain) = work();
+    vault(&w);
+    let found = std::fs::canonicalize(w.path("V")).unwrap();
+    let in_container = format!(
+        "V/c.qltx: wrong key: the passphrase does not open vault {}",
+        found.display()
+    );
+    let lines = [
+        (
+            "unpack V/c.qltx out.bin --passphrase-file wrong",
+            in_container.clone(),
+        ),
+        (
+            "seek V/c.qltx --offset 0 --length 10 -o out.bin --passphrase-file wrong",
+            in_container.clone(),
+        ),
+        ("verify V/c.qltx --passphrase-file wrong", in_container.clone()),
+        (
+            "serve V/c.qltx --listen 127.0.0.1:0 --passphrase-file wrong",
+            in_container.clone(),
+        ),
+        (
+            "serve V --listen 127.0.0.1:0 --passphrase-file wrong",
+            format!(
+                "wrong key: the passphrase does not open vault {}",
+                found.display()
+            ),
+        ),
+        (
+            "passwd V --passphrase-file wrong --new-passphrase-file pass",
+            "wrong key: the passphrase does not open vault V".into(),
+        ),
+    ];
+    for (line, said) in lines {
+        let err = w.fails(line, 3);
+        assert!(err.contains(&said), "{line}: {err}");
+        assert!(!err.contains("no passphrase slot"), "{line}: {err}");
+    }
+    let out = w
+        .cmd("unpack V/c.qltx out.bin")
+        .env(PASSPHRASE_ENV, WRONG)
+        .output()
+        .unwrap();
+    assert_code(&out, 3, "unpack V/c.qltx with a wrong QELTRIX_PASSPHRASE");
+    assert!(stderr_of(&out).contains(&in_container), "{}", stderr_of(&out));
+
+    // With another key given that opens the container, a wrong vault passphrase is no error.
+    w.ok("pack plain.bin V/both.qltx --key-file key --passphrase-file pass -q");
+    w.ok("unpack V/both.qltx both.bin --key-file key --passphrase-file wrong -q");
+    assert!(w.read("both.bin") == plain);
+
+    // Typed at the prompt, which asks for the vault's passphrase.
+    let mut terminal = OnTerminal::start(&w, "QELTRIX unpack V/c.qltx out.bin -q");
+    terminal.answer("Vault passphrase:", WRONG);
+    assert_eq!(terminal.wait_exit(), 3, "{}", terminal.text());
+    assert!(terminal.text().contains(&in_container), "{}", terminal.text());
+    assert!(!w.exists("out.bin"));
+    let mut terminal = OnTerminal::start(&w, "QELTRIX unpack V/c.qltx out.bin -q");
+    terminal.answer("Vault passphrase:", PASS);
+    assert_eq!(terminal.wait_exit(), 0, "{}", terminal.text());
     assert!(w.read("out.bin") == plain);
 }

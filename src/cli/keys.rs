@@ -5,7 +5,9 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use qeltrix::crypto::{IdentityKey, KdfLimits, Key, KeyFileKey, Passphrase, Recipient, RecipientKey};
+use qeltrix::format::SlotKind;
 use qeltrix::keyring;
+use qeltrix::ContainerInfo;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use zeroize::Zeroizing;
@@ -128,6 +130,10 @@ impl KeyArgs {
     /// The key to open containers at or under `target` with. Key files and identities need no
     /// prompt; otherwise the passphrase (given, from the environment, or asked) unlocks the vault
     /// keyring if `target` is inside a vault, and is also tried as a container passphrase.
+    ///
+    /// When `target` is one container, its key slots (readable without a key) decide how a vault
+    /// passphrase that fails is reported: on a container with no passphrase slot of its own, as
+    /// not opening the vault.
     pub fn for_reading_at(&self, target: Option<&Path>) -> Result<Key> {
         let mut keys = Vec::new();
         if let Some(k) = self.identity()? {
@@ -143,6 +149,10 @@ impl KeyArgs {
                 .vault
                 .clone()
                 .or_else(|| target.and_then(keyring::find_vault));
+            // Read only when needed (after a failed vault passphrase); a vault folder (mount,
+            // serve) has no slots of its own.
+            let container = target.filter(|t| t.is_file());
+            let slots = || container.map(slot_kinds).transpose();
             let prompt = if vault.is_some() {
                 "Vault passphrase: "
             } else {
@@ -154,12 +164,20 @@ impl KeyArgs {
             };
             // Named with --vault, or given as the vault folder itself (mount, serve): a wrong
             // vault passphrase is an error at once. A vault merely found above a container may
-            // also hold containers with plain passphrase slots, so the passphrase is tried there too.
+            // also hold containers with plain passphrase slots, so the passphrase is tried there
+            // too, unless it was the only key given and this container has no passphrase slot
+            // for it to open.
             let strict = self.vault.is_some() || target.is_some_and(|t| keyring::keyring_path(t).is_file());
             if let Some(v) = vault {
                 match keyring::unlock(&v, &pass) {
                     Ok(vault_key) => keys.push(Key::Vault(vault_key)),
-                    Err(e) if strict => return Err(e.into()),
+                    Err(e) if strict => return Err(in_container(e, container).into()),
+                    Err(e)
+                        if keys.is_empty()
+                            && !slots()?.is_some_and(|p| p.contains(&SlotKind::Passphrase)) =>
+                    {
+                        return Err(in_container(e, container).into())
+                    }
                     Err(_) => {}
                 }
             }
@@ -307,6 +325,22 @@ fn has_terminal() -> bool {
         .write(true)
         .open("/dev/tty")
         .is_ok()
+}
+
+/// The kinds of `container`'s active key slots, read without a key.
+fn slot_kinds(container: &Path) -> qeltrix::Result<Vec<SlotKind>> {
+    let object = super::commands::open_object(container)?;
+    let info = ContainerInfo::read(&object).map_err(|e| e.in_file(container))?;
+    Ok(info.slots.slots.iter().map(|s| s.kind).collect())
+}
+
+/// Names the container a vault failure happened on, when there is one (a vault folder itself
+/// is named by the error).
+fn in_container(e: qeltrix::Error, container: Option<&Path>) -> qeltrix::Error {
+    match container {
+        Some(c) => e.in_file(c),
+        None => e,
+    }
 }
 
 fn passphrase(p: String, from: &str) -> Result<Passphrase> {
