@@ -1,6 +1,7 @@
-//! Prompts (issue "The first hour": prompts ignore the container's slots). A passphrase is
-//! asked for on the controlling terminal, even when stdin carries the data, and a wrong vault
-//! passphrase is named as such. Terminals are real: `script` (util-linux) runs the command on a pseudo-terminal and
+//! Prompts that look at the container first (issue "The first hour": prompts ignore the
+//! container's slots). A passphrase is asked for only when a slot could take it, on the
+//! controlling terminal even when stdin carries the data, and a wrong vault passphrase is named
+//! as such. Terminals are real: `script` (util-linux) runs the command on a pseudo-terminal and
 //! the test types at its prompts; `setsid` runs a command with no controlling terminal at all.
 //! Passphrases reach the processes through files, the environment or the terminal, never argv.
 
@@ -80,6 +81,22 @@ impl OnTerminal {
         stdin.flush().unwrap();
     }
 
+    /// Waits until the command has ended or asks for a passphrase: its exit code, or `None`
+    /// when it is waiting at a prompt.
+    fn exit_or_prompt(&mut self) -> Option<i32> {
+        let mut exited = None;
+        wait_until("an exit or a passphrase prompt", || {
+            if self.output.text().contains("assphrase:") {
+                return true;
+            }
+            exited = self.child.try_wait().unwrap();
+            exited.is_some()
+        });
+        let status = exited?;
+        wait_until("the end of the terminal's output", || self.output.complete());
+        Some(status.code().unwrap_or(-1))
+    }
+
     fn wait_exit(&mut self) -> i32 {
         wait_exit(&mut self.child, &self.output).code().unwrap_or(-1)
     }
@@ -113,6 +130,54 @@ fn without_terminal(w: &Work, line: &str, stdin: Option<&str>) -> Command {
 
 fn run(mut cmd: Command) -> Output {
     cmd.output().expect("setsid (util-linux) runs")
+}
+
+#[test]
+fn a_container_without_a_passphrase_slot_names_its_key_instead_of_prompting() {
+    let (w, plain) = work();
+    let recipient = w.ok("keygen --x25519 -o id").trim().to_string();
+    w.ok(&format!("pack plain.bin x.qltx --recipient {recipient} -q"));
+    let commands = [
+        "unpack C out.bin",
+        "seek C --offset 0 --length 10 -o out.bin",
+        "verify C",
+        "rekey C --scrub",
+        "reencrypt C out.bin",
+        "serve C --listen 127.0.0.1:0",
+    ];
+    for (container, needs) in [("kf.qltx", "--key-file"), ("x.qltx", "--identity")] {
+        let said = format!("{container} has no passphrase slot: it needs {needs}");
+        for command in commands {
+            let line = command.replace('C', container);
+            let mut terminal = OnTerminal::start(&w, &format!("QELTRIX {line}"));
+            let code = terminal.exit_or_prompt();
+            let text = terminal.text();
+            // No key was given: a usage error (2), like a passphrase with no terminal to ask on.
+            assert_eq!(code, Some(2), "{line} (None: it prompted): {text}");
+            assert!(text.contains(&said), "{line}: {text}");
+            assert!(!w.exists("out.bin"), "{line} left output");
+        }
+        // Without a terminal, the same answer rather than "no terminal".
+        let out = run(without_terminal(&w, &format!("unpack {container} out.bin"), None));
+        assert_code(&out, 2, "unpack without a terminal");
+        assert!(stderr_of(&out).contains(&said), "{}", stderr_of(&out));
+    }
+    // A passphrase given anyway is a wrong key (3), with the same advice.
+    let out = w
+        .cmd("unpack kf.qltx out.bin")
+        .env(PASSPHRASE_ENV, PASS)
+        .output()
+        .unwrap();
+    assert_code(&out, 3, "unpack kf.qltx with a passphrase");
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("no passphrase slot") && err.contains("it needs --key-file"),
+        "{err}"
+    );
+    // The options named do open them.
+    w.ok("unpack kf.qltx out.bin --key-file key -q");
+    assert!(w.read("out.bin") == plain);
+    w.ok("verify x.qltx --identity id -q");
 }
 
 #[test]
@@ -236,4 +301,17 @@ fn a_wrong_vault_passphrase_says_it_does_not_open_the_vault() {
     terminal.answer("Vault passphrase:", PASS);
     assert_eq!(terminal.wait_exit(), 0, "{}", terminal.text());
     assert!(w.read("out.bin") == plain);
+
+    // Outside its vault, a keyring slot needs the vault named, and nothing is asked.
+    std::fs::copy(w.path("V/c.qltx"), w.path("lone.qltx")).unwrap();
+    let mut terminal = OnTerminal::start(&w, "QELTRIX verify lone.qltx");
+    assert_eq!(terminal.exit_or_prompt(), Some(2), "{}", terminal.text());
+    assert!(
+        terminal
+            .text()
+            .contains("lone.qltx has no passphrase slot: it needs --vault"),
+        "{}",
+        terminal.text()
+    );
+    w.ok("verify lone.qltx --vault V --passphrase-file pass -q");
 }

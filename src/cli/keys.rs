@@ -131,9 +131,10 @@ impl KeyArgs {
     /// prompt; otherwise the passphrase (given, from the environment, or asked) unlocks the vault
     /// keyring if `target` is inside a vault, and is also tried as a container passphrase.
     ///
-    /// When `target` is one container, its key slots (readable without a key) decide how a vault
-    /// passphrase that fails is reported: on a container with no passphrase slot of its own, as
-    /// not opening the vault.
+    /// When `target` is one container, its key slots (readable without a key) decide two things:
+    /// a passphrase is not asked for when no slot could take it (the error names the option the
+    /// container needs instead), and a vault passphrase that fails on a container with no
+    /// passphrase slot of its own is reported as not opening the vault.
     pub fn for_reading_at(&self, target: Option<&Path>) -> Result<Key> {
         let mut keys = Vec::new();
         if let Some(k) = self.identity()? {
@@ -149,8 +150,8 @@ impl KeyArgs {
                 .vault
                 .clone()
                 .or_else(|| target.and_then(keyring::find_vault));
-            // Read only when needed (after a failed vault passphrase); a vault folder (mount,
-            // serve) has no slots of its own.
+            // Read only when needed (before a prompt, after a failed vault passphrase); a vault
+            // folder (mount, serve) has no slots of its own.
             let container = target.filter(|t| t.is_file());
             let slots = || container.map(slot_kinds).transpose();
             let prompt = if vault.is_some() {
@@ -160,7 +161,12 @@ impl KeyArgs {
             };
             let pass = match self.explicit_passphrase()? {
                 Some(p) => p,
-                None => self.ambient_passphrase(false, false, prompt)?,
+                None => {
+                    if let (None, Some(c), Some(present)) = (env_value(), container, slots()?) {
+                        check_askable(c, &present, vault.is_some())?;
+                    }
+                    self.ambient_passphrase(false, false, prompt)?
+                }
             };
             // Named with --vault, or given as the vault folder itself (mount, serve): a wrong
             // vault passphrase is an error at once. A vault merely found above a container may
@@ -332,6 +338,44 @@ fn slot_kinds(container: &Path) -> qeltrix::Result<Vec<SlotKind>> {
     let object = super::commands::open_object(container)?;
     let info = ContainerInfo::read(&object).map_err(|e| e.in_file(container))?;
     Ok(info.slots.slots.iter().map(|s| s.kind).collect())
+}
+
+/// Refuses to ask for a passphrase that no slot of the container could take (`in_vault`: a vault
+/// was found or named, so a keyring slot takes the vault passphrase): the error says up front
+/// which option the container needs. No key was given, so this is a usage error, not a wrong key.
+fn check_askable(container: &Path, present: &[SlotKind], in_vault: bool) -> Result<()> {
+    let askable =
+        present.contains(&SlotKind::Passphrase) || (in_vault && present.contains(&SlotKind::Keyring));
+    match options_for(present) {
+        Some(options) if !askable => bail!(qeltrix::Error::InvalidArgument(format!(
+            "{} has no passphrase slot: it needs {options} (its slots: {})",
+            container.display(),
+            kind_names(present)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The options that give a key for the slot kinds `present`, as advice ("--key-file or
+/// --identity"); `None` when there are none.
+pub(super) fn options_for(present: &[SlotKind]) -> Option<String> {
+    let mut options: Vec<&str> = Vec::new();
+    for kind in present {
+        let option = match kind {
+            SlotKind::Passphrase => "--passphrase-file",
+            SlotKind::KeyFile => "--key-file",
+            SlotKind::Recipient => "--identity",
+            SlotKind::Keyring => "--vault",
+        };
+        if !options.contains(&option) {
+            options.push(option);
+        }
+    }
+    (!options.is_empty()).then(|| options.join(" or "))
+}
+
+fn kind_names(kinds: &[SlotKind]) -> String {
+    kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
 }
 
 /// Names the container a vault failure happened on, when there is one (a vault folder itself
