@@ -142,6 +142,7 @@ fn a_container_without_a_passphrase_slot_names_its_key_instead_of_prompting() {
         "seek C --offset 0 --length 10 -o out.bin",
         "verify C",
         "rekey C --scrub",
+        "rekey C --add-passphrase",
         "reencrypt C out.bin",
         "serve C --listen 127.0.0.1:0",
     ];
@@ -285,6 +286,14 @@ fn a_wrong_vault_passphrase_says_it_does_not_open_the_vault() {
         .unwrap();
     assert_code(&out, 3, "unpack V/c.qltx with a wrong QELTRIX_PASSPHRASE");
     assert!(stderr_of(&out).contains(&in_container), "{}", stderr_of(&out));
+
+    // A key file given with --vault: the vault passphrase is still asked for, and the key file
+    // opens a container with no slot for it.
+    w.ok("pack plain.bin V/kf.qltx --key-file key -q");
+    let mut terminal = OnTerminal::start(&w, "QELTRIX unpack V/kf.qltx kf.bin --key-file key --vault V -q");
+    terminal.answer("Vault passphrase:", PASS);
+    assert_eq!(terminal.wait_exit(), 0, "{}", terminal.text());
+    assert!(w.read("kf.bin") == plain);
 
     // With another key given that opens the container, a wrong vault passphrase is no error.
     w.ok("pack plain.bin V/both.qltx --key-file key --passphrase-file pass -q");

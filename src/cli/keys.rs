@@ -162,7 +162,9 @@ impl KeyArgs {
             let pass = match self.explicit_passphrase()? {
                 Some(p) => p,
                 None => {
-                    if let (None, Some(c), Some(present)) = (env_value(), container, slots()?) {
+                    // Nothing given: the passphrase would be the only key.
+                    let only_key = keys.is_empty() && env_value().is_none();
+                    if let (true, Some(c), Some(present)) = (only_key, container, slots()?) {
                         check_askable(c, &present, vault.is_some())?;
                     }
                     self.ambient_passphrase(false, false, prompt)?
@@ -194,6 +196,22 @@ impl KeyArgs {
         } else {
             Key::FirstOf(keys)
         })
+    }
+
+    /// For a command that asks for something else before the key (rekey's new passphrase):
+    /// refuses at once, as [`KeyArgs::for_reading_at`] would after that prompt, when no key is
+    /// given and `container` has no slot the passphrase to be asked for could open.
+    pub fn check_before_prompt(&self, container: &Path) -> Result<()> {
+        let given = self.identity.is_some()
+            || self.key_file.is_some()
+            || self.passphrase_file.is_some()
+            || self.passphrase.is_some()
+            || env_value().is_some();
+        if given || !container.is_file() {
+            return Ok(());
+        }
+        let vault = self.vault.clone().or_else(|| keyring::find_vault(container));
+        check_askable(container, &slot_kinds(container)?, vault.is_some())
     }
 
     fn key_file(&self) -> Result<Option<Key>> {
