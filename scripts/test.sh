@@ -13,6 +13,8 @@ need rsync rsync
 need ffmpeg ffmpeg
 need chromium chromium
 need groff groff-base
+need script bsdutils        # tests/prompts.rs and tests/vault_readers.rs: a real pty
+need setsid util-linux      # tests/prompts.rs: a process with no controlling terminal
 
 step "Cargo.lock is current (the README's cargo install --locked needs it)"
 cargo metadata --locked --format-version 1 > /dev/null

@@ -44,8 +44,8 @@ pub enum Error {
     NotAContainer(String),
 
     /// A key slot of a kind the key could open exists, but the key opens none of them (or, for
-    /// [`Lock::VaultKeyring`], the passphrase does not open the vault's keyring).
-    #[error("wrong key: {}", wrong_key(tried, *lock))]
+    /// [`Lock::Vault`], the passphrase does not open that vault's keyring).
+    #[error("wrong key: {}", wrong_key(tried, lock))]
     WrongKey {
         /// The slot kinds the key could open.
         tried: Vec<SlotKind>,
@@ -176,13 +176,18 @@ pub enum Error {
 }
 
 /// What a key was tried on, in [`Error::WrongKey`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Lock {
     /// A container's key slots.
     Container,
-    /// A vault's keyring (opened by the vault passphrase).
-    VaultKeyring,
+    /// The keyring of the vault folder `vault` (opened by the vault passphrase). The vault is
+    /// named because a container inside a vault may be tried with the vault passphrase: a
+    /// failure must say it was the vault that did not open, not the container.
+    Vault {
+        /// The vault folder.
+        vault: PathBuf,
+    },
 }
 
 /// A key slot that was not tried, in [`Error::SlotsRefused`]. `slot` is its number in the slot
@@ -224,10 +229,10 @@ impl fmt::Display for SlotRefusal {
     }
 }
 
-fn wrong_key(tried: &[SlotKind], lock: Lock) -> String {
+fn wrong_key(tried: &[SlotKind], lock: &Lock) -> String {
     match lock {
         Lock::Container => format!("the {} given does not open any key slot", kinds(tried, " or ")),
-        Lock::VaultKeyring => "the passphrase does not open the vault keyring".into(),
+        Lock::Vault { vault } => format!("the passphrase does not open vault {}", vault.display()),
     }
 }
 
@@ -459,6 +464,16 @@ mod tests {
             wrong.to_string(),
             "wrong key: the key-file or recipient given does not open any key slot"
         );
+        let vault = Error::WrongKey {
+            tried: vec![Passphrase],
+            lock: Lock::Vault {
+                vault: "photos".into(),
+            },
+        };
+        assert_eq!(
+            vault.to_string(),
+            "wrong key: the passphrase does not open vault photos"
+        );
         let none = Error::NoSlot {
             tried: vec![Passphrase],
             present: vec![KeyFile, Keyring],
@@ -489,7 +504,7 @@ mod tests {
                 ),
             "{text}"
         );
-        for e in [wrong, none, refused] {
+        for e in [wrong, vault, none, refused] {
             assert!(e.is_wrong_key() && e.is_auth_failure(), "{e}");
         }
         assert!(Error::NoTrailer.is_auth_failure() && !Error::NoTrailer.is_wrong_key());

@@ -208,6 +208,7 @@ pub fn rekey(a: RekeyArgs) -> Result<()> {
     if a.list {
         return list_slots(&a.container, a.json);
     }
+    a.keys.check_before_prompt(&a.container)?;
     let mut changes = Vec::new();
     if a.add_passphrase {
         let key = Recipient::Passphrase(new_passphrase(&a.new_passphrase_file, "New passphrase: ")?);

@@ -5,8 +5,9 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use qeltrix::crypto::{IdentityKey, KdfLimits, Key, KeyFileKey, Passphrase, Recipient, RecipientKey};
+use qeltrix::format::SlotKind;
 use qeltrix::keyring;
-use std::io::IsTerminal;
+use qeltrix::ContainerInfo;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use zeroize::Zeroizing;
@@ -129,6 +130,11 @@ impl KeyArgs {
     /// The key to open containers at or under `target` with. Key files and identities need no
     /// prompt; otherwise the passphrase (given, from the environment, or asked) unlocks the vault
     /// keyring if `target` is inside a vault, and is also tried as a container passphrase.
+    ///
+    /// When `target` is one container, its key slots (readable without a key) decide two things:
+    /// a passphrase is not asked for when no slot could take it (the error names the option the
+    /// container needs instead), and a vault passphrase that fails on a container with no
+    /// passphrase slot of its own is reported as not opening the vault.
     pub fn for_reading_at(&self, target: Option<&Path>) -> Result<Key> {
         let mut keys = Vec::new();
         if let Some(k) = self.identity()? {
@@ -144,6 +150,10 @@ impl KeyArgs {
                 .vault
                 .clone()
                 .or_else(|| target.and_then(keyring::find_vault));
+            // Read only when needed (before a prompt, after a failed vault passphrase); a vault
+            // folder (mount, serve) has no slots of its own.
+            let container = target.filter(|t| t.is_file());
+            let slots = || container.map(slot_kinds).transpose();
             let prompt = if vault.is_some() {
                 "Vault passphrase: "
             } else {
@@ -151,16 +161,31 @@ impl KeyArgs {
             };
             let pass = match self.explicit_passphrase()? {
                 Some(p) => p,
-                None => self.ambient_passphrase(false, false, prompt)?,
+                None => {
+                    // Nothing given: the passphrase would be the only key.
+                    let only_key = keys.is_empty() && env_value().is_none();
+                    if let (true, Some(c), Some(present)) = (only_key, container, slots()?) {
+                        check_askable(c, &present, vault.is_some())?;
+                    }
+                    self.ambient_passphrase(false, false, prompt)?
+                }
             };
             // Named with --vault, or given as the vault folder itself (mount, serve): a wrong
             // vault passphrase is an error at once. A vault merely found above a container may
-            // also hold containers with plain passphrase slots, so the passphrase is tried there too.
+            // also hold containers with plain passphrase slots, so the passphrase is tried there
+            // too, unless it was the only key given and this container has no passphrase slot
+            // for it to open.
             let strict = self.vault.is_some() || target.is_some_and(|t| keyring::keyring_path(t).is_file());
             if let Some(v) = vault {
                 match keyring::unlock(&v, &pass) {
                     Ok(vault_key) => keys.push(Key::Vault(vault_key)),
-                    Err(e) if strict => return Err(e.into()),
+                    Err(e) if strict => return Err(in_container(e, container).into()),
+                    Err(e)
+                        if keys.is_empty()
+                            && !slots()?.is_some_and(|p| p.contains(&SlotKind::Passphrase)) =>
+                    {
+                        return Err(in_container(e, container).into())
+                    }
                     Err(_) => {}
                 }
             }
@@ -171,6 +196,22 @@ impl KeyArgs {
         } else {
             Key::FirstOf(keys)
         })
+    }
+
+    /// For a command that asks for something else before the key (rekey's new passphrase):
+    /// refuses at once, as [`KeyArgs::for_reading_at`] would after that prompt, when no key is
+    /// given and `container` has no slot the passphrase to be asked for could open.
+    pub fn check_before_prompt(&self, container: &Path) -> Result<()> {
+        let given = self.identity.is_some()
+            || self.key_file.is_some()
+            || self.passphrase_file.is_some()
+            || self.passphrase.is_some()
+            || env_value().is_some();
+        if given || !container.is_file() {
+            return Ok(());
+        }
+        let vault = self.vault.clone().or_else(|| keyring::find_vault(container));
+        check_askable(container, &slot_kinds(container)?, vault.is_some())
     }
 
     fn key_file(&self) -> Result<Option<Key>> {
@@ -275,13 +316,17 @@ pub fn read_passphrase_file(path: &Path) -> Result<Passphrase> {
     passphrase(line.to_string(), &path.display().to_string())
 }
 
-/// Asks for a passphrase on the terminal (twice when `confirm`). Without a terminal, the error
-/// names what was wanted and `how` to give it instead.
+/// Asks for a passphrase on the controlling terminal, `/dev/tty` (twice when `confirm`), as age
+/// and gpg do: stdin may carry the data (`cat f | qeltrix pack - c.qltx`) or be redirected, and
+/// the prompt still reaches the person at the terminal. Without a controlling terminal (a
+/// service, `setsid`, a cron job), the error names what was wanted and `how` to give it instead;
+/// `stdin_is_data` only adds to its wording.
 pub fn prompt_passphrase(confirm: bool, stdin_is_data: bool, prompt: &str, how: &str) -> Result<Passphrase> {
-    if stdin_is_data || !std::io::stdin().is_terminal() {
+    if !has_terminal() {
         bail!(qeltrix::Error::InvalidArgument(format!(
-            "{} needed and there is no terminal to ask on: give it with {how}",
-            prompt.trim_end_matches([':', ' '])
+            "{} needed and there is no terminal to ask on{}: give it with {how}",
+            prompt.trim_end_matches([':', ' ']),
+            if stdin_is_data { " (stdin is the data)" } else { "" }
         )));
     }
     let first = Zeroizing::new(rpassword::prompt_password(prompt).context("reading the passphrase")?);
@@ -294,6 +339,70 @@ pub fn prompt_passphrase(confirm: bool, stdin_is_data: bool, prompt: &str, how: 
         }
     }
     passphrase(first.to_string(), "the prompt")
+}
+
+/// Whether this process has a controlling terminal to prompt on: `/dev/tty` opens for reading and
+/// writing (without one, the open fails with ENXIO). rpassword prompts and reads there.
+fn has_terminal() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .is_ok()
+}
+
+/// The kinds of `container`'s active key slots, read without a key.
+fn slot_kinds(container: &Path) -> qeltrix::Result<Vec<SlotKind>> {
+    let object = super::commands::open_object(container)?;
+    let info = ContainerInfo::read(&object).map_err(|e| e.in_file(container))?;
+    Ok(info.slots.slots.iter().map(|s| s.kind).collect())
+}
+
+/// Refuses to ask for a passphrase that no slot of the container could take (`in_vault`: a vault
+/// was found or named, so a keyring slot takes the vault passphrase): the error says up front
+/// which option the container needs. No key was given, so this is a usage error, not a wrong key.
+fn check_askable(container: &Path, present: &[SlotKind], in_vault: bool) -> Result<()> {
+    let askable =
+        present.contains(&SlotKind::Passphrase) || (in_vault && present.contains(&SlotKind::Keyring));
+    match options_for(present) {
+        Some(options) if !askable => bail!(qeltrix::Error::InvalidArgument(format!(
+            "{} has no passphrase slot: it needs {options} (its slots: {})",
+            container.display(),
+            kind_names(present)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The options that give a key for the slot kinds `present`, as advice ("--key-file or
+/// --identity"); `None` when there are none.
+pub(super) fn options_for(present: &[SlotKind]) -> Option<String> {
+    let mut options: Vec<&str> = Vec::new();
+    for kind in present {
+        let option = match kind {
+            SlotKind::Passphrase => "--passphrase-file",
+            SlotKind::KeyFile => "--key-file",
+            SlotKind::Recipient => "--identity",
+            SlotKind::Keyring => "--vault",
+        };
+        if !options.contains(&option) {
+            options.push(option);
+        }
+    }
+    (!options.is_empty()).then(|| options.join(" or "))
+}
+
+fn kind_names(kinds: &[SlotKind]) -> String {
+    kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// Names the container a vault failure happened on, when there is one (a vault folder itself
+/// is named by the error).
+fn in_container(e: qeltrix::Error, container: Option<&Path>) -> qeltrix::Error {
+    match container {
+        Some(c) => e.in_file(c),
+        None => e,
+    }
 }
 
 fn passphrase(p: String, from: &str) -> Result<Passphrase> {

@@ -465,6 +465,11 @@ pub fn describe(e: &qeltrix::Error) -> String {
                 _ => e.to_string(),
             }
         }
+        // The library states which slots exist; the option that opens one is the CLI's.
+        Error::NoSlot { present, .. } => match keys::options_for(present) {
+            Some(options) => format!("{e}; it needs {options}"),
+            None => e.to_string(),
+        },
         // The library states the limit; how to raise it is the CLI's flag.
         Error::KdfTooCostly { iterations, .. } => format!("{e}{}", raise_kdf_limit(*iterations)),
         Error::SlotsRefused { refused } => {

@@ -80,8 +80,9 @@ fn kek(passphrase: &Passphrase, salt: &[u8; 32], iterations: u32) -> Zeroizing<[
     k
 }
 
-/// Decodes and unwraps a keyring file's bytes. Returns the vault key and the vault id.
-fn decode(b: &[u8], passphrase: &Passphrase) -> Result<(VaultKey, [u8; 16])> {
+/// Decodes and unwraps a keyring file's bytes. Returns the vault key and the vault id. A
+/// passphrase that does not open it is [`Error::WrongKey`] naming `vault`.
+fn decode(b: &[u8], passphrase: &Passphrase, vault: &Path) -> Result<(VaultKey, [u8; 16])> {
     if b.len() != KEYRING_LEN || &b[0..8] != MAGIC {
         return Err(Error::corrupt("not a Qeltrix keyring (bad length or magic)"));
     }
@@ -104,7 +105,9 @@ fn decode(b: &[u8], passphrase: &Passphrase) -> Result<(VaultKey, [u8; 16])> {
         .open(&array(b, 64), &b[..AAD_LEN], &mut wrapped)
         .map_err(|_| Error::WrongKey {
             tried: vec![SlotKind::Passphrase],
-            lock: Lock::VaultKeyring,
+            lock: Lock::Vault {
+                vault: vault.to_path_buf(),
+            },
         })?;
     let key = VaultKey::from_bytes(array(&wrapped, 0));
     zeroize::Zeroize::zeroize(&mut wrapped);
@@ -114,7 +117,7 @@ fn decode(b: &[u8], passphrase: &Passphrase) -> Result<(VaultKey, [u8; 16])> {
 /// [`decode`] for the fuzz targets (`src/fuzzing.rs`); returns the vault id. Not an API.
 #[doc(hidden)]
 pub fn decode_for_fuzzing(bytes: &[u8], passphrase: &Passphrase) -> Result<[u8; 16]> {
-    decode(bytes, passphrase).map(|(_, id)| id)
+    decode(bytes, passphrase, Path::new("fuzz")).map(|(_, id)| id)
 }
 
 /// Creates the keyring of a new vault. Refuses if `vault` already has one.
@@ -161,12 +164,21 @@ pub fn init(
     Ok(key)
 }
 
-/// Unlocks the vault key with the vault passphrase.
+/// Unlocks the vault key with the vault passphrase. A wrong passphrase is [`Error::WrongKey`]
+/// with [`Lock::Vault`] naming `vault`; a damaged keyring names the keyring file.
 pub fn unlock(vault: &Path, passphrase: &Passphrase) -> Result<VaultKey> {
     let path = keyring_path(vault);
-    decode(&read_keyring(&path)?, passphrase)
+    decode(&read_keyring(&path)?, passphrase, vault)
         .map(|(k, _)| k)
-        .map_err(|e| e.in_file(&path))
+        .map_err(|e| in_keyring(e, &path))
+}
+
+/// Names the keyring file in `e`, unless `e` already names the vault (a wrong passphrase).
+fn in_keyring(e: Error, path: &Path) -> Error {
+    match e {
+        e @ Error::WrongKey { .. } => e,
+        e => e.in_file(path),
+    }
 }
 
 /// The keyring file's bytes; a missing file is reported as a folder that is not a vault.
@@ -197,7 +209,7 @@ pub fn change_passphrase(
     // new keyring, which its old passphrase no longer opens, and fails instead of overwriting.
     read_keyring(&path)?;
     let _lock = lock_keyring(vault)?;
-    let (key, id) = decode(&read_keyring(&path)?, old).map_err(|e| e.in_file(&path))?;
+    let (key, id) = decode(&read_keyring(&path)?, old, vault).map_err(|e| in_keyring(e, &path))?;
     write_atomically(&path, &encode(&key, new, iterations, id, entropy))
 }
 
@@ -228,10 +240,18 @@ mod tests {
         let (old, new) = (Passphrase::new("old"), Passphrase::new("new"));
         let key = init(dir.path(), &old, 1000, &SystemEntropy).unwrap();
         assert_eq!(unlock(dir.path(), &old).unwrap().as_bytes(), key.as_bytes());
-        assert!(matches!(
-            unlock(dir.path(), &new).unwrap_err().root(),
-            Error::WrongKey { .. }
-        ));
+        let wrong = unlock(dir.path(), &new).unwrap_err();
+        assert!(
+            matches!(&wrong, Error::WrongKey { lock: Lock::Vault { vault }, .. } if vault == dir.path()),
+            "{wrong:?}"
+        );
+        assert_eq!(
+            wrong.to_string(),
+            format!(
+                "wrong key: the passphrase does not open vault {}",
+                dir.path().display()
+            )
+        );
         change_passphrase(dir.path(), &old, &new, 1000, &SystemEntropy).unwrap();
         assert_eq!(unlock(dir.path(), &new).unwrap().as_bytes(), key.as_bytes());
         assert!(matches!(
@@ -287,8 +307,8 @@ mod tests {
         for i in 0..good.len() {
             let mut bad = good.clone();
             bad[i] ^= 0x01;
-            assert!(decode(&bad, &p).is_err(), "flip at {i} accepted");
+            assert!(decode(&bad, &p, dir.path()).is_err(), "flip at {i} accepted");
         }
-        assert!(decode(&good[..100], &p).is_err());
+        assert!(decode(&good[..100], &p, dir.path()).is_err());
     }
 }

@@ -8,26 +8,43 @@ use tempfile::TempDir;
 
 /// Environment variables a test's `qeltrix` must not inherit: a passphrase, the crash hook of the
 /// rekey tests, a reader's KDF cap.
-const HERMETIC_ENV: [&str; 4] = [
+pub const HERMETIC_ENV: [&str; 4] = [
     qeltrix::cli::PASSPHRASE_ENV,
     "QELTRIX_KEY_FILE",
     "QELTRIX_TEST_CRASH_AT",
     "QELTRIX_MAX_KDF_ITERATIONS",
 ];
 
-/// The `qeltrix` binary with no passphrase in its environment.
+/// The `qeltrix` binary with no passphrase in its environment and no controlling terminal.
 pub fn qeltrix() -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("qeltrix").expect("the qeltrix binary is built");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_qeltrix"));
     cmd.env_remove(qeltrix::cli::PASSPHRASE_ENV);
-    cmd
+    assert_cmd::Command::from_std(without_terminal(cmd))
 }
 
 /// The `qeltrix` binary as a plain process (to spawn, signal, or give a pty), with none of the
-/// test hooks' variables in its environment.
+/// test hooks' variables in its environment and no controlling terminal.
 pub fn qeltrix_process() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_qeltrix"));
     for var in HERMETIC_ENV {
         cmd.env_remove(var);
+    }
+    without_terminal(cmd)
+}
+
+/// Runs `cmd` in a session of its own, which has no controlling terminal: a passphrase prompt
+/// (which reads `/dev/tty`, whatever stdin is) then fails at once with its error, the same
+/// whether `cargo test` runs under CI or in someone's terminal, where it would wait for typing.
+/// Tests that want a terminal give the command one (`script`).
+fn without_terminal(mut cmd: std::process::Command) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and touches no memory; nothing else runs between fork
+    // and exec. It fails only for a process group leader, which a freshly forked child is not.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
     }
     cmd
 }
@@ -81,14 +98,11 @@ impl Work {
         p
     }
 
-    /// `qeltrix LINE` in this folder, hermetic as [`qeltrix_process`], stdin not a terminal.
+    /// `qeltrix LINE` in this folder, hermetic as [`qeltrix_process`] (no terminal).
     pub fn cmd(&self, line: &str) -> assert_cmd::Command {
-        let mut c = assert_cmd::Command::cargo_bin("qeltrix").unwrap();
-        for var in HERMETIC_ENV {
-            c.env_remove(var);
-        }
+        let mut c = qeltrix_process();
         c.current_dir(self.dir.path()).args(line.split_whitespace());
-        c
+        assert_cmd::Command::from_std(c)
     }
 
     /// [`Work::cmd`] as a plain process.
