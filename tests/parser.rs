@@ -96,10 +96,7 @@ fn check_parsers(bytes: Vec<u8>, plain: Option<&[u8]>) {
     let opened = Container::from_source(bytes, &key());
     let c = match opened {
         Err(e) => {
-            assert!(
-                e.is_auth_failure() || e.is_not_a_container(),
-                "from_source: {e}"
-            );
+            assert!(e.is_auth_failure() || e.is_not_a_container(), "from_source: {e}");
             return;
         }
         Ok(c) => c,

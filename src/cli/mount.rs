@@ -252,17 +252,31 @@ fn log_failure(target: &str, msg: &str) {
 /// did not open the keyring or the key opens none of the containers: "vault DIR: wrong key: …"
 /// (exit 3). Other errors are left as they are.
 pub(super) fn in_vault(e: anyhow::Error, root: &Path) -> anyhow::Error {
-    // The keyring's own path is the vault's business: the vault is named instead.
+    // The keyring's own path is the vault's business: the vault is named instead. A container
+    // served alone keeps its name.
+    let in_keyring = |path: &Path| {
+        path.components()
+            .any(|c| c.as_os_str() == qeltrix::vault::keyring::VAULT_DIR)
+    };
     let e = match e.downcast::<Error>() {
-        Ok(Error::InFile { inner, .. }) if inner.is_wrong_key() => anyhow::Error::from(*inner),
+        Ok(Error::InFile { path, inner }) if inner.is_wrong_key() && in_keyring(&path) => {
+            anyhow::Error::from(*inner)
+        }
         Ok(lib) => anyhow::Error::from(lib),
         Err(e) => e,
     };
-    let wrong_key = e
-        .chain()
-        .find_map(|c| c.downcast_ref::<Error>())
-        .is_some_and(Error::is_wrong_key);
-    if wrong_key {
+    let lib = e.chain().find_map(|c| c.downcast_ref::<Error>());
+    // A vault passphrase that does not open the keyring names its vault already.
+    let names_vault = lib.is_some_and(|l| {
+        matches!(
+            l.root(),
+            Error::WrongKey {
+                lock: qeltrix::Lock::Vault { .. },
+                ..
+            }
+        )
+    });
+    if lib.is_some_and(Error::is_wrong_key) && !names_vault {
         e.context(format!("vault {}", root.display()))
     } else {
         e
