@@ -137,7 +137,13 @@ fn header_flips_outside_the_active_slots_fail_or_change_nothing() {
                     assert!(!used(pos), "{what}: a used header field is not checked");
                 }
                 Err(e) => {
-                    assert!(e.is_auth_failure(), "{what}: {e}");
+                    // The magic and the version say what kind of file this is: changed, it is
+                    // not a container (exit 4); any other header byte is damage (exit 3).
+                    if pos < 10 {
+                        assert!(e.is_not_a_container(), "{what}: {e}");
+                    } else {
+                        assert!(e.is_auth_failure(), "{what}: {e}");
+                    }
                     assert!(
                         !area_b.contains(&pos),
                         "{what}: the inactive slot area matters: {e}"
@@ -153,7 +159,11 @@ fn header_flips_outside_the_active_slots_fail_or_change_nothing() {
 fn every_truncation_fails_cleanly() {
     let key = key_file_key(KEY_BYTE);
     for f in [fixture(true), fixture(false)] {
-        for len in 0..f.bytes.len() {
+        // Nothing left is not a container at all (exit 4); any cut that keeps a byte of it is a
+        // cut container, an authentication failure (exit 3).
+        let empty = open_and_unpack(Vec::new(), &key).unwrap_err();
+        assert!(empty.is_not_a_container(), "truncated to 0: {empty}");
+        for len in 1..f.bytes.len() {
             let result = open_and_unpack(f.bytes[..len].to_vec(), &key);
             expect_auth_failure(result, &format!("{}: truncated to {len}", f.name));
         }
@@ -173,7 +183,12 @@ fn cli_rejects(dir: &Path, key: &Path, bytes: &[u8], must_name: Option<String>, 
         }
         let out = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(3), "{what}: {command}: {stderr}");
+        // An empty file, or one whose magic or version changed, is not a container (exit 4);
+        // everything else that fails is an authentication failure (exit 3).
+        let kind_changed =
+            bytes.is_empty() || bytes.len() >= 10 && (&bytes[..8] != b"QELTRIX\0" || bytes[8..10] != [1, 0]);
+        let expected = if kind_changed { 4 } else { 3 };
+        assert_eq!(out.status.code(), Some(expected), "{what}: {command}: {stderr}");
         assert!(
             stderr.contains("c.qltx"),
             "{what}: {command} does not name the file: {stderr}"

@@ -53,7 +53,12 @@ impl ContainerInfo {
             .map_err(|e| io_err("reading the container's length", e))?;
         if container_size < (HEADER_LEN + TRAILER_LEN) as u64 {
             return Err(if container_size < HEADER_LEN as u64 {
-                Error::NotAContainer(format!("{container_size} bytes is shorter than the header"))
+                // Short: a cut container if it starts like one, otherwise another kind of file.
+                let mut head = vec![0u8; container_size as usize];
+                source
+                    .read_exact_at(&mut head, 0)
+                    .map_err(|e| io_err("reading the header", e))?;
+                crate::core::format::short_header(&head, "bytes")
             } else {
                 Error::Incomplete(format!(
                     "{container_size} bytes: no room for a footer and trailer"

@@ -80,9 +80,10 @@ impl<R: Read> StreamReader<R> {
         let mut head = vec![0u8; HEADER_LEN];
         let n = read_full(&mut input, &mut head).map_err(|e| Error::io("reading the header", e))?;
         if n < HEADER_LEN {
-            return Err(Error::NotAContainer(format!(
-                "the stream ends after {n} bytes, inside the {HEADER_LEN}-byte header"
-            )));
+            return Err(crate::core::format::short_header(
+                &head[..n],
+                "bytes of the stream",
+            ));
         }
         let header = Header::decode(&head)?;
         let keys = unlock(&header, &header.active_slots()?, key)?;

@@ -68,6 +68,23 @@ pub struct Header {
     pub slot_area_b: [u8; SLOT_AREA_LEN],
 }
 
+/// The error for `b`, shorter than a header: a cut container when it starts with the magic (or
+/// the part of it there is), otherwise not a container at all. `unit` names what was counted.
+pub fn short_header(b: &[u8], unit: &str) -> Error {
+    let n = b.len().min(MAGIC.len());
+    if n > 0 && b[..n] == MAGIC[..n] {
+        Error::Incomplete(format!(
+            "cut inside the {HEADER_LEN}-byte header, after {} {unit}",
+            b.len()
+        ))
+    } else {
+        Error::NotAContainer(format!(
+            "{} {unit} is shorter than the {HEADER_LEN}-byte header",
+            b.len()
+        ))
+    }
+}
+
 impl Header {
     /// Encodes the header region: [`HEADER_LEN`] bytes, reserved bytes zero.
     pub fn encode(&self) -> Vec<u8> {
@@ -90,14 +107,13 @@ impl Header {
     /// Decodes the first [`HEADER_LEN`] bytes of `b`.
     ///
     /// # Errors
-    /// [`Error::NotAContainer`] for a short input, bad magic, an unknown version or cipher;
-    /// [`Error::Corrupt`] for unknown flags, non-zero reserved bytes or an invalid block size.
+    /// [`Error::NotAContainer`] for bad magic (also an empty or short input that does not start
+    /// like a container) or an unknown version; [`Error::Incomplete`] for a container cut inside
+    /// its header; [`Error::Corrupt`] for an unknown cipher or flags, non-zero reserved bytes or
+    /// an invalid block size.
     pub fn decode(b: &[u8]) -> Result<Self> {
         if b.len() < HEADER_LEN {
-            return Err(Error::NotAContainer(format!(
-                "{} bytes is shorter than the {HEADER_LEN}-byte header",
-                b.len()
-            )));
+            return Err(short_header(b, "bytes"));
         }
         if &b[0..8] != MAGIC {
             return Err(Error::NotAContainer("bad magic at offset 0".into()));
@@ -128,8 +144,9 @@ impl Header {
                 r.start, r.end
             )));
         }
+        // Past the magic and the version, an unknown value is damage, not another kind of file.
         let cipher = CipherId::from_byte(b[12])
-            .ok_or_else(|| Error::NotAContainer(format!("unknown cipher id {}", b[12])))?;
+            .ok_or_else(|| Error::corrupt(format!("unknown cipher id {}", b[12])))?;
         let block_size = le_u32(b, 16);
         super::check_block_size(block_size).map_err(|e| Error::corrupt(format!("header: {e}")))?;
         Ok(Header {
@@ -299,12 +316,18 @@ mod tests {
     }
 
     #[test]
-    fn a_header_shorter_than_4096_bytes_is_not_a_container() {
+    fn a_short_header_is_a_cut_container_if_it_starts_like_one() {
         let b = patched().encode();
-        for len in [0, 8, 4095] {
+        for len in [1, 3, 8, 10, 4095] {
             assert!(
-                matches!(Header::decode(&b[..len]), Err(Error::NotAContainer(_))),
+                matches!(Header::decode(&b[..len]), Err(Error::Incomplete(_))),
                 "{len}"
+            );
+        }
+        for other in [&b""[..], b"hello", b"QELTRIX!", b"#!/bin/sh\necho hi\n"] {
+            assert!(
+                matches!(Header::decode(other), Err(Error::NotAContainer(_))),
+                "{other:?}"
             );
         }
     }
@@ -336,11 +359,11 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_cipher_is_not_a_container() {
+    fn an_unknown_cipher_is_damage() {
         for c in [2u8, 3, 0x80, 0xff] {
             let e = corrupt_by(|b| b[12] = c);
             assert!(
-                matches!(&e, Error::NotAContainer(m) if m.contains("cipher")),
+                matches!(&e, Error::Corrupt { .. }) && e.to_string().contains("cipher"),
                 "{c}: {e}"
             );
         }

@@ -19,7 +19,7 @@ pub use footer::{
     Footer, FooterEntry, LayoutCheck, Trailer, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN,
     TRAILER_LEN,
 };
-pub use header::{CipherId, Header, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN};
+pub use header::{short_header, CipherId, Header, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN};
 pub use slots::{
     KeySlot, SlotArea, SlotKind, MAX_SLOTS, SLOT_AAD_LEN, SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN, SLOT_LEN,
 };
