@@ -20,8 +20,10 @@
 #
 # usage: [ROUNDS=3] [TARGETS="..."] [SIZE_MIB=1024] [CACHE_MIB=256] [BENCH=/tmp/qeltrix-bench] \
 #        [QELTRIX=target/release/qeltrix] scripts/bench-mount.sh
-# needs: root (drop_caches), fuse3, bindfs, gocryptfs, fio, python3, openssl (Debian packages:
-#        apt-get install fuse3 bindfs gocryptfs fio).
+# needs: root (drop_caches) and cargo. It makes everything else itself: installs what is missing
+#        (Debian: fuse3 bindfs gocryptfs fio python3 openssl, one apt-get update first), builds
+#        target/release/qeltrix if it is not there, and makes the data in $BENCH (the 1 GiB file,
+#        the two containers, the gocryptfs copy); later runs reuse them.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 QELTRIX=${QELTRIX:-$ROOT/target/release/qeltrix}
@@ -36,10 +38,20 @@ TTFB_OFFSET=943718400 # 900 MiB
 RESULTS=$B/results.tsv
 
 log() { echo "[$(date +%T)] $*" >&2; }
-need() { command -v "$1" > /dev/null || { echo "missing $1: apt-get install $2" >&2; exit 1; }; }
-need fio fio; need bindfs bindfs; need gocryptfs gocryptfs; need fusermount3 fuse3; need python3 python3
-[ -x "$QELTRIX" ] || { echo "no $QELTRIX: run cargo build --release" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run as root: cold reads need drop_caches" >&2; exit 1; }
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+# need (common.sh) runs apt-get update once, then installs what is missing; stdout is the table.
+{
+  need fio fio; need bindfs bindfs; need gocryptfs gocryptfs; need fusermount3 fuse3
+  need python3 python3; need openssl openssl; need sha256sum coreutils; need mountpoint util-linux
+} >&2
+if [ ! -x "$QELTRIX" ]; then
+  [ "$QELTRIX" = "$ROOT/target/release/qeltrix" ] || { echo "no $QELTRIX" >&2; exit 1; }
+  need_cargo
+  log "building $QELTRIX (cargo build --release)"
+  (cd "$ROOT" && cargo build --release --bin qeltrix >&2)
+fi
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
@@ -58,8 +70,15 @@ setup() {
   mkdir -p "$B"/{data,mnt,logs,gcfs.cipher}
   if [ ! -f "$B/data/big.bin" ] || [ "$(stat -c %s "$B/data/big.bin")" != $((SIZE_MIB << 20)) ]; then
     log "creating the $SIZE_MIB MiB random file (the peers' file: same openssl stream)"
-    openssl enc -aes-128-ctr -pass pass:peerbench -nosalt -pbkdf2 < /dev/zero 2> /dev/null \
-      | head -c $((SIZE_MIB << 20)) > "$B/data/big.bin"
+    # CTR is a stream cipher: encrypting exactly N zero bytes gives exactly the first N bytes of
+    # the peers' `openssl enc < /dev/zero | head -c N`, but every process here ends on its own.
+    # (The other way round, head closes the pipe, openssl dies of SIGPIPE, and pipefail + set -e
+    # ended this script on any machine that did not have the file yet.)
+    head -c $((SIZE_MIB << 20)) /dev/zero \
+      | openssl enc -aes-128-ctr -pass pass:peerbench -nosalt -pbkdf2 > "$B/data/big.bin.part"
+    [ "$(stat -c %s "$B/data/big.bin.part")" = $((SIZE_MIB << 20)) ] \
+      || { log "openssl wrote $(stat -c %s "$B/data/big.bin.part") bytes, not $((SIZE_MIB << 20))"; exit 1; }
+    mv "$B/data/big.bin.part" "$B/data/big.bin"
   fi
   SHA=$(sha256sum < "$B/data/big.bin" | cut -d' ' -f1)
   [ -f "$B/key" ] || "$QELTRIX" keygen -o "$B/key" > /dev/null 2>&1
