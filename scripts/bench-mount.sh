@@ -10,8 +10,12 @@
 #                         IOPS, MiB/s; cold (fresh mount + drop_caches) and warm (same offsets again)
 #   app4k_p50/p99_ms      small reads as apps do them: fresh mount + drop_caches, then one process
 #                         pread()s 4 KiB at APP_N=300 random 4 KiB-aligned offsets (fixed seed: the
-#                         same offsets everywhere), no fadvise, so the default readahead applies
-#                         (fio above sets FADV_RANDOM, which turns it off); scripts/lib/pread_probe.py
+#                         same offsets everywhere), no fadvise; scripts/lib/pread_probe.py. It differs
+#                         from r4k_cold mostly by its count: fio's 2000 reads land on a 1 MiB block
+#                         already read more than half the time (1117 of 2000 on 1 GiB), so its p50
+#                         is partly qeltrix's block cache; of these 300 reads 265 are first touches,
+#                         as for an app opening a large file. (fio's FADV_RANDOM, measured alone on
+#                         qeltrix-1m: no difference beyond noise.)
 #   disk_<4k|64k|1024k>   plain only: the raw disk, cold pread p50/p99 of each size over DISK_N=100
 #                         random offsets of the plain file, drop_caches before each size
 #   ttfb_ms               unmount, drop_caches, mount, then open + 64 KiB pread at 900 MiB
