@@ -8,6 +8,16 @@
 #   r4k_* / r1m_*         fio, 2000 x 4 KiB and 500 x 1 MiB random preads (QD1, buffered, 4 KiB
 #                         aligned, fixed seed: the same offsets everywhere): p50/p99 latency (ms),
 #                         IOPS, MiB/s; cold (fresh mount + drop_caches) and warm (same offsets again)
+#   app4k_p50/p99_ms      small reads as apps do them: fresh mount + drop_caches, then one process
+#                         pread()s 4 KiB at APP_N=300 random 4 KiB-aligned offsets (fixed seed: the
+#                         same offsets everywhere), no fadvise; scripts/lib/pread_probe.py. It differs
+#                         from r4k_cold mostly by its count: fio's 2000 reads land on a 1 MiB block
+#                         already read more than half the time (1117 of 2000 on 1 GiB), so its p50
+#                         is partly qeltrix's block cache; of these 300 reads 265 are first touches,
+#                         as for an app opening a large file. (fio's FADV_RANDOM, measured alone on
+#                         qeltrix-1m: no difference beyond noise.)
+#   disk_<4k|64k|1024k>   plain only: the raw disk, cold pread p50/p99 of each size over DISK_N=100
+#                         random offsets of the plain file, drop_caches before each size
 #   ttfb_ms               unmount, drop_caches, mount, then open + 64 KiB pread at 900 MiB
 #   mount_ms              mount command until the mount point answers
 #   rss_mib               peak RSS (VmHWM) of the mount process over the round
@@ -19,9 +29,11 @@
 # the kernel's 128 KiB, to measure what the larger window does).
 #
 # usage: [ROUNDS=3] [TARGETS="..."] [SIZE_MIB=1024] [CACHE_MIB=256] [BENCH=/tmp/qeltrix-bench] \
-#        [QELTRIX=target/release/qeltrix] scripts/bench-mount.sh
-# needs: root (drop_caches), fuse3, bindfs, gocryptfs, fio, python3, openssl (Debian packages:
-#        apt-get install fuse3 bindfs gocryptfs fio).
+#        [APP_N=300] [DISK_N=100] [QELTRIX=target/release/qeltrix] scripts/bench-mount.sh
+# needs: root (drop_caches) and cargo. It makes everything else itself: installs what is missing
+#        (Debian: fuse3 bindfs gocryptfs fio python3 openssl, one apt-get update first), builds
+#        target/release/qeltrix if it is not there, and makes the data in $BENCH (the 1 GiB file,
+#        the two containers, the gocryptfs copy); later runs reuse them.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 QELTRIX=${QELTRIX:-$ROOT/target/release/qeltrix}
@@ -35,11 +47,25 @@ N1M=${N1M:-500}
 TTFB_OFFSET=943718400 # 900 MiB
 RESULTS=$B/results.tsv
 
+PROBE=$ROOT/scripts/lib/pread_probe.py
+APP_N=${APP_N:-300}
+DISK_N=${DISK_N:-100}
+
 log() { echo "[$(date +%T)] $*" >&2; }
-need() { command -v "$1" > /dev/null || { echo "missing $1: apt-get install $2" >&2; exit 1; }; }
-need fio fio; need bindfs bindfs; need gocryptfs gocryptfs; need fusermount3 fuse3; need python3 python3
-[ -x "$QELTRIX" ] || { echo "no $QELTRIX: run cargo build --release" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run as root: cold reads need drop_caches" >&2; exit 1; }
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+# need (common.sh) runs apt-get update once, then installs what is missing; stdout is the table.
+{
+  need fio fio; need bindfs bindfs; need gocryptfs gocryptfs; need fusermount3 fuse3
+  need python3 python3; need openssl openssl; need sha256sum coreutils; need mountpoint util-linux
+} >&2
+if [ ! -x "$QELTRIX" ]; then
+  [ "$QELTRIX" = "$ROOT/target/release/qeltrix" ] || { echo "no $QELTRIX" >&2; exit 1; }
+  need_cargo
+  log "building $QELTRIX (cargo build --release)"
+  (cd "$ROOT" && cargo build --release --bin qeltrix >&2)
+fi
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
@@ -58,8 +84,15 @@ setup() {
   mkdir -p "$B"/{data,mnt,logs,gcfs.cipher}
   if [ ! -f "$B/data/big.bin" ] || [ "$(stat -c %s "$B/data/big.bin")" != $((SIZE_MIB << 20)) ]; then
     log "creating the $SIZE_MIB MiB random file (the peers' file: same openssl stream)"
-    openssl enc -aes-128-ctr -pass pass:peerbench -nosalt -pbkdf2 < /dev/zero 2> /dev/null \
-      | head -c $((SIZE_MIB << 20)) > "$B/data/big.bin"
+    # CTR is a stream cipher: encrypting exactly N zero bytes gives exactly the first N bytes of
+    # the peers' `openssl enc < /dev/zero | head -c N`, but every process here ends on its own.
+    # (The other way round, head closes the pipe, openssl dies of SIGPIPE, and pipefail + set -e
+    # ended this script on any machine that did not have the file yet.)
+    head -c $((SIZE_MIB << 20)) /dev/zero \
+      | openssl enc -aes-128-ctr -pass pass:peerbench -nosalt -pbkdf2 > "$B/data/big.bin.part"
+    [ "$(stat -c %s "$B/data/big.bin.part")" = $((SIZE_MIB << 20)) ] \
+      || { log "openssl wrote $(stat -c %s "$B/data/big.bin.part") bytes, not $((SIZE_MIB << 20))"; exit 1; }
+    mv "$B/data/big.bin.part" "$B/data/big.bin"
   fi
   SHA=$(sha256sum < "$B/data/big.bin" | cut -d' ' -f1)
   [ -f "$B/key" ] || "$QELTRIX" keygen -o "$B/key" > /dev/null 2>&1
@@ -189,12 +222,31 @@ EOF
   [ "$T" = plain ] || emit mount_ms "$mount_ms" ms
 }
 
+probe() { # metric-prefix file bs n -> emits <prefix>_p50_ms and <prefix>_p99_ms
+  local p50 p99 ref=(--ref "$B/data/big.bin")
+  [ "$2" = "$B/data/big.bin" ] && ref=()
+  read -r p50 p99 _ < <(python3 "$PROBE" "$2" "$3" "$4" --seed 1 "${ref[@]}" \
+    || { log "$T: pread probe of $2 failed"; echo FAIL; })
+  [ "$p50" = FAIL ] && exit 1
+  emit "$1_p50_ms" "$p50" ms; emit "$1_p99_ms" "$p99" ms
+}
+
+# The raw disk under everything: the plain file after drop_caches, one size at a time.
+disk() {
+  local bs
+  for bs in 4096 65536 1048576; do
+    drop_caches; probe "disk_$((bs >> 10))k" "$B/data/big.bin" "$bs" "$DISK_N"
+  done
+}
+
 one_round() {
   PEAK_KIB=0
   cold; emit seq_cold "$(dd_mib_s "$(file_of "$T")")" MiB/s
   emit seq_warm "$(dd_mib_s "$(file_of "$T")")" MiB/s
   cold; rand r4k 4k "$N4K" cold; rand r4k 4k "$N4K" warm
   cold; rand r1m 1m "$N1M" cold; rand r1m 1m "$N1M" warm
+  cold; probe app4k "$(file_of "$T")" 4096 "$APP_N"
+  [ "$T" = plain ] && disk
   ttfb
   down
   [ "$T" = plain ] || emit rss_mib "$(awk -v k="$PEAK_KIB" 'BEGIN {printf "%.1f", k / 1024}')" MiB
@@ -223,24 +275,37 @@ for line in open(path):
     vals[(t, metric)].append(float(value))
 med = {k: statistics.median(v) for k, v in vals.items()}
 metrics = ["seq_cold", "seq_warm", "r4k_cold_p50_ms", "r4k_cold_p99_ms", "r4k_cold_iops", "r4k_warm_p50_ms",
-           "r1m_cold_mib_s", "r1m_cold_p50_ms", "r1m_cold_p99_ms", "r1m_warm_mib_s", "ttfb_ms", "mount_ms", "rss_mib"]
+           "r1m_cold_mib_s", "r1m_cold_p50_ms", "r1m_cold_p99_ms", "r1m_warm_mib_s",
+           "app4k_p50_ms", "app4k_p99_ms", "ttfb_ms", "mount_ms", "rss_mib"]
 units = {"seq_cold": "MiB/s", "seq_warm": "MiB/s", "r4k_cold_iops": "IOPS", "r1m_cold_mib_s": "MiB/s",
          "r1m_warm_mib_s": "MiB/s", "rss_mib": "MiB"}
+labels = {"app4k_p50_ms": "app 4k pread p50", "app4k_p99_ms": "app 4k pread p99"}
 ours = [t for t in targets if t.startswith("qeltrix")]
+bases = [p for p in ("gocryptfs", "bindfs", "plain") if p in targets]
 def fmt(x):
     return "-" if x is None else (f"{x:.0f}" if x >= 100 else f"{x:.3g}")
-head = ["metric"] + targets + [f"{q} / {p}" for q in ours for p in ("gocryptfs", "bindfs") if p in targets]
+head = ["metric"] + targets + [f"{q} / {p}" for q in ours for p in bases]
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 for m in metrics:
-    row = [f"{m} ({units.get(m, 'ms')})"] + [fmt(med.get((t, m))) for t in targets]
+    row = [f"{labels.get(m, m)} ({units.get(m, 'ms')})"] + [fmt(med.get((t, m))) for t in targets]
     for q in ours:
-        for p in ("gocryptfs", "bindfs"):
-            if p in targets:
-                a, b = med.get((q, m)), med.get((p, m))
-                row.append(f"{a / b:.2f}x" if a and b else "-")
+        for p in bases:
+            a, b = med.get((q, m)), med.get((p, m))
+            row.append(f"{a / b:.2f}x" if a and b else "-")
     print("| " + " | ".join(row) + " |")
 print()
+n = {k: len(v) for k, v in vals.items()}
+if any(t == "plain" and m.startswith("disk_") for t, m in med):
+    print("Raw disk: cold os.pread of the plain file after drop_caches (one size at a time, no fadvise)")
+    print()
+    print("| read size | p50 (ms) | p99 (ms) | rounds |")
+    print("|---|---|---|---|")
+    for size in ("4k", "64k", "1024k"):
+        p50, p99 = med.get(("plain", f"disk_{size}_p50_ms")), med.get(("plain", f"disk_{size}_p99_ms"))
+        label = "1 MiB" if size == "1024k" else size.replace("k", " KiB")
+        print(f"| {label} | {fmt(p50)} | {fmt(p99)} | {n.get(('plain', f'disk_{size}_p50_ms'), 0)} |")
+    print()
 print("Targets (ratios of medians from this run):")
 def check(name, ok, detail):
     print(f"  {'PASS' if ok else 'MISS'}  {name}: {detail}")
