@@ -32,6 +32,35 @@ impl AeadKey {
             .expect("in-memory AEAD input is far below the algorithm's length limit");
     }
 
+    /// Encrypts `data` in place and returns its tag, for a caller that lays tags out itself
+    /// (format v2's payload segments). The same single-use rule as [`AeadKey::seal`].
+    pub fn seal_detached(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], data: &mut [u8]) -> [u8; TAG_LEN] {
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), data)
+            .expect("in-memory AEAD input is far below the algorithm's length limit");
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Checks and decrypts `data` (ciphertext then tag) in place within the slice, and returns
+    /// the plaintext's length: it is `data[..len]`, and the tag's bytes are left as they were.
+    pub fn open_in_slice(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        data: &mut [u8],
+    ) -> Result<usize, AuthFailed> {
+        if data.len() < TAG_LEN {
+            return Err(AuthFailed);
+        }
+        self.0
+            .open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), data)
+            .map(|plain| plain.len())
+            .map_err(|_| AuthFailed)
+    }
+
     /// Checks and decrypts `data` (ciphertext then tag) in place, leaving only the plaintext.
     pub fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], data: &mut Vec<u8>) -> Result<(), AuthFailed> {
         self.open_from(nonce, aad, data, 0)
@@ -191,6 +220,29 @@ mod tests {
             let mut data = vec![0u8; 40];
             assert_eq!(key.open_from(&NONCE, AAD, &mut data, 30), Err(AuthFailed));
             assert_eq!(key.open_from(&NONCE, AAD, &mut data, usize::MAX), Err(AuthFailed));
+        }
+    }
+
+    #[test]
+    fn a_detached_seal_is_the_appended_seal_split_and_opens_in_a_slice() {
+        for cipher in CIPHERS {
+            let plain = b"one segment of a v2 payload".to_vec();
+            let mut data = plain.clone();
+            let tag = AeadKey::new(cipher, &KEY).seal_detached(&NONCE, AAD, &mut data);
+            data.extend_from_slice(&tag);
+            assert_eq!(data, sealed(cipher, &plain));
+            let key = AeadKey::new(cipher, &KEY);
+            assert_eq!(key.open_in_slice(&NONCE, AAD, &mut data), Ok(plain.len()));
+            assert_eq!(&data[..plain.len()], &plain[..]);
+            let mut bad = sealed(cipher, &plain);
+            bad[3] ^= 1;
+            assert_eq!(key.open_in_slice(&NONCE, AAD, &mut bad), Err(AuthFailed));
+            for len in [0, 1, TAG_LEN - 1] {
+                assert_eq!(
+                    key.open_in_slice(&NONCE, AAD, &mut vec![0u8; len]),
+                    Err(AuthFailed)
+                );
+            }
         }
     }
 

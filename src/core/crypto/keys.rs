@@ -31,6 +31,7 @@ const REMEMBERED_FAILURES: usize = 4096;
 const LABEL_META_KEY: &[u8] = b"qeltrix v1 metadata key";
 const LABEL_FOOTER_MAC: &[u8] = b"qeltrix v1 footer mac key";
 const LABEL_CDK: &[u8] = b"qeltrix v1 cdk";
+const LABEL_CDK_V2: &[u8] = b"qeltrix v2 cdk";
 const LABEL_KEY_FILE_KEK: &[u8] = b"qeltrix v1 key-file kek";
 
 macro_rules! secret_debug {
@@ -627,6 +628,24 @@ pub fn derive_cdk(keys: &ContainerKeys, salt: &[u8; 32], index: u64, content_has
         keys.data_key.as_bytes(),
         salt,
         &[LABEL_CDK, &keys.container_id, &index.to_le_bytes(), content_hash],
+        cdk.as_mut(),
+    );
+    AeadKey::new(keys.cipher, &cdk)
+}
+
+/// The content key of block `index` in a format-v2 container: v1's derivation under the label
+/// `"qeltrix v2 cdk"` (so no key is shared between versions), with the block's BLAKE3 hash.
+pub fn derive_cdk_v2(keys: &ContainerKeys, salt: &[u8; 32], index: u64, content_hash: &[u8; 32]) -> AeadKey {
+    let mut cdk = Zeroizing::new([0u8; 32]);
+    hkdf_expand(
+        keys.data_key.as_bytes(),
+        salt,
+        &[
+            LABEL_CDK_V2,
+            &keys.container_id,
+            &index.to_le_bytes(),
+            content_hash,
+        ],
         cdk.as_mut(),
     );
     AeadKey::new(keys.cipher, &cdk)
@@ -1307,6 +1326,32 @@ mod tests {
             ("hash", derive_cdk(&keys, &salt, 7, &other_hash)),
             ("salt", derive_cdk(&keys, &other_salt, 7, &hash)),
             ("container", derive_cdk(&other_container, &salt, 7, &hash)),
+        ] {
+            let mut data = sealed.clone();
+            assert_eq!(
+                cdk.open(&[3; 12], b"", &mut data),
+                Err(super::super::AuthFailed),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_v2_block_key_is_the_hkdf_of_the_design_and_differs_from_v1() {
+        let keys = derive_container_keys(data_key(), CipherId::Aes256Gcm, ID);
+        let (salt, hash) = ([0x5a; 32], [0x4a; 32]);
+        let info = [&b"qeltrix v2 cdk"[..], &ID, &7u64.to_le_bytes(), &hash].concat();
+        let spec = AeadKey::new(CipherId::Aes256Gcm, &spec_hkdf(&[0x2d; 32], &salt, &info));
+        let mut sealed = b"block".to_vec();
+        spec.seal(&[3; 12], b"", &mut sealed);
+        let mut data = sealed.clone();
+        derive_cdk_v2(&keys, &salt, 7, &hash)
+            .open(&[3; 12], b"", &mut data)
+            .unwrap();
+        assert_eq!(data, b"block");
+        for (what, cdk) in [
+            ("v1 label", derive_cdk(&keys, &salt, 7, &hash)),
+            ("index", derive_cdk_v2(&keys, &salt, 8, &hash)),
         ] {
             let mut data = sealed.clone();
             assert_eq!(
