@@ -7,6 +7,7 @@
 //! [`crate::Error::Corrupt`] or [`crate::Error::NotAContainer`] instead of panicking.
 
 mod block;
+mod block_v2;
 mod footer;
 mod header;
 mod slots;
@@ -14,6 +15,10 @@ mod slots;
 pub use block::{
     BlockMeta, BlockPrefix, Compression, BLOCK_HEAD_LEN, BLOCK_OVERHEAD, BLOCK_PREFIX_LEN, META_LEN,
     META_PLAIN_LEN,
+};
+pub use block_v2::{
+    BlockMetaV2, CompressionV2, SegmentSpan, Segments, NONCE_BASE_USED, SEGMENT_LEN, SEGMENT_SHIFT,
+    UNSEGMENTED,
 };
 pub use footer::{
     Footer, FooterEntry, LayoutCheck, Trailer, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN,
