@@ -15,7 +15,7 @@
 use std::ops::Range;
 
 use crate::core::codec::CompressPolicy;
-use crate::core::compress::maybe_compress;
+use crate::core::compress::{inflate, maybe_compress_zstd, unzstd};
 use crate::core::crypto::{derive_cdk_v2, AeadKey, ContainerKeys, Entropy};
 use crate::core::format::{
     array, BlockMetaV2, BlockPrefix, CompressionV2, ContainerId, Segments, BLOCK_HEAD_LEN, BLOCK_PREFIX_LEN,
@@ -225,9 +225,28 @@ pub struct SealedHeadV2 {
     pub meta: BlockMetaV2,
 }
 
+/// A v2 block's plaintext from its opened (authenticated) payload: the payload itself for an
+/// uncompressed block, else exactly `plain_size` bytes decoded from it, bounded by `plain_size`
+/// before any allocation. Failures name block `index` at `offset`.
+pub fn decompress_payload_v2(
+    meta: &BlockMetaV2,
+    payload: Vec<u8>,
+    index: u64,
+    offset: u64,
+) -> Result<Vec<u8>> {
+    let plain_size = meta.plain_size as usize;
+    let decoded = match meta.compression {
+        CompressionV2::None => return Ok(payload),
+        CompressionV2::Deflate => inflate(&payload, plain_size).map_err(|e| e.to_string()),
+        CompressionV2::Zstd => unzstd(&payload, plain_size).map_err(|e| e.to_string()),
+    };
+    decoded.map_err(|what| Error::corrupt_block(index, offset, what))
+}
+
 /// Seals block `index` holding `plain` (1 byte to one block size; the caller guarantees it) as a
-/// v2 block: BLAKE3 content hash, deflate when `policy` asks and it shrinks the block (zstd is not
-/// implemented yet), the payload as segments into `payload` (cleared first), and the head.
+/// v2 block: BLAKE3 content hash, zstd when `policy` asks and the sample says it pays (deflate,
+/// id 1, is read but no longer written), the payload as segments into `payload` (cleared first),
+/// and the head.
 pub fn seal_block_v2(
     keys: &ContainerKeys,
     index: u64,
@@ -237,9 +256,9 @@ pub fn seal_block_v2(
     payload: &mut Vec<u8>,
 ) -> SealedHeadV2 {
     let plain_size = u32::try_from(plain.len()).expect("a block is at most 64 MiB");
-    let deflated = maybe_compress(plain, policy.mode, policy.level);
-    let (stored, compression) = match &deflated {
-        Some(c) => (&c[..], CompressionV2::Deflate),
+    let compressed = maybe_compress_zstd(plain, policy.mode, policy.level);
+    let (stored, compression) = match &compressed {
+        Some(c) => (&c[..], CompressionV2::Zstd),
         None => (plain, CompressionV2::None),
     };
 
@@ -385,9 +404,13 @@ mod tests {
         mode: crate::core::compress::CompressMode::Never,
         level: 1,
     };
-    const DEFLATE: CompressPolicy = CompressPolicy {
+    const ALWAYS: CompressPolicy = CompressPolicy {
         mode: crate::core::compress::CompressMode::Always,
         level: 6,
+    };
+    const AUTO: CompressPolicy = CompressPolicy {
+        mode: crate::core::compress::CompressMode::Auto,
+        level: 1,
     };
 
     fn text(len: usize) -> Vec<u8> {
@@ -400,13 +423,15 @@ mod tests {
     }
 
     #[test]
-    fn a_whole_v2_block_seals_and_opens_raw_and_deflated() {
+    fn a_whole_v2_block_seals_and_opens_raw_and_zstd() {
         for cipher in CIPHERS {
             let keys = keys(cipher);
             for (plain, policy, compression) in [
                 (noise(S + 1, 20), RAW, CompressionV2::None),
-                (noise(BS as usize, 21), DEFLATE, CompressionV2::None),
-                (text(100_000), DEFLATE, CompressionV2::Deflate),
+                (noise(BS as usize, 21), ALWAYS, CompressionV2::None),
+                (noise(BS as usize, 23), AUTO, CompressionV2::None),
+                (text(100_000), ALWAYS, CompressionV2::Zstd),
+                (text(BS as usize), AUTO, CompressionV2::Zstd),
             ] {
                 let mut payload = Vec::new();
                 let sealed =
@@ -419,13 +444,31 @@ mod tests {
                 PayloadKey::new(&keys, 5, &meta)
                     .open_payload(&mut payload)
                     .unwrap();
-                let back = match compression {
-                    CompressionV2::None => payload,
-                    _ => crate::core::compress::inflate(&payload, plain.len()).unwrap(),
-                };
-                assert_eq!(back, plain);
+                if compression == CompressionV2::Zstd {
+                    assert!(meta.stored_size < meta.plain_size);
+                    assert!(decompress_payload_v2(&meta, payload.clone(), 5, 9000).is_ok());
+                    let mut short = meta.clone();
+                    short.plain_size -= 1;
+                    let e = decompress_payload_v2(&short, payload.clone(), 5, 9000).unwrap_err();
+                    assert!(matches!(e, Error::Corrupt { block: Some(5), .. }), "{e:?}");
+                }
+                assert_eq!(decompress_payload_v2(&meta, payload, 5, 9000).unwrap(), plain);
             }
         }
+    }
+
+    #[test]
+    fn a_deflate_v2_payload_still_decodes_and_each_codec_refuses_the_others() {
+        use crate::core::compress::{maybe_compress, CompressMode};
+        let plain = text(10_000);
+        let deflated = maybe_compress(&plain, CompressMode::Always, 6).unwrap();
+        let zstd = maybe_compress_zstd(&plain, CompressMode::Always, 1).unwrap();
+        let m = meta(3, &plain, &deflated, CompressionV2::Deflate);
+        assert_eq!(decompress_payload_v2(&m, deflated.clone(), 3, 0).unwrap(), plain);
+        assert!(decompress_payload_v2(&m, zstd.clone(), 3, 0).is_err());
+        let m = meta(3, &plain, &zstd, CompressionV2::Zstd);
+        assert_eq!(decompress_payload_v2(&m, zstd, 3, 0).unwrap(), plain);
+        assert!(decompress_payload_v2(&m, deflated, 3, 0).is_err());
     }
 
     #[test]
