@@ -11,4 +11,7 @@ pub mod codec_v2;
 pub mod compress;
 pub mod crypto;
 pub mod format;
+// Format v2 keyless integrity, work in progress like codec_v2: nothing calls it yet.
+#[allow(dead_code)]
+pub mod integrity_v2;
 pub mod ranges;

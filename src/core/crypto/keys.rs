@@ -30,6 +30,7 @@ const REMEMBERED_FAILURES: usize = 4096;
 
 const LABEL_META_KEY: &[u8] = b"qeltrix v1 metadata key";
 const LABEL_FOOTER_MAC: &[u8] = b"qeltrix v1 footer mac key";
+const LABEL_FOOTER_MAC_V2: &[u8] = b"qeltrix v2 footer mac key";
 const LABEL_CDK: &[u8] = b"qeltrix v1 cdk";
 const LABEL_CDK_V2: &[u8] = b"qeltrix v2 cdk";
 const LABEL_KEY_FILE_KEK: &[u8] = b"qeltrix v1 key-file kek";
@@ -652,8 +653,11 @@ pub fn derive_cdk_v2(keys: &ContainerKeys, salt: &[u8; 32], index: u64, content_
 }
 
 fn footer_hmac(keys: &ContainerKeys, header_bound: &[u8], footer_unsigned: &[u8]) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(keys.footer_mac_key.as_ref())
-        .expect("HMAC takes keys of any length");
+    hmac_over(keys.footer_mac_key.as_ref(), header_bound, footer_unsigned)
+}
+
+fn hmac_over(key: &[u8], header_bound: &[u8], footer_unsigned: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(header_bound);
     mac.update(footer_unsigned);
     mac
@@ -675,6 +679,42 @@ pub fn verify_footer_mac(
     mac: &[u8; 32],
 ) -> bool {
     footer_hmac(keys, header_bound, footer_unsigned)
+        .verify_slice(mac)
+        .is_ok()
+}
+
+/// The footer MAC of a format-v2 container: v1's HMAC-SHA256 over the header's bound fields and
+/// the footer before its MAC, under `HKDF(MK, container_id, "qeltrix v2 footer mac key")`, so
+/// that no MAC key is shared between versions. The key is derived per call (one HKDF per footer
+/// check), which keeps [`ContainerKeys`] as v1 has it.
+fn footer_hmac_v2(keys: &ContainerKeys, header_bound: &[u8], footer_unsigned: &[u8]) -> Hmac<Sha256> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    hkdf_expand(
+        keys.data_key.as_bytes(),
+        &keys.container_id,
+        &[LABEL_FOOTER_MAC_V2],
+        key.as_mut(),
+    );
+    hmac_over(key.as_ref(), header_bound, footer_unsigned)
+}
+
+/// The v2 footer MAC (see [`verify_footer_mac_v2`]).
+pub fn footer_mac_v2(keys: &ContainerKeys, header_bound: &[u8], footer_unsigned: &[u8]) -> [u8; 32] {
+    footer_hmac_v2(keys, header_bound, footer_unsigned)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+/// Constant-time check of a v2 footer MAC: HMAC-SHA256 under the v2 footer MAC key over the
+/// header's bound fields and the footer bytes before the MAC.
+pub fn verify_footer_mac_v2(
+    keys: &ContainerKeys,
+    header_bound: &[u8],
+    footer_unsigned: &[u8],
+    mac: &[u8; 32],
+) -> bool {
+    footer_hmac_v2(keys, header_bound, footer_unsigned)
         .verify_slice(mac)
         .is_ok()
 }
@@ -1264,6 +1304,27 @@ mod tests {
             footer_mac(&keys, b"bound header fields", b"footer bytes"),
             expected
         );
+    }
+
+    #[test]
+    fn the_v2_footer_mac_is_the_hmac_under_the_v2_label_and_differs_from_v1() {
+        const H: &[u8] = b"bound header fields";
+        const F: &[u8] = b"footer bytes";
+        let keys = derive_container_keys(data_key(), CipherId::Aes256Gcm, ID);
+        let mac_key = spec_hkdf(&[0x2d; 32], &ID, b"qeltrix v2 footer mac key");
+        let mut spec = <Hmac<Sha256> as KeyInit>::new_from_slice(&mac_key).unwrap();
+        spec.update(b"bound header fieldsfooter bytes");
+        let expected: [u8; 32] = spec.finalize().into_bytes().into();
+        let mac = footer_mac_v2(&keys, H, F);
+        assert_eq!(mac, expected);
+        assert_ne!(mac, footer_mac(&keys, H, F));
+        assert!(verify_footer_mac_v2(&keys, H, F, &mac));
+        // A v1 MAC does not pass as a v2 one, nor the other way round.
+        let v1 = footer_mac(&keys, H, F);
+        assert!(!verify_footer_mac_v2(&keys, H, F, &v1));
+        assert!(!verify_footer_mac(&keys, H, F, &mac));
+        let other = derive_container_keys(DataKey([0x2e; 32]), CipherId::Aes256Gcm, ID);
+        assert!(!verify_footer_mac_v2(&other, H, F, &mac));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod block;
 mod block_v2;
 mod footer;
+mod footer_v2;
 mod header;
 mod slots;
 
@@ -23,6 +24,10 @@ pub use block_v2::{
 pub use footer::{
     Footer, FooterEntry, LayoutCheck, Trailer, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN,
     TRAILER_LEN,
+};
+pub use footer_v2::{
+    max_block_len_v2, FileRecordPos, FooterEntryV2, FooterV2, FILE_RECORD_MAX_LEN, FILE_RECORD_MAX_NAME,
+    FILE_RECORD_MIN_LEN, FOOTER_V2_ENTRY_LEN, FOOTER_V2_FIXED_LEN, FOOTER_V2_HEAD_LEN,
 };
 pub use header::{short_header, CipherId, Header, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN};
 pub use slots::{

@@ -1,0 +1,502 @@
+//! Format version 2, footer (work in progress, `docs/FORMAT-V2-DESIGN.md`): v1's index entries,
+//! each followed by the BLAKE3 hash of the stored block and a copy of its sealed metadata, a root
+//! over the block hashes, and where the file record lies. Nothing reads or writes v2 yet.
+//!
+//! ```text
+//! 0    8      magic "QLTXFOT2"
+//! 8    8      n
+//! 16   8      original_size
+//! 24   32     root
+//! 56   8      file-record offset (0: none)
+//! 64   4      file-record length
+//! 68   4      reserved (zero)
+//! 72   180·n  entries: offset, len, plain_offset, plain_size (u64 each), block_hash (32),
+//!             sealed metadata (116)
+//! 72+180·n 32 MAC
+//! ```
+//!
+//! Decoding checks the structure only: no key and no block is needed. The root and the block
+//! hashes are checked against the blocks by `crate::core::integrity_v2`, the MAC by the reader.
+
+use super::{array, le_u32, le_u64, FooterEntry, BLOCK_HEAD_LEN, HEADER_LEN, META_LEN, NONCE_LEN, TAG_LEN};
+use crate::{Error, Result};
+
+const FOOTER_V2_MAGIC: &[u8; 8] = b"QLTXFOT2";
+/// Length of the v2 footer's head: magic, n, original size, root, file record, reserved.
+pub const FOOTER_V2_HEAD_LEN: usize = 72;
+/// Length of one v2 footer entry: v1's 32 bytes, the block hash, the sealed metadata copy.
+pub const FOOTER_V2_ENTRY_LEN: usize = 32 + 32 + META_LEN;
+const MAC_LEN: usize = 32;
+/// v2 footer bytes besides the entries: head and MAC.
+pub const FOOTER_V2_FIXED_LEN: usize = FOOTER_V2_HEAD_LEN + MAC_LEN;
+
+/// Largest file-record name, in bytes.
+pub const FILE_RECORD_MAX_NAME: usize = 4096;
+/// Plaintext bytes of a file record besides the name: `u16 name_len`, `u32 mode`,
+/// `i64 mtime_sec`, `u32 mtime_nsec`.
+const FILE_RECORD_FIXED_PLAIN: usize = 2 + 4 + 8 + 4;
+/// Smallest stored file record: nonce, the fixed fields with an empty name, tag.
+pub const FILE_RECORD_MIN_LEN: u32 = (NONCE_LEN + FILE_RECORD_FIXED_PLAIN + TAG_LEN) as u32;
+/// Largest stored file record: nonce, the fixed fields with a 4096-byte name, tag (4142 bytes).
+pub const FILE_RECORD_MAX_LEN: u32 = FILE_RECORD_MIN_LEN + FILE_RECORD_MAX_NAME as u32;
+
+/// Smallest v2 block: head, one stored byte and one tag.
+const BLOCK_V2_MIN_LEN: u64 = BLOCK_HEAD_LEN as u64 + 1 + TAG_LEN as u64;
+/// Segment length bounding the number of tags in a block (`SEGMENT_LEN`, 16 KiB).
+const SEGMENT_LEN: u64 = super::SEGMENT_LEN as u64;
+
+/// Largest v2 block holding `plain_size` plaintext bytes: stored raw in 16 KiB segments, each
+/// with a tag (a compressed block is one segment of at most `plain_size` bytes, so smaller).
+pub fn max_block_len_v2(plain_size: u64) -> u64 {
+    BLOCK_HEAD_LEN as u64 + plain_size + TAG_LEN as u64 * plain_size.div_ceil(SEGMENT_LEN).max(1)
+}
+
+/// One v2 footer entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FooterEntryV2 {
+    /// Where the block is and which plaintext it holds, as in v1.
+    pub entry: FooterEntry,
+    /// BLAKE3 of the stored block: prefix, sealed metadata and sealed payload.
+    pub block_hash: [u8; 32],
+    /// A copy of the block's sealed metadata (nonce, ciphertext, tag), as stored inline.
+    pub sealed_meta: [u8; META_LEN],
+}
+
+/// Where the sealed file record lies: after the last block, ending where the footer starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileRecordPos {
+    /// Container offset of the record (its nonce).
+    pub offset: u64,
+    /// Length: nonce, ciphertext and tag; [`FILE_RECORD_MIN_LEN`] … [`FILE_RECORD_MAX_LEN`].
+    pub len: u32,
+}
+
+/// The decoded v2 footer. The MAC is checked by the reader (it needs the key), the root and the
+/// block hashes by `integrity_v2` (it needs the blocks), not here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FooterV2 {
+    /// Plaintext length in bytes: the sum of the entries' plain sizes.
+    pub original_size: u64,
+    /// BLAKE3(`"qeltrix v2 root"` ‖ u64(n) ‖ block_hash_0 ‖ … ‖ block_hash_{n−1}).
+    pub root: [u8; 32],
+    /// The file record, if the container has one.
+    pub file_record: Option<FileRecordPos>,
+    /// One entry per block, in block order.
+    pub entries: Vec<FooterEntryV2>,
+    /// HMAC-SHA256 under the v2 footer MAC key over the bound header fields and the footer
+    /// bytes before it.
+    pub mac: [u8; MAC_LEN],
+}
+
+impl FooterV2 {
+    /// True when `b` begins with the v2 footer's magic.
+    pub fn starts(b: &[u8]) -> bool {
+        b.starts_with(FOOTER_V2_MAGIC)
+    }
+
+    /// Length in bytes of a v2 footer with `entries` entries, MAC included.
+    pub fn encoded_len(entries: usize) -> u64 {
+        FOOTER_V2_FIXED_LEN as u64 + entries as u64 * FOOTER_V2_ENTRY_LEN as u64
+    }
+
+    /// The footer bytes the MAC covers (after the header's bound fields): all but the last 32.
+    /// `b` is a footer that [`FooterV2::decode`] accepted, or at least [`FOOTER_V2_FIXED_LEN`]
+    /// bytes long.
+    pub fn unsigned_part(b: &[u8]) -> &[u8] {
+        &b[..b.len().saturating_sub(MAC_LEN)]
+    }
+
+    /// Footer bytes without the MAC: what the MAC covers.
+    pub fn encode_unsigned(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(Self::encoded_len(self.entries.len()) as usize);
+        b.extend_from_slice(FOOTER_V2_MAGIC);
+        b.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        b.extend_from_slice(&self.original_size.to_le_bytes());
+        b.extend_from_slice(&self.root);
+        let (at, len) = self.file_record.map_or((0, 0), |r| (r.offset, r.len));
+        b.extend_from_slice(&at.to_le_bytes());
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(&[0; 4]);
+        for e in &self.entries {
+            let v = e.entry;
+            for x in [v.offset, v.len, v.plain_offset, v.plain_size] {
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+            b.extend_from_slice(&e.block_hash);
+            b.extend_from_slice(&e.sealed_meta);
+        }
+        b
+    }
+
+    /// The whole footer: [`FooterV2::encode_unsigned`] followed by `self.mac`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = self.encode_unsigned();
+        b.extend_from_slice(&self.mac);
+        b
+    }
+
+    /// Decodes the v2 footer `b` found at container offset `footer_offset` in a container of
+    /// `block_size`, and checks its structure: magic; `n` against the footer's length (before
+    /// anything is allocated); reserved bytes zero; entries that start at the end of the header,
+    /// follow each other without gaps in the container and in the plaintext, hold 1 …
+    /// `block_size` plaintext bytes each in a length a v2 block of that size can have; the file
+    /// record, if any, from the last block's end to the footer, of a length a record can have
+    /// (without one, the last block ends at the footer); and `original_size` the sum of the
+    /// plain sizes. An error names the field, and the entry (index and block offset) if any.
+    pub fn decode(b: &[u8], footer_offset: u64, block_size: u32) -> Result<Self> {
+        let bad = |what: String| Error::Corrupt {
+            what: format!("v2 footer: {what}"),
+            block: None,
+            offset: Some(footer_offset),
+        };
+        if b.len() < FOOTER_V2_FIXED_LEN || &b[0..8] != FOOTER_V2_MAGIC {
+            return Err(bad("bad magic".into()));
+        }
+        let n = le_u64(b, 8);
+        let room = b.len() - FOOTER_V2_FIXED_LEN;
+        if !room.is_multiple_of(FOOTER_V2_ENTRY_LEN) || n != (room / FOOTER_V2_ENTRY_LEN) as u64 {
+            return Err(bad(format!(
+                "entry count n = {n} does not match its length of {} bytes",
+                b.len()
+            )));
+        }
+        if b[68..72] != [0; 4] {
+            return Err(bad("reserved bytes 68..72 are not zero".into()));
+        }
+        let record_at = le_u64(b, 56);
+        let record_len = le_u32(b, 64);
+        let file_record = match (record_at, record_len) {
+            (0, 0) => None,
+            (0, len) => {
+                return Err(bad(format!(
+                    "file-record length {len} without a file record (offset 0)"
+                )))
+            }
+            (offset, len) => {
+                if !(FILE_RECORD_MIN_LEN..=FILE_RECORD_MAX_LEN).contains(&len) {
+                    return Err(bad(format!(
+                        "file-record length {len} outside {FILE_RECORD_MIN_LEN}..={FILE_RECORD_MAX_LEN}"
+                    )));
+                }
+                if offset.checked_add(len as u64) != Some(footer_offset) {
+                    return Err(bad(format!(
+                        "file record at {offset}, {len} bytes, does not end where the footer starts ({footer_offset})"
+                    )));
+                }
+                Some(FileRecordPos { offset, len })
+            }
+        };
+        let blocks_end = file_record.map_or(footer_offset, |r| r.offset);
+
+        // `n` equals the length-derived count, so this allocation is bounded by `b`.
+        let count = room / FOOTER_V2_ENTRY_LEN;
+        let mut entries = Vec::with_capacity(count);
+        let (mut offset, mut plain) = (HEADER_LEN as u64, 0u64);
+        for i in 0..count {
+            let e = FooterEntryV2::decode(&b[FOOTER_V2_HEAD_LEN + i * FOOTER_V2_ENTRY_LEN..]);
+            let v = e.entry;
+            let bad_entry =
+                |what: &str| Error::corrupt_block(i as u64, v.offset, format!("v2 footer entry {i}: {what}"));
+            if v.offset != offset {
+                return Err(bad_entry("block offset is not contiguous"));
+            }
+            if v.plain_offset != plain {
+                return Err(bad_entry("plaintext offset is not contiguous"));
+            }
+            if v.plain_size == 0 || v.plain_size > block_size as u64 {
+                return Err(bad_entry("plaintext size out of range"));
+            }
+            if v.len < BLOCK_V2_MIN_LEN || v.len > max_block_len_v2(v.plain_size) {
+                return Err(bad_entry("block length out of range"));
+            }
+            offset = offset
+                .checked_add(v.len)
+                .filter(|&end| end <= blocks_end)
+                .ok_or_else(|| {
+                    bad_entry(if file_record.is_some() {
+                        "block runs into the file record"
+                    } else {
+                        "block runs into the footer"
+                    })
+                })?;
+            plain += v.plain_size;
+            entries.push(e);
+        }
+        if offset != blocks_end {
+            let next = if file_record.is_some() {
+                "the file record"
+            } else {
+                "the footer"
+            };
+            return Err(Error::Corrupt {
+                what: format!("v2 footer: blocks end at {offset} but {next} starts at {blocks_end}"),
+                block: None,
+                offset: Some(blocks_end),
+            });
+        }
+        let original_size = le_u64(b, 16);
+        if plain != original_size {
+            return Err(bad(format!(
+                "original_size {original_size} but the entries add up to {plain}"
+            )));
+        }
+        Ok(FooterV2 {
+            original_size,
+            root: array(b, 24),
+            file_record,
+            entries,
+            mac: array(b, b.len() - MAC_LEN),
+        })
+    }
+}
+
+impl FooterEntryV2 {
+    /// Decodes the entry at the start of `b` (at least [`FOOTER_V2_ENTRY_LEN`] bytes).
+    pub fn decode(b: &[u8]) -> Self {
+        FooterEntryV2 {
+            entry: FooterEntry::decode(b),
+            block_hash: array(b, 32),
+            sealed_meta: array(b, 64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BS: u32 = 65536;
+
+    /// Entries for raw blocks of the given plain sizes, laid out one after the other.
+    fn entries(plain_sizes: &[u64]) -> Vec<FooterEntryV2> {
+        let (mut offset, mut plain) = (HEADER_LEN as u64, 0);
+        plain_sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &ps)| {
+                let e = FooterEntry {
+                    offset,
+                    len: max_block_len_v2(ps),
+                    plain_offset: plain,
+                    plain_size: ps,
+                };
+                offset += e.len;
+                plain += ps;
+                FooterEntryV2 {
+                    entry: e,
+                    block_hash: [i as u8 + 1; 32],
+                    sealed_meta: [0x80 + i as u8; META_LEN],
+                }
+            })
+            .collect()
+    }
+
+    fn footer(entries: Vec<FooterEntryV2>, record: Option<u32>) -> (FooterV2, u64) {
+        let end = entries
+            .last()
+            .map_or(HEADER_LEN as u64, |e| e.entry.offset + e.entry.len);
+        let file_record = record.map(|len| FileRecordPos { offset: end, len });
+        let f = FooterV2 {
+            original_size: entries.iter().map(|e| e.entry.plain_size).sum(),
+            root: [0x33; 32],
+            file_record,
+            entries,
+            mac: [0xee; 32],
+        };
+        (f, end + record.unwrap_or(0) as u64)
+    }
+
+    fn error(b: &[u8], at: u64) -> (String, Option<u64>) {
+        match FooterV2::decode(b, at, BS) {
+            Err(Error::Corrupt { what, block, .. }) => (what, block),
+            r => panic!("expected a corrupt footer, got {r:?}"),
+        }
+    }
+
+    #[test]
+    fn the_layout_is_the_designs() {
+        assert_eq!(
+            (FOOTER_V2_HEAD_LEN, FOOTER_V2_ENTRY_LEN, FOOTER_V2_FIXED_LEN),
+            (72, 180, 104)
+        );
+        assert_eq!((FILE_RECORD_MIN_LEN, FILE_RECORD_MAX_LEN), (46, 4142));
+        let (f, _) = footer(entries(&[100, 200]), Some(50));
+        let b = f.encode();
+        assert_eq!(b.len() as u64, FooterV2::encoded_len(2));
+        assert_eq!(&b[0..8], b"QLTXFOT2");
+        assert_eq!(le_u64(&b, 8), 2);
+        assert_eq!(le_u64(&b, 16), 300);
+        assert_eq!(b[24..56], [0x33; 32]);
+        assert_eq!(le_u64(&b, 56), f.file_record.unwrap().offset);
+        assert_eq!(le_u32(&b, 64), 50);
+        assert_eq!(b[68..72], [0; 4]);
+        for (i, e) in f.entries.iter().enumerate() {
+            let at = 72 + 180 * i;
+            let v = e.entry;
+            assert_eq!(
+                [
+                    le_u64(&b, at),
+                    le_u64(&b, at + 8),
+                    le_u64(&b, at + 16),
+                    le_u64(&b, at + 24)
+                ],
+                [v.offset, v.len, v.plain_offset, v.plain_size]
+            );
+            assert_eq!(b[at + 32..at + 64], e.block_hash);
+            assert_eq!(b[at + 64..at + 180], e.sealed_meta);
+        }
+        assert_eq!(b[b.len() - 32..], [0xee; 32]);
+        assert_eq!(FooterV2::unsigned_part(&b), &f.encode_unsigned()[..]);
+        assert!(FooterV2::starts(&b) && !FooterV2::starts(b"QLTXFOOT"));
+    }
+
+    #[test]
+    fn a_footer_round_trips_with_zero_one_and_many_entries_with_and_without_a_record() {
+        for sizes in [&[][..], &[1][..], &[65536, 16384, 16385, 17][..]] {
+            for record in [None, Some(FILE_RECORD_MIN_LEN), Some(FILE_RECORD_MAX_LEN)] {
+                let (f, at) = footer(entries(sizes), record);
+                assert_eq!(FooterV2::decode(&f.encode(), at, BS).unwrap(), f);
+            }
+        }
+    }
+
+    #[test]
+    fn a_block_may_be_as_short_as_one_stored_byte_and_as_long_as_raw_segments() {
+        assert_eq!(max_block_len_v2(1), 140 + 1 + 16);
+        assert_eq!(max_block_len_v2(16384), 140 + 16384 + 16);
+        assert_eq!(max_block_len_v2(16385), 140 + 16385 + 32);
+        let mut es = entries(&[100, 16385]);
+        es[0].entry.len = BLOCK_V2_MIN_LEN;
+        es[1].entry.offset = HEADER_LEN as u64 + BLOCK_V2_MIN_LEN;
+        let (f, at) = footer(es, None);
+        FooterV2::decode(&f.encode(), at, BS).unwrap();
+    }
+
+    #[test]
+    fn every_truncation_and_extension_is_refused() {
+        let (f, at) = footer(entries(&[100, 200]), None);
+        let b = f.encode();
+        for cut in 0..b.len() {
+            let (what, _) = error(&b[..cut], at);
+            assert!(what.contains("magic") || what.contains("n = 2"), "{cut}: {what}");
+        }
+        for extra in [1, 32, 180] {
+            let mut long = b.clone();
+            long.resize(b.len() + extra, 0);
+            assert!(error(&long, at).0.contains("n = 2"));
+        }
+    }
+
+    #[test]
+    fn an_absurd_n_is_refused_from_the_length_before_allocating() {
+        let (f, at) = footer(entries(&[100]), None);
+        for n in [
+            2,
+            u64::MAX,
+            u64::MAX / 180,
+            1 << 60,
+            (usize::MAX / FOOTER_V2_ENTRY_LEN) as u64,
+        ] {
+            let mut b = f.encode();
+            b[8..16].copy_from_slice(&n.to_le_bytes());
+            assert!(error(&b, at).0.contains(&format!("n = {n}")), "{n}");
+        }
+    }
+
+    #[test]
+    fn reserved_bytes_must_be_zero() {
+        let (f, at) = footer(entries(&[100]), None);
+        for i in 68..72 {
+            let mut b = f.encode();
+            b[i] = 1;
+            assert!(error(&b, at).0.contains("reserved"));
+        }
+    }
+
+    #[test]
+    fn the_file_record_must_fill_the_gap_between_the_blocks_and_the_footer() {
+        let (f, at) = footer(entries(&[100]), Some(60));
+        let rec = f.file_record.unwrap();
+        let set = |offset: u64, len: u32| {
+            let mut b = f.encode();
+            b[56..64].copy_from_slice(&offset.to_le_bytes());
+            b[64..68].copy_from_slice(&len.to_le_bytes());
+            b
+        };
+        // A length without an offset; lengths out of bounds (4096 + 22 + 16 would be short).
+        assert!(error(&set(0, 60), at).0.contains("without a file record"));
+        for len in [1, FILE_RECORD_MIN_LEN - 1, FILE_RECORD_MAX_LEN + 1, u32::MAX] {
+            assert!(error(&set(rec.offset, len), at).0.contains("outside"), "{len}");
+        }
+        // Ending before or after the footer; wrapping around.
+        assert!(error(&set(rec.offset - 1, 60), at).0.contains("does not end"));
+        assert!(error(&set(rec.offset + 1, 60), at).0.contains("does not end"));
+        assert!(error(&set(u64::MAX - 10, 60), at).0.contains("does not end"));
+        // A record that ends at the footer but starts inside the last block, or after a gap.
+        let (g, g_at) = footer(entries(&[100]), Some(100));
+        let mut b = g.encode();
+        b[56..64].copy_from_slice(&(g.file_record.unwrap().offset + 40).to_le_bytes());
+        b[64..68].copy_from_slice(&60u32.to_le_bytes());
+        assert!(error(&b, g_at).0.contains("blocks end at"));
+        let mut b = g.encode();
+        b[56..64].copy_from_slice(&(g.file_record.unwrap().offset - 40).to_le_bytes());
+        b[64..68].copy_from_slice(&140u32.to_le_bytes());
+        assert_eq!(
+            error(&b, g_at),
+            (
+                "v2 footer entry 0: block runs into the file record".into(),
+                Some(0)
+            )
+        );
+        // No record while there is room for one.
+        assert!(error(&set(0, 0), at).0.contains("footer starts at"));
+    }
+
+    #[test]
+    fn entries_must_tile_the_blocks_and_the_plaintext() {
+        type Edit = fn(&mut [FooterEntryV2]);
+        let cases: [(Edit, u64, &str); 8] = [
+            (|e| e[0].entry.offset += 1, 0, "block offset"),
+            (|e| e[1].entry.offset -= 1, 1, "block offset"),
+            (|e| e[1].entry.plain_offset += 1, 1, "plaintext offset"),
+            (|e| e[2].entry.plain_size = 0, 2, "plaintext size"),
+            (|e| e[2].entry.plain_size = BS as u64 + 1, 2, "plaintext size"),
+            (|e| e[1].entry.len = BLOCK_V2_MIN_LEN - 1, 1, "block length"),
+            (|e| e[1].entry.len = max_block_len_v2(200) + 1, 1, "block length"),
+            (|e| e.swap(0, 1), 0, "block offset"),
+        ];
+        for (edit, block, what) in cases {
+            let (f, at) = footer(entries(&[100, 200, 300]), None);
+            let mut g = f.clone();
+            edit(&mut g.entries);
+            let (msg, b) = error(&g.encode(), at);
+            assert_eq!(b, Some(block), "{msg}");
+            assert!(
+                msg.starts_with(&format!("v2 footer entry {block}: {what}")),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_block_may_not_run_into_the_footer_nor_stop_short_of_it() {
+        let (f, at) = footer(entries(&[100, 200]), None);
+        let b = f.encode();
+        assert_eq!(
+            error(&b, at - 1),
+            ("v2 footer entry 1: block runs into the footer".into(), Some(1))
+        );
+        assert!(error(&b, at + 1).0.contains("blocks end at"));
+        // A container without blocks has its footer right after the header.
+        let (e, e_at) = footer(vec![], None);
+        assert_eq!(e_at, HEADER_LEN as u64);
+        assert!(error(&e.encode(), e_at + 1).0.contains("blocks end at 4096"));
+    }
+
+    #[test]
+    fn original_size_must_be_the_sum_of_the_plain_sizes() {
+        let (mut f, at) = footer(entries(&[100, 200]), None);
+        f.original_size += 1;
+        assert!(error(&f.encode(), at).0.contains("original_size 301"));
+    }
+}
