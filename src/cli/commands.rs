@@ -60,7 +60,7 @@ fn refuse_json_with_stdout(json: bool, to_stdout: bool, what: &str) -> Result<()
 }
 
 fn pack(mut a: PackArgs) -> Result<()> {
-    a.output = a.output.take().or(a.output_flag.take());
+    a.output = a.output_flag.or(a.output.take());
     if a.recursive {
         return super::many::pack_tree(a);
     }
@@ -265,7 +265,7 @@ fn unpack_output(a: &UnpackArgs) -> Result<PathBuf> {
 }
 
 fn unpack(mut a: UnpackArgs) -> Result<()> {
-    a.output = a.output.take().or(a.output_flag.take());
+    a.output = a.output_flag.or(a.output.take());
     let output = unpack_output(&a)?;
     let to_stdout = is_dash(&output);
     refuse_json_with_stdout(a.json, to_stdout, "plaintext")?;

@@ -2,7 +2,7 @@
 
 use super::keys::{prompt_passphrase, read_passphrase_file, KeyArgs};
 use super::progress::print_pack_summary;
-use super::CipherArg;
+use super::{CipherArg, OutputFlag};
 use anyhow::{Context, Result};
 use qeltrix::crypto::{Key, KeyFileKey, Recipient, RecipientKey, SystemEntropy, DEFAULT_KDF_ITERATIONS};
 use qeltrix::format::{CipherId, SlotKind};
@@ -89,14 +89,8 @@ pub struct ReencryptArgs {
     /// The new container, or `-` for stdout (a stream).
     #[arg(required_unless_present = "output_flag")]
     pub output: Option<PathBuf>,
-    /// OUTPUT as an option.
-    #[arg(
-        short = 'o',
-        long = "output",
-        value_name = "OUTPUT",
-        conflicts_with = "output"
-    )]
-    pub output_flag: Option<PathBuf>,
+    #[command(flatten)]
+    pub output_flag: OutputFlag,
     /// Opens the input, and gets a slot in the output unless --new-key-file or
     /// --new-passphrase-file name other keys.
     #[command(flatten)]
@@ -257,8 +251,8 @@ pub fn rekey(a: RekeyArgs) -> Result<()> {
     list_slots(&a.container, a.json)
 }
 
-pub fn reencrypt(a: ReencryptArgs) -> Result<()> {
-    let Some(output) = a.output.clone().or_else(|| a.output_flag.clone()) else {
+pub fn reencrypt(mut a: ReencryptArgs) -> Result<()> {
+    let Some(output) = a.output_flag.or(a.output.take()) else {
         anyhow::bail!(Error::InvalidArgument("reencrypt needs an OUTPUT".into()));
     };
     let to_stdout = super::commands::is_dash(&output);

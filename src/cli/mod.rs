@@ -216,14 +216,8 @@ pub struct PackArgs {
     /// Output container, a folder to write it into, or `-` for stdout (default: INPUT.qltx).
     /// With -r, the folder to mirror INPUT into.
     pub output: Option<PathBuf>,
-    /// OUTPUT as an option (`-` for stdout).
-    #[arg(
-        short = 'o',
-        long = "output",
-        value_name = "OUTPUT",
-        conflicts_with = "output"
-    )]
-    pub output_flag: Option<PathBuf>,
+    #[command(flatten)]
+    pub output_flag: OutputFlag,
     /// Pack every regular file under the folder INPUT, in parallel, into the folder OUTPUT with
     /// the same relative paths (INPUT/a/b.txt -> OUTPUT/a/b.txt.qltx). Links, special files and
     /// hidden names (which a vault never shows) are skipped with a warning.
@@ -252,6 +246,26 @@ pub struct PackArgs {
     /// Set from the global `-q`.
     #[arg(skip)]
     pub quiet: bool,
+}
+
+/// `-o/--output`: the positional OUTPUT of a command, as an option (the two conflict).
+#[derive(clap::Args, Debug)]
+pub struct OutputFlag {
+    /// OUTPUT as an option.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "OUTPUT",
+        conflicts_with = "output"
+    )]
+    output_flag: Option<PathBuf>,
+}
+
+impl OutputFlag {
+    /// The output named either way.
+    pub fn or(&mut self, positional: Option<PathBuf>) -> Option<PathBuf> {
+        positional.or(self.output_flag.take())
+    }
 }
 
 /// A command that finished its work after SIGINT or SIGTERM asked it to stop (`pack -` seals
@@ -293,14 +307,8 @@ pub struct UnpackArgs {
     pub input: PathBuf,
     /// Output file, a folder to write it into, or `-` for stdout (default: INPUT without `.qltx`).
     pub output: Option<PathBuf>,
-    /// OUTPUT as an option (`-` for stdout).
-    #[arg(
-        short = 'o',
-        long = "output",
-        value_name = "OUTPUT",
-        conflicts_with = "output"
-    )]
-    pub output_flag: Option<PathBuf>,
+    #[command(flatten)]
+    pub output_flag: OutputFlag,
     /// Print the result as JSON on stdout (refused when the plaintext goes to stdout).
     #[arg(long)]
     pub json: bool,

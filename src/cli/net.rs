@@ -2,7 +2,7 @@
 //! only; the servers live in `qeltrix::gateway`, the recovery in `qeltrix::repair`.
 
 use super::progress::size;
-use super::{KeyArgs, PackingArgs};
+use super::{KeyArgs, OutputFlag, PackingArgs};
 use anyhow::{bail, Result};
 use qeltrix::gateway::{
     spawn_reporter, Direction, GatewayConfig, GatewayServer, Limits, SinkConfig, SinkServer, Token,
@@ -143,16 +143,11 @@ pub struct RepairArgs {
     /// The incomplete container.
     pub input: PathBuf,
     /// Where to write the repaired container (default: INPUT without its `.part` suffix, or
-    /// INPUT itself, replaced atomically).
+    /// INPUT itself, replaced atomically). Not `-`: the header is written last, so the output
+    /// must be a file.
     pub output: Option<PathBuf>,
-    /// OUTPUT as an option. Not `-`: the header is written last, so the output must be a file.
-    #[arg(
-        short = 'o',
-        long = "output",
-        value_name = "OUTPUT",
-        conflicts_with = "output"
-    )]
-    pub output_flag: Option<PathBuf>,
+    #[command(flatten)]
+    pub output_flag: OutputFlag,
     #[command(flatten)]
     pub keys: KeyArgs,
     /// Overwrite OUTPUT if it exists.
@@ -288,7 +283,7 @@ pub fn sink(a: SinkArgs) -> Result<()> {
 }
 
 pub fn repair(mut a: RepairArgs) -> Result<()> {
-    a.output = a.output.take().or(a.output_flag.take());
+    a.output = a.output_flag.or(a.output.take());
     if a.output.as_deref().is_some_and(|o| o.as_os_str() == "-") {
         bail!(Error::InvalidArgument(
             "repair writes the container's header last, so its output must be a file, not stdout (-)".into()
