@@ -4,16 +4,19 @@
 //!
 //! ```text
 //! block_hash_i = BLAKE3(stored block i: prefix ‖ sealed metadata ‖ sealed payload)
-//! root         = BLAKE3("qeltrix v2 root" ‖ u64le(n) ‖ block_hash_0 ‖ … ‖ block_hash_{n−1})
+//! root         = BLAKE3("qeltrix v2 root" ‖ u64le(n) ‖ block_hash_0 ‖ … ‖ block_hash_{n−1}
+//!                       ‖ u32le(r) ‖ sealed file record (r bytes; r = 0 without one))
 //! ```
 //!
 //! The root's input is a plain prefix, not BLAKE3's `derive_key` mode: the encoding is injective
-//! (a fixed 15-byte string, the count, then exactly n 32-byte hashes), no other BLAKE3 input of
+//! (a fixed 15-byte string, the count, exactly n 32-byte hashes, then the record's length and
+//! bytes), no other BLAKE3 input of
 //! the format is ever compared with a root, and anyone can recompute the root with a stock
 //! `b3sum` over bytes they assemble (`docs/FORMAT-V2-DESIGN.md`, decisions).
 //!
 //! Without a key this proves that the blocks are the ones the footer describes, in order, whole,
-//! and that the footer's metadata copies are the blocks' own. It cannot tell a forger who
+//! that the footer's metadata copies are the blocks' own, and that the sealed file record is the
+//! one the root names. It cannot tell a forger who
 //! rewrote blocks, hashes and root together: the footer MAC (with the key) or a signature over
 //! the root does.
 
@@ -30,8 +33,9 @@ pub fn block_hash_v2(stored_block: &[u8]) -> [u8; 32] {
     *blake3::hash(stored_block).as_bytes()
 }
 
-/// The root over the block hashes, in block order: `BLAKE3(ROOT_DOMAIN ‖ u64le(n) ‖ hashes)`.
-pub fn root_v2<'a, I>(hashes: I) -> [u8; 32]
+/// The root over the block hashes, in block order, and the sealed file record (empty without
+/// one): `BLAKE3(ROOT_DOMAIN ‖ u64le(n) ‖ hashes ‖ u32le(record length) ‖ record)`.
+pub fn root_v2<'a, I>(hashes: I, record: &[u8]) -> [u8; 32]
 where
     I: IntoIterator<Item = &'a [u8; 32]>,
     I::IntoIter: ExactSizeIterator,
@@ -43,15 +47,26 @@ where
     for block_hash in hashes {
         h.update(block_hash);
     }
+    h.update(&(record.len() as u32).to_le_bytes());
+    h.update(record);
     *h.finalize().as_bytes()
 }
 
-/// Checks the footer's root against its entries' block hashes. A mismatch means the root or a
-/// block hash in the footer was changed; which one cannot be told without the blocks.
+/// The root a footer's entries and file record give.
+pub fn footer_root(footer: &FooterV2) -> [u8; 32] {
+    root_v2(
+        footer.entries.iter().map(|e| &e.block_hash),
+        footer.file_record.as_deref().unwrap_or(&[]),
+    )
+}
+
+/// Checks the footer's root against its entries' block hashes and its file record. A mismatch
+/// means the root, a block hash or the record in the footer was changed; which one cannot be
+/// told without the blocks.
 pub fn check_root(footer: &FooterV2, footer_offset: u64) -> Result<()> {
-    if root_v2(footer.entries.iter().map(|e| &e.block_hash)) != footer.root {
+    if footer_root(footer) != footer.root {
         return Err(Error::Corrupt {
-            what: "v2 footer: the root does not match the entries' block hashes".into(),
+            what: "v2 footer: the root does not match the entries' block hashes and file record".into(),
             block: None,
             offset: Some(footer_offset),
         });
@@ -132,7 +147,7 @@ mod tests {
         derive_container_keys, footer_mac_v2, verify_footer_mac_v2, ContainerKeys, DataKey, SeededEntropy,
     };
     use crate::core::format::{
-        CipherId, FileRecordPos, FooterEntry, FOOTER_V2_ENTRY_LEN, FOOTER_V2_HEAD_LEN, HEADER_LEN,
+        CipherId, FooterEntry, FOOTER_V2_ENTRY_LEN, FOOTER_V2_HEAD_LEN, HEADER_LEN,
     };
 
     const BS: u32 = 4096;
@@ -183,18 +198,14 @@ mod tests {
             });
             plain += ps as u64;
         }
-        let file_record = record.map(|len| {
-            let offset = file.len() as u64;
-            file.resize(file.len() + len as usize, 0x5a);
-            FileRecordPos { offset, len }
-        });
         let mut footer = FooterV2 {
             original_size: plain,
-            root: root_v2(entries.iter().map(|e| &e.block_hash)),
-            file_record,
+            root: [0; 32],
+            file_record: record.map(|len| vec![0x5a; len as usize]),
             entries,
             mac: [0; 32],
         };
+        footer.root = footer_root(&footer);
         footer.mac = footer_mac_v2(&keys, BOUND, &footer.encode_unsigned());
         let footer_offset = file.len() as u64;
         file.extend_from_slice(&footer.encode());
@@ -243,10 +254,12 @@ mod tests {
         for h in &hashes {
             input.extend_from_slice(h);
         }
-        assert_eq!(root_v2(&hashes), *blake3::hash(&input).as_bytes());
-        // Order and count matter.
-        assert_ne!(root_v2(&[hashes[1], hashes[0], hashes[2]]), root_v2(&hashes));
-        assert_ne!(root_v2(&hashes[..2]), root_v2(&hashes));
+        input.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(root_v2(&hashes, &[]), *blake3::hash(&input).as_bytes());
+        // Order, count and the record matter.
+        assert_ne!(root_v2(&[hashes[1], hashes[0], hashes[2]], &[]), root_v2(&hashes, &[]));
+        assert_ne!(root_v2(&hashes[..2], &[]), root_v2(&hashes, &[]));
+        assert_ne!(root_v2(&hashes, &[0; 46]), root_v2(&hashes, &[]));
         assert_eq!(block_hash_v2(b"abc"), *blake3::hash(b"abc").as_bytes());
     }
 
@@ -255,7 +268,8 @@ mod tests {
         let none: [[u8; 32]; 0] = [];
         let mut input = b"qeltrix v2 root".to_vec();
         input.extend_from_slice(&0u64.to_le_bytes());
-        assert_eq!(root_v2(&none), *blake3::hash(&input).as_bytes());
+        input.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(root_v2(&none, &[]), *blake3::hash(&input).as_bytes());
         let f = fixture(&[], None);
         assert_eq!(f.footer_offset, HEADER_LEN as u64);
         let mut calls = 0;
@@ -294,12 +308,18 @@ mod tests {
                 continue;
             }
             let (what, block, _) = corrupt(r);
+            let entries_end = FOOTER_V2_HEAD_LEN + 2 * FOOTER_V2_ENTRY_LEN;
             let in_entry = pos
                 .checked_sub(FOOTER_V2_HEAD_LEN)
+                .filter(|_| pos < entries_end)
                 .map(|k| (k / FOOTER_V2_ENTRY_LEN, k % FOOTER_V2_ENTRY_LEN));
             match (pos, in_entry) {
-                // The root, or an entry's block hash: the root check.
+                // The root, an entry's block hash or the file record: the root check.
                 (24..56, _) | (_, Some((_, 32..64))) => {
+                    assert!(what.contains("root"), "{pos}: {what}");
+                    assert_eq!(block, None);
+                }
+                _ if pos >= entries_end => {
                     assert!(what.contains("root"), "{pos}: {what}");
                     assert_eq!(block, None);
                 }
@@ -368,7 +388,7 @@ mod tests {
         let mut g = f.footer.clone();
         g.entries.swap(0, 1);
         (g.entries[0].entry, g.entries[1].entry) = (g.entries[1].entry, g.entries[0].entry);
-        g.root = root_v2(g.entries.iter().map(|e| &e.block_hash));
+        g.root = footer_root(&g);
         let (what, block, _) = corrupt(f.verify(&file, &g.encode()));
         assert_eq!(block, Some(0));
         assert!(what.contains("prefix says it is block 1"), "{what}");
@@ -377,7 +397,7 @@ mod tests {
         // Whole entries swapped in the footer: their offsets no longer follow each other.
         let mut h = f.footer.clone();
         h.entries.swap(1, 2);
-        h.root = root_v2(h.entries.iter().map(|e| &e.block_hash));
+        h.root = footer_root(&h);
         let (what, block, _) = corrupt(f.verify(&f.file, &h.encode()));
         assert_eq!(block, Some(1));
         assert!(what.contains("block offset is not contiguous"), "{what}");
@@ -389,7 +409,7 @@ mod tests {
         let mut g = f.footer.clone();
         g.entries[2].block_hash = block_hash_v2(b"something else");
         // With the root recomputed, so the footer is self-consistent: the block check catches it.
-        g.root = root_v2(g.entries.iter().map(|e| &e.block_hash));
+        g.root = footer_root(&g);
         let (what, block, offset) = corrupt(f.verify(&f.file, &g.encode()));
         assert_eq!((block, offset), (Some(2), Some(g.entries[2].entry.offset)));
         assert!(what.contains("block hash does not match"), "{what}");

@@ -1,20 +1,22 @@
-//! Format version 2, footer (work in progress, `docs/FORMAT-V2-DESIGN.md`): v1's index entries,
-//! each followed by the BLAKE3 hash of the stored block and a copy of its sealed metadata, a root
-//! over the block hashes, and where the file record lies. Nothing reads or writes v2 yet.
+//! Format version 2, footer: v1's index entries, each followed by the BLAKE3 hash of the stored
+//! block and a copy of its sealed metadata, a root over the block hashes and the file record, and
+//! the sealed file record itself.
 //!
 //! ```text
-//! 0    8      magic "QLTXFOT2"
-//! 8    8      n
-//! 16   8      original_size
-//! 24   32     root
-//! 56   8      file-record offset (0: none)
-//! 64   4      file-record length
-//! 68   4      reserved (zero)
-//! 72   180·n  entries: offset, len, plain_offset, plain_size (u64 each), block_hash (32),
-//!             sealed metadata (116)
-//! 72+180·n 32 MAC
+//! 0        8      magic "QLTXFOT2"
+//! 8        8      n
+//! 16       8      original_size
+//! 24       32     root
+//! 56       4      r: file-record length (0: none, else 46 … 4142)
+//! 60       12     reserved (zero)
+//! 72       180·n  entries: offset, len, plain_offset, plain_size (u64 each), block_hash (32),
+//!                 sealed metadata (116)
+//! 72+180·n r      the sealed file record
+//! …        32     MAC
 //! ```
 //!
+//! The file record lives inside the footer, so a stream reader meets nothing but blocks before
+//! the footer's magic, and the footer's length is known once its 72-byte head has arrived.
 //! Decoding checks the structure only: no key and no block is needed. The root and the block
 //! hashes are checked against the blocks by `crate::core::integrity_v2`, the MAC by the reader.
 
@@ -22,19 +24,19 @@ use super::{array, le_u32, le_u64, FooterEntry, BLOCK_HEAD_LEN, HEADER_LEN, META
 use crate::{Error, Result};
 
 const FOOTER_V2_MAGIC: &[u8; 8] = b"QLTXFOT2";
-/// Length of the v2 footer's head: magic, n, original size, root, file record, reserved.
+/// Length of the v2 footer's head: magic, n, original size, root, record length, reserved.
 pub const FOOTER_V2_HEAD_LEN: usize = 72;
 /// Length of one v2 footer entry: v1's 32 bytes, the block hash, the sealed metadata copy.
 pub const FOOTER_V2_ENTRY_LEN: usize = 32 + 32 + META_LEN;
 const MAC_LEN: usize = 32;
-/// v2 footer bytes besides the entries: head and MAC.
+/// v2 footer bytes besides the entries and the file record: head and MAC.
 pub const FOOTER_V2_FIXED_LEN: usize = FOOTER_V2_HEAD_LEN + MAC_LEN;
 
 /// Largest file-record name, in bytes.
 pub const FILE_RECORD_MAX_NAME: usize = 4096;
 /// Plaintext bytes of a file record besides the name: `u16 name_len`, `u32 mode`,
 /// `i64 mtime_sec`, `u32 mtime_nsec`.
-const FILE_RECORD_FIXED_PLAIN: usize = 2 + 4 + 8 + 4;
+pub const FILE_RECORD_FIXED_PLAIN: usize = 2 + 4 + 8 + 4;
 /// Smallest stored file record: nonce, the fixed fields with an empty name, tag.
 pub const FILE_RECORD_MIN_LEN: u32 = (NONCE_LEN + FILE_RECORD_FIXED_PLAIN + TAG_LEN) as u32;
 /// Largest stored file record: nonce, the fixed fields with a 4096-byte name, tag (4142 bytes).
@@ -51,6 +53,11 @@ pub fn max_block_len_v2(plain_size: u64) -> u64 {
     BLOCK_HEAD_LEN as u64 + plain_size + TAG_LEN as u64 * plain_size.div_ceil(SEGMENT_LEN).max(1)
 }
 
+/// Smallest v2 block: see [`max_block_len_v2`] for the largest.
+pub const fn min_block_len_v2() -> u64 {
+    BLOCK_V2_MIN_LEN
+}
+
 /// One v2 footer entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FooterEntryV2 {
@@ -62,25 +69,17 @@ pub struct FooterEntryV2 {
     pub sealed_meta: [u8; META_LEN],
 }
 
-/// Where the sealed file record lies: after the last block, ending where the footer starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileRecordPos {
-    /// Container offset of the record (its nonce).
-    pub offset: u64,
-    /// Length: nonce, ciphertext and tag; [`FILE_RECORD_MIN_LEN`] … [`FILE_RECORD_MAX_LEN`].
-    pub len: u32,
-}
-
 /// The decoded v2 footer. The MAC is checked by the reader (it needs the key), the root and the
 /// block hashes by `integrity_v2` (it needs the blocks), not here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FooterV2 {
     /// Plaintext length in bytes: the sum of the entries' plain sizes.
     pub original_size: u64,
-    /// BLAKE3(`"qeltrix v2 root"` ‖ u64(n) ‖ block_hash_0 ‖ … ‖ block_hash_{n−1}).
+    /// BLAKE3(`"qeltrix v2 root"` ‖ u64(n) ‖ block_hash_0 ‖ … ‖ block_hash_{n−1} ‖ u32(r) ‖
+    /// file record).
     pub root: [u8; 32],
-    /// The file record, if the container has one.
-    pub file_record: Option<FileRecordPos>,
+    /// The sealed file record (nonce, ciphertext, tag), if the container has one.
+    pub file_record: Option<Vec<u8>>,
     /// One entry per block, in block order.
     pub entries: Vec<FooterEntryV2>,
     /// HMAC-SHA256 under the v2 footer MAC key over the bound header fields and the footer
@@ -94,9 +93,32 @@ impl FooterV2 {
         b.starts_with(FOOTER_V2_MAGIC)
     }
 
-    /// Length in bytes of a v2 footer with `entries` entries, MAC included.
-    pub fn encoded_len(entries: usize) -> u64 {
-        FOOTER_V2_FIXED_LEN as u64 + entries as u64 * FOOTER_V2_ENTRY_LEN as u64
+    /// Length in bytes of a v2 footer with `entries` entries and a file record of `record`
+    /// bytes (0: none), MAC included.
+    pub fn encoded_len(entries: usize, record: u32) -> u64 {
+        FOOTER_V2_FIXED_LEN as u64 + entries as u64 * FOOTER_V2_ENTRY_LEN as u64 + record as u64
+    }
+
+    /// The footer's length, from its head (the first [`FOOTER_V2_HEAD_LEN`] bytes): what a
+    /// stream reader reads next. Checks the magic and the record length; `n` is bounded by the
+    /// caller's limit on what it will read (`max_len`).
+    pub fn len_from_head(head: &[u8; FOOTER_V2_HEAD_LEN], footer_offset: u64, max_len: u64) -> Result<u64> {
+        let bad = |what: String| Error::Corrupt {
+            what: format!("v2 footer: {what}"),
+            block: None,
+            offset: Some(footer_offset),
+        };
+        if !Self::starts(head) {
+            return Err(bad("bad magic".into()));
+        }
+        let r = record_len(head).map_err(bad)?;
+        let n = le_u64(head, 8);
+        let len = n
+            .checked_mul(FOOTER_V2_ENTRY_LEN as u64)
+            .and_then(|e| e.checked_add(FOOTER_V2_FIXED_LEN as u64 + r as u64))
+            .filter(|&len| len <= max_len)
+            .ok_or_else(|| bad(format!("entry count n = {n} is more than the container can hold")))?;
+        Ok(len)
     }
 
     /// The footer bytes the MAC covers (after the header's bound fields): all but the last 32.
@@ -108,15 +130,14 @@ impl FooterV2 {
 
     /// Footer bytes without the MAC: what the MAC covers.
     pub fn encode_unsigned(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(Self::encoded_len(self.entries.len()) as usize);
+        let record = self.file_record.as_deref().unwrap_or(&[]);
+        let mut b = Vec::with_capacity(Self::encoded_len(self.entries.len(), record.len() as u32) as usize);
         b.extend_from_slice(FOOTER_V2_MAGIC);
         b.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
         b.extend_from_slice(&self.original_size.to_le_bytes());
         b.extend_from_slice(&self.root);
-        let (at, len) = self.file_record.map_or((0, 0), |r| (r.offset, r.len));
-        b.extend_from_slice(&at.to_le_bytes());
-        b.extend_from_slice(&len.to_le_bytes());
-        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&(record.len() as u32).to_le_bytes());
+        b.extend_from_slice(&[0; 12]);
         for e in &self.entries {
             let v = e.entry;
             for x in [v.offset, v.len, v.plain_offset, v.plain_size] {
@@ -125,6 +146,7 @@ impl FooterV2 {
             b.extend_from_slice(&e.block_hash);
             b.extend_from_slice(&e.sealed_meta);
         }
+        b.extend_from_slice(record);
         b
     }
 
@@ -136,13 +158,13 @@ impl FooterV2 {
     }
 
     /// Decodes the v2 footer `b` found at container offset `footer_offset` in a container of
-    /// `block_size`, and checks its structure: magic; `n` against the footer's length (before
-    /// anything is allocated); reserved bytes zero; entries that start at the end of the header,
-    /// follow each other without gaps in the container and in the plaintext, hold 1 …
-    /// `block_size` plaintext bytes each in a length a v2 block of that size can have; the file
-    /// record, if any, from the last block's end to the footer, of a length a record can have
-    /// (without one, the last block ends at the footer); and `original_size` the sum of the
-    /// plain sizes. An error names the field, and the entry (index and block offset) if any.
+    /// `block_size`, and checks its structure: magic; reserved bytes zero; the record length
+    /// (0, or 46 … 4142); `n` against the footer's length (before anything is allocated);
+    /// entries that start at the end of the header, follow each other without gaps in the
+    /// container and in the plaintext, hold 1 … `block_size` plaintext bytes each in a length a
+    /// v2 block of that size can have, the last ending where the footer starts; and
+    /// `original_size` the sum of the plain sizes. An error names the field, and the entry
+    /// (index and block offset) if any.
     pub fn decode(b: &[u8], footer_offset: u64, block_size: u32) -> Result<Self> {
         let bad = |what: String| Error::Corrupt {
             what: format!("v2 footer: {what}"),
@@ -152,44 +174,21 @@ impl FooterV2 {
         if b.len() < FOOTER_V2_FIXED_LEN || &b[0..8] != FOOTER_V2_MAGIC {
             return Err(bad("bad magic".into()));
         }
+        let r = record_len(b).map_err(bad)? as usize;
         let n = le_u64(b, 8);
-        let room = b.len() - FOOTER_V2_FIXED_LEN;
-        if !room.is_multiple_of(FOOTER_V2_ENTRY_LEN) || n != (room / FOOTER_V2_ENTRY_LEN) as u64 {
-            return Err(bad(format!(
-                "entry count n = {n} does not match its length of {} bytes",
-                b.len()
-            )));
-        }
-        if b[68..72] != [0; 4] {
-            return Err(bad("reserved bytes 68..72 are not zero".into()));
-        }
-        let record_at = le_u64(b, 56);
-        let record_len = le_u32(b, 64);
-        let file_record = match (record_at, record_len) {
-            (0, 0) => None,
-            (0, len) => {
-                return Err(bad(format!(
-                    "file-record length {len} without a file record (offset 0)"
-                )))
-            }
-            (offset, len) => {
-                if !(FILE_RECORD_MIN_LEN..=FILE_RECORD_MAX_LEN).contains(&len) {
-                    return Err(bad(format!(
-                        "file-record length {len} outside {FILE_RECORD_MIN_LEN}..={FILE_RECORD_MAX_LEN}"
-                    )));
-                }
-                if offset.checked_add(len as u64) != Some(footer_offset) {
-                    return Err(bad(format!(
-                        "file record at {offset}, {len} bytes, does not end where the footer starts ({footer_offset})"
-                    )));
-                }
-                Some(FileRecordPos { offset, len })
-            }
-        };
-        let blocks_end = file_record.map_or(footer_offset, |r| r.offset);
+        let room = (b.len() - FOOTER_V2_FIXED_LEN).checked_sub(r);
+        let count = room
+            .filter(|room| room.is_multiple_of(FOOTER_V2_ENTRY_LEN))
+            .map(|room| room / FOOTER_V2_ENTRY_LEN)
+            .filter(|&count| count as u64 == n)
+            .ok_or_else(|| {
+                bad(format!(
+                    "entry count n = {n} and record length {r} do not match its length of {} bytes",
+                    b.len()
+                ))
+            })?;
 
         // `n` equals the length-derived count, so this allocation is bounded by `b`.
-        let count = room / FOOTER_V2_ENTRY_LEN;
         let mut entries = Vec::with_capacity(count);
         let (mut offset, mut plain) = (HEADER_LEN as u64, 0u64);
         for i in 0..count {
@@ -211,27 +210,16 @@ impl FooterV2 {
             }
             offset = offset
                 .checked_add(v.len)
-                .filter(|&end| end <= blocks_end)
-                .ok_or_else(|| {
-                    bad_entry(if file_record.is_some() {
-                        "block runs into the file record"
-                    } else {
-                        "block runs into the footer"
-                    })
-                })?;
+                .filter(|&end| end <= footer_offset)
+                .ok_or_else(|| bad_entry("block runs into the footer"))?;
             plain += v.plain_size;
             entries.push(e);
         }
-        if offset != blocks_end {
-            let next = if file_record.is_some() {
-                "the file record"
-            } else {
-                "the footer"
-            };
+        if offset != footer_offset {
             return Err(Error::Corrupt {
-                what: format!("v2 footer: blocks end at {offset} but {next} starts at {blocks_end}"),
+                what: format!("v2 footer: blocks end at {offset} but the footer starts at {footer_offset}"),
                 block: None,
-                offset: Some(blocks_end),
+                offset: Some(footer_offset),
             });
         }
         let original_size = le_u64(b, 16);
@@ -240,14 +228,29 @@ impl FooterV2 {
                 "original_size {original_size} but the entries add up to {plain}"
             )));
         }
+        let record_at = FOOTER_V2_HEAD_LEN + count * FOOTER_V2_ENTRY_LEN;
         Ok(FooterV2 {
             original_size,
             root: array(b, 24),
-            file_record,
+            file_record: (r > 0).then(|| b[record_at..record_at + r].to_vec()),
             entries,
             mac: array(b, b.len() - MAC_LEN),
         })
     }
+}
+
+/// The record length in a footer head, checked with the reserved bytes.
+fn record_len(head: &[u8]) -> std::result::Result<u32, String> {
+    if head[60..72].iter().any(|&x| x != 0) {
+        return Err("reserved bytes 60..72 are not zero".into());
+    }
+    let r = le_u32(head, 56);
+    if r != 0 && !(FILE_RECORD_MIN_LEN..=FILE_RECORD_MAX_LEN).contains(&r) {
+        return Err(format!(
+            "file-record length {r} outside {FILE_RECORD_MIN_LEN}..={FILE_RECORD_MAX_LEN}"
+        ));
+    }
+    Ok(r)
 }
 
 impl FooterEntryV2 {
@@ -295,15 +298,14 @@ mod tests {
         let end = entries
             .last()
             .map_or(HEADER_LEN as u64, |e| e.entry.offset + e.entry.len);
-        let file_record = record.map(|len| FileRecordPos { offset: end, len });
         let f = FooterV2 {
             original_size: entries.iter().map(|e| e.entry.plain_size).sum(),
             root: [0x33; 32],
-            file_record,
+            file_record: record.map(|len| vec![0x5a; len as usize]),
             entries,
             mac: [0xee; 32],
         };
-        (f, end + record.unwrap_or(0) as u64)
+        (f, end)
     }
 
     fn error(b: &[u8], at: u64) -> (String, Option<u64>) {
@@ -322,14 +324,15 @@ mod tests {
         assert_eq!((FILE_RECORD_MIN_LEN, FILE_RECORD_MAX_LEN), (46, 4142));
         let (f, _) = footer(entries(&[100, 200]), Some(50));
         let b = f.encode();
-        assert_eq!(b.len() as u64, FooterV2::encoded_len(2));
+        assert_eq!(b.len() as u64, FooterV2::encoded_len(2, 50));
+        let head: [u8; 72] = array(&b, 0);
+        assert_eq!(FooterV2::len_from_head(&head, 0, u64::MAX).unwrap(), b.len() as u64);
         assert_eq!(&b[0..8], b"QLTXFOT2");
         assert_eq!(le_u64(&b, 8), 2);
         assert_eq!(le_u64(&b, 16), 300);
         assert_eq!(b[24..56], [0x33; 32]);
-        assert_eq!(le_u64(&b, 56), f.file_record.unwrap().offset);
-        assert_eq!(le_u32(&b, 64), 50);
-        assert_eq!(b[68..72], [0; 4]);
+        assert_eq!(le_u32(&b, 56), 50);
+        assert_eq!(b[60..72], [0; 12]);
         for (i, e) in f.entries.iter().enumerate() {
             let at = 72 + 180 * i;
             let v = e.entry;
@@ -345,6 +348,7 @@ mod tests {
             assert_eq!(b[at + 32..at + 64], e.block_hash);
             assert_eq!(b[at + 64..at + 180], e.sealed_meta);
         }
+        assert_eq!(b[72 + 360..72 + 360 + 50], [0x5a; 50]);
         assert_eq!(b[b.len() - 32..], [0xee; 32]);
         assert_eq!(FooterV2::unsigned_part(&b), &f.encode_unsigned()[..]);
         assert!(FooterV2::starts(&b) && !FooterV2::starts(b"QLTXFOOT"));
@@ -378,7 +382,10 @@ mod tests {
         let b = f.encode();
         for cut in 0..b.len() {
             let (what, _) = error(&b[..cut], at);
-            assert!(what.contains("magic") || what.contains("n = 2"), "{cut}: {what}");
+            assert!(
+                what.contains("magic") || what.contains("n = 2") || what.contains("reserved"),
+                "{cut}: {what}"
+            );
         }
         for extra in [1, 32, 180] {
             let mut long = b.clone();
@@ -406,7 +413,7 @@ mod tests {
     #[test]
     fn reserved_bytes_must_be_zero() {
         let (f, at) = footer(entries(&[100]), None);
-        for i in 68..72 {
+        for i in 60..72 {
             let mut b = f.encode();
             b[i] = 1;
             assert!(error(&b, at).0.contains("reserved"));
@@ -414,42 +421,27 @@ mod tests {
     }
 
     #[test]
-    fn the_file_record_must_fill_the_gap_between_the_blocks_and_the_footer() {
+    fn the_file_record_length_is_bounded_and_must_match_the_footer_length() {
         let (f, at) = footer(entries(&[100]), Some(60));
-        let rec = f.file_record.unwrap();
-        let set = |offset: u64, len: u32| {
+        let set = |len: u32| {
             let mut b = f.encode();
-            b[56..64].copy_from_slice(&offset.to_le_bytes());
-            b[64..68].copy_from_slice(&len.to_le_bytes());
+            b[56..60].copy_from_slice(&len.to_le_bytes());
             b
         };
-        // A length without an offset; lengths out of bounds (4096 + 22 + 16 would be short).
-        assert!(error(&set(0, 60), at).0.contains("without a file record"));
         for len in [1, FILE_RECORD_MIN_LEN - 1, FILE_RECORD_MAX_LEN + 1, u32::MAX] {
-            assert!(error(&set(rec.offset, len), at).0.contains("outside"), "{len}");
+            assert!(error(&set(len), at).0.contains("outside"), "{len}");
+            let head: [u8; 72] = array(&set(len), 0);
+            assert!(FooterV2::len_from_head(&head, at, u64::MAX).is_err());
         }
-        // Ending before or after the footer; wrapping around.
-        assert!(error(&set(rec.offset - 1, 60), at).0.contains("does not end"));
-        assert!(error(&set(rec.offset + 1, 60), at).0.contains("does not end"));
-        assert!(error(&set(u64::MAX - 10, 60), at).0.contains("does not end"));
-        // A record that ends at the footer but starts inside the last block, or after a gap.
-        let (g, g_at) = footer(entries(&[100]), Some(100));
-        let mut b = g.encode();
-        b[56..64].copy_from_slice(&(g.file_record.unwrap().offset + 40).to_le_bytes());
-        b[64..68].copy_from_slice(&60u32.to_le_bytes());
-        assert!(error(&b, g_at).0.contains("blocks end at"));
-        let mut b = g.encode();
-        b[56..64].copy_from_slice(&(g.file_record.unwrap().offset - 40).to_le_bytes());
-        b[64..68].copy_from_slice(&140u32.to_le_bytes());
-        assert_eq!(
-            error(&b, g_at),
-            (
-                "v2 footer entry 0: block runs into the file record".into(),
-                Some(0)
-            )
-        );
-        // No record while there is room for one.
-        assert!(error(&set(0, 0), at).0.contains("footer starts at"));
+        // A length that moves bytes between the entries and the record.
+        for len in [0, 59, 61, FILE_RECORD_MAX_LEN] {
+            assert!(error(&set(len), at).0.contains("do not match"), "{len}");
+        }
+        // A head claiming more than the container holds.
+        let mut b = f.encode();
+        b[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        let head: [u8; 72] = array(&b, 0);
+        assert!(FooterV2::len_from_head(&head, at, 1 << 40).is_err());
     }
 
     #[test]

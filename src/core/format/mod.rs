@@ -26,8 +26,8 @@ pub use footer::{
     TRAILER_LEN,
 };
 pub use footer_v2::{
-    max_block_len_v2, FileRecordPos, FooterEntryV2, FooterV2, FILE_RECORD_MAX_LEN, FILE_RECORD_MAX_NAME,
-    FILE_RECORD_MIN_LEN, FOOTER_V2_ENTRY_LEN, FOOTER_V2_FIXED_LEN, FOOTER_V2_HEAD_LEN,
+    max_block_len_v2, min_block_len_v2, FooterEntryV2, FooterV2, FILE_RECORD_MAX_LEN, FILE_RECORD_MAX_NAME,
+    FILE_RECORD_FIXED_PLAIN, FILE_RECORD_MIN_LEN, FOOTER_V2_ENTRY_LEN, FOOTER_V2_FIXED_LEN, FOOTER_V2_HEAD_LEN,
 };
 pub use header::{short_header, CipherId, Header, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN};
 pub use slots::{
