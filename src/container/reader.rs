@@ -12,13 +12,18 @@
 
 use crate::container::pipeline::OrderedPool;
 use crate::core::codec::{open_block_head, open_payload_from};
+use crate::core::codec_v2::{content_hash_v2, decompress_payload_v2, open_block_head_v2, PayloadKey};
 use crate::core::crypto::{
-    derive_container_keys, unwrap_slot, verify_footer_mac, ContainerKeys, DataKey, Key,
+    derive_container_keys, unwrap_slot, verify_footer_mac, verify_footer_mac_v2, ContainerKeys, DataKey, Key,
 };
+use crate::core::file_record::{open_file_record, FileMeta};
 use crate::core::format::{
-    ContainerId, Footer, FooterEntry, Header, LayoutCheck, SlotArea, SlotKind, Trailer, BLOCK_HEAD_LEN,
-    FLAG_STREAMING, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN, HEADER_LEN, TRAILER_LEN,
+    max_block_len_v2, min_block_len_v2, BlockMetaV2, BlockPrefix, CompressionV2, ContainerId, Footer,
+    FooterEntry, FooterV2, FormatVersion, Header, LayoutCheck, SlotArea, SlotKind, Trailer, BLOCK_HEAD_LEN,
+    BLOCK_PREFIX_LEN, FLAG_STREAMING, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN,
+    FOOTER_V2_ENTRY_LEN, FOOTER_V2_HEAD_LEN, HEADER_LEN, TRAILER_LEN,
 };
+use crate::core::integrity_v2::check_root;
 use crate::core::ranges;
 use crate::storage::{Object, ReadAt, Storage};
 use crate::{Error, Lock, Result, SlotRefusal};
@@ -38,8 +43,12 @@ pub struct ContainerInfo {
     pub slots: SlotArea,
     /// The trailer, read from the last [`TRAILER_LEN`](crate::format::TRAILER_LEN) bytes.
     pub trailer: Trailer,
-    /// The footer index; its MAC is not checked here.
+    /// The footer index; its MAC is not checked here. For a v2 container, the v1 part of each
+    /// entry (where the block is, which plaintext it holds); the rest is in `footer_v2`.
     pub footer: Footer,
+    /// A v2 container's whole footer: block hashes, root, metadata copies, the sealed file
+    /// record. Its root has been checked against its block hashes; nothing here needs the key.
+    pub footer_v2: Option<FooterV2>,
     /// Length of the container in bytes.
     pub container_size: u64,
 }
@@ -79,9 +88,25 @@ impl ContainerInfo {
             .map_err(|e| io_err("reading the trailer", e))?;
         let trailer = Trailer::decode(&tb, container_size)?;
 
-        let fb = read_footer(source, &trailer, header.block_size)?;
-        let footer = Footer::decode(&fb, trailer.footer_offset)?;
-        footer.check_layout(header.block_size, trailer.footer_offset)?;
+        let (footer, footer_v2) = match header.version {
+            FormatVersion::V1 => {
+                let fb = read_footer(source, &trailer, header.block_size, FooterLayout::V1)?;
+                let footer = Footer::decode(&fb, trailer.footer_offset)?;
+                footer.check_layout(header.block_size, trailer.footer_offset)?;
+                (footer, None)
+            }
+            FormatVersion::V2 => {
+                let fb = read_footer(source, &trailer, header.block_size, FooterLayout::V2)?;
+                let v2 = FooterV2::decode(&fb, trailer.footer_offset, header.block_size)?;
+                check_root(&v2, trailer.footer_offset)?;
+                let footer = Footer {
+                    original_size: v2.original_size,
+                    entries: v2.entries.iter().map(|e| e.entry).collect(),
+                    mac: v2.mac,
+                };
+                (footer, Some(v2))
+            }
+        };
 
         let header_disagrees = header.is_patched()
             && (header.footer_offset != trailer.footer_offset
@@ -103,8 +128,20 @@ impl ContainerInfo {
             slots,
             trailer,
             footer,
+            footer_v2,
             container_size,
         })
+    }
+
+    /// The format version.
+    pub fn version(&self) -> FormatVersion {
+        self.header.version
+    }
+
+    /// A v2 container's root (BLAKE3 over its block hashes and file record), readable and
+    /// checked without a key; `None` for v1.
+    pub fn root(&self) -> Option<[u8; 32]> {
+        self.footer_v2.as_ref().map(|f| f.root)
     }
 
     /// Plaintext length in bytes, from the footer.
@@ -167,6 +204,13 @@ pub fn unlock_data_key(slots: &SlotArea, container_id: &ContainerId, key: &Key) 
     })
 }
 
+/// Which footer [`read_footer`] reads.
+#[derive(Clone, Copy)]
+enum FooterLayout {
+    V1,
+    V2,
+}
+
 /// Footer bytes read at once. A larger footer is read piece by piece.
 const FOOTER_READ_CHUNK: usize = 1 << 20;
 
@@ -175,18 +219,47 @@ const FOOTER_READ_CHUNK: usize = 1 << 20;
 /// footer is read a piece at a time, and each further piece only after the entries so far have
 /// tiled the block area as they should. Memory then grows with plausible index entries, never
 /// with a bare size field.
-fn read_footer(source: &dyn ReadAt, trailer: &Trailer, block_size: u32) -> Result<Vec<u8>> {
+fn read_footer(
+    source: &dyn ReadAt,
+    trailer: &Trailer,
+    block_size: u32,
+    layout: FooterLayout,
+) -> Result<Vec<u8>> {
     let size = usize::try_from(trailer.footer_size)
         .map_err(|_| Error::corrupt(format!("footer of {} bytes", trailer.footer_size)))?;
-    let entries_end = size - (FOOTER_FIXED_LEN - FOOTER_HEAD_LEN);
+    let (head_len, entry_len) = match layout {
+        FooterLayout::V1 => (FOOTER_HEAD_LEN, FOOTER_ENTRY_LEN),
+        FooterLayout::V2 => (FOOTER_V2_HEAD_LEN, FOOTER_V2_ENTRY_LEN),
+    };
+    // The entries end before the MAC (and, in v2, the file record of at most 4142 bytes): only
+    // bytes certainly inside the entries are checked early; decoding checks the rest.
+    let entries_end = size.saturating_sub(FOOTER_FIXED_LEN - FOOTER_HEAD_LEN + 4142);
     let mut check = LayoutCheck::new(block_size, trailer.footer_offset);
-    let mut checked = FOOTER_HEAD_LEN;
+    let mut v2_next = HEADER_LEN as u64;
+    let mut checked = head_len;
     let mut fb = Vec::with_capacity(size.min(FOOTER_READ_CHUNK));
     while fb.len() < size {
         if fb.len() >= FOOTER_READ_CHUNK {
-            while checked + FOOTER_ENTRY_LEN <= fb.len().min(entries_end) {
-                check.next(&FooterEntry::decode(&fb[checked..]))?;
-                checked += FOOTER_ENTRY_LEN;
+            while checked + entry_len <= fb.len().min(entries_end) {
+                let e = FooterEntry::decode(&fb[checked..]);
+                match layout {
+                    FooterLayout::V1 => check.next(&e)?,
+                    FooterLayout::V2 => {
+                        let index = ((checked - head_len) / entry_len) as u64;
+                        if e.offset != v2_next
+                            || e.len < min_block_len_v2()
+                            || e.len > max_block_len_v2(e.plain_size.min(block_size as u64))
+                        {
+                            return Err(Error::corrupt_block(
+                                index,
+                                e.offset,
+                                "v2 footer entry: block offset or length out of place",
+                            ));
+                        }
+                        v2_next = e.offset.saturating_add(e.len);
+                    }
+                }
+                checked += entry_len;
             }
         }
         let at = fb.len();
@@ -224,6 +297,22 @@ fn read_error(e: io::Error, block: u64, offset: u64) -> Error {
     }
 }
 
+/// A segment error (named by block) given the block's container offset.
+fn with_offset(e: Error, block_offset: u64) -> Error {
+    match e {
+        Error::Corrupt {
+            what,
+            block,
+            offset: None,
+        } => Error::Corrupt {
+            what,
+            block,
+            offset: Some(block_offset),
+        },
+        e => e,
+    }
+}
+
 /// The part of a decrypted block a slice wants. A block shorter than its index entry cannot pass
 /// `open_stored`; should one get here, it is corruption, not a panic.
 pub(crate) fn block_part<'b>(block: &'b [u8], slice: &ranges::BlockSlice) -> Result<&'b [u8]> {
@@ -239,7 +328,19 @@ pub struct Container<S: ReadAt = File> {
     source: S,
     info: ContainerInfo,
     keys: ContainerKeys,
+    /// v2: the opened metadata and payload key of recently read blocks, from the footer's copy
+    /// of their sealed metadata: a small read costs one disk read and no key derivation.
+    block_keys: Mutex<lru::LruCache<u64, Arc<BlockKeyV2>>>,
 }
+
+/// What reading a v2 block's segments needs: its metadata and its payload key.
+struct BlockKeyV2 {
+    meta: BlockMetaV2,
+    key: PayloadKey,
+}
+
+/// Block keys remembered per open container (about 700 bytes each).
+const BLOCK_KEYS_CACHED: usize = 1024;
 
 impl Container<File> {
     /// Opens the container at `path` with `key`. Errors name the file.
@@ -287,15 +388,151 @@ impl<S: ReadAt> Container<S> {
         let cid = info.header.container_id;
         let data_key = unlock_data_key(&info.slots, &cid, key)?;
         let keys = derive_container_keys(data_key.clone(), info.header.cipher, cid);
-        let unsigned = Footer::encode_unsigned(info.footer.original_size, &info.footer.entries);
-        if !verify_footer_mac(&keys, &info.header.bound_fields(), &unsigned, &info.footer.mac) {
+        let bound = info.header.bound_fields();
+        let authentic = match &info.footer_v2 {
+            None => {
+                let unsigned = Footer::encode_unsigned(info.footer.original_size, &info.footer.entries);
+                verify_footer_mac(&keys, &bound, &unsigned, &info.footer.mac)
+            }
+            Some(v2) => verify_footer_mac_v2(&keys, &bound, &v2.encode_unsigned(), &v2.mac),
+        };
+        if !authentic {
             return Err(Error::Corrupt {
                 what: "footer index or header fails authentication (edited, truncated or re-indexed)".into(),
                 block: None,
                 offset: Some(info.trailer.footer_offset),
             });
         }
-        Ok((Container { source, info, keys }, data_key))
+        let block_keys = Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(BLOCK_KEYS_CACHED).expect("non-zero"),
+        ));
+        Ok((
+            Container {
+                source,
+                info,
+                keys,
+                block_keys,
+            },
+            data_key,
+        ))
+    }
+
+    /// The format version.
+    pub fn version(&self) -> FormatVersion {
+        self.info.version()
+    }
+
+    /// A v2 container's file record (name, mode, mtime of the packed file), opened with the key;
+    /// `None` for v1 and for a container packed from a stream.
+    pub fn file_meta(&self) -> Result<Option<FileMeta>> {
+        match self
+            .info
+            .footer_v2
+            .as_ref()
+            .and_then(|f| f.file_record.as_deref())
+        {
+            Some(sealed) => open_file_record(&self.keys, sealed)
+                .map(Some)
+                .map_err(|e| match e {
+                    Error::Corrupt { what, .. } => Error::Corrupt {
+                        what,
+                        block: None,
+                        offset: Some(self.info.trailer.footer_offset),
+                    },
+                    e => e,
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// The metadata and payload key of v2 block `index`, from the footer's (authenticated) copy
+    /// of its sealed metadata, remembered for the next read of the block.
+    fn block_key_v2(&self, index: u64, entry: &FooterEntry) -> Result<Arc<BlockKeyV2>> {
+        let mut cache = self.block_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = cache.get(&index) {
+            return Ok(Arc::clone(k));
+        }
+        drop(cache);
+        let copy = self
+            .info
+            .footer_v2
+            .as_ref()
+            .and_then(|f| f.entries.get(index as usize))
+            .ok_or_else(|| self.no_such_block(index))?;
+        // The head the block has on disk, if it is as the footer says: prefix, then the copy.
+        let mut head = [0u8; BLOCK_HEAD_LEN];
+        head[..BLOCK_PREFIX_LEN].copy_from_slice(
+            &BlockPrefix {
+                index,
+                payload_len: u32::try_from(entry.len - BLOCK_HEAD_LEN as u64).unwrap_or(u32::MAX),
+            }
+            .encode(),
+        );
+        head[BLOCK_PREFIX_LEN..].copy_from_slice(&copy.sealed_meta);
+        let (_, meta) = open_block_head_v2(
+            &self.keys,
+            index,
+            &head,
+            entry.offset,
+            self.info.header.block_size,
+        )
+        .map_err(|e| match e {
+            Error::Corrupt { what, block, offset } => Error::Corrupt {
+                what: format!("footer's metadata copy: {what}"),
+                block,
+                offset,
+            },
+            e => e,
+        })?;
+        if meta.plain_size as u64 != entry.plain_size {
+            return Err(Error::corrupt_block(
+                index,
+                entry.offset,
+                "block disagrees with the footer index",
+            ));
+        }
+        let k = Arc::new(BlockKeyV2 {
+            key: PayloadKey::new(&self.keys, index, &meta),
+            meta,
+        });
+        let mut cache = self.block_keys.lock().unwrap_or_else(|e| e.into_inner());
+        cache.put(index, Arc::clone(&k));
+        Ok(k)
+    }
+
+    /// Reads plaintext bytes `range` of v2 block `index` into `out` (exactly `range`'s length),
+    /// reading and opening only the segments that hold them. A compressed block is read whole.
+    fn read_part_v2(&self, index: u64, range: std::ops::Range<usize>, out: &mut [u8]) -> Result<()> {
+        let entry = *self.entry(index).ok_or_else(|| self.no_such_block(index))?;
+        let k = self.block_key_v2(index, &entry)?;
+        if k.meta.compression != CompressionV2::None {
+            let block = self.read_block(index, false)?;
+            let part = block.get(range.clone()).ok_or_else(|| {
+                Error::corrupt_block(index, entry.offset, "block is shorter than the footer index says")
+            })?;
+            out.copy_from_slice(part);
+            return Ok(());
+        }
+        let span = k
+            .key
+            .segments()
+            .span(range.start as u64..range.end as u64)
+            .map_err(|_| {
+                Error::corrupt_block(index, entry.offset, "block is shorter than the footer index says")
+            })?;
+        if span.len == 0 {
+            return Ok(());
+        }
+        let at = entry.offset + BLOCK_HEAD_LEN as u64 + span.sealed.start;
+        let mut sealed = vec![0u8; (span.sealed.end - span.sealed.start) as usize];
+        self.source
+            .read_exact_at(&mut sealed, at)
+            .map_err(|e| read_error(e, index, entry.offset))?;
+        k.key
+            .open_segments(span.segments.clone(), &mut sealed)
+            .map_err(|e| with_offset(e, entry.offset))?;
+        out.copy_from_slice(&sealed[span.skip..span.skip + span.len]);
+        Ok(())
     }
 
     /// The container's header, slots, footer and trailer.
@@ -401,6 +638,9 @@ impl<S: ReadAt> Container<S> {
             ));
         }
         let head: [u8; BLOCK_HEAD_LEN] = crate::core::format::array(&block, 0);
+        if self.version() == FormatVersion::V2 {
+            return self.open_stored_v2(index, &entry, &head, block, verify);
+        }
         let (prefix, meta) = open_block_head(&self.keys, index, &head, entry.offset)?;
         if entry.len != (BLOCK_HEAD_LEN as u64 + prefix.payload_len as u64)
             || meta.plain_size as u64 != entry.plain_size
@@ -422,16 +662,73 @@ impl<S: ReadAt> Container<S> {
         )
     }
 
-    /// Reads plaintext at `offset` into `buf`, decrypting only the blocks that cover it. Returns
-    /// the number of bytes read: less than `buf.len()` only at the end of the file.
+    /// [`Self::open_stored`] for a v2 block: the head (checked against the footer's copy of the
+    /// metadata), every segment, decompression, and with `verify` the BLAKE3 content hash.
+    fn open_stored_v2(
+        &self,
+        index: u64,
+        entry: &FooterEntry,
+        head: &[u8; BLOCK_HEAD_LEN],
+        mut block: Vec<u8>,
+        verify: bool,
+    ) -> Result<Vec<u8>> {
+        let disagrees = || Error::corrupt_block(index, entry.offset, "block disagrees with the footer index");
+        let copy = self
+            .info
+            .footer_v2
+            .as_ref()
+            .and_then(|f| f.entries.get(index as usize))
+            .ok_or_else(disagrees)?;
+        let (prefix, meta) =
+            open_block_head_v2(&self.keys, index, head, entry.offset, self.info.header.block_size)?;
+        if head[BLOCK_PREFIX_LEN..] != copy.sealed_meta {
+            return Err(Error::corrupt_block(
+                index,
+                entry.offset,
+                "the block's sealed metadata differs from the footer's copy",
+            ));
+        }
+        if entry.len != BLOCK_HEAD_LEN as u64 + prefix.payload_len as u64
+            || meta.plain_size as u64 != entry.plain_size
+        {
+            return Err(disagrees());
+        }
+        let key = PayloadKey::new(&self.keys, index, &meta);
+        let n = key
+            .open_segments(0..key.segments().count(), &mut block[BLOCK_HEAD_LEN..])
+            .map_err(|e| with_offset(e, entry.offset))?;
+        block.copy_within(BLOCK_HEAD_LEN..BLOCK_HEAD_LEN + n, 0);
+        block.truncate(n);
+        let plain = decompress_payload_v2(&meta, block, index, entry.offset)?;
+        if plain.len() as u64 != entry.plain_size {
+            return Err(disagrees());
+        }
+        if verify && content_hash_v2(&plain) != meta.content_hash {
+            return Err(Error::corrupt_block(
+                index,
+                entry.offset,
+                "plaintext BLAKE3 hash does not match",
+            ));
+        }
+        Ok(plain)
+    }
+
+    /// Reads plaintext at `offset` into `buf`, decrypting only the blocks that cover it (in a v2
+    /// container, only the segments). Returns the number of bytes read: less than `buf.len()`
+    /// only at the end of the file.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let mut done = 0;
         for slice in self.slices(offset, buf.len() as u64) {
-            let block = self.read_block(slice.index, false)?;
-            let part = block_part(&block, &slice)?;
             let at = slice.in_output as usize;
-            buf[at..at + part.len()].copy_from_slice(part);
-            done = at + part.len();
+            let len = slice.len();
+            if self.version() == FormatVersion::V2 {
+                self.read_part_v2(slice.index, slice.in_block.clone(), &mut buf[at..at + len])?;
+            } else {
+                let block = self.read_block(slice.index, false)?;
+                let part = block_part(&block, &slice)?;
+                buf[at..at + part.len()].copy_from_slice(part);
+            }
+            done = at + len;
         }
         Ok(done)
     }
@@ -447,10 +744,19 @@ impl<S: ReadAt> Container<S> {
     /// at a time. Returns the bytes written.
     pub fn write_range(&self, offset: u64, len: u64, out: &mut dyn Write) -> Result<u64> {
         let mut written = 0;
+        let mut part = Vec::new();
         for slice in self.slices(offset, len) {
-            let block = self.read_block(slice.index, false)?;
-            out.write_all(block_part(&block, &slice)?)
-                .map_err(|e| Error::io("writing the output", e))?;
+            let whole_block =
+                slice.in_block.len() as u64 == self.entry(slice.index).map_or(0, |e| e.plain_size);
+            if self.version() == FormatVersion::V2 && !whole_block {
+                part.resize(slice.len(), 0);
+                self.read_part_v2(slice.index, slice.in_block.clone(), &mut part)?;
+                out.write_all(&part)
+            } else {
+                let block = self.read_block(slice.index, false)?;
+                out.write_all(block_part(&block, &slice)?)
+            }
+            .map_err(|e| Error::io("writing the output", e))?;
             written += slice.len() as u64;
         }
         Ok(written)

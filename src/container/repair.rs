@@ -18,8 +18,9 @@
 
 use crate::container::reader::Container;
 use crate::container::stream_reader::StreamReader;
-use crate::core::crypto::{footer_mac, Key};
-use crate::core::format::{Footer, Trailer, HEADER_LEN};
+use crate::container::writer::footer_for;
+use crate::core::crypto::Key;
+use crate::core::format::{array, FormatVersion, Trailer, BLOCK_PREFIX_LEN, HEADER_LEN};
 use crate::storage::{LocalStorage, ReadAt, SequentialReader, Storage, WriteOptions};
 use crate::{Error, Result};
 use std::io::{BufReader, SeekFrom};
@@ -97,6 +98,7 @@ fn repair_inner(
     };
     writer.write_all(&[0u8; HEADER_LEN]).map_err(write_err)?;
     let mut written = 0;
+    let mut v2 = Vec::new();
     let stopped_by = loop {
         let block = match stream.next_sealed() {
             Ok(Some(block)) => block,
@@ -112,6 +114,12 @@ fn repair_inner(
             .write_all(&head)
             .and_then(|()| writer.write_all(&payload))
             .map_err(write_err)?;
+        if stream.header().version == FormatVersion::V2 {
+            let mut hash = blake3::Hasher::new();
+            hash.update(&head);
+            hash.update(&payload);
+            v2.push((*hash.finalize().as_bytes(), array(&head, BLOCK_PREFIX_LEN)));
+        }
         written += 1;
     };
     // A block whose payload failed is in the reader's index but not in the output.
@@ -119,9 +127,8 @@ fn repair_inner(
     let plain_bytes = kept.last().map_or(0, |e| e.plain_offset + e.plain_size);
     let blocks_end = kept.last().map_or(HEADER_LEN as u64, |e| e.offset + e.len);
     let mut header = stream.header().clone();
-    let mut footer = Footer::encode_unsigned(plain_bytes, &kept);
-    let mac = footer_mac(stream.keys(), &header.bound_fields(), &footer);
-    footer.extend_from_slice(&mac);
+    // A v2 file record lives in the footer, which a cut container has lost.
+    let (footer, _root) = footer_for(&header, stream.keys(), plain_bytes, &kept, &v2, None);
     let trailer = Trailer {
         footer_offset: blocks_end,
         footer_size: footer.len() as u64,

@@ -23,11 +23,14 @@
 
 use crate::container::reader::unlock;
 use crate::core::codec::{open_block_head, open_payload};
-use crate::core::crypto::{verify_footer_mac, ContainerKeys, Key};
+use crate::core::codec_v2::{content_hash_v2, decompress_payload_v2, open_block_head_v2, PayloadKey};
+use crate::core::crypto::{verify_footer_mac, verify_footer_mac_v2, ContainerKeys, Key};
 use crate::core::format::{
-    BlockMeta, BlockPrefix, Footer, FooterEntry, Header, Trailer, BLOCK_HEAD_LEN, BLOCK_PREFIX_LEN,
-    FLAG_STREAMING, FOOTER_HEAD_LEN, HEADER_LEN, TRAILER_LEN,
+    array, BlockMeta, BlockMetaV2, BlockPrefix, Footer, FooterEntry, FooterV2, FormatVersion, Header,
+    Trailer, BLOCK_HEAD_LEN, BLOCK_PREFIX_LEN, FLAG_STREAMING, FOOTER_HEAD_LEN, FOOTER_V2_HEAD_LEN,
+    HEADER_LEN, META_LEN, TRAILER_LEN,
 };
+use crate::core::integrity_v2::check_root;
 use crate::{Error, Result};
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -44,16 +47,54 @@ pub struct SealedBlockIn {
     /// The block's prefix and sealed metadata, as they arrived.
     pub head: [u8; BLOCK_HEAD_LEN],
     /// The block's decrypted metadata.
-    pub meta: BlockMeta,
+    meta: MetaIn,
     /// The sealed payload, exactly as it arrived.
     pub payload: Vec<u8>,
 }
 
+/// A block's metadata, in its container's version.
+enum MetaIn {
+    V1(BlockMeta),
+    V2(BlockMetaV2),
+}
+
 impl SealedBlockIn {
-    /// Authenticates and decrypts the payload (and with `verify`, checks the plaintext's SHA-256).
+    /// Plaintext bytes in the block, from its authenticated metadata.
+    pub fn plain_size(&self) -> u32 {
+        match &self.meta {
+            MetaIn::V1(m) => m.plain_size,
+            MetaIn::V2(m) => m.plain_size,
+        }
+    }
+
+    /// Authenticates and decrypts the payload (and with `verify`, checks the plaintext's hash).
     /// Thread-safe: callers run it on a worker pool.
     pub fn open(self, keys: &ContainerKeys, verify: bool) -> Result<Vec<u8>> {
-        open_payload(keys, self.index, &self.meta, self.payload, verify, self.offset)
+        let meta = match self.meta {
+            MetaIn::V1(meta) => {
+                return open_payload(keys, self.index, &meta, self.payload, verify, self.offset)
+            }
+            MetaIn::V2(meta) => meta,
+        };
+        let mut payload = self.payload;
+        let key = PayloadKey::new(keys, self.index, &meta);
+        key.open_payload(&mut payload).map_err(|e| match e {
+            Error::Corrupt { what, block, .. } => Error::Corrupt {
+                what,
+                block,
+                offset: Some(self.offset),
+            },
+            e => e,
+        })?;
+        let plain = decompress_payload_v2(&meta, payload, self.index, self.offset)?;
+        if verify && content_hash_v2(&plain) != meta.content_hash {
+            return Err(Error::corrupt_block(
+                self.index,
+                self.offset,
+                "plaintext BLAKE3 hash does not match",
+            ));
+        }
+        Ok(plain)
     }
 
     /// Bytes the block occupies in the container.
@@ -68,6 +109,8 @@ pub struct StreamReader<R: Read> {
     header: Header,
     keys: Arc<ContainerKeys>,
     entries: Vec<FooterEntry>,
+    /// v2: each block's sealed metadata as it arrived, to compare with the footer's copies.
+    metas_v2: Vec<[u8; META_LEN]>,
     /// Container offset of the next byte to read.
     offset: u64,
     plain_offset: u64,
@@ -92,6 +135,7 @@ impl<R: Read> StreamReader<R> {
             header,
             keys: Arc::new(keys),
             entries: Vec::new(),
+            metas_v2: Vec::new(),
             offset: HEADER_LEN as u64,
             plain_offset: 0,
             finished: false,
@@ -155,8 +199,13 @@ impl<R: Read> StreamReader<R> {
             format!("before block {index} or the footer")
         })?;
         let prefix: [u8; BLOCK_PREFIX_LEN] = crate::core::format::array(&head, 0);
-        if Footer::starts(&prefix) {
+        let v2 = self.header.version == FormatVersion::V2;
+        if !v2 && Footer::starts(&prefix) {
             self.read_footer(&prefix)?;
+            return Ok(None);
+        }
+        if v2 && FooterV2::starts(&prefix) {
+            self.read_footer_v2(&prefix)?;
             return Ok(None);
         }
         BlockPrefix::decode(&prefix, at).map_err(|e| match e {
@@ -164,6 +213,22 @@ impl<R: Read> StreamReader<R> {
             e => e,
         })?;
         self.read_exact(&mut head[BLOCK_PREFIX_LEN..], || format!("inside block {index}"))?;
+        if v2 {
+            // The metadata's fields are checked against the block size by its decoder.
+            let (prefix, meta) = open_block_head_v2(&self.keys, index, &head, at, self.header.block_size)?;
+            let mut payload = vec![0u8; prefix.payload_len as usize];
+            self.read_exact(&mut payload, || format!("inside block {index}"))?;
+            let block = SealedBlockIn {
+                index,
+                offset: at,
+                head,
+                meta: MetaIn::V2(meta),
+                payload,
+            };
+            self.metas_v2.push(array(&head, BLOCK_PREFIX_LEN));
+            self.push_entry(&block);
+            return Ok(Some(block));
+        }
         let (prefix, meta) = open_block_head(&self.keys, index, &head, at)?;
         if meta.plain_size == 0 || meta.plain_size > self.header.block_size {
             return Err(Error::corrupt_block(
@@ -182,17 +247,65 @@ impl<R: Read> StreamReader<R> {
             index,
             offset: at,
             head,
-            meta,
+            meta: MetaIn::V1(meta),
             payload,
         };
+        self.push_entry(&block);
+        Ok(Some(block))
+    }
+
+    fn push_entry(&mut self, block: &SealedBlockIn) {
         self.entries.push(FooterEntry {
-            offset: at,
+            offset: block.offset,
             len: block.stored_len(),
             plain_offset: self.plain_offset,
-            plain_size: block.meta.plain_size as u64,
+            plain_size: block.plain_size() as u64,
         });
-        self.plain_offset += block.meta.plain_size as u64;
-        Ok(Some(block))
+        self.plain_offset += block.plain_size() as u64;
+    }
+
+    /// [`Self::read_footer`] for a v2 footer: its head says its length; then the entries, the
+    /// metadata copies, the root, the MAC and the trailer are checked.
+    fn read_footer_v2(&mut self, start: &[u8]) -> Result<()> {
+        let footer_at = self.offset - start.len() as u64;
+        let mut head = [0u8; FOOTER_V2_HEAD_LEN];
+        head[..start.len()].copy_from_slice(start);
+        self.read_exact(&mut head[start.len()..], || "inside the footer".into())?;
+        // The footer may hold no more entries than blocks arrived, and one file record.
+        let most = FooterV2::encoded_len(self.entries.len(), crate::core::format::FILE_RECORD_MAX_LEN);
+        let footer_len = FooterV2::len_from_head(&head, footer_at, most)? as usize;
+        let mut bytes = head.to_vec();
+        bytes.resize(footer_len, 0);
+        self.read_exact(&mut bytes[FOOTER_V2_HEAD_LEN..], || "inside the footer".into())?;
+        let footer = FooterV2::decode(&bytes, footer_at, self.header.block_size)?;
+        let corrupt = |what: &str| Error::Corrupt {
+            what: what.into(),
+            block: None,
+            offset: Some(footer_at),
+        };
+        let same = footer.entries.len() == self.entries.len()
+            && footer
+                .entries
+                .iter()
+                .zip(self.entries.iter().zip(&self.metas_v2))
+                .all(|(f, (e, m))| f.entry == *e && f.sealed_meta == *m);
+        if !same || footer.original_size != self.plain_offset {
+            return Err(corrupt(
+                "the footer index disagrees with the blocks in the stream",
+            ));
+        }
+        check_root(&footer, footer_at)?;
+        if !verify_footer_mac_v2(
+            &self.keys,
+            &self.header.bound_fields(),
+            &footer.encode_unsigned(),
+            &footer.mac,
+        ) {
+            return Err(corrupt(
+                "footer index or header fails authentication (edited, truncated or re-indexed)",
+            ));
+        }
+        self.finish_trailer(footer_at, footer_len as u64)
     }
 
     /// Reads the rest of the footer (whose first bytes are `start`) and the trailer, and checks
@@ -220,16 +333,26 @@ impl<R: Read> StreamReader<R> {
                 "footer index or header fails authentication (edited, truncated or re-indexed)",
             ));
         }
+        self.finish_trailer(footer_at, footer_len as u64)
+    }
+
+    /// Reads the trailer after the footer at `footer_at`, and checks it and the header totals.
+    fn finish_trailer(&mut self, footer_at: u64, footer_len: u64) -> Result<()> {
+        let corrupt = |what: &str| Error::Corrupt {
+            what: what.into(),
+            block: None,
+            offset: Some(footer_at),
+        };
         let mut tb = [0u8; TRAILER_LEN];
         self.read_exact(&mut tb, || "inside the trailer".into())?;
         let trailer = Trailer::decode(&tb, self.offset)?;
-        if trailer.footer_offset != footer_at || trailer.footer_size != footer_len as u64 {
+        if trailer.footer_offset != footer_at || trailer.footer_size != footer_len {
             return Err(corrupt("the trailer does not point at the footer"));
         }
         let h = &self.header;
         if h.is_patched()
             && (h.footer_offset != footer_at
-                || h.footer_size != footer_len as u64
+                || h.footer_size != footer_len
                 || h.total_blocks != self.entries.len() as u64
                 || h.original_size != self.plain_offset)
         {

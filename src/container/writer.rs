@@ -19,15 +19,19 @@
 
 use crate::container::pipeline::{OrderedPool, WorkerPool};
 use crate::core::codec::{seal_block, CompressPolicy, SealedBlock};
-use crate::core::compress::CompressMode;
+use crate::core::codec_v2::seal_block_v2;
+use crate::core::compress::{Codec, CompressMode};
 use crate::core::crypto::{
-    derive_container_keys, footer_mac, wrap_slot, ContainerKeys, DataKey, Entropy, Recipient, SystemEntropy,
-    DEFAULT_KDF_ITERATIONS, MAX_KDF_ITERATIONS,
+    derive_container_keys, footer_mac, footer_mac_v2, wrap_slot, ContainerKeys, DataKey, Entropy, Recipient,
+    SystemEntropy, DEFAULT_KDF_ITERATIONS, MAX_KDF_ITERATIONS,
 };
+use crate::core::file_record::{seal_file_record, FileMeta};
 use crate::core::format::{
-    check_block_size, CipherId, ContainerId, Footer, FooterEntry, Header, SlotArea, Trailer,
-    DEFAULT_BLOCK_SIZE, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN, MAX_SLOTS, SLOT_AREA_LEN, TAG_LEN,
+    array, check_block_size, CipherId, ContainerId, Footer, FooterEntry, FooterEntryV2, FooterV2,
+    FormatVersion, Header, SlotArea, Trailer, BLOCK_PREFIX_LEN, DEFAULT_BLOCK_SIZE, FLAG_NO_VERIFY,
+    FLAG_STREAMING, HEADER_LEN, MAX_SLOTS, META_LEN, SLOT_AREA_LEN, TAG_LEN,
 };
+use crate::core::integrity_v2::footer_root;
 use crate::{Error, Result};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
@@ -35,14 +39,21 @@ use std::sync::Arc;
 /// How to pack.
 #[derive(Clone)]
 pub struct PackOptions {
+    /// The format version to write: 2 unless a reader of the original format must open it.
+    pub format: FormatVersion,
     /// The AEAD sealing blocks and metadata.
     pub cipher: CipherId,
     /// Plaintext bytes per block: a multiple of 4 KiB from 4 KiB to 64 MiB.
     pub block_size: u32,
     /// When to compress a block.
     pub compress: CompressMode,
-    /// Deflate level, 0–9.
+    /// Compression level, 0–9 (deflate's scale; zstd levels are mapped to it).
     pub level: u32,
+    /// The compressor of a v2 container: zstd, or deflate. A v1 container always deflates.
+    pub codec: Codec,
+    /// The packed file's name, mode and mtime, sealed into a v2 container's file record (none
+    /// for a stream; ignored for v1, which has no record).
+    pub file_meta: Option<FileMeta>,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     /// Seal on this shared pool instead of starting `workers` threads: a server packing many
@@ -60,10 +71,13 @@ pub struct PackOptions {
 impl Default for PackOptions {
     fn default() -> Self {
         PackOptions {
+            format: FormatVersion::V2,
             cipher: CipherId::Aes256Gcm,
             block_size: DEFAULT_BLOCK_SIZE,
             compress: CompressMode::Auto,
             level: 1,
+            codec: Codec::Zstd,
+            file_meta: None,
             workers: 0,
             pool: None,
             kdf_iterations: DEFAULT_KDF_ITERATIONS,
@@ -79,7 +93,7 @@ impl Default for PackOptions {
 pub struct PackSummary {
     /// Blocks written.
     pub blocks: u64,
-    /// Blocks stored deflated.
+    /// Blocks stored compressed.
     pub compressed_blocks: u64,
     /// Plaintext bytes packed.
     pub original_size: u64,
@@ -87,6 +101,10 @@ pub struct PackSummary {
     pub container_size: u64,
     /// The container's random identifier.
     pub container_id: ContainerId,
+    /// The format version written.
+    pub format: FormatVersion,
+    /// A v2 container's root: BLAKE3 over its block hashes and file record (`None` for v1).
+    pub root: Option<[u8; 32]>,
 }
 
 type Patch<W> = fn(&mut W, &[u8]) -> io::Result<()>;
@@ -106,8 +124,13 @@ pub struct StreamPacker<W: Write> {
     /// and freeing a block-sized buffer per block made the allocator hand memory back to the
     /// kernel and fault it in again, a fifth of pack's CPU time.
     spare: Option<Vec<u8>>,
+    /// v2: sealed-payload buffers of written blocks, for the next blocks' seals.
+    spare_v2: Vec<Vec<u8>>,
     next_index: u64,
     entries: Vec<FooterEntry>,
+    /// v2: each written block's hash and sealed metadata, for the footer.
+    entries_v2: Vec<([u8; 32], [u8; META_LEN])>,
+    file_meta: Option<FileMeta>,
     container_offset: u64,
     plain_offset: u64,
     /// Plaintext bytes handed to the workers, sealed or not.
@@ -138,6 +161,14 @@ impl<W: Write> StreamPacker<W> {
         if opts.level > 9 {
             return Err(Error::InvalidArgument("compression level must be 0 to 9".into()));
         }
+        if opts.format == FormatVersion::V1
+            && opts.codec == Codec::Zstd
+            && opts.compress != CompressMode::Never
+        {
+            return Err(Error::InvalidArgument(
+                "format version 1 compresses only with deflate".into(),
+            ));
+        }
         let entropy = Arc::clone(&opts.entropy);
         let data_key = DataKey::generate(entropy.as_ref());
         let mut container_id = [0u8; 16];
@@ -161,6 +192,7 @@ impl<W: Write> StreamPacker<W> {
             flags |= FLAG_NO_VERIFY;
         }
         let header = Header {
+            version: opts.format,
             flags,
             cipher: opts.cipher,
             block_size: opts.block_size,
@@ -185,14 +217,21 @@ impl<W: Write> StreamPacker<W> {
             policy: CompressPolicy {
                 mode: opts.compress,
                 level: opts.level,
+                codec: opts.codec,
             },
             entropy,
             pool,
             block_size: opts.block_size as usize,
             current: Vec::new(),
             spare: None,
+            spare_v2: Vec::new(),
             next_index: 0,
             entries: Vec::new(),
+            entries_v2: Vec::new(),
+            file_meta: opts
+                .file_meta
+                .clone()
+                .filter(|_| opts.format == FormatVersion::V2),
             container_offset: HEADER_LEN as u64,
             plain_offset: 0,
             submitted: 0,
@@ -294,8 +333,31 @@ impl<W: Write> StreamPacker<W> {
             self.next_index,
         );
         self.next_index += 1;
-        self.pool
-            .submit(move || Ok(seal_block(&keys, index, plain, policy, entropy.as_ref())));
+        match self.header.version {
+            FormatVersion::V1 => self
+                .pool
+                .submit(move || Ok(seal_block(&keys, index, plain, policy, entropy.as_ref()))),
+            FormatVersion::V2 => {
+                let mut payload = self.spare_v2.pop().unwrap_or_default();
+                let block_size = self.block_size;
+                self.pool.submit(move || {
+                    // Room for every segment's tag, so sealing never reallocates.
+                    payload.reserve(block_size + block_size.div_ceil(1 << 14) * TAG_LEN);
+                    let sealed = seal_block_v2(&keys, index, &plain, policy, entropy.as_ref(), &mut payload);
+                    let mut hasher = blake3::Hasher::new();
+                    hasher.update(&sealed.head);
+                    hasher.update(&payload);
+                    Ok(SealedBlock {
+                        head: sealed.head,
+                        payload,
+                        plain_size: plain.len() as u64,
+                        compressed: sealed.meta.compression != crate::core::format::CompressionV2::None,
+                        block_hash: Some(*hasher.finalize().as_bytes()),
+                        plain: Some(plain),
+                    })
+                })
+            }
+        }
         Ok(())
     }
 
@@ -313,10 +375,23 @@ impl<W: Write> StreamPacker<W> {
         self.container_offset += block.stored_len();
         self.plain_offset += block.plain_size;
         self.compressed_blocks += block.compressed as u64;
-        // Compressed payloads are too small to hold a whole block; those are dropped. The spare
-        // keeps its stale (sealed) bytes: `pack_from` overwrites them, `ensure_buffer` clears them.
-        if block.payload.capacity() >= self.block_size + TAG_LEN {
-            self.spare = Some(block.payload);
+        if let Some(hash) = block.block_hash {
+            self.entries_v2.push((hash, array(&block.head, BLOCK_PREFIX_LEN)));
+        }
+        match block.plain {
+            // v2: the plaintext buffer comes back for the next block, the payload buffer for the
+            // next seal.
+            Some(plain) => {
+                self.spare = Some(plain);
+                if self.spare_v2.len() < 4 {
+                    self.spare_v2.push(block.payload);
+                }
+            }
+            // v1 seals in place. Compressed payloads are too small to hold a whole block; those
+            // are dropped. The spare keeps its stale (sealed) bytes: `pack_from` overwrites them,
+            // `ensure_buffer` clears them.
+            None if block.payload.capacity() >= self.block_size + TAG_LEN => self.spare = Some(block.payload),
+            None => {}
         }
         Ok(())
     }
@@ -325,9 +400,7 @@ impl<W: Write> StreamPacker<W> {
     /// is seekable), and returns the output and a summary.
     pub fn finish(mut self) -> Result<(W, PackSummary)> {
         self.flush_block()?;
-        let mut footer = Footer::encode_unsigned(self.plain_offset, &self.entries);
-        let mac = footer_mac(&self.keys, &self.header.bound_fields(), &footer);
-        footer.extend_from_slice(&mac);
+        let (footer, root) = self.footer();
         let trailer = Trailer {
             footer_offset: self.container_offset,
             footer_size: footer.len() as u64,
@@ -353,8 +426,68 @@ impl<W: Write> StreamPacker<W> {
             original_size: self.plain_offset,
             container_size,
             container_id: self.header.container_id,
+            format: self.header.version,
+            root,
         };
         Ok((self.out, summary))
+    }
+
+    /// The footer, MAC included, and a v2 container's root.
+    fn footer(&self) -> (Vec<u8>, Option<[u8; 32]>) {
+        let record = self
+            .file_meta
+            .as_ref()
+            .map(|m| seal_file_record(&self.keys, m, self.entropy.as_ref()));
+        footer_for(
+            &self.header,
+            &self.keys,
+            self.plain_offset,
+            &self.entries,
+            &self.entries_v2,
+            record,
+        )
+    }
+}
+
+/// The footer (MAC included) of a container with `header` holding the blocks `entries`, and a v2
+/// container's root. For v2, `v2` holds each block's hash and sealed metadata, and `record` the
+/// sealed file record if any. The writer and `repair` finish containers with it.
+pub(crate) fn footer_for(
+    header: &Header,
+    keys: &ContainerKeys,
+    original_size: u64,
+    entries: &[FooterEntry],
+    v2: &[([u8; 32], [u8; META_LEN])],
+    record: Option<Vec<u8>>,
+) -> (Vec<u8>, Option<[u8; 32]>) {
+    let bound = header.bound_fields();
+    match header.version {
+        FormatVersion::V1 => {
+            let mut footer = Footer::encode_unsigned(original_size, entries);
+            let mac = footer_mac(keys, &bound, &footer);
+            footer.extend_from_slice(&mac);
+            (footer, None)
+        }
+        FormatVersion::V2 => {
+            let mut footer = FooterV2 {
+                original_size,
+                root: [0; 32],
+                file_record: record,
+                entries: entries
+                    .iter()
+                    .zip(v2)
+                    .map(|(&entry, &(block_hash, sealed_meta))| FooterEntryV2 {
+                        entry,
+                        block_hash,
+                        sealed_meta,
+                    })
+                    .collect(),
+                mac: [0; 32],
+            };
+            footer.root = footer_root(&footer);
+            footer.mac = footer_mac_v2(keys, &bound, &footer.encode_unsigned());
+            (footer.encode(), Some(footer.root))
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! every reader go through these two functions, so there is one implementation of the block
 //! cryptography in the whole crate.
 
-use crate::core::compress::{inflate, maybe_compress, CompressMode};
+use crate::core::compress::{inflate, maybe_compress, Codec, CompressMode};
 use crate::core::crypto::{derive_cdk, ContainerKeys, Entropy};
 use crate::core::format::{
     array, BlockMeta, BlockPrefix, Compression, BLOCK_HEAD_LEN, BLOCK_PREFIX_LEN, NONCE_LEN, TAG_LEN,
@@ -18,8 +18,12 @@ pub struct SealedBlock {
     pub payload: Vec<u8>,
     /// Plaintext bytes in the block.
     pub plain_size: u64,
-    /// True when the payload holds a deflate stream.
+    /// True when the payload holds compressed bytes.
     pub compressed: bool,
+    /// v2: BLAKE3 of the stored block (head and payload), for the footer.
+    pub block_hash: Option<[u8; 32]>,
+    /// v2: the plaintext buffer, handed back for reuse (v1 seals in place, in `payload`).
+    pub plain: Option<Vec<u8>>,
 }
 
 impl SealedBlock {
@@ -34,8 +38,10 @@ impl SealedBlock {
 pub struct CompressPolicy {
     /// When to compress a block.
     pub mode: CompressMode,
-    /// Deflate level, 0 to 9.
+    /// Level, 0 to 9 (deflate's levels; zstd's are mapped by `zstd_level`).
     pub level: u32,
+    /// The compressor of a v2 block (a v1 block is always deflate).
+    pub codec: Codec,
 }
 
 fn meta_aad(keys: &ContainerKeys, prefix: &[u8; BLOCK_PREFIX_LEN]) -> Vec<u8> {
@@ -106,6 +112,8 @@ pub fn seal_block(
         payload: data,
         plain_size: plain_size as u64,
         compressed: compression == Compression::Deflate,
+        block_hash: None,
+        plain: None,
     }
 }
 
@@ -209,10 +217,12 @@ mod tests {
     const RAW: CompressPolicy = CompressPolicy {
         mode: CompressMode::Never,
         level: 1,
+        codec: Codec::Deflate,
     };
     const DEFLATE: CompressPolicy = CompressPolicy {
         mode: CompressMode::Always,
         level: 6,
+        codec: Codec::Deflate,
     };
 
     fn keys(cipher: CipherId) -> ContainerKeys {

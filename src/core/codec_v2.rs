@@ -15,7 +15,7 @@
 use std::ops::Range;
 
 use crate::core::codec::CompressPolicy;
-use crate::core::compress::{inflate, maybe_compress_zstd, unzstd};
+use crate::core::compress::{inflate, maybe_compress, maybe_compress_zstd, unzstd, Codec};
 use crate::core::crypto::{derive_cdk_v2, AeadKey, ContainerKeys, Entropy};
 use crate::core::format::{
     array, BlockMetaV2, BlockPrefix, CompressionV2, ContainerId, Segments, BLOCK_HEAD_LEN, BLOCK_PREFIX_LEN,
@@ -244,9 +244,9 @@ pub fn decompress_payload_v2(
 }
 
 /// Seals block `index` holding `plain` (1 byte to one block size; the caller guarantees it) as a
-/// v2 block: BLAKE3 content hash, zstd when `policy` asks and the sample says it pays (deflate,
-/// id 1, is read but no longer written), the payload as segments into `payload` (cleared first),
-/// and the head.
+/// v2 block: BLAKE3 content hash, compressed with `policy.codec` (zstd, or deflate for
+/// `--compress deflate`) when `policy` asks and the sample says it pays, the payload as segments
+/// into `payload` (cleared first), and the head.
 pub fn seal_block_v2(
     keys: &ContainerKeys,
     index: u64,
@@ -256,9 +256,18 @@ pub fn seal_block_v2(
     payload: &mut Vec<u8>,
 ) -> SealedHeadV2 {
     let plain_size = u32::try_from(plain.len()).expect("a block is at most 64 MiB");
-    let compressed = maybe_compress_zstd(plain, policy.mode, policy.level);
+    let (compressed, id) = match policy.codec {
+        Codec::Zstd => (
+            maybe_compress_zstd(plain, policy.mode, policy.level),
+            CompressionV2::Zstd,
+        ),
+        Codec::Deflate => (
+            maybe_compress(plain, policy.mode, policy.level),
+            CompressionV2::Deflate,
+        ),
+    };
     let (stored, compression) = match &compressed {
-        Some(c) => (&c[..], CompressionV2::Zstd),
+        Some(c) => (&c[..], id),
         None => (plain, CompressionV2::None),
     };
 
@@ -403,14 +412,17 @@ mod tests {
     const RAW: CompressPolicy = CompressPolicy {
         mode: crate::core::compress::CompressMode::Never,
         level: 1,
+        codec: crate::core::compress::Codec::Zstd,
     };
     const ALWAYS: CompressPolicy = CompressPolicy {
         mode: crate::core::compress::CompressMode::Always,
         level: 6,
+        codec: crate::core::compress::Codec::Zstd,
     };
     const AUTO: CompressPolicy = CompressPolicy {
         mode: crate::core::compress::CompressMode::Auto,
         level: 1,
+        codec: crate::core::compress::Codec::Zstd,
     };
 
     fn text(len: usize) -> Vec<u8> {

@@ -22,6 +22,16 @@ pub enum CompressMode {
     Always,
 }
 
+/// Which compressor a format-v2 writer uses. Version 1 only knows deflate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Codec {
+    /// zstd (compression id 2): what `--compress auto` picks.
+    #[default]
+    Zstd,
+    /// Raw deflate (compression id 1), as the original format wrote it.
+    Deflate,
+}
+
 /// Bytes sampled by `Auto`: four 4 KiB windows spread across the block (about 1.5 % of a 1 MiB block).
 const SAMPLE_WINDOW: usize = 4096;
 const SAMPLE_WINDOWS: usize = 4;

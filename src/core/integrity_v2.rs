@@ -146,9 +146,7 @@ mod tests {
     use crate::core::crypto::{
         derive_container_keys, footer_mac_v2, verify_footer_mac_v2, ContainerKeys, DataKey, SeededEntropy,
     };
-    use crate::core::format::{
-        CipherId, FooterEntry, FOOTER_V2_ENTRY_LEN, FOOTER_V2_HEAD_LEN, HEADER_LEN,
-    };
+    use crate::core::format::{CipherId, FooterEntry, FOOTER_V2_ENTRY_LEN, FOOTER_V2_HEAD_LEN, HEADER_LEN};
 
     const BS: u32 = 4096;
     const BOUND: &[u8] = b"the header's 40 bound bytes, for a test";
@@ -257,7 +255,10 @@ mod tests {
         input.extend_from_slice(&0u32.to_le_bytes());
         assert_eq!(root_v2(&hashes, &[]), *blake3::hash(&input).as_bytes());
         // Order, count and the record matter.
-        assert_ne!(root_v2(&[hashes[1], hashes[0], hashes[2]], &[]), root_v2(&hashes, &[]));
+        assert_ne!(
+            root_v2(&[hashes[1], hashes[0], hashes[2]], &[]),
+            root_v2(&hashes, &[])
+        );
         assert_ne!(root_v2(&hashes[..2], &[]), root_v2(&hashes, &[]));
         assert_ne!(root_v2(&hashes, &[0; 46]), root_v2(&hashes, &[]));
         assert_eq!(block_hash_v2(b"abc"), *blake3::hash(b"abc").as_bytes());

@@ -32,6 +32,7 @@ const LABEL_META_KEY: &[u8] = b"qeltrix v1 metadata key";
 const LABEL_FOOTER_MAC: &[u8] = b"qeltrix v1 footer mac key";
 const LABEL_FOOTER_MAC_V2: &[u8] = b"qeltrix v2 footer mac key";
 const LABEL_CDK: &[u8] = b"qeltrix v1 cdk";
+const LABEL_FILE_RECORD: &[u8] = b"qeltrix v2 file record key";
 const LABEL_CDK_V2: &[u8] = b"qeltrix v2 cdk";
 const LABEL_KEY_FILE_KEK: &[u8] = b"qeltrix v1 key-file kek";
 
@@ -650,6 +651,19 @@ pub fn derive_cdk_v2(keys: &ContainerKeys, salt: &[u8; 32], index: u64, content_
         cdk.as_mut(),
     );
     AeadKey::new(keys.cipher, &cdk)
+}
+
+/// The key sealing a format-v2 container's file record:
+/// `HKDF-SHA256(MK, container_id, "qeltrix v2 file record key")`.
+pub fn derive_file_record_key(keys: &ContainerKeys) -> AeadKey {
+    let mut key = Zeroizing::new([0u8; 32]);
+    hkdf_expand(
+        keys.data_key.as_bytes(),
+        &keys.container_id,
+        &[LABEL_FILE_RECORD],
+        key.as_mut(),
+    );
+    AeadKey::new(keys.cipher, &key)
 }
 
 fn footer_hmac(keys: &ContainerKeys, header_bound: &[u8], footer_unsigned: &[u8]) -> Hmac<Sha256> {

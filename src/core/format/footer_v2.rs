@@ -326,7 +326,10 @@ mod tests {
         let b = f.encode();
         assert_eq!(b.len() as u64, FooterV2::encoded_len(2, 50));
         let head: [u8; 72] = array(&b, 0);
-        assert_eq!(FooterV2::len_from_head(&head, 0, u64::MAX).unwrap(), b.len() as u64);
+        assert_eq!(
+            FooterV2::len_from_head(&head, 0, u64::MAX).unwrap(),
+            b.len() as u64
+        );
         assert_eq!(&b[0..8], b"QLTXFOT2");
         assert_eq!(le_u64(&b, 8), 2);
         assert_eq!(le_u64(&b, 16), 300);

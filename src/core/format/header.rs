@@ -1,7 +1,7 @@
 //! The 4096-byte header region: fixed fields, then the two key-slot areas.
 
 use super::{
-    array, le_u16, le_u32, le_u64, ContainerId, SlotArea, FORMAT_VERSION, SLOT_AREA_A, SLOT_AREA_B,
+    array, le_u16, le_u32, le_u64, ContainerId, FormatVersion, SlotArea, SLOT_AREA_A, SLOT_AREA_B,
     SLOT_AREA_LEN,
 };
 use crate::{Error, Result};
@@ -46,6 +46,8 @@ impl CipherId {
 /// The header's fields. The slot areas are kept as raw bytes here and parsed by [`SlotArea`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// The format version (bytes 8..10): how blocks and the footer are laid out.
+    pub version: FormatVersion,
     /// Header flags ([`FLAG_NO_VERIFY`], [`FLAG_STREAMING`]); other bits are rejected on decode.
     pub flags: u16,
     /// The AEAD sealing the blocks and metadata (key slots always use AES-256-GCM).
@@ -90,7 +92,7 @@ impl Header {
     pub fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; HEADER_LEN];
         b[0..8].copy_from_slice(MAGIC);
-        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..10].copy_from_slice(&self.version.number().to_le_bytes());
         b[10..12].copy_from_slice(&self.flags.to_le_bytes());
         b[12] = self.cipher as u8;
         b[16..20].copy_from_slice(&self.block_size.to_le_bytes());
@@ -118,12 +120,9 @@ impl Header {
         if &b[0..8] != MAGIC {
             return Err(Error::NotAContainer("bad magic at offset 0".into()));
         }
-        let version = le_u16(b, 8);
-        if version != FORMAT_VERSION {
-            return Err(Error::NotAContainer(format!(
-                "unsupported format version {version}"
-            )));
-        }
+        let number = le_u16(b, 8);
+        let version = FormatVersion::from_u16(number)
+            .ok_or_else(|| Error::NotAContainer(format!("unsupported format version {number}")))?;
         let flags = le_u16(b, 10);
         if flags & !KNOWN_FLAGS != 0 {
             return Err(Error::corrupt(format!("unknown header flags {flags:#06x}")));
@@ -150,6 +149,7 @@ impl Header {
         let block_size = le_u32(b, 16);
         super::check_block_size(block_size).map_err(|e| Error::corrupt(format!("header: {e}")))?;
         Ok(Header {
+            version,
             flags,
             cipher,
             block_size,
@@ -220,6 +220,7 @@ mod tests {
 
     fn patched() -> Header {
         Header {
+            version: FormatVersion::V1,
             flags: FLAG_NO_VERIFY,
             cipher: CipherId::ChaCha20Poly1305,
             block_size: 8192,
@@ -235,6 +236,7 @@ mod tests {
 
     fn streaming() -> Header {
         Header {
+            version: FormatVersion::V1,
             flags: FLAG_STREAMING,
             cipher: CipherId::Aes256Gcm,
             block_size: 4096,
@@ -349,12 +351,22 @@ mod tests {
 
     #[test]
     fn an_unknown_version_is_not_a_container() {
-        for v in [0u16, 2, 0x0100, u16::MAX] {
+        for v in [0u16, 3, 0x0100, u16::MAX] {
             let e = corrupt_by(|b| b[8..10].copy_from_slice(&v.to_le_bytes()));
             assert!(
-                matches!(&e, Error::NotAContainer(m) if m.contains(&v.to_string())),
+                matches!(&e, Error::NotAContainer(m) if m == &format!("unsupported format version {v}")),
                 "{v}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn versions_1_and_2_round_trip() {
+        for version in [FormatVersion::V1, FormatVersion::V2] {
+            let h = Header { version, ..patched() };
+            let b = h.encode();
+            assert_eq!(b[8..10], version.number().to_le_bytes());
+            assert_eq!(Header::decode(&b).unwrap(), h);
         }
     }
 
@@ -420,6 +432,7 @@ mod tests {
         }
         for size in [4096u32, 64 << 20] {
             let h = Header {
+                version: FormatVersion::V1,
                 block_size: size,
                 ..patched()
             };
@@ -441,6 +454,7 @@ mod tests {
     fn bound_fields_do_not_change_when_the_header_is_patched_or_rekeyed() {
         let s = streaming();
         let p = Header {
+            version: FormatVersion::V1,
             total_blocks: 9,
             original_size: 1,
             footer_offset: 5000,
@@ -457,18 +471,22 @@ mod tests {
         let base = patched();
         let edits = [
             Header {
+                version: FormatVersion::V1,
                 flags: FLAG_STREAMING,
                 ..patched()
             },
             Header {
+                version: FormatVersion::V1,
                 cipher: CipherId::Aes256Gcm,
                 ..patched()
             },
             Header {
+                version: FormatVersion::V1,
                 block_size: 4096,
                 ..patched()
             },
             Header {
+                version: FormatVersion::V1,
                 container_id: [0; 16],
                 ..patched()
             },

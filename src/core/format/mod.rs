@@ -26,8 +26,9 @@ pub use footer::{
     TRAILER_LEN,
 };
 pub use footer_v2::{
-    max_block_len_v2, min_block_len_v2, FooterEntryV2, FooterV2, FILE_RECORD_MAX_LEN, FILE_RECORD_MAX_NAME,
-    FILE_RECORD_FIXED_PLAIN, FILE_RECORD_MIN_LEN, FOOTER_V2_ENTRY_LEN, FOOTER_V2_FIXED_LEN, FOOTER_V2_HEAD_LEN,
+    max_block_len_v2, min_block_len_v2, FooterEntryV2, FooterV2, FILE_RECORD_FIXED_PLAIN,
+    FILE_RECORD_MAX_LEN, FILE_RECORD_MAX_NAME, FILE_RECORD_MIN_LEN, FOOTER_V2_ENTRY_LEN, FOOTER_V2_FIXED_LEN,
+    FOOTER_V2_HEAD_LEN,
 };
 pub use header::{short_header, CipherId, Header, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN};
 pub use slots::{
@@ -35,7 +36,34 @@ pub use slots::{
 };
 
 /// Format version written and read by this implementation.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+
+/// A container format version: what the header's bytes 8..10 say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FormatVersion {
+    /// Version 1: whole-block payloads, SHA-256 content hashes, deflate.
+    V1 = 1,
+    /// Version 2: 16 KiB payload segments, BLAKE3 content and block hashes, a keyless root,
+    /// zstd, the file record. What writers write.
+    #[default]
+    V2 = 2,
+}
+
+impl FormatVersion {
+    /// The version with header number `v`, or `None` for one this build does not know.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        match v {
+            1 => Some(FormatVersion::V1),
+            2 => Some(FormatVersion::V2),
+            _ => None,
+        }
+    }
+
+    /// The number in the header.
+    pub fn number(self) -> u16 {
+        self as u16
+    }
+}
 /// Length of the random per-container identifier.
 pub const CONTAINER_ID_LEN: usize = 16;
 /// AEAD nonce length for both ciphers.
@@ -169,7 +197,8 @@ mod tests {
 
     #[test]
     fn the_format_constants_match_format_md() {
-        assert_eq!(FORMAT_VERSION, 1);
+        assert_eq!(FORMAT_VERSION, 2);
+        assert_eq!(FormatVersion::default().number(), FORMAT_VERSION);
         assert_eq!(CONTAINER_ID_LEN, 16);
         assert_eq!(NONCE_LEN, 12);
         assert_eq!(TAG_LEN, 16);

@@ -191,6 +191,7 @@ mod tests {
 
     fn header(a: [u8; SLOT_AREA_LEN], b: [u8; SLOT_AREA_LEN]) -> Header {
         Header {
+            version: crate::core::format::FormatVersion::V1,
             flags: 0,
             cipher: CipherId::Aes256Gcm,
             block_size: 4096,
