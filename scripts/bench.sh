@@ -14,6 +14,8 @@
 #   BENCH_BLOCKS_KIB  block sizes to try (default "64 1024 4096")
 #   BENCH_CIPHERS     ciphers to try (default "aes chacha")
 #   BENCH_SEEK_READS  timed reads per 4 KiB seek measurement (default 1000; 1 MiB reads: a fifth)
+#   BENCH_V2_ROUNDS   interleaved rounds of the format v1-vs-v2 comparison, medians reported (default 5)
+#   BENCH_ONLY_V2     1: make the inputs and run only the v1-vs-v2 comparison (a quicker run)
 #   BENCH_PREWARM     1 (default): just before each timed run, write and delete a scratch file the
 #                     size of the output. On VMs with free page reporting (virtio-balloon), memory
 #                     left free for ~2 s goes back to the host and re-faulting it costs ~2.5 s per
@@ -185,6 +187,84 @@ done
 age-keygen -o "$WORK/age-id" 2>/dev/null
 AGE_RECIPIENT=$(age-keygen -y "$WORK/age-id")
 sync
+
+# ---------------------------------------------------------------- format v1 against v2
+# One round runs every command once, in the same order; ROUNDS rounds interleave the tools, so a
+# noisy minute hits all of them alike. Medians are reported, and ratios are of medians.
+V2_ROUNDS=${BENCH_V2_ROUNDS:-5}
+[[ $V2_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_V2_ROUNDS must be a positive integer"
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+declare -A V2S V2C V2B # seconds and CPU seconds per run ("a b c "), output bytes
+v2_time() { # what CMD...: runs CMD with its stdout into $OUT
+    local what=$1
+    shift
+    rm -f "$OUT"
+    prewarm
+    timed "${TO_FILE[@]}" "$OUT" "$@"
+    V2S[$what]+="$T_SEC "
+    V2C[$what]+="$T_CPU "
+}
+v2_compare() {
+    local r c1=$WORK/v1.qltx c2=$WORK/v2.qltx
+    "$QELTRIX" pack -q -f --format 1 --key-file "$KEY" "$RANDOM_FILE" "$c1"
+    "$QELTRIX" pack -q -f --key-file "$KEY" "$RANDOM_FILE" "$c2"
+    age -r "$AGE_RECIPIENT" -o "$WORK/r.age" "$RANDOM_FILE"
+    for ((r = 1; r <= V2_ROUNDS; r++)); do
+        log "format v1 vs v2: round $r/$V2_ROUNDS"
+        v2_time cp cat "$RANDOM_FILE"
+        v2_time age_enc age -r "$AGE_RECIPIENT" "$RANDOM_FILE"
+        v2_time v1_pack "$QELTRIX" pack -q --format 1 --key-file "$KEY" "$RANDOM_FILE" -
+        v2_time v2_pack "$QELTRIX" pack -q --key-file "$KEY" "$RANDOM_FILE" -
+        v2_time age_dec age -d -i "$WORK/age-id" "$WORK/r.age"
+        v2_time v1_unpack "$QELTRIX" unpack -q --key-file "$KEY" "$c1" -
+        cmp -s "$OUT" "$RANDOM_FILE" || die "v1 unpack differs"
+        v2_time v2_unpack "$QELTRIX" unpack -q --key-file "$KEY" "$c2" -
+        cmp -s "$OUT" "$RANDOM_FILE" || die "v2 unpack differs"
+        v2_time age_text age -r "$AGE_RECIPIENT" "$TEXT_FILE"
+        V2B[age_text]=$(file_size "$OUT")
+        v2_time v1_text "$QELTRIX" pack -q --format 1 --key-file "$KEY" "$TEXT_FILE" -
+        V2B[v1_text]=$(file_size "$OUT")
+        v2_time v2_text "$QELTRIX" pack -q --key-file "$KEY" "$TEXT_FILE" -
+        V2B[v2_text]=$(file_size "$OUT")
+    done
+    "$QELTRIX" unpack -q -f --key-file "$KEY" "$c2" "$OUT"
+    cmp -s "$OUT" "$RANDOM_FILE" || die "v2 round trip differs"
+    rm -f "$c1" "$c2" "$WORK/r.age" "$OUT"
+}
+v2_mbps() { mbps "$SIZE_BYTES" "$(tr ' ' '\n' <<<"${V2S[$1]}" | grep . | median)"; }
+v2_cpu() { per_gib "$(tr ' ' '\n' <<<"${V2C[$1]}" | grep . | median)"; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+both() { "$1" "$2" "$3" && "$4" "$5" "$6"; }
+v2_report() {
+    local cp age_e age_d age_t p1 p2 u1 u2 t1 t2
+    cp=$(v2_mbps cp) age_e=$(v2_mbps age_enc) age_d=$(v2_mbps age_dec) age_t=$(v2_mbps age_text)
+    p1=$(v2_mbps v1_pack) p2=$(v2_mbps v2_pack) u1=$(v2_mbps v1_unpack) u2=$(v2_mbps v2_unpack)
+    t1=$(v2_mbps v1_text) t2=$(v2_mbps v2_text)
+    cat <<EOF
+
+## Format v1 against v2 (1 MiB blocks, AES, key file, output through stdout into a file)
+
+Medians of $V2_ROUNDS interleaved rounds; \`cp\` is \`cat FILE > OUT\` (the same stdout path). MB/s =
+10^6 plaintext bytes/s. CPU = user + system seconds per GiB. Text: v1 deflates (level 1), v2 uses
+zstd (\`--compress auto\`, level 1).
+
+| measure | v1 | v2 | age | cp | v2 ÷ v1 | v2 ÷ age | v2 ÷ cp | target | verdict |
+|---|---:|---:|---:|---:|---:|---:|---:|---|---|
+| pack, random, MB/s | $p1 | $p2 | $age_e | $cp | $(ratio "$p2" "$p1") | $(ratio "$p2" "$age_e") | $(ratio "$p2" "$cp") | ≥ 2× age, ≥ 0.8× cp | $(verdict both ge "$(ratio "$p2" "$age_e")" 2 ge "$(ratio "$p2" "$cp")" 0.8) |
+| pack CPU, random, s/GiB | $(v2_cpu v1_pack) | $(v2_cpu v2_pack) | $(v2_cpu age_enc) | $(v2_cpu cp) | $(ratio "$(v2_cpu v2_pack)" "$(v2_cpu v1_pack)") | | | | |
+| unpack, random, MB/s | $u1 | $u2 | $age_d | | $(ratio "$u2" "$u1") | $(ratio "$u2" "$age_d") | | ≥ 2.5× age | $(verdict ge "$(ratio "$u2" "$age_d")" 2.5) |
+| unpack CPU, random, s/GiB | $(v2_cpu v1_unpack) | $(v2_cpu v2_unpack) | $(v2_cpu age_dec) | | $(ratio "$(v2_cpu v2_unpack)" "$(v2_cpu v1_unpack)") | | | | |
+| text pack, MB/s | $t1 | $t2 | $age_t | | $(ratio "$t2" "$t1") | $(ratio "$t2" "$age_t") | | ≥ age | $(verdict ge "$t2" "$age_t") |
+| text pack output, MiB | $(mib "${V2B[v1_text]}") | $(mib "${V2B[v2_text]}") | $(mib "${V2B[age_text]}") | | $(ratio "${V2B[v2_text]}" "${V2B[v1_text]}") | | | < v1's deflate 1 | $(verdict lt "${V2B[v2_text]}" "${V2B[v1_text]}") |
+EOF
+}
+if ((${BENCH_ONLY_V2:-0})); then
+    v2_compare
+    v2_report
+    log "done"
+    exit 0
+fi
+v2_compare
 
 # ---------------------------------------------------------------- baselines
 log "openssl speed (16 KiB buffers, 1 and $NPROC processes)"
@@ -403,6 +483,8 @@ for name in random text; do
         done
     done
 done
+
+v2_report
 
 k="random,1024,aes"
 cat <<EOF

@@ -107,6 +107,9 @@ pub struct PackSummary {
     pub root: Option<[u8; 32]>,
 }
 
+/// Recycled block buffers kept by a packer: enough for the blocks a pool has in flight.
+const SPARES: usize = 8;
+
 type Patch<W> = fn(&mut W, &[u8]) -> io::Result<()>;
 
 /// Streams plaintext into a container. See the module docs.
@@ -120,10 +123,12 @@ pub struct StreamPacker<W: Write> {
     pool: OrderedPool<Result<SealedBlock>>,
     block_size: usize,
     current: Vec<u8>,
-    /// The last written block's payload buffer, kept for the next block's plaintext: allocating
+    /// Written blocks' buffers, kept for the next blocks' plaintext: allocating
     /// and freeing a block-sized buffer per block made the allocator hand memory back to the
     /// kernel and fault it in again, a fifth of pack's CPU time.
-    spare: Option<Vec<u8>>,
+    /// (Several: as many blocks are in flight, and each one that comes back without a buffer to
+    /// return to would cost a block-sized allocation, zeroing and page faults.)
+    spares: Vec<Vec<u8>>,
     /// v2: sealed-payload buffers of written blocks, for the next blocks' seals.
     spare_v2: Vec<Vec<u8>>,
     next_index: u64,
@@ -223,7 +228,7 @@ impl<W: Write> StreamPacker<W> {
             pool,
             block_size: opts.block_size as usize,
             current: Vec::new(),
-            spare: None,
+            spares: Vec::new(),
             spare_v2: Vec::new(),
             next_index: 0,
             entries: Vec::new(),
@@ -270,7 +275,7 @@ impl<W: Write> StreamPacker<W> {
             let filled = self.current.len();
             let mut buffer = std::mem::take(&mut self.current);
             if buffer.capacity() == 0 {
-                buffer = self.spare.take().unwrap_or_default();
+                buffer = self.spares.pop().unwrap_or_default();
             }
             if buffer.len() < self.block_size {
                 buffer.reserve_exact(self.block_size + TAG_LEN - buffer.len());
@@ -304,7 +309,7 @@ impl<W: Write> StreamPacker<W> {
     /// AEAD tag, so sealing in place never reallocates and copies the block.
     fn ensure_buffer(&mut self) {
         if self.current.capacity() == 0 {
-            self.current = match self.spare.take() {
+            self.current = match self.spares.pop() {
                 Some(mut spare) => {
                     spare.clear();
                     spare
@@ -382,18 +387,24 @@ impl<W: Write> StreamPacker<W> {
             // v2: the plaintext buffer comes back for the next block, the payload buffer for the
             // next seal.
             Some(plain) => {
-                self.spare = Some(plain);
-                if self.spare_v2.len() < 4 {
+                self.keep_spare(plain);
+                if self.spare_v2.len() < SPARES {
                     self.spare_v2.push(block.payload);
                 }
             }
             // v1 seals in place. Compressed payloads are too small to hold a whole block; those
             // are dropped. The spare keeps its stale (sealed) bytes: `pack_from` overwrites them,
             // `ensure_buffer` clears them.
-            None if block.payload.capacity() >= self.block_size + TAG_LEN => self.spare = Some(block.payload),
+            None if block.payload.capacity() >= self.block_size + TAG_LEN => self.keep_spare(block.payload),
             None => {}
         }
         Ok(())
+    }
+
+    fn keep_spare(&mut self, buffer: Vec<u8>) {
+        if self.spares.len() < SPARES {
+            self.spares.push(buffer);
+        }
     }
 
     /// Seals what is left, writes the footer and trailer (and patches the header if the output

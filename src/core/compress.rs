@@ -180,15 +180,28 @@ pub fn maybe_compress_zstd(plain: &[u8], mode: CompressMode, level: u32) -> Opti
 /// One zstd frame of `data` (content size recorded, no checksum, no dictionary), or `None` if it
 /// does not fit in `limit` bytes: the output buffer never grows past `limit`.
 fn zstd_frame(data: &[u8], level: i32, limit: usize) -> Option<Vec<u8>> {
+    use std::cell::RefCell;
     use zstd::zstd_safe::CParameter;
-    let mut c = zstd::bulk::Compressor::new(level).ok()?;
-    c.set_parameter(CParameter::ChecksumFlag(false)).ok()?;
-    c.set_parameter(CParameter::ContentSizeFlag(true)).ok()?;
-    c.set_parameter(CParameter::DictIdFlag(false)).ok()?;
-    let mut out = Vec::with_capacity(limit);
-    // Fails with "destination too small" when the frame would exceed `limit`: store raw then.
-    c.compress_to_buffer(data, &mut out).ok()?;
-    Some(out)
+    // One compression context per thread, kept: making one per block (two with the sample)
+    // showed in pack's profile. Its parameters are set on every call, so no call sees another's.
+    thread_local! {
+        static CONTEXT: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    }
+    CONTEXT.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(zstd::bulk::Compressor::new(level).ok()?);
+        }
+        let c = cell.as_mut()?;
+        c.set_compression_level(level).ok()?;
+        c.set_parameter(CParameter::ChecksumFlag(false)).ok()?;
+        c.set_parameter(CParameter::ContentSizeFlag(true)).ok()?;
+        c.set_parameter(CParameter::DictIdFlag(false)).ok()?;
+        let mut out = Vec::with_capacity(limit);
+        // Fails with "destination too small" when the frame would exceed `limit`: store raw then.
+        c.compress_to_buffer(data, &mut out).ok()?;
+        Some(out)
+    })
 }
 
 /// Why a stored block is not exactly one zstd frame of its recorded size.
