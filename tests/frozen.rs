@@ -17,7 +17,10 @@ mod common;
 /// SplitMix64, the plaintexts' (and the range checks') only source of variety: the tests' common
 /// generator, with its state set to the seed as the corpus was made (`Rng::from_state`).
 use common::Rng;
+use qeltrix::compress::Codec;
 use qeltrix::crypto::{IdentityKey, KeyFileKey, Passphrase, RecipientKey, SeededEntropy};
+use qeltrix::file_record::FileMeta;
+use qeltrix::format::FormatVersion;
 use qeltrix::{
     keyring, CipherId, CompressMode, Container, ContainerInfo, Error, Key, PackOptions, Recipient,
     StreamPacker,
@@ -123,6 +126,47 @@ fn read_block_verified(c: &Container, index: u64) -> qeltrix::Result<Vec<u8>> {
     c.read_block(index, true)
 }
 
+/// The opened container's file record (format v2; `None` for v1 and for a stream), opened with
+/// the key.
+/// A file record as (name, mode, mtime seconds, mtime nanoseconds).
+type RecordFields = (Vec<u8>, u32, i64, u32);
+
+fn opened_record(c: &Container) -> qeltrix::Result<Option<RecordFields>> {
+    Ok(c.file_meta()?
+        .map(|m| (m.name, m.mode, m.mtime_sec, m.mtime_nsec)))
+}
+
+/// The keyless check of a v2 container (the core of `verify --no-key`): footer structure, root,
+/// and every block's length, BLAKE3 hash, prefix and metadata copy, from the file's bytes alone.
+fn verify_without_key(file: &[u8]) -> qeltrix::Result<()> {
+    let le = |at: usize| u64::from_le_bytes(file[at..at + 8].try_into().unwrap());
+    let t = file.len() - 32;
+    let (footer_offset, footer_size) = (le(t + 8) as usize, le(t + 16) as usize);
+    let block_size = u32::from_le_bytes(file[16..20].try_into().unwrap());
+    qeltrix::integrity_v2::verify_keyless(
+        &file[footer_offset..footer_offset + footer_size],
+        footer_offset as u64,
+        block_size,
+        |e, buf| {
+            let start = (e.entry.offset as usize).min(file.len());
+            let end = ((e.entry.offset + e.entry.len) as usize).min(file.len());
+            buf.extend_from_slice(&file[start..end]);
+            Ok(())
+        },
+    )
+    .map(drop)
+}
+
+/// The file record to seal into a v2 container.
+fn file_meta(r: &Record) -> FileMeta {
+    FileMeta {
+        name: r.name.as_bytes().to_vec(),
+        mode: r.mode,
+        mtime_sec: r.mtime_sec,
+        mtime_nsec: r.mtime_nsec,
+    }
+}
+
 /// One block of the index, as `ContainerInfo` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
@@ -136,6 +180,13 @@ struct Entry {
 /// What `ContainerInfo::read` reports (no key needed).
 #[derive(Debug)]
 struct Info {
+    /// The header's format version (1 or 2).
+    version: u16,
+    /// A v2 container's root, already checked by `ContainerInfo::read` against the footer's
+    /// block hashes and file record (no key needed); `None` for v1.
+    root: Option<[u8; 32]>,
+    /// A v2 container carries a sealed file record.
+    has_record: bool,
     container_size: u64,
     original_size: u64,
     cipher: CipherId,
@@ -154,6 +205,9 @@ fn read_info(path: &Path) -> qeltrix::Result<Info> {
     let info = ContainerInfo::read(&file)?;
     assert_eq!(info.block_count(), info.footer.entries.len() as u64);
     Ok(Info {
+        version: info.version().number(),
+        root: info.root(),
+        has_record: info.footer_v2.as_ref().is_some_and(|f| f.file_record.is_some()),
         container_size: info.container_size,
         original_size: info.original_size(),
         cipher: info.header.cipher,
@@ -186,8 +240,11 @@ fn read_info(path: &Path) -> qeltrix::Result<Info> {
 /// stream does) with `keys`: to a seekable output, or to a plain `Write` (`streamed`).
 fn pack(spec: &Good, plain: &[u8], keys: &[Recipient]) -> Vec<u8> {
     let opts = PackOptions {
+        format: spec.format,
+        codec: spec.codec,
+        file_meta: spec.record.as_ref().map(file_meta),
         cipher: spec.cipher,
-        block_size: BLOCK_SIZE,
+        block_size: spec.block_size,
         compress: spec.compress,
         level: 6,
         workers: 1,
@@ -283,6 +340,14 @@ const PINNED: &[(&str, &str)] = &[
         "71844f399a3b60b89a750c4ead59c46279c4b69045fdd44d9d40363fbe6d4b79",
     ),
     (
+        "bad/v2-bad-segment-tag.qltx",
+        "4360601b625d168420b3771de8801c66e907a4c1c8745ef4d0069d0b83ef04eb",
+    ),
+    (
+        "bad/v2-flipped-block-hash.qltx",
+        "b33167cf2928cb7671167a3acd616766e87fd08107333a30774e74574a69f609",
+    ),
+    (
         "good/aes256gcm-keyfile-deflate.qltx",
         "ecec05e58eaabbc03d7e04b7646a4d42d59467806ac7350d7404408944596c49",
     ),
@@ -313,6 +378,30 @@ const PINNED: &[(&str, &str)] = &[
     (
         "good/streamed.qltx",
         "eacfb7810096c1a761dab2f9f1dd603d8922e0eb1945639517e0742663338f84",
+    ),
+    (
+        "good/v2-aes256gcm-raw-segments.qltx",
+        "dbeacc67cd6305e14551b6691a10e8b72e78364093b8456bfa204b6c85ede868",
+    ),
+    (
+        "good/v2-chacha20-zstd-mixed.qltx",
+        "6bf3f99d963eafd1c662c589f71ef8dcee7c9feda00cea654f89ac96bb46f3da",
+    ),
+    (
+        "good/v2-empty.qltx",
+        "56f187c39a72e4358d328723f03952299f25cc288519dc1dcda2902aed77c2a2",
+    ),
+    (
+        "good/v2-file-record.qltx",
+        "04db535d4e2338ea798eb2ff0decc85163de39ee0253a64e95cf81b8a363892e",
+    ),
+    (
+        "good/v2-passphrase-deflate.qltx",
+        "d938661563712d15a14d55059ec67ece8fcf223a7f5f7afa149e27522c92ddf4",
+    ),
+    (
+        "good/v2-streamed.qltx",
+        "24161a7733fdf5d52722f363faff8387cb98982a2abaa1b8d406651d58e7c170",
     ),
     (
         "keys/keyfile.hex",
@@ -434,8 +523,26 @@ struct Good {
     streamed: bool,
     /// The header's no-verify hint (flag 0x01).
     no_verify_hint: bool,
-    /// The blocks stored deflated; the others are stored raw.
-    deflated: &'static [u64],
+    /// The format version written. Version 1 files were written when it was the only one;
+    /// version 2 files by the build that made it the default.
+    format: FormatVersion,
+    /// The compressor (v1: always deflate; v2: zstd, or deflate with `--compress deflate`).
+    codec: Codec,
+    /// Plaintext bytes per block ([`BLOCK_SIZE`] but where a file needs more, for v2 segments).
+    block_size: u32,
+    /// The file record sealed into a v2 container (`None`: none).
+    record: Option<Record>,
+    /// The blocks stored compressed (deflate or zstd); the others are stored raw.
+    compressed: &'static [u64],
+}
+
+/// A v2 file record: the packed file's name, permission bits and modification time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Record {
+    name: &'static str,
+    mode: u32,
+    mtime_sec: i64,
+    mtime_nsec: u32,
 }
 
 impl Good {
@@ -445,7 +552,7 @@ impl Good {
 
     /// Plaintext bytes in each block: each segment cut into block-size pieces.
     fn block_sizes(&self) -> Vec<u64> {
-        let bs = BLOCK_SIZE as usize;
+        let bs = self.block_size as usize;
         let mut sizes = Vec::new();
         for &n in self.segments {
             sizes.extend((0..n.div_ceil(bs)).map(|i| (n - i * bs).min(bs) as u64));
@@ -465,7 +572,11 @@ const GOOD: &[Good] = &[
         slots: &[Slot::KeyFile],
         streamed: false,
         no_verify_hint: false,
-        deflated: &[],
+        format: FormatVersion::V1,
+        codec: Codec::Deflate,
+        block_size: BLOCK_SIZE,
+        record: None,
+        compressed: &[],
     },
     Good {
         path: "good/chacha20-keyfile-raw-noverify.qltx",
@@ -477,7 +588,11 @@ const GOOD: &[Good] = &[
         slots: &[Slot::KeyFile],
         streamed: false,
         no_verify_hint: true,
-        deflated: &[],
+        format: FormatVersion::V1,
+        codec: Codec::Deflate,
+        block_size: BLOCK_SIZE,
+        record: None,
+        compressed: &[],
     },
     Good {
         path: "good/aes256gcm-keyfile-deflate.qltx",
@@ -489,7 +604,11 @@ const GOOD: &[Good] = &[
         slots: &[Slot::KeyFile],
         streamed: false,
         no_verify_hint: false,
-        deflated: &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        format: FormatVersion::V1,
+        codec: Codec::Deflate,
+        block_size: BLOCK_SIZE,
+        record: None,
+        compressed: &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
     },
     Good {
         path: "good/chacha20-passphrase-mixed.qltx",
@@ -501,7 +620,11 @@ const GOOD: &[Good] = &[
         slots: &[Slot::Passphrase],
         streamed: false,
         no_verify_hint: false,
-        deflated: &[0, 2, 4],
+        format: FormatVersion::V1,
+        codec: Codec::Deflate,
+        block_size: BLOCK_SIZE,
+        record: None,
+        compressed: &[0, 2, 4],
     },
     Good {
         path: "good/aes256gcm-recipient.qltx",
@@ -513,7 +636,11 @@ const GOOD: &[Good] = &[
         slots: &[Slot::Recipient],
         streamed: false,
         no_verify_hint: false,
-        deflated: &[0, 1, 2],
+        format: FormatVersion::V1,
+        codec: Codec::Deflate,
+        block_size: BLOCK_SIZE,
+        record: None,
+        compressed: &[0, 1, 2],
     },
     Good {
         path: "vault/in-vault.qltx",
@@ -525,7 +652,11 @@ const GOOD: &[Good] = &[
         slots: &[Slot::Keyring],
         streamed: false,
         no_verify_hint: false,
-        deflated: &[0, 2],
+        format: FormatVersion::V1,
+        codec: Codec::Deflate,
+        block_size: BLOCK_SIZE,
+        record: None,
+        compressed: &[0, 2],
     },
     Good {
         path: "good/streamed.qltx",
@@ -537,7 +668,11 @@ const GOOD: &[Good] = &[
         slots: &[Slot::KeyFile],
         streamed: true,
         no_verify_hint: false,
-        deflated: &[],
+        format: FormatVersion::V1,
+        codec: Codec::Deflate,
+        block_size: BLOCK_SIZE,
+        record: None,
+        compressed: &[],
     },
     Good {
         path: "good/multi-slot.qltx",
@@ -549,7 +684,11 @@ const GOOD: &[Good] = &[
         slots: &[Slot::Passphrase, Slot::KeyFile, Slot::Recipient],
         streamed: false,
         no_verify_hint: false,
-        deflated: &[0, 1, 2, 3, 4],
+        format: FormatVersion::V1,
+        codec: Codec::Deflate,
+        block_size: BLOCK_SIZE,
+        record: None,
+        compressed: &[0, 1, 2, 3, 4],
     },
     Good {
         path: "good/empty.qltx",
@@ -561,7 +700,114 @@ const GOOD: &[Good] = &[
         slots: &[Slot::KeyFile],
         streamed: false,
         no_verify_hint: false,
-        deflated: &[],
+        format: FormatVersion::V1,
+        codec: Codec::Deflate,
+        block_size: BLOCK_SIZE,
+        record: None,
+        compressed: &[],
+    },
+    // Version 2 (written by the build that introduced it; the v1 files above keep proving
+    // that version 1 opens).
+    Good {
+        path: "good/v2-aes256gcm-raw-segments.qltx",
+        seed: 10,
+        data: Data::Noise,
+        segments: &[40_000],
+        cipher: CipherId::Aes256Gcm,
+        compress: CompressMode::Never,
+        slots: &[Slot::KeyFile],
+        streamed: false,
+        no_verify_hint: false,
+        format: FormatVersion::V2,
+        codec: Codec::Zstd,
+        block_size: 36_864,
+        record: None,
+        compressed: &[],
+    },
+    Good {
+        path: "good/v2-chacha20-zstd-mixed.qltx",
+        seed: 11,
+        data: Data::Mixed,
+        segments: &[24_000],
+        cipher: CipherId::ChaCha20Poly1305,
+        compress: CompressMode::Auto,
+        slots: &[Slot::KeyFile],
+        streamed: false,
+        no_verify_hint: false,
+        format: FormatVersion::V2,
+        codec: Codec::Zstd,
+        block_size: BLOCK_SIZE,
+        record: None,
+        compressed: &[0, 2, 4],
+    },
+    Good {
+        path: "good/v2-file-record.qltx",
+        seed: 12,
+        data: Data::Text,
+        segments: &[9_000],
+        cipher: CipherId::Aes256Gcm,
+        compress: CompressMode::Auto,
+        slots: &[Slot::KeyFile],
+        streamed: false,
+        no_verify_hint: false,
+        format: FormatVersion::V2,
+        codec: Codec::Zstd,
+        block_size: BLOCK_SIZE,
+        record: Some(Record {
+            name: "frozen corpus.txt",
+            mode: 0o640,
+            mtime_sec: 1_234_567_890,
+            mtime_nsec: 987_654_321,
+        }),
+        compressed: &[0, 1, 2],
+    },
+    Good {
+        path: "good/v2-passphrase-deflate.qltx",
+        seed: 13,
+        data: Data::Text,
+        segments: &[16_500],
+        cipher: CipherId::Aes256Gcm,
+        compress: CompressMode::Always,
+        slots: &[Slot::Passphrase, Slot::KeyFile],
+        streamed: false,
+        no_verify_hint: false,
+        format: FormatVersion::V2,
+        codec: Codec::Deflate,
+        block_size: BLOCK_SIZE,
+        record: None,
+        compressed: &[0, 1, 2, 3, 4],
+    },
+    Good {
+        path: "good/v2-streamed.qltx",
+        seed: 14,
+        data: Data::Noise,
+        segments: &[6_000, 10_000],
+        cipher: CipherId::Aes256Gcm,
+        compress: CompressMode::Auto,
+        slots: &[Slot::KeyFile],
+        streamed: true,
+        no_verify_hint: false,
+        format: FormatVersion::V2,
+        codec: Codec::Zstd,
+        block_size: BLOCK_SIZE,
+        record: None,
+        compressed: &[],
+    },
+    Good {
+        path: "good/v2-empty.qltx",
+        seed: 15,
+        data: Data::Text,
+        segments: &[0],
+        cipher: CipherId::Aes256Gcm,
+        compress: CompressMode::Auto,
+        slots: &[Slot::KeyFile],
+        streamed: false,
+        no_verify_hint: false,
+        format: FormatVersion::V2,
+        codec: Codec::Zstd,
+        block_size: BLOCK_SIZE,
+        record: None,
+        compressed: &[],
     },
 ];
 
@@ -637,6 +883,30 @@ const BAD: &[Bad] = &[
         from: "good/streamed.qltx",
         damage: |c, info| c[..(info.entries[3].offset + 1000) as usize].to_vec(),
     },
+    Bad {
+        path: "bad/v2-bad-segment-tag.qltx",
+        from: "good/v2-aes256gcm-raw-segments.qltx",
+        damage: |c, info| {
+            // The last byte of block 0's second segment (its AEAD tag): block 0 holds 36,864
+            // bytes in segments of 16,384, 16,384 and 4,096, each sealed with a 16-byte tag.
+            let at = info.entries[0].offset + 140 + 2 * (16_384 + 16) - 1;
+            let mut c = c.to_vec();
+            c[at as usize] ^= 0x01;
+            c
+        },
+    },
+    Bad {
+        path: "bad/v2-flipped-block-hash.qltx",
+        from: "good/v2-aes256gcm-raw-segments.qltx",
+        damage: |c, info| {
+            // A byte of block 1's BLAKE3 hash in the footer: entry 1 starts at footer byte
+            // 72 + 180, its hash 32 bytes into it.
+            let at = info.footer_offset + 72 + 180 + 32 + 5;
+            let mut c = c.to_vec();
+            c[at as usize] ^= 0x01;
+            c
+        },
+    },
 ];
 
 // ================================================================================================
@@ -711,6 +981,16 @@ fn check_good(path: &str) {
     // Without a key: the unauthenticated structure.
     let info = read_info(&file).unwrap_or_else(|e| panic!("{path}: ContainerInfo::read: {e}"));
     assert_eq!(info.container_size, read_bytes(path).len() as u64, "{path}");
+    assert_eq!(info.version, spec.format.number(), "{path}: format version");
+    assert_eq!(
+        info.root.is_some(),
+        spec.format == FormatVersion::V2,
+        "{path}: a root exactly in v2"
+    );
+    assert_eq!(info.has_record, spec.record.is_some(), "{path}: file record");
+    if spec.format == FormatVersion::V2 {
+        verify_without_key(&read_bytes(path)).unwrap_or_else(|e| panic!("{path}: keyless check: {e}"));
+    }
     assert_eq!(info.original_size, plain.len() as u64, "{path}: original size");
     assert_eq!(info.cipher, spec.cipher, "{path}: cipher");
     assert_eq!(info.entries.len(), sizes.len(), "{path}: block count");
@@ -732,12 +1012,17 @@ fn check_good(path: &str) {
             (plain_offset, size),
             "{path}: block {i}"
         );
-        // A raw block is prefix + metadata (140 bytes) + plaintext + tag (16 bytes).
-        let deflated = e.len < 140 + size + 16;
+        // A raw block is prefix + metadata (140 bytes) + plaintext + a 16-byte tag (v2: one
+        // per 16 KiB segment).
+        let tags = match spec.format {
+            FormatVersion::V1 => 1,
+            FormatVersion::V2 => size.div_ceil(16_384),
+        };
+        let compressed = e.len < 140 + size + 16 * tags;
         assert_eq!(
-            deflated,
-            spec.deflated.contains(&(i as u64)),
-            "{path}: block {i} deflated?"
+            compressed,
+            spec.compressed.contains(&(i as u64)),
+            "{path}: block {i} compressed?"
         );
         plain_offset += size;
     }
@@ -752,6 +1037,12 @@ fn check_good(path: &str) {
             "{what}"
         );
         check_reads(&c, &plain, &sizes, spec.seed, &what);
+        let record = opened_record(&c).unwrap_or_else(|e| panic!("{what}: file record: {e}"));
+        let want = spec
+            .record
+            .as_ref()
+            .map(|r| (r.name.as_bytes().to_vec(), r.mode, r.mtime_sec, r.mtime_nsec));
+        assert_eq!(record, want, "{what}: file record");
     }
 }
 
@@ -777,6 +1068,23 @@ fn check_reads(c: &Container, plain: &[u8], sizes: &[u64], seed: u8, what: &str)
             got == plain[start as usize..end as usize],
             "{what}: range {start}..{end} across the boundary at {boundary}"
         );
+    }
+    // Ranges across every 16 KiB boundary inside a block (in v2, a segment boundary): two bytes,
+    // and 5000 bytes from a seeded offset before it.
+    let mut block_start = 0;
+    for &size in sizes {
+        for k in (16_384..size).step_by(16_384) {
+            let at = block_start + k;
+            for start in [at - 1, at - 1 - rng.below(5000)] {
+                let end = (at + 1 + rng.below(5000)).min(block_start + size);
+                let got = read_range(c, start, end - start).unwrap();
+                assert!(
+                    got == plain[start as usize..end as usize],
+                    "{what}: range {start}..{end} across the segment boundary at {at}"
+                );
+            }
+        }
+        block_start += size;
     }
     if len > 0 {
         let start = rng.below(len);
@@ -891,6 +1199,36 @@ fn empty_container_reads_back() {
 }
 
 #[test]
+fn v2_raw_blocks_in_several_segments_read_back() {
+    check_good("good/v2-aes256gcm-raw-segments.qltx");
+}
+
+#[test]
+fn v2_zstd_and_raw_blocks_with_chacha20_read_back() {
+    check_good("good/v2-chacha20-zstd-mixed.qltx");
+}
+
+#[test]
+fn v2_file_record_opens_with_the_key() {
+    check_good("good/v2-file-record.qltx");
+}
+
+#[test]
+fn v2_deflate_blocks_and_a_passphrase_slot_read_back() {
+    check_good("good/v2-passphrase-deflate.qltx");
+}
+
+#[test]
+fn v2_streamed_container_reads_back() {
+    check_good("good/v2-streamed.qltx");
+}
+
+#[test]
+fn v2_empty_container_reads_back() {
+    check_good("good/v2-empty.qltx");
+}
+
+#[test]
 fn wrong_keys_are_refused() {
     let other_key_file = key_file_key([0x42; 32]);
     let other_identity = identity_key(&new_identity_file_text([0x51; 32]));
@@ -923,6 +1261,21 @@ fn wrong_keys_are_refused() {
         ),
         ("good/multi-slot.qltx", other_identity, "another identity"),
         ("good/empty.qltx", key_file_key([0x42; 32]), "another key file"),
+        (
+            "good/v2-aes256gcm-raw-segments.qltx",
+            key_file_key([0x42; 32]),
+            "another key file",
+        ),
+        (
+            "good/v2-file-record.qltx",
+            passphrase_key(PASSPHRASE),
+            "a passphrase, no such slot",
+        ),
+        (
+            "good/v2-passphrase-deflate.qltx",
+            passphrase_key("wrong"),
+            "a wrong passphrase",
+        ),
         (
             "vault/in-vault.qltx",
             key_file_key(key_file_bytes()),
@@ -1047,6 +1400,73 @@ fn unknown_header_flag_is_refused() {
 #[test]
 fn cut_stream_is_incomplete() {
     check_incomplete("bad/cut-stream.qltx");
+}
+
+#[test]
+fn v2_bad_segment_tag_fails_only_reads_of_that_segment() {
+    let path = "bad/v2-bad-segment-tag.qltx";
+    assert_pinned(path);
+    let c = open(&data_path(path), &Slot::KeyFile.opening_key()).expect("the index is intact: opens");
+    let plain = good("good/v2-aes256gcm-raw-segments.qltx").plaintext();
+    // Segments 0 and 2 of block 0, and block 1, still read: a range read opens only the
+    // segments it covers.
+    assert!(read_range(&c, 0, 16_384).unwrap() == plain[..16_384]);
+    assert!(read_range(&c, 32_768, 7232).unwrap() == plain[32_768..]);
+    for (start, len) in [(16_384, 1), (32_767, 2), (16_000, 1000), (0, 40_000)] {
+        let err = expect_err(read_range(&c, start, len), &format!("range {start}+{len}"));
+        match err.root() {
+            Error::Corrupt {
+                block: Some(0),
+                offset: Some(4096),
+                ..
+            } => {}
+            _ => panic!("range {start}+{len}: not Corrupt naming block 0 at 4096: {err}"),
+        }
+    }
+    let err = expect_err(read_block_verified(&c, 0), "block 0");
+    assert!(
+        matches!(err.root(), Error::Corrupt { block: Some(0), .. }),
+        "{err}"
+    );
+    // Without the key: block 0 no longer hashes to the footer's block hash.
+    let err = expect_err(verify_without_key(&read_bytes(path)), "keyless check");
+    match err.root() {
+        Error::Corrupt {
+            block: Some(0),
+            offset: Some(4096),
+            ..
+        } => {}
+        _ => panic!("keyless check: not Corrupt naming block 0 at 4096: {err}"),
+    }
+}
+
+#[test]
+fn v2_flipped_block_hash_is_refused_without_a_key() {
+    // The footer's root no longer matches its block hashes: `ContainerInfo::read` (no key)
+    // refuses the container, and so does opening it.
+    let path = "bad/v2-flipped-block-hash.qltx";
+    assert_pinned(path);
+    let footer_offset = read_info(&data_path("good/v2-aes256gcm-raw-segments.qltx"))
+        .unwrap()
+        .footer_offset;
+    for err in [
+        expect_err(read_info(&data_path(path)), "ContainerInfo::read"),
+        expect_err(open(&data_path(path), &Slot::KeyFile.opening_key()), "open"),
+        expect_err(verify_without_key(&read_bytes(path)), "keyless check"),
+    ] {
+        match err.root() {
+            Error::Corrupt {
+                block: None,
+                offset: Some(offset),
+                ..
+            } => assert_eq!(*offset, footer_offset, "{err}"),
+            _ => panic!("not Corrupt at the footer: {err}"),
+        }
+        assert!(
+            err.to_string().contains("root"),
+            "the error names the root: {err}"
+        );
+    }
 }
 
 // ================================================================================================

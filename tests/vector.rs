@@ -1,20 +1,30 @@
-//! The format's test vector (docs/FORMAT.md, "Test vector"), checked two ways:
+//! The format's test vectors (docs/FORMAT.md, "Test vectors"), one per format version, each
+//! checked two ways:
 //! 1. the writer, with injected deterministic randomness, produces exactly the published bytes;
-//! 2. an independent reader written here from docs/FORMAT.md alone (offsets, labels, AADs; only
-//!    the primitive crates, none of qeltrix's format or crypto code) decrypts them.
+//! 2. an independent reader written here from docs/FORMAT.md alone (offsets, labels, AADs, nonces;
+//!    only the primitive crates ring, hkdf, sha2, hmac, blake3 and zstd, none of qeltrix's format,
+//!    codec or crypto code) decrypts them and checks every hash, tag and MAC they carry.
 //!
-//! If either fails, the spec and the code disagree.
+//! If either fails, the spec and the code disagree. The v1 vector must stay byte-identical
+//! forever (a v1 writer is kept for readers of the original format); the v2 vector pins what
+//! writers write by default.
 
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
+use qeltrix::compress::Codec;
 use qeltrix::crypto::{KeyFileKey, SeededEntropy};
+use qeltrix::file_record::FileMeta;
+use qeltrix::format::FormatVersion;
 use qeltrix::{CompressMode, PackOptions, Recipient, StreamPacker};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-const SEED: [u8; 32] = [0x11; 32];
 const KEY_FILE: [u8; 32] = [0x42; 32];
+
+// ---- Version 1 ----
+
+const SEED: [u8; 32] = [0x11; 32];
 const EXPECTED_SHA256: &str = "67ca86fe7ab486bd9f541c69858179406995f0d9a800591269b3acdf331e7347";
 const EXPECTED_LEN: usize = 9560;
 const EXPECTED_CONTAINER_ID: &str = "b11bb30826e30b9ba68438976b721d50";
@@ -24,17 +34,24 @@ fn plaintext() -> Vec<u8> {
     (0..5000u32).map(|i| (i % 251) as u8).collect()
 }
 
+fn pack(plain: &[u8], opts: &PackOptions) -> Vec<u8> {
+    let key = Recipient::KeyFile(KeyFileKey::from_bytes(KEY_FILE));
+    let mut packer = StreamPacker::new_seekable(std::io::Cursor::new(Vec::new()), &[key], opts).unwrap();
+    std::io::Write::write_all(&mut packer, plain).unwrap();
+    packer.finish().unwrap().0.into_inner()
+}
+
 fn vector_container() -> Vec<u8> {
     let opts = PackOptions {
+        // Pinned: writers default to version 2 (zstd), but this vector is version 1's for good.
+        format: FormatVersion::V1,
+        codec: Codec::Deflate,
         block_size: 4096,
         compress: CompressMode::Never,
         entropy: Arc::new(SeededEntropy(SEED)),
         ..PackOptions::default()
     };
-    let key = Recipient::KeyFile(KeyFileKey::from_bytes(KEY_FILE));
-    let mut packer = StreamPacker::new_seekable(std::io::Cursor::new(Vec::new()), &[key], &opts).unwrap();
-    std::io::Write::write_all(&mut packer, &plaintext()).unwrap();
-    packer.finish().unwrap().0.into_inner()
+    pack(&plaintext(), &opts)
 }
 
 #[test]
@@ -44,8 +61,69 @@ fn writer_reproduces_the_published_vector() {
     assert_eq!(hex::encode(Sha256::digest(&c)), EXPECTED_SHA256);
 }
 
+// ---- Version 2 ----
+
+const SEED_V2: [u8; 32] = [0x22; 32];
+const BLOCK_SIZE_V2: u32 = 20480;
+const EXPECTED_V2_SHA256: &str = "61683a83e10379ca0ffd17a6090ee4b513c04ba7ee81d4e5868aa55151ff0b1c";
+const EXPECTED_V2_LEN: usize = 25508;
+const EXPECTED_V2_CONTAINER_ID: &str = "70e4eb66337390608bcae1976c762bba";
+const EXPECTED_V2_DATA_KEY: &str = "71e1719db2d9d363f0669ba71546314957f2896d67e3999d2a0adc89a59825f7";
+const EXPECTED_V2_ROOT: &str = "a8dc08d05a9ee2afb22ec2671c5c3056dcdb7c4f83cfe97586450563bf7da622";
+/// Block lengths in the container: block 0 raw in two segments, block 1 one zstd segment.
+const EXPECTED_V2_BLOCK_LENS: [usize; 2] = [140 + 20480 + 2 * 16, 208];
+
+/// 27,480 bytes: block 0 is 20,480 incompressible bytes (SHA-256 of
+/// `"qeltrix v2 vector " ‖ u32le(j)` for j = 0 … 639, concatenated), block 1 is 7,000 bytes of
+/// text that zstd shrinks (byte k = byte k mod 33 of `"qeltrix v2 test vector, block 1. "`).
+fn plaintext_v2() -> Vec<u8> {
+    let mut p = Vec::with_capacity(27_480);
+    for j in 0..640u32 {
+        p.extend_from_slice(&Sha256::digest(
+            [&b"qeltrix v2 vector "[..], &j.to_le_bytes()].concat(),
+        ));
+    }
+    let text = b"qeltrix v2 test vector, block 1. ";
+    p.extend((0..7000).map(|k| text[k % text.len()]));
+    p
+}
+
+/// The file record the v2 vector carries.
+fn file_meta_v2() -> FileMeta {
+    FileMeta {
+        name: b"vector.txt".to_vec(),
+        mode: 0o640,
+        mtime_sec: 1_700_000_000,
+        mtime_nsec: 123_456_789,
+    }
+}
+
+fn vector_container_v2() -> Vec<u8> {
+    let opts = PackOptions {
+        format: FormatVersion::V2,
+        codec: Codec::Zstd,
+        block_size: BLOCK_SIZE_V2,
+        compress: CompressMode::Auto,
+        level: 1,
+        file_meta: Some(file_meta_v2()),
+        entropy: Arc::new(SeededEntropy(SEED_V2)),
+        ..PackOptions::default()
+    };
+    pack(&plaintext_v2(), &opts)
+}
+
+#[test]
+fn writer_reproduces_the_published_v2_vector() {
+    let c = vector_container_v2();
+    assert_eq!(c.len(), EXPECTED_V2_LEN);
+    assert_eq!(hex::encode(Sha256::digest(&c)), EXPECTED_V2_SHA256);
+}
+
 // ---- An independent reader, from docs/FORMAT.md ----
 
+fn u16le(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
+}
 fn u32le(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
 }
@@ -59,70 +137,369 @@ fn hkdf(ikm: &[u8], salt: &[u8], info: &[u8]) -> [u8; 32] {
         .unwrap();
     out
 }
-fn aes_open(key: &[u8; 32], nonce: &[u8], aad: &[u8], sealed: &[u8]) -> Vec<u8> {
+fn aes_try_open(key: &[u8; 32], nonce: &[u8], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
     let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap());
     let mut buf = sealed.to_vec();
     let n = Nonce::try_assume_unique_for_key(nonce).unwrap();
-    let len = k
-        .open_in_place(n, Aad::from(aad), &mut buf)
-        .expect("authenticates")
-        .len();
+    let len = k.open_in_place(n, Aad::from(aad), &mut buf).ok()?.len();
     buf.truncate(len);
-    buf
+    Some(buf)
+}
+fn aes_open(key: &[u8; 32], nonce: &[u8], aad: &[u8], sealed: &[u8]) -> Vec<u8> {
+    aes_try_open(key, nonce, aad, sealed).expect("authenticates")
+}
+fn blake3(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    for p in parts {
+        h.update(p);
+    }
+    *h.finalize().as_bytes()
 }
 
-#[test]
-fn independent_reader_decrypts_the_vector() {
-    let c = vector_container();
-    // Header.
+/// What the independent reader found in a container.
+struct Opened {
+    container_id: Vec<u8>,
+    data_key: [u8; 32],
+    plain: Vec<u8>,
+}
+
+/// The parts every version shares: header, trailer, key slot 0 (a key file). Returns the
+/// container id, the data key and where the footer is.
+fn open_common(c: &[u8], version: u16, block_size: u32) -> (Vec<u8>, [u8; 32], usize, usize) {
     assert_eq!(&c[0..8], b"QELTRIX\0");
-    assert_eq!(u32le(&c, 16), 4096);
-    let cid = &c[56..72];
+    assert_eq!(u16le(c, 8), version);
+    assert_eq!(u32le(c, 16), block_size);
+    let cid = c[56..72].to_vec();
     // Trailer -> footer.
     let t = c.len() - 32;
     assert_eq!(&c[t..t + 8], b"QLTXTRLR");
-    let (foot_off, foot_len) = (u64le(&c, t + 8) as usize, u64le(&c, t + 16) as usize);
-    assert_eq!(u64le(&c, 40) as usize, foot_off, "patched header agrees");
+    assert_eq!(&c[t + 24..t + 32], b"QLTXEND\0");
+    let (foot_off, foot_len) = (u64le(c, t + 8) as usize, u64le(c, t + 16) as usize);
+    assert_eq!(foot_off + foot_len, t);
+    assert_eq!(u64le(c, 40) as usize, foot_off, "patched header agrees");
+    assert_eq!(u64le(c, 48) as usize, foot_len, "patched header agrees");
     // Key slot area A, slot 0: key file.
     let area = &c[1024..1024 + 1072];
     assert_eq!(&Sha256::digest(&area[..1040])[..], &area[1040..]);
     let slot = &area[16..16 + 128];
     assert_eq!(slot[0], 2, "key-file slot");
     let kek = hkdf(&KEY_FILE, &slot[8..40], b"qeltrix v1 key-file kek");
-    let aad = [cid, &slot[0..52]].concat();
-    let mk = aes_open(&kek, &slot[40..52], &aad, &slot[52..100]);
-    assert_eq!(hex::encode(cid), EXPECTED_CONTAINER_ID);
-    assert_eq!(hex::encode(&mk), EXPECTED_DATA_KEY);
-    // Footer MAC.
-    let mac_key = hkdf(&mk, cid, b"qeltrix v1 footer mac key");
-    let footer = &c[foot_off..foot_off + foot_len];
+    let aad = [&cid[..], &slot[0..52]].concat();
+    let mk: [u8; 32] = aes_open(&kek, &slot[40..52], &aad, &slot[52..100])
+        .try_into()
+        .unwrap();
+    (cid, mk, foot_off, foot_len)
+}
+
+/// Checks the footer MAC: HMAC-SHA256 under `HKDF(MK, cid, label)` over header bytes 0..24,
+/// the container id and the footer before its MAC.
+fn check_mac(c: &[u8], mk: &[u8; 32], cid: &[u8], footer: &[u8], label: &[u8]) {
+    let mac_key = hkdf(mk, cid, label);
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&mac_key).unwrap();
     mac.update(&c[0..24]);
     mac.update(cid);
-    mac.update(&footer[..foot_len - 32]);
-    mac.verify_slice(&footer[foot_len - 32..]).expect("footer MAC");
+    mac.update(&footer[..footer.len() - 32]);
+    mac.verify_slice(&footer[footer.len() - 32..])
+        .expect("footer MAC");
+}
+
+/// Opens a block's clear prefix and sealed metadata (identical in both versions): returns the
+/// 88 metadata bytes.
+fn open_meta(mk: &[u8; 32], cid: &[u8], block: &[u8], i: usize) -> Vec<u8> {
+    assert_eq!(&block[0..4], b"QBLK");
+    assert_eq!(u32le(block, 4), 116, "meta_len");
+    assert_eq!(u64le(block, 8), i as u64, "block index");
+    assert_eq!(u32le(block, 16) as usize, block.len() - 140, "payload_len");
+    assert_eq!(&block[20..24], &[0; 4], "reserved");
+    let meta_key = hkdf(mk, cid, b"qeltrix v1 metadata key");
+    let meta_aad = [cid, &block[0..24]].concat();
+    aes_open(&meta_key, &block[24..36], &meta_aad, &block[36..140])
+}
+
+fn read_v1(c: &[u8]) -> Opened {
+    let (cid, mk, foot_off, foot_len) = open_common(c, 1, 4096);
+    let footer = &c[foot_off..foot_off + foot_len];
+    check_mac(c, &mk, &cid, footer, b"qeltrix v1 footer mac key");
     assert_eq!(&footer[0..8], b"QLTXFOOT");
     let count = u64le(footer, 8) as usize;
-    // Blocks.
-    let meta_key = hkdf(&mk, cid, b"qeltrix v1 metadata key");
+    assert_eq!(foot_len, 56 + 32 * count);
     let mut plain = Vec::new();
     for i in 0..count {
         let e = 24 + i * 32;
         let (off, len) = (u64le(footer, e) as usize, u64le(footer, e + 8) as usize);
         let block = &c[off..off + len];
-        assert_eq!(&block[0..4], b"QBLK");
-        assert_eq!(u64le(block, 8), i as u64);
-        let meta_aad = [cid, &block[0..24]].concat();
-        let meta = aes_open(&meta_key, &block[24..36], &meta_aad, &block[36..140]);
+        let meta = open_meta(&mk, &cid, block, i);
         let plain_size = u32le(&meta, 0);
         assert_eq!(meta[8], 0, "stored raw");
         let (hash, nonce, salt) = (&meta[12..44], &meta[44..56], &meta[56..88]);
-        let info = [b"qeltrix v1 cdk".as_slice(), cid, &(i as u64).to_le_bytes(), hash].concat();
+        let info = [
+            b"qeltrix v1 cdk".as_slice(),
+            &cid[..],
+            &(i as u64).to_le_bytes(),
+            hash,
+        ]
+        .concat();
         let cdk = hkdf(&mk, salt, &info);
-        let payload_aad = [cid, &(i as u64).to_le_bytes(), &plain_size.to_le_bytes(), &[0u8]].concat();
+        let payload_aad = [
+            &cid[..],
+            &(i as u64).to_le_bytes(),
+            &plain_size.to_le_bytes(),
+            &[0u8],
+        ]
+        .concat();
         let data = aes_open(&cdk, nonce, &payload_aad, &block[140..]);
         assert_eq!(&Sha256::digest(&data)[..], hash);
         plain.extend_from_slice(&data);
     }
-    assert_eq!(plain, plaintext());
+    assert_eq!(u64le(footer, 16) as usize, plain.len(), "original_size");
+    Opened {
+        container_id: cid,
+        data_key: mk,
+        plain,
+    }
+}
+
+/// One opened v2 block, as the reader found it.
+#[derive(Debug, PartialEq, Eq)]
+struct BlockV2 {
+    compression: u8,
+    /// Stored bytes of each segment, in order.
+    segments: Vec<usize>,
+    len: usize,
+}
+
+/// A v2 file record's plaintext fields.
+#[derive(Debug, PartialEq, Eq)]
+struct RecordV2 {
+    name: Vec<u8>,
+    mode: u32,
+    mtime_sec: i64,
+    mtime_nsec: u32,
+}
+
+fn read_v2(c: &[u8], block_size: u32) -> (Opened, Vec<BlockV2>, [u8; 32], Option<RecordV2>) {
+    let (cid, mk, foot_off, foot_len) = open_common(c, 2, block_size);
+    let footer = &c[foot_off..foot_off + foot_len];
+    check_mac(c, &mk, &cid, footer, b"qeltrix v2 footer mac key");
+    // Footer head.
+    assert_eq!(&footer[0..8], b"QLTXFOT2");
+    let n = u64le(footer, 8) as usize;
+    let original_size = u64le(footer, 16) as usize;
+    let root = &footer[24..56];
+    let r = u32le(footer, 56) as usize;
+    assert_eq!(&footer[60..72], &[0; 12], "reserved");
+    assert!(r == 0 || (46..=4142).contains(&r), "record length {r}");
+    assert_eq!(foot_len, 72 + 180 * n + r + 32);
+    assert_eq!(u64le(c, 24) as usize, n, "patched header: total_blocks");
+    assert_eq!(
+        u64le(c, 32) as usize,
+        original_size,
+        "patched header: original_size"
+    );
+
+    let mut plain = Vec::new();
+    let mut blocks = Vec::new();
+    let mut hashes = Vec::new();
+    let mut next = 4096;
+    for i in 0..n {
+        let e = &footer[72 + 180 * i..72 + 180 * (i + 1)];
+        let (off, len) = (u64le(e, 0) as usize, u64le(e, 8) as usize);
+        let (plain_off, entry_plain) = (u64le(e, 16) as usize, u64le(e, 24) as usize);
+        assert_eq!((off, plain_off), (next, plain.len()), "entries tile");
+        next = off + len;
+        let block = &c[off..off + len];
+        // Keyless: the block hash and the metadata copy.
+        let block_hash = blake3(&[block]);
+        assert_eq!(&e[32..64], &block_hash, "block hash of block {i}");
+        assert_eq!(
+            &e[64..180],
+            &block[24..140],
+            "footer's metadata copy of block {i}"
+        );
+        hashes.push(block_hash);
+
+        let meta = open_meta(&mk, &cid, block, i);
+        let plain_size = u32le(&meta, 0);
+        let stored_size = u32le(&meta, 4) as usize;
+        let (compression, shift) = (meta[8], meta[9]);
+        assert_eq!(&meta[10..12], &[0; 2], "reserved");
+        let (hash, base, salt) = (&meta[12..44], &meta[44..56], &meta[56..88]);
+        assert_eq!(&base[7..], &[0; 5], "unused nonce base bytes");
+        assert!((1..=block_size).contains(&plain_size));
+        assert_eq!(plain_size as usize, entry_plain);
+        assert!((1..=plain_size as usize).contains(&stored_size));
+        match compression {
+            0 => assert_eq!((shift, stored_size), (14, plain_size as usize)),
+            1 | 2 => assert_eq!(shift, 0),
+            other => panic!("compression {other}"),
+        }
+        let seg_len = if shift == 0 { stored_size } else { 1 << shift };
+        let count = stored_size.div_ceil(seg_len);
+        assert_eq!(len, 140 + stored_size + 16 * count, "payload_len");
+
+        let info = [
+            b"qeltrix v2 cdk".as_slice(),
+            &cid[..],
+            &(i as u64).to_le_bytes(),
+            hash,
+        ]
+        .concat();
+        let cdk = hkdf(&mk, salt, &info);
+        let mut stored = Vec::new();
+        let mut segments = Vec::new();
+        let mut at = 140;
+        for j in 0..count {
+            let this = seg_len.min(stored_size - j * seg_len);
+            let last = u8::from(j + 1 == count);
+            let nonce = [&base[..7], &(j as u32).to_be_bytes(), &[last]].concat();
+            let aad = [
+                &cid[..],
+                &(i as u64).to_le_bytes(),
+                &(j as u32).to_le_bytes(),
+                &[last],
+                &plain_size.to_le_bytes(),
+                &[compression],
+            ]
+            .concat();
+            let sealed = &block[at..at + this + 16];
+            // The last flag is bound: the same segment under the other flag does not open.
+            let flipped = [&nonce[..11], &[last ^ 1]].concat();
+            let flipped_aad = [&aad[..28], &[last ^ 1], &aad[29..]].concat();
+            assert!(aes_try_open(&cdk, &flipped, &flipped_aad, sealed).is_none());
+            stored.extend_from_slice(&aes_open(&cdk, &nonce, &aad, sealed));
+            segments.push(this);
+            at += this + 16;
+        }
+        assert_eq!(at, len);
+        let data = match compression {
+            0 => stored,
+            2 => {
+                assert_eq!(&stored[0..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd frame magic");
+                assert_eq!(stored[4] & 0x07, 0, "no checksum, no dictionary id");
+                zstd::bulk::decompress(&stored, plain_size as usize).expect("one zstd frame")
+            }
+            other => panic!("the vector has no compression {other}"),
+        };
+        assert_eq!(data.len(), plain_size as usize);
+        assert_eq!(&blake3(&[&data[..]]), hash, "content hash of block {i}");
+        plain.extend_from_slice(&data);
+        blocks.push(BlockV2 {
+            compression,
+            segments,
+            len,
+        });
+    }
+    assert_eq!(next, foot_off, "the last block ends at the footer");
+    assert_eq!(plain.len(), original_size);
+
+    // The record, and the root over the block hashes and the record.
+    let record = &footer[72 + 180 * n..72 + 180 * n + r];
+    let mut root_input = b"qeltrix v2 root".to_vec();
+    root_input.extend_from_slice(&(n as u64).to_le_bytes());
+    for h in &hashes {
+        root_input.extend_from_slice(h);
+    }
+    root_input.extend_from_slice(&(r as u32).to_le_bytes());
+    root_input.extend_from_slice(record);
+    let computed_root = blake3(&[&root_input[..]]);
+    assert_eq!(&computed_root[..], root, "root");
+
+    let record = (r > 0).then(|| {
+        let key = hkdf(&mk, &cid, b"qeltrix v2 file record key");
+        let aad = [&cid[..], b"file record"].concat();
+        let p = aes_open(&key, &record[..12], &aad, &record[12..]);
+        let name_len = u16le(&p, 0) as usize;
+        assert_eq!(p.len(), 2 + name_len + 4 + 8 + 4);
+        let at = 2 + name_len;
+        RecordV2 {
+            name: p[2..at].to_vec(),
+            mode: u32le(&p, at),
+            mtime_sec: u64le(&p, at + 4) as i64,
+            mtime_nsec: u32le(&p, at + 12),
+        }
+    });
+    (
+        Opened {
+            container_id: cid,
+            data_key: mk,
+            plain,
+        },
+        blocks,
+        computed_root,
+        record,
+    )
+}
+
+#[test]
+fn independent_reader_decrypts_the_vector() {
+    let opened = read_v1(&vector_container());
+    assert_eq!(hex::encode(&opened.container_id), EXPECTED_CONTAINER_ID);
+    assert_eq!(hex::encode(opened.data_key), EXPECTED_DATA_KEY);
+    assert_eq!(opened.plain, plaintext());
+}
+
+#[test]
+fn independent_reader_decrypts_the_v2_vector() {
+    let c = vector_container_v2();
+    let (opened, blocks, root, record) = read_v2(&c, BLOCK_SIZE_V2);
+    assert_eq!(hex::encode(&opened.container_id), EXPECTED_V2_CONTAINER_ID);
+    assert_eq!(hex::encode(opened.data_key), EXPECTED_V2_DATA_KEY);
+    assert_eq!(hex::encode(root), EXPECTED_V2_ROOT);
+    assert_eq!(
+        blocks,
+        [
+            BlockV2 {
+                compression: 0,
+                segments: vec![16384, 4096],
+                len: EXPECTED_V2_BLOCK_LENS[0],
+            },
+            BlockV2 {
+                compression: 2,
+                segments: vec![EXPECTED_V2_BLOCK_LENS[1] - 140 - 16],
+                len: EXPECTED_V2_BLOCK_LENS[1],
+            },
+        ]
+    );
+    let m = file_meta_v2();
+    assert_eq!(
+        record,
+        Some(RecordV2 {
+            name: m.name,
+            mode: m.mode,
+            mtime_sec: m.mtime_sec,
+            mtime_nsec: m.mtime_nsec,
+        })
+    );
+    assert_eq!(opened.plain, plaintext_v2());
+}
+
+/// The independent reader is not a rubber stamp: the published containers, one bit flipped in
+/// any structure it checks, stop it.
+#[test]
+fn independent_reader_refuses_a_flipped_bit() {
+    let v1 = vector_container();
+    let v2 = vector_container_v2();
+    let t = v2.len() - 32;
+    let foot = u64le(&v2, t + 8) as usize;
+    let record = foot + 72 + 2 * 180;
+    for (c, at, what) in [
+        (&v1, 4096 + 140 + 100, "v1 payload"),
+        (&v1, v1.len() - 40, "v1 footer MAC"),
+        (&v2, 4096 + 140 + 16384 + 16 + 5, "v2 second segment"),
+        (&v2, 4096 + 30, "v2 sealed metadata"),
+        (&v2, foot + 30, "v2 root"),
+        (&v2, foot + 72 + 40, "v2 block hash"),
+        (&v2, record + 20, "v2 file record"),
+    ] {
+        let mut bad = c.clone();
+        bad[at] ^= 0x01;
+        let r = std::panic::catch_unwind(|| {
+            if u16le(&bad, 8) == 1 {
+                read_v1(&bad);
+            } else {
+                read_v2(&bad, BLOCK_SIZE_V2);
+            }
+        });
+        assert!(r.is_err(), "{what}: a flipped bit at {at} went unnoticed");
+    }
 }

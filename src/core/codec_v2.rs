@@ -1,4 +1,4 @@
-//! Format version 2, payload cryptography (work in progress, `docs/FORMAT-V2-DESIGN.md`): a
+//! Format version 2, payload cryptography (`docs/FORMAT.md`, "Version 2"): a
 //! block's stored bytes sealed as segments, each opened on its own. Nothing reads or writes v2
 //! yet; the v1 codec in [`crate::core::codec`] is untouched.
 //!

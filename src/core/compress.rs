@@ -139,7 +139,7 @@ pub fn inflate(stored: &[u8], plain_size: usize) -> Result<Vec<u8>, InflateError
 /// | zstd | 1 | 1 | 3 | 4 | 5 | 7 | 9 | 11 | 12 | 13 |
 ///
 /// Measured on 16 MiB of log-like text in 1 MiB blocks, one thread
-/// (`measure_zstd_levels_against_deflate`; numbers in docs/FORMAT-V2-DESIGN.md): every `--level`
+/// (`measure_zstd_levels_against_deflate`; numbers in docs/FORMAT-V2-MEASUREMENTS.md): every `--level`
 /// gets a zstd level that compresses about as fast as deflate at the same `--level` (release:
 /// 269 against 241–285 MB/s at 1, 27–37 against 29–32 at 6, 10–11 against 12–13 at 9), smaller at
 /// 1–5 and about as small above (ratio 5.84 against 5.85 at 6, 6.25 against 6.42 at 9). The default `--level 1` is zstd 1, the fastest ordinary level (ratio 5.0 against
@@ -492,7 +492,7 @@ mod tests {
     /// Speed and ratio of zstd at each mapped level against deflate 1, 6 and 9, on 16 MiB of
     /// log-like text in 1 MiB blocks, one thread:
     /// `cargo test --release --lib measure_zstd -- --ignored --nocapture`. The numbers are in
-    /// docs/FORMAT-V2-DESIGN.md, "Implementation status".
+    /// docs/FORMAT-V2-MEASUREMENTS.md, "zstd against deflate".
     #[test]
     #[ignore]
     fn measure_zstd_levels_against_deflate() {

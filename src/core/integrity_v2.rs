@@ -1,4 +1,4 @@
-//! Format version 2, keyless integrity (work in progress, `docs/FORMAT-V2-DESIGN.md`): the BLAKE3
+//! Format version 2, keyless integrity (`docs/FORMAT.md`, "Version 2"): the BLAKE3
 //! hash of each stored block, the root over them, and the check behind `verify --no-key`. Nothing
 //! calls it yet.
 //!
@@ -12,7 +12,7 @@
 //! (a fixed 15-byte string, the count, exactly n 32-byte hashes, then the record's length and
 //! bytes), no other BLAKE3 input of
 //! the format is ever compared with a root, and anyone can recompute the root with a stock
-//! `b3sum` over bytes they assemble (`docs/FORMAT-V2-DESIGN.md`, decisions).
+//! `b3sum` over bytes they assemble (`docs/FORMAT.md`, "Footer (version 2)").
 //!
 //! Without a key this proves that the blocks are the ones the footer describes, in order, whole,
 //! that the footer's metadata copies are the blocks' own, and that the sealed file record is the

@@ -1,4 +1,4 @@
-//! Format version 2, block layer (work in progress, `docs/FORMAT-V2-DESIGN.md`): the 88-byte
+//! Format version 2, block layer (`docs/FORMAT.md`, "Version 2"): the 88-byte
 //! block metadata and the arithmetic of payload segments. Nothing reads or writes v2 yet.
 //!
 //! A v2 block keeps v1's clear prefix and sealed-metadata layout; what changes is the metadata's
