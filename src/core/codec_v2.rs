@@ -1,6 +1,6 @@
 //! Format version 2, payload cryptography (`docs/FORMAT.md`, "Version 2"): a
-//! block's stored bytes sealed as segments, each opened on its own. Nothing reads or writes v2
-//! yet; the v1 codec in [`crate::core::codec`] is untouched.
+//! block's stored bytes sealed as segments, each opened on its own. The writer seals every v2
+//! block here, and every reader opens v2 blocks here; v1 blocks go through [`crate::core::codec`].
 //!
 //! Segment `j` of block `i` (STREAM: a counter and a last-segment flag in the nonce):
 //! ```text

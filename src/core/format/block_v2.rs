@@ -1,5 +1,5 @@
 //! Format version 2, block layer (`docs/FORMAT.md`, "Version 2"): the 88-byte
-//! block metadata and the arithmetic of payload segments. Nothing reads or writes v2 yet.
+//! block metadata and the arithmetic of payload segments.
 //!
 //! A v2 block keeps v1's clear prefix and sealed-metadata layout; what changes is the metadata's
 //! plaintext (a `segment_shift`, BLAKE3 as the content hash, zstd as a compression id) and the
