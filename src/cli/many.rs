@@ -503,7 +503,8 @@ fn info_json(path: &Path, info: &ContainerInfo) -> serde_json::Value {
     let h = &info.header;
     serde_json::json!({
         "file": path.display().to_string(),
-        "format_version": qeltrix::format::FORMAT_VERSION,
+        "format_version": info.version().number(),
+        "root": info.root().map(hex::encode),
         "flags": flag_names(info),
         "cipher": h.cipher.name(),
         "block_size": h.block_size,
@@ -550,10 +551,14 @@ fn info_text(path: &Path, info: &ContainerInfo) -> String {
         String::new()
     };
     let mut text = format!(
-        "File:           {}\nFormat:         Qeltrix container v{}{}\nCipher:         {}\nBlock size:     {}\nBlocks:         {} ({} compressed)\nOriginal size:  {} ({} bytes)\nContainer size: {} ({} bytes)\nOverhead:       {} bytes{pct}\nFooter:         {} bytes at offset {}\nContainer id:   {}\nKey slots:      {}\n",
+        "File:           {}\nFormat:         Qeltrix container v{}{}\n{}Cipher:         {}\nBlock size:     {}\nBlocks:         {} ({} compressed)\nOriginal size:  {} ({} bytes)\nContainer size: {} ({} bytes)\nOverhead:       {} bytes{pct}\nFooter:         {} bytes at offset {}\nContainer id:   {}\nKey slots:      {}\n",
         path.display(),
-        qeltrix::format::FORMAT_VERSION,
+        info.version().number(),
         if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) },
+        match info.root() {
+            Some(root) => format!("Root:           {}\n", hex::encode(root)),
+            None => String::new(),
+        },
         h.cipher.name(),
         size(h.block_size as u64),
         info.block_count(),
@@ -582,8 +587,9 @@ fn info_text(path: &Path, info: &ContainerInfo) -> String {
 fn info_line(path: &Path, info: &ContainerInfo) -> String {
     let flags = flag_names(info);
     format!(
-        "{}: {} in {} blocks of {}, {} stored, {}, key slots {}{}{}",
+        "{}: v{}, {} in {} blocks of {}, {} stored, {}, key slots {}{}{}",
         path.display(),
+        info.version().number(),
         size(info.original_size()),
         info.block_count(),
         size(info.header.block_size as u64),
