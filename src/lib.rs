@@ -32,7 +32,7 @@ pub mod vault;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use crate::core::{codec, compress, crypto, format, ranges};
+pub use crate::core::{codec, compress, crypto, file_record, format, integrity_v2, ranges};
 pub use container::{cache, ops, pipeline, reader, rekey, repair, stream_reader, writer};
 #[cfg(feature = "gateway")]
 pub use front::gateway;

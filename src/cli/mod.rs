@@ -405,6 +405,11 @@ pub struct VerifyArgs {
     pub inputs: Vec<PathBuf>,
     #[command(flatten)]
     pub keys: KeyArgs,
+    /// Check every stored byte of a format-2 container without any key (never asks for one):
+    /// proves the file is intact as it was written, not the plaintext nor who wrote it.
+    /// Format 1 has no keyless hashes (`qeltrix reencrypt` upgrades it).
+    #[arg(long)]
+    pub no_key: bool,
     /// Threads authenticating blocks (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
