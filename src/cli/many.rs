@@ -336,6 +336,14 @@ fn pack_file(
         fs::create_dir_all(parent).map_err(|e| Error::io("creating the folder", e).in_file(parent))?;
     }
     let file = File::open(&job.input).map_err(|e| Error::io("opening the input", e).in_file(&job.input))?;
+    // Each file's name, mode and mtime go into its file record.
+    let opts = &PackOptions {
+        file_meta: file
+            .metadata()
+            .ok()
+            .map(|m| qeltrix::file_record::FileMeta::from_file(&job.input, &m)),
+        ..opts.clone()
+    };
     let mut input = pb.wrap_read(file);
     qeltrix::pack_reader(&mut input, &job.output, keys, opts, force).map_err(|e| {
         // Errors about the output already name it; the rest are about reading the input.

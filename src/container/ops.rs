@@ -169,10 +169,12 @@ pub fn unpack_container_in<S: ReadAt + 'static>(
     progress: &dyn Fn(u64),
 ) -> Result<u64> {
     // Plaintext is the user's file: its mode follows the umask, as cp's and gpg's do (containers
-    // and keys stay 0600).
+    // and keys stay 0600). A v2 file record restores the packed file's permission bits (still
+    // minus the umask; never set-id or sticky bits) and its modification time.
+    let meta = container.file_meta().map_err(|e| e.in_file(input))?;
     let options = WriteOptions {
         overwrite: opts.overwrite,
-        mode: 0o666,
+        mode: meta.as_ref().map_or(0o666, |m| m.mode & 0o777),
     };
     let mut out = storage.create(output, options)?;
     let n = container
@@ -180,6 +182,10 @@ pub fn unpack_container_in<S: ReadAt + 'static>(
         .map_err(|e| e.in_file(input))?;
     out.flush()
         .map_err(|e| Error::io("writing the output", e).in_file(storage.display(output)))?;
+    if let Some(meta) = &meta {
+        out.set_modified(meta.mtime())
+            .map_err(|e| Error::io("setting the modification time", e).in_file(storage.display(output)))?;
+    }
     out.commit().map_err(|e| e.in_file(storage.display(output)))?;
     Ok(n)
 }
