@@ -191,8 +191,10 @@ pub fn unpack_container_in<S: ReadAt + 'static>(
 }
 
 /// Re-encrypts `input` into `output` under a new random data key and fresh block keys, with key
-/// slots for `new_keys`, packed with `opts` (cipher, block size, compression). Streams block by
-/// block: memory stays bounded whatever the container's size.
+/// slots for `new_keys`, packed with `opts` (format, cipher, block size, compression). Streams
+/// block by block: memory stays bounded whatever the container's size. The input's file record
+/// is kept unless `opts.file_meta` gives one; with the default format (2) a version 1 input is
+/// upgraded.
 pub fn reencrypt(
     input: &Path,
     output: &Path,
@@ -223,6 +225,19 @@ pub fn reencrypt_in(
     overwrite: bool,
 ) -> Result<PackSummary> {
     let container = Container::open_in(storage, input, open_key)?;
+    // The input's file record (name, mode, mtime) goes along unless the caller gives another.
+    let kept;
+    let opts = match (&opts.file_meta, container.file_meta()) {
+        (None, Ok(Some(meta))) => {
+            kept = PackOptions {
+                file_meta: Some(meta),
+                ..opts.clone()
+            };
+            &kept
+        }
+        (_, Err(e)) => return Err(e.in_file(storage.display(input))),
+        _ => opts,
+    };
     pack_with(storage, output, new_keys, opts, overwrite, |packer| {
         container
             .write_range(0, container.len(), packer)
