@@ -111,7 +111,18 @@ impl MountState {
         let node = tree.get(ino)?;
         let (kind, size, times, perm, nlink) = match &node.kind {
             NodeKind::Dir { times, subdirs, .. } => (FileType::Directory, 0, *times, DIR_MODE, 2 + subdirs),
-            NodeKind::File(f) => (FileType::RegularFile, f.size, f.times, FILE_MODE, 1),
+            NodeKind::File(f) => match self.record(f) {
+                // The packed file's mode and mtime, as `unpack` restores them.
+                Some((mode, mtime)) => {
+                    let times = super::tree::Times {
+                        atime: mtime,
+                        mtime,
+                        ..f.times
+                    };
+                    (FileType::RegularFile, f.size, times, (mode & 0o777) as u16, 1)
+                }
+                None => (FileType::RegularFile, f.size, f.times, FILE_MODE, 1),
+            },
         };
         Some(FileAttr {
             ino: INodeNo(ino),
@@ -132,6 +143,25 @@ impl MountState {
         })
     }
 
+    /// A file's mode and mtime from its container's file record, once the container is open
+    /// (the key check at mount opens them all; never waits for an open). Read once per inode.
+    fn record(&self, entry: &FileEntry) -> Option<(u32, std::time::SystemTime)> {
+        if let Some(known) = entry.record.get() {
+            return *known;
+        }
+        let c = self.containers.peek_version(&entry.path, &entry.version)?;
+        Self::note_record(entry, &c)
+    }
+
+    fn note_record(entry: &FileEntry, c: &CachedContainer) -> Option<(u32, std::time::SystemTime)> {
+        // A record that fails to open is reported by reads' checks; here the file's own show.
+        let record = match c.container().file_meta() {
+            Ok(meta) => meta.map(|m| (m.mode, m.mtime())),
+            Err(_) => None,
+        };
+        *entry.record.get_or_init(|| record)
+    }
+
     fn open_file(&self, fh: u64) -> Option<Arc<OpenFile>> {
         self.files
             .lock()
@@ -146,7 +176,10 @@ impl MountState {
     fn container(&self, entry: &FileEntry) -> Result<Arc<CachedContainer>, Errno> {
         // The version this inode shows: a container replaced since gets a new inode instead.
         let failure = match self.containers.get_version(&entry.path, &entry.version) {
-            Ok(c) => return Ok(c),
+            Ok(c) => {
+                Self::note_record(entry, &c);
+                return Ok(c);
+            }
             Err(failure) => failure,
         };
         let errno = match failure.error.root() {
