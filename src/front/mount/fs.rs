@@ -213,11 +213,12 @@ impl MountState {
             return None;
         };
         let end = slices.remaining().end.max(head.end());
-        let span = Span {
+        let mut span = Span {
             offset,
             end,
             last: c.block_of(end - 1).unwrap_or(head.index),
             first: head,
+            sequential: false,
         };
 
         // Sequential when this read starts near where the last one ended; the kernel's own
@@ -225,6 +226,7 @@ impl MountState {
         let prev_end = file.last_end.swap(end, Ordering::Relaxed);
         let slack = (size as u64).max(block_len(c, span.first.index));
         if offset == 0 || offset.abs_diff(prev_end) <= slack {
+            span.sequential = true;
             c.readahead(span.last + 1, self.readahead);
         }
         if span.first.index == span.last {
@@ -242,7 +244,14 @@ impl MountState {
     fn finish_read(&self, file: &OpenFile, span: Span, reply: ReplyData) {
         let c = &file.container;
         // One block: answered straight from the cache. Several: copied together.
-        let data = if span.first.index == span.last {
+        let data = if segments_pay(c, &span) {
+            // A small random read of a v2 block not in the cache: only the 16 KiB segments it
+            // touches are read and decrypted; the cache keeps the blocks sequential readers use.
+            let mut buf = vec![0u8; (span.end - span.offset) as usize];
+            c.container()
+                .read_at(span.offset, &mut buf)
+                .map(|n| (Arc::new(buf), 0..n))
+        } else if span.first.index == span.last {
             c.block(span.first.index).and_then(|block| {
                 block_part(&block, &span.first)?;
                 Ok((block, span.first.in_block.clone()))
@@ -295,6 +304,19 @@ struct Span {
     /// The first block and the part of it the read wants.
     first: BlockSlice,
     last: u64,
+    /// The read follows the last one (or starts the file): whole blocks and read-ahead pay.
+    sequential: bool,
+}
+
+/// True when a read is better served by segments than by its whole block: a format-2
+/// container, a random (not sequential) read inside one block and smaller than it, the block
+/// not in the cache.
+fn segments_pay(c: &CachedContainer, span: &Span) -> bool {
+    c.container().version() == crate::core::format::FormatVersion::V2
+        && !span.sequential
+        && span.first.index == span.last
+        && span.end - span.offset < block_len(c, span.first.index)
+        && c.cached_block(span.first.index).is_none()
 }
 
 fn block_len(c: &CachedContainer, index: u64) -> u64 {
