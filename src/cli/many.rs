@@ -595,13 +595,13 @@ fn info_text(path: &Path, info: &ContainerInfo) -> String {
 fn info_line(path: &Path, info: &ContainerInfo) -> String {
     let flags = flag_names(info);
     format!(
-        "{}: v{}, {} in {} blocks of {}, {} stored, {}, key slots {}{}{}",
+        "{}: {} in {} blocks of {}, {} stored, format v{}, {}, key slots {}{}{}",
         path.display(),
-        info.version().number(),
         size(info.original_size()),
         info.block_count(),
         size(info.header.block_size as u64),
         size(info.container_size),
+        info.version().number(),
         info.header.cipher.name(),
         slot_words(info).join(", "),
         if flags.is_empty() {
