@@ -332,7 +332,10 @@ fn info_needs_no_key_and_reports_the_container() {
     let out = s.cmd().args(["info", "c.qltx", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("info --json is JSON");
-    assert_eq!(j["format_version"], 1);
+    // Writers write format 2, whose root is readable and checked without a key.
+    assert_eq!(j["format_version"], 2);
+    let root = hex::encode(info.root().expect("a v2 container has a root"));
+    assert_eq!(j["root"], root.as_str());
     assert_eq!(j["cipher"], "ChaCha20-Poly1305");
     assert_eq!(j["block_size"], 16 * 1024);
     assert_eq!(j["blocks"], 4);
@@ -359,6 +362,8 @@ fn info_needs_no_key_and_reports_the_container() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     for want in [
+        "Format:         Qeltrix container v2".to_string(),
+        format!("Root:           {root}"),
         "ChaCha20-Poly1305".to_string(),
         format!("Blocks:         4 ({compressed} compressed)"),
         format!("({} bytes)", s.plain.len()),

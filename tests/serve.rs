@@ -1233,3 +1233,52 @@ fn a_client_that_leaves_while_waiting_for_the_budget_stops_waiting() {
     drop(holder);
     wait_for("everyone", &|w| w == 0);
 }
+
+/// Format 2 in the server: `Last-Modified` is the packed file's own mtime from the file record
+/// (so `If-Modified-Since` with it is 304), and a small random range of a block not in the cache
+/// is answered from its 16 KiB segments, byte exact, without loading the block into the cache
+/// (`/health` shows the cache still empty); a whole-file GET goes through the cache as before.
+#[test]
+fn v2_last_modified_is_the_files_and_small_ranges_read_segments() {
+    let f = Fixture::new();
+    let original = data(4 * BLOCK + 1234, 41);
+    let plain = f.write("movie.bin", &original);
+    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
+    File::options()
+        .write(true)
+        .open(&plain)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    f.ok("pack -q --block-size 64 --key-file key movie.bin movie.bin.qltx");
+    let server = Server::start(&f, &f.path("movie.bin.qltx"), &[]);
+    let a = agent();
+    let url = server.url("/movie.bin");
+
+    let (start, end) = (BLOCK + 20_000, BLOCK + 20_099);
+    let r = get(&a, &url, &[("Range", &format!("bytes={start}-{end}"))]);
+    assert_eq!(r.status, 206);
+    assert!(r.body == original[start..=end], "segment read differs");
+    assert_eq!(
+        r.header("last-modified"),
+        Some(httpdate::fmt_http_date(mtime).as_str())
+    );
+    // Another small range in another block, not following the first.
+    let r = get(&a, &url, &[("Range", "bytes=200000-200010")]);
+    assert!(r.body == original[200_000..=200_010]);
+    let h = health(&a, &server, None);
+    assert_eq!(
+        h["cache_bytes"], 0,
+        "small random ranges leave the cache alone: {h}"
+    );
+
+    let r = get(
+        &a,
+        &url,
+        &[("If-Modified-Since", &httpdate::fmt_http_date(mtime))],
+    );
+    assert_eq!(r.status, 304);
+    let full = get(&a, &url, &[]);
+    assert!(full.body == original);
+    assert!(health(&a, &server, None)["cache_bytes"].as_u64().unwrap() > 0);
+}

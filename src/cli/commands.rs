@@ -91,7 +91,7 @@ fn pack(mut a: PackArgs) -> Result<()> {
             "refusing to write a container to a terminal".into()
         ));
     }
-    let opts = PackOptions {
+    let mut opts = PackOptions {
         no_verify_hint: a.no_verify,
         ..a.packing.options()?
     };
@@ -113,8 +113,13 @@ fn pack(mut a: PackArgs) -> Result<()> {
         (download.body, download.len)
     } else {
         let f = File::open(&a.input).with_context(|| format!("{}: opening the input", a.input.display()))?;
-        let len = f.metadata().ok().map(|m| m.len());
-        (Box::new(f), len)
+        let metadata = f.metadata().ok();
+        // A file's name, mode and mtime go into the file record (stdin and URLs have none).
+        opts.file_meta = metadata
+            .as_ref()
+            .filter(|m| m.is_file())
+            .map(|m| qeltrix::file_record::FileMeta::from_file(&a.input, m));
+        (Box::new(f), metadata.map(|m| m.len()))
     };
     let keys = a.keys.for_packing(
         from_stdin,

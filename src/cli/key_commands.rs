@@ -107,6 +107,10 @@ pub struct ReencryptArgs {
     /// PBKDF2-HMAC-SHA256 iterations for the new passphrase slot.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KDF_ITERATIONS)]
     pub kdf_iterations: u32,
+    /// Format of the new container: 2 (the default: a version 1 input is upgraded, keeping
+    /// nothing of the old format), or 1 for readers of the original format (deflate only).
+    #[arg(long, value_name = "VERSION", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=2))]
+    pub format: u16,
     /// Overwrite OUTPUT if it exists.
     #[arg(long, short)]
     pub force: bool,
@@ -287,6 +291,8 @@ pub fn reencrypt(mut a: ReencryptArgs) -> Result<()> {
             .map(Recipient::try_from)
             .collect::<qeltrix::Result<_>>()?;
     }
+    let format = super::format_version(a.format);
+    let (compress, codec) = super::CompressArg::Auto.mode(format)?;
     let opts = PackOptions {
         cipher: match a.cipher {
             Some(CipherArg::Aes) => CipherId::Aes256Gcm,
@@ -295,6 +301,9 @@ pub fn reencrypt(mut a: ReencryptArgs) -> Result<()> {
         },
         block_size: header.block_size,
         kdf_iterations: a.kdf_iterations,
+        format,
+        compress,
+        codec,
         ..PackOptions::default()
     };
     super::keys::warn_kdf_cost_for(&new_keys, a.kdf_iterations);
@@ -303,6 +312,11 @@ pub fn reencrypt(mut a: ReencryptArgs) -> Result<()> {
         // A stream, as `pack - -` writes it: block by block, the header never patched.
         let in_file = |e: Error| e.in_file(&a.input);
         let container = qeltrix::Container::from_info(object, info, &open_key).map_err(in_file)?;
+        // The file record (name, mode, mtime) goes along, as `qeltrix::reencrypt` keeps it.
+        let opts = PackOptions {
+            file_meta: container.file_meta().map_err(in_file)?,
+            ..opts
+        };
         let mut packer = super::commands::stdout_packer(&new_keys, &opts)?;
         container
             .write_range(0, container.len(), &mut packer)

@@ -336,6 +336,14 @@ fn pack_file(
         fs::create_dir_all(parent).map_err(|e| Error::io("creating the folder", e).in_file(parent))?;
     }
     let file = File::open(&job.input).map_err(|e| Error::io("opening the input", e).in_file(&job.input))?;
+    // Each file's name, mode and mtime go into its file record.
+    let opts = &PackOptions {
+        file_meta: file
+            .metadata()
+            .ok()
+            .map(|m| qeltrix::file_record::FileMeta::from_file(&job.input, &m)),
+        ..opts.clone()
+    };
     let mut input = pb.wrap_read(file);
     qeltrix::pack_reader(&mut input, &job.output, keys, opts, force).map_err(|e| {
         // Errors about the output already name it; the rest are about reading the input.
@@ -503,7 +511,8 @@ fn info_json(path: &Path, info: &ContainerInfo) -> serde_json::Value {
     let h = &info.header;
     serde_json::json!({
         "file": path.display().to_string(),
-        "format_version": qeltrix::format::FORMAT_VERSION,
+        "format_version": info.version().number(),
+        "root": info.root().map(hex::encode),
         "flags": flag_names(info),
         "cipher": h.cipher.name(),
         "block_size": h.block_size,
@@ -550,10 +559,14 @@ fn info_text(path: &Path, info: &ContainerInfo) -> String {
         String::new()
     };
     let mut text = format!(
-        "File:           {}\nFormat:         Qeltrix container v{}{}\nCipher:         {}\nBlock size:     {}\nBlocks:         {} ({} compressed)\nOriginal size:  {} ({} bytes)\nContainer size: {} ({} bytes)\nOverhead:       {} bytes{pct}\nFooter:         {} bytes at offset {}\nContainer id:   {}\nKey slots:      {}\n",
+        "File:           {}\nFormat:         Qeltrix container v{}{}\n{}Cipher:         {}\nBlock size:     {}\nBlocks:         {} ({} compressed)\nOriginal size:  {} ({} bytes)\nContainer size: {} ({} bytes)\nOverhead:       {} bytes{pct}\nFooter:         {} bytes at offset {}\nContainer id:   {}\nKey slots:      {}\n",
         path.display(),
-        qeltrix::format::FORMAT_VERSION,
+        info.version().number(),
         if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) },
+        match info.root() {
+            Some(root) => format!("Root:           {}\n", hex::encode(root)),
+            None => String::new(),
+        },
         h.cipher.name(),
         size(h.block_size as u64),
         info.block_count(),
@@ -582,12 +595,13 @@ fn info_text(path: &Path, info: &ContainerInfo) -> String {
 fn info_line(path: &Path, info: &ContainerInfo) -> String {
     let flags = flag_names(info);
     format!(
-        "{}: {} in {} blocks of {}, {} stored, {}, key slots {}{}{}",
+        "{}: {} in {} blocks of {}, {} stored, format v{}, {}, key slots {}{}{}",
         path.display(),
         size(info.original_size()),
         info.block_count(),
         size(info.header.block_size as u64),
         size(info.container_size),
+        info.version().number(),
         info.header.cipher.name(),
         slot_words(info).join(", "),
         if flags.is_empty() {
@@ -630,6 +644,57 @@ struct Verified {
     blocks: u64,
     bytes: u64,
     elapsed: std::time::Duration,
+    /// Checked without a key (`--no-key`): the root every stored byte was checked against.
+    keyless_root: Option<[u8; 32]>,
+}
+
+/// `verify --no-key` of one container: every stored byte of a format-2 container (trailer,
+/// footer, root, and each block's hash, prefix and metadata copy) checked without any key, one
+/// block at a time (memory: one block). It proves the file is intact as written, not who wrote
+/// it nor that the plaintext is right (that needs the key). Format 1 has no keyless hashes.
+fn verify_keyless_one(path: &Path, quiet: bool) -> Result<Verified> {
+    use qeltrix::format::FormatVersion;
+    let (object, info) = read_info(path)?;
+    if info.version() == FormatVersion::V1 {
+        anyhow::bail!(Error::InvalidArgument(format!(
+            "{}: format version 1 has no keyless hashes, so it cannot be checked without a key; \
+             verify it with its key, or upgrade it with `qeltrix reencrypt {} NEW.qltx` (writes \
+             version 2)",
+            path.display(),
+            path.display()
+        )));
+    }
+    let in_file = |e: Error| e.in_file(path);
+    let footer_offset = info.trailer.footer_offset;
+    let mut footer = vec![0u8; info.trailer.footer_size as usize];
+    qeltrix::storage::ReadAt::read_exact_at(&object, &mut footer, footer_offset)
+        .map_err(|e| in_file(Error::io("reading the footer", e)))?;
+    let pb = bar(Some(info.container_size), quiet);
+    pb.set_message(format!("{} blocks", info.block_count()));
+    let started = Instant::now();
+    let footer = qeltrix::integrity_v2::verify_keyless(
+        &footer,
+        footer_offset,
+        info.header.block_size,
+        |entry, buf| {
+            // What the file holds of the block (the check names a short one by index and offset).
+            let at = entry.entry.offset;
+            let len = entry.entry.len.min(info.container_size.saturating_sub(at));
+            buf.resize(len as usize, 0);
+            qeltrix::storage::ReadAt::read_exact_at(&object, buf, at)
+                .map_err(|e| Error::io(format!("reading the block at offset {at}"), e))?;
+            pb.inc(len);
+            Ok(())
+        },
+    )
+    .map_err(in_file)?;
+    pb.finish_and_clear();
+    Ok(Verified {
+        blocks: footer.entries.len() as u64,
+        bytes: footer.original_size,
+        elapsed: started.elapsed(),
+        keyless_root: Some(footer.root),
+    })
 }
 
 fn verify_one(path: &Path, keys: &mut KeyCache<'_>, workers: usize, quiet: bool) -> Result<Verified> {
@@ -648,27 +713,43 @@ fn verify_one(path: &Path, keys: &mut KeyCache<'_>, workers: usize, quiet: bool)
         blocks: container.block_count(),
         bytes,
         elapsed: started.elapsed(),
+        keyless_root: None,
     })
 }
 
 fn verified_line(path: &Path, v: &Verified) -> String {
-    format!(
-        "OK: {}: {} blocks, {} authenticated and hash-checked ({})",
-        path.display(),
-        v.blocks,
-        size(v.bytes),
-        speed(v.bytes, v.elapsed)
-    )
+    match v.keyless_root {
+        Some(root) => format!(
+            "OK: {}: {} blocks ({} of plaintext) intact, checked without a key against root {} ({})",
+            path.display(),
+            v.blocks,
+            size(v.bytes),
+            hex::encode(root),
+            speed(v.bytes, v.elapsed)
+        ),
+        None => format!(
+            "OK: {}: {} blocks, {} authenticated and hash-checked ({})",
+            path.display(),
+            v.blocks,
+            size(v.bytes),
+            speed(v.bytes, v.elapsed)
+        ),
+    }
 }
 
 fn verified_json(path: &Path, v: &Verified) -> serde_json::Value {
-    serde_json::json!({
+    let mut doc = serde_json::json!({
         "file": path.display().to_string(),
         "ok": true,
         "blocks": v.blocks,
         "original_size": v.bytes,
         "seconds": v.elapsed.as_secs_f64(),
-    })
+    });
+    if let Some(root) = v.keyless_root {
+        doc["keyless"] = true.into();
+        doc["root"] = hex::encode(root).into();
+    }
+    doc
 }
 
 fn verify_failure_json(path: &Path, e: &anyhow::Error) -> serde_json::Value {
@@ -682,10 +763,18 @@ pub(super) fn verify(a: VerifyArgs) -> Result<()> {
         args: &a.keys,
         found: Vec::new(),
     };
+    // `--no-key` never looks for a key, so it never prompts.
+    let mut verify_one = |path: &Path| {
+        if a.no_key {
+            verify_keyless_one(path, a.quiet)
+        } else {
+            verify_one(path, &mut keys, a.workers, a.quiet)
+        }
+    };
     if single_file(&a.inputs) {
         // One container: its line, or the error as every single-file command reports it.
         let path = &a.inputs[0];
-        match verify_one(path, &mut keys, a.workers, a.quiet) {
+        match verify_one(path) {
             Ok(v) if a.json => outln!("{}", verified_json(path, &v)),
             Ok(v) => outln!("{}", verified_line(path, &v)),
             Err(e) => {
@@ -701,7 +790,7 @@ pub(super) fn verify(a: VerifyArgs) -> Result<()> {
     let total = found.len();
     let mut tally = Tally::default();
     for (path, listed) in found {
-        match listed.and_then(|()| verify_one(&path, &mut keys, a.workers, a.quiet)) {
+        match listed.and_then(|()| verify_one(&path)) {
             Ok(v) if a.json => outln!("{}", verified_json(&path, &v)),
             Ok(v) => outln!("{}", verified_line(&path, &v)),
             Err(e) => {

@@ -132,9 +132,16 @@ pub enum CipherArg {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CompressArg {
+    /// zstd where a sample of the block says it pays (deflate with --format 1).
     Auto,
+    /// Store every block as it is.
     Never,
+    /// Compress every block with the format's compressor (zstd; deflate with --format 1).
     Always,
+    /// Compress every block with zstd (format 2 only).
+    Zstd,
+    /// Deflate where a sample of the block says it pays: for users of the original format.
+    Deflate,
 }
 
 impl From<CipherArg> for qeltrix::format::CipherId {
@@ -146,14 +153,38 @@ impl From<CipherArg> for qeltrix::format::CipherId {
     }
 }
 
-impl From<CompressArg> for qeltrix::CompressMode {
-    fn from(c: CompressArg) -> Self {
-        match c {
-            CompressArg::Auto => qeltrix::CompressMode::Auto,
-            CompressArg::Never => qeltrix::CompressMode::Never,
-            CompressArg::Always => qeltrix::CompressMode::Always,
-        }
+impl CompressArg {
+    /// When to compress and with what, for a container of format `format`. Version 1 knows only
+    /// deflate: asking it for zstd is an error rather than a silent change of compressor.
+    pub fn mode(
+        self,
+        format: qeltrix::format::FormatVersion,
+    ) -> Result<(qeltrix::CompressMode, qeltrix::compress::Codec), qeltrix::Error> {
+        use qeltrix::compress::Codec;
+        use qeltrix::format::FormatVersion;
+        use qeltrix::CompressMode;
+        let v1 = format == FormatVersion::V1;
+        let default_codec = if v1 { Codec::Deflate } else { Codec::Zstd };
+        Ok(match self {
+            CompressArg::Auto => (CompressMode::Auto, default_codec),
+            CompressArg::Never => (CompressMode::Never, default_codec),
+            CompressArg::Always => (CompressMode::Always, default_codec),
+            CompressArg::Deflate => (CompressMode::Auto, Codec::Deflate),
+            CompressArg::Zstd if v1 => {
+                return Err(qeltrix::Error::InvalidArgument(
+                    "--format 1 compresses only with deflate: drop --compress zstd, or use \
+                     --compress deflate (or auto), or write format 2"
+                        .into(),
+                ))
+            }
+            CompressArg::Zstd => (CompressMode::Always, Codec::Zstd),
+        })
     }
+}
+
+/// The `--format` number as the library's version.
+pub fn format_version(n: u16) -> qeltrix::format::FormatVersion {
+    qeltrix::format::FormatVersion::from_u16(n).unwrap_or_default()
 }
 
 /// How new containers are packed: the options `pack` and `gateway` share.
@@ -169,10 +200,14 @@ pub struct PackingArgs {
     /// Block size in KiB: a multiple of 4 from 4 to 65536.
     #[arg(long, value_name = "KIB", default_value_t = 1024)]
     pub block_size: u32,
-    /// Deflate blocks: auto (where a sample says it pays), never, or always.
+    /// Container format: 2 (zstd, keyless integrity check, the file's name, mode and time), or
+    /// 1 for readers of the original format (deflate only, no file record).
+    #[arg(long, value_name = "VERSION", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=2))]
+    pub format: u16,
+    /// When and how to compress blocks: auto, always, never, zstd or deflate.
     #[arg(long, value_enum, default_value = "auto")]
     pub compress: CompressArg,
-    /// Deflate level, 0-9.
+    /// Compression level, 0-9 (fast to small), for both zstd and deflate.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub level: u32,
     /// Worker threads (0: one per core; a gateway shares them among its connections).
@@ -197,10 +232,14 @@ impl PackingArgs {
                     self.block_size
                 ))
             })?;
+        let format = format_version(self.format);
+        let (compress, codec) = self.compress.mode(format)?;
         Ok(qeltrix::PackOptions {
+            format,
             cipher: self.cipher.into(),
             block_size,
-            compress: self.compress.into(),
+            compress,
+            codec,
             level: self.level,
             workers: self.workers,
             kdf_iterations: self.kdf_iterations,
@@ -366,6 +405,11 @@ pub struct VerifyArgs {
     pub inputs: Vec<PathBuf>,
     #[command(flatten)]
     pub keys: KeyArgs,
+    /// Check every stored byte of a format-2 container without any key (never asks for one):
+    /// proves the file is intact as it was written, not the plaintext nor who wrote it.
+    /// Format 1 has no keyless hashes (`qeltrix reencrypt` upgrades it).
+    #[arg(long)]
+    pub no_key: bool,
     /// Threads authenticating blocks (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,

@@ -169,10 +169,12 @@ pub fn unpack_container_in<S: ReadAt + 'static>(
     progress: &dyn Fn(u64),
 ) -> Result<u64> {
     // Plaintext is the user's file: its mode follows the umask, as cp's and gpg's do (containers
-    // and keys stay 0600).
+    // and keys stay 0600). A v2 file record restores the packed file's permission bits (still
+    // minus the umask; never set-id or sticky bits) and its modification time.
+    let meta = container.file_meta().map_err(|e| e.in_file(input))?;
     let options = WriteOptions {
         overwrite: opts.overwrite,
-        mode: 0o666,
+        mode: meta.as_ref().map_or(0o666, |m| m.mode & 0o777),
     };
     let mut out = storage.create(output, options)?;
     let n = container
@@ -180,13 +182,19 @@ pub fn unpack_container_in<S: ReadAt + 'static>(
         .map_err(|e| e.in_file(input))?;
     out.flush()
         .map_err(|e| Error::io("writing the output", e).in_file(storage.display(output)))?;
+    if let Some(meta) = &meta {
+        out.set_modified(meta.mtime())
+            .map_err(|e| Error::io("setting the modification time", e).in_file(storage.display(output)))?;
+    }
     out.commit().map_err(|e| e.in_file(storage.display(output)))?;
     Ok(n)
 }
 
 /// Re-encrypts `input` into `output` under a new random data key and fresh block keys, with key
-/// slots for `new_keys`, packed with `opts` (cipher, block size, compression). Streams block by
-/// block: memory stays bounded whatever the container's size.
+/// slots for `new_keys`, packed with `opts` (format, cipher, block size, compression). Streams
+/// block by block: memory stays bounded whatever the container's size. The input's file record
+/// is kept unless `opts.file_meta` gives one; with the default format (2) a version 1 input is
+/// upgraded.
 pub fn reencrypt(
     input: &Path,
     output: &Path,
@@ -217,6 +225,19 @@ pub fn reencrypt_in(
     overwrite: bool,
 ) -> Result<PackSummary> {
     let container = Container::open_in(storage, input, open_key)?;
+    // The input's file record (name, mode, mtime) goes along unless the caller gives another.
+    let kept;
+    let opts = match (&opts.file_meta, container.file_meta()) {
+        (None, Ok(Some(meta))) => {
+            kept = PackOptions {
+                file_meta: Some(meta),
+                ..opts.clone()
+            };
+            &kept
+        }
+        (_, Err(e)) => return Err(e.in_file(storage.display(input))),
+        _ => opts,
+    };
     pack_with(storage, output, new_keys, opts, overwrite, |packer| {
         container
             .write_range(0, container.len(), packer)

@@ -236,6 +236,17 @@ impl ObjectWriter for LocalWriter {
         }
     }
 
+    fn set_modified(&mut self, time: std::time::SystemTime) -> io::Result<()> {
+        // Buffered bytes written after the time is set would move it again.
+        self.0.flush()?;
+        let file = self.0.get_mut();
+        // A device or FIFO written straight into keeps its own times.
+        if file.out.is_direct() {
+            return Ok(());
+        }
+        file.out.file().set_modified(time)
+    }
+
     fn seekable(&mut self) -> Option<&mut dyn SeekWrite> {
         // A device or FIFO written straight into cannot seek back to patch the header.
         if self.0.get_ref().out.is_direct() {

@@ -162,6 +162,12 @@ pub trait ObjectWriter: Write + Send {
     fn seekable(&mut self) -> Option<&mut dyn SeekWrite> {
         None
     }
+
+    /// Sets the object's modification time where the backend keeps one (a local file; others
+    /// ignore it). Call it after the last write: a later write moves the time again.
+    fn set_modified(&mut self, _time: std::time::SystemTime) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A writer that can also seek: see [`ObjectWriter::seekable`].

@@ -212,6 +212,17 @@ impl<T: Send + Sync + 'static> Registry<T> {
         self.get_inner(path, Some(version))
     }
 
+    /// The container at `path` as it was at `version`, if it is open already; never opens one
+    /// nor waits for one being opened (for answers that must not block, such as a `stat`).
+    pub fn peek_version(&self, path: &Path, version: &Version) -> Option<Arc<T>> {
+        let slot = Arc::clone(lock(&self.slots).peek(path)?);
+        let slot = slot.try_lock().ok()?;
+        match slot.as_ref() {
+            Some((v, Ok(opened))) if v == version => Some(Arc::clone(opened)),
+            _ => None,
+        }
+    }
+
     fn get_inner(&self, path: &Path, expected: Option<&Version>) -> Result<Arc<T>, Failure> {
         let slot = self.slot(path);
         let mut slot = lock(&slot);

@@ -111,7 +111,18 @@ impl MountState {
         let node = tree.get(ino)?;
         let (kind, size, times, perm, nlink) = match &node.kind {
             NodeKind::Dir { times, subdirs, .. } => (FileType::Directory, 0, *times, DIR_MODE, 2 + subdirs),
-            NodeKind::File(f) => (FileType::RegularFile, f.size, f.times, FILE_MODE, 1),
+            NodeKind::File(f) => match self.record(f) {
+                // The packed file's mode and mtime, as `unpack` restores them.
+                Some((mode, mtime)) => {
+                    let times = super::tree::Times {
+                        atime: mtime,
+                        mtime,
+                        ..f.times
+                    };
+                    (FileType::RegularFile, f.size, times, (mode & 0o777) as u16, 1)
+                }
+                None => (FileType::RegularFile, f.size, f.times, FILE_MODE, 1),
+            },
         };
         Some(FileAttr {
             ino: INodeNo(ino),
@@ -132,6 +143,25 @@ impl MountState {
         })
     }
 
+    /// A file's mode and mtime from its container's file record, once the container is open
+    /// (the key check at mount opens them all; never waits for an open). Read once per inode.
+    fn record(&self, entry: &FileEntry) -> Option<(u32, std::time::SystemTime)> {
+        if let Some(known) = entry.record.get() {
+            return *known;
+        }
+        let c = self.containers.peek_version(&entry.path, &entry.version)?;
+        Self::note_record(entry, &c)
+    }
+
+    fn note_record(entry: &FileEntry, c: &CachedContainer) -> Option<(u32, std::time::SystemTime)> {
+        // A record that fails to open is reported by reads' checks; here the file's own show.
+        let record = match c.container().file_meta() {
+            Ok(meta) => meta.map(|m| (m.mode, m.mtime())),
+            Err(_) => None,
+        };
+        *entry.record.get_or_init(|| record)
+    }
+
     fn open_file(&self, fh: u64) -> Option<Arc<OpenFile>> {
         self.files
             .lock()
@@ -146,7 +176,10 @@ impl MountState {
     fn container(&self, entry: &FileEntry) -> Result<Arc<CachedContainer>, Errno> {
         // The version this inode shows: a container replaced since gets a new inode instead.
         let failure = match self.containers.get_version(&entry.path, &entry.version) {
-            Ok(c) => return Ok(c),
+            Ok(c) => {
+                Self::note_record(entry, &c);
+                return Ok(c);
+            }
             Err(failure) => failure,
         };
         let errno = match failure.error.root() {
@@ -180,11 +213,12 @@ impl MountState {
             return None;
         };
         let end = slices.remaining().end.max(head.end());
-        let span = Span {
+        let mut span = Span {
             offset,
             end,
             last: c.block_of(end - 1).unwrap_or(head.index),
             first: head,
+            sequential: false,
         };
 
         // Sequential when this read starts near where the last one ended; the kernel's own
@@ -192,6 +226,7 @@ impl MountState {
         let prev_end = file.last_end.swap(end, Ordering::Relaxed);
         let slack = (size as u64).max(block_len(c, span.first.index));
         if offset == 0 || offset.abs_diff(prev_end) <= slack {
+            span.sequential = true;
             c.readahead(span.last + 1, self.readahead);
         }
         if span.first.index == span.last {
@@ -209,7 +244,14 @@ impl MountState {
     fn finish_read(&self, file: &OpenFile, span: Span, reply: ReplyData) {
         let c = &file.container;
         // One block: answered straight from the cache. Several: copied together.
-        let data = if span.first.index == span.last {
+        let data = if segments_pay(c, &span) {
+            // A small random read of a v2 block not in the cache: only the 16 KiB segments it
+            // touches are read and decrypted; the cache keeps the blocks sequential readers use.
+            let mut buf = vec![0u8; (span.end - span.offset) as usize];
+            c.container()
+                .read_at(span.offset, &mut buf)
+                .map(|n| (Arc::new(buf), 0..n))
+        } else if span.first.index == span.last {
             c.block(span.first.index).and_then(|block| {
                 block_part(&block, &span.first)?;
                 Ok((block, span.first.in_block.clone()))
@@ -262,6 +304,19 @@ struct Span {
     /// The first block and the part of it the read wants.
     first: BlockSlice,
     last: u64,
+    /// The read follows the last one (or starts the file): whole blocks and read-ahead pay.
+    sequential: bool,
+}
+
+/// True when a read is better served by segments than by its whole block: a format-2
+/// container, a random (not sequential) read inside one block and smaller than it, the block
+/// not in the cache.
+fn segments_pay(c: &CachedContainer, span: &Span) -> bool {
+    c.container().version() == crate::core::format::FormatVersion::V2
+        && !span.sequential
+        && span.first.index == span.last
+        && span.end - span.offset < block_len(c, span.first.index)
+        && c.cached_block(span.first.index).is_none()
 }
 
 fn block_len(c: &CachedContainer, index: u64) -> u64 {

@@ -177,6 +177,9 @@ pub struct FileEntry {
     pub version: Version,
     /// Corrupt blocks already logged (each is logged once).
     pub bad_blocks: Mutex<std::collections::HashSet<u64>>,
+    /// The packed file's permission bits and mtime from a v2 file record (read once the
+    /// container is open; `None` inside: it has none, and the container file's own are shown).
+    pub record: std::sync::OnceLock<Option<(u32, SystemTime)>>,
 }
 
 pub enum NodeKind {
@@ -432,6 +435,7 @@ fn file_entry(f: ScanFile) -> FileEntry {
         times: f.times,
         version: f.version,
         bad_blocks: Mutex::new(Default::default()),
+        record: Default::default(),
     }
 }
 

@@ -349,6 +349,62 @@ impl Streamer {
         }))
     }
 
+    /// The one range of a response, read by segments when that is cheaper than the block: a
+    /// format-2 container, a range inside one block and smaller than it, the block not in the
+    /// cache, and not a sequential reader (who gets whole blocks and read-ahead). Only the
+    /// 16 KiB segments the range touches are read and decrypted, and the cache is left alone.
+    /// `None`: serve it through the cache as usual. The read-ahead state is updated either way.
+    pub async fn read_small(&self, ranges: &[ByteRange]) -> Option<crate::Result<Bytes>> {
+        let [range] = ranges else { return None };
+        let cached = &self.file.cached;
+        let container = cached.container();
+        let index = cached.block_of(range.start)?;
+        let block_len = container.entry(index)?.plain_size;
+        let sequential = range.start > 0 && self.file.last_end.load(Ordering::Relaxed) == range.start;
+        if container.version() != crate::format::FormatVersion::V2
+            || sequential
+            || cached.block_of(range.end - 1) != Some(index)
+            || range.len() >= block_len
+            || cached.cached_block(index).is_some()
+        {
+            return None;
+        }
+        self.file.last_end.store(range.end, Ordering::Relaxed);
+        let want = range.len().min(self.budget_bytes.max(1) as u64) as u32;
+        let _permit = {
+            let _waiting = Waiting::new(&self.stats);
+            Arc::clone(&self.budget).acquire_many_owned(want).await
+        };
+        let _decrypting = self.limiter.acquire().await.expect("the limiter is never closed");
+        let file = Arc::clone(&self.file);
+        let (start, len) = (range.start, range.len() as usize);
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len];
+            let n = file.cached.container().read_at(start, &mut buf)?;
+            if n != len {
+                return Err(Error::Corrupt {
+                    what: "the block is shorter than the index says".into(),
+                    block: Some(index),
+                    offset: None,
+                });
+            }
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(Error::io(
+                format!("decrypting block {index}"),
+                io::Error::other(e),
+            ))
+        });
+        if let Ok(bytes) = &read {
+            self.stats
+                .pulled_bytes
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        Some(read)
+    }
+
     /// Starts read-ahead for the ranges about to be sent: the blocks after the first one, up to
     /// the window, so a multi-block range decrypts on several cores at once; and, when this
     /// request starts where the last one for the file ended (a player fetching chunk after

@@ -3,7 +3,8 @@
 //!
 //! The validators are a strong `ETag` made from the container id (random per container, so two
 //! containers never share one, and a rekey keeps the plaintext and the tag) and `Last-Modified`
-//! from the container file's modification time, in whole seconds as HTTP dates are.
+//! from the packed file's modification time in a v2 file record (else the container file's), in
+//! whole seconds as HTTP dates are.
 
 use hyper::header::{self, HeaderMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -26,8 +26,16 @@ pub struct ServedFile {
 
 impl ServedFile {
     fn new(opened: Opened) -> Self {
-        let header = &opened.cached.container().info().header;
-        let validators = Validators::new(hex::encode(header.container_id), opened.entry.modified);
+        let container = opened.cached.container();
+        let header = &container.info().header;
+        // Last-Modified: the packed file's own mtime from a v2 file record (the plaintext's
+        // time, kept by rekey and reencrypt), else the container file's. A record that fails to
+        // open is left to the reads, which check everything.
+        let modified = match container.file_meta() {
+            Ok(Some(meta)) => meta.mtime(),
+            _ => opened.entry.modified,
+        };
+        let validators = Validators::new(hex::encode(header.container_id), modified);
         let block_size = u64::from(header.block_size);
         let file_name = opened.path.file_name().unwrap_or_default();
         let name = naming::plaintext_name(file_name).unwrap_or(file_name);
