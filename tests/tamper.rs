@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use qeltrix::format::{BLOCK_HEAD_LEN, BLOCK_PREFIX_LEN, SLOT_AREA_B, SLOT_AREA_LEN, TAG_LEN};
+use qeltrix::format::{FormatVersion, BLOCK_HEAD_LEN, BLOCK_PREFIX_LEN, SLOT_AREA_B, SLOT_AREA_LEN, TAG_LEN};
 use qeltrix::{CipherId, CompressMode, Container, ContainerInfo, Error};
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -16,15 +16,19 @@ use std::path::Path;
 const KEY_BYTE: u8 = 0x42;
 const BLOCK: usize = 4 * KIB;
 
+/// Both format versions: every test of the matrix runs on v1 (still writable) and v2.
+const VERSIONS: [FormatVersion; 2] = [FormatVersion::V1, FormatVersion::V2];
+
 /// A small container: 4 KiB blocks, 4.25 blocks of plaintext.
 struct Fixture {
-    name: &'static str,
+    name: String,
+    version: FormatVersion,
     plain: Vec<u8>,
     bytes: Vec<u8>,
     layout: Layout,
 }
 
-fn fixture(compressed: bool) -> Fixture {
+fn fixture(compressed: bool, version: FormatVersion) -> Fixture {
     let len = 4 * BLOCK + 1000;
     let (name, plain, o) = if compressed {
         let o = opts(CipherId::Aes256Gcm, BLOCK, CompressMode::Auto);
@@ -33,9 +37,13 @@ fn fixture(compressed: bool) -> Fixture {
         let o = opts(CipherId::ChaCha20Poly1305, BLOCK, CompressMode::Never);
         ("raw", random_bytes(len, 2), o)
     };
+    let o = in_version(o, version);
+    let name = format!("{name} v{}", version.number());
     let bytes = pack_seekable(&plain, &[key_file_key(KEY_BYTE)], &o);
+    assert_eq!(bytes[8..10], version.number().to_le_bytes(), "{name}: version");
     let layout = layout(&bytes);
     assert_eq!(layout.blocks.len(), 5);
+    // A raw 4 KiB block is one segment in v2: the same length as in v1.
     let raw_len = BLOCK_HEAD_LEN + BLOCK + TAG_LEN;
     let raw_blocks = layout.blocks.iter().filter(|b| b.len() == raw_len).count();
     assert_eq!(
@@ -45,6 +53,7 @@ fn fixture(compressed: bool) -> Fixture {
     );
     Fixture {
         name,
+        version,
         plain,
         bytes,
         layout,
@@ -111,12 +120,24 @@ fn check_every_byte_flip(f: &Fixture) {
 
 #[test]
 fn every_authenticated_byte_flip_fails_compressed() {
-    check_every_byte_flip(&fixture(true));
+    for v in VERSIONS {
+        check_every_byte_flip(&fixture(true, v));
+    }
 }
 
 #[test]
 fn every_authenticated_byte_flip_fails_raw() {
-    check_every_byte_flip(&fixture(false));
+    for v in VERSIONS {
+        check_every_byte_flip(&fixture(false, v));
+    }
+}
+
+/// Every fixture: compressed and raw, in both versions.
+fn fixtures() -> Vec<Fixture> {
+    VERSIONS
+        .into_iter()
+        .flat_map(|v| [fixture(true, v), fixture(false, v)])
+        .collect()
 }
 
 #[test]
@@ -126,7 +147,7 @@ fn header_flips_outside_the_active_slots_fail_or_change_nothing() {
     let used = |p: usize| p < 13 || (16..20).contains(&p) || (24..72).contains(&p);
     let area_b = SLOT_AREA_B..SLOT_AREA_B + SLOT_AREA_LEN;
     let key = key_file_key(KEY_BYTE);
-    for f in [fixture(true), fixture(false)] {
+    for f in fixtures() {
         let mut bytes = f.bytes.clone();
         for pos in (0..qeltrix::format::HEADER_LEN).filter(|p| !f.layout.slot_area_a.contains(p)) {
             bytes[pos] = flipped(f.bytes[pos], pos);
@@ -158,7 +179,7 @@ fn header_flips_outside_the_active_slots_fail_or_change_nothing() {
 #[test]
 fn every_truncation_fails_cleanly() {
     let key = key_file_key(KEY_BYTE);
-    for f in [fixture(true), fixture(false)] {
+    for f in fixtures() {
         // Nothing left is not a container at all (exit 4); any cut that keeps a byte of it is a
         // cut container, an authentication failure (exit 3).
         let empty = open_and_unpack(Vec::new(), &key).unwrap_err();
@@ -172,7 +193,14 @@ fn every_truncation_fails_cleanly() {
 
 /// Writes `bytes` as `dir/c.qltx`, runs `unpack` and `verify` on it, and checks both exit with 3,
 /// name the file (and `must_name`), and leave nothing but the container in `dir`.
-fn cli_rejects(dir: &Path, key: &Path, bytes: &[u8], must_name: Option<String>, what: &str) {
+fn cli_rejects(
+    dir: &Path,
+    key: &Path,
+    bytes: &[u8],
+    version: FormatVersion,
+    must_name: Option<String>,
+    what: &str,
+) {
     let path = dir.join("c.qltx");
     std::fs::write(&path, bytes).unwrap();
     for command in ["unpack", "verify"] {
@@ -185,8 +213,9 @@ fn cli_rejects(dir: &Path, key: &Path, bytes: &[u8], must_name: Option<String>, 
         let stderr = String::from_utf8_lossy(&out.stderr);
         // An empty file, or one whose magic or version changed, is not a container (exit 4);
         // everything else that fails is an authentication failure (exit 3).
-        let kind_changed =
-            bytes.is_empty() || bytes.len() >= 10 && (&bytes[..8] != b"QELTRIX\0" || bytes[8..10] != [1, 0]);
+        let kind_changed = bytes.is_empty()
+            || bytes.len() >= 10
+                && (&bytes[..8] != b"QELTRIX\0" || bytes[8..10] != version.number().to_le_bytes());
         let expected = if kind_changed { 4 } else { 3 };
         assert_eq!(out.status.code(), Some(expected), "{what}: {command}: {stderr}");
         assert!(
@@ -248,6 +277,7 @@ fn check_cli_sample(f: &Fixture) {
             dir.path(),
             &key,
             &bytes,
+            f.version,
             block.map(|b| format!("block {b}")),
             &what,
         );
@@ -260,6 +290,7 @@ fn check_cli_sample(f: &Fixture) {
             dir.path(),
             &key,
             &f.bytes[..len],
+            f.version,
             None,
             &format!("{}: cut at {len}", f.name),
         );
@@ -279,45 +310,56 @@ fn check_cli_sample(f: &Fixture) {
 
 #[test]
 fn cli_rejects_a_sample_of_flips_and_cuts_compressed() {
-    check_cli_sample(&fixture(true));
+    for v in VERSIONS {
+        check_cli_sample(&fixture(true, v));
+    }
 }
 
 #[test]
 fn cli_rejects_a_sample_of_flips_and_cuts_raw() {
-    check_cli_sample(&fixture(false));
+    for v in VERSIONS {
+        check_cli_sample(&fixture(false, v));
+    }
 }
 
 #[test]
 fn swapped_blocks_fail() {
-    let f = fixture(false);
+    for v in VERSIONS {
+        check_swapped_blocks(&fixture(false, v));
+    }
+}
+
+fn check_swapped_blocks(f: &Fixture) {
     let key = key_file_key(KEY_BYTE);
     let (a, b) = (f.layout.blocks[1].clone(), f.layout.blocks[2].clone());
     assert_eq!(a.len(), b.len());
     let mut swapped = f.bytes.clone();
     swapped[a.clone()].copy_from_slice(&f.bytes[b.clone()]);
     swapped[b.clone()].copy_from_slice(&f.bytes[a.clone()]);
-    let err = expect_auth_failure(open_and_unpack(swapped.clone(), &key), "blocks 1 and 2 swapped");
+    let what = format!("{}: blocks 1 and 2 swapped", f.name);
+    let err = expect_auth_failure(open_and_unpack(swapped.clone(), &key), &what);
     assert!(
         matches!(err.root(), Error::Corrupt { block: Some(1), .. }),
-        "{err}"
+        "{what}: {err}"
     );
 
     // Also with the clear block index rewritten to match the new position: the metadata's AAD
     // holds the prefix, so that fails too.
     swapped[a.start + 8..a.start + 16].copy_from_slice(&1u64.to_le_bytes());
     swapped[b.start + 8..b.start + 16].copy_from_slice(&2u64.to_le_bytes());
-    let err = expect_auth_failure(open_and_unpack(swapped, &key), "swapped, prefixes renumbered");
+    let what = format!("{}: swapped, prefixes renumbered", f.name);
+    let err = expect_auth_failure(open_and_unpack(swapped, &key), &what);
     assert!(
         matches!(err.root(), Error::Corrupt { block: Some(1), .. }),
-        "{err}"
+        "{what}: {err}"
     );
 }
 
 #[test]
 fn a_block_spliced_from_another_container_with_the_same_key_fails() {
     let key = key_file_key(KEY_BYTE);
-    for compressed in [false, true] {
-        let (f, other) = (fixture(compressed), fixture(compressed));
+    for (compressed, v) in [false, true].into_iter().flat_map(|c| VERSIONS.map(|v| (c, v))) {
+        let (f, other) = (fixture(compressed, v), fixture(compressed, v));
         assert!(other.plain == f.plain);
         let mut spliced_blocks = 0;
         for i in 0..f.layout.blocks.len() {
@@ -327,10 +369,11 @@ fn a_block_spliced_from_another_container_with_the_same_key_fails() {
             }
             let mut spliced = f.bytes.clone();
             spliced[mine].copy_from_slice(&other.bytes[theirs]);
-            let err = expect_auth_failure(open_and_unpack(spliced, &key), &format!("block {i} spliced"));
+            let what = format!("{}: block {i} spliced", f.name);
+            let err = expect_auth_failure(open_and_unpack(spliced, &key), &what);
             assert!(
                 matches!(err.root(), Error::Corrupt { block: Some(b), .. } if *b == i as u64),
-                "{err}"
+                "{what}: {err}"
             );
             spliced_blocks += 1;
         }
@@ -342,7 +385,7 @@ fn a_block_spliced_from_another_container_with_the_same_key_fails() {
 #[test]
 fn dropping_the_last_block_and_reindexing_without_the_key_fails() {
     let key = key_file_key(KEY_BYTE);
-    for f in [fixture(true), fixture(false)] {
+    for f in fixtures() {
         let n = f.layout.blocks.len();
         // The helper rebuilds exactly the original when nothing is dropped...
         assert!(reindex_without_key(&f.bytes, n) == f.bytes);
@@ -351,7 +394,8 @@ fn dropping_the_last_block_and_reindexing_without_the_key_fails() {
             // ...and a structurally consistent container otherwise: only the MAC can catch it.
             let info = ContainerInfo::read(&cut).expect("consistent structure");
             assert_eq!(info.block_count(), keep as u64);
-            let err = expect_auth_failure(open_and_unpack(cut, &key), &format!("kept {keep} blocks"));
+            let what = format!("{}: kept {keep} blocks", f.name);
+            let err = expect_auth_failure(open_and_unpack(cut, &key), &what);
             assert!(matches!(err.root(), Error::Corrupt { .. }), "{err}");
             assert!(err.to_string().contains("footer"), "{err}");
         }
@@ -361,7 +405,12 @@ fn dropping_the_last_block_and_reindexing_without_the_key_fails() {
 #[test]
 fn appended_bytes_fail() {
     let key = key_file_key(KEY_BYTE);
-    let f = fixture(true);
+    for f in VERSIONS.map(|v| fixture(true, v)) {
+        check_appended_bytes(&f, &key);
+    }
+}
+
+fn check_appended_bytes(f: &Fixture, key: &qeltrix::Key) {
     let trailer = f.bytes[f.layout.trailer.clone()].to_vec();
     for tail in [
         vec![0u8],
@@ -373,8 +422,8 @@ fn appended_bytes_fail() {
         let mut longer = f.bytes.clone();
         longer.extend_from_slice(&tail);
         expect_auth_failure(
-            open_and_unpack(longer, &key),
-            &format!("{} bytes appended", tail.len()),
+            open_and_unpack(longer, key),
+            &format!("{}: {} bytes appended", f.name, tail.len()),
         );
     }
 }
