@@ -445,8 +445,10 @@ const SEALED_SEG: usize = SEG + TAG_LEN;
 const V2_BLOCK: usize = 64 * KIB;
 
 /// A v2 container whose blocks hold several segments: block 0 is four full segments, block 1
-/// one full segment and a 100-byte one. The footer holds a file record.
+/// one full segment and a 100-byte one. The footer holds a file record. Its compressed twin has
+/// the same shape, but each block is one (compressed) segment.
 struct SegFixture {
+    compressed: bool,
     plain: Vec<u8>,
     bytes: Arc<Vec<u8>>,
     layout: Layout,
@@ -455,8 +457,17 @@ struct SegFixture {
 }
 
 fn seg_fixture(cipher: CipherId) -> SegFixture {
-    let plain = random_bytes(V2_BLOCK + SEG + 100, 9);
-    let mut o = opts(cipher, V2_BLOCK, CompressMode::Never);
+    v2_fixture(cipher, false)
+}
+
+fn v2_fixture(cipher: CipherId, compressed: bool) -> SegFixture {
+    let len = V2_BLOCK + SEG + 100;
+    let (plain, mode) = if compressed {
+        (text_bytes(len, 8), CompressMode::Always)
+    } else {
+        (random_bytes(len, 9), CompressMode::Never)
+    };
+    let mut o = opts(cipher, V2_BLOCK, mode);
     o.file_meta = Some(FileMeta {
         name: b"segments.bin".to_vec(),
         mode: 0o640,
@@ -474,6 +485,9 @@ fn seg_fixture(cipher: CipherId) -> SegFixture {
         .iter()
         .map(|b| {
             let payload = b.start + BLOCK_HEAD_LEN..b.end;
+            if compressed {
+                return vec![payload];
+            }
             payload
                 .clone()
                 .step_by(SEALED_SEG)
@@ -482,12 +496,18 @@ fn seg_fixture(cipher: CipherId) -> SegFixture {
         })
         .collect();
     let counts: Vec<usize> = segments.iter().map(Vec::len).collect();
-    assert_eq!(counts, [4, 2], "the fixture's segments");
-    assert_eq!(segments[1][1].len(), 100 + TAG_LEN);
+    if compressed {
+        let raw_len = BLOCK_HEAD_LEN + V2_BLOCK + 4 * TAG_LEN;
+        assert!(layout.blocks[0].len() < raw_len, "the fixture compresses");
+    } else {
+        assert_eq!(counts, [4, 2], "the fixture's segments");
+        assert_eq!(segments[1][1].len(), 100 + TAG_LEN);
+    }
     let c = Container::from_source(bytes.clone(), &key_file_key(KEY_BYTE)).unwrap();
     assert_eq!(c.file_meta().unwrap().unwrap().name, b"segments.bin");
     assert!(unpack_all(c).unwrap() == plain);
     SegFixture {
+        compressed,
         plain,
         bytes: Arc::new(bytes),
         layout,
@@ -514,6 +534,10 @@ impl SegFixture {
 
     /// Plaintext offsets of segment `j` of block `block` (every block but the last is full).
     fn plain_of(&self, block: u64, j: u32) -> Range<usize> {
+        if self.compressed {
+            let start = block as usize * V2_BLOCK;
+            return start..(start + V2_BLOCK).min(self.plain.len());
+        }
         let start = block as usize * V2_BLOCK + j as usize * SEG;
         start
             ..(start + SEG)
@@ -717,8 +741,12 @@ fn v2_positions(f: &SegFixture) -> Vec<usize> {
 
 #[test]
 fn v2_every_flip_is_caught_by_every_reader_naming_the_block_and_segment() {
-    for cipher in [CipherId::Aes256Gcm, CipherId::ChaCha20Poly1305] {
-        let f = seg_fixture(cipher);
+    for (cipher, compressed) in [
+        (CipherId::Aes256Gcm, false),
+        (CipherId::ChaCha20Poly1305, false),
+        (CipherId::Aes256Gcm, true),
+    ] {
+        let f = v2_fixture(cipher, compressed);
         let positions = v2_positions(&f);
         // The whole head, the footer (file record included) and the trailer, every byte.
         assert!(positions.len() > 72 + 1072 + 2 * BLOCK_HEAD_LEN + f.layout.footer.len());
