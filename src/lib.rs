@@ -48,6 +48,9 @@ pub use storage::atomic;
 pub use sys::harden;
 pub use vault::keyring;
 
+/// The type of [`PackOptions::file_meta`] and [`Container::file_meta`]: without it, neither can be
+/// used outside the crate.
+pub use crate::core::file_record::FileMeta;
 pub use compress::CompressMode;
 pub use crypto::{Key, Recipient};
 pub use error::{catch_panic, panic_message, Error, Lock, MountProblem, Result, SlotRefusal};

@@ -9,8 +9,9 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use qeltrix::format::{
-    Footer, FooterEntry, Header, Trailer, BLOCK_HEAD_LEN, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN,
-    FOOTER_HEAD_LEN, HEADER_LEN, TAG_LEN, TRAILER_LEN,
+    Footer, FooterEntry, FooterEntryV2, FooterV2, FormatVersion, Header, Trailer, BLOCK_HEAD_LEN,
+    FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN, FOOTER_V2_ENTRY_LEN, FOOTER_V2_FIXED_LEN,
+    FOOTER_V2_HEAD_LEN, HEADER_LEN, META_LEN, TAG_LEN, TRAILER_LEN,
 };
 use qeltrix::{CipherId, CompressMode, Container, ContainerInfo, Error, Key, ReadAt};
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
@@ -66,12 +67,16 @@ fn key() -> Key {
     key_file_key(0x5a)
 }
 
-/// A seekable (compressed and raw blocks) and a streamed container, made once.
-fn valid(streamed: bool) -> &'static Valid {
-    static CELLS: [OnceLock<Valid>; 2] = [OnceLock::new(), OnceLock::new()];
-    CELLS[streamed as usize].get_or_init(|| {
+/// Both format versions: every parser test runs on v1 (still writable) and v2.
+const VERSIONS: [FormatVersion; 2] = [FormatVersion::V1, FormatVersion::V2];
+
+/// A seekable (compressed and raw blocks) and a streamed container of each version, made once.
+fn valid(streamed: bool, version: FormatVersion) -> &'static Valid {
+    static CELLS: [OnceLock<Valid>; 4] = [const { OnceLock::new() }; 4];
+    let v2 = version == FormatVersion::V2;
+    CELLS[streamed as usize + 2 * v2 as usize].get_or_init(|| {
         let plain = data(DataKind::Mixed, 3 * 4096 + 2000, 77);
-        let o = opts(CipherId::Aes256Gcm, 4096, CompressMode::Auto);
+        let o = in_version(opts(CipherId::Aes256Gcm, 4096, CompressMode::Auto), version);
         let bytes = if streamed {
             pack_stream(&plain, &[key()], &o)
         } else {
@@ -211,8 +216,10 @@ proptest! {
         tail in proptest::collection::vec(any::<u8>(), 0..3000),
         footer_at in 0usize..3000,
         with_trailer in any::<bool>(),
+        v2 in any::<bool>(),
     ) {
-        let mut bytes = valid(false).bytes[..HEADER_LEN].to_vec();
+        let version = if v2 { FormatVersion::V2 } else { FormatVersion::V1 };
+        let mut bytes = valid(false, version).bytes[..HEADER_LEN].to_vec();
         bytes.extend_from_slice(&tail);
         if with_trailer {
             let footer_offset = (HEADER_LEN + footer_at.min(tail.len())) as u64;
@@ -225,9 +232,11 @@ proptest! {
     #[test]
     fn mutated_containers_never_panic_nor_give_wrong_plaintext(
         streamed in any::<bool>(),
+        v2 in any::<bool>(),
         mutations in proptest::collection::vec(mutation(), 1..6),
     ) {
-        let v = valid(streamed);
+        let version = if v2 { FormatVersion::V2 } else { FormatVersion::V1 };
+        let v = valid(streamed, version);
         let mut bytes = v.bytes.clone();
         for m in &mutations {
             apply(&mut bytes, m);
@@ -239,8 +248,11 @@ proptest! {
 #[test]
 fn the_valid_fixtures_open() {
     for streamed in [false, true] {
-        let v = valid(streamed);
-        assert!(open_and_unpack(v.bytes.clone(), &key()).unwrap() == v.plain);
+        for version in VERSIONS {
+            let v = valid(streamed, version);
+            assert_eq!(v.bytes[8..10], version.number().to_le_bytes());
+            assert!(open_and_unpack(v.bytes.clone(), &key()).unwrap() == v.plain);
+        }
     }
 }
 
@@ -281,7 +293,17 @@ fn rejected_without_allocating<S: ReadAt>(source: S, limit: usize, what: &str) {
 
 #[test]
 fn huge_claims_in_memory_are_rejected_without_allocating() {
-    let v = valid(false);
+    for version in VERSIONS {
+        huge_claims_are_rejected(version);
+    }
+}
+
+fn huge_claims_are_rejected(version: FormatVersion) {
+    let v = valid(false, version);
+    let fixed_len = match version {
+        FormatVersion::V1 => FOOTER_FIXED_LEN,
+        FormatVersion::V2 => FOOTER_V2_FIXED_LEN,
+    };
     let info = ContainerInfo::read(&v.bytes).unwrap();
     let (fo, fs) = (info.trailer.footer_offset, info.trailer.footer_size);
     let limit = 64 * KIB;
@@ -293,18 +315,20 @@ fn huge_claims_in_memory_are_rejected_without_allocating() {
         (u64::MAX - 10, fs),
         (fo + 1, fs),
         (fo, fs + 1),
-        (fo, (FOOTER_FIXED_LEN - 1) as u64),
+        (fo, (fixed_len - 1) as u64),
     ] {
         let mut bytes = v.bytes.clone();
         claim_footer(&mut bytes, offset, size);
-        rejected_without_allocating(bytes, limit, &format!("footer of {size} at {offset}"));
+        let what = format!("v{}: footer of {size} at {offset}", version.number());
+        rejected_without_allocating(bytes, limit, &what);
     }
 
     // The footer's entry count, huge, in a footer of the right length.
     for count in [u64::MAX, 1 << 40, 1 << 20, info.block_count() + 1] {
         let mut bytes = v.bytes.clone();
         bytes[fo as usize + 8..fo as usize + 16].copy_from_slice(&count.to_le_bytes());
-        rejected_without_allocating(bytes, limit, &format!("footer count {count}"));
+        let what = format!("v{}: footer count {count}", version.number());
+        rejected_without_allocating(bytes, limit, &what);
     }
 
     // The header's totals, huge.
@@ -317,7 +341,8 @@ fn huge_claims_in_memory_are_rejected_without_allocating() {
             h.original_size = 1 << 60;
         }
         bytes[..HEADER_LEN].copy_from_slice(&h.encode());
-        rejected_without_allocating(bytes, limit, &format!("header total {field}"));
+        let what = format!("v{}: header total {field}", version.number());
+        rejected_without_allocating(bytes, limit, &what);
     }
 }
 
@@ -351,7 +376,13 @@ impl ReadAt for Sparse {
 
 #[test]
 fn a_huge_sparse_source_claiming_a_huge_footer_is_rejected_without_allocating() {
-    let v = valid(false);
+    for version in VERSIONS {
+        sparse_source_is_rejected(version);
+    }
+}
+
+fn sparse_source_is_rejected(version: FormatVersion) {
+    let v = valid(false, version);
     let info = ContainerInfo::read(&v.bytes).unwrap();
     let fo = info.trailer.footer_offset as usize;
     let size: u64 = 1 << 40;
@@ -380,7 +411,8 @@ fn a_huge_sparse_source_claiming_a_huge_footer_is_rejected_without_allocating() 
             .to_vec(),
         ));
         let what = format!(
-            "1 TiB source, footer starting with real entries: {}",
+            "v{}: 1 TiB source, footer starting with real entries: {}",
+            version.number(),
             footer_start.is_some()
         );
         rejected_without_allocating(Sparse { size, pieces }, limit, &what);
@@ -389,9 +421,15 @@ fn a_huge_sparse_source_claiming_a_huge_footer_is_rejected_without_allocating() 
 
 #[test]
 fn cli_info_rejects_a_sparse_file_claiming_a_huge_footer() {
+    for version in VERSIONS {
+        cli_info_rejects_sparse(version);
+    }
+}
+
+fn cli_info_rejects_sparse(version: FormatVersion) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sparse.qltx");
-    let v = valid(false);
+    let v = valid(false, version);
     let size: u64 = 1 << 40;
     let trailer_at = size - TRAILER_LEN as u64;
     // claim_footer writes a trailer at the end of the slice it is given: give it room for one.
@@ -410,14 +448,15 @@ fn cli_info_rejects_a_sparse_file_claiming_a_huge_footer() {
     drop(file);
     let out = qeltrix().arg("info").arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "v{}: {stderr}", version.number());
     assert!(stderr.contains("sparse.qltx"), "{stderr}");
 }
 
 /// A structurally valid container whose footer indexes `count` one-byte blocks, held by a sparse
-/// source (the blocks themselves are never read by `ContainerInfo::read`).
-fn many_blocks(count: u64) -> (Sparse, u64) {
-    let v = valid(false);
+/// source (the blocks themselves are never read by `ContainerInfo::read`). A v2 footer gets a
+/// root that matches its (made-up) block hashes, so that only its MAC is wrong.
+fn many_blocks(count: u64, version: FormatVersion) -> (Sparse, u64) {
+    let v = valid(false, version);
     let block_len = (BLOCK_HEAD_LEN + TAG_LEN + 1) as u64;
     let entries: Vec<FooterEntry> = (0..count)
         .map(|i| FooterEntry {
@@ -428,13 +467,37 @@ fn many_blocks(count: u64) -> (Sparse, u64) {
         })
         .collect();
     let footer_offset = HEADER_LEN as u64 + count * block_len;
-    let mut footer = Footer::encode_unsigned(count, &entries);
-    footer.extend_from_slice(&[0xee; 32]);
+    let footer = match version {
+        FormatVersion::V1 => {
+            let mut footer = Footer::encode_unsigned(count, &entries);
+            footer.extend_from_slice(&[0xee; 32]);
+            footer
+        }
+        FormatVersion::V2 => {
+            let mut f = FooterV2 {
+                original_size: count,
+                root: [0; 32],
+                file_record: None,
+                entries: entries
+                    .iter()
+                    .map(|&entry| FooterEntryV2 {
+                        entry,
+                        block_hash: [0x11; 32],
+                        sealed_meta: [0x22; META_LEN],
+                    })
+                    .collect(),
+                mac: [0xee; 32],
+            };
+            f.root = v2_root(&f);
+            f.encode()
+        }
+    };
     let trailer = Trailer {
         footer_offset,
         footer_size: footer.len() as u64,
     };
     let mut h = Header::decode(&v.bytes[..HEADER_LEN]).unwrap();
+    assert_eq!(h.version, version);
     (h.total_blocks, h.original_size) = (count, count);
     (h.footer_offset, h.footer_size) = (trailer.footer_offset, trailer.footer_size);
     let size = footer_offset + footer.len() as u64 + TRAILER_LEN as u64;
@@ -448,9 +511,22 @@ fn many_blocks(count: u64) -> (Sparse, u64) {
 
 #[test]
 fn a_footer_larger_than_one_read_is_read_in_pieces() {
-    let count = 70_000; // 2.2 MB of entries: three pieces
-    let (source, footer_offset) = many_blocks(count);
+    for version in VERSIONS {
+        footer_is_read_in_pieces(version);
+    }
+}
+
+fn footer_is_read_in_pieces(version: FormatVersion) {
+    // 2.2 MB of v1 entries (three pieces), 12.6 MB of v2 entries (thirteen pieces).
+    let count = 70_000;
+    let (head_len, entry_len) = match version {
+        FormatVersion::V1 => (FOOTER_HEAD_LEN, FOOTER_ENTRY_LEN),
+        FormatVersion::V2 => (FOOTER_V2_HEAD_LEN, FOOTER_V2_ENTRY_LEN),
+    };
+    let what = format!("v{}", version.number());
+    let (source, footer_offset) = many_blocks(count, version);
     let info = ContainerInfo::read(&source).expect("a large, consistent index");
+    assert_eq!(info.version(), version);
     assert_eq!(info.block_count(), count);
     assert_eq!(info.footer.entries[69_999].plain_offset, 69_999);
     // Its MAC is made up, so opening it with the key fails, naming the footer.
@@ -459,17 +535,18 @@ fn a_footer_larger_than_one_read_is_read_in_pieces() {
         .expect_err("fake MAC");
     assert!(
         matches!(e.root(), Error::Corrupt { offset: Some(o), .. } if *o == footer_offset),
-        "{e}"
+        "{what}: {e}"
     );
 
-    // One bad entry in the second piece stops the read there, naming the block.
-    let (mut source, _) = many_blocks(count);
+    // One bad entry past the first piece stops the read there, naming the block.
+    let (mut source, _) = many_blocks(count, version);
     let bad = 40_000u64;
-    let at = (FOOTER_HEAD_LEN as u64 + bad * FOOTER_ENTRY_LEN as u64) as usize;
+    let at = head_len + bad as usize * entry_len;
+    assert!(at > 1 << 20, "{what}: the bad entry is in the first piece");
     source.pieces[1].1[at + 8..at + 16].copy_from_slice(&1_000u64.to_le_bytes());
     let e = ContainerInfo::read(&source).map(drop).expect_err("bad entry");
     assert!(
         matches!(e.root(), Error::Corrupt { block: Some(b), .. } if *b == bad),
-        "{e}"
+        "{what}: {e}"
     );
 }

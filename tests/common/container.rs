@@ -3,8 +3,8 @@
 
 use qeltrix::crypto::{KeyFileKey, Passphrase};
 use qeltrix::format::{
-    Footer, Header, Trailer, FOOTER_ENTRY_LEN, FOOTER_HEAD_LEN, HEADER_LEN, SLOT_AREA_A, SLOT_AREA_LEN,
-    TRAILER_LEN,
+    Footer, FooterV2, Header, Trailer, FOOTER_ENTRY_LEN, FOOTER_HEAD_LEN, HEADER_LEN, SLOT_AREA_A,
+    SLOT_AREA_LEN, TRAILER_LEN,
 };
 use qeltrix::{CipherId, CompressMode, Container, ContainerInfo, Key, PackOptions, ReadAt, StreamPacker};
 use std::io::{Cursor, Write};
@@ -36,6 +36,15 @@ pub fn opts(cipher: CipherId, block_size: usize, compress: CompressMode) -> Pack
         kdf_iterations: TEST_KDF_ITERATIONS,
         ..PackOptions::default()
     }
+}
+
+/// `o` for writing format `version`: v1 knows only deflate, so a v1 container deflates.
+pub fn in_version(mut o: PackOptions, version: qeltrix::format::FormatVersion) -> PackOptions {
+    o.format = version;
+    if version == qeltrix::format::FormatVersion::V1 {
+        o.codec = qeltrix::compress::Codec::Deflate;
+    }
+    o
 }
 
 /// The recipients the keys open (packing takes recipients; opening takes a key).
@@ -109,18 +118,31 @@ pub fn layout(bytes: &[u8]) -> Layout {
 }
 
 /// Rewrites a container's footer, trailer and header totals for a new list of entries, keeping
-/// the old (now wrong) MAC: what an attacker without the key can do.
+/// the old (now wrong) MAC: what an attacker without the key can do. For a v2 container the root
+/// is recomputed over the kept block hashes (it needs no key), so only the MAC can tell.
 pub fn reindex_without_key(bytes: &[u8], keep_blocks: usize) -> Vec<u8> {
     let info = ContainerInfo::read(&bytes.to_vec()).expect("a valid container");
     let entries = &info.footer.entries[..keep_blocks];
     let blocks_end = entries.last().map_or(HEADER_LEN as u64, |e| e.offset + e.len);
     let original_size = entries.last().map_or(0, |e| e.plain_offset + e.plain_size);
-    let mut footer = Footer::encode_unsigned(original_size, entries);
-    footer.extend_from_slice(&info.footer.mac);
-    assert_eq!(
-        footer.len(),
-        FOOTER_HEAD_LEN + entries.len() * FOOTER_ENTRY_LEN + 32
-    );
+    let footer = match &info.footer_v2 {
+        None => {
+            let mut footer = Footer::encode_unsigned(original_size, entries);
+            footer.extend_from_slice(&info.footer.mac);
+            assert_eq!(
+                footer.len(),
+                FOOTER_HEAD_LEN + entries.len() * FOOTER_ENTRY_LEN + 32
+            );
+            footer
+        }
+        Some(v2) => {
+            let mut v2: FooterV2 = v2.clone();
+            v2.entries.truncate(keep_blocks);
+            v2.original_size = original_size;
+            v2.root = v2_root(&v2);
+            v2.encode()
+        }
+    };
     let trailer = Trailer {
         footer_offset: blocks_end,
         footer_size: footer.len() as u64,
@@ -135,6 +157,22 @@ pub fn reindex_without_key(bytes: &[u8], keep_blocks: usize) -> Vec<u8> {
     out.extend_from_slice(&footer);
     out.extend_from_slice(&trailer.encode());
     out
+}
+
+/// The root a v2 footer's entries and file record give, computed as `docs/FORMAT-V2-DESIGN.md`
+/// states it (no key needed): BLAKE3("qeltrix v2 root" ‖ u64(n) ‖ block hashes ‖ u32(r) ‖
+/// record).
+pub fn v2_root(footer: &FooterV2) -> [u8; 32] {
+    let record = footer.file_record.as_deref().unwrap_or(&[]);
+    let mut h = blake3::Hasher::new();
+    h.update(b"qeltrix v2 root");
+    h.update(&(footer.entries.len() as u64).to_le_bytes());
+    for e in &footer.entries {
+        h.update(&e.block_hash);
+    }
+    h.update(&(record.len() as u32).to_le_bytes());
+    h.update(record);
+    *h.finalize().as_bytes()
 }
 
 /// A complete container of `data` under key file `key_file_key(key_fill)`, with default options
