@@ -9,7 +9,5 @@ pub mod compress;
 pub mod crypto;
 pub mod file_record;
 pub mod format;
-// The keyless check (`verify --no-key`) has no caller yet; only its unit tests use it.
-#[allow(dead_code)]
 pub mod integrity_v2;
 pub mod ranges;
