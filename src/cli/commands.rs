@@ -322,7 +322,7 @@ fn unpack(mut a: UnpackArgs) -> Result<()> {
             if verify {
                 ""
             } else {
-                " (AEAD only; SHA-256 checks skipped)"
+                " (AEAD only; content hash checks skipped)"
             }
         );
     }

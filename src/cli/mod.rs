@@ -353,7 +353,7 @@ pub struct UnpackArgs {
     pub json: bool,
     #[command(flatten)]
     pub keys: KeyArgs,
-    /// Skip the SHA-256 check of each block's plaintext (the AEAD is never skipped).
+    /// Skip the content-hash check (SHA-256 or BLAKE3) of each block's plaintext (the AEAD is never skipped).
     #[arg(long)]
     pub no_verify: bool,
     /// Threads decrypting blocks (0: one per core).

@@ -46,7 +46,7 @@ pub struct GatewayArgs {
     /// the destination promptly (encrypting).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub flush_after: Option<u64>,
-    /// Skip the SHA-256 check of each block's plaintext (decrypting; the AEAD is never skipped).
+    /// Skip the content-hash check (SHA-256 or BLAKE3) of each block's plaintext (decrypting; the AEAD is never skipped).
     #[arg(long)]
     pub no_verify: bool,
     /// Print counters every S seconds (0: never).

@@ -571,7 +571,7 @@ impl<S: ReadAt> Container<S> {
         ranges::slices(&self.info.footer.entries, offset, len)
     }
 
-    /// Decrypts one block. With `verify`, also checks the plaintext's SHA-256 (the AEAD always
+    /// Decrypts one block. With `verify`, also checks the plaintext's content hash (SHA-256 in v1, BLAKE3 in v2) (the AEAD always
     /// authenticates it; the hash additionally proves the writer hashed what it sealed).
     pub fn read_block(&self, index: u64, verify: bool) -> Result<Vec<u8>> {
         self.read_block_into(index, verify, Vec::new())
@@ -779,7 +779,7 @@ impl<S: ReadAt> Container<S> {
 
 impl<S: ReadAt + 'static> Container<S> {
     /// Decrypts every block in parallel on `workers` threads (0: all cores) and writes the
-    /// plaintext to `out` in order. With `verify`, checks every block's SHA-256 too. Memory stays
+    /// plaintext to `out` in order. With `verify`, checks every block's content hash too. Memory stays
     /// at about three blocks per worker (two in flight, one recycled). Used by `unpack` and, with
     /// a sink, by `verify`.
     pub fn unpack_to(
