@@ -245,8 +245,8 @@ impl MountState {
         let c = &file.container;
         // One block: answered straight from the cache. Several: copied together.
         let data = if segments_pay(c, &span) {
-            // A small random read of a v2 block not in the cache: only the 16 KiB segments it
-            // touches are read and decrypted; the cache keeps the blocks sequential readers use.
+            // A random read of v2 blocks not in the cache: only the 16 KiB segments it touches
+            // are read and decrypted; the cache keeps the blocks sequential readers use.
             let mut buf = vec![0u8; (span.end - span.offset) as usize];
             c.container()
                 .read_at(span.offset, &mut buf)
@@ -308,15 +308,13 @@ struct Span {
     sequential: bool,
 }
 
-/// True when a read is better served by segments than by its whole block: a format-2
-/// container, a random (not sequential) read inside one block and smaller than it, the block
-/// not in the cache.
+/// True when a read is better served by segments than by whole blocks: a format-2 container, a
+/// random (not sequential) read, none of its blocks in the cache. A random 1 MiB read of 1 MiB
+/// blocks then reads about 1 MiB from the disk, not the 2 MiB of the two blocks it straddles.
 fn segments_pay(c: &CachedContainer, span: &Span) -> bool {
     c.container().version() == crate::core::format::FormatVersion::V2
         && !span.sequential
-        && span.first.index == span.last
-        && span.end - span.offset < block_len(c, span.first.index)
-        && c.cached_block(span.first.index).is_none()
+        && (span.first.index..=span.last).all(|i| c.cached_block(i).is_none())
 }
 
 fn block_len(c: &CachedContainer, index: u64) -> u64 {
