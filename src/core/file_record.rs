@@ -51,15 +51,19 @@ impl FileMeta {
         }
     }
 
-    /// The modification time as a `SystemTime`.
+    /// The modification time as a `SystemTime`. The record holds any i64 of seconds; the one
+    /// time no `SystemTime` can hold (`i64::MIN` seconds) is given as the earliest it can.
     pub fn mtime(&self) -> std::time::SystemTime {
-        let nanos = std::time::Duration::new(self.mtime_sec.unsigned_abs(), 0);
+        use std::time::{Duration, UNIX_EPOCH};
+        let secs = Duration::from_secs(self.mtime_sec.unsigned_abs());
         let base = if self.mtime_sec >= 0 {
-            std::time::UNIX_EPOCH + nanos
+            UNIX_EPOCH.checked_add(secs)
         } else {
-            std::time::UNIX_EPOCH - nanos
+            UNIX_EPOCH.checked_sub(secs)
         };
-        base + std::time::Duration::from_nanos(self.mtime_nsec as u64)
+        let base = base.unwrap_or_else(|| UNIX_EPOCH - Duration::from_secs(i64::MAX as u64));
+        base.checked_add(Duration::from_nanos(self.mtime_nsec as u64))
+            .unwrap_or(base)
     }
 
     fn check(&self) -> std::result::Result<(), String> {
@@ -215,6 +219,18 @@ mod tests {
         ] {
             let e = open_file_record(&k, &forge(plain)).unwrap_err().to_string();
             assert!(e.contains(what), "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn extreme_mtimes_convert_without_panicking() {
+        for sec in [i64::MIN, i64::MIN + 1, i64::MAX] {
+            let m = FileMeta {
+                mtime_sec: sec,
+                mtime_nsec: 999_999_999,
+                ..meta(b"x")
+            };
+            let _ = m.mtime();
         }
     }
 

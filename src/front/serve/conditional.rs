@@ -31,10 +31,14 @@ pub enum Precondition {
 
 impl Validators {
     pub fn new(etag: String, modified: SystemTime) -> Self {
+        // HTTP dates run from the epoch to the end of year 9999 (httpdate panics past it): a
+        // file record may hold any time, so it is clamped into that range.
+        const LAST_HTTP_SECOND: u64 = 253_402_300_799;
         let secs = modified
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .min(LAST_HTTP_SECOND);
         Validators {
             etag,
             last_modified: UNIX_EPOCH + Duration::from_secs(secs),
@@ -162,6 +166,16 @@ mod tests {
 
     const DATE: &str = "Tue, 14 Nov 2023 22:13:20 GMT"; // 1_700_000_000
     const BEFORE: &str = "Tue, 14 Nov 2023 22:13:19 GMT";
+
+    /// A file record may say any time: before the epoch, or past year 9999, where httpdate
+    /// panics. Both become a date HTTP can carry.
+    #[test]
+    fn times_outside_http_dates_are_clamped() {
+        let before = Validators::new("a".into(), UNIX_EPOCH - Duration::from_secs(86_400));
+        assert_eq!(before.last_modified_header(), "Thu, 01 Jan 1970 00:00:00 GMT");
+        let far = Validators::new("a".into(), UNIX_EPOCH + Duration::from_secs(1 << 50));
+        assert_eq!(far.last_modified_header(), "Fri, 31 Dec 9999 23:59:59 GMT");
+    }
 
     #[test]
     fn last_modified_is_whole_seconds() {
