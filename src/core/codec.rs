@@ -94,19 +94,7 @@ pub fn seal_block(
         &mut data,
     );
 
-    let prefix = BlockPrefix {
-        index,
-        payload_len: data.len() as u32,
-    }
-    .encode();
-    let mut sealed_meta = meta.encode().to_vec();
-    keys.meta_key
-        .seal(&meta_nonce, &meta_aad(keys, &prefix), &mut sealed_meta);
-
-    let mut head = [0u8; BLOCK_HEAD_LEN];
-    head[..BLOCK_PREFIX_LEN].copy_from_slice(&prefix);
-    head[BLOCK_PREFIX_LEN..BLOCK_PREFIX_LEN + NONCE_LEN].copy_from_slice(&meta_nonce);
-    head[BLOCK_PREFIX_LEN + NONCE_LEN..].copy_from_slice(&sealed_meta);
+    let head = seal_head(keys, index, data.len() as u32, &meta_nonce, &meta.encode());
     SealedBlock {
         head,
         payload: data,
@@ -117,21 +105,39 @@ pub fn seal_block(
     }
 }
 
-/// Checks and decrypts a block's head, found at container offset `offset` where block `index`
-/// is expected. Returns the prefix and the authenticated metadata.
-pub fn open_block_head(
+/// A block's head: the clear prefix of block `index` with a sealed payload of `payload_len`
+/// bytes, then `meta_plain` sealed under the metadata key with the prefix as AAD. Both format
+/// versions lay out and seal the head this way; only the metadata's plaintext differs.
+pub(crate) fn seal_head(
+    keys: &ContainerKeys,
+    index: u64,
+    payload_len: u32,
+    meta_nonce: &[u8; NONCE_LEN],
+    meta_plain: &[u8],
+) -> [u8; BLOCK_HEAD_LEN] {
+    let prefix = BlockPrefix { index, payload_len }.encode();
+    let mut sealed_meta = meta_plain.to_vec();
+    keys.meta_key
+        .seal(meta_nonce, &meta_aad(keys, &prefix), &mut sealed_meta);
+    let mut head = [0u8; BLOCK_HEAD_LEN];
+    head[..BLOCK_PREFIX_LEN].copy_from_slice(&prefix);
+    head[BLOCK_PREFIX_LEN..BLOCK_PREFIX_LEN + NONCE_LEN].copy_from_slice(meta_nonce);
+    head[BLOCK_PREFIX_LEN + NONCE_LEN..].copy_from_slice(&sealed_meta);
+    head
+}
+
+/// Checks a block head's clear prefix (found at container offset `offset` where block `index`
+/// is expected) and opens its sealed metadata: the prefix and the metadata's plaintext, for the
+/// version's decoder. Shared by both format versions.
+pub(crate) fn open_head(
     keys: &ContainerKeys,
     index: u64,
     head: &[u8; BLOCK_HEAD_LEN],
     offset: u64,
-) -> Result<(BlockPrefix, BlockMeta)> {
+) -> Result<(BlockPrefix, Vec<u8>)> {
     let prefix_bytes: [u8; BLOCK_PREFIX_LEN] = array(head, 0);
     let prefix = BlockPrefix::decode(&prefix_bytes, offset).map_err(|e| match e {
-        Error::Corrupt { what, offset, .. } => Error::Corrupt {
-            what,
-            block: Some(index),
-            offset,
-        },
+        Error::Corrupt { what, .. } => Error::corrupt_block(index, offset, what),
         e => e,
     })?;
     if prefix.index != index {
@@ -149,6 +155,18 @@ pub fn open_block_head(
     keys.meta_key
         .open(&meta_nonce, &meta_aad(keys, &prefix_bytes), &mut meta)
         .map_err(|_| Error::corrupt_block(index, offset, "block metadata fails authentication"))?;
+    Ok((prefix, meta))
+}
+
+/// Checks and decrypts a block's head, found at container offset `offset` where block `index`
+/// is expected. Returns the prefix and the authenticated metadata.
+pub fn open_block_head(
+    keys: &ContainerKeys,
+    index: u64,
+    head: &[u8; BLOCK_HEAD_LEN],
+    offset: u64,
+) -> Result<(BlockPrefix, BlockMeta)> {
+    let (prefix, meta) = open_head(keys, index, head, offset)?;
     let meta = BlockMeta::decode(&meta, index)?;
     if meta.stored_size as u64 + TAG_LEN as u64 != prefix.payload_len as u64 {
         return Err(Error::corrupt_block(

@@ -14,12 +14,12 @@
 
 use std::ops::Range;
 
-use crate::core::codec::CompressPolicy;
+use crate::core::codec::{open_head, seal_head, CompressPolicy};
 use crate::core::compress::{inflate, maybe_compress, maybe_compress_zstd, unzstd, Codec};
 use crate::core::crypto::{derive_cdk_v2, AeadKey, ContainerKeys, Entropy};
 use crate::core::format::{
-    array, BlockMetaV2, BlockPrefix, CompressionV2, ContainerId, Segments, BLOCK_HEAD_LEN, BLOCK_PREFIX_LEN,
-    CONTAINER_ID_LEN, NONCE_BASE_USED, NONCE_LEN, TAG_LEN,
+    array, BlockMetaV2, BlockPrefix, CompressionV2, ContainerId, Segments, BLOCK_HEAD_LEN, CONTAINER_ID_LEN,
+    NONCE_BASE_USED, NONCE_LEN, TAG_LEN,
 };
 use crate::{Error, Result};
 
@@ -212,10 +212,6 @@ impl PayloadKey {
     }
 }
 
-fn meta_aad(keys: &ContainerKeys, prefix: &[u8; BLOCK_PREFIX_LEN]) -> Vec<u8> {
-    [&keys.container_id[..], prefix].concat()
-}
-
 /// The head of a sealed v2 block: the clear prefix, then the metadata nonce and sealed metadata,
 /// laid out as in v1. The payload is in the buffer given to [`seal_block_v2`].
 pub struct SealedHeadV2 {
@@ -287,18 +283,8 @@ pub fn seal_block_v2(
     };
     PayloadKey::new(keys, index, &meta).seal_payload(stored, payload);
 
-    let prefix = BlockPrefix {
-        index,
-        payload_len: u32::try_from(payload.len()).expect("a sealed block is below 4 GiB"),
-    }
-    .encode();
-    let mut sealed_meta = meta.encode().to_vec();
-    keys.meta_key
-        .seal(&meta_nonce, &meta_aad(keys, &prefix), &mut sealed_meta);
-    let mut head = [0u8; BLOCK_HEAD_LEN];
-    head[..BLOCK_PREFIX_LEN].copy_from_slice(&prefix);
-    head[BLOCK_PREFIX_LEN..BLOCK_PREFIX_LEN + NONCE_LEN].copy_from_slice(&meta_nonce);
-    head[BLOCK_PREFIX_LEN + NONCE_LEN..].copy_from_slice(&sealed_meta);
+    let payload_len = u32::try_from(payload.len()).expect("a sealed block is below 4 GiB");
+    let head = seal_head(keys, index, payload_len, &meta_nonce, &meta.encode());
     SealedHeadV2 { head, meta }
 }
 
@@ -316,23 +302,7 @@ pub fn open_block_head_v2(
         Error::Corrupt { what, .. } => Error::corrupt_block(index, offset, what),
         e => e,
     };
-    let prefix_bytes: [u8; BLOCK_PREFIX_LEN] = array(head, 0);
-    let prefix = BlockPrefix::decode(&prefix_bytes, offset).map_err(at)?;
-    if prefix.index != index {
-        return Err(Error::corrupt_block(
-            index,
-            offset,
-            format!(
-                "block prefix says it is block {} (moved or reordered)",
-                prefix.index
-            ),
-        ));
-    }
-    let meta_nonce: [u8; NONCE_LEN] = array(head, BLOCK_PREFIX_LEN);
-    let mut meta = head[BLOCK_PREFIX_LEN + NONCE_LEN..].to_vec();
-    keys.meta_key
-        .open(&meta_nonce, &meta_aad(keys, &prefix_bytes), &mut meta)
-        .map_err(|_| Error::corrupt_block(index, offset, "block metadata fails authentication"))?;
+    let (prefix, meta) = open_head(keys, index, head, offset)?;
     let meta = BlockMetaV2::decode(&meta, index, block_size).map_err(at)?;
     let want = meta.segments().payload_len();
     if prefix.payload_len as u64 != want {
@@ -532,18 +502,7 @@ mod tests {
         let plain = noise(S + 1, 24);
         let meta = meta(1, &plain, &plain, CompressionV2::None);
         for payload_len in [(S + 1 + TAG_LEN) as u32, (S + 1 + 3 * TAG_LEN) as u32] {
-            let prefix = BlockPrefix {
-                index: 1,
-                payload_len,
-            }
-            .encode();
-            let mut sealed_meta = meta.encode().to_vec();
-            keys.meta_key
-                .seal(&[9; NONCE_LEN], &meta_aad(&keys, &prefix), &mut sealed_meta);
-            let head: [u8; BLOCK_HEAD_LEN] = [&prefix[..], &[9; NONCE_LEN], &sealed_meta]
-                .concat()
-                .try_into()
-                .unwrap();
+            let head = seal_head(&keys, 1, payload_len, &[9; NONCE_LEN], &meta.encode());
             assert_names_block(open_block_head_v2(&keys, 1, &head, 0, BS), 1, "for 2 segments");
         }
     }
