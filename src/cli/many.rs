@@ -653,9 +653,9 @@ struct Verified {
 /// block at a time (memory: one block). It proves the file is intact as written, not who wrote
 /// it nor that the plaintext is right (that needs the key). Format 1 has no keyless hashes.
 fn verify_keyless_one(path: &Path, quiet: bool) -> Result<Verified> {
-    use qeltrix::format::FormatVersion;
     let (object, info) = read_info(path)?;
-    if info.version() == FormatVersion::V1 {
+    // Reading the structure decoded a v2 footer and checked its root; the blocks are left.
+    let Some(footer) = info.footer_v2.as_ref() else {
         anyhow::bail!(Error::InvalidArgument(format!(
             "{}: format version 1 has no keyless hashes, so it cannot be checked without a key; \
              verify it with its key, or upgrade it with `qeltrix reencrypt {} NEW.qltx` (writes \
@@ -663,30 +663,21 @@ fn verify_keyless_one(path: &Path, quiet: bool) -> Result<Verified> {
             path.display(),
             path.display()
         )));
-    }
+    };
     let in_file = |e: Error| e.in_file(path);
-    let footer_offset = info.trailer.footer_offset;
-    let mut footer = vec![0u8; info.trailer.footer_size as usize];
-    qeltrix::storage::ReadAt::read_exact_at(&object, &mut footer, footer_offset)
-        .map_err(|e| in_file(Error::io("reading the footer", e)))?;
     let pb = bar(Some(info.container_size), quiet);
     pb.set_message(format!("{} blocks", info.block_count()));
     let started = Instant::now();
-    let footer = qeltrix::integrity_v2::verify_keyless(
-        &footer,
-        footer_offset,
-        info.header.block_size,
-        |entry, buf| {
-            // What the file holds of the block (the check names a short one by index and offset).
-            let at = entry.entry.offset;
-            let len = entry.entry.len.min(info.container_size.saturating_sub(at));
-            buf.resize(len as usize, 0);
-            qeltrix::storage::ReadAt::read_exact_at(&object, buf, at)
-                .map_err(|e| Error::io(format!("reading the block at offset {at}"), e))?;
-            pb.inc(len);
-            Ok(())
-        },
-    )
+    qeltrix::integrity_v2::check_blocks_keyless(footer, |entry, buf| {
+        // What the file holds of the block (the check names a short one by index and offset).
+        let at = entry.entry.offset;
+        let len = entry.entry.len.min(info.container_size.saturating_sub(at));
+        buf.resize(len as usize, 0);
+        qeltrix::storage::ReadAt::read_exact_at(&object, buf, at)
+            .map_err(|e| Error::io(format!("reading the block at offset {at}"), e))?;
+        pb.inc(len);
+        Ok(())
+    })
     .map_err(in_file)?;
     pb.finish_and_clear();
     Ok(Verified {

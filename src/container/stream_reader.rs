@@ -213,43 +213,37 @@ impl<R: Read> StreamReader<R> {
             e => e,
         })?;
         self.read_exact(&mut head[BLOCK_PREFIX_LEN..], || format!("inside block {index}"))?;
-        if v2 {
+        let (payload_len, meta) = if v2 {
             // The metadata's fields are checked against the block size by its decoder.
             let (prefix, meta) = open_block_head_v2(&self.keys, index, &head, at, self.header.block_size)?;
-            let mut payload = vec![0u8; prefix.payload_len as usize];
-            self.read_exact(&mut payload, || format!("inside block {index}"))?;
-            let block = SealedBlockIn {
-                index,
-                offset: at,
-                head,
-                meta: MetaIn::V2(meta),
-                payload,
-            };
-            self.metas_v2.push(array(&head, BLOCK_PREFIX_LEN));
-            self.push_entry(&block);
-            return Ok(Some(block));
-        }
-        let (prefix, meta) = open_block_head(&self.keys, index, &head, at)?;
-        if meta.plain_size == 0 || meta.plain_size > self.header.block_size {
-            return Err(Error::corrupt_block(
-                index,
-                at,
-                format!(
-                    "block holds {} plaintext bytes; the block size is {}",
-                    meta.plain_size, self.header.block_size
-                ),
-            ));
-        }
+            (prefix.payload_len, MetaIn::V2(meta))
+        } else {
+            let (prefix, meta) = open_block_head(&self.keys, index, &head, at)?;
+            if meta.plain_size == 0 || meta.plain_size > self.header.block_size {
+                return Err(Error::corrupt_block(
+                    index,
+                    at,
+                    format!(
+                        "block holds {} plaintext bytes; the block size is {}",
+                        meta.plain_size, self.header.block_size
+                    ),
+                ));
+            }
+            (prefix.payload_len, MetaIn::V1(meta))
+        };
         // Bounded by the authenticated metadata (stored size ≤ plain size ≤ block size).
-        let mut payload = vec![0u8; prefix.payload_len as usize];
+        let mut payload = vec![0u8; payload_len as usize];
         self.read_exact(&mut payload, || format!("inside block {index}"))?;
         let block = SealedBlockIn {
             index,
             offset: at,
             head,
-            meta: MetaIn::V1(meta),
+            meta,
             payload,
         };
+        if v2 {
+            self.metas_v2.push(array(&head, BLOCK_PREFIX_LEN));
+        }
         self.push_entry(&block);
         Ok(Some(block))
     }

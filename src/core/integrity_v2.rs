@@ -124,20 +124,31 @@ pub fn verify_keyless<F>(
     footer_bytes: &[u8],
     footer_offset: u64,
     block_size: u32,
-    mut read_block: F,
+    read_block: F,
 ) -> Result<FooterV2>
 where
     F: FnMut(&FooterEntryV2, &mut Vec<u8>) -> Result<()>,
 {
     let footer = FooterV2::decode(footer_bytes, footer_offset, block_size)?;
     check_root(&footer, footer_offset)?;
+    check_blocks_keyless(&footer, read_block)?;
+    Ok(footer)
+}
+
+/// The per-block part of [`verify_keyless`], for a footer already decoded and root-checked
+/// (`ContainerInfo::read` does both): every block in order through [`check_block_keyless`],
+/// `read_block` filling a reused buffer as there.
+pub fn check_blocks_keyless<F>(footer: &FooterV2, mut read_block: F) -> Result<()>
+where
+    F: FnMut(&FooterEntryV2, &mut Vec<u8>) -> Result<()>,
+{
     let mut buf = Vec::new();
     for (i, e) in footer.entries.iter().enumerate() {
         buf.clear();
         read_block(e, &mut buf)?;
         check_block_keyless(i as u64, e, &buf)?;
     }
-    Ok(footer)
+    Ok(())
 }
 
 #[cfg(test)]
