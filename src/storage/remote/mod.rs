@@ -429,9 +429,9 @@ impl Storage for RemoteStorage {
     fn stat(&self, path: &Path) -> io::Result<Entry> {
         let key = self.key(path)?;
         let name: OsString = path.file_name().map_or_else(OsString::new, Into::into);
-        if key.is_empty() {
-            // The top: listing it proves the bucket is there and reachable.
-            self.list_folder("")?;
+        if path.components().all(|c| c == Component::CurDir) {
+            // The storage's top (a bucket, or a prefix): listing it proves it is reachable.
+            self.list_folder(&key)?;
             return Ok(folder_entry(name));
         }
         let (folder, own) = key.rsplit_once('/').unwrap_or(("", &key));
