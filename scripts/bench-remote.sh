@@ -13,12 +13,14 @@
 #
 # Per target and round, every measurement on a fresh mount after drop_caches (cold):
 #   seq_mib_s        dd bs=1M of the whole video (MiB/s)
-#   ttfb_ms          open + 64 KiB pread at 900 MiB (at 900/1024 of the size when BENCH_SIZE_MIB is
+#   ttfb_ms          open + 64 KiB pread at 900 MiB (also open_ms and pread_ms alone) (at 900/1024 of the size when BENCH_SIZE_MIB is
 #                    smaller), bytes checked; mount_ms = mount command until the mount point answers
 #   rand_p50_ms/mib  N1M=200 preads of 1 MiB at random 4 KiB-aligned offsets (fixed seed: the same
 #                    offsets for both), one thread, QD1
 #   ffmpeg_ms        ffmpeg -ss 900 -i MNT/video.mp4 -frames:v 1 -f null -   (wall time)
 #   rss_mib          peak RSS (VmHWM) of the mount process, the largest over the mounts above
+#   get_mib_s        (once per round) the S3 ceiling: `rclone cat` of the whole video object (the
+#                    qeltrix container) from the plain s3 remote, cold: one GET stream, no decryption
 #   many_mib_s       MANY_N files opened at once, then read concurrently (one thread each)
 #   rss_many_mib     VmHWM of the mount process that served them
 # qeltrix mounts with --cache-size CACHE_MIB (256 MiB); rclone with --vfs-cache-mode off (its
@@ -286,10 +288,8 @@ upload() {
   done
 }
 
-upload_rclone() {
+upload_rclone() { # writes the rclone config (the S3 ceiling uses it too), then uploads
   local t0
-  has rclone || return 0
-  log "uploading with rclone (crypt)"
   cat > "$RUN/rclone.conf" << EOF
 [garage]
 type = s3
@@ -307,6 +307,8 @@ password = $(rclone obscure "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')")
 password2 = $(rclone obscure "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')")
 EOF
   chmod 600 "$RUN/rclone.conf"
+  has rclone || return 0
+  log "uploading with rclone (crypt)"
   t0=$EPOCHREALTIME
   rcl copyto "$VIDEO" crypt:video.mp4
   info "upload of the video, rclone copyto (one run)" \
@@ -330,6 +332,18 @@ verify() { # sha256 of the video and of one small file through each mount, once
   done
 }
 
+s3_get() { # the S3 ceiling: one plain GET of the whole (encrypted) video object, after drop_caches
+  local obj=vault/video.mp4.qltx t0 t1 n
+  has qeltrix || obj=rclone/$(rcl lsf --files-only garage:"$BUCKET"/rclone | head -1)
+  drop_caches
+  t0=$EPOCHREALTIME
+  rcl cat "garage:$BUCKET/$obj" > /dev/null || die "rclone cat of s3://$BUCKET/$obj failed"
+  t1=$EPOCHREALTIME
+  n=$(rcl size --json "garage:$BUCKET/$obj" | python3 -c 'import json, sys; print(json.load(sys.stdin)["bytes"])')
+  printf 'garage\tget_mib_s\t%s\t%s\n' "$ROUND" \
+    "$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", n / 1048576 / (b - a)}')" >> "$RESULTS"
+}
+
 one_round() {
   local mnt f r open_ms pread_ms p50 mib t0 t1
   mnt=$(mnt_of "$T")
@@ -344,6 +358,8 @@ one_round() {
   emit mount_ms "$MOUNT_MS"
   read -r open_ms pread_ms < <(python3 "$PROBE" ttfb "$f" "$TTFB_OFFSET" 65536 "$VIDEO" || echo FAIL)
   [ "$open_ms" = FAIL ] && die "$T: first byte at $TTFB_OFFSET failed"
+  emit open_ms "$open_ms"
+  emit pread_ms "$pread_ms"
   emit ttfb_ms "$(awk -v a="$open_ms" -v b="$pread_ms" 'BEGIN {printf "%.3f", a + b}')"
   emit mount_ttfb_ms "$(awk -v m="$MOUNT_MS" -v a="$open_ms" -v b="$pread_ms" 'BEGIN {printf "%.3f", m + a + b}')"
 
@@ -415,9 +431,12 @@ inner() {
       log "round $ROUND/$ROUNDS: $T"
       one_round
     done
+    T=""
+    s3_get
   done
   T=""
   echo
+  log "raw results (target, metric, round, value): $RESULTS"
   python3 "$PROBE" report "$RESULTS" "$CACHE_MIB"
 }
 

@@ -125,6 +125,8 @@ METRICS = [
     ("seq_mib_s", "cold sequential read of the video", "MiB/s", True),
     ("mount_ms", "mount (command until the mount point answers)", "ms", False),
     ("ttfb_ms", "first byte at 900 MiB after a fresh mount (open + 64 KiB pread)", "ms", False),
+    ("open_ms", "  of which open()", "ms", False),
+    ("pread_ms", "  of which the 64 KiB pread", "ms", False),
     ("mount_ttfb_ms", "mount + first byte at 900 MiB", "ms", False),
     ("rand_p50_ms", "1 MiB random reads, p50", "ms", False),
     ("rand_mib_s", "1 MiB random reads", "MiB/s", True),
@@ -164,6 +166,9 @@ def report(path, cache_mib):
         ratio = f"{q / r:.2f}x" if q is not None and r else "-"
         print(f"| {label.replace('N files', nfiles + ' files')} ({unit}) | {fmt(q)} | {fmt(r)} | {ratio} |")
     print()
+    if ("garage", "get_mib_s") in med:
+        print(f"- S3 ceiling, one GET of the whole video object (rclone cat, no decryption) from this cluster (cold, median): "
+              f"{med[('garage', 'get_mib_s')]:.0f} MiB/s")
     for k in sorted(info):
         if k != "many_n":
             print(f"- {k}: {info[k]}")
