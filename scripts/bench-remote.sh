@@ -418,6 +418,8 @@ inner() {
   info "many_n" "$((10#$MANY_N))"
   info "files read at once" "$((10#$MANY_N)) x $MANY_MIB MiB"
   info "qeltrix mount" "$CACHE_FLAG $CACHE_MIB; rclone mount: --vfs-cache-mode off (defaults otherwise)"
+  info "load average (1/5/15 min) at the start" "$(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
+  info "network" "all in one network namespace, quickack 1 on the 127.0.0.1 route; every read is through node 1 (port 3900)"
   info "versions" "$("$QELTRIX" --version | head -1); $(rclone version 2> /dev/null | head -1); $("$GARAGE" --version | head -1)"
   garage_up
   upload
@@ -435,6 +437,7 @@ inner() {
     s3_get
   done
   T=""
+  info "load average (1/5/15 min) at the end" "$(cut -d' ' -f1-3 /proc/loadavg)"
   echo
   log "raw results (target, metric, round, value): $RESULTS"
   python3 "$PROBE" report "$RESULTS" "$CACHE_MIB"
