@@ -34,7 +34,7 @@
 # internet, so installing and building happen first.
 #
 # usage: [ROUNDS=5] [BENCH_SIZE_MIB=1024] [MANY_N=16] [MANY_MIB=64] [CACHE_MIB=256] [N1M=200] \
-#        [TARGETS="qeltrix rclone"] [BENCH=/tmp/qeltrix-bench-remote] [QELTRIX=target/release/qeltrix] [GARAGE=garage] \
+#        [TARGETS="qeltrix rclone"] [QELTRIX_MOUNT_ARGS=] [RCLONE_MOUNT_ARGS=] [BENCH=/tmp/qeltrix-bench-remote] [QELTRIX=target/release/qeltrix] [GARAGE=garage] \
 #        scripts/bench-remote.sh [data]
 #   `data` only makes the data. A reduced dry run: BENCH_SIZE_MIB=128 MANY_MIB=8 ROUNDS=1 scripts/bench-remote.sh
 # needs: root (drop_caches, FUSE, unshare) and cargo. Installs what is missing (Debian: rclone
@@ -54,6 +54,8 @@ MANY_MIB=${MANY_MIB:-64}
 CACHE_MIB=${CACHE_MIB:-256}
 N1M=${N1M:-200}
 TARGETS=${TARGETS:-qeltrix rclone} # either alone is for debugging; the targets need both
+QELTRIX_MOUNT_ARGS=${QELTRIX_MOUNT_ARGS:-} # extra flags, word-split (e.g. "--readahead 8")
+RCLONE_MOUNT_ARGS=${RCLONE_MOUNT_ARGS:-}   # extra flags, word-split (e.g. "--buffer-size 0")
 BUCKET=${BUCKET:-bench}
 GARAGE_VERSION=2.5.0
 CARGO_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -231,11 +233,13 @@ up() { # mounts $T (sets PID, and MOUNT_MS: mount command until the mount point 
   t0=$EPOCHREALTIME
   case $T in
     qeltrix)
+      # shellcheck disable=SC2086 # the extra flags are meant to be split
       setsid "$QELTRIX" mount "s3://$BUCKET/vault" "$mnt" --key-file "$RUN/key" \
-        "$CACHE_FLAG" "$CACHE_MIB" > "$RUN/logs/qeltrix.log" 2>&1 < /dev/null & ;;
+        "$CACHE_FLAG" "$CACHE_MIB" $QELTRIX_MOUNT_ARGS > "$RUN/logs/qeltrix.log" 2>&1 < /dev/null & ;;
     rclone)
+      # shellcheck disable=SC2086 # the extra flags are meant to be split
       setsid env -u AWS_CA_BUNDLE rclone --config "$RUN/rclone.conf" mount crypt: "$mnt" \
-        --read-only --vfs-cache-mode off --log-file "$RUN/logs/rclone.log" > /dev/null 2>&1 < /dev/null & ;;
+        --read-only --vfs-cache-mode off $RCLONE_MOUNT_ARGS --log-file "$RUN/logs/rclone.log" > /dev/null 2>&1 < /dev/null & ;;
   esac
   PID=$!
   python3 "$PROBE" wait-mount "$mnt" "$PID" 120 \
@@ -417,7 +421,7 @@ inner() {
   info "video" "$(awk -v s="$VIDEO_BYTES" 'BEGIN {printf "%.1f MiB", s / 1048576}'), $VIDEO_SECONDS s, H.264 640x360; first byte read at $((TTFB_OFFSET >> 20)) MiB; ffmpeg seeks to $SEEK_S s"
   info "many_n" "$((10#$MANY_N))"
   info "files read at once" "$((10#$MANY_N)) x $MANY_MIB MiB"
-  info "qeltrix mount" "$CACHE_FLAG $CACHE_MIB; rclone mount: --vfs-cache-mode off (defaults otherwise)"
+  info "qeltrix mount" "$CACHE_FLAG $CACHE_MIB${QELTRIX_MOUNT_ARGS:+ $QELTRIX_MOUNT_ARGS}; rclone mount: --vfs-cache-mode off${RCLONE_MOUNT_ARGS:+ $RCLONE_MOUNT_ARGS} (defaults otherwise)"
   info "load average (1/5/15 min) at the start" "$(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
   info "network" "all in one network namespace, quickack 1 on the 127.0.0.1 route; every read is through node 1 (port 3900)"
   info "versions" "$("$QELTRIX" --version | head -1); $(rclone version 2> /dev/null | head -1); $("$GARAGE" --version | head -1)"
