@@ -413,9 +413,7 @@ inner() {
   mkdir -p "$RUN"/{mnt,logs,garage}
   chmod 700 "$RUN"
   : > "$RESULTS"
-  # the interface names it --cache-mib; the mount of this tree calls it --cache-size
   CACHE_FLAG=--cache-size
-  if has qeltrix && "$QELTRIX" mount --help 2> /dev/null | grep -q -- '--cache-mib'; then CACHE_FLAG=--cache-mib; fi
   VIDEO_BYTES=$(stat -c %s "$VIDEO")
   TTFB_OFFSET=$((VIDEO_BYTES >= (1000 << 20) ? 900 << 20 : (VIDEO_BYTES * 900 / 1024) & ~4095))
   info "video" "$(awk -v s="$VIDEO_BYTES" 'BEGIN {printf "%.1f MiB", s / 1048576}'), $VIDEO_SECONDS s, H.264 640x360; first byte read at $((TTFB_OFFSET >> 20)) MiB; ffmpeg seeks to $SEEK_S s"
