@@ -499,8 +499,9 @@ fn feed_stream(
         .try_clone_to_owned()
         .map_err(|e| Error::io("reading stdin", e))?;
     let mut stdin = File::from(stdin);
-    // SIGINT and SIGTERM seal the stream: the output's signal cleanup must not remove it.
-    let _sealing = qeltrix::storage::atomic::caller_handles_stop_signals();
+    // SIGINT and SIGTERM seal the stream: the output's signal cleanup must not remove it (nor
+    // abort its upload) while it is sealed and committed, however late it takes the signal.
+    qeltrix::storage::atomic::caller_handles_stop_signals();
     let result = pump(packer, &mut stdin, &wake, flush_after, progress, || {
         if term.load(Ordering::SeqCst) {
             Some(SIGTERM)

@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 
 /// Prefix and suffix of the hidden temporary names (fallback files and the replace step).
@@ -273,9 +273,9 @@ type Cleanup = Box<dyn FnOnce() + Send>;
 static CLEANUPS: Mutex<Vec<(u64, Cleanup)>> = Mutex::new(Vec::new());
 #[cfg(feature = "remote")]
 static NEXT_CLEANUP: AtomicU64 = AtomicU64::new(1);
-/// While above zero, SIGINT and SIGTERM belong to the caller (a stream being packed seals what
-/// it has on them), and the cleanup thread leaves them alone.
-static CALLER_STOPS: AtomicU64 = AtomicU64::new(0);
+/// Once set, SIGINT and SIGTERM belong to the caller (a stream being packed seals what it has on
+/// them and commits it), and the cleanup thread leaves them alone.
+static CALLER_STOPS: AtomicBool = AtomicBool::new(false);
 
 /// Runs `cleanup` if a terminating signal ends the process while the returned guard lives (an
 /// object store's pending upload, aborted). Dropping the guard forgets it.
@@ -304,22 +304,14 @@ impl Drop for SignalCleanup {
     }
 }
 
-/// Says that the caller handles SIGINT and SIGTERM itself while the returned guard lives: it
-/// stops what it is doing and commits a complete object (a stream being packed is sealed). The
-/// temporary files and uploads of the outputs are then left to that commit; other signals
-/// still clean up and end the process.
-pub fn caller_handles_stop_signals() -> CallerStops {
-    CALLER_STOPS.fetch_add(1, Ordering::SeqCst);
-    CallerStops(())
-}
-
-/// See [`caller_handles_stop_signals`].
-pub struct CallerStops(());
-
-impl Drop for CallerStops {
-    fn drop(&mut self) {
-        CALLER_STOPS.fetch_sub(1, Ordering::SeqCst);
-    }
+/// Says that, from now on, the caller handles SIGINT and SIGTERM itself: it stops what it is
+/// doing, commits a complete object (a stream being packed is sealed) and ends the process.
+/// The cleanup thread then leaves those two signals alone for the rest of the process: had it
+/// acted on one, it could remove an output (or abort an upload) the caller is still sealing,
+/// since it may take the signal at any moment after it arrived. Other signals still clean up
+/// and end the process; an output dropped uncommitted is still removed (or aborted).
+pub fn caller_handles_stop_signals() {
+    CALLER_STOPS.store(true, Ordering::SeqCst);
 }
 
 /// On the first temporary name, a thread starts that waits for SIGINT, SIGTERM, SIGHUP or
@@ -336,7 +328,7 @@ fn install_signal_cleanup() {
             .name("qeltrix-temp-cleanup".into())
             .spawn(move || {
                 for signal in signals.forever() {
-                    if CALLER_STOPS.load(Ordering::SeqCst) > 0 && matches!(signal, SIGINT | SIGTERM) {
+                    if CALLER_STOPS.load(Ordering::SeqCst) && matches!(signal, SIGINT | SIGTERM) {
                         // The caller seals what it has and commits it: nothing to clean up.
                         continue;
                     }

@@ -901,8 +901,10 @@ impl ObjectWriter for RemoteWriter {
                         self.wait_oldest().map_err(|e| Error::io("uploading", e))?;
                     }
                     self.refuse_existing()?;
-                    let taken = upload.lock().unwrap_or_else(|p| p.into_inner()).take();
-                    let Some(mut up) = taken else {
+                    // Held until the upload is completed (or failed and aborted): a signal's
+                    // cleanup waits for it rather than exit with the completion half sent.
+                    let mut held = upload.lock().unwrap_or_else(|p| p.into_inner());
+                    let Some(mut up) = held.take() else {
                         return Err(Error::io("uploading", io::Error::other("the upload was aborted")));
                     };
                     trace("completing the multipart upload of", &self.shown);
@@ -914,6 +916,7 @@ impl ObjectWriter for RemoteWriter {
                         done
                     })
                     .map_err(|e| Error::io("completing the upload", e))?;
+                    drop(held);
                     done.map_err(|e| {
                         Error::io(
                             "completing the upload",
