@@ -230,9 +230,13 @@ impl Garage {
     pub fn wait_healthy(&self) {
         let total = self.nodes.len();
         for i in self.running() {
-            self.poll(&format!("node {i} to report the cluster healthy"), || {
+            self.poll_why(&format!("node {i} to report the cluster healthy"), || {
                 let h = self.health(i);
-                h.status == "HEALTHY" && h.storage_nodes == total && h.storage_nodes_up == total
+                if h.status == "HEALTHY" && h.storage_nodes == total && h.storage_nodes_up == total {
+                    Ok(())
+                } else {
+                    Err(format!("{h:?}"))
+                }
             });
         }
     }
@@ -254,8 +258,11 @@ impl Garage {
     /// Waits until node `i`'s S3 API lists the bucket with the key (the key and the bucket have
     /// reached it).
     fn wait_s3_ready(&self, i: usize) {
-        self.poll(&format!("node {i}'s S3 API to list the bucket"), || {
-            self.s3_get(i, &format!("/{GARAGE_BUCKET}?list-type=2")).0 == 200
+        self.poll_why(&format!("node {i}'s S3 API to list the bucket"), || {
+            match self.s3_get(i, &format!("/{GARAGE_BUCKET}?list-type=2")) {
+                (200, _) => Ok(()),
+                (status, body) => Err(format!("last answer: {status} {body}")),
+            }
         });
     }
 
@@ -304,11 +311,17 @@ impl Garage {
     /// Polls `cond` every 100 ms up to the deadline; panics naming `what`, with the nodes'
     /// logs' tails, at the deadline or if a node that should run has exited.
     fn poll(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        self.poll_why(what, || if cond() { Ok(()) } else { Err(String::new()) })
+    }
+
+    /// Like [`Garage::poll`], `cond` saying why not yet (shown at the deadline).
+    fn poll_why(&self, what: &str, mut cond: impl FnMut() -> Result<(), String>) {
         let start = Instant::now();
         loop {
-            if cond() {
-                return;
-            }
+            let why = match cond() {
+                Ok(()) => return,
+                Err(why) => why,
+            };
             for (i, node) in self.nodes.iter().enumerate() {
                 if let Some(child) = &node.child {
                     // try_wait needs &mut; a zombie check through /proc does not.
@@ -322,7 +335,7 @@ impl Garage {
                 }
             }
             if start.elapsed() > DEADLINE {
-                panic!("timed out waiting for {what}; logs:\n{}", self.logs());
+                panic!("timed out waiting for {what} ({why}); logs:\n{}", self.logs());
             }
             thread::sleep(POLL);
         }
@@ -446,6 +459,11 @@ impl Garage {
     pub fn s3_get(&self, i: usize, path_and_query: &str) -> (u16, String) {
         let out = Command::new("curl")
             .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
+            // Garage requires the payload hash header; curl signs it along (an empty body).
+            .args([
+                "-H",
+                "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            ])
             .arg("--aws-sigv4")
             .arg(format!("aws:amz:{GARAGE_REGION}:s3"))
             .arg("--user")
@@ -461,6 +479,7 @@ impl Garage {
 
     /// The object keys under `prefix` (ListObjectsV2 through node `i`).
     pub fn list_objects(&self, i: usize, prefix: &str) -> Vec<String> {
+        let prefix = query_encode(prefix);
         let (status, body) = self.s3_get(i, &format!("/{GARAGE_BUCKET}?list-type=2&prefix={prefix}"));
         assert_eq!(status, 200, "ListObjectsV2: {body}");
         xml_values(&body, "Key")
@@ -469,7 +488,7 @@ impl Garage {
     /// The keys of the multipart uploads begun and neither completed nor aborted
     /// (ListMultipartUploads through node `i`).
     pub fn pending_uploads(&self, i: usize) -> Vec<String> {
-        let (status, body) = self.s3_get(i, &format!("/{GARAGE_BUCKET}?uploads"));
+        let (status, body) = self.s3_get(i, &format!("/{GARAGE_BUCKET}?uploads="));
         assert_eq!(status, 200, "ListMultipartUploads: {body}");
         body.split("<Upload>")
             .skip(1)
@@ -518,6 +537,17 @@ fn parse_health(text: &str) -> Health {
         }
     }
     h
+}
+
+/// `s` percent-encoded as SigV4 canonical query strings are (all but unreserved characters), so
+/// that what curl signs and what Garage checks agree.
+fn query_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The first 16 hex digits of a node id, as `garage status` shows them.
