@@ -1,11 +1,12 @@
 //! One function per subcommand. Each calls the library and prints what the user asked for;
 //! all behaviour lives in the library.
 
+use super::location;
 use super::progress::{bar, print_pack_summary, size, speed};
 use super::*;
 use anyhow::{Context, Result};
 use qeltrix::reader::{Container, ContainerInfo};
-use qeltrix::storage::{LocalStorage, Object, Storage};
+use qeltrix::storage::Object;
 use qeltrix::vault::naming;
 use qeltrix::writer::{PackOptions, StreamPacker};
 use qeltrix::{AtomicOutput, Error, UnpackOptions};
@@ -79,8 +80,8 @@ fn pack(mut a: PackArgs) -> Result<()> {
         },
         None => naming::container_name(&a.input).into(),
     };
-    // `pack f dir/` writes dir/f.qltx.
-    let output = match (output.is_dir(), Path::new(&a.input).file_name()) {
+    // `pack f dir/` writes dir/f.qltx (and `pack f s3://bucket/vault/` writes vault/f.qltx).
+    let output = match (location::is_folder(&output)?, Path::new(&a.input).file_name()) {
         (true, Some(name)) if !from_stdin && url.is_none() => output.join(naming::container_name(name)),
         _ => output,
     };
@@ -95,11 +96,12 @@ fn pack(mut a: PackArgs) -> Result<()> {
         no_verify_hint: a.no_verify,
         ..a.packing.options()?
     };
-    if !a.force && !to_stdout && output.exists() {
+    if !a.force && !to_stdout && location::exists(&output)? {
         anyhow::bail!(Error::Exists {
             path: output.to_path_buf()
         });
     }
+    let (storage, output_path) = location::object(&output)?;
 
     if a.flush_after.is_some() && !from_stdin {
         anyhow::bail!(Error::InvalidArgument(
@@ -145,7 +147,7 @@ fn pack(mut a: PackArgs) -> Result<()> {
                 stopped = feed_stream(packer, flush_after, &pb)?;
                 Ok(())
             };
-            qeltrix::ops::pack_with(&LocalStorage::anywhere(), &output, &keys, &opts, a.force, fill)?
+            qeltrix::ops::pack_with(&*storage, &output_path, &keys, &opts, a.force, fill)?
         };
         (summary, stopped)
     } else {
@@ -155,17 +157,19 @@ fn pack(mut a: PackArgs) -> Result<()> {
             packer.pack_from(&mut input)?;
             packer.finish()?.1
         } else {
-            qeltrix::pack_reader(&mut input, &output, &keys, &opts, a.force).map_err(|e| {
-                // Option errors (a bad recipient, a cipher setting) are not about the input file.
-                if matches!(
-                    e,
-                    Error::InFile { .. } | Error::InvalidArgument(_) | Error::Exists { .. }
-                ) {
-                    e
-                } else {
-                    e.in_file(&a.input)
-                }
-            })?
+            qeltrix::ops::pack_in(&*storage, &mut input, &output_path, &keys, &opts, a.force).map_err(
+                |e| {
+                    // Option errors (a bad recipient, a cipher setting) are not about the input file.
+                    if matches!(
+                        e,
+                        Error::InFile { .. } | Error::InvalidArgument(_) | Error::Exists { .. }
+                    ) {
+                        e
+                    } else {
+                        e.in_file(&a.input)
+                    }
+                },
+            )?
         };
         (summary, None)
     };
@@ -233,10 +237,11 @@ pub(super) fn slots_json(info: &ContainerInfo) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A container's bytes, through the storage seam (the local file system, paths as given).
+/// A container's bytes, through the storage seam: a local path as given, or a remote location.
 pub(super) fn open_object(path: &Path) -> std::result::Result<Object, Error> {
-    LocalStorage::anywhere()
-        .open(path)
+    let (storage, at) = location::object(path)?;
+    storage
+        .open(&at)
         .map_err(|e| Error::io("opening", e).in_file(path))
 }
 
@@ -265,6 +270,8 @@ fn unpack_output(a: &UnpackArgs) -> Result<PathBuf> {
     Ok(match &a.output {
         Some(o) if o.is_dir() => o.join(plain_name().ok_or_else(no_name)?),
         Some(o) => o.clone(),
+        // From a remote location: into the current folder.
+        None if location::is_remote(&a.input) => PathBuf::from(plain_name().ok_or_else(no_name)?),
         None => a.input.with_file_name(plain_name().ok_or_else(no_name)?),
     })
 }
@@ -487,6 +494,8 @@ fn feed_stream(
         .try_clone_to_owned()
         .map_err(|e| Error::io("reading stdin", e))?;
     let mut stdin = File::from(stdin);
+    // SIGINT and SIGTERM seal the stream: the output's signal cleanup must not remove it.
+    let _sealing = qeltrix::storage::atomic::caller_handles_stop_signals();
     let result = pump(packer, &mut stdin, &wake, flush_after, progress, || {
         if term.load(Ordering::SeqCst) {
             Some(SIGTERM)

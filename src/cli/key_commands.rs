@@ -251,7 +251,13 @@ pub fn rekey(a: RekeyArgs) -> Result<()> {
         ));
     }
     let key = a.keys.for_reading_at(Some(&a.container))?;
-    qeltrix::rekey::rekey(&a.container, &key, &changes, &SystemEntropy)?;
+    if super::location::is_remote(&a.container) {
+        // An object store: the object is rewritten whole with the new slots (docs/REMOTE.md).
+        let (storage, path) = super::location::object(&a.container)?;
+        qeltrix::rekey::rekey_in(&*storage, &path, &key, &changes, &SystemEntropy)?;
+    } else {
+        qeltrix::rekey::rekey(&a.container, &key, &changes, &SystemEntropy)?;
+    }
     list_slots(&a.container, a.json)
 }
 
@@ -325,7 +331,16 @@ pub fn reencrypt(mut a: ReencryptArgs) -> Result<()> {
         out.flush().map_err(|e| Error::io("writing stdout", e))?;
         summary
     } else {
-        qeltrix::reencrypt(&a.input, &output, &open_key, &new_keys, &opts, a.force)?
+        let (from, input) = super::location::object(&a.input)?;
+        let (to, out) = super::location::object(&output)?;
+        qeltrix::ops::reencrypt_between(
+            (&*from, &input),
+            (&*to, &out),
+            &open_key,
+            &new_keys,
+            &opts,
+            a.force,
+        )?
     };
     if !a.quiet {
         print_pack_summary(&a.input, &output, &summary, started);

@@ -28,6 +28,7 @@ mod commands;
 mod generate;
 mod key_commands;
 mod keys;
+mod location;
 mod logging;
 mod many;
 mod mount;
@@ -58,6 +59,11 @@ pub struct Cli {
     /// Print errors only: no progress bar, summary or informational log lines.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// The S3 endpoint for s3:// locations (Garage, MinIO, Ceph: e.g. http://127.0.0.1:3900);
+    /// default: AWS_ENDPOINT_URL, the profile's endpoint_url, else AWS itself. Credentials come
+    /// from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials, never from a flag.
+    #[arg(long, global = true, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -452,6 +458,9 @@ pub fn main() -> ExitCode {
         }
     };
     logging::init(cli.verbose, cli.quiet);
+    let mut remote = qeltrix::storage::RemoteOptions::default();
+    remote.s3_endpoint = cli.s3_endpoint.take();
+    location::set_options(remote);
     match &mut cli.command {
         Command::Pack(a) => a.quiet = cli.quiet,
         Command::Unpack(a) => a.quiet = cli.quiet,

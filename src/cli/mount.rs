@@ -29,9 +29,11 @@ pub struct MountArgs {
     /// Memory for decrypted blocks in MiB, shared by all files.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     pub cache_size: usize,
-    /// Blocks decrypted ahead of a sequential reader.
-    #[arg(long, value_name = "BLOCKS", default_value_t = 4)]
-    pub readahead: u64,
+    /// Most blocks decrypted ahead of a sequential reader: the window starts at one block,
+    /// doubles while reads stay sequential and starts over after a seek (default: 4, and 32
+    /// for a remote vault, whose blocks come in parallel ranged GETs).
+    #[arg(long, value_name = "BLOCKS")]
+    pub readahead: Option<u64>,
     /// Let other users read the mount (without it the kernel refuses them). Non-root users need
     /// `user_allow_other` in /etc/fuse.conf.
     #[arg(long)]
@@ -50,9 +52,10 @@ pub struct MountArgs {
     /// kernel's default (128 KiB).
     #[arg(long, value_name = "KIB", default_value_t = 4096)]
     pub kernel_readahead: u32,
-    /// Seconds between full rescans of the vault, both when polling (no inotify; default 0.5)
-    /// and as the safety net under inotify (default 60). For tests.
-    #[arg(long, value_name = "SECS", hide = true)]
+    /// Seconds between full rescans of the vault: a remote vault is listed again this often
+    /// (default 30); a local one is watched with inotify and rescanned as a safety net (default
+    /// 60), or polled (default 0.5) where inotify is not available.
+    #[arg(long, value_name = "SECS")]
     pub rescan_interval: Option<f64>,
 }
 
@@ -69,6 +72,13 @@ pub fn umount(a: UmountArgs) -> Result<()> {
     mount::unmount(&a.mountpoint, a.lazy)?;
     Ok(())
 }
+
+/// Readahead window limits in blocks: local, and remote (each block a ranged GET, sent in
+/// parallel; the window grows only while reading stays sequential).
+const LOCAL_READAHEAD: u64 = 4;
+const REMOTE_READAHEAD: u64 = 32;
+/// How often a remote vault is listed again (each listing is a LIST request per folder).
+const REMOTE_RESCAN: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn mount(a: MountArgs) -> Result<()> {
     limit_malloc_arenas();
@@ -89,7 +99,14 @@ pub fn mount(a: MountArgs) -> Result<()> {
             a.mountpoint.display()
         );
     }
-    let vault = Mountable::scan(&a.vault_dir)?;
+    // A remote vault is scanned once signals are blocked (below): its network threads must
+    // inherit the mask, and a daemon must fork before it starts any.
+    let remote = super::location::is_remote(&a.vault_dir);
+    let vault = if remote {
+        None
+    } else {
+        Some(Mountable::scan(&a.vault_dir)?)
+    };
     let key = a
         .keys
         .for_reading_at(Some(&a.vault_dir))
@@ -97,13 +114,15 @@ pub fn mount(a: MountArgs) -> Result<()> {
     qeltrix::harden::lock_key(&key);
     let mut opts = MountOptions {
         cache_bytes: a.cache_size.saturating_mul(1 << 20),
-        readahead_blocks: a.readahead,
+        readahead_blocks: a
+            .readahead
+            .unwrap_or(if remote { REMOTE_READAHEAD } else { LOCAL_READAHEAD }),
         allow_other: a.allow_other,
         workers: a.workers,
         kernel_readahead_kib: a.kernel_readahead,
         ..MountOptions::default()
     };
-    if let Some(every) = rescan {
+    if let Some(every) = rescan.or(remote.then_some(REMOTE_RESCAN)) {
         (opts.rescan_interval, opts.safety_rescan_interval) = (every, every);
     }
     let log_file = match &a.log_file {
@@ -117,18 +136,25 @@ pub fn mount(a: MountArgs) -> Result<()> {
         ),
         None => None,
     };
-    let count = vault.container_count();
-    let plural = if count == 1 { "" } else { "s" };
-    let what = format!("{} ({count} container{plural})", vault.root().display());
+    let vault_dir = a.vault_dir.clone();
+    let scan = move || match vault {
+        Some(v) => Ok(v),
+        None => {
+            let (v, shown) = super::location::vault(&vault_dir)?;
+            Mountable::scan_vault(v, shown)
+        }
+    };
 
     if a.daemon {
         // The check starts threads, and a process forks only while it has one: the child checks.
         let shown = &a.vault_dir;
-        return daemonize(vault, shown, &a.mountpoint, key, &opts, log_file, &what);
+        return daemonize(scan, shown, &a.mountpoint, key, &opts, log_file);
     }
     // Blocked before any thread starts (the key check starts some), so that every thread
     // inherits the mask and only the signal thread sees them.
     let mounted_at = spawn_signal_thread(block_signals());
+    let vault = scan()?;
+    let what = described(&vault);
     // The check's words on the terminal, like the daemon's, even with --log-file.
     let shown = &a.vault_dir;
     let mounted = vault.mount_with_key_check(&a.mountpoint, key, &opts, |check| {
@@ -148,15 +174,22 @@ pub fn mount(a: MountArgs) -> Result<()> {
     Ok(())
 }
 
-/// Forks; the child mounts and serves, the parent reports whether the mount came up.
+/// How the mount's first line names the vault: where it is and how many containers it holds.
+fn described(vault: &Mountable) -> String {
+    let count = vault.container_count();
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{} ({count} container{plural})", vault.root().display())
+}
+
+/// Forks; the child scans (if the vault was not scanned yet), mounts and serves; the parent
+/// reports whether the mount came up.
 fn daemonize(
-    vault: Mountable,
+    scan: impl FnOnce() -> qeltrix::Result<Mountable>,
     shown: &Path,
     mountpoint: &Path,
     key: qeltrix::Key,
     opts: &MountOptions,
     log_file: Option<std::fs::File>,
-    what: &str,
 ) -> Result<()> {
     // Close-on-exec, like every descriptor std opens.
     let (mut from_child, mut to_parent) = std::io::pipe().map_err(|e| Error::io("creating a pipe", e))?;
@@ -167,8 +200,12 @@ fn daemonize(
             drop(from_child);
             let _ = process::new_session();
             let mounted_at = spawn_signal_thread(block_signals());
-            let mounted = match vault.mount_with_key_check(mountpoint, key, opts, |check| {
-                report_key_check(check, shown, "qeltrix::mount")
+            let mut what = String::new();
+            let mounted = match scan().map_err(anyhow::Error::from).and_then(|vault| {
+                what = described(&vault);
+                vault.mount_with_key_check(mountpoint, key, opts, |check| {
+                    report_key_check(check, shown, "qeltrix::mount")
+                })
             }) {
                 Ok(m) => m,
                 Err(e) => {
@@ -179,7 +216,7 @@ fn daemonize(
                 }
             };
             let mp = mounted.mountpoint().to_path_buf();
-            let _ = write!(to_parent, "0 {}", std::process::id());
+            let _ = write!(to_parent, "0 {} {what}", std::process::id());
             drop(to_parent);
             detach_stdio(log_file.as_ref());
             *lock(&mounted_at) = Some(mp);
@@ -197,8 +234,9 @@ fn daemonize(
                 .split_once(' ')
                 .unwrap_or(("1", "the mount process ended early"));
             if code == "0" {
+                let (pid, what) = rest.split_once(' ').unwrap_or((rest, "the vault"));
                 eprintln!(
-                    "qeltrix: mounted {what} at {} (pid {rest}); `qeltrix umount {}` unmounts it",
+                    "qeltrix: mounted {what} at {} (pid {pid}); `qeltrix umount {}` unmounts it",
                     mountpoint.display(),
                     mountpoint.display()
                 );

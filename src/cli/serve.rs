@@ -77,8 +77,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
         min_rate: a.min_rate,
         min_rate_window: Duration::from_secs(a.min_rate_window.max(1)),
     };
+    let remote = super::location::is_remote(&a.path);
     // The OS's own words ("No such file or directory"), not std's bare "entity not found".
-    if let Err(e) = std::fs::metadata(&a.path) {
+    if let Err(e) = std::fs::metadata(&a.path)
+        .map(drop)
+        .or_else(|e| if remote { Ok(()) } else { Err(e) })
+    {
         anyhow::bail!(Error::io("opening", e).in_file(&a.path));
     }
     let key = a
@@ -87,7 +91,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .map_err(|e| super::mount::in_vault(e, a.keys.vault.as_deref().unwrap_or(&a.path)))?;
     qeltrix::harden::lock_key(&key);
     limit_malloc_arenas();
-    let server = SeekServer::bind(&a.path, addr, key, opts)?;
+    let server = if remote {
+        bind_remote(&a.path, addr, key, opts)?
+    } else {
+        SeekServer::bind(&a.path, addr, key, opts)?
+    };
     let what = if server.is_vault() { "vault" } else { "container" };
     // Before serving: a key that opens nothing is an error now, not a 403 on every request.
     let check = server.check_key()?;
@@ -105,6 +113,30 @@ pub fn run(a: ServeArgs) -> Result<()> {
     })?;
     eprintln!("qeltrix serve: stopped");
     Ok(())
+}
+
+/// Serves a remote location: a container (an object, or an http(s) URL) or a vault (a prefix
+/// with containers under it).
+fn bind_remote(
+    path: &std::path::Path,
+    addr: SocketAddr,
+    key: qeltrix::Key,
+    opts: ServeOptions,
+) -> Result<SeekServer> {
+    use super::location;
+    Ok(match location::remote_kind(path)? {
+        Some(false) => {
+            let (vault, file) = location::container_in_vault(path)?;
+            SeekServer::bind_vault(vault, Some(&file), addr, key, opts)?
+        }
+        Some(true) => {
+            let (vault, _) = location::vault(path)?;
+            SeekServer::bind_vault(vault, None, addr, key, opts)?
+        }
+        None => anyhow::bail!(
+            Error::io("opening", std::io::Error::from(std::io::ErrorKind::NotFound)).in_file(path)
+        ),
+    })
 }
 
 /// glibc gives each thread that allocates its own malloc arena, and 1 MiB blocks allocated on

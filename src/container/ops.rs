@@ -224,6 +224,20 @@ pub fn reencrypt_in(
     opts: &PackOptions,
     overwrite: bool,
 ) -> Result<PackSummary> {
+    let from = (storage, input);
+    reencrypt_between(from, (storage, output), open_key, new_keys, opts, overwrite)
+}
+
+/// [`reencrypt`] from one storage to another (an object store to the local disk, say): each is
+/// a storage and a path in it.
+pub fn reencrypt_between(
+    (storage, input): (&dyn Storage, &Path),
+    (out_storage, output): (&dyn Storage, &Path),
+    open_key: &Key,
+    new_keys: &[Recipient],
+    opts: &PackOptions,
+    overwrite: bool,
+) -> Result<PackSummary> {
     let container = Container::open_in(storage, input, open_key)?;
     // The input's file record (name, mode, mtime) goes along unless the caller gives another.
     let kept;
@@ -238,7 +252,7 @@ pub fn reencrypt_in(
         (_, Err(e)) => return Err(e.in_file(storage.display(input))),
         _ => opts,
     };
-    pack_with(storage, output, new_keys, opts, overwrite, |packer| {
+    pack_with(out_storage, output, new_keys, opts, overwrite, |packer| {
         container
             .write_range(0, container.len(), packer)
             .map(drop)

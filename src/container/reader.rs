@@ -378,6 +378,11 @@ impl<S: ReadAt> Container<S> {
 
     /// [`Container::from_source`], also returning the data key the slot held: for `rekey`, which
     /// wraps it in new slots. One unwrap (one passphrase KDF) serves both.
+    /// The bytes the container reads from.
+    pub(crate) fn source(&self) -> &S {
+        &self.source
+    }
+
     pub(crate) fn from_source_with_data_key(source: S, key: &Key) -> Result<(Self, DataKey)> {
         let info = ContainerInfo::read(&source)?;
         Self::authenticate(source, info, key)

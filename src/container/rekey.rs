@@ -27,9 +27,11 @@ use crate::core::crypto::{wrap_slot, Entropy, Key, Recipient};
 use crate::core::format::{
     Header, KeySlot, SlotArea, HEADER_LEN, MAX_SLOTS, SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN,
 };
+use crate::storage::ReadAt;
 use crate::sys::test_hooks::{crash_point, crash_requested};
 use crate::{Error, Result};
 use std::fs::OpenOptions;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -73,40 +75,7 @@ pub fn rekey(path: &Path, key: &Key, changes: &[SlotChange], entropy: &dyn Entro
     let cid = header.container_id;
     drop(container);
 
-    let mut slots = active.slots.clone();
-    for (n, change) in changes.iter().enumerate() {
-        match change {
-            SlotChange::Add { key: new, iterations } => {
-                if slots.len() == MAX_SLOTS {
-                    return Err(Error::InvalidArgument(format!(
-                        "a container holds at most {MAX_SLOTS} key slots"
-                    ))
-                    .in_file(path));
-                }
-                let purpose = active.sequence as usize * 64 + n;
-                let slot = wrap_slot(new, &data_key, &cid, *iterations, purpose, entropy)
-                    .map_err(|e| e.in_file(path))?;
-                slots.push(slot);
-            }
-            SlotChange::Remove(i) => {
-                if *i >= slots.len() {
-                    return Err(Error::InvalidArgument(format!(
-                        "there is no slot #{i} ({} slots)",
-                        slots.len()
-                    ))
-                    .in_file(path));
-                }
-                slots.remove(*i);
-            }
-        }
-    }
-    if slots.is_empty() {
-        return Err(Error::InvalidArgument(
-            "refusing to remove the last key slot: the data would be lost".into(),
-        )
-        .in_file(path));
-    }
-
+    let slots = changed_slots(path, &active, changes, &data_key, &cid, entropy)?;
     let area = SlotArea {
         sequence: active.sequence + 1,
         slots: slots.clone(),
@@ -149,6 +118,127 @@ pub fn rekey(path: &Path, key: &Key, changes: &[SlotChange], entropy: &dyn Entro
     cleared.map_err(|source| Error::ScrubFailed { source }.in_file(path))?;
     Ok(slots)
 }
+
+/// The slot list after `changes`, new slots wrapping `data_key`.
+fn changed_slots(
+    path: &Path,
+    active: &SlotArea,
+    changes: &[SlotChange],
+    data_key: &crate::core::crypto::DataKey,
+    cid: &crate::core::format::ContainerId,
+    entropy: &dyn Entropy,
+) -> Result<Vec<KeySlot>> {
+    let mut slots = active.slots.clone();
+    for (n, change) in changes.iter().enumerate() {
+        match change {
+            SlotChange::Add { key: new, iterations } => {
+                if slots.len() == MAX_SLOTS {
+                    return Err(Error::InvalidArgument(format!(
+                        "a container holds at most {MAX_SLOTS} key slots"
+                    ))
+                    .in_file(path));
+                }
+                let purpose = active.sequence as usize * 64 + n;
+                let slot = wrap_slot(new, data_key, cid, *iterations, purpose, entropy)
+                    .map_err(|e| e.in_file(path))?;
+                slots.push(slot);
+            }
+            SlotChange::Remove(i) => {
+                if *i >= slots.len() {
+                    return Err(Error::InvalidArgument(format!(
+                        "there is no slot #{i} ({} slots)",
+                        slots.len()
+                    ))
+                    .in_file(path));
+                }
+                slots.remove(*i);
+            }
+        }
+    }
+    if slots.is_empty() {
+        return Err(Error::InvalidArgument(
+            "refusing to remove the last key slot: the data would be lost".into(),
+        )
+        .in_file(path));
+    }
+
+    Ok(slots)
+}
+
+/// Applies `changes` to the container at `path` in `storage`, an object store: S3 has no write
+/// into an object, so the object is rewritten whole (streamed, in bounded memory) with the new
+/// slot set in both areas, and the new object replaces the old one at once when its upload
+/// completes. Readers see the old object or the new one, never a mix; block data is copied
+/// byte for byte. An object changed by someone else meanwhile (its version moved) is not
+/// replaced: the change is refused. Two key changes racing on one object are not serialized
+/// (no lock exists on S3): run them one at a time.
+pub fn rekey_in(
+    storage: &dyn crate::storage::Storage,
+    path: &Path,
+    key: &Key,
+    changes: &[SlotChange],
+    entropy: &dyn Entropy,
+) -> Result<Vec<KeySlot>> {
+    let shown = storage.display(path);
+    let io = |what: &str, e| Error::io(what, e).in_file(&shown);
+    let before = storage
+        .stat(path)
+        .map_err(|e| io("opening for the key change", e))?;
+    let object = storage
+        .open(path)
+        .map_err(|e| io("opening for the key change", e))?;
+    let size = object.size().map_err(|e| io("opening for the key change", e))?;
+    let (container, data_key) =
+        Container::from_source_with_data_key(object, key).map_err(|e| e.in_file(&shown))?;
+    let header = container.info().header.clone();
+    let active = container.info().slots.clone();
+    let slots = changed_slots(
+        Path::new(&shown),
+        &active,
+        changes,
+        &data_key,
+        &header.container_id,
+        entropy,
+    )?;
+    let area = SlotArea {
+        sequence: active.sequence + 1,
+        slots: slots.clone(),
+    }
+    .encode();
+    let source = container.source();
+    let mut out = storage.create(path, crate::storage::WriteOptions::overwrite(true))?;
+    let mut chunk = vec![0u8; COPY_CHUNK];
+    let mut at = 0u64;
+    while at < size {
+        let n = (size - at).min(COPY_CHUNK as u64) as usize;
+        source
+            .read_exact_at(&mut chunk[..n], at)
+            .map_err(|e| io("reading for the key change", e))?;
+        if at == 0 {
+            // The first chunk holds the whole header: both areas get the new set.
+            chunk[SLOT_AREA_A..SLOT_AREA_A + SLOT_AREA_LEN].copy_from_slice(&area);
+            chunk[SLOT_AREA_B..SLOT_AREA_B + SLOT_AREA_LEN].copy_from_slice(&area);
+        }
+        out.write_all(&chunk[..n])
+            .map_err(|e| io("writing the key change", e))?;
+        at += n as u64;
+    }
+    let now = storage
+        .stat(path)
+        .map_err(|e| io("checking before the key change", e))?;
+    if now.version != before.version {
+        return Err(io(
+            "replacing",
+            std::io::Error::other("the object changed during the key change; nothing was replaced"),
+        ));
+    }
+    out.commit()?;
+    Ok(slots)
+}
+
+/// Bytes copied at a time by [`rekey_in`] (at least the header).
+const COPY_CHUNK: usize = 8 << 20;
+const _: () = assert!(COPY_CHUNK >= HEADER_LEN);
 
 /// Which area is active: the one `Header::active_slots` picked.
 fn active_area_offset(header: &Header, active: &SlotArea) -> usize {

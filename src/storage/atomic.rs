@@ -17,6 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 
 /// Prefix and suffix of the hidden temporary names (fallback files and the replace step).
@@ -267,6 +268,56 @@ fn unregister(path: &Path) {
     pending().retain(|p| p != path);
 }
 
+/// Cleanups to run if a terminating signal arrives (an upload to abort), by id.
+type Cleanup = Box<dyn FnOnce() + Send>;
+static CLEANUPS: Mutex<Vec<(u64, Cleanup)>> = Mutex::new(Vec::new());
+static NEXT_CLEANUP: AtomicU64 = AtomicU64::new(1);
+/// While above zero, SIGINT and SIGTERM belong to the caller (a stream being packed seals what
+/// it has on them), and the cleanup thread leaves them alone.
+static CALLER_STOPS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `cleanup` if a terminating signal ends the process while the returned guard lives (an
+/// object store's pending upload, aborted). Dropping the guard forgets it.
+pub(crate) fn on_signal(cleanup: impl FnOnce() + Send + 'static) -> SignalCleanup {
+    install_signal_cleanup();
+    let id = NEXT_CLEANUP.fetch_add(1, Ordering::Relaxed);
+    CLEANUPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((id, Box::new(cleanup)));
+    SignalCleanup(id)
+}
+
+/// See [`on_signal`].
+pub(crate) struct SignalCleanup(u64);
+
+impl Drop for SignalCleanup {
+    fn drop(&mut self) {
+        CLEANUPS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(id, _)| *id != self.0);
+    }
+}
+
+/// Says that the caller handles SIGINT and SIGTERM itself while the returned guard lives: it
+/// stops what it is doing and commits a complete object (a stream being packed is sealed). The
+/// temporary files and uploads of the outputs are then left to that commit; other signals
+/// still clean up and end the process.
+pub fn caller_handles_stop_signals() -> CallerStops {
+    CALLER_STOPS.fetch_add(1, Ordering::SeqCst);
+    CallerStops(())
+}
+
+/// See [`caller_handles_stop_signals`].
+pub struct CallerStops(());
+
+impl Drop for CallerStops {
+    fn drop(&mut self) {
+        CALLER_STOPS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// On the first temporary name, a thread starts that waits for SIGINT, SIGTERM, SIGHUP or
 /// SIGQUIT, removes every registered temporary file, and then lets the signal end the process
 /// as it would have.
@@ -280,9 +331,17 @@ fn install_signal_cleanup() {
         let _ = std::thread::Builder::new()
             .name("qeltrix-temp-cleanup".into())
             .spawn(move || {
-                if let Some(signal) = signals.forever().next() {
+                for signal in signals.forever() {
+                    if CALLER_STOPS.load(Ordering::SeqCst) > 0 && matches!(signal, SIGINT | SIGTERM) {
+                        // The caller seals what it has and commits it: nothing to clean up.
+                        continue;
+                    }
                     for path in pending().drain(..) {
                         let _ = std::fs::remove_file(path);
+                    }
+                    let cleanups = std::mem::take(&mut *CLEANUPS.lock().unwrap_or_else(|p| p.into_inner()));
+                    for (_, cleanup) in cleanups {
+                        cleanup();
                     }
                     let _ = signal_hook::low_level::emulate_default_handler(signal);
                     std::process::exit(128 + signal);

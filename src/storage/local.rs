@@ -169,6 +169,10 @@ impl Storage for LocalStorage {
         ))))
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn display(&self, path: &Path) -> String {
         match &self.root {
             Some(root) => root.join(path).display().to_string(),

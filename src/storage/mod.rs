@@ -8,8 +8,12 @@
 
 pub mod atomic;
 mod local;
+#[cfg(feature = "remote")]
+pub mod remote;
 
 pub use local::LocalStorage;
+#[cfg(feature = "remote")]
+pub use remote::{RemoteOptions, RemoteStorage};
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -87,6 +91,13 @@ pub(crate) enum VersionInner {
         size: u64,
         mtime_ns: i128,
         ctime_ns: i128,
+    },
+    /// An object store's entity tag (where it gives one), size and modification time.
+    #[cfg(feature = "remote")]
+    Remote {
+        etag: Option<String>,
+        size: u64,
+        modified_ms: i64,
     },
 }
 
@@ -220,6 +231,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn create(&self, path: &Path, options: WriteOptions) -> crate::Result<Box<dyn ObjectWriter>>;
     /// How `path` is shown to a person: a local path, or a URL.
     fn display(&self, path: &Path) -> String;
+
+    /// True for the local disk, where the kernel can report changes (inotify); other backends
+    /// are polled.
+    fn is_local(&self) -> bool {
+        false
+    }
 
     /// Writes a whole object at once, all or nothing.
     fn put(&self, path: &Path, bytes: &[u8], options: WriteOptions) -> crate::Result<()> {

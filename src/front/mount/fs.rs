@@ -62,6 +62,9 @@ struct OpenFile {
     entry: Arc<FileEntry>,
     container: Arc<CachedContainer>,
     last_end: AtomicU64,
+    /// Blocks to read ahead: 1 after an open or a seek, doubled by each sequential read up to
+    /// the mount's limit.
+    window: AtomicU64,
 }
 
 impl MountState {
@@ -227,7 +230,12 @@ impl MountState {
         let slack = (size as u64).max(block_len(c, span.first.index));
         if offset == 0 || offset.abs_diff(prev_end) <= slack {
             span.sequential = true;
-            c.readahead(span.last + 1, self.readahead);
+            let window = file.window.load(Ordering::Relaxed);
+            file.window
+                .store((window * 2).min(self.readahead.max(1)), Ordering::Relaxed);
+            c.readahead(span.last + 1, window);
+        } else {
+            file.window.store(1, Ordering::Relaxed);
         }
         if span.first.index == span.last {
             if let Some(block) = c.cached_block(span.first.index) {
@@ -388,6 +396,7 @@ impl Filesystem for VaultFs {
                     container,
                     // Far from any offset: the first read counts as sequential only at 0.
                     last_end: AtomicU64::new(u64::MAX / 2),
+                    window: AtomicU64::new(1),
                 });
                 shared
                     .files

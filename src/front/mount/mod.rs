@@ -101,7 +101,16 @@ impl Mountable {
         let invalid = |e: io::Error| Error::InvalidArgument(format!("vault {}: {e}", dir.display()));
         let root = dir.canonicalize().map_err(invalid)?;
         let vault = crate::vault::Vault::local(&root).map_err(invalid)?;
-        let mut scanner = Scanner::new(vault, root);
+        Mountable::scan_vault(vault, root)
+    }
+
+    /// Scans a vault on any storage (an object store, say), shown as `shown`. Its changes are
+    /// found by rescanning every [`MountOptions::rescan_interval`] (inotify watches only local
+    /// folders).
+    pub fn scan_vault(vault: crate::vault::Vault, shown: PathBuf) -> Result<Mountable> {
+        let dir = shown.clone();
+        let invalid = |e: io::Error| Error::InvalidArgument(format!("vault {}: {e}", dir.display()));
+        let mut scanner = Scanner::new(vault, shown);
         let scan = scanner.scan().map_err(invalid)?;
         for p in &scanner.problems {
             log(p);

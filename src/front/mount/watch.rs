@@ -85,7 +85,13 @@ impl VaultWatcher {
     /// and is handed to inotify's event handler.
     pub fn run(mut self, wakes: mpsc::Receiver<Wake>, sender: mpsc::Sender<Wake>, every: Intervals) {
         let root = self.scanner.root().to_path_buf();
-        let mut inotify = match watch_events(&root, sender) {
+        let local = self.scanner.vault().storage().is_local();
+        let watched = if local {
+            watch_events(&root, sender)
+        } else {
+            Err(notify::Error::generic("it is not on the local disk"))
+        };
+        let mut inotify = match watched {
             Ok(w) => {
                 tracing::debug!(
                     target: "qeltrix::mount",

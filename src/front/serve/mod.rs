@@ -179,9 +179,38 @@ pub struct SeekServer {
 impl SeekServer {
     /// Binds `addr` for `path` (a container or a folder). A single container is opened now, so
     /// a wrong key or a damaged file is an error here rather than on the first request.
-    pub fn bind(path: impl AsRef<Path>, addr: SocketAddr, key: Key, mut opts: ServeOptions) -> Result<Self> {
+    pub fn bind(path: impl AsRef<Path>, addr: SocketAddr, key: Key, opts: ServeOptions) -> Result<Self> {
         let path = path.as_ref();
         let root = Root::new(path).map_err(|e| Error::io("opening", e).in_file(path))?;
+        SeekServer::bind_root(root, addr, key, opts)
+    }
+
+    /// Binds `addr` for a vault on any storage (an object store, say): the whole vault, or with
+    /// `file`, that one container of it. A single container is opened now, as with
+    /// [`SeekServer::bind`].
+    pub fn bind_vault(
+        vault: crate::vault::Vault,
+        file: Option<&Path>,
+        addr: SocketAddr,
+        key: Key,
+        opts: ServeOptions,
+    ) -> Result<Self> {
+        let root = match file {
+            None => Root::Vault { vault },
+            Some(file) => {
+                let name = file.file_name().unwrap_or(file.as_os_str());
+                let name = crate::vault::naming::plaintext_name(name).unwrap_or(name);
+                Root::Single {
+                    vault,
+                    name: name.to_string_lossy().into_owned(),
+                    file: file.to_path_buf(),
+                }
+            }
+        };
+        SeekServer::bind_root(root, addr, key, opts)
+    }
+
+    fn bind_root(root: Root, addr: SocketAddr, key: Key, mut opts: ServeOptions) -> Result<Self> {
         let workers = match opts.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
