@@ -293,14 +293,19 @@ fn unpack(mut a: UnpackArgs) -> Result<()> {
     let written = if to_stdout {
         let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
         let n = container
-            .unpack_to(&mut out, verify, a.workers, &progress)
+            .unpack_to(
+                &mut out,
+                verify,
+                location::workers_for(&a.input, a.workers),
+                &progress,
+            )
             .map_err(|e| e.in_file(&a.input))?;
         out.flush().map_err(|e| Error::io("writing stdout", e))?;
         n
     } else {
         let opts = UnpackOptions {
             verify,
-            workers: a.workers,
+            workers: location::workers_for(&a.input, a.workers),
             overwrite: a.force,
         };
         qeltrix::unpack_container(&container, &a.input, &output, &opts, &progress)?

@@ -105,3 +105,16 @@ pub fn is_folder(path: &Path) -> Result<bool, Error> {
     }
     Ok(path.is_dir())
 }
+
+/// Workers reading a container at `path` whole (unpack, verify) when `--workers` is 0: the
+/// cores for a local file; for a remote one, enough for requests in flight to hide the network
+/// round trip (each worker has one block's GET out at a time).
+pub fn workers_for(path: &Path, workers: usize) -> usize {
+    match workers {
+        0 if is_remote(path) => REMOTE_WORKERS,
+        n => n,
+    }
+}
+
+/// See [`workers_for`].
+const REMOTE_WORKERS: usize = 8;

@@ -697,7 +697,12 @@ fn verify_one(path: &Path, keys: &mut KeyCache<'_>, workers: usize, quiet: bool)
     pb.set_message(format!("{} blocks", container.block_count()));
     let started = Instant::now();
     let bytes = container
-        .unpack_to(&mut io::sink(), true, workers, &|n| pb.inc(n))
+        .unpack_to(
+            &mut io::sink(),
+            true,
+            super::location::workers_for(path, workers),
+            &|n| pb.inc(n),
+        )
         .map_err(|e| e.in_file(path))?;
     pb.finish_and_clear();
     Ok(Verified {

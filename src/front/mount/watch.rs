@@ -101,6 +101,15 @@ impl VaultWatcher {
                 );
                 Some(w)
             }
+            Err(_) if !local => {
+                tracing::debug!(
+                    target: "qeltrix::mount",
+                    "{} is remote: listing it again every {:?}",
+                    root.display(),
+                    every.poll
+                );
+                None
+            }
             Err(e) => {
                 poll_instead(&root, &e.to_string(), every.poll);
                 None

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 pub const TAIL: u64 = 256 << 10;
 /// Bytes fetched from the start of an object when it is opened, beside the tail: the header and
 /// its key-slot areas.
-pub const HEAD: u64 = 64 << 10;
+pub const HEAD: u64 = crate::core::format::HEADER_LEN as u64;
 /// A large read is split into GETs of this size, sent in parallel.
 pub const PART: u64 = 2 << 20;
 /// Most GETs of one read in flight at once.
@@ -257,6 +257,7 @@ impl RemoteStorage {
                 let prefix = Key::parse(key)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
                 let store = Arc::clone(&self.shared.store);
+                trace("LIST", &self.shown(key));
                 let listed = runtime::run(async move {
                     let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
                     store.list_with_delimiter(prefix.as_ref()).await
@@ -305,6 +306,7 @@ impl RemoteStorage {
         let location =
             Key::parse(key).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let store = Arc::clone(&self.shared.store);
+        trace("HEAD", &self.shown(key));
         let meta = runtime::run(async move {
             store
                 .get_opts(
@@ -334,6 +336,11 @@ impl RemoteStorage {
     }
 }
 
+/// A debug log line for each request (`-v`): what was asked of which object.
+fn trace(what: &str, shown: &str) {
+    tracing::debug!(target: "qeltrix::remote", "{what} {shown}");
+}
+
 /// Forgets what is cached about `key` and its folder (it was written, or found changed).
 fn forget(shared: &Shared, key: &str) {
     let mut meta = shared.meta.lock().unwrap_or_else(|p| p.into_inner());
@@ -353,37 +360,35 @@ fn request_error(shared: &Shared, what: &str, shown: &str, e: object_store::Erro
         }
         _ => io::ErrorKind::Other,
     };
-    if kind == io::ErrorKind::NotFound {
-        return io::Error::new(kind, format!("{shown}: no such object on {}", shared.endpoint));
+    let endpoint = &shared.endpoint;
+    match kind {
+        io::ErrorKind::NotFound => io::Error::new(kind, format!("{shown}: no such object on {endpoint}")),
+        io::ErrorKind::PermissionDenied => io::Error::new(
+            kind,
+            format!("{what} {shown}: access denied by {endpoint}: check the credentials and the permissions"),
+        ),
+        _ => io::Error::new(kind, format!("{what} {shown} on {endpoint}: {}", cause(&e))),
     }
-    io::Error::new(
-        kind,
-        format!("{what} {shown} on {}: {}", shared.endpoint, cause(&e)),
-    )
 }
 
-/// The innermost useful text of a client error (its chain, deduplicated).
+/// The client error's text, on one line: a server's error page (HTML) is left out.
 fn cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or_default();
+    line.trim_end_matches(|c: char| c == '<' || c == ':' || c.is_whitespace())
+        .to_string()
 }
 
+/// A folder (a common prefix): object stores keep no times for it, so it is shown as of when it
+/// was listed.
 fn folder_entry(name: OsString) -> Entry {
+    let now = SystemTime::now();
     Entry {
         name,
         kind: EntryKind::Folder,
         size: 0,
-        modified: SystemTime::UNIX_EPOCH,
-        changed: SystemTime::UNIX_EPOCH,
+        modified: now,
+        changed: now,
         version: Version(VersionInner::Remote {
             etag: None,
             size: 0,
@@ -424,9 +429,9 @@ impl Storage for RemoteStorage {
     fn stat(&self, path: &Path) -> io::Result<Entry> {
         let key = self.key(path)?;
         let name: OsString = path.file_name().map_or_else(OsString::new, Into::into);
-        if key.is_empty() {
-            // The top: listing it proves the bucket is there and reachable.
-            self.list_folder("")?;
+        if path.components().all(|c| c == Component::CurDir) {
+            // The storage's top (a bucket, or a prefix): listing it proves it is reachable.
+            self.list_folder(&key)?;
             return Ok(folder_entry(name));
         }
         let (folder, own) = key.rsplit_once('/').unwrap_or(("", &key));
@@ -495,6 +500,10 @@ impl RemoteObject {
     fn open(shared: Arc<Shared>, key: Key, shown: String) -> io::Result<RemoteObject> {
         let store = Arc::clone(&shared.store);
         let location = key.clone();
+        trace(
+            &format!("GET the last {TAIL} and the first {HEAD} bytes of"),
+            &shown,
+        );
         let (tail, head) = runtime::run(async move {
             let get = |range| {
                 store.get_opts(
@@ -638,6 +647,14 @@ impl ReadAt for RemoteObject {
             self.etag.clone(),
         );
         let ranges = parts.clone();
+        tracing::debug!(
+            target: "qeltrix::remote",
+            "GET bytes {offset}-{} of {} ({} request{})",
+            end - 1,
+            self.shown,
+            parts.len(),
+            if parts.len() == 1 { "" } else { "s in parallel" }
+        );
         let results = runtime::run(async move {
             let mut out = Vec::with_capacity(ranges.len());
             // A window of parts in flight, collected in order.
@@ -771,6 +788,7 @@ impl RemoteWriter {
             Some(u) => Arc::clone(u),
             None => {
                 let (store, key) = (Arc::clone(&self.shared.store), self.key.clone());
+                trace("starting a multipart upload of", &self.shown);
                 let started = runtime::run(async move { store.put_multipart(&key).await })?
                     .map_err(|e| self.io_error("starting the upload of", e))?;
                 let upload: Upload = Arc::new(Mutex::new(Some(started)));
@@ -846,6 +864,7 @@ impl ObjectWriter for RemoteWriter {
                     self.refuse_existing()?;
                     let (store, key) = (Arc::clone(&self.shared.store), self.key.clone());
                     let payload = PutPayload::from(std::mem::take(&mut self.buffer));
+                    trace("PUT", &self.shown);
                     runtime::run(async move { store.put(&key, payload).await })
                         .map_err(|e| Error::io("uploading", e))?
                         .map_err(|e| Error::io("uploading", self.io_error("PUT", e)))?;
@@ -862,6 +881,7 @@ impl ObjectWriter for RemoteWriter {
                     let Some(mut up) = taken else {
                         return Err(Error::io("uploading", io::Error::other("the upload was aborted")));
                     };
+                    trace("completing the multipart upload of", &self.shown);
                     let done = runtime::run(async move {
                         let done = up.complete().await;
                         if done.is_err() {
