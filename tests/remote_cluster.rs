@@ -588,7 +588,8 @@ fn an_interrupted_upload_leaves_no_object_and_no_pending_upload() {
     assert_eq!(
         r.g.pending_uploads(ENDPOINT),
         Vec::<String>::new(),
-        "pending uploads after SIGINT"
+        "pending uploads after SIGINT ({status}); pack's stderr:\n{}",
+        log.text()
     );
 
     // 2. An input that fails to read: a directory as stdin (EISDIR on the first read).

@@ -458,9 +458,10 @@ fn a_missing_url_fails_naming_it() {
             err.contains(&url),
             "{args:?}: the error does not name {url}: {err}"
         );
+        let lower = err.to_lowercase();
         assert!(
-            err.contains("404") || err.to_lowercase().contains("not found"),
-            "{args:?}: {err}"
+            lower.contains("404") || lower.contains("not found") || lower.contains("no such"),
+            "{args:?}: the error does not say the URL is missing: {err}"
         );
     }
     assert!(
@@ -497,7 +498,10 @@ fn a_container_replaced_on_the_server_is_detected_not_misread() {
     let (start, end) = (1_500_000, 1_600_000);
     let got = http_get(&a, &file_url, Some(&format!("bytes={start}-{}", end - 1)));
     match got {
-        Err(e) => eprintln!("replaced container: transport error ({e})"),
+        Err(e) => {
+            eprintln!("replaced container: transport error ({e})");
+            assert!(s.log().contains("changed"), "serve did not say why:\n{}", s.log());
+        }
         Ok((206, body)) if body.len() == end - start => {
             assert!(
                 body == new[start..end],
@@ -513,6 +517,11 @@ fn a_container_replaced_on_the_server_is_detected_not_misread() {
         Ok((206, body)) => panic!("a short 206 body ({} bytes) after the replacement", body.len()),
         Ok((status, _)) => {
             assert!(status >= 400, "status {status} after the replacement");
+            assert!(
+                s.log().contains("changed"),
+                "serve did not say the container changed:\n{}",
+                s.log()
+            );
             eprintln!("replaced container: status {status}");
         }
     }
