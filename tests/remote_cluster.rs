@@ -548,13 +548,13 @@ fn wrong_secret(c: &mut Command) {
     c.env("AWS_SECRET_ACCESS_KEY", "0".repeat(64));
 }
 
-/// An upload cut short — `pack -` whose stdin is interrupted with SIGINT mid-stream, and a pack
-/// whose input fails to read — leaves no object and no pending multipart upload.
+/// An upload cut short — `pack -` interrupted with SIGINT while its stdin still streams, after
+/// several parts went up — leaves no object and no pending multipart upload.
 #[test]
 #[ignore = "needs Garage; scripts/test.sh runs it"]
 fn an_interrupted_upload_leaves_no_object_and_no_pending_upload() {
     let r = Remote::new();
-    // 1. SIGINT while `pack -` still reads stdin: enough already sent for several parts.
+    // SIGINT while `pack -` still reads stdin: enough already sent for several parts.
     let url = r.g.url("cut/stdin.qltx");
     let log = r.path("pack.log");
     let child = r
@@ -583,7 +583,8 @@ fn an_interrupted_upload_leaves_no_object_and_no_pending_upload() {
     assert!(
         !r.g.list_objects(ENDPOINT, "cut/")
             .contains(&"cut/stdin.qltx".to_string()),
-        "an interrupted pack left an object"
+        "an interrupted pack ({status}) left an object; pack's stderr:\n{}",
+        log.text()
     );
     assert_eq!(
         r.g.pending_uploads(ENDPOINT),
@@ -591,12 +592,19 @@ fn an_interrupted_upload_leaves_no_object_and_no_pending_upload() {
         "pending uploads after SIGINT ({status}); pack's stderr:\n{}",
         log.text()
     );
+}
 
-    // 2. An input that fails to read: a directory as stdin (EISDIR on the first read).
-    let url2 = r.g.url("cut/dir.qltx");
+/// A pack whose input fails to read (a directory as stdin: EISDIR on the first read) leaves no
+/// object and no pending multipart upload. (It fails before any part is sent; a read error in
+/// mid-stream has no deterministic source here, so the SIGINT test covers the mid-stream case.)
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn a_pack_whose_input_fails_leaves_no_object_and_no_pending_upload() {
+    let r = Remote::new();
+    let url = r.g.url("cut/dir.qltx");
     let dir = File::open(r.w.dir.path()).unwrap();
     let out = r
-        .cmd(&["pack", "-", &url2, "--key-file", "key"])
+        .cmd(&["pack", "-", &url, "--key-file", "key"])
         .stdin(Stdio::from(dir))
         .output()
         .unwrap();
