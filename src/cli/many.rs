@@ -374,15 +374,19 @@ fn failure_json(key: &str, path: &Path, e: &anyhow::Error) -> serde_json::Value 
 fn containers(inputs: &[PathBuf]) -> Vec<(PathBuf, Result<()>)> {
     let mut out = Vec::new();
     for input in inputs {
-        if !input.is_dir() {
+        if !is_folder(input) {
             out.push((input.clone(), Ok(())));
             continue;
         }
         let before = out.len();
-        let vault = match Vault::local(input) {
+        let vault = if super::location::is_remote(input) {
+            super::location::vault(input).map(|(vault, _)| vault)
+        } else {
+            Vault::local(input).map_err(|e| Error::io("opening the folder", e).in_file(input))
+        };
+        let vault = match vault {
             Ok(v) => v,
             Err(e) => {
-                let e = Error::io("opening the folder", e).in_file(input);
                 out.push((input.clone(), Err(e.into())));
                 continue;
             }
@@ -417,7 +421,13 @@ fn containers(inputs: &[PathBuf]) -> Vec<(PathBuf, Result<()>)> {
 
 /// True when the arguments are one container file: the single-file output, as before.
 fn single_file(inputs: &[PathBuf]) -> bool {
-    inputs.len() == 1 && !inputs[0].is_dir()
+    inputs.len() == 1 && !is_folder(&inputs[0])
+}
+
+/// A local folder, or a remote prefix (ending in `/`, or with objects under it). A remote
+/// location that cannot be reached counts as a container, whose opening then says why.
+fn is_folder(path: &Path) -> bool {
+    super::location::is_folder(path).unwrap_or(false)
 }
 
 /// A container's structure (no key needed).

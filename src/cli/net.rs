@@ -261,6 +261,9 @@ fn describe_limits(l: &Limits) -> String {
 }
 
 pub fn sink(a: SinkArgs) -> Result<()> {
+    if super::location::is_remote(&a.out_dir) {
+        return sink_remote(a);
+    }
     let config = SinkConfig {
         out_dir: a.out_dir.clone(),
         limits: a.limits.limits()?,
@@ -275,6 +278,30 @@ pub fn sink(a: SinkArgs) -> Result<()> {
         a.out_dir.display(),
         describe_limits(&limits),
         quota.map_or("none".to_string(), |q| format!("{q} bytes"))
+    );
+    warn_if_open("sink", bound, &limits);
+    report("sink", server.stats(), a.stats_interval, a.stats_json)?;
+    server.run()?;
+    Ok(())
+}
+
+/// `sink --out-dir s3://BUCKET/PREFIX`: each complete stream is uploaded as it arrives.
+fn sink_remote(a: SinkArgs) -> Result<()> {
+    if a.quota.is_some() {
+        anyhow::bail!(Error::InvalidArgument(
+            "--quota applies to a local folder; an object store has its own quotas".into()
+        ));
+    }
+    let (vault, shown) = super::location::vault(&a.out_dir)?;
+    let limits = a.limits.limits()?;
+    let storage = std::sync::Arc::clone(vault.storage());
+    let server = SinkServer::bind_storage(a.listen.as_str(), storage, limits.clone())
+        .map_err(|e| with_addr(e, &a.listen))?;
+    let bound = server.local_addr()?;
+    eprintln!(
+        "qeltrix sink: listening on {bound}, uploading to {} ({})",
+        shown.display(),
+        describe_limits(&limits)
     );
     warn_if_open("sink", bound, &limits);
     report("sink", server.stats(), a.stats_interval, a.stats_json)?;

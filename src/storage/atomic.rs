@@ -271,6 +271,7 @@ fn unregister(path: &Path) {
 /// Cleanups to run if a terminating signal arrives (an upload to abort), by id.
 type Cleanup = Box<dyn FnOnce() + Send>;
 static CLEANUPS: Mutex<Vec<(u64, Cleanup)>> = Mutex::new(Vec::new());
+#[cfg(feature = "remote")]
 static NEXT_CLEANUP: AtomicU64 = AtomicU64::new(1);
 /// While above zero, SIGINT and SIGTERM belong to the caller (a stream being packed seals what
 /// it has on them), and the cleanup thread leaves them alone.
@@ -278,6 +279,7 @@ static CALLER_STOPS: AtomicU64 = AtomicU64::new(0);
 
 /// Runs `cleanup` if a terminating signal ends the process while the returned guard lives (an
 /// object store's pending upload, aborted). Dropping the guard forgets it.
+#[cfg(feature = "remote")]
 pub(crate) fn on_signal(cleanup: impl FnOnce() + Send + 'static) -> SignalCleanup {
     install_signal_cleanup();
     let id = NEXT_CLEANUP.fetch_add(1, Ordering::Relaxed);
@@ -289,8 +291,10 @@ pub(crate) fn on_signal(cleanup: impl FnOnce() + Send + 'static) -> SignalCleanu
 }
 
 /// See [`on_signal`].
+#[cfg(feature = "remote")]
 pub(crate) struct SignalCleanup(u64);
 
+#[cfg(feature = "remote")]
 impl Drop for SignalCleanup {
     fn drop(&mut self) {
         CLEANUPS

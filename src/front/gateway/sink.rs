@@ -20,6 +20,7 @@ use super::stats::{Meter, MeteredReader, Stats};
 use crate::container::reader::ContainerInfo;
 use crate::container::stream_reader::read_full;
 use crate::core::format::{Header, HEADER_LEN};
+use crate::storage::{Storage, WriteOptions};
 use crate::vault::naming::{container_name, CONTAINER_SUFFIX};
 use crate::{Error, Result};
 use std::collections::HashSet;
@@ -61,6 +62,8 @@ struct SinkState {
     config: SinkConfig,
     quota: Quota,
     stats: Arc<Stats>,
+    /// Where containers go when it is not the local folder `config.out_dir`: an object store.
+    remote: Option<Arc<dyn Storage>>,
 }
 
 impl SinkServer {
@@ -93,6 +96,33 @@ impl SinkServer {
                 config,
                 quota,
                 stats: Arc::default(),
+                remote: None,
+            }),
+        })
+    }
+
+    /// A sink saving into `storage` (an object store, say) rather than a local folder. Each
+    /// stream is uploaded as it arrives and appears as `<container id>.qltx` only once it ended
+    /// with a valid trailer and footer; a cut stream leaves nothing (there is no `.part` to
+    /// repair: the sender is reset and must send again). No quota (the store has its own).
+    /// Memory per connection: the upload's parts in flight and the last [`REMOTE_TAIL`] bytes,
+    /// kept to check the footer; a container whose footer is larger is refused.
+    pub fn bind_storage(addr: impl ToSocketAddrs, storage: Arc<dyn Storage>, limits: Limits) -> Result<Self> {
+        limits.check()?;
+        limits::reserve_descriptors(limits.max_connections, FDS_PER_CONNECTION)?;
+        let listener = TcpListener::bind(addr).map_err(|e| Error::io("binding the sink's address", e))?;
+        let config = SinkConfig {
+            out_dir: PathBuf::from(storage.display(Path::new(""))),
+            limits,
+            quota: None,
+        };
+        Ok(SinkServer {
+            listener,
+            shared: Arc::new(SinkState {
+                quota: Quota::new(&config.out_dir, None)?,
+                config,
+                stats: Arc::default(),
+                remote: Some(storage),
             }),
         })
     }
@@ -188,6 +218,9 @@ fn save(shared: &SinkState, conn: &TcpStream, meter: &Meter) -> Result<Saved> {
         )));
     }
     let name = container_name(hex::encode(Header::decode(&header)?.container_id));
+    if let Some(storage) = &shared.remote {
+        return save_remote(shared, &**storage, conn, meter, &header, Path::new(&name));
+    }
     let done = dir.join(&name);
     let mut part_name = name.clone();
     part_name.push(PART_SUFFIX);
@@ -234,6 +267,133 @@ fn save(shared: &SinkState, conn: &TcpStream, meter: &Meter) -> Result<Saved> {
     stream.keep();
     rename_noclobber(&part, &done)?;
     Ok(Saved::Whole { path: done, size })
+}
+
+/// The last bytes of a stream the remote sink keeps to check its trailer and footer before the
+/// upload is completed: the footer of a container of up to about 46,000 blocks (46 GiB at 1 MiB
+/// blocks).
+pub const REMOTE_TAIL: usize = 8 << 20;
+
+/// Saves one stream into an object store (see [`SinkServer::bind_storage`]).
+fn save_remote(
+    shared: &SinkState,
+    storage: &dyn Storage,
+    conn: &TcpStream,
+    meter: &Meter,
+    header: &[u8],
+    name: &Path,
+) -> Result<Saved> {
+    let limits = &shared.config.limits;
+    let shown = storage.display(name);
+    conn.set_read_timeout(limits.idle_timeout)
+        .map_err(|e| Error::io("setting the read timeout", e))?;
+    // Refuses an existing object; dropped uncommitted (any error below), the upload is aborted.
+    let mut out = storage
+        .create(name, WriteOptions::default())
+        .map_err(|e| match e {
+            Error::Exists { .. } => {
+                Error::InvalidArgument(format!("{shown} already exists; stream not saved"))
+            }
+            e => e,
+        })?;
+    let write_err = |e| Error::io("uploading", e).in_file(&shown);
+    let mut tail = Tail::default();
+    let mut written = header.len() as u64;
+    out.write_all(header).map_err(write_err)?;
+    tail.push(header);
+    let mut input = MeteredReader(conn, meter.clone());
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let idle = limits.idle_timeout;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let why = if is_timeout(&e) {
+                    limits::idle_error("the sender sent nothing", idle).to_string()
+                } else {
+                    e.to_string()
+                };
+                return Err(Error::Incomplete(format!(
+                    "the stream was cut after {written} bytes ({why}); nothing saved to {shown}"
+                )));
+            }
+        };
+        if let Some(max) = limits.max_size.filter(|&max| written + n as u64 > max) {
+            return Err(limits::cut(format!(
+                "the stream is larger than {max} bytes (--max-size); nothing saved to {shown}"
+            )));
+        }
+        out.write_all(&buf[..n]).map_err(write_err)?;
+        tail.push(&buf[..n]);
+        written += n as u64;
+    }
+    let view = TailView {
+        header,
+        tail: tail.bytes(),
+        size: written,
+    };
+    if let Err(e) = ContainerInfo::read(&view) {
+        return Err(Error::Incomplete(format!(
+            "the stream ended after {written} bytes without a valid trailer and footer ({e}); nothing saved to {shown}"
+        )));
+    }
+    out.commit()?;
+    Ok(Saved::Whole {
+        path: PathBuf::from(shown),
+        size: written,
+    })
+}
+
+/// The last [`REMOTE_TAIL`] bytes (or more) of a stream.
+#[derive(Default)]
+struct Tail(Vec<u8>);
+
+impl Tail {
+    fn push(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+        if self.0.len() > 2 * REMOTE_TAIL {
+            let extra = self.0.len() - REMOTE_TAIL;
+            self.0.drain(..extra);
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A stream as the container reader sees it: its header and its tail; the middle is not there.
+struct TailView<'a> {
+    header: &'a [u8],
+    tail: &'a [u8],
+    size: u64,
+}
+
+impl crate::storage::ReadAt for TailView<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&end| end <= self.size)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        let tail_start = self.size - self.tail.len() as u64;
+        if end <= self.header.len() as u64 {
+            buf.copy_from_slice(&self.header[offset as usize..end as usize]);
+        } else if offset >= tail_start {
+            let at = (offset - tail_start) as usize;
+            buf.copy_from_slice(&self.tail[at..at + buf.len()]);
+        } else {
+            return Err(io::Error::other(format!(
+                "the footer is larger than the {REMOTE_TAIL} bytes a remote sink keeps"
+            )));
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.size)
+    }
 }
 
 /// A stream being written to its `.part` file, counted in the quota until it is kept (or
@@ -411,4 +571,62 @@ fn rename_noclobber(from: &Path, to: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("saving as {}", to.display()), e).in_file(from))?;
     std::fs::remove_file(from).map_err(|e| Error::io("removing the temporary name", e).in_file(from))?;
     Ok(())
+}
+
+#[cfg(all(test, feature = "remote"))]
+mod remote_tests {
+    use super::*;
+    use crate::storage::RemoteStorage;
+    use std::net::Shutdown;
+
+    /// A container of `len` bytes packed in memory, as a gateway would stream it.
+    fn container(len: usize) -> Vec<u8> {
+        let key = crate::Key::KeyFile(crate::core::crypto::KeyFileKey::from_bytes([4; 32]));
+        let to = [crate::Recipient::try_from(&key).unwrap()];
+        let opts = crate::writer::PackOptions {
+            block_size: 64 << 10,
+            compress: crate::CompressMode::Never,
+            ..Default::default()
+        };
+        let plain: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+        let mut packer = crate::writer::StreamPacker::new(Vec::new(), &to, &opts).unwrap();
+        packer.write_all(&plain).unwrap();
+        packer.finish().unwrap().0
+    }
+
+    fn send(addr: SocketAddr, bytes: &[u8]) {
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.write_all(bytes).unwrap();
+        conn.shutdown(Shutdown::Write).unwrap();
+        // The sink closes (or resets) once it has saved or refused the stream.
+        let _ = conn.read_to_end(&mut Vec::new());
+    }
+
+    #[test]
+    fn a_remote_sink_uploads_complete_streams_and_leaves_nothing_of_a_cut_one() {
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let storage = Arc::new(RemoteStorage::from_store(Arc::clone(&store), "s3://sink"));
+        let limits = Limits::default();
+        let server =
+            SinkServer::bind_storage("127.0.0.1:0", storage.clone() as Arc<dyn Storage>, limits).unwrap();
+        let addr = server.local_addr().unwrap();
+        let stats = server.stats();
+        std::thread::spawn(move || server.run());
+
+        let whole = container(3 << 20);
+        send(addr, &whole);
+        // Cut: the same kind of stream without its end.
+        let other = container(1 << 20);
+        send(addr, &other[..other.len() / 2]);
+        while stats.snapshot().connections_active > 0 {
+            std::thread::yield_now();
+        }
+        let listed = storage.list(Path::new("")).unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        let name = listed[0].name.clone();
+        let object = storage.open(Path::new(&name)).unwrap();
+        let mut back = vec![0u8; whole.len()];
+        object.read_exact_at(&mut back, 0).unwrap();
+        assert!(back == whole, "the saved object differs from the stream");
+    }
 }

@@ -52,6 +52,9 @@ pub struct MountState {
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
     readahead: u64,
+    /// Files open now: the readahead windows share the cache between them.
+    open_files: AtomicU64,
+    cache_bytes: u64,
     uid: u32,
     gid: u32,
 }
@@ -95,6 +98,8 @@ impl MountState {
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             readahead: opts.readahead_blocks,
+            open_files: AtomicU64::new(0),
+            cache_bytes: opts.cache_bytes as u64,
             uid,
             gid,
         })
@@ -200,6 +205,16 @@ impl MountState {
         Err(Errno::from_i32(errno))
     }
 
+    /// The most blocks one file reads ahead: the mount's `--readahead`, but no more than a
+    /// quarter of the cache shared among the files open, so that many files read at once do not
+    /// evict each other's blocks before they are used (memory stays the cache's, whatever the
+    /// number of files).
+    fn readahead_limit(&self, c: &CachedContainer) -> u64 {
+        let block = u64::from(c.container().info().header.block_size).max(1);
+        let open = self.open_files.load(Ordering::Relaxed).max(1);
+        (self.cache_bytes / block / (4 * open)).clamp(1, self.readahead.max(1))
+    }
+
     /// Starts a read: notes the access pattern, starts readahead, and answers at once if it
     /// can (end of file, or one block already in the cache). Otherwise says what to load.
     fn start_read(
@@ -230,9 +245,9 @@ impl MountState {
         let slack = (size as u64).max(block_len(c, span.first.index));
         if offset == 0 || offset.abs_diff(prev_end) <= slack {
             span.sequential = true;
-            let window = file.window.load(Ordering::Relaxed);
+            let window = file.window.load(Ordering::Relaxed).min(self.readahead_limit(c));
             file.window
-                .store((window * 2).min(self.readahead.max(1)), Ordering::Relaxed);
+                .store((window * 2).min(self.readahead_limit(c)), Ordering::Relaxed);
             c.readahead(span.last + 1, window);
         } else {
             file.window.store(1, Ordering::Relaxed);
@@ -398,11 +413,14 @@ impl Filesystem for VaultFs {
                     last_end: AtomicU64::new(u64::MAX / 2),
                     window: AtomicU64::new(1),
                 });
-                shared
+                let replaced = shared
                     .files
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(fh, file);
+                if replaced.is_none() {
+                    shared.open_files.fetch_add(1, Ordering::Relaxed);
+                }
                 // Containers never change under an inode (a replaced one gets a new inode), so
                 // the kernel may keep this file's pages across opens.
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
@@ -444,11 +462,15 @@ impl Filesystem for VaultFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.shared
+        let removed = self
+            .shared
             .files
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&fh.0);
+        if removed.is_some() {
+            self.shared.open_files.fetch_sub(1, Ordering::Relaxed);
+        }
         reply.ok();
     }
 

@@ -25,6 +25,7 @@ pub use config::RemoteOptions;
 use super::{Entry, EntryKind, Object, ObjectWriter, ReadAt, Storage, Version, VersionInner, WriteOptions};
 use crate::{Error, Result};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use object_store::path::Path as Key;
 use object_store::{
     GetOptions, GetRange, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload,
@@ -574,35 +575,66 @@ impl RemoteObject {
         })
     }
 
-    /// GETs `range` (within the object), `If-Match` the tag seen at open.
+    /// GETs `range` (within the object), `If-Match` the tag seen at open, and sends the body's
+    /// pieces to `to` as they arrive, each with its offset in the object. Ends early if the
+    /// reader is gone.
     async fn get(
         store: Arc<dyn ObjectStore>,
         key: Key,
         etag: Option<String>,
         range: std::ops::Range<u64>,
-    ) -> std::result::Result<Bytes, GetError> {
-        let want = range.end - range.start;
+        to: tokio::sync::mpsc::Sender<Piece>,
+    ) {
+        let fail = |e| {
+            let (to, range) = (to.clone(), range.clone());
+            async move {
+                let _ = to.send(Err((range, e))).await;
+            }
+        };
         let result = store
             .get_opts(
                 &key,
                 GetOptions {
-                    range: Some(GetRange::Bounded(range)),
+                    range: Some(GetRange::Bounded(range.clone())),
                     if_match: etag.clone(),
                     ..GetOptions::default()
                 },
             )
-            .await
-            .map_err(GetError::Client)?;
+            .await;
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => return fail(GetError::Client(e)).await,
+        };
         if etag.is_some() && result.meta.e_tag != etag {
-            return Err(GetError::Changed);
+            return fail(GetError::Changed).await;
         }
-        let bytes = result.bytes().await.map_err(GetError::Client)?;
-        if bytes.len() as u64 != want {
-            return Err(GetError::Short);
+        let mut at = range.start;
+        let mut body = result.into_stream();
+        while let Some(piece) = body.next().await {
+            match piece {
+                Ok(bytes) if at + bytes.len() as u64 <= range.end => {
+                    let len = bytes.len() as u64;
+                    if to.send(Ok((at, bytes))).await.is_err() {
+                        return;
+                    }
+                    at += len;
+                }
+                Ok(_) => return fail(GetError::Short).await,
+                Err(e) => return fail(GetError::Client(e)).await,
+            }
         }
-        Ok(bytes)
+        if at != range.end {
+            fail(GetError::Short).await;
+        }
     }
 }
+
+/// A piece of a GET's body and its offset in the object, or why a part failed.
+type Piece = std::result::Result<(u64, Bytes), (std::ops::Range<u64>, GetError)>;
+
+/// Pieces waiting for the reading thread, across the parts of one read: with the parts in
+/// flight, all the memory a read holds beyond its own buffer.
+const PIECES_QUEUED: usize = 64;
 
 enum GetError {
     Client(object_store::Error),
@@ -646,7 +678,6 @@ impl ReadAt for RemoteObject {
             self.key.clone(),
             self.etag.clone(),
         );
-        let ranges = parts.clone();
         tracing::debug!(
             target: "qeltrix::remote",
             "GET bytes {offset}-{} of {} ({} request{})",
@@ -655,65 +686,58 @@ impl ReadAt for RemoteObject {
             parts.len(),
             if parts.len() == 1 { "" } else { "s in parallel" }
         );
-        let results = runtime::run(async move {
-            let mut out = Vec::with_capacity(ranges.len());
-            // A window of parts in flight, collected in order.
-            let mut flight = VecDeque::new();
-            let mut ranges = ranges.into_iter();
-            loop {
-                while flight.len() < PARTS_IN_FLIGHT {
-                    let Some(range) = ranges.next() else { break };
-                    let get = RemoteObject::get(Arc::clone(&store), key.clone(), etag.clone(), range);
-                    flight.push_back(tokio::spawn(get));
-                }
-                let Some(next) = flight.pop_front() else { break };
-                match next.await {
-                    Ok(Ok(bytes)) => out.push(Ok(bytes)),
-                    Ok(Err(e)) => {
-                        out.push(Err(e));
-                        break;
-                    }
-                    Err(_) => {
-                        out.push(Err(GetError::Short));
-                        break;
-                    }
-                }
-            }
-            for rest in flight {
-                rest.abort();
-            }
-            out
-        })?;
-        let mut at = 0;
-        for (result, range) in results.into_iter().zip(parts) {
-            let what = || format!("GET bytes {}-{} of", range.start, range.end - 1);
-            let bytes = match result {
-                Ok(bytes) => bytes,
-                Err(GetError::Changed) => return Err(changed(&self.shared, &self.shown, self.key.as_ref())),
-                Err(GetError::Client(object_store::Error::Precondition { .. })) => {
-                    return Err(changed(&self.shared, &self.shown, self.key.as_ref()))
-                }
-                Err(GetError::Client(e)) => return Err(request_error(&self.shared, &what(), &self.shown, e)),
-                Err(GetError::Short) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "{} {}: {} answered with fewer bytes than asked for",
-                            what(),
-                            self.shown,
-                            self.shared.endpoint
-                        ),
-                    ))
+        // The parts' bodies stream into `buf` as they arrive: no part is held whole, so a read
+        // needs its own buffer and a few pieces, not twice its size.
+        let (to, mut pieces) = tokio::sync::mpsc::channel::<Piece>(PIECES_QUEUED);
+        let flights = Arc::new(tokio::sync::Semaphore::new(PARTS_IN_FLIGHT));
+        let mut tasks = Vec::with_capacity(parts.len());
+        for range in parts {
+            let (store, key, etag, to) = (Arc::clone(&store), key.clone(), etag.clone(), to.clone());
+            let flights = Arc::clone(&flights);
+            tasks.push(runtime::spawn(async move {
+                let Ok(_permit) = flights.acquire_owned().await else {
+                    return;
+                };
+                RemoteObject::get(store, key, etag, range, to).await;
+            })?);
+        }
+        drop(to);
+        let abort_all = |tasks: &[tokio::task::JoinHandle<()>]| tasks.iter().for_each(|t| t.abort());
+        let mut received = 0usize;
+        while received < buf.len() {
+            let piece = match pieces.blocking_recv() {
+                Some(piece) => piece,
+                None => {
+                    abort_all(&tasks);
+                    return Err(io::Error::other(format!(
+                        "GET of {} on {}: a request ended unexpectedly",
+                        self.shown, self.shared.endpoint
+                    )));
                 }
             };
-            buf[at..at + bytes.len()].copy_from_slice(&bytes);
-            at += bytes.len();
-        }
-        if at != buf.len() {
-            return Err(io::Error::other(format!(
-                "GET of {} on {} failed",
-                self.shown, self.shared.endpoint
-            )));
+            let (at, bytes) = match piece {
+                Ok(piece) => piece,
+                Err((range, e)) => {
+                    abort_all(&tasks);
+                    let what = format!("GET bytes {}-{} of", range.start, range.end - 1);
+                    return Err(match e {
+                        GetError::Changed | GetError::Client(object_store::Error::Precondition { .. }) => {
+                            changed(&self.shared, &self.shown, self.key.as_ref())
+                        }
+                        GetError::Client(e) => request_error(&self.shared, &what, &self.shown, e),
+                        GetError::Short => io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "{what} {}: {} answered with fewer or more bytes than asked for",
+                                self.shown, self.shared.endpoint
+                            ),
+                        ),
+                    });
+                }
+            };
+            let start = (at - offset) as usize;
+            buf[start..start + bytes.len()].copy_from_slice(&bytes);
+            received += bytes.len();
         }
         Ok(())
     }
