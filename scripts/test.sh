@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
+. scripts/lib/garage.sh
 
 need_cargo
 need cc build-essential
@@ -15,6 +16,10 @@ need chromium chromium
 need groff groff-base
 need script bsdutils        # tests/prompts.rs and tests/vault_readers.rs: a real pty
 need setsid util-linux      # tests/prompts.rs: a process with no controlling terminal
+need nginx nginx-light      # tests/remote_http.rs: http:// containers from a real web server
+need ip iproute2            # tests/remote_cluster.rs: loopback set up in its own namespace
+need unshare util-linux
+need_garage                 # tests/remote_cluster.rs: a real three-node S3 cluster
 
 step "Cargo.lock is current (the README's cargo install --locked needs it)"
 cargo metadata --locked --format-version 1 > /dev/null
@@ -39,3 +44,7 @@ step "fuzz smoke: every parser, 5 s each (docs/FUZZING.md)"
 LIBFUZZER=0 ./scripts/fuzz.sh 5
 step "end to end: a browser plays and seeks a served video"
 ./scripts/e2e-browser.sh
+step "remote storage on a three-node Garage cluster (tests/remote_cluster.rs, in its own network namespace)"
+# Built first: nothing inside the namespace reaches crates.io.
+cargo test --no-run --quiet --test remote_cluster
+in_quickack_netns cargo test --offline --quiet --test remote_cluster -- --ignored --test-threads=1

@@ -1,0 +1,771 @@
+//! Remote vaults on a real S3 cluster: a three-node Garage cluster (`replication_factor = 3`) on
+//! 127.0.0.1, started by each test (`common::Garage`), and the real `qeltrix` binary writing to
+//! it and reading from it through `s3://BUCKET/KEY` — CLI readers, a FUSE mount and `serve` —
+//! with every byte compared with the original. Then one node is SIGKILLed and everything must
+//! still read and write.
+//!
+//! Every test is `#[ignore]`d: they need Garage (`$QELTRIX_GARAGE` or `garage` on PATH), FUSE
+//! and ffmpeg, and take seconds each. `scripts/test.sh` runs them in a network namespace of
+//! their own with delayed ACKs off on loopback (Garage sets no TCP_NODELAY, so each small
+//! request would otherwise wait ~40 ms):
+//!
+//! ```text
+//! cargo test --test remote_cluster -- --ignored --test-threads=1
+//! ```
+//!
+//! Nodes are numbered from 0; node 0 is always the endpoint the clients use, so the node killed
+//! is never the one they talk to. Guards undo every mount and end every process and node, also
+//! when a test fails.
+
+mod common;
+
+use common::*;
+use qeltrix::mount::mount_type;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// The node every client talks to.
+const ENDPOINT: usize = 0;
+/// The node killed in the failure tests (not the endpoint).
+const VICTIM: usize = 2;
+const MIB: usize = 1024 * 1024;
+
+/// A cluster, a working folder with the key file `key`, and `qeltrix` run against node 0.
+struct Remote {
+    g: Garage,
+    w: Work,
+}
+
+impl Remote {
+    fn new() -> Remote {
+        Remote {
+            g: Garage::cluster(),
+            w: Work::with_key(),
+        }
+    }
+
+    fn single_node() -> Remote {
+        Remote {
+            g: Garage::single_node(),
+            w: Work::with_key(),
+        }
+    }
+
+    /// `qeltrix ARGS` in the working folder with node 0's S3 variables.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = qeltrix_process();
+        c.current_dir(self.w.dir.path()).args(args);
+        self.g.apply_env(&mut c, ENDPOINT);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs and requires success; returns stdout.
+    fn ok(&self, args: &[&str]) -> Vec<u8> {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "qeltrix {args:?}: {}\nstdout: {}\nstderr: {}\ncluster:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.g.logs()
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains(GARAGE_SECRET),
+            "the secret in stderr of {args:?}: {err}"
+        );
+        out.stdout
+    }
+
+    /// Runs and requires failure; returns stderr (checked for the secret).
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "qeltrix {args:?} should fail\nstdout: {}\nstderr: {err}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_no_secret(&err, &format!("{args:?}"));
+        assert_no_secret(&String::from_utf8_lossy(&out.stdout), &format!("{args:?}"));
+        err
+    }
+
+    /// Packs local file `name` (in the working folder) to `s3://BUCKET/vault/NAME.qltx`.
+    fn pack(&self, name: &str) -> String {
+        let url = self.g.url(&format!("vault/{name}.qltx"));
+        self.ok(&["pack", name, &url, "--key-file", "key"]);
+        url
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.w.path(name)
+    }
+}
+
+fn assert_no_secret(text: &str, what: &str) {
+    assert!(
+        !text.contains(GARAGE_SECRET),
+        "the S3 secret appears in the output of {what}: {text}"
+    );
+}
+
+/// The files of the test vault: name and bytes. A several-MiB file, an empty one, a small text
+/// and a 60 s video.
+fn vault_files(w: &Work) -> Vec<(String, Vec<u8>)> {
+    let mut files = vec![
+        ("big.bin".to_string(), striped(6 * MIB + 12_345, 11, 50_000, 3)),
+        ("empty.bin".to_string(), Vec::new()),
+        ("notes.txt".to_string(), text_bytes(70_000, 5)),
+    ];
+    files.push(("video.mp4".to_string(), make_video(w)));
+    for (name, bytes) in &files {
+        if name != "video.mp4" {
+            w.write(name, bytes);
+        }
+    }
+    files
+}
+
+/// A 60-second test-pattern video made by ffmpeg in the working folder; returns its bytes.
+fn make_video(w: &Work) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .current_dir(w.dir.path())
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=60:size=320x240:rate=10",
+            "-c:v",
+            "mpeg4",
+            "-g",
+            "20",
+            "-y",
+            "video.mp4",
+        ])
+        .output()
+        .expect("run ffmpeg (apt-get install ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.read("video.mp4")
+}
+
+/// Deterministic (offset, length) pairs over a file of `len` bytes, including both ends.
+fn offsets(len: usize, n: usize, seed: u64) -> Vec<(u64, usize)> {
+    let mut rng = Rng::new(seed);
+    let mut v = vec![(0, 1000), (len.saturating_sub(100) as u64, 200)];
+    for _ in 0..n {
+        let off = rng.below(len as u64 + 1);
+        let l = 1 + rng.below(200_000) as usize;
+        v.push((off, l));
+    }
+    v
+}
+
+/// A foreground `qeltrix mount`: SIGTERM on drop, then (should it hang) SIGKILL and a lazy
+/// detach.
+struct Mount {
+    child: Child,
+    mnt: PathBuf,
+    log: PathBuf,
+}
+
+impl Mount {
+    /// Mounts `source` on `mnt` through `r`'s node-0 environment; `None` without FUSE.
+    fn start(r: &Remote, source: &str, mnt: &Path, extra: &[&str]) -> Option<Mount> {
+        if !fuse_available() {
+            return None;
+        }
+        fs::create_dir_all(mnt).unwrap();
+        let log = mnt.with_extension("log");
+        let mut args = vec!["mount", source, mnt.to_str().unwrap(), "--key-file", "key"];
+        args.extend_from_slice(extra);
+        let child = r
+            .cmd(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut m = Mount {
+            child,
+            mnt: mnt.canonicalize().unwrap(),
+            log,
+        };
+        let at = m.mnt.clone();
+        wait_for_output("the mount to appear", &mut m.child, &m.log, |_| {
+            mount_type(&at).map(|_| ())
+        });
+        Some(m)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            if try_wait_exit(&mut self.child).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        if mount_type(&self.mnt).is_some() {
+            let c = std::ffi::CString::new(self.mnt.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a plain syscall on our own mount point.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// A running `qeltrix serve`, its log in a file, killed on drop.
+struct Serve {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Serve {
+    fn start(r: &Remote, source: &str, extra: &[&str]) -> Serve {
+        let log = r.path(&format!("serve-{}.log", unique_suffix()));
+        let mut args = vec!["serve", source, "--key-file", "key", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut child = r
+            .cmd(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let base = wait_for_output("the server to listen", &mut child, &log, |text| {
+            let line = line_where(text, |l| l.contains("serving") && l.contains(" on http://"))?;
+            let rest = line.split(" on http://").nth(1)?;
+            let addr = rest.split('/').next()?;
+            Some(format!("http://{addr}"))
+        });
+        Serve { child, base, log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(DEADLINE))
+        .build()
+        .into()
+}
+
+/// GET `url` with an optional Range; the status and the body.
+fn http_get(a: &ureq::Agent, url: &str, range: Option<&str>) -> (u16, Vec<u8>) {
+    let mut req = a.get(url);
+    if let Some(r) = range {
+        req = req.header("Range", r);
+    }
+    let mut resp = req.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .unwrap();
+    (status, body)
+}
+
+/// pread until `buf` is full or end of file.
+fn pread_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64)? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
+}
+
+/// Drops the kernel's cached pages of a file (so the next reads reach the mount, hence S3).
+fn drop_page_cache(path: &Path) {
+    let f = File::open(path).unwrap();
+    // SAFETY: posix_fadvise on a descriptor we own.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+/// Every file read whole and at many offsets through the mount, byte for byte.
+fn check_mount(m: &Mount, files: &[(String, Vec<u8>)], seed: u64) {
+    for (name, want) in files {
+        let p = m.file(name);
+        drop_page_cache(&p);
+        let got =
+            fs::read(&p).unwrap_or_else(|e| panic!("reading {name} through the mount: {e}\n{}", m.log()));
+        assert!(got == *want, "{name}: whole read differs through the mount");
+        drop_page_cache(&p);
+        let f = File::open(&p).unwrap();
+        for (off, len) in offsets(want.len(), 40, seed) {
+            let mut buf = vec![0u8; len];
+            let n = pread_full(&f, &mut buf, off)
+                .unwrap_or_else(|e| panic!("{name}: pread {off}+{len}: {e}\n{}", m.log()));
+            let start = (off as usize).min(want.len());
+            let end = (start + len).min(want.len());
+            assert_eq!(n, end - start, "{name}: pread {off}+{len} length");
+            assert!(buf[..n] == want[start..end], "{name}: pread {off}+{len} differs");
+        }
+    }
+}
+
+/// `ffmpeg -ss 40` on the mounted video decodes a frame.
+fn check_ffmpeg_seek(m: &Mount) {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-ss", "40", "-i"])
+        .arg(m.file("video.mp4"))
+        .args(["-frames:v", "1", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg -ss 40 on the mount: {}\nmount log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        m.log()
+    );
+}
+
+/// Every file whole and in many ranges through serve, byte for byte.
+fn check_serve(s: &Serve, files: &[(String, Vec<u8>)], seed: u64) {
+    let a = agent();
+    for (name, want) in files {
+        let url = format!("{}/{name}", s.base);
+        let (status, body) = http_get(&a, &url, None);
+        assert_eq!(status, 200, "GET {url}\n{}", s.log());
+        assert!(body == *want, "{name}: whole GET differs");
+        if want.is_empty() {
+            continue;
+        }
+        for (off, len) in offsets(want.len(), 25, seed) {
+            let start = (off as usize).min(want.len() - 1);
+            let end = (start + len).min(want.len()) - 1;
+            let range = format!("bytes={start}-{end}");
+            let (status, body) = http_get(&a, &url, Some(&range));
+            assert_eq!(status, 206, "GET {url} {range}\n{}", s.log());
+            assert!(body == want[start..=end], "{name}: {range} differs");
+        }
+        let (status, body) = http_get(&a, &url, Some("bytes=-100"));
+        assert_eq!(status, 206);
+        assert!(
+            body == want[want.len().saturating_sub(100)..],
+            "{name}: suffix range"
+        );
+    }
+}
+
+/// The harness alone: the cluster forms, a node killed is noticed and the others keep
+/// answering, the node restarted rejoins; and a single node starts.
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn harness_cluster_forms_loses_a_node_and_gets_it_back() {
+    let mut g = Garage::cluster();
+    assert_eq!(g.len(), 3);
+    assert!(g.list_objects(ENDPOINT, "").is_empty());
+    assert!(g.pending_uploads(ENDPOINT).is_empty());
+    g.kill(VICTIM);
+    g.wait_storage_nodes_up(ENDPOINT, 2);
+    for i in [0, 1] {
+        let (status, body) = g.s3_get(i, &format!("/{GARAGE_BUCKET}?list-type=2"));
+        assert_eq!(status, 200, "node {i} with a node down: {body}");
+    }
+    g.restart(VICTIM);
+    assert_eq!(g.health(VICTIM).storage_nodes_up, 3);
+    drop(g);
+
+    let one = Garage::single_node();
+    assert_eq!(one.len(), 1);
+    assert!(one.list_objects(0, "").is_empty());
+}
+
+/// pack into the cluster, then info, verify, seek and unpack read it back byte for byte; the
+/// empty file too; reencrypt writes a second object the new key opens.
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn cli_readers_of_packed_objects_are_byte_exact() {
+    let r = Remote::new();
+    let files = vault_files(&r.w);
+    let mut urls = Vec::new();
+    for (name, _) in &files {
+        urls.push(r.pack(name));
+    }
+    let listed = r.g.list_objects(ENDPOINT, "vault/");
+    for (name, _) in &files {
+        assert!(
+            listed.contains(&format!("vault/{name}.qltx")),
+            "{name} not in {listed:?}"
+        );
+    }
+    assert!(r.g.pending_uploads(ENDPOINT).is_empty());
+
+    for ((name, want), url) in files.iter().zip(&urls) {
+        let info = String::from_utf8(r.ok(&["info", url])).unwrap();
+        assert!(!info.trim().is_empty(), "info {url} printed nothing");
+        r.ok(&["verify", url, "--key-file", "key"]);
+        let out = format!("{name}.out");
+        r.ok(&["unpack", url, &out, "--key-file", "key"]);
+        assert!(r.w.read(&out) == *want, "{name}: unpack differs");
+        // unpack to stdout too
+        let stdout = r.ok(&["unpack", url, "-", "--key-file", "key"]);
+        assert!(stdout == *want, "{name}: unpack - differs");
+        if want.is_empty() {
+            continue;
+        }
+        for (i, (off, len)) in offsets(want.len(), 6, 3).into_iter().enumerate() {
+            let start = (off as usize).min(want.len());
+            let end = (start + len).min(want.len());
+            if end == start {
+                continue;
+            }
+            let o = format!("{name}.seek{i}");
+            r.ok(&[
+                "seek",
+                url,
+                "--offset",
+                &start.to_string(),
+                "--length",
+                &(end - start).to_string(),
+                "-o",
+                &o,
+                "--key-file",
+                "key",
+            ]);
+            assert!(
+                r.w.read(&o) == want[start..end],
+                "{name}: seek {start}+{}",
+                end - start
+            );
+        }
+    }
+
+    // A wrong key is refused, naming no secret.
+    r.w.write_key("other.key", 9);
+    r.fails(&["verify", &urls[0], "--key-file", "other.key"]);
+
+    // reencrypt from one object to another; the new key opens it, the old one no longer does.
+    let (name, want) = &files[0];
+    let moved = r.g.url(&format!("rekeyed/{name}.qltx"));
+    r.ok(&[
+        "reencrypt",
+        &urls[0],
+        &moved,
+        "--key-file",
+        "key",
+        "--new-key-file",
+        "other.key",
+    ]);
+    let back = r.ok(&["unpack", &moved, "-", "--key-file", "other.key"]);
+    assert!(back == *want, "reencrypted {name} differs");
+    r.fails(&["unpack", &moved, "-", "--key-file", "key"]);
+}
+
+/// The whole vault through a FUSE mount and through serve, byte for byte (whole reads, preads at
+/// many offsets, HTTP ranges, an ffmpeg seek); then a node that is not the endpoint is SIGKILLed:
+/// everything still reads, a new pack succeeds and reads back; then the node comes back.
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn mount_and_serve_read_the_vault_and_survive_a_node_kill() {
+    let mut r = Remote::new();
+    let files = vault_files(&r.w);
+    for (name, _) in &files {
+        r.pack(name);
+    }
+    let vault = r.g.url("vault");
+    // A 1 MiB block cache: reads after the kill must reach the cluster, not the cache.
+    let mnt = r.path("mnt");
+    let Some(m) = Mount::start(&r, &vault, &mnt, &["--cache-size", "1"]) else {
+        return;
+    };
+    let s = Serve::start(&r, &vault, &["--cache-size", "1"]);
+    check_mount(&m, &files, 1);
+    check_ffmpeg_seek(&m);
+    check_serve(&s, &files, 2);
+
+    r.g.kill(VICTIM);
+    check_mount(&m, &files, 3);
+    check_ffmpeg_seek(&m);
+    check_serve(&s, &files, 4);
+    // Writes keep working with one node down (write quorum 2 of 3).
+    let late = random_bytes(3 * MIB + 7, 99);
+    r.w.write("late.bin", &late);
+    let late_url = r.pack("late.bin");
+    let back = r.ok(&["unpack", &late_url, "-", "--key-file", "key"]);
+    assert!(
+        back == late,
+        "late.bin packed with a node down reads back differently"
+    );
+    // Its object is there, and no upload is left pending.
+    assert!(r
+        .g
+        .list_objects(ENDPOINT, "vault/")
+        .contains(&"vault/late.bin.qltx".to_string()));
+    assert!(r.g.pending_uploads(ENDPOINT).is_empty());
+
+    r.g.restart(VICTIM);
+    check_serve(&s, &files, 5);
+    let _ = (m.log(), s.log());
+}
+
+/// The S3 variables of node 0 with the secret replaced by a wrong one.
+fn wrong_secret(c: &mut Command) {
+    c.env("AWS_SECRET_ACCESS_KEY", "0".repeat(64));
+}
+
+/// Starts `qeltrix ARGS` (node 0's environment) with its stderr in `log`, writes 24 MiB (past
+/// the first multipart parts whatever the part size) into `sink` (its stdin or a FIFO it
+/// reads), keeps it open, sends SIGINT, and returns the exit status.
+fn interrupt_mid_stream(
+    r: &Remote,
+    args: &[&str],
+    stdin: Stdio,
+    fifo: Option<&Path>,
+    log: &Path,
+) -> std::process::ExitStatus {
+    let child = r
+        .cmd(args)
+        .stdin(stdin)
+        .stdout(Stdio::null())
+        .stderr(File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped(child);
+    let mut sink: Box<dyn Write> = match fifo {
+        Some(p) => Box::new(File::options().write(true).open(p).unwrap()),
+        None => Box::new(child.0.stdin.take().unwrap()),
+    };
+    let chunk = random_bytes(MIB, 3);
+    for _ in 0..24 {
+        sink.write_all(&chunk)
+            .expect("pack stopped reading its input early");
+    }
+    sink.flush().unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) };
+    let status = wait_exit(&mut child.0, &log.to_path_buf());
+    drop(sink);
+    status
+}
+
+/// `pack -` ended by SIGINT while its stdin still streams seals what arrived into a complete
+/// container (the documented stream behaviour, exit 130): the object is a whole container of a
+/// prefix of what was sent, and no multipart upload is left pending.
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn sigint_on_pack_stdin_seals_the_object_and_leaves_no_pending_upload() {
+    let r = Remote::new();
+    let url = r.g.url("cut/stdin.qltx");
+    let log = r.path("pack.log");
+    let status = interrupt_mid_stream(
+        &r,
+        &["pack", "-", &url, "--key-file", "key"],
+        Stdio::piped(),
+        None,
+        &log,
+    );
+    assert_no_secret(&log.text(), "pack - (SIGINT)");
+    assert_eq!(
+        r.g.pending_uploads(ENDPOINT),
+        Vec::<String>::new(),
+        "pending uploads after SIGINT ({status}); pack's stderr:\n{}",
+        log.text()
+    );
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "pack - stopped by SIGINT should seal and exit 130; pack's stderr:\n{}",
+        log.text()
+    );
+    let back = r.ok(&["unpack", &url, "-", "--key-file", "key"]);
+    let sent: Vec<u8> = random_bytes(MIB, 3).repeat(24);
+    assert!(
+        !back.is_empty() && sent.starts_with(&back),
+        "the sealed object ({} bytes) is not a prefix of what was sent",
+        back.len()
+    );
+}
+
+/// `pack FIFO s3://…` (a named input, not a stream) ended by SIGINT after several parts went
+/// up leaves no object and no pending multipart upload.
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn an_interrupted_upload_leaves_no_object_and_no_pending_upload() {
+    let r = Remote::new();
+    let fifo = r.path("input.fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo on a path in our own temporary folder.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let url = r.g.url("cut/fifo.qltx");
+    let log = r.path("pack.log");
+    let status = interrupt_mid_stream(
+        &r,
+        &["pack", "input.fifo", &url, "--key-file", "key"],
+        Stdio::null(),
+        Some(&fifo),
+        &log,
+    );
+    assert!(!status.success(), "pack interrupted by SIGINT succeeded");
+    assert_no_secret(&log.text(), "pack FIFO (SIGINT)");
+    assert!(
+        !r.g.list_objects(ENDPOINT, "cut/")
+            .contains(&"cut/fifo.qltx".to_string()),
+        "an interrupted pack ({status}) left an object; pack's stderr:\n{}",
+        log.text()
+    );
+    assert_eq!(
+        r.g.pending_uploads(ENDPOINT),
+        Vec::<String>::new(),
+        "pending uploads after SIGINT ({status}); pack's stderr:\n{}",
+        log.text()
+    );
+}
+
+/// A pack whose input fails to read (a directory as stdin: EISDIR on the first read) leaves no
+/// object and no pending multipart upload. (It fails before any part is sent; a read error in
+/// mid-stream has no deterministic source here, so the SIGINT test covers the mid-stream case.)
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn a_pack_whose_input_fails_leaves_no_object_and_no_pending_upload() {
+    let r = Remote::new();
+    let url = r.g.url("cut/dir.qltx");
+    let dir = File::open(r.w.dir.path()).unwrap();
+    let out = r
+        .cmd(&["pack", "-", &url, "--key-file", "key"])
+        .stdin(Stdio::from(dir))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "pack - from a directory succeeded");
+    assert_no_secret(&String::from_utf8_lossy(&out.stderr), "pack - (EISDIR)");
+    assert!(
+        r.g.list_objects(ENDPOINT, "cut/").is_empty(),
+        "a failed pack left an object"
+    );
+    assert!(
+        r.g.pending_uploads(ENDPOINT).is_empty(),
+        "a failed pack left an upload"
+    );
+}
+
+/// A mount of an endpoint nobody listens on fails at start, non-zero, with a clear message
+/// naming the endpoint and not the secret; so do the CLI readers. A wrong secret is refused
+/// without echoing it.
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn unreachable_endpoints_and_wrong_credentials_fail_clearly_without_the_secret() {
+    let r = Remote::new();
+    r.w.write("f.bin", &random_bytes(100_000, 1));
+    let url = r.pack("f.bin");
+
+    // A closed port: bound then released.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let mnt = r.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    if fuse_available() {
+        let mut c = r.cmd(&["mount", &r.g.url("vault"), "mnt", "--key-file", "key"]);
+        c.env("AWS_ENDPOINT_URL", &endpoint);
+        let out = c.stdin(Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "mount of an unreachable endpoint succeeded: {err}"
+        );
+        assert!(mount_type(&mnt).is_none(), "a mount is left after the failure");
+        assert!(
+            err.contains(&closed.to_string()) || err.contains("s3://"),
+            "the error names neither the endpoint nor the location: {err}"
+        );
+        assert_no_secret(&err, "mount (unreachable)");
+    }
+    for args in [
+        vec!["info", url.as_str()],
+        vec!["unpack", url.as_str(), "-", "--key-file", "key"],
+    ] {
+        let mut c = r.cmd(&args);
+        c.env("AWS_ENDPOINT_URL", &endpoint);
+        let out = c.stdin(Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} against a closed port succeeded");
+        assert_no_secret(&err, &format!("{args:?} (unreachable)"));
+        assert!(!err.trim().is_empty(), "{args:?}: no message");
+    }
+    // The global flag names the endpoint too.
+    let out = r
+        .cmd(&["--s3-endpoint", &endpoint, "info", &url])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "--s3-endpoint to a closed port succeeded");
+    assert_no_secret(&String::from_utf8_lossy(&out.stderr), "--s3-endpoint");
+
+    // A wrong secret: refused (403), the secret — right or wrong — never printed.
+    for args in [
+        vec!["info", url.as_str()],
+        vec!["unpack", url.as_str(), "-", "--key-file", "key"],
+    ] {
+        let mut c = r.cmd(&args);
+        wrong_secret(&mut c);
+        let out = c.stdin(Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} with a wrong secret succeeded");
+        assert!(!err.contains(&"0".repeat(64)), "the wrong secret echoed: {err}");
+        assert_no_secret(&err, &format!("{args:?} (wrong secret)"));
+    }
+    // A missing object: a clear error naming it.
+    let missing = r.g.url("vault/missing.qltx");
+    let err = r.fails(&["info", &missing]);
+    assert!(
+        err.contains("missing.qltx"),
+        "the error does not name the object: {err}"
+    );
+}
+
+/// The single-node variant: pack and unpack round trip.
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn a_single_node_round_trip() {
+    let r = Remote::single_node();
+    let data = striped(2 * MIB + 3, 4, 50_000, 3);
+    r.w.write("s.bin", &data);
+    let url = r.pack("s.bin");
+    assert!(r.ok(&["unpack", &url, "-", "--key-file", "key"]) == data);
+}
