@@ -19,6 +19,8 @@
 #                    offsets for both), one thread, QD1
 #   ffmpeg_ms        ffmpeg -ss 900 -i MNT/video.mp4 -frames:v 1 -f null -   (wall time)
 #   rss_mib          peak RSS (VmHWM) of the mount process, the largest over the mounts above
+#   get64k_ms        (once per round) the S3 floor of a first byte: one cold signed 64 KiB ranged GET
+#                    at the first-byte offset (curl, time to first byte), from the cluster itself
 #   get_mib_s        (once per round) the S3 ceiling: `rclone cat` of the whole video object (the
 #                    qeltrix container) from the plain s3 remote, cold: one GET stream, no decryption
 #   many_mib_s       MANY_N files opened at once, then read concurrently (one thread each)
@@ -346,6 +348,16 @@ s3_get() { # the S3 ceiling: one plain GET of the whole (encrypted) video object
   n=$(rcl size --json "garage:$BUCKET/$obj" | python3 -c 'import json, sys; print(json.load(sys.stdin)["bytes"])')
   printf 'garage\tget_mib_s\t%s\t%s\n' "$ROUND" \
     "$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", n / 1048576 / (b - a)}')" >> "$RESULTS"
+  # The S3 floor of the first byte after a seek: one cold ranged GET of 64 KiB at the same
+  # offset, straight from the cluster (curl, signed; time to its first byte). Neither mount
+  # can answer a cold read at 900 MiB faster than this.
+  drop_caches
+  local ttfb
+  ttfb=$(curl -s -o /dev/null -w '%{time_starttransfer}' -r "$TTFB_OFFSET-$((TTFB_OFFSET + 65535))" \
+    -H 'x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' \
+    --aws-sigv4 "aws:amz:garage:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+    "$AWS_ENDPOINT_URL/$BUCKET/$obj") || die "ranged GET of s3://$BUCKET/$obj failed"
+  printf 'garage\tget64k_ms\t%s\t%s\n' "$ROUND" "$(awk -v t="$ttfb" 'BEGIN {printf "%.2f", t * 1000}')" >> "$RESULTS"
 }
 
 one_round() {

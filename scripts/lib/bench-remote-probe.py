@@ -169,6 +169,9 @@ def report(path, cache_mib):
     if ("garage", "get_mib_s") in med:
         print(f"- S3 ceiling, one GET of the whole video object (rclone cat, no decryption) from this cluster (cold, median): "
               f"{med[('garage', 'get_mib_s')]:.0f} MiB/s")
+    if ("garage", "get64k_ms") in med:
+        print(f"- S3 floor of a first byte, one signed 64 KiB ranged GET at the same offset (curl, time to first byte, cold, median): "
+              f"{med[('garage', 'get64k_ms')]:.1f} ms")
     for k in info:
         if k != "many_n":
             print(f"- {k}: {info[k]}")

@@ -363,7 +363,7 @@ fn request_error(shared: &Shared, what: &str, shown: &str, e: object_store::Erro
     };
     let endpoint = &shared.endpoint;
     match kind {
-        io::ErrorKind::NotFound => io::Error::new(kind, format!("{shown}: no such object on {endpoint}")),
+        io::ErrorKind::NotFound => io::Error::new(kind, format!("no such object on {endpoint}")),
         io::ErrorKind::PermissionDenied => io::Error::new(
             kind,
             format!("{what} {shown}: access denied by {endpoint}: check the credentials and the permissions"),
