@@ -769,3 +769,139 @@ fn a_single_node_round_trip() {
     let url = r.pack("s.bin");
     assert!(r.ok(&["unpack", &url, "-", "--key-file", "key"]) == data);
 }
+
+/// When the store goes away under a running mount and server (the single node SIGKILLed), reads
+/// that need it fail: `EIO` through the mount, and through serve an error status or a response
+/// cut short. Never wrong bytes: what does arrive matches the file.
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn reads_after_the_store_is_gone_fail_with_eio_and_a_cut_response_never_wrong_bytes() {
+    let mut r = Remote::single_node();
+    let data = random_bytes(6 * MIB, 21);
+    r.w.write("gone.bin", &data);
+    r.pack("gone.bin");
+    let vault = r.g.url("vault");
+    // A 1 MiB cache: almost nothing the reads below need is kept.
+    let mnt = r.path("mnt-gone");
+    let Some(m) = Mount::start(&r, &vault, &mnt, &["--cache-size", "1"]) else {
+        eprintln!("no FUSE here: skipping the mount half");
+        return;
+    };
+    let s = Serve::start(&r, &vault, &["--cache-size", "1"]);
+    let file = File::open(m.file("gone.bin")).unwrap();
+    let mut head = vec![0u8; 4096];
+    pread_full(&file, &mut head, 0).unwrap();
+    assert_eq!(head, data[..4096], "the read before the kill");
+
+    r.g.kill(0);
+    drop_page_cache(&m.file("gone.bin"));
+    let mut buf = vec![0u8; 64 * 1024];
+    // Block 5 is in no cache (1 MiB of blocks, page cache dropped): the read must fail.
+    let e = pread_full(&file, &mut buf, 5 * MIB as u64)
+        .expect_err("a read of an uncached block succeeded with the store gone");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let (status, body) = http_get_partial(&format!("{}/gone.bin", s.base), "bytes=3145728-");
+    assert!(
+        status == 0 || status >= 500 || body.len() < data.len() - 3 * MIB,
+        "serve answered {status} with all {} bytes though the store is gone",
+        body.len()
+    );
+    if (200..300).contains(&status) {
+        assert_eq!(
+            body,
+            data[3 * MIB..3 * MIB + body.len()],
+            "serve sent wrong bytes"
+        );
+    }
+    drop(file);
+    assert!(
+        m.log().contains("127.0.0.1"),
+        "the mount's log does not name the endpoint:\n{}",
+        m.log()
+    );
+}
+
+/// Credentials from a profile file (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE), and the region and
+/// endpoint from the config file, with none of the AWS_* variables set.
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn credentials_and_endpoint_come_from_the_profile_files() {
+    let r = Remote::single_node();
+    r.w.write("p.bin", &random_bytes(300_000, 5));
+    let url = r.pack("p.bin");
+    let creds = r.path("credentials");
+    let config = r.path("config");
+    fs::write(
+        &creds,
+        format!("[default]\naws_access_key_id = nope\n\n[media]\naws_access_key_id = {GARAGE_KEY_ID}\naws_secret_access_key = {GARAGE_SECRET}\n"),
+    )
+    .unwrap();
+    fs::write(
+        &config,
+        format!(
+            "[profile media]\nregion = {GARAGE_REGION}\nendpoint_url = {}\n",
+            r.g.endpoint(ENDPOINT)
+        ),
+    )
+    .unwrap();
+    let mut c = r.cmd(&[
+        "seek",
+        &url,
+        "--offset",
+        "1000",
+        "--length",
+        "100",
+        "-o",
+        "-",
+        "--key-file",
+        "key",
+    ]);
+    for (k, _) in r.g.env(ENDPOINT) {
+        c.env_remove(k);
+    }
+    let out = c
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_PROFILE", "media")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "seek with profile credentials: {err}");
+    assert_eq!(out.stdout, random_bytes(300_000, 5)[1000..1100]);
+    assert_no_secret(&err, "seek with a profile");
+    // No credentials anywhere: refused at once, saying where they are looked for.
+    let mut c = r.cmd(&["info", &url]);
+    for (k, _) in r.g.env(ENDPOINT) {
+        c.env_remove(k);
+    }
+    let out = c
+        .env("AWS_ENDPOINT_URL", r.g.endpoint(ENDPOINT))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
+}
+
+/// GET with a Range that may fail midway: the status (0 if the request itself failed) and the
+/// body bytes that arrived before the response ended or was cut.
+fn http_get_partial(url: &str, range: &str) -> (u16, Vec<u8>) {
+    let Ok(mut resp) = agent().get(url).header("Range", range).call() else {
+        return (0, Vec::new());
+    };
+    let status = resp.status().as_u16();
+    let mut body = Vec::new();
+    let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match io::Read::read(&mut reader, &mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    (status, body)
+}
