@@ -182,7 +182,7 @@ pub fn rekey_in(
     let shown = storage.display(path);
     let io = |what: &str, e| Error::io(what, e).in_file(&shown);
     let before = storage
-        .stat(path)
+        .stat_now(path)
         .map_err(|e| io("opening for the key change", e))?;
     let object = storage
         .open(path)
@@ -224,7 +224,7 @@ pub fn rekey_in(
         at += n as u64;
     }
     let now = storage
-        .stat(path)
+        .stat_now(path)
         .map_err(|e| io("checking before the key change", e))?;
     if now.version != before.version {
         return Err(io(

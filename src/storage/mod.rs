@@ -232,6 +232,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// How `path` is shown to a person: a local path, or a URL.
     fn display(&self, path: &Path) -> String;
 
+    /// [`Storage::stat`] asked of the backend now, not from a cached listing (an object store
+    /// reuses listings for a few seconds): for a check that must see the latest version.
+    fn stat_now(&self, path: &Path) -> io::Result<Entry> {
+        self.stat(path)
+    }
+
     /// True for the local disk, where the kernel can report changes (inotify); other backends
     /// are polled.
     fn is_local(&self) -> bool {

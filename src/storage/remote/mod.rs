@@ -458,6 +458,11 @@ impl Storage for RemoteStorage {
         }
     }
 
+    fn stat_now(&self, path: &Path) -> io::Result<Entry> {
+        forget(&self.shared, &self.key(path)?);
+        self.stat(path)
+    }
+
     fn list(&self, path: &Path) -> io::Result<Vec<Entry>> {
         let key = self.key(path)?;
         Ok(self.list_folder(&key)?.as_ref().clone())

@@ -246,3 +246,29 @@ fn locations_parse_into_a_storage_and_a_path() {
         );
     }
 }
+
+#[test]
+fn a_key_change_rewrites_the_object_whole_and_leaves_no_removed_slot() {
+    use crate::rekey::{rekey_in, SlotChange};
+    let (_store, storage) = memory();
+    let data = plain(2 * UPLOAD_PART + 1000, 9);
+    pack_into(&storage, "r.qltx", &data, 1 << 20).unwrap();
+    let second = crate::Key::KeyFile(KeyFileKey::from_bytes([8; 32]));
+    let entropy = crate::core::crypto::SystemEntropy;
+    let add = [SlotChange::Add {
+        key: crate::Recipient::try_from(&second).unwrap(),
+        iterations: 0,
+    }];
+    let path = Path::new("r.qltx");
+    assert_eq!(rekey_in(&storage, path, &key(), &add, &entropy).unwrap().len(), 2);
+    // The first slot removed: the first key no longer opens the object, the second reads it whole.
+    rekey_in(&storage, path, &second, &[SlotChange::Remove(0)], &entropy).unwrap();
+    match crate::Container::open_in(&storage, path, &key()) {
+        Err(e) => assert!(e.is_wrong_key(), "{e}"),
+        Ok(_) => panic!("a removed key still opens the rewritten object"),
+    }
+    let c = Arc::new(crate::Container::open_in(&storage, path, &second).unwrap());
+    let mut out = Vec::new();
+    c.unpack_to(&mut out, true, 2, &|_| {}).unwrap();
+    assert!(out == data, "the rewritten object's plaintext differs");
+}
