@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 
 /// Prefix and suffix of the hidden temporary names (fallback files and the replace step).
@@ -272,7 +272,7 @@ fn unregister(path: &Path) {
 type Cleanup = Box<dyn FnOnce() + Send>;
 static CLEANUPS: Mutex<Vec<(u64, Cleanup)>> = Mutex::new(Vec::new());
 #[cfg(feature = "remote")]
-static NEXT_CLEANUP: AtomicU64 = AtomicU64::new(1);
+static NEXT_CLEANUP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 /// Once set, SIGINT and SIGTERM belong to the caller (a stream being packed seals what it has on
 /// them and commits it), and the cleanup thread leaves them alone.
 static CALLER_STOPS: AtomicBool = AtomicBool::new(false);
