@@ -173,6 +173,50 @@ impl Storage for LocalStorage {
         true
     }
 
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let full = self.resolve(path)?;
+        if std::fs::symlink_metadata(&full)?.is_dir() {
+            return Err(io::ErrorKind::IsADirectory.into());
+        }
+        std::fs::remove_file(full)
+    }
+
+    fn copy(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let source = self.resolve(from)?;
+        let target = self.resolve(to)?;
+        match std::fs::hard_link(&source, &target) {
+            Ok(()) => Ok(()),
+            // Another file system under the root, or one without links: copy the bytes, whole.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM | libc::EMLINK)) => {
+                let mut input = File::open(&source)?;
+                let mut out = self
+                    .create(to, WriteOptions::default())
+                    .map_err(io::Error::other)?;
+                io::copy(&mut input, &mut out)?;
+                out.commit().map_err(io::Error::other)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn make_parents(&self, path: &Path) -> io::Result<()> {
+        let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+            return Ok(());
+        };
+        // One level at a time, each checked to stay inside the root.
+        let mut at = PathBuf::new();
+        for part in parent.components() {
+            at.push(part);
+            let full = self.resolve(&at)?;
+            match std::fs::create_dir(&full) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && full.is_dir() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     fn display(&self, path: &Path) -> String {
         match &self.root {
             Some(root) => root.join(path).display().to_string(),
@@ -263,6 +307,29 @@ impl ObjectWriter for LocalWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_links_remove_unlinks_and_parents_stay_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::new(dir.path()).unwrap();
+        s.make_parents(Path::new("a/b/c.qltx")).unwrap();
+        s.put(Path::new("a/b/c.qltx"), b"one", WriteOptions::default())
+            .unwrap();
+        s.copy(Path::new("a/b/c.qltx"), Path::new("a/b/c.qltx.~1~"))
+            .unwrap();
+        let e = s
+            .copy(Path::new("a/b/c.qltx"), Path::new("a/b/c.qltx.~1~"))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        s.remove(Path::new("a/b/c.qltx")).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a/b/c.qltx.~1~")).unwrap(), b"one");
+        assert_eq!(
+            s.remove(Path::new("a/b/c.qltx")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        assert!(s.remove(Path::new("a/b")).is_err(), "a folder is not removed");
+        assert!(s.make_parents(Path::new("../x/y.qltx")).is_err());
+    }
 
     #[test]
     fn a_rooted_storage_lists_reads_and_writes_inside_its_root_only() {

@@ -244,6 +244,26 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Removes the object at `path` (not a folder). `NotFound` if it is not there.
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        Err(unsupported("removing", &self.display(path)))
+    }
+
+    /// Copies the object `from` to `to`, which must not exist (`AlreadyExists`). Locally a
+    /// hard link where it can be, so the copy costs nothing; on an object store a server-side
+    /// copy.
+    fn copy(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let _ = to;
+        Err(unsupported("copying", &self.display(from)))
+    }
+
+    /// Makes the folders leading to `path` (its parents) where the backend has folders; object
+    /// stores have none, and do nothing.
+    fn make_parents(&self, path: &Path) -> io::Result<()> {
+        let _ = path;
+        Ok(())
+    }
+
     /// Writes a whole object at once, all or nothing.
     fn put(&self, path: &Path, bytes: &[u8], options: WriteOptions) -> crate::Result<()> {
         let mut out = self.create(path, options)?;
@@ -251,4 +271,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
             .map_err(|e| crate::Error::io("writing", e).in_file(self.display(path)))?;
         out.commit()
     }
+}
+
+fn unsupported(what: &str, shown: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("{what} {shown}: this storage is read-only"),
+    )
 }

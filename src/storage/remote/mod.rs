@@ -332,6 +332,17 @@ impl RemoteStorage {
         Ok(entry)
     }
 
+    /// Refuses a change to a web server location, which is read-only.
+    fn writable(&self, shown: &str) -> io::Result<()> {
+        match self.shared.service {
+            Service::Http { .. } => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{shown}: a web server location is read-only"),
+            )),
+            Service::S3 => Ok(()),
+        }
+    }
+
     fn error(&self, what: &str, key: &str, e: object_store::Error) -> io::Error {
         request_error(&self.shared, what, &self.shown(key), e)
     }
@@ -480,6 +491,43 @@ impl Storage for RemoteStorage {
         }
         let writer = RemoteWriter::new(Arc::clone(&self.shared), key, shown, options.overwrite)?;
         Ok(Box::new(writer))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let key = self.object_key(path)?;
+        let shown = self.shown(key.as_ref());
+        self.writable(&shown)?;
+        // S3 answers a DELETE of a missing key with success: ask first, so `NotFound` means it.
+        self.stat_now(path)?;
+        forget(&self.shared, key.as_ref());
+        let store = Arc::clone(&self.shared.store);
+        trace("DELETE", &shown);
+        let deleting = key.clone();
+        runtime::run(async move { store.delete(&deleting).await })?
+            .map_err(|e| self.error("DELETE", key.as_ref(), e))
+    }
+
+    fn copy(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let source = self.object_key(from)?;
+        let target = self.object_key(to)?;
+        let shown = self.shown(target.as_ref());
+        self.writable(&shown)?;
+        match self.stat_now(to) {
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{shown}: exists"),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        forget(&self.shared, target.as_ref());
+        let store = Arc::clone(&self.shared.store);
+        trace("COPY", &shown);
+        let (a, b) = (source.clone(), target.clone());
+        runtime::run(async move { store.copy(&a, &b).await })?
+            .map_err(|e| self.error("COPY", source.as_ref(), e))
     }
 
     fn display(&self, path: &Path) -> String {

@@ -272,3 +272,19 @@ fn a_key_change_rewrites_the_object_whole_and_leaves_no_removed_slot() {
     c.unpack_to(&mut out, true, 2, &|_| {}).unwrap();
     assert!(out == data, "the rewritten object's plaintext differs");
 }
+
+#[test]
+fn copy_and_remove_act_on_objects_and_name_what_is_missing() {
+    let (store, s) = memory();
+    s.put(Path::new("a/x.qltx"), b"one", WriteOptions::default())
+        .unwrap();
+    s.copy(Path::new("a/x.qltx"), Path::new("a/x.qltx.~1~")).unwrap();
+    let e = s
+        .copy(Path::new("a/x.qltx"), Path::new("a/x.qltx.~1~"))
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+    s.remove(Path::new("a/x.qltx")).unwrap();
+    assert_eq!(object_names(&store), ["a/x.qltx.~1~"]);
+    let e = s.remove(Path::new("a/x.qltx")).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+}
