@@ -44,6 +44,8 @@ pub use front::serve;
 pub use front::token;
 #[cfg(feature = "url")]
 pub use front::url_input;
+#[cfg(feature = "watch")]
+pub use front::watch;
 pub use storage::atomic;
 pub use sys::harden;
 pub use vault::keyring;

@@ -19,7 +19,7 @@ use std::time::Instant;
 pub fn run(command: Command) -> Result<()> {
     if matches!(
         command,
-        Command::Gateway(_) | Command::Sink(_) | Command::Serve(_) | Command::Mount(_)
+        Command::Gateway(_) | Command::Sink(_) | Command::Serve(_) | Command::Mount(_) | Command::Watch(_)
     ) {
         // Long-running, holding keys and plaintext: no core dumps. Before any thread starts.
         qeltrix::harden::harden_long_running_process();
@@ -39,6 +39,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Sink(a) => super::net::sink(a),
         Command::Repair(a) => super::net::repair(a),
         Command::Serve(a) => super::serve::run(a),
+        Command::Watch(a) => super::watch::run(a),
         Command::Mount(a) => super::mount::mount(a),
         Command::Umount(a) => super::mount::umount(a),
         Command::Completions(a) => super::generate::completions(a),

@@ -122,6 +122,50 @@ impl KeyArgs {
         Ok(keys)
     }
 
+    /// The keys `watch` seals every container to, `--vault` being its destination. Recipients
+    /// (and key files, identities) are enough alone: the usual watcher holds only a recipient and
+    /// cannot decrypt what it stores. A local vault's keyring adds a slot when its passphrase is
+    /// given, or asked for when nothing else was given.
+    pub fn for_watching(&self, recipients: &[RecipientKey]) -> Result<Vec<Recipient>> {
+        let mut keys: Vec<Recipient> = recipients.iter().cloned().map(Recipient::X25519).collect();
+        if let Some(k) = self.key_file()? {
+            keys.push(Recipient::try_from(k)?);
+        }
+        if let Some(k) = self.identity()? {
+            keys.push(Recipient::try_from(k)?);
+        }
+        let keyring_vault = self.vault.as_ref().filter(|v| keyring::keyring_path(v).is_file());
+        let explicit = self.explicit_passphrase()?;
+        match keyring_vault {
+            Some(vault) => {
+                let pass = match explicit {
+                    Some(p) => Some(p),
+                    None if keys.is_empty() => {
+                        Some(self.ambient_passphrase(false, false, "Vault passphrase: ")?)
+                    }
+                    None => env_passphrase(),
+                };
+                if let Some(pass) = pass {
+                    keys.push(Recipient::Vault(keyring::unlock(vault, &pass)?));
+                }
+            }
+            None => {
+                if let Some(p) = explicit {
+                    keys.push(Recipient::Passphrase(p));
+                }
+            }
+        }
+        if keys.is_empty() {
+            anyhow::bail!(qeltrix::Error::InvalidArgument(
+                "no key to seal the containers to: give --recipient (the watcher then cannot decrypt \
+                 what it stores), --key-file, or a passphrase for a vault with a keyring \
+                 (`qeltrix vault init`)"
+                    .into()
+            ));
+        }
+        Ok(keys)
+    }
+
     /// The key to open containers with, without a vault unless `--vault` is given.
     pub fn for_reading(&self) -> Result<Key> {
         self.for_reading_at(None)

@@ -36,6 +36,7 @@ pub mod mount_helper;
 mod net;
 mod progress;
 mod serve;
+mod watch;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -97,6 +98,9 @@ pub enum Command {
     Repair(net::RepairArgs),
     /// Serve a container or a vault folder over HTTP, with Range requests.
     Serve(serve::ServeArgs),
+    /// Watch a folder: pack every file into a vault (local, s3:// or a server) once it is
+    /// finished, and again when it changes.
+    Watch(watch::WatchArgs),
     /// Mount a vault of containers as a read-only plaintext filesystem (FUSE).
     Mount(mount::MountArgs),
     /// Unmount a `qeltrix mount`.
@@ -463,6 +467,7 @@ pub fn main() -> ExitCode {
     location::set_options(remote);
     match &mut cli.command {
         Command::Pack(a) => a.quiet = cli.quiet,
+        Command::Watch(a) => a.quiet = cli.quiet,
         Command::Unpack(a) => a.quiet = cli.quiet,
         Command::Verify(a) => a.quiet = cli.quiet,
         Command::Reencrypt(a) => a.quiet = cli.quiet,

@@ -10,3 +10,5 @@ pub mod serve;
 pub mod token;
 #[cfg(feature = "url")]
 pub mod url_input;
+#[cfg(feature = "watch")]
+pub mod watch;

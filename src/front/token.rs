@@ -18,7 +18,7 @@ pub const MAX_TOKEN_LEN: usize = 1022;
 #[derive(Clone)]
 pub struct Token {
     // Only the gateway presents a token to another server; serve only checks them.
-    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "gateway", feature = "watch")), allow(dead_code))]
     secret: Zeroizing<Vec<u8>>,
     digest: [u8; 32],
 }
@@ -68,7 +68,7 @@ impl Token {
     }
 
     /// The token's bytes, to present to a server.
-    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "gateway", feature = "watch")), allow(dead_code))]
     pub(crate) fn secret(&self) -> &[u8] {
         &self.secret
     }
