@@ -200,7 +200,11 @@ pub fn run(a: WatchArgs) -> Result<()> {
     };
     let watch = Watch::new(&inbox, dest, state, keys, hash_key, opts)?;
     let report = Lines { json: a.json };
-    let summary = watch.run(&report, &AtomicBool::new(false))?;
+    let stop = stop_on_signals()?;
+    let summary = watch.run(&report, &stop)?;
+    if stopped_by() != 0 {
+        anyhow::bail!(super::Stopped(stopped_by()));
+    }
     if a.once && summary.failed > 0 {
         anyhow::bail!(super::Failed {
             failed: summary.failed as usize,
@@ -210,6 +214,34 @@ pub fn run(a: WatchArgs) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// SIGINT or SIGTERM: no new file is started, the files being packed are finished and the state
+/// saved, then the exit code is 128 + the signal. A second one ends the process at once, and the
+/// files being packed are abandoned (nothing partial appears: their outputs were never named).
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    qeltrix::atomic::caller_handles_stop_signals();
+    let stop = Arc::new(AtomicBool::new(false));
+    let by = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for signal in [SIGINT, SIGTERM] {
+        // In this order: the second signal sees the flag the first one set, and the signal's
+        // number is there before the loop can see the flag.
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&stop))
+            .context("handling signals")?;
+        signal_hook::flag::register_usize(signal, Arc::clone(&by), signal as usize)
+            .context("handling signals")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("handling signals")?;
+    }
+    BY.set(by).ok();
+    Ok(stop)
+}
+
+static BY: std::sync::OnceLock<Arc<std::sync::atomic::AtomicUsize>> = std::sync::OnceLock::new();
+
+fn stopped_by() -> i32 {
+    BY.get()
+        .map_or(0, |b| b.load(std::sync::atomic::Ordering::SeqCst) as i32)
 }
 
 /// The event lines.

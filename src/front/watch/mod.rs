@@ -79,7 +79,7 @@ pub const DEFAULT_IGNORE: &[&str] = &["*.part", "*.tmp", "*.swp", ".#*", "*~"];
 #[derive(Clone, Debug, Default)]
 pub struct Event {
     /// What: `started`, `scanned`, `packed`, `unchanged`, `changed`, `failed`, `deleted`,
-    /// `removed`, `trashed`, `rescan`, `degraded`, `stopped`.
+    /// `removed`, `trashed`, `rescan`, `degraded`, `stopping`, `stopped`.
     pub kind: &'static str,
     /// The inbox file (relative).
     pub path: Option<String>,
@@ -252,7 +252,19 @@ impl Watch {
         run.full_scan();
 
         let jobs = self.jobs(tx.clone());
+        let mut stopping = false;
         loop {
+            if !stopping && stop.load(Ordering::Relaxed) {
+                stopping = true;
+                report.event(Event {
+                    kind: "stopping",
+                    message: Some(format!(
+                        "finishing the {} file(s) being packed; no new one is started",
+                        run.in_flight.len()
+                    )),
+                    ..Event::default()
+                });
+            }
             let now = Instant::now();
             // Scans asked for by new folders.
             let (due_scans, later): (Vec<_>, Vec<_>) = run.scans.drain(..).partition(|(at, _)| *at <= now);

@@ -1,0 +1,448 @@
+//! `qeltrix watch` with real file-system events and real processes: the events it reports
+//! (`--json` lines) are what the tests wait for, never a sleep.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+
+/// A watch folder: an inbox, a vault, an identity and its recipient, a state home.
+struct Setup {
+    w: Work,
+    recipient: String,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let w = Work::new();
+        fs::create_dir_all(w.path("inbox")).unwrap();
+        fs::create_dir_all(w.path("vault")).unwrap();
+        let out = w.cmd("keygen --x25519 -o id.key").output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let recipient = text
+            .split_whitespace()
+            .find(|t| t.starts_with("qeltrix-x25519:"))
+            .expect("a recipient string")
+            .to_string();
+        Setup { w, recipient }
+    }
+
+    fn inbox(&self, rel: &str) -> PathBuf {
+        self.w.path("inbox").join(rel)
+    }
+
+    fn write(&self, rel: &str, bytes: &[u8]) {
+        let p = self.inbox(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, bytes).unwrap();
+    }
+
+    fn command(&self, extra: &str) -> std::process::Command {
+        let mut c = self.w.std_cmd(&format!(
+            "watch inbox --vault vault --recipient {} --json {extra}",
+            self.recipient
+        ));
+        c.env("XDG_STATE_HOME", self.w.path("state"));
+        c
+    }
+
+    /// Starts a watcher and waits for its first scan.
+    fn start(&self, extra: &str) -> Watcher {
+        let mut child = self
+            .command(&format!("--settle 100 {extra}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = Captured::start(child.stdout.take().unwrap());
+        let stderr = Captured::start(child.stderr.take().unwrap());
+        let mut w = Watcher {
+            child,
+            stdout,
+            stderr,
+        };
+        w.wait(|e| e["event"] == "scanned");
+        w
+    }
+
+    /// `watch --once`: its events.
+    fn once(&self, extra: &str) -> Vec<Value> {
+        let out = self.command(&format!("--once {extra}")).output().unwrap();
+        assert!(
+            out.status.success(),
+            "watch --once failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        events(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// The plaintext of the container for `rel`, decrypted with the owner's identity.
+    fn unpacked(&self, rel: &str) -> Vec<u8> {
+        let out = self
+            .w
+            .run(&format!("unpack vault/{rel}.qltx - --identity id.key"));
+        assert_code(&out, 0, rel);
+        out.stdout
+    }
+
+    /// Every file in the vault but its `.qeltrix/` folder, relative.
+    fn vault_files(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        walk(&self.w.path("vault"), Path::new(""), &mut all);
+        all.retain(|p| !p.starts_with(".qeltrix/"));
+        all.sort();
+        all
+    }
+}
+
+fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) {
+    for e in fs::read_dir(root.join(rel)).unwrap() {
+        let e = e.unwrap();
+        let r = rel.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            walk(root, &r, out);
+        } else {
+            out.push(r.to_string_lossy().into_owned());
+        }
+    }
+}
+
+fn events(text: &str) -> Vec<Value> {
+    complete_lines(text)
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// A running watcher, killed on drop.
+struct Watcher {
+    child: Child,
+    stdout: Captured,
+    stderr: Captured,
+}
+
+impl Watcher {
+    fn events(&self) -> Vec<Value> {
+        events(&self.stdout.text())
+    }
+
+    /// Waits for an event satisfying `pred`, and returns it.
+    fn wait(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for_output("a watch event", &mut self.child, &self.stdout, |t| {
+            events(t).into_iter().find(|e| pred(e))
+        })
+    }
+
+    /// Waits until `n` events satisfy `pred`.
+    fn wait_count(&mut self, n: usize, pred: impl Fn(&Value) -> bool) {
+        wait_for_output("watch events", &mut self.child, &self.stdout, |t| {
+            (events(t).iter().filter(|e| pred(e)).count() >= n).then_some(())
+        })
+    }
+
+    fn packed(&self, path: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| e["event"] == "packed" && e["path"] == path)
+            .count()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is(kind: &'static str, path: &'static str) -> impl Fn(&Value) -> bool {
+    move |e| e["event"] == kind && e["path"] == path
+}
+
+#[test]
+fn nested_files_are_packed_updated_and_removed_at_their_mirrored_paths() {
+    let s = Setup::new();
+    let mut w = s.start("--on-delete remove");
+    // A folder made after the start, three levels deep, with a file written at once.
+    s.write("a/b/c/deep.txt", b"deep one");
+    w.wait(is("packed", "a/b/c/deep.txt"));
+    assert_eq!(s.unpacked("a/b/c/deep.txt"), b"deep one");
+
+    s.write("a/b/c/deep.txt", b"deep two, longer");
+    w.wait_count(2, is("packed", "a/b/c/deep.txt"));
+    assert_eq!(s.unpacked("a/b/c/deep.txt"), b"deep two, longer");
+
+    fs::remove_file(s.inbox("a/b/c/deep.txt")).unwrap();
+    w.wait(is("removed", "a/b/c/deep.txt"));
+    assert!(s.vault_files().is_empty(), "{:?}", s.vault_files());
+
+    // A whole folder moved in, already full.
+    let outside = s.w.path("outside/x/y");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("moved.bin"), random_bytes(100_000, 1)).unwrap();
+    fs::rename(s.w.path("outside/x"), s.inbox("x")).unwrap();
+    w.wait(is("packed", "x/y/moved.bin"));
+    assert_eq!(s.unpacked("x/y/moved.bin"), random_bytes(100_000, 1));
+}
+
+#[test]
+fn an_atomic_save_is_one_update_and_temporary_names_are_never_packed() {
+    let s = Setup::new();
+    let mut w = s.start("--keep-versions 3");
+    s.write("doc.txt", b"version one");
+    w.wait(is("packed", "doc.txt"));
+    // An editor's save: a temporary file written and renamed over the original.
+    let mut tmp = fs::File::create(s.inbox("doc.txt.tmp")).unwrap();
+    tmp.write_all(b"version two").unwrap();
+    tmp.sync_all().unwrap();
+    drop(tmp);
+    s.write(".#doc.txt", b"lock");
+    s.write("partial.part", b"half");
+    fs::rename(s.inbox("doc.txt.tmp"), s.inbox("doc.txt")).unwrap();
+    w.wait_count(2, is("packed", "doc.txt"));
+    // A later file, packed after the save: by then any second update would have been reported.
+    s.write("sentinel", b"s");
+    w.wait(is("packed", "sentinel"));
+    assert_eq!(w.packed("doc.txt"), 2, "{:?}", w.events());
+    assert_eq!(s.unpacked("doc.txt"), b"version two");
+    assert_eq!(
+        s.vault_files(),
+        ["doc.txt.qltx", "doc.txt.qltx.~1~", "sentinel.qltx"]
+    );
+    let old = s.w.run("unpack vault/doc.txt.qltx.~1~ - --identity id.key");
+    assert_eq!(
+        old.stdout, b"version one",
+        "the kept version is the previous content"
+    );
+}
+
+#[test]
+fn a_slow_writer_is_packed_only_when_it_closes_with_the_whole_content() {
+    let s = Setup::new();
+    let mut w = s.start("");
+    let mut slow = fs::File::create(s.inbox("slow.log")).unwrap();
+    slow.write_all(b"first half, ").unwrap();
+    slow.flush().unwrap();
+    // Another file, finished and packed: the slow one, still open, must not be.
+    s.write("probe", b"p");
+    w.wait(is("packed", "probe"));
+    assert_eq!(w.packed("slow.log"), 0, "packed while still open for writing");
+    slow.write_all(b"second half").unwrap();
+    drop(slow);
+    w.wait(is("packed", "slow.log"));
+    assert_eq!(s.unpacked("slow.log"), b"first half, second half");
+    assert_eq!(w.packed("slow.log"), 1);
+}
+
+#[test]
+fn a_file_held_open_is_packed_after_max_wait_with_what_it_holds() {
+    let s = Setup::new();
+    let mut w = s.start("--max-wait 1");
+    let mut log = fs::File::create(s.inbox("app.log")).unwrap();
+    log.write_all(b"line 1\n").unwrap();
+    log.flush().unwrap();
+    w.wait(is("packed", "app.log"));
+    assert_eq!(s.unpacked("app.log"), b"line 1\n");
+    drop(log);
+}
+
+#[test]
+fn a_thousand_files_dropped_at_once_are_all_packed_exactly_once() {
+    let s = Setup::new();
+    let mut w = s.start("--jobs 4");
+    let staging = s.w.path("staging/drop");
+    fs::create_dir_all(&staging).unwrap();
+    for i in 0..1000 {
+        fs::write(staging.join(format!("f{i:04}.txt")), format!("file number {i}")).unwrap();
+    }
+    fs::rename(&staging, s.inbox("drop")).unwrap();
+    w.wait_count(1000, |e| e["event"] == "packed");
+    let files = s.vault_files();
+    assert_eq!(files.len(), 1000, "one container per file");
+    let packed: std::collections::HashSet<String> = w
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "packed")
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(packed.len(), 1000, "no file packed twice");
+    for i in [0, 499, 999] {
+        assert_eq!(
+            s.unpacked(&format!("drop/f{i:04}.txt")),
+            format!("file number {i}").as_bytes()
+        );
+    }
+}
+
+#[test]
+fn a_watcher_killed_mid_pack_and_restarted_stores_every_file_once_and_whole() {
+    let s = Setup::new();
+    let big = random_bytes(48 << 20, 7);
+    s.write("big.bin", &big);
+    for i in 0..20 {
+        s.write(&format!("small/{i}.txt"), format!("small {i}").as_bytes());
+    }
+    let mut w = s.start("--jobs 2");
+    // Killed while the big file is still being packed (it is reported last of all).
+    w.wait(|e| e["event"] == "packed");
+    let _ = w.child.kill();
+    let _ = w.child.wait();
+    for f in s.vault_files() {
+        assert!(
+            f.ends_with(".qltx"),
+            "a partial or temporary file is visible: {f}"
+        );
+    }
+    let again = s.once("");
+    let files = s.vault_files();
+    assert_eq!(files.len(), 21, "{files:?} after {again:?}");
+    assert_eq!(s.unpacked("big.bin"), big);
+    for i in 0..20 {
+        assert_eq!(
+            s.unpacked(&format!("small/{i}.txt")),
+            format!("small {i}").as_bytes()
+        );
+    }
+}
+
+#[test]
+fn changes_made_while_stopped_are_caught_on_start_and_unchanged_files_are_not_packed() {
+    let s = Setup::new();
+    s.write("keep.txt", b"same");
+    s.write("edit.txt", b"old");
+    s.write("gone.txt", b"bye");
+    s.write("touched.txt", b"same bytes");
+    let first = s.once("--on-delete trash");
+    assert_eq!(first.iter().filter(|e| e["event"] == "packed").count(), 4);
+
+    s.write("edit.txt", b"new content");
+    s.write("new/added.txt", b"added");
+    fs::remove_file(s.inbox("gone.txt")).unwrap();
+    // Same bytes, a new time: read and compared, not packed.
+    let f = fs::File::options()
+        .write(true)
+        .open(s.inbox("touched.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    drop(f);
+
+    let second = s.once("--on-delete trash");
+    let of = |kind: &str| -> Vec<&str> {
+        let mut v: Vec<&str> = second
+            .iter()
+            .filter(|e| e["event"] == kind)
+            .map(|e| e["path"].as_str().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(of("packed"), ["edit.txt", "new/added.txt"]);
+    assert_eq!(of("trashed"), ["gone.txt"]);
+    assert_eq!(of("unchanged"), ["touched.txt"]);
+    assert_eq!(s.unpacked("edit.txt"), b"new content");
+    assert!(s.w.path("vault/.qeltrix/trash/gone.txt.qltx").is_file());
+    assert!(!s.w.path("vault/gone.txt.qltx").exists());
+
+    let third = s.once("--on-delete trash");
+    assert!(
+        !third
+            .iter()
+            .any(|e| e["event"] == "packed" || e["event"] == "unchanged"),
+        "a third run finds nothing to do: {third:?}"
+    );
+}
+
+#[test]
+fn a_watcher_holding_only_a_recipient_cannot_decrypt_what_it_stored() {
+    let s = Setup::new();
+    s.write("secret.txt", b"for the owner only");
+    s.once("");
+    let info = s.w.ok("info vault/secret.txt.qltx --json");
+    let info: Value = serde_json::from_str(&info).unwrap();
+    let slots = info["key_slots"].as_array().expect("key slots");
+    assert_eq!(slots.len(), 1, "one slot: {info}");
+    assert_eq!(slots[0]["type"], "recipient", "{info}");
+    // No passphrase, key file or keyring opens it; the owner's identity does.
+    s.w.write_key("other.key", 9);
+    let out = s.w.run("unpack vault/secret.txt.qltx - --key-file other.key");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    assert_eq!(s.unpacked("secret.txt"), b"for the owner only");
+}
+
+#[test]
+fn bad_setups_are_refused_with_a_clear_error() {
+    let s = Setup::new();
+    // No key at all.
+    let err = s.w.fails("watch inbox --vault vault --once", 2);
+    assert!(err.contains("--recipient"), "{err}");
+    // The vault inside the inbox would pack its own containers.
+    fs::create_dir_all(s.inbox("v")).unwrap();
+    let err = s.w.fails(
+        &format!("watch inbox --vault inbox/v --recipient {} --once", s.recipient),
+        2,
+    );
+    assert!(err.contains("must not contain each other"), "{err}");
+    // A missing inbox names itself.
+    let err = s.w.fails(
+        &format!("watch nowhere --vault vault --recipient {} --once", s.recipient),
+        1,
+    );
+    assert!(err.contains("nowhere"), "{err}");
+    // A server's URL cannot keep versions.
+    let err = s.w.fails(
+        &format!(
+            "watch inbox --vault http://127.0.0.1:9/ --recipient {} --keep-versions 2",
+            s.recipient
+        ),
+        2,
+    );
+    assert!(err.contains("--keep-versions"), "{err}");
+}
+
+#[test]
+fn sigterm_finishes_the_files_being_packed_saves_the_state_and_starts_no_new_one() {
+    let s = Setup::new();
+    let big = random_bytes(48 << 20, 3);
+    s.write("big.bin", &big);
+    s.write("zz-later.txt", b"later");
+    // One job: the big file is packed first, the small one waits for the slot.
+    let mut w = s.start("--jobs 1");
+    unsafe_kill(w.child.id(), libc::SIGTERM);
+    let status = wait_exit(&mut w.child, &w.stderr);
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{}", w.stderr.text());
+    let events = w.events();
+    assert!(events.iter().any(|e| e["event"] == "stopping"), "{events:?}");
+    assert_eq!(events.last().unwrap()["event"], "stopped", "{events:?}");
+    for f in s.vault_files() {
+        assert!(
+            f.ends_with(".qltx"),
+            "a partial or temporary file is visible: {f}"
+        );
+    }
+    if s.w.path("vault/big.bin.qltx").exists() {
+        assert_eq!(s.unpacked("big.bin"), big, "what is there is whole");
+    }
+    // The state saved on the way out: a new run packs only what was not stored.
+    let again = s.once("");
+    let stored_before = s.vault_files().len() - again.iter().filter(|e| e["event"] == "packed").count();
+    assert_eq!(
+        stored_before,
+        events.iter().filter(|e| e["event"] == "packed").count(),
+        "everything packed before the stop was recorded: {again:?}"
+    );
+}
+
+fn unsafe_kill(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    let rc = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(rc, 0);
+}
