@@ -446,3 +446,88 @@ fn unsafe_kill(pid: u32, signal: i32) {
     let rc = unsafe { libc::kill(pid as i32, signal) };
     assert_eq!(rc, 0);
 }
+
+/// Starts `command` (a watcher wrapped in another program) and waits for its first scan.
+fn start_wrapped(mut command: std::process::Command) -> Watcher {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = Captured::start(child.stdout.take().unwrap());
+    let stderr = Captured::start(child.stderr.take().unwrap());
+    let mut w = Watcher {
+        child,
+        stdout,
+        stderr,
+    };
+    w.wait(|e| e["event"] == "scanned");
+    w
+}
+
+#[test]
+fn the_inotify_watch_limit_is_reported_with_its_sysctl_and_polling_takes_over() {
+    let s = Setup::new();
+    for d in ["a", "b", "c", "d", "e"] {
+        fs::create_dir_all(s.inbox(d)).unwrap();
+    }
+    // A user namespace of its own, whose watch limit is 3: the inbox needs 6.
+    let mut c = std::process::Command::new("unshare");
+    c.current_dir(s.w.path(""))
+        .env("XDG_STATE_HOME", s.w.path("state"))
+        .args(["--user", "--map-root-user", "sh", "-c"])
+        .arg(format!(
+            "echo 3 > /proc/sys/user/max_inotify_watches && exec {} watch inbox --vault vault \
+             --recipient {} --json --settle 50 --poll-interval 1",
+            env!("CARGO_BIN_EXE_qeltrix"),
+            s.recipient
+        ));
+    let probe = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: user namespaces are not available here");
+        return;
+    }
+    let mut w = start_wrapped(c);
+    let degraded = w.wait(|e| e["event"] == "degraded");
+    let text = degraded["message"].as_str().unwrap();
+    assert!(text.contains("fs.inotify.max_user_watches"), "{text}");
+    // Found by the next rescan instead.
+    s.write("c/late.txt", b"late");
+    w.wait(is("packed", "c/late.txt"));
+    assert_eq!(s.unpacked("c/late.txt"), b"late");
+}
+
+#[test]
+fn an_unreadable_file_is_reported_and_retried_without_stopping_the_watcher() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new();
+    // The watcher runs as nobody, for whom permissions hold (root reads everything).
+    for dir in [s.w.path(""), s.w.path("inbox"), s.w.path("vault")] {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    s.write("locked.txt", b"locked for now");
+    fs::set_permissions(s.inbox("locked.txt"), fs::Permissions::from_mode(0o000)).unwrap();
+    let mut c = std::process::Command::new("setpriv");
+    c.current_dir(s.w.path(""))
+        .env("XDG_STATE_HOME", s.w.path("state"))
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_qeltrix"))
+        .args(["watch", "inbox", "--vault", "vault", "--recipient", &s.recipient])
+        .args(["--json", "--settle", "50"]);
+    let mut w = start_wrapped(c);
+    let failed = w.wait(is("failed", "locked.txt"));
+    let text = failed["message"].as_str().unwrap();
+    assert!(
+        text.contains("locked.txt") && text.contains("trying again"),
+        "{text}"
+    );
+    // Other files go on being packed meanwhile.
+    s.write("open.txt", b"fine");
+    w.wait(is("packed", "open.txt"));
+    fs::set_permissions(s.inbox("locked.txt"), fs::Permissions::from_mode(0o644)).unwrap();
+    w.wait(is("packed", "locked.txt"));
+    assert_eq!(s.unpacked("locked.txt"), b"locked for now");
+}

@@ -64,6 +64,10 @@ pub struct WatchArgs {
     /// Scan INBOX, pack what is new or changed, and exit (for cron and CI).
     #[arg(long)]
     pub once: bool,
+    /// Where inotify cannot watch INBOX (the kernel's watch limit), rescan it this often, in
+    /// seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll_interval: u64,
     /// Print one JSON object per event on stdout.
     #[arg(long)]
     pub json: bool,
@@ -197,6 +201,7 @@ pub fn run(a: WatchArgs) -> Result<()> {
         jobs: a.jobs as usize,
         once: a.once,
         pack: a.packing.options()?,
+        poll: Duration::from_secs(a.poll_interval),
     };
     let watch = Watch::new(&inbox, dest, state, keys, hash_key, opts)?;
     let report = Lines { json: a.json };

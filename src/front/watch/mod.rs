@@ -34,8 +34,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Where a deleted file's container goes, inside the vault.
 pub const TRASH: &str = ".qeltrix/trash";
-/// How often the inbox is rescanned when inotify cannot watch it (the watch limit).
-const POLL: Duration = Duration::from_secs(30);
 /// The state is saved at most this often while files keep coming (and always when idle).
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -70,6 +68,8 @@ pub struct WatchOptions {
     pub once: bool,
     /// How containers are packed (`file_meta` is set per file; `pool` is made here).
     pub pack: PackOptions,
+    /// How often the inbox is rescanned when inotify cannot watch it (the watch limit).
+    pub poll: Duration,
 }
 
 /// The default `--ignore` patterns: partial and temporary names.
@@ -416,7 +416,7 @@ impl Run<'_> {
         self.last_save = Instant::now();
     }
 
-    /// inotify is unavailable or lost: report it, and rescan every [`POLL`].
+    /// inotify is unavailable or lost: report it, and rescan every `poll`.
     fn degraded(&mut self, e: &notify::Error) {
         let why = match e.kind {
             notify::ErrorKind::MaxFilesWatch => "the inotify watch limit is reached: raise it with \
@@ -428,11 +428,11 @@ impl Run<'_> {
             kind: "degraded",
             message: Some(format!(
                 "{why}; rescanning the inbox every {} s instead",
-                POLL.as_secs()
+                self.watch.opts.poll.as_secs_f64()
             )),
             ..Event::default()
         });
-        self.poll = Some(Instant::now() + POLL);
+        self.poll = Some(Instant::now() + self.watch.opts.poll);
     }
 
     /// Scans the whole inbox, and applies the delete policy to recorded files that are gone.
@@ -457,7 +457,7 @@ impl Run<'_> {
             ..Event::default()
         });
         if self.poll.is_some() {
-            self.poll = Some(Instant::now() + POLL);
+            self.poll = Some(Instant::now() + self.watch.opts.poll);
         }
     }
 
