@@ -905,3 +905,107 @@ fn http_get_partial(url: &str, range: &str) -> (u16, Vec<u8>) {
     }
     (status, body)
 }
+
+/// `qeltrix watch` into an S3 vault: files packed at their mirrored keys (one over a multipart
+/// part), an update keeping the previous version, a delete moved to the trash, the state in the
+/// vault's `.qeltrix/`, and no pending upload left.
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn watch_packs_an_inbox_into_an_s3_vault_with_versions_and_a_trash() {
+    let r = Remote::single_node();
+    let big = striped(10 * MIB + 5, 8, 40_000, 2);
+    r.w.write("inbox/a/one.txt", b"one, first");
+    r.w.write("inbox/two.bin", &big);
+    let vault = r.g.url("wv");
+    let once = |r: &Remote| {
+        let out = r.ok(&[
+            "watch",
+            "inbox",
+            "--vault",
+            &vault,
+            "--key-file",
+            "key",
+            "--once",
+            "--json",
+            "--keep-versions",
+            "1",
+            "--on-delete",
+            "trash",
+            "--state",
+            "state.json",
+        ]);
+        String::from_utf8(out).unwrap()
+    };
+    let first = once(&r);
+    assert_eq!(first.matches("\"event\":\"packed\"").count(), 2, "{first}");
+    let mut listed = r.g.list_objects(ENDPOINT, "wv/");
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["wv/a/one.txt.qltx", "wv/two.bin.qltx"],
+        "the state is local here (--state)"
+    );
+    assert!(r.ok(&["unpack", &r.g.url("wv/two.bin.qltx"), "-", "--key-file", "key"]) == big);
+
+    r.w.write("inbox/a/one.txt", b"one, second version");
+    fs::remove_file(r.path("inbox/two.bin")).unwrap();
+    let second = once(&r);
+    assert!(second.contains("\"event\":\"trashed\""), "{second}");
+    let mut listed = r.g.list_objects(ENDPOINT, "wv/");
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "wv/.qeltrix/trash/two.bin.qltx",
+            "wv/a/one.txt.qltx",
+            "wv/a/one.txt.qltx.~1~"
+        ]
+    );
+    assert_eq!(
+        r.ok(&["unpack", &r.g.url("wv/a/one.txt.qltx"), "-", "--key-file", "key"]),
+        b"one, second version"
+    );
+    assert_eq!(
+        r.ok(&[
+            "unpack",
+            &r.g.url("wv/a/one.txt.qltx.~1~"),
+            "-",
+            "--key-file",
+            "key"
+        ]),
+        b"one, first"
+    );
+    assert!(r.g.pending_uploads(ENDPOINT).is_empty());
+
+    // Without --state, the state lives in the vault, and a second run finds nothing to do.
+    let plain = |r: &Remote| {
+        let out = r
+            .cmd(&[
+                "watch",
+                "inbox",
+                "--vault",
+                &vault,
+                "--key-file",
+                "key",
+                "--once",
+                "--json",
+            ])
+            .env("XDG_STATE_HOME", r.path("state-home"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let third = plain(&r);
+    assert!(r
+        .g
+        .list_objects(ENDPOINT, "wv/.qeltrix/")
+        .contains(&"wv/.qeltrix/watch-state.json".to_string()));
+    assert!(
+        third.contains("\"event\":\"packed\"") || third.contains("\"event\":\"unchanged\""),
+        "{third}"
+    );
+    let fourth = plain(&r);
+    assert!(!fourth.contains("\"event\":\"packed\""), "nothing new: {fourth}");
+}
