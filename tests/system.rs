@@ -315,6 +315,59 @@ fn the_serve_unit_serves_and_stops_cleanly_on_sigterm() {
 }
 
 #[test]
+fn the_watch_unit_packs_the_inbox_and_stops_cleanly_on_sigterm() {
+    let w = Work::new();
+    std::fs::create_dir_all(w.path("inbox/sub")).unwrap();
+    std::fs::create_dir_all(w.path("vault")).unwrap();
+    std::fs::create_dir_all(w.path("state")).unwrap();
+    std::fs::write(w.path("inbox/sub/note.txt"), b"a note").unwrap();
+    let out = w.run("keygen --x25519 -o id.key");
+    assert_code(&out, 0, "keygen");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr_of(&out));
+    let recipient = text
+        .split_whitespace()
+        .find(|t| t.starts_with("qeltrix-x25519:"))
+        .unwrap()
+        .to_string();
+    let paths = [
+        (
+            "/usr/local/bin/qeltrix",
+            env!("CARGO_BIN_EXE_qeltrix").to_string(),
+        ),
+        ("/srv/inbox", path_str(&w.path("inbox")).to_string()),
+        ("/srv/vault", path_str(&w.path("vault")).to_string()),
+        (
+            "qeltrix-x25519:0000000000000000000000000000000000000000000000000000000000000000",
+            recipient,
+        ),
+    ];
+    let start = unit_commands("qeltrix-watch.service", "ExecStart", &paths);
+    assert_eq!(start.len(), 1);
+    let log = w.path("watch.log");
+    let child = program(&start[0])
+        .env("XDG_STATE_HOME", w.path("state"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped(child);
+    wait_for_text(&mut child.0, &log, "packed sub/note.txt");
+    let out = w.run("unpack vault/sub/note.txt.qltx - --identity id.key");
+    assert_code(&out, 0, "unpack");
+    assert_eq!(out.stdout, b"a note");
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut child.0, &log);
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "SuccessExitStatus=143: {}",
+        log.as_path().text()
+    );
+    assert!(log.as_path().text().contains("stopped"));
+}
+
+#[test]
 fn the_mount_unit_mounts_and_its_stop_command_unmounts() {
     if !fuse_available() {
         return;
@@ -369,7 +422,11 @@ fn the_units_pass_systemd_analyze_verify_where_it_is_installed() {
     };
     assert!(out.status.success());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd");
-    for unit in ["qeltrix-mount.service", "qeltrix-serve.service"] {
+    for unit in [
+        "qeltrix-mount.service",
+        "qeltrix-serve.service",
+        "qeltrix-watch.service",
+    ] {
         let out = std::process::Command::new("systemd-analyze")
             .args(["verify", "--man=no"])
             .arg(dir.join(unit))
