@@ -55,22 +55,7 @@ impl Setup {
 
     /// Starts a watcher and waits for its first scan.
     fn start(&self, extra: &str) -> Watcher {
-        let mut child = self
-            .command(&format!("--settle 100 {extra}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = Captured::start(child.stdout.take().unwrap());
-        let stderr = Captured::start(child.stderr.take().unwrap());
-        let mut w = Watcher {
-            child,
-            stdout,
-            stderr,
-        };
-        w.wait(|e| e["event"] == "scanned");
-        w
+        start_wrapped(self.command(&format!("--settle 100 {extra}")))
     }
 
     /// `watch --once`: its events.
@@ -530,4 +515,159 @@ fn an_unreadable_file_is_reported_and_retried_without_stopping_the_watcher() {
     fs::set_permissions(s.inbox("locked.txt"), fs::Permissions::from_mode(0o644)).unwrap();
     w.wait(is("packed", "locked.txt"));
     assert_eq!(s.unpacked("locked.txt"), b"locked for now");
+}
+
+/// A TCP proxy in front of a server: counts the bytes clients send through it, and cuts the
+/// connection that carries byte number `cut_at` (once).
+struct CuttingProxy {
+    addr: std::net::SocketAddr,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CuttingProxy {
+    fn start(server: std::net::SocketAddr, cut_at: u64) -> CuttingProxy {
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(AtomicU64::new(0));
+        let cut_done = Arc::new(AtomicBool::new(false));
+        let counter = Arc::clone(&sent);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(upstream) = TcpStream::connect(server) else {
+                    return;
+                };
+                let (sent, cut_done) = (Arc::clone(&counter), Arc::clone(&cut_done));
+                let (mut c_read, mut u_write) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let (mut u_read, mut c_write) = (upstream, client);
+                // Server → client: copied as is.
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u_read, &mut c_write);
+                    let _ = c_write.shutdown(Shutdown::Both);
+                });
+                // Client → server: counted, and cut once at `cut_at`.
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match std::io::Read::read(&mut c_read, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let before = sent.fetch_add(n as u64, Ordering::SeqCst);
+                        if before + n as u64 >= cut_at && !cut_done.swap(true, Ordering::SeqCst) {
+                            let keep = cut_at.saturating_sub(before) as usize;
+                            let _ = u_write.write_all(&buf[..keep.min(n)]);
+                            let _ = u_write.shutdown(Shutdown::Both);
+                            let _ = c_read.shutdown(Shutdown::Both);
+                            return;
+                        }
+                        if u_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = u_write.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        CuttingProxy { addr, sent }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// `qeltrix serve VAULT --accept-uploads` (no key: uploads only), its address, and its log.
+fn upload_server(s: &Setup) -> (Reaped, std::net::SocketAddr, PathBuf) {
+    fs::create_dir_all(s.w.path("server-vault")).unwrap();
+    fs::write(s.w.path("token"), "upload-secret-token\n").unwrap();
+    let log = s.w.path("serve.log");
+    let child =
+        s.w.std_cmd("serve server-vault --listen 127.0.0.1:0 --accept-uploads --token-file token")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+    let mut child = Reaped(child);
+    let addr: std::net::SocketAddr = wait_for_output("the server to listen", &mut child.0, &log, |text| {
+        text.split("http://").nth(1)?.split('/').next()?.parse().ok()
+    });
+    (child, addr, log)
+}
+
+#[test]
+fn through_the_upload_api_a_cut_connection_resends_only_the_chunks_the_server_lacks() {
+    let s = Setup::new();
+    let (_server, addr, log) = upload_server(&s);
+    let data = random_bytes(20 << 20, 11);
+    s.write("films/clip.bin", &data);
+    s.write("notes.txt", b"small");
+    // The cut comes 12 MiB in: the first 8 MiB chunk is stored, the second is cut short.
+    let proxy = CuttingProxy::start(addr, 12 << 20);
+    let mut c = s.w.std_cmd(&format!(
+        "watch inbox --vault http://{}/ --token-file token --recipient {} --json --once",
+        proxy.addr, s.recipient
+    ));
+    c.env("XDG_STATE_HOME", s.w.path("state"));
+    let out = c.stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{stderr}\nserver:\n{}",
+        log.as_path().text()
+    );
+    let evs = events(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        evs.iter().filter(|e| e["event"] == "packed").count(),
+        2,
+        "{evs:?}"
+    );
+    // What arrived is the right container, whole.
+    let got =
+        s.w.run("unpack server-vault/films/clip.bin.qltx - --identity id.key");
+    assert_code(&got, 0, "unpack");
+    assert!(got.stdout == data, "the uploaded container holds the file");
+    // Bytes on the wire: everything once, plus the piece of the chunk that was cut, plus the
+    // requests' own few KiB. Resending the stored chunk would add 8 MiB.
+    let container = fs::metadata(s.w.path("server-vault/films/clip.bin.qltx"))
+        .unwrap()
+        .len()
+        + fs::metadata(s.w.path("server-vault/notes.txt.qltx"))
+            .unwrap()
+            .len();
+    let cut_piece = (12 << 20) - (8 << 20);
+    assert!(
+        proxy.sent() <= container + cut_piece + (256 << 10),
+        "{} bytes sent for {container} bytes of containers: a stored chunk was sent again",
+        proxy.sent()
+    );
+    assert!(
+        stderr.contains("trying again"),
+        "the cut was seen and survived: {stderr}"
+    );
+    // Nothing of the spool is left behind.
+    let spool_left: Vec<_> = fs::read_dir(s.w.path("state/qeltrix/watch"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".spool"))
+        .flat_map(|e| fs::read_dir(e.path()).unwrap().flatten())
+        .collect();
+    assert!(spool_left.is_empty(), "{spool_left:?}");
+    // Without the token, the server refuses, and the watcher reports the file as failed.
+    let mut c = s.w.std_cmd(&format!(
+        "watch inbox --vault http://{addr}/ --recipient {} --json --once --state nostate.json",
+        s.recipient
+    ));
+    let out = c.stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let evs = events(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        evs.iter()
+            .any(|e| e["event"] == "failed" && e["message"].as_str().unwrap_or("").contains("401")),
+        "{evs:?}"
+    );
 }
