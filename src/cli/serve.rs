@@ -60,10 +60,10 @@ pub struct ServeArgs {
     /// is upload-only: it asks for no key and refuses reads.
     #[arg(long)]
     pub accept_uploads: bool,
-    /// Hold no key even if one is in the environment: an upload-only server (needs
-    /// --accept-uploads).
+    /// Hold no key, even if QELTRIX_KEY_FILE or QELTRIX_PASSPHRASE is set: an upload-only
+    /// server (needs --accept-uploads).
     #[arg(long, requires = "accept_uploads",
-          conflicts_with_all = ["passphrase_file", "key_file", "identity", "vault", "passphrase"])]
+          conflicts_with_all = ["passphrase_file", "identity", "vault", "passphrase"])]
     pub no_key: bool,
     /// Bytes all staged upload chunks may hold together.
     #[arg(long, value_name = "BYTES", default_value_t = UploadOptions::default().quota_bytes)]
@@ -90,6 +90,14 @@ fn parse_at_least_one(text: &str) -> Result<usize, String> {
 
 pub fn run(a: ServeArgs) -> Result<()> {
     let addr = listen_addr(&a)?;
+    // --key-file may come from QELTRIX_KEY_FILE, which --no-key overrides; given as a flag, it
+    // contradicts it.
+    let key_file_from_env = std::env::var_os("QELTRIX_KEY_FILE").map(PathBuf::from) == a.keys.key_file;
+    if a.no_key && !key_file_from_env {
+        anyhow::bail!(Error::InvalidArgument(
+            "--no-key and --key-file contradict each other: an upload-only server holds no key".into()
+        ));
+    }
     if a.accept_uploads && a.token_file.is_none() {
         anyhow::bail!(Error::InvalidArgument(
             "--accept-uploads needs --token-file: without a token anyone who can reach the server could fill the vault".into()
