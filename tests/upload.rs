@@ -423,7 +423,7 @@ fn a_chunk_whose_bytes_do_not_match_its_id_is_not_stored() {
     assert!(v["error"].as_str().unwrap().contains("nothing was stored"));
     assert!(f.staged().is_empty(), "{:?}", f.staged());
     assert_eq!(
-        verdicts(&s.negotiate("after", &[good.clone()])),
+        verdicts(&s.negotiate("after", std::slice::from_ref(&good))),
         all(&[good], "OK")
     );
 }

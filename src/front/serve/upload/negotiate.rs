@@ -151,7 +151,7 @@ fn parse_chunk(index: usize, chunk: &Value) -> Result<Asked<'_>, Refusal> {
     let size = match (number("size")?, number("size_in_KB")?) {
         (Some(bytes), _) => bytes,
         // Past u64 is past any limit: too large, not malformed.
-        (None, Some(kib)) => kib.checked_mul(1024).unwrap_or(u64::MAX),
+        (None, Some(kib)) => kib.saturating_mul(1024),
         (None, None) => {
             return Err(Refusal::bad_json(format!(
                 "chunk {id} has neither \"size\" nor \"size_in_KB\""
