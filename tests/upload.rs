@@ -394,6 +394,59 @@ fn negotiation_reasons_and_limits() {
     assert_eq!(staged_now, expected);
 }
 
+/// A `PUT /chunks/ID` with a chunked body (no Content-Length, so the limits apply as the bytes
+/// stream), sent in one write on a raw socket; the status and JSON body of the answer.
+fn put_chunked(s: &Server, c: &Chunk) -> Reply {
+    use std::io::{Read, Write};
+    let mut request = format!(
+        "PUT /chunks/{} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        c.id
+    )
+    .into_bytes();
+    for piece in c.bytes.chunks(1000) {
+        request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        request.extend_from_slice(piece);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let mut socket = common::connect(s.addr);
+    socket.write_all(&request).unwrap();
+    let mut response = Vec::new();
+    let _ = socket.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Reply {
+        status,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn limits_apply_to_a_chunked_body_as_it_streams() {
+    let f = Fixture::new();
+    let s = f.serve(&["--max-chunk-size", "4096", "--upload-quota", "6000"]);
+    let big = chunk(&[5u8; 5000]);
+    put_chunked(&s, &big).refused(413, "too_large", &big.id);
+    let small = chunk(&[6u8; 3000]);
+    let r = put_chunked(&s, &small);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json(), json!({ "id": small.id, "size": 3000 }));
+    let over = chunk(&[7u8; 4000]);
+    put_chunked(&s, &over).refused(507, "quota", &over.id);
+    assert_eq!(f.staged(), vec![small.id.clone()]);
+    // What the refused bodies had counted against the quota was given back.
+    let health = s.call("GET", "/health", None).json();
+    assert_eq!(health["uploads"]["staged_bytes"], 3000, "{health}");
+    let r = s.put(&chunk(&[8u8; 3000]).id, &[8u8; 3000]);
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
 #[test]
 fn a_repeated_request_id_gets_the_same_answer_and_a_reused_one_is_refused() {
     let f = Fixture::new();

@@ -49,7 +49,7 @@ pub async fn handle(
     );
     log.busy = Some(connection.busy());
     if state.uploads.is_some() && upload::is_upload_request(req.method(), req.uri().path()) {
-        return Ok(upload::handle(req, state, log).await);
+        return Ok(upload::handle(req, state, log, &connection).await);
     }
     // A GET or HEAD body is never read; hyper discards it or closes the connection.
     let (req, _body) = req.into_parts();

@@ -7,7 +7,7 @@
 //! At the end the hash decides: the object is committed, or dropped and so never appears. A
 //! client that goes away mid-body closes the channel, and the writer is dropped the same way.
 
-use super::{content_length, next_data, Answer, ChunkId, Refusal, StagedChunk, Uploads};
+use super::{content_length, next_data, working, Activity, Answer, ChunkId, Refusal, StagedChunk, Uploads};
 use crate::storage::WriteOptions;
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -46,6 +46,7 @@ pub(super) async fn put(
     raw_id: &str,
     headers: &hyper::HeaderMap,
     mut body: Incoming,
+    connection: &Activity,
 ) -> Answer {
     let Some(id) = ChunkId::parse(raw_id) else {
         return Err(Refusal::new(
@@ -106,7 +107,7 @@ pub(super) async fn put(
             refused = Some(too_large());
             break;
         }
-        if tx.send(Piece::Data(data)).await.is_err() {
+        if working(connection, tx.send(Piece::Data(data))).await.is_err() {
             break; // the writing thread stopped: its result says why
         }
     }
@@ -114,7 +115,7 @@ pub(super) async fn put(
         let _ = tx.send(Piece::End).await;
     }
     drop(tx);
-    let result = writer
+    let result = working(connection, writer)
         .await
         .map_err(|e| Refusal::internal(format!("chunk {id}: the writing task failed: {e}")))?;
     if let Some(refusal) = refused {

@@ -17,7 +17,7 @@
 //! Commits run one at a time (the expiry sweep waits for them too), on a blocking thread that
 //! holds the lock to its end, even if the client leaves.
 
-use super::{read_json, Answer, ChunkId, Refusal, Uploads};
+use super::{read_json, working, Activity, Answer, ChunkId, Refusal, Uploads};
 use crate::integrity_v2::check_blocks_keyless;
 use crate::storage::{EntryKind, Object, ReadAt, WriteOptions};
 use crate::vault::naming;
@@ -38,7 +38,12 @@ const COPY_BUFFER: usize = 4 << 20;
 /// The longest path accepted, in bytes.
 const MAX_PATH_BYTES: usize = 4096;
 
-pub(super) async fn commit(uploads: &Arc<Uploads>, headers: &hyper::HeaderMap, body: Incoming) -> Answer {
+pub(super) async fn commit(
+    uploads: &Arc<Uploads>,
+    headers: &hyper::HeaderMap,
+    body: Incoming,
+    connection: &Activity,
+) -> Answer {
     let request = read_json(headers, body, MAX_COMMIT_BODY).await?;
     let Some(Value::String(path)) = request.get("path") else {
         return Err(Refusal::bad_json("\"path\" must be a string"));
@@ -71,15 +76,16 @@ pub(super) async fn commit(uploads: &Arc<Uploads>, headers: &hyper::HeaderMap, b
         };
         ids.push(id);
     }
-    let lock = Arc::clone(&uploads.commits).lock_owned().await;
+    let lock = working(connection, Arc::clone(&uploads.commits).lock_owned()).await;
     let uploads = Arc::clone(uploads);
     let shown = path.clone();
-    tokio::task::spawn_blocking(move || {
+    let task = tokio::task::spawn_blocking(move || {
         let _one_at_a_time = lock;
         build(&uploads, &shown, &target, &ids, overwrite)
-    })
-    .await
-    .map_err(|e| Refusal::internal(format!("{path}: the commit task failed: {e}")))?
+    });
+    working(connection, task)
+        .await
+        .map_err(|e| Refusal::internal(format!("{path}: the commit task failed: {e}")))?
 }
 
 /// Checks a commit's path (step 1).

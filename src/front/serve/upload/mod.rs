@@ -24,6 +24,7 @@ mod commit;
 mod negotiate;
 
 use super::body::{AccessLog, ServeBody};
+use super::conn::Activity;
 use super::State;
 use crate::storage::{Entry, EntryKind, Storage};
 use bytes::{Bytes, BytesMut};
@@ -32,6 +33,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -323,7 +325,12 @@ pub(super) fn json(status: StatusCode, value: &serde_json::Value, mut log: Acces
 }
 
 /// Answers an upload request (see [`is_upload_request`]). The bearer token is required.
-pub(super) async fn handle(req: Request<Incoming>, state: Arc<State>, log: AccessLog) -> Reply {
+pub(super) async fn handle(
+    req: Request<Incoming>,
+    state: Arc<State>,
+    log: AccessLog,
+    connection: &Activity,
+) -> Reply {
     let Some(uploads) = state.uploads.clone() else {
         return Refusal::new(StatusCode::NOT_FOUND, "not_found", "this server takes no uploads").reply(log);
     };
@@ -347,11 +354,11 @@ pub(super) async fn handle(req: Request<Incoming>, state: Arc<State>, log: Acces
     let path = req.uri().path().to_string();
     let (parts, body) = req.into_parts();
     let result = if let Some(id) = path.strip_prefix("/chunks/") {
-        chunks::put(&uploads, id, &parts.headers, body).await
+        chunks::put(&uploads, id, &parts.headers, body, connection).await
     } else if path == "/upload" {
         negotiate::negotiate(&uploads, &parts.headers, body).await
     } else {
-        commit::commit(&uploads, &parts.headers, body).await
+        commit::commit(&uploads, &parts.headers, body, connection).await
     };
     match result {
         Ok((status, value, note)) => {
@@ -365,6 +372,20 @@ pub(super) async fn handle(req: Request<Incoming>, state: Arc<State>, log: Acces
 
 /// What a handler answers: the status, the JSON body and a note for the access log.
 type Answer = Result<(StatusCode, serde_json::Value, String), Refusal>;
+
+/// Awaits work of the server's own (storage writes, a commit) while keeping the connection
+/// from counting as idle: a large commit on an object store may take longer than the idle
+/// timeout with no byte moving, and the client is not at fault.
+async fn working<T>(connection: &Activity, work: impl Future<Output = T>) -> T {
+    tokio::pin!(work);
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = ticks.tick() => connection.touch(),
+        }
+    }
+}
 
 /// The next piece of a request body (trailers are skipped); `None` at its end.
 async fn next_data(body: &mut Incoming) -> Option<Result<Bytes, hyper::Error>> {
