@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The largest `POST /commit` body: about 100,000 chunk ids.
 pub const MAX_COMMIT_BODY: usize = 8 << 20;
@@ -176,15 +176,21 @@ fn build(uploads: &Uploads, shown: &str, target: &Path, ids: &[ChunkId], overwri
         Err(e) => return Err(storage_error("looking it up", &e)),
     }
 
-    let mut parts = Vec::with_capacity(ids.len());
-    for id in ids {
-        let path = id.staged_path();
-        let object = storage
-            .open(&path)
-            .map_err(|e| storage_error(&format!("opening chunk {id}"), &e))?;
-        parts.push(object);
-    }
-    let chain = Chain::new(parts).map_err(|e| storage_error("reading the chunks' sizes", &e))?;
+    // Sizes from the staging index; each chunk is opened only when read (one open at a time,
+    // however many chunks a container has).
+    let sizes: Vec<u64> = {
+        let staging = uploads.staging();
+        ids.iter()
+            .map(|id| staging.chunks.get(id).map_or(0, |c| c.size))
+            .collect()
+    };
+    let open = |i: usize| {
+        let id = ids[i];
+        storage
+            .open(&id.staged_path())
+            .map_err(|e| io::Error::new(e.kind(), format!("opening chunk {id}: {e}")))
+    };
+    let chain = Chain::new(&sizes, open).map_err(|e| storage_error("adding up the chunks' sizes", &e))?;
     let root = verify(&chain).map_err(|e| {
         Refusal::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -264,29 +270,48 @@ fn verify(source: &dyn ReadAt) -> crate::Result<[u8; 32]> {
     Ok(footer.root)
 }
 
-/// Objects read one after another as one: the staged chunks of a container, in order.
-struct Chain {
-    /// Each object and the offset where it starts.
-    parts: Vec<(u64, Object)>,
+/// Objects read one after another as one: the staged chunks of a container, in order. Each is
+/// opened when first read (by `open`, with its index), and the last one opened is kept: the
+/// check and the copy read front to back.
+struct Chain<F> {
+    /// Where each object starts.
+    starts: Vec<u64>,
     size: u64,
+    open: F,
+    current: Mutex<Option<(usize, Object)>>,
 }
 
-impl Chain {
-    fn new(objects: Vec<Object>) -> io::Result<Chain> {
-        let mut parts = Vec::with_capacity(objects.len());
+impl<F: Fn(usize) -> io::Result<Object> + Send + Sync> Chain<F> {
+    fn new(sizes: &[u64], open: F) -> io::Result<Self> {
+        let mut starts = Vec::with_capacity(sizes.len());
         let mut size = 0u64;
-        for object in objects {
-            let len = object.size()?;
-            parts.push((size, object));
+        for len in sizes {
+            starts.push(size);
             size = size
-                .checked_add(len)
+                .checked_add(*len)
                 .ok_or_else(|| io::Error::other("the chunks add up to more than 2^64 bytes"))?;
         }
-        Ok(Chain { parts, size })
+        Ok(Chain {
+            starts,
+            size,
+            open,
+            current: Mutex::new(None),
+        })
+    }
+
+    fn read_part(&self, index: usize, buf: &mut [u8], at: u64) -> io::Result<()> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let object = match current.take() {
+            Some((i, object)) if i == index => object,
+            _ => (self.open)(index)?,
+        };
+        let read = object.read_exact_at(buf, at);
+        *current = Some((index, object));
+        read
     }
 }
 
-impl ReadAt for Chain {
+impl<F: Fn(usize) -> io::Result<Object> + Send + Sync> ReadAt for Chain<F> {
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         let end = offset.checked_add(buf.len() as u64);
         if end.is_none_or(|end| end > self.size) {
@@ -296,15 +321,17 @@ impl ReadAt for Chain {
             return Ok(());
         }
         // The last part starting at or before `offset` (empty parts before it are skipped).
-        let mut i = self.parts.partition_point(|(start, _)| *start <= offset) - 1;
+        let mut i = self.starts.partition_point(|start| *start <= offset) - 1;
         while !buf.is_empty() {
-            let (start, object) = &self.parts[i];
-            let part_end = self.parts.get(i + 1).map_or(self.size, |(next, _)| *next);
+            let start = self.starts[i];
+            let part_end = self.starts.get(i + 1).copied().unwrap_or(self.size);
             let n = usize::try_from(part_end - offset)
                 .unwrap_or(usize::MAX)
                 .min(buf.len());
             let (now, rest) = buf.split_at_mut(n);
-            object.read_exact_at(now, offset - start)?;
+            if !now.is_empty() {
+                self.read_part(i, now, offset - start)?;
+            }
             buf = rest;
             offset += n as u64;
             i += 1;
@@ -346,14 +373,22 @@ mod tests {
 
     #[test]
     fn chain_reads_across_parts() {
-        let objects: Vec<Object> = vec![
-            Box::new(b"abc".to_vec()),
-            Box::new(Vec::new()),
-            Box::new(b"de".to_vec()),
-            Box::new(b"fghij".to_vec()),
-        ];
-        let chain = Chain::new(objects).unwrap();
+        let parts: [&[u8]; 4] = [b"abc", b"", b"de", b"fghij"];
+        let opened = std::sync::atomic::AtomicUsize::new(0);
+        let open = |i: usize| -> io::Result<Object> {
+            opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(Box::new(parts[i].to_vec()))
+        };
+        let chain = Chain::new(&parts.map(|p| p.len() as u64), open).unwrap();
         assert_eq!(chain.size, 10);
+        let mut whole = [0u8; 10];
+        chain.read_exact_at(&mut whole, 0).unwrap();
+        assert_eq!(&whole, b"abcdefghij");
+        assert_eq!(
+            opened.load(std::sync::atomic::Ordering::Relaxed),
+            3,
+            "empty parts are never opened"
+        );
         for start in 0..10u64 {
             for len in 0..=(10 - start) as usize {
                 let mut buf = vec![0u8; len];
