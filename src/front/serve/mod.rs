@@ -24,6 +24,10 @@
 //! by all responses together (outside the cache) never exceed [`ServeOptions::inflight_bytes`],
 //! so memory stays within the cache, that budget and a fixed cost per connection, however many
 //! clients stall (docs/SERVE.md gives the bound).
+//!
+//! With [`ServeOptions::uploads`] the server also takes containers packed elsewhere, checked
+//! keylessly before they are stored (`upload`, docs/UPLOAD.md); [`SeekServer::bind_uploads_only`]
+//! binds such a server without any key.
 
 mod auth;
 mod body;
