@@ -68,6 +68,17 @@ pub struct KeyArgs {
 }
 
 impl KeyArgs {
+    /// True if any key source is given: a flag, the key file or passphrase in the environment.
+    /// Without one, a command that can do without a key (an upload-only `serve`) asks for none.
+    pub fn any_given(&self) -> bool {
+        self.passphrase_file.is_some()
+            || self.key_file.is_some()
+            || self.identity.is_some()
+            || self.vault.is_some()
+            || self.passphrase.is_some()
+            || env_value().is_some_and(|p| !p.is_empty())
+    }
+
     /// The keys for a new container written to `output`: every key source given becomes a key
     /// slot. Inside an initialised vault (or with `--vault`), a keyring slot is made instead of a
     /// passphrase slot; with other keys given and a vault only found, not named, the vault

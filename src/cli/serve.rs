@@ -2,7 +2,7 @@
 
 use super::KeyArgs;
 use anyhow::Result;
-use qeltrix::serve::{BearerToken, SeekServer, ServeOptions, DEFAULT_LISTEN};
+use qeltrix::serve::{BearerToken, SeekServer, ServeOptions, UploadOptions, DEFAULT_LISTEN};
 use qeltrix::Error;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -55,10 +55,54 @@ pub struct ServeArgs {
     /// The window over which --min-rate is measured, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 20)]
     pub min_rate_window: u64,
+    /// Take containers packed elsewhere into the vault (POST /upload, PUT /chunks/ID,
+    /// POST /commit; docs/UPLOAD.md). Needs --token-file. With no key source given, the server
+    /// is upload-only: it asks for no key and refuses reads.
+    #[arg(long)]
+    pub accept_uploads: bool,
+    /// Hold no key, even if QELTRIX_KEY_FILE or QELTRIX_PASSPHRASE is set: an upload-only
+    /// server (needs --accept-uploads).
+    #[arg(long, requires = "accept_uploads",
+          conflicts_with_all = ["passphrase_file", "identity", "vault", "passphrase"])]
+    pub no_key: bool,
+    /// Bytes all staged upload chunks may hold together.
+    #[arg(long, value_name = "BYTES", default_value_t = UploadOptions::default().quota_bytes)]
+    pub upload_quota: u64,
+    /// The largest upload chunk accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = UploadOptions::default().max_chunk_size,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_chunk_size: u64,
+    /// The most chunks one POST /upload may ask about.
+    #[arg(long, value_name = "N", default_value_t = UploadOptions::default().max_chunks_per_request,
+          value_parser = parse_at_least_one)]
+    pub max_chunks_per_request: usize,
+    /// Remove staged upload chunks not committed within this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = UploadOptions::default().expiry.as_secs())]
+    pub upload_expiry: u64,
+}
+
+fn parse_at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{text:?}: expected a whole number, at least 1")),
+    }
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
     let addr = listen_addr(&a)?;
+    // --key-file may come from QELTRIX_KEY_FILE, which --no-key overrides; given as a flag, it
+    // contradicts it.
+    let key_file_from_env = std::env::var_os("QELTRIX_KEY_FILE").map(PathBuf::from) == a.keys.key_file;
+    if a.no_key && !key_file_from_env {
+        anyhow::bail!(Error::InvalidArgument(
+            "--no-key and --key-file contradict each other: an upload-only server holds no key".into()
+        ));
+    }
+    if a.accept_uploads && a.token_file.is_none() {
+        anyhow::bail!(Error::InvalidArgument(
+            "--accept-uploads needs --token-file: without a token anyone who can reach the server could fill the vault".into()
+        ));
+    }
     let token = a.token_file.as_deref().map(BearerToken::from_file).transpose()?;
     let has_token = token.is_some();
     let opts = ServeOptions {
@@ -76,6 +120,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
         })?,
         min_rate: a.min_rate,
         min_rate_window: Duration::from_secs(a.min_rate_window.max(1)),
+        uploads: a.accept_uploads.then(|| UploadOptions {
+            quota_bytes: a.upload_quota,
+            max_chunk_size: a.max_chunk_size,
+            max_chunks_per_request: a.max_chunks_per_request,
+            expiry: Duration::from_secs(a.upload_expiry),
+        }),
     };
     let remote = super::location::is_remote(&a.path);
     // The OS's own words ("No such file or directory"), not std's bare "entity not found".
@@ -84,6 +134,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .or_else(|e| if remote { Ok(()) } else { Err(e) })
     {
         anyhow::bail!(Error::io("opening", e).in_file(&a.path));
+    }
+    if a.accept_uploads && (a.no_key || !a.keys.any_given()) {
+        return run_uploads_only(&a, addr, opts, remote);
     }
     let key = a
         .keys
@@ -108,6 +161,37 @@ pub fn run(a: ServeArgs) -> Result<()> {
         }
         eprintln!(
             "qeltrix serve: serving {what} {} on http://{bound}/ (Ctrl-C or SIGTERM to stop)",
+            a.path.display()
+        );
+    })?;
+    eprintln!("qeltrix serve: stopped");
+    Ok(())
+}
+
+/// `serve VAULT --accept-uploads` with no key: nothing is asked for, nothing can be read.
+fn run_uploads_only(a: &ServeArgs, addr: SocketAddr, opts: ServeOptions, remote: bool) -> Result<()> {
+    let not_a_vault = || {
+        Error::InvalidArgument(format!(
+            "{}: uploads need a vault folder to store containers in",
+            a.path.display()
+        ))
+    };
+    let vault = if remote {
+        match super::location::remote_kind(&a.path)? {
+            Some(true) => super::location::vault(&a.path)?.0,
+            _ => anyhow::bail!(not_a_vault()),
+        }
+    } else {
+        if !a.path.is_dir() {
+            anyhow::bail!(not_a_vault());
+        }
+        qeltrix::vault::Vault::local(&a.path).map_err(|e| Error::io("opening", e).in_file(&a.path))?
+    };
+    limit_malloc_arenas();
+    let server = SeekServer::bind_uploads_only(vault, addr, opts)?;
+    server.run(|bound| {
+        eprintln!(
+            "qeltrix serve: taking uploads into {} on http://{bound}/ (no key: reads are refused; Ctrl-C or SIGTERM to stop)",
             a.path.display()
         );
     })?;

@@ -78,7 +78,10 @@ impl Activity {
         self.cut.store(true, Ordering::Relaxed);
     }
 
-    fn touch(&self) {
+    /// Counts as traffic now: a byte moved, or the server is working on this connection's
+    /// request (the idle timeout is for clients that hold a connection without using it, not
+    /// for a server busy on their behalf).
+    pub fn touch(&self) {
         self.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 

@@ -8,7 +8,7 @@ use super::conn::Activity;
 use super::containers::{OpenFailure, ServedFile};
 use super::paths::{self, Target};
 use super::range::{self, ByteRange, RangeRequest};
-use super::State;
+use super::{upload, State};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -35,21 +35,24 @@ pub async fn handle(
     remote: SocketAddr,
     connection: Arc<Activity>,
 ) -> Result<Reply, Infallible> {
-    // A GET or HEAD body is never read; hyper discards it or closes the connection.
-    let (req, _body) = req.into_parts();
     let target = req
-        .uri
+        .uri()
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_string();
     let mut log = AccessLog::new(
         remote,
-        &req.method,
+        req.method(),
         &target,
-        req.headers.get(header::RANGE).map(|v| v.as_bytes()),
+        req.headers().get(header::RANGE).map(|v| v.as_bytes()),
     );
     log.busy = Some(connection.busy());
+    if state.uploads.is_some() && upload::is_upload_request(req.method(), req.uri().path()) {
+        return Ok(upload::handle(req, state, log, &connection).await);
+    }
+    // A GET or HEAD body is never read; hyper discards it or closes the connection.
+    let (req, _body) = req.into_parts();
     let is_head = req.method == Method::HEAD;
     if req.method != Method::GET && !is_head {
         let mut r = simple(
@@ -84,6 +87,17 @@ pub async fn handle(
             log,
         );
         set(&mut r, header::WWW_AUTHENTICATE, "Bearer realm=\"qeltrix\"");
+        return Ok(r);
+    }
+    if state.containers.is_none() {
+        log.note = Some("upload-only server: no key".into());
+        let mut r = simple(
+            StatusCode::FORBIDDEN,
+            "{\"error\":\"this server holds no key: uploads only\",\"reason\":\"no_key\"}\n",
+            is_head,
+            log,
+        );
+        set(&mut r, header::CONTENT_TYPE, "application/json");
         return Ok(r);
     }
 
@@ -148,9 +162,10 @@ fn find(state: &State, path: &str, query: Option<&str>) -> Outcome {
                 Err(e) => Outcome::ListingFailed(format!("{}: {e}", vault.display(&dir))),
             }
         }
-        Target::Container { file, .. } => match state.containers.get(&file) {
-            Ok(f) => Outcome::File(f),
-            Err(failure) => Outcome::OpenFailed(failure),
+        Target::Container { file, .. } => match state.containers.as_ref().map(|c| c.get(&file)) {
+            Some(Ok(f)) => Outcome::File(f),
+            Some(Err(failure)) => Outcome::OpenFailed(failure),
+            None => Outcome::NotFound,
         },
     }
 }

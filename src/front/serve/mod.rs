@@ -24,6 +24,10 @@
 //! by all responses together (outside the cache) never exceed [`ServeOptions::inflight_bytes`],
 //! so memory stays within the cache, that budget and a fixed cost per connection, however many
 //! clients stall (docs/SERVE.md gives the bound).
+//!
+//! With [`ServeOptions::uploads`] the server also takes containers packed elsewhere, checked
+//! keylessly before they are stored (`upload`, docs/UPLOAD.md); [`SeekServer::bind_uploads_only`]
+//! binds such a server without any key.
 
 mod auth;
 mod body;
@@ -33,8 +37,10 @@ mod containers;
 mod handler;
 mod paths;
 mod range;
+mod upload;
 
 pub use auth::BearerToken;
+pub use upload::UploadOptions;
 
 use crate::container::cache::BlockCache;
 use crate::{Error, Key, Result};
@@ -95,6 +101,9 @@ pub struct ServeOptions {
     pub min_rate: u64,
     /// The window over which [`ServeOptions::min_rate`] is measured.
     pub min_rate_window: Duration,
+    /// Take containers packed elsewhere (`POST /upload`, `PUT /chunks/ID`, `POST /commit`;
+    /// docs/UPLOAD.md): a vault only, and only with [`ServeOptions::token`].
+    pub uploads: Option<UploadOptions>,
 }
 
 impl Default for ServeOptions {
@@ -110,6 +119,7 @@ impl Default for ServeOptions {
             inflight_bytes: 64 << 20,
             min_rate: 4096,
             min_rate_window: Duration::from_secs(20),
+            uploads: None,
         }
     }
 }
@@ -117,7 +127,9 @@ impl Default for ServeOptions {
 /// What every request handler shares.
 pub(crate) struct State {
     root: Root,
-    containers: Containers,
+    /// `None` on an upload-only server, which holds no key.
+    containers: Option<Containers>,
+    uploads: Option<Arc<upload::Uploads>>,
     /// Bounds concurrent request-driven decryptions.
     limiter: Arc<Semaphore>,
     token: Option<BearerToken>,
@@ -150,22 +162,30 @@ impl State {
         if !details {
             return "{\"status\":\"ok\"}\n".to_string();
         }
-        let cache = self.containers.cache();
-        serde_json::json!({
+        let mut health = serde_json::json!({
             "status": "ok",
             "version": env!("CARGO_PKG_VERSION"),
-            "serving": match self.root { Root::Single { .. } => "container", Root::Vault { .. } => "vault" },
-            "open_containers": self.containers.open_count(),
-            "cache_bytes": cache.bytes(),
-            "cache_capacity": cache.capacity(),
+            "serving": match (&self.root, &self.containers) {
+                (_, None) => "uploads",
+                (Root::Single { .. }, _) => "container",
+                (Root::Vault { .. }, _) => "vault",
+            },
             "connections": self.connections.len(),
             "inflight_bytes": self.budget_bytes - self.budget.available_permits(),
             "inflight_capacity": self.budget_bytes,
             "inflight_waiting": self.stats.waiting.load(Ordering::Relaxed),
             "pulled_bytes": self.stats.pulled_bytes.load(Ordering::Relaxed),
-        })
-        .to_string()
-            + "\n"
+        });
+        if let Some(containers) = &self.containers {
+            let cache = containers.cache();
+            health["open_containers"] = containers.open_count().into();
+            health["cache_bytes"] = cache.bytes().into();
+            health["cache_capacity"] = cache.capacity().into();
+        }
+        if let Some(uploads) = &self.uploads {
+            health["uploads"] = uploads.health();
+        }
+        health.to_string() + "\n"
     }
 }
 
@@ -182,7 +202,7 @@ impl SeekServer {
     pub fn bind(path: impl AsRef<Path>, addr: SocketAddr, key: Key, opts: ServeOptions) -> Result<Self> {
         let path = path.as_ref();
         let root = Root::new(path).map_err(|e| Error::io("opening", e).in_file(path))?;
-        SeekServer::bind_root(root, addr, key, opts)
+        SeekServer::bind_root(root, addr, Some(key), opts)
     }
 
     /// Binds `addr` for a vault on any storage (an object store, say): the whole vault, or with
@@ -207,19 +227,55 @@ impl SeekServer {
                 }
             }
         };
-        SeekServer::bind_root(root, addr, key, opts)
+        SeekServer::bind_root(root, addr, Some(key), opts)
     }
 
-    fn bind_root(root: Root, addr: SocketAddr, key: Key, mut opts: ServeOptions) -> Result<Self> {
+    /// Binds `addr` for an upload-only server over `vault`: it holds no key, takes containers
+    /// (`opts.uploads`, which must be set, as must `opts.token`) and refuses every read with 403.
+    pub fn bind_uploads_only(
+        vault: crate::vault::Vault,
+        addr: SocketAddr,
+        opts: ServeOptions,
+    ) -> Result<Self> {
+        if opts.uploads.is_none() {
+            return Err(Error::InvalidArgument(
+                "a server without a key serves nothing but uploads: turn them on".into(),
+            ));
+        }
+        SeekServer::bind_root(Root::Vault { vault }, addr, None, opts)
+    }
+
+    fn bind_root(root: Root, addr: SocketAddr, key: Option<Key>, mut opts: ServeOptions) -> Result<Self> {
         let workers = match opts.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
-        let cache = Arc::new(BlockCache::new(opts.cache_bytes, workers));
-        let containers = Containers::new(root.vault(), key, cache);
-        if let Root::Single { file, .. } = &root {
-            containers.preload(file)?;
-        }
+        let uploads = match opts.uploads.take() {
+            None => None,
+            Some(_) if opts.token.is_none() => {
+                return Err(Error::InvalidArgument(
+                    "uploads need a bearer token (--token-file): anyone could fill the vault otherwise"
+                        .into(),
+                ))
+            }
+            Some(_) if matches!(root, Root::Single { .. }) => {
+                return Err(Error::InvalidArgument(
+                    "uploads need a vault folder to store containers in, not a single container".into(),
+                ))
+            }
+            Some(u) => Some(upload::Uploads::start(Arc::clone(root.vault().storage()), u)?),
+        };
+        let containers = match key {
+            Some(key) => {
+                let cache = Arc::new(BlockCache::new(opts.cache_bytes, workers));
+                let containers = Containers::new(root.vault(), key, cache);
+                if let Root::Single { file, .. } = &root {
+                    containers.preload(file)?;
+                }
+                Some(containers)
+            }
+            None => None,
+        };
         // At least one permit, and no more than a semaphore can count.
         let budget_bytes = opts.inflight_bytes.clamp(1, Semaphore::MAX_PERMITS);
         let listener =
@@ -230,6 +286,7 @@ impl SeekServer {
         let state = State {
             root,
             containers,
+            uploads,
             limiter: Arc::new(Semaphore::new(workers)),
             token: opts.token.take(),
             readahead_bytes: READAHEAD_BYTES.min(opts.cache_bytes as u64 / 8),
@@ -257,9 +314,14 @@ impl SeekServer {
     /// [`crate::vault::KeyCheck`]). Serving one container, that one was opened by
     /// [`SeekServer::bind`] already.
     pub fn check_key(&self) -> Result<crate::vault::KeyCheck> {
-        match &self.state.root {
-            Root::Vault { .. } => self.state.containers.check_key(),
-            Root::Single { .. } => Ok(crate::vault::KeyCheck {
+        match (&self.state.root, &self.state.containers) {
+            (Root::Vault { .. }, Some(containers)) => containers.check_key(),
+            (Root::Vault { .. }, None) => Ok(crate::vault::KeyCheck {
+                containers: 0,
+                opened: 0,
+                failures: Vec::new(),
+            }),
+            (Root::Single { .. }, _) => Ok(crate::vault::KeyCheck {
                 containers: 1,
                 opened: 1,
                 failures: Vec::new(),
@@ -313,6 +375,11 @@ impl SeekServer {
             window: self.opts.min_rate_window,
         };
         tokio::pin!(shutdown);
+        let sweeper = self
+            .state
+            .uploads
+            .as_ref()
+            .map(|uploads| tokio::spawn(Arc::clone(uploads).sweep_periodically()));
         loop {
             // Accept first, then make room: at the cap the longest-idle connection is shed, so a
             // flood of idle sockets cannot keep new clients waiting in the listen queue. Only
@@ -386,6 +453,9 @@ impl SeekServer {
             });
         }
         drop(listener);
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
         let grace = self.opts.shutdown_grace;
         info!(
             target: "qeltrix::serve",
