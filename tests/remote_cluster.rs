@@ -1009,3 +1009,72 @@ fn watch_packs_an_inbox_into_an_s3_vault_with_versions_and_a_trash() {
     let fourth = plain(&r);
     assert!(!fourth.contains("\"event\":\"packed\""), "nothing new: {fourth}");
 }
+
+/// The watcher sending through a keyless `serve --accept-uploads` whose vault is on S3: chunks
+/// staged as objects, the container assembled into the bucket after the keyless check, the
+/// staged chunks removed.
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn watch_uploads_through_a_keyless_server_into_an_s3_vault() {
+    let r = Remote::single_node();
+    fs::write(r.path("token"), "a-token-for-uploads\n").unwrap();
+    let big = striped(9 * MIB + 7, 5, 30_000, 2);
+    r.w.write("inbox/a/big.bin", &big);
+    r.w.write("inbox/small.txt", b"small");
+    let log = r.path("serve.log");
+    let server = r
+        .cmd(&[
+            "serve",
+            &r.g.url("up"),
+            "--listen",
+            "127.0.0.1:0",
+            "--accept-uploads",
+            "--no-key",
+            "--token-file",
+            "token",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Reaped(server);
+    let addr: std::net::SocketAddr = wait_for_output("the server to listen", &mut server.0, &log, |text| {
+        text.split("http://").nth(1)?.split('/').next()?.parse().ok()
+    });
+    let out = qeltrix_process()
+        .current_dir(r.w.dir.path())
+        .args([
+            "watch",
+            "inbox",
+            "--vault",
+            &format!("http://{addr}/"),
+            "--token-file",
+            "token",
+        ])
+        .args(["--key-file", "key", "--once", "--json", "--state", "state.json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nserver:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log.text()
+    );
+    let mut listed = r.g.list_objects(ENDPOINT, "up/");
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["up/a/big.bin.qltx", "up/small.txt.qltx"],
+        "staged chunks are removed"
+    );
+    assert!(r.ok(&["unpack", &r.g.url("up/a/big.bin.qltx"), "-", "--key-file", "key"]) == big);
+    r.ok(&["verify", "--no-key", &r.g.url("up/small.txt.qltx")]);
+    assert!(r.g.pending_uploads(ENDPOINT).is_empty());
+    assert_no_secret(&log.text(), "serve --accept-uploads");
+    assert!(
+        !log.text().contains("a-token-for-uploads"),
+        "the token is not logged"
+    );
+}

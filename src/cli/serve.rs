@@ -177,9 +177,17 @@ fn run_uploads_only(a: &ServeArgs, addr: SocketAddr, opts: ServeOptions, remote:
         ))
     };
     let vault = if remote {
+        if !a.path.to_str().is_some_and(|p| p.starts_with("s3://")) {
+            anyhow::bail!(Error::InvalidArgument(format!(
+                "{}: a web server location is read-only; uploads need a folder or s3://BUCKET/PREFIX",
+                a.path.display()
+            )));
+        }
+        // A prefix with nothing under it yet is a new vault (object stores have no folders);
+        // only an object is refused.
         match super::location::remote_kind(&a.path)? {
-            Some(true) => super::location::vault(&a.path)?.0,
-            _ => anyhow::bail!(not_a_vault()),
+            Some(false) => anyhow::bail!(not_a_vault()),
+            _ => super::location::vault(&a.path)?.0,
         }
     } else {
         if !a.path.is_dir() {
