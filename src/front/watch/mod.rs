@@ -206,17 +206,17 @@ impl Watch {
             watch: self,
             report,
             records: self.state.load()?,
-            pending: Pending::default(),
+            pending: Pending::new(Timing {
+                settle: self.opts.settle,
+                max_wait: self.opts.max_wait,
+            }),
             in_flight: HashSet::new(),
+            deferred: HashSet::new(),
             dirty: false,
             last_save: Instant::now(),
             summary: Summary::default(),
             scans: Vec::new(),
             poll: None,
-        };
-        let timing = Timing {
-            settle: self.opts.settle,
-            max_wait: self.opts.max_wait,
         };
         let (tx, rx) = mpsc::channel::<Msg>();
         // Watch before the first scan: what changes during the scan is seen either way.
@@ -276,25 +276,20 @@ impl Watch {
                 run.full_scan();
             }
             // Start what is due, as far as the job slots allow.
-            let free = self.opts.jobs.saturating_sub(run.in_flight.len());
-            if free > 0 && !stop.load(Ordering::Relaxed) {
-                let due = if self.opts.once {
-                    run.pending.take_all(usize::MAX)
-                } else {
-                    run.pending.take_due(timing, now, usize::MAX)
+            let mut free = self.opts.jobs.saturating_sub(run.in_flight.len());
+            while free > 0 && !stop.load(Ordering::Relaxed) {
+                let Some((rel, failures)) = run.pending.pop_due(now, self.opts.once) else {
+                    break;
                 };
-                let mut started = 0;
-                for (rel, failures) in due {
-                    if run.in_flight.contains(&rel) || started == free {
-                        // Being packed (it is looked at again when that ends), or no slot.
-                        run.pending.seen(&rel, Seen::Finished, now - self.opts.settle);
-                        continue;
-                    }
-                    run.in_flight.insert(rel.clone());
-                    started += 1;
-                    let previous = run.records.get(&key_of(&rel)).cloned();
-                    jobs.send((rel, failures, previous));
+                if run.in_flight.contains(&rel) {
+                    // Being packed: looked at again when that ends.
+                    run.deferred.insert(rel);
+                    continue;
                 }
+                run.in_flight.insert(rel.clone());
+                free -= 1;
+                let previous = run.records.get(&key_of(&rel)).cloned();
+                jobs.send((rel, failures, previous));
             }
             let idle = run.in_flight.is_empty() && (run.pending.is_empty() || stop.load(Ordering::Relaxed));
             if run.dirty && (idle || run.last_save.elapsed() >= SAVE_EVERY) {
@@ -304,7 +299,7 @@ impl Watch {
                 break;
             }
             // Sleep until the next thing to do, or an event.
-            let mut wake = run.pending.next_due(timing);
+            let mut wake = run.pending.next_due();
             for at in run.scans.iter().map(|(at, _)| *at).chain(run.poll) {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
@@ -394,6 +389,8 @@ struct Run<'a> {
     records: BTreeMap<String, Record>,
     pending: Pending,
     in_flight: HashSet<PathBuf>,
+    /// Files that came due while being packed: looked at again when that ends.
+    deferred: HashSet<PathBuf>,
     dirty: bool,
     last_save: Instant,
     summary: Summary,
@@ -646,6 +643,9 @@ impl Run<'_> {
 
     fn done(&mut self, rel: PathBuf, failures: u32, started: Instant, result: Result<Outcome>) {
         self.in_flight.remove(&rel);
+        if self.deferred.remove(&rel) {
+            self.pending.seen(&rel, Seen::Finished, Instant::now());
+        }
         let key = key_of(&rel);
         let millis = Some(started.elapsed().as_millis() as u64);
         match result {
