@@ -170,7 +170,7 @@ impl KeyArgs {
             anyhow::bail!(qeltrix::Error::InvalidArgument(
                 "no key to seal the containers to: give --recipient (the watcher then cannot decrypt \
                  what it stores), --key-file, or a passphrase for a vault with a keyring \
-                 (`qeltrix vault init`)"
+                 (`qeltrix init VAULT`)"
                     .into()
             ));
         }

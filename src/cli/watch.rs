@@ -25,6 +25,12 @@ pub enum OnDeleteArg {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(mut_arg("vault", |a| a
+    .required(true)
+    .value_name("VAULT")
+    .help("Where the containers go: a folder, s3://BUCKET/PREFIX, or the URL of a `qeltrix serve \
+           --accept-uploads` server. A folder's keyring (`qeltrix init`) adds a slot when its \
+           passphrase is given")))]
 #[command(
     after_help = "The vault (--vault) is a local folder, s3://BUCKET/PREFIX, or the URL of a \
     `qeltrix serve --accept-uploads` server.\n\nExamples:\n  \

@@ -118,14 +118,16 @@ impl Ingest {
         let before = file
             .metadata()
             .map_err(|e| Error::io("reading", e).in_file(&full))?;
+        let mut file = Some(file);
         if let Some(p) = previous.filter(|p| p.size == before.size()) {
             if p.mtime_ns == mtime_ns(&before) {
                 return Ok(Outcome::Unchanged(p.clone()));
             }
             // Same size, new time (a touch, a save of the same bytes): compare contents first,
             // so an unchanged file costs a read, not an upload.
+            let read = file.take().expect("opened above");
             let hash = self
-                .hash_file(&file)
+                .hash_file(&read)
                 .map_err(|e| Error::io("reading", e).in_file(&full))?;
             if hash == p.hash && self.still(&full, &before)? {
                 return Ok(Outcome::Unchanged(Record {
@@ -133,11 +135,14 @@ impl Ingest {
                     ..p.clone()
                 }));
             }
-            // The hash read the file to its end: read it again from the start below.
         }
-        let file = open_regular(&full)
-            .map_err(|e| Error::io("opening", e).in_file(&full))?
-            .ok_or_else(|| Error::io("opening", io::ErrorKind::NotFound.into()).in_file(&full))?;
+        let file = match file {
+            Some(f) => f,
+            // The hash read it to its end: open it again to read it from the start.
+            None => open_regular(&full)
+                .map_err(|e| Error::io("opening", e).in_file(&full))?
+                .ok_or_else(|| Error::io("opening", io::ErrorKind::NotFound.into()).in_file(&full))?,
+        };
         let mut input = Hashing {
             inner: io::BufReader::with_capacity(1 << 20, file),
             hasher: blake3::Hasher::new_keyed(&self.hash_key),
@@ -173,9 +178,8 @@ impl Ingest {
                 });
                 match packed {
                     Err(_) if changed => return Ok(Outcome::Changed),
-                    r => r?,
-                };
-                storage.stat_now(&target).map(|e| e.size).unwrap_or(0)
+                    r => r?.container_size,
+                }
             }
             Destination::Server { client, spool } => {
                 let local =

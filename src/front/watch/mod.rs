@@ -270,7 +270,7 @@ impl Watch {
             let (due_scans, later): (Vec<_>, Vec<_>) = run.scans.drain(..).partition(|(at, _)| *at <= now);
             run.scans = later;
             for (_, folder) in due_scans {
-                run.scan(&folder, false);
+                run.scan(&folder);
             }
             if run.poll.is_some_and(|at| at <= now) {
                 run.full_scan();
@@ -298,8 +298,13 @@ impl Watch {
             if idle && (self.opts.once || stop.load(Ordering::Relaxed)) {
                 break;
             }
-            // Sleep until the next thing to do, or an event.
-            let mut wake = run.pending.next_due();
+            // Sleep until the next thing to do, or an event. With every job slot taken, a due
+            // file waits for a job to end, which is a message: no need to wake for it.
+            let mut wake = if run.in_flight.len() < self.opts.jobs {
+                run.pending.next_due()
+            } else {
+                None
+            };
             for at in run.scans.iter().map(|(at, _)| *at).chain(run.poll) {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
@@ -460,7 +465,7 @@ impl Run<'_> {
 
     /// Scans the folder `rel` (a new one: files may have been written into it before its watch
     /// existed).
-    fn scan(&mut self, rel: &Path, _full: bool) {
+    fn scan(&mut self, rel: &Path) {
         let mut found = HashSet::new();
         self.walk(rel, &mut found);
     }
@@ -634,7 +639,7 @@ impl Run<'_> {
     /// A folder appeared (made, or moved in): scan it now, and once more after the settle time,
     /// by when its watch exists for sure.
     fn new_folder(&mut self, rel: &Path, now: Instant) {
-        self.scan(rel, false);
+        self.scan(rel);
         self.scans.push((
             now + self.watch.opts.settle.max(Duration::from_millis(50)),
             rel.to_path_buf(),

@@ -134,7 +134,12 @@ impl Pending {
 
     /// Forgets every file at or under `folder`.
     pub fn forget_under(&mut self, folder: &Path) {
-        let under: Vec<PathBuf> = self.files.keys().filter(|p| p.starts_with(folder)).cloned().collect();
+        let under: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| p.starts_with(folder))
+            .cloned()
+            .collect();
         for p in under {
             self.forget(&p);
         }
@@ -210,10 +215,7 @@ mod tests {
             take(&mut p, t0 + Duration::from_millis(30_400)).is_empty(),
             "settling"
         );
-        assert_eq!(
-            take(&mut p, t0 + Duration::from_millis(30_500)),
-            [(a.into(), 0)]
-        );
+        assert_eq!(take(&mut p, t0 + Duration::from_millis(30_500)), [(a.into(), 0)]);
         assert!(p.is_empty());
     }
 
