@@ -97,5 +97,15 @@ cmp "$WORK/served.bin" <(tail -c +5000001 "$WORK/access.log" | head -c 100) && e
 run curl -sS "${URL}logs/?format=json"
 echo
 
+step "watch: an inbox packed into a vault, sealed to a recipient only (the packer cannot decrypt)"
+mkdir -p "$WORK/inbox/notes" "$WORK/inbox-vault"
+echo "meeting at noon" > "$WORK/inbox/notes/todo.txt"
+head -c 100000 "$WORK/access.log" > "$WORK/inbox/excerpt.log"
+RECIPIENT=$("$Q" keygen --x25519 -o "$WORK/owner.id" 2>&1 | grep -o 'qeltrix-x25519:[0-9a-f]*')
+echo "the owner's public recipient: $RECIPIENT"
+export XDG_STATE_HOME="$WORK/state"
+run "$Q" watch "$WORK/inbox" --vault "$WORK/inbox-vault" --recipient "$RECIPIENT" --once
+run "$Q" unpack "$WORK/inbox-vault/notes/todo.txt.qltx" - --identity "$WORK/owner.id"
+
 step "Done"
 echo "The demo vault is in $VAULT (passphrase: \$QELTRIX_PASSPHRASE)."
