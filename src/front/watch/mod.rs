@@ -711,3 +711,102 @@ impl Run<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::KeyFileKey;
+    use crate::storage::LocalStorage;
+
+    struct Quiet;
+    impl Report for Quiet {
+        fn event(&self, _: Event) {}
+    }
+
+    fn watch(dir: &Path) -> Watch {
+        std::fs::create_dir_all(dir.join("inbox/sub")).unwrap();
+        std::fs::create_dir_all(dir.join("vault")).unwrap();
+        let storage: Arc<dyn crate::storage::Storage> =
+            Arc::new(LocalStorage::new(dir.join("vault")).unwrap());
+        let key = crate::Key::KeyFile(KeyFileKey::from_bytes([7; 32]));
+        Watch::new(
+            &dir.join("inbox"),
+            Destination::Vault(Arc::clone(&storage)),
+            StateStore::new(storage, state::VAULT_STATE),
+            vec![Recipient::try_from(key).unwrap()],
+            [1; 32],
+            WatchOptions {
+                settle: Duration::from_millis(100),
+                max_wait: Duration::from_secs(60),
+                ignore: DEFAULT_IGNORE
+                    .iter()
+                    .map(|p| glob::Pattern::new(p).unwrap())
+                    .collect(),
+                keep_versions: 0,
+                on_delete: OnDelete::Keep,
+                jobs: 1,
+                once: true,
+                pack: PackOptions::default(),
+                poll: Duration::from_secs(30),
+            },
+        )
+        .unwrap()
+    }
+
+    fn run_of(w: &Watch) -> Run<'_> {
+        Run {
+            watch: w,
+            report: &Quiet,
+            records: BTreeMap::new(),
+            pending: Pending::new(Timing {
+                settle: w.opts.settle,
+                max_wait: w.opts.max_wait,
+            }),
+            in_flight: HashSet::new(),
+            deferred: HashSet::new(),
+            dirty: false,
+            last_save: Instant::now(),
+            summary: Summary::default(),
+            scans: Vec::new(),
+            poll: None,
+        }
+    }
+
+    #[test]
+    fn a_queue_overflow_rescans_the_inbox_and_finds_what_no_event_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = watch(dir.path());
+        let mut run = run_of(&w);
+        // Written while the kernel's queue overflowed: no event for them reached the watcher.
+        std::fs::write(dir.path().join("inbox/sub/lost.txt"), b"lost event").unwrap();
+        std::fs::write(dir.path().join("inbox/sub/x.part"), b"partial").unwrap();
+        assert!(run.pending.is_empty());
+        run.fs_event(notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan));
+        let due: Vec<_> = std::iter::from_fn(|| run.pending.pop_due(Instant::now(), true)).collect();
+        assert_eq!(
+            due,
+            [(PathBuf::from("sub/lost.txt"), 0)],
+            "found, and the partial name skipped"
+        );
+    }
+
+    #[test]
+    fn hidden_and_ignored_names_are_skipped_at_any_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = watch(dir.path());
+        for skipped in [
+            ".hidden",
+            "a/.git/config",
+            "a/b.tmp",
+            "a/.#lock",
+            "notes~",
+            "x.swp",
+            "dl.part",
+        ] {
+            assert!(w.ignored(Path::new(skipped)), "{skipped}");
+        }
+        for packed in ["a/b.txt", "photo.jpg", "a.qltx", "part"] {
+            assert!(!w.ignored(Path::new(packed)), "{packed}");
+        }
+    }
+}
