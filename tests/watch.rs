@@ -671,3 +671,31 @@ fn through_the_upload_api_a_cut_connection_resends_only_the_chunks_the_server_la
         "{evs:?}"
     );
 }
+
+#[test]
+fn a_vault_with_a_keyring_gets_a_keyring_slot_so_its_passphrase_opens_what_was_watched_in() {
+    let s = Setup::new();
+    fs::write(s.w.path("p.pass"), "vault passphrase\n").unwrap();
+    s.w.ok("init vault --passphrase-file p.pass --kdf-iterations 5000");
+    s.write("doc.txt", b"for the vault");
+    // The recipient and the keyring: the owner's identity or the vault's passphrase opens it.
+    let out = s
+        .command("--once --passphrase-file p.pass")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: Value = serde_json::from_str(&s.w.ok("info vault/doc.txt.qltx --json")).unwrap();
+    let kinds: Vec<&str> = info["key_slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 2, "{info}");
+    let out =
+        s.w.run("unpack vault/doc.txt.qltx - --vault vault --passphrase-file p.pass");
+    assert_code(&out, 0, "unpack with the vault passphrase");
+    assert_eq!(out.stdout, b"for the vault");
+    assert_eq!(s.unpacked("doc.txt"), b"for the vault");
+}
