@@ -518,7 +518,8 @@ fn an_unreadable_file_is_reported_and_retried_without_stopping_the_watcher() {
 }
 
 /// A TCP proxy in front of a server: counts the bytes clients send through it, and cuts the
-/// connection that carries byte number `cut_at` (once).
+/// connection that carries byte number `cut_at` (once), or with `stall`, stops forwarding on it
+/// there and leaves it hanging.
 struct CuttingProxy {
     addr: std::net::SocketAddr,
     sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -526,6 +527,10 @@ struct CuttingProxy {
 
 impl CuttingProxy {
     fn start(server: std::net::SocketAddr, cut_at: u64) -> CuttingProxy {
+        CuttingProxy::start_with(server, cut_at, false)
+    }
+
+    fn start_with(server: std::net::SocketAddr, cut_at: u64, stall: bool) -> CuttingProxy {
         use std::net::{Shutdown, TcpListener, TcpStream};
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         use std::sync::Arc;
@@ -560,6 +565,12 @@ impl CuttingProxy {
                         if before + n as u64 >= cut_at && !cut_done.swap(true, Ordering::SeqCst) {
                             let keep = cut_at.saturating_sub(before) as usize;
                             let _ = u_write.write_all(&buf[..keep.min(n)]);
+                            if stall {
+                                // Nothing more is read: the client's writes block once the
+                                // socket's buffers are full.
+                                std::mem::forget((c_read, u_write));
+                                return;
+                            }
                             let _ = u_write.shutdown(Shutdown::Both);
                             let _ = c_read.shutdown(Shutdown::Both);
                             return;
@@ -698,4 +709,58 @@ fn a_vault_with_a_keyring_gets_a_keyring_slot_so_its_passphrase_opens_what_was_w
     assert_code(&out, 0, "unpack with the vault passphrase");
     assert_eq!(out.stdout, b"for the vault");
     assert_eq!(s.unpacked("doc.txt"), b"for the vault");
+}
+
+#[test]
+fn a_watcher_killed_mid_upload_sends_only_the_missing_chunks_when_restarted() {
+    let s = Setup::new();
+    let (_server, addr, log) = upload_server(&s);
+    let data = random_bytes(20 << 20, 12);
+    s.write("clip.bin", &data);
+    let watch_through = |proxy: &CuttingProxy| {
+        let mut c = s.w.std_cmd(&format!(
+            "watch inbox --vault http://{}/ --token-file token --recipient {} --json --once \
+             --state watch-state.json",
+            proxy.addr, s.recipient
+        ));
+        c.env("XDG_STATE_HOME", s.w.path("state"));
+        c
+    };
+    // (The same state, and so the same spool, for both runs: in use the URL is the same, and
+    // the default state's name comes from it; here each run has a proxy of its own.)
+    // The first run hangs 12 MiB in: the first 8 MiB chunk is stored, the second never ends.
+    let stalling = CuttingProxy::start_with(addr, 12 << 20, true);
+    let first = watch_through(&stalling)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = Reaped(first);
+    let staging = s.w.path("server-vault/.qeltrix/uploads");
+    wait_until("the first chunk staged and the second under way", || {
+        stalling.sent() >= 12 << 20 && fs::read_dir(&staging).is_ok_and(|d| d.count() == 1)
+    });
+    let _ = first.0.kill();
+    let _ = first.0.wait();
+    // The restart finds the spooled container unchanged and sends it as it is.
+    let counting = CuttingProxy::start(addr, u64::MAX);
+    let out = watch_through(&counting).stdin(Stdio::null()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nserver:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log.as_path().text()
+    );
+    let got = s.w.run("unpack server-vault/clip.bin.qltx - --identity id.key");
+    assert_code(&got, 0, "unpack");
+    assert!(got.stdout == data);
+    let container = fs::metadata(s.w.path("server-vault/clip.bin.qltx"))
+        .unwrap()
+        .len();
+    assert!(
+        counting.sent() <= container - (8 << 20) + (256 << 10),
+        "{} bytes sent after the restart for a {container}-byte container: the stored chunk was sent again",
+        counting.sent()
+    );
 }

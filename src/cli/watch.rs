@@ -135,10 +135,11 @@ pub fn run(a: WatchArgs) -> Result<()> {
         let mut spool = state_file.clone().into_os_string();
         spool.push(".spool");
         let spool = PathBuf::from(spool);
-        // What a killed watcher left in its spool is ciphertext of files packed again anyway.
-        let _ = std::fs::remove_dir_all(&spool);
         std::fs::create_dir_all(&spool)
             .with_context(|| format!("{}: creating the spool", spool.display()))?;
+        // What a stopped watcher left in its spool (ciphertext only) is sent as it is if its
+        // file has not changed since; the rest is cleared.
+        qeltrix::watch::ingest::clean_spool(&spool, &inbox);
         (
             Destination::Server { client, spool },
             StateStore::local(&state_file),

@@ -182,21 +182,39 @@ impl Ingest {
                 }
             }
             Destination::Server { client, spool } => {
-                let local =
-                    LocalStorage::new(spool).map_err(|e| Error::io("opening the spool", e).in_file(spool))?;
-                let name = PathBuf::from(format!(
-                    "{}.qltx",
-                    blake3::hash(rel.as_os_str().as_encoded_bytes()).to_hex()
-                ));
-                let packed = pack_with(&local, &name, &self.keys, &opts, true, |p| fill(p, None));
-                match packed {
-                    Err(_) if changed => return Ok(Outcome::Changed),
-                    r => r?,
+                let spooled = Spooled::of(spool, rel);
+                // Packed before, by a watcher that stopped before the upload ended, from the file
+                // as it is now: sent as it is, so the chunks the server holds are not sent again.
+                let hash = match spooled.reusable(&before) {
+                    Some(hash) => hash,
+                    None => {
+                        let local = LocalStorage::new(spool)
+                            .map_err(|e| Error::io("opening the spool", e).in_file(spool))?;
+                        let packed =
+                            pack_with(&local, &spooled.container_name(), &self.keys, &opts, true, |p| {
+                                fill(p, None)
+                            });
+                        match packed {
+                            Err(_) if changed => return Ok(Outcome::Changed),
+                            r => r?,
+                        };
+                        let hash = input.hasher.finalize().to_hex().to_string();
+                        spooled.note(rel, &before, &hash)?;
+                        hash
+                    }
                 };
-                let spooled = spool.join(&name);
-                let sent = client.upload(&spooled, &target, true);
-                let _ = std::fs::remove_file(&spooled);
-                sent?.size
+                let sent = client.upload(&spooled.container, &target, true);
+                if sent.is_ok() {
+                    spooled.remove();
+                }
+                return Ok(Outcome::Stored {
+                    record: Record {
+                        size: before.size(),
+                        mtime_ns: mtime_ns(&before),
+                        hash,
+                    },
+                    stored: sent?.size,
+                });
             }
         };
         Ok(Outcome::Stored {
@@ -342,4 +360,93 @@ fn free_name(storage: &dyn Storage, path: &Path) -> Result<PathBuf> {
         }
     }
     unreachable!("a free name is found before u64 runs out")
+}
+
+/// A container in the spool of an upload destination, and its note: which inbox file, as it
+/// was, and its content hash. A watcher stopped mid-upload finds it on its next start and sends
+/// it again as it is, if the file has not changed: the server holds its chunks sent so far, so
+/// only the rest travel.
+struct Spooled {
+    container: PathBuf,
+    note: PathBuf,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SpoolNote {
+    path: String,
+    fingerprint: String,
+    hash: String,
+}
+
+fn fingerprint_text(m: &Metadata) -> String {
+    let (dev, ino, size, mtime, ctime, ctime_ns) = fingerprint(m);
+    format!("{dev}:{ino}:{size}:{mtime}:{ctime}:{ctime_ns}")
+}
+
+impl Spooled {
+    fn of(spool: &Path, rel: &Path) -> Spooled {
+        let stem = blake3::hash(rel.as_os_str().as_encoded_bytes()).to_hex();
+        Spooled {
+            container: spool.join(format!("{stem}.qltx")),
+            note: spool.join(format!("{stem}.json")),
+        }
+    }
+
+    fn container_name(&self) -> PathBuf {
+        PathBuf::from(self.container.file_name().unwrap_or_default())
+    }
+
+    fn read_note(path: &Path) -> Option<SpoolNote> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    /// The content hash of the spooled container, if it was packed from the file as `now`.
+    fn reusable(&self, now: &Metadata) -> Option<String> {
+        let note = Spooled::read_note(&self.note)?;
+        (note.fingerprint == fingerprint_text(now) && self.container.is_file()).then_some(note.hash)
+    }
+
+    fn note(&self, rel: &Path, m: &Metadata, hash: &str) -> Result<()> {
+        let note = SpoolNote {
+            path: rel.to_string_lossy().into_owned(),
+            fingerprint: fingerprint_text(m),
+            hash: hash.to_string(),
+        };
+        let bytes = serde_json::to_vec(&note).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        crate::storage::atomic::write_file(&self.note, &bytes, true)
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_file(&self.container);
+        let _ = std::fs::remove_file(&self.note);
+    }
+}
+
+/// Clears what no longer matches its inbox file out of `spool` (the file changed or is gone),
+/// and anything without a note. Kept: containers a restarted watcher can send as they are.
+pub fn clean_spool(spool: &Path, inbox: &Path) {
+    let Ok(entries) = std::fs::read_dir(spool) else {
+        return;
+    };
+    let mut keep = std::collections::HashSet::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let current = Spooled::read_note(&path).and_then(|note| {
+                let now = std::fs::symlink_metadata(inbox.join(&note.path)).ok()?;
+                (note.fingerprint == fingerprint_text(&now)).then_some(())
+            });
+            if current.is_some() {
+                keep.insert(path.with_extension("qltx"));
+                keep.insert(path);
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(spool) {
+        for entry in entries.flatten() {
+            if !keep.contains(&entry.path()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
