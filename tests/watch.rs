@@ -376,6 +376,15 @@ fn bad_setups_are_refused_with_a_clear_error() {
         2,
     );
     assert!(err.contains("must not contain each other"), "{err}");
+    // Nor may the state lie inside the inbox.
+    let err = s.w.fails(
+        &format!(
+            "watch inbox --vault vault --recipient {} --once --state inbox/s.json",
+            s.recipient
+        ),
+        2,
+    );
+    assert!(err.contains("must not be inside the inbox"), "{err}");
     // A missing inbox names itself.
     let err = s.w.fails(
         &format!("watch nowhere --vault vault --recipient {} --once", s.recipient),

@@ -116,6 +116,20 @@ pub fn run(a: WatchArgs) -> Result<()> {
     };
     let inbox = std::fs::canonicalize(&a.inbox)
         .with_context(|| format!("{}: opening the inbox", a.inbox.display()))?;
+    if let Some(state) = &a.state {
+        // The state (and a server's spool beside it) inside the inbox would be packed too.
+        let parent = state
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if std::fs::canonicalize(parent).is_ok_and(|dir| dir.starts_with(&inbox)) {
+            anyhow::bail!(Error::InvalidArgument(format!(
+                "--state {}: must not be inside the inbox {}",
+                state.display(),
+                inbox.display()
+            )));
+        }
+    }
     let (dest, state) = if is_url(&vault) {
         let url = vault.to_string_lossy().into_owned();
         if a.keep_versions > 0 || a.on_delete != OnDeleteArg::Keep {
