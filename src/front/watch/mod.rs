@@ -202,22 +202,7 @@ impl Watch {
 
     /// Watches until `stop` is set (or, with `once`, until what was found is packed).
     pub fn run(&self, report: &dyn Report, stop: &AtomicBool) -> Result<Summary> {
-        let mut run = Run {
-            watch: self,
-            report,
-            records: self.state.load()?,
-            pending: Pending::new(Timing {
-                settle: self.opts.settle,
-                max_wait: self.opts.max_wait,
-            }),
-            in_flight: HashSet::new(),
-            deferred: HashSet::new(),
-            dirty: false,
-            last_save: Instant::now(),
-            summary: Summary::default(),
-            scans: Vec::new(),
-            poll: None,
-        };
+        let mut run = Run::new(self, report, self.state.load()?);
         let (tx, rx) = mpsc::channel::<Msg>();
         // Watch before the first scan: what changes during the scan is seen either way.
         let _inotify = if self.opts.once {
@@ -405,7 +390,26 @@ struct Run<'a> {
     poll: Option<Instant>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(watch: &'a Watch, report: &'a dyn Report, records: BTreeMap<String, Record>) -> Self {
+        Run {
+            watch,
+            report,
+            records,
+            pending: Pending::new(Timing {
+                settle: watch.opts.settle,
+                max_wait: watch.opts.max_wait,
+            }),
+            in_flight: HashSet::new(),
+            deferred: HashSet::new(),
+            dirty: false,
+            last_save: Instant::now(),
+            summary: Summary::default(),
+            scans: Vec::new(),
+            poll: None,
+        }
+    }
+
     fn save(&mut self) {
         match self.watch.state.save(&self.records) {
             Ok(()) => self.dirty = false,
@@ -753,30 +757,11 @@ mod tests {
         .unwrap()
     }
 
-    fn run_of(w: &Watch) -> Run<'_> {
-        Run {
-            watch: w,
-            report: &Quiet,
-            records: BTreeMap::new(),
-            pending: Pending::new(Timing {
-                settle: w.opts.settle,
-                max_wait: w.opts.max_wait,
-            }),
-            in_flight: HashSet::new(),
-            deferred: HashSet::new(),
-            dirty: false,
-            last_save: Instant::now(),
-            summary: Summary::default(),
-            scans: Vec::new(),
-            poll: None,
-        }
-    }
-
     #[test]
     fn a_queue_overflow_rescans_the_inbox_and_finds_what_no_event_reported() {
         let dir = tempfile::tempdir().unwrap();
         let w = watch(dir.path());
-        let mut run = run_of(&w);
+        let mut run = Run::new(&w, &Quiet, BTreeMap::new());
         // Written while the kernel's queue overflowed: no event for them reached the watcher.
         std::fs::write(dir.path().join("inbox/sub/lost.txt"), b"lost event").unwrap();
         std::fs::write(dir.path().join("inbox/sub/x.part"), b"partial").unwrap();
