@@ -917,24 +917,41 @@ fn watch_packs_an_inbox_into_an_s3_vault_with_versions_and_a_trash() {
     r.w.write("inbox/a/one.txt", b"one, first");
     r.w.write("inbox/two.bin", &big);
     let vault = r.g.url("wv");
+    // `watch inbox --vault VAULT --once --json EXTRA...`: its event lines.
+    let watch = |r: &Remote, extra: &[&str]| {
+        let out = r
+            .cmd(&[
+                "watch",
+                "inbox",
+                "--vault",
+                &vault,
+                "--key-file",
+                "key",
+                "--once",
+                "--json",
+            ])
+            .args(extra)
+            .env("XDG_STATE_HOME", r.path("state-home"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_no_secret(&stderr, "watch");
+        String::from_utf8(out.stdout).unwrap()
+    };
     let once = |r: &Remote| {
-        let out = r.ok(&[
-            "watch",
-            "inbox",
-            "--vault",
-            &vault,
-            "--key-file",
-            "key",
-            "--once",
-            "--json",
-            "--keep-versions",
-            "1",
-            "--on-delete",
-            "trash",
-            "--state",
-            "state.json",
-        ]);
-        String::from_utf8(out).unwrap()
+        watch(
+            r,
+            &[
+                "--keep-versions",
+                "1",
+                "--on-delete",
+                "trash",
+                "--state",
+                "state.json",
+            ],
+        )
     };
     let first = once(&r);
     assert_eq!(first.matches("\"event\":\"packed\"").count(), 2, "{first}");
@@ -978,25 +995,7 @@ fn watch_packs_an_inbox_into_an_s3_vault_with_versions_and_a_trash() {
     assert!(r.g.pending_uploads(ENDPOINT).is_empty());
 
     // Without --state, the state lives in the vault, and a second run finds nothing to do.
-    let plain = |r: &Remote| {
-        let out = r
-            .cmd(&[
-                "watch",
-                "inbox",
-                "--vault",
-                &vault,
-                "--key-file",
-                "key",
-                "--once",
-                "--json",
-            ])
-            .env("XDG_STATE_HOME", r.path("state-home"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let plain = |r: &Remote| watch(r, &[]);
     let third = plain(&r);
     assert!(r
         .g
@@ -1039,9 +1038,7 @@ fn watch_uploads_through_a_keyless_server_into_an_s3_vault() {
         .spawn()
         .unwrap();
     let mut server = Reaped(server);
-    let addr: std::net::SocketAddr = wait_for_output("the server to listen", &mut server.0, &log, |text| {
-        text.split("http://").nth(1)?.split('/').next()?.parse().ok()
-    });
+    let addr: std::net::SocketAddr = serve_addr(&mut server.0, &log);
     let out = qeltrix_process()
         .current_dir(r.w.dir.path())
         .args([

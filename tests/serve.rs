@@ -4,7 +4,7 @@
 mod common;
 
 use common::{
-    connect, find, key_file_key, proc_status, recipients, striped, unique_suffix, wait_exit, wait_for_output,
+    connect, find, key_file_key, proc_status, recipients, serve_addr, striped, unique_suffix, wait_exit,
     wait_for_text, wait_until, Work, DEADLINE,
 };
 use qeltrix::{format::BLOCK_HEAD_LEN, ContainerInfo, PackOptions};
@@ -88,10 +88,7 @@ impl Server {
             .stderr(File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let addr = wait_for_output("the server to listen", &mut child, &log, |text| {
-            let rest = text.split("http://").nth(1)?;
-            rest.split('/').next()?.parse().ok()
-        });
+        let addr = serve_addr(&mut child, &log);
         Server {
             child: RefCell::new(child),
             addr,

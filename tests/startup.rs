@@ -152,10 +152,7 @@ impl Serve {
 
     /// The base URL once it serves.
     fn url(&mut self) -> String {
-        let addr: std::net::SocketAddr =
-            wait_for_output("the server to listen", &mut self.child, &self.log, |text| {
-                text.split("http://").nth(1)?.split('/').next()?.parse().ok()
-            });
+        let addr: std::net::SocketAddr = serve_addr(&mut self.child, &self.log);
         format!("http://{addr}/")
     }
 

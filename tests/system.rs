@@ -292,9 +292,7 @@ fn the_serve_unit_serves_and_stops_cleanly_on_sigterm() {
         .spawn()
         .unwrap();
     let mut child = Reaped(child);
-    let addr: std::net::SocketAddr = wait_for_output("the server to listen", &mut child.0, &log, |text| {
-        text.split("http://").nth(1)?.split('/').next()?.parse().ok()
-    });
+    let addr: std::net::SocketAddr = serve_addr(&mut child.0, &log);
     assert!(addr.ip().is_loopback());
     let body = ureq::get(&format!("http://{addr}/movie.bin"))
         .call()

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{
-    in_version, key_file_key, open_and_unpack, pack_seekable, striped, unique_suffix, wait_for_output, Work,
+    in_version, key_file_key, open_and_unpack, pack_seekable, serve_addr, striped, unique_suffix, Work,
     DEADLINE, TEST_KDF_ITERATIONS,
 };
 use qeltrix::format::FormatVersion;
@@ -102,10 +102,7 @@ impl Server {
             .stderr(File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let addr = wait_for_output("the server to listen", &mut child, &log, |text| {
-            let rest = text.split("http://").nth(1)?;
-            rest.split('/').next()?.parse().ok()
-        });
+        let addr = serve_addr(&mut child, &log);
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(DEADLINE))

@@ -366,40 +366,40 @@ fn a_watcher_holding_only_a_recipient_cannot_decrypt_what_it_stored() {
 #[test]
 fn bad_setups_are_refused_with_a_clear_error() {
     let s = Setup::new();
-    // No key at all.
-    let err = s.w.fails("watch inbox --vault vault --once", 2);
-    assert!(err.contains("--recipient"), "{err}");
-    // The vault inside the inbox would pack its own containers.
     fs::create_dir_all(s.inbox("v")).unwrap();
-    let err = s.w.fails(
-        &format!("watch inbox --vault inbox/v --recipient {} --once", s.recipient),
-        2,
-    );
-    assert!(err.contains("must not contain each other"), "{err}");
-    // Nor may the state lie inside the inbox.
-    let err = s.w.fails(
-        &format!(
-            "watch inbox --vault vault --recipient {} --once --state inbox/s.json",
-            s.recipient
+    let r = &s.recipient;
+    let cases = [
+        // No key at all.
+        ("watch inbox --vault vault --once".to_string(), 2, "--recipient"),
+        // The vault inside the inbox would pack its own containers.
+        (
+            format!("watch inbox --vault inbox/v --recipient {r} --once"),
+            2,
+            "must not contain each other",
         ),
-        2,
-    );
-    assert!(err.contains("must not be inside the inbox"), "{err}");
-    // A missing inbox names itself.
-    let err = s.w.fails(
-        &format!("watch nowhere --vault vault --recipient {} --once", s.recipient),
-        1,
-    );
-    assert!(err.contains("nowhere"), "{err}");
-    // A server's URL cannot keep versions.
-    let err = s.w.fails(
-        &format!(
-            "watch inbox --vault http://127.0.0.1:9/ --recipient {} --keep-versions 2",
-            s.recipient
+        // Nor may the state lie inside the inbox.
+        (
+            format!("watch inbox --vault vault --recipient {r} --once --state inbox/s.json"),
+            2,
+            "must not be inside the inbox",
         ),
-        2,
-    );
-    assert!(err.contains("--keep-versions"), "{err}");
+        // A missing inbox names itself.
+        (
+            format!("watch nowhere --vault vault --recipient {r} --once"),
+            1,
+            "nowhere",
+        ),
+        // A server's URL cannot keep versions.
+        (
+            format!("watch inbox --vault http://127.0.0.1:9/ --recipient {r} --keep-versions 2"),
+            2,
+            "--keep-versions",
+        ),
+    ];
+    for (line, code, needle) in cases {
+        let err = s.w.fails(&line, code);
+        assert!(err.contains(needle), "{line}: {err}");
+    }
 }
 
 #[test]
@@ -613,9 +613,7 @@ fn upload_server(s: &Setup) -> (Reaped, std::net::SocketAddr, PathBuf) {
             .spawn()
             .unwrap();
     let mut child = Reaped(child);
-    let addr: std::net::SocketAddr = wait_for_output("the server to listen", &mut child.0, &log, |text| {
-        text.split("http://").nth(1)?.split('/').next()?.parse().ok()
-    });
+    let addr: std::net::SocketAddr = serve_addr(&mut child.0, &log);
     (child, addr, log)
 }
 

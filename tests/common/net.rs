@@ -169,3 +169,10 @@ pub fn send_and_close(addr: SocketAddr, prefix: &[u8], data: &[u8]) -> std::io::
     let sent = sender.join().unwrap();
     ended.and(sent)
 }
+
+/// Waits for `qeltrix serve`'s "... on http://ADDR/ ..." line in its `log` and returns ADDR.
+pub fn serve_addr(child: &mut Child, log: &std::path::Path) -> SocketAddr {
+    wait_for_output("the server to listen", child, log, |text| {
+        text.split("http://").nth(1)?.split('/').next()?.parse().ok()
+    })
+}
