@@ -61,8 +61,12 @@ pub(super) async fn put(
     let stored = |status: StatusCode, size: u64, note: String| {
         Ok((status, json!({ "id": id.to_string(), "size": size }), note))
     };
-    if let Some(staged) = uploads.staging().chunks.get(&id).copied() {
-        // The bytes are not read: the server has them, and the id is their hash.
+    let staged = uploads.staging().chunks.get(&id).copied();
+    if let Some(staged) = staged {
+        // The bytes are not needed (the server has them, and the id is their hash), but they
+        // are read and dropped: a connection closed with a body unread is reset, and the client
+        // would lose the answer.
+        discard(&mut body, uploads.opts.max_chunk_size).await;
         return stored(StatusCode::OK, staged.size, format!("chunk {id}: staged already"));
     }
     let max = uploads.opts.max_chunk_size;
@@ -75,10 +79,12 @@ pub(super) async fn put(
     };
     if let Some(declared) = content_length(headers) {
         if declared > max {
+            discard(&mut body, REFUSED_BODY_READ).await;
             return Err(too_large());
         }
         let counted = uploads.staging().counted;
         if counted.saturating_add(declared) > uploads.opts.quota_bytes {
+            discard(&mut body, REFUSED_BODY_READ).await;
             return Err(quota(id, counted, uploads.opts.quota_bytes));
         }
     }
@@ -144,6 +150,21 @@ pub(super) async fn put(
             "storage",
             format!("chunk {id}: {e}"),
         )),
+    }
+}
+
+/// Of a body refused before it is read, the bytes read and dropped so that a client still
+/// sending a modest body gets the answer instead of a reset connection (a larger one is cut).
+const REFUSED_BODY_READ: u64 = 1 << 20;
+
+/// Reads and drops up to `limit` bytes of `body`, or all of it.
+async fn discard(body: &mut Incoming, limit: u64) {
+    let mut read = 0u64;
+    while read <= limit {
+        match next_data(body).await {
+            Some(Ok(data)) => read += data.len() as u64,
+            _ => return,
+        }
     }
 }
 
