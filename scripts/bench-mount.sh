@@ -32,22 +32,57 @@
 #
 # usage: [ROUNDS=3] [TARGETS="..."] [SIZE_MIB=1024] [CACHE_MIB=256] [BENCH=/tmp/qeltrix-bench] \
 #        [APP_N=300] [DISK_N=100] [QELTRIX=target/release/qeltrix] scripts/bench-mount.sh
+#
+# Writes, `scripts/bench-mount.sh write` (scripts/lib/bench-write.sh): `qeltrix mount --read-write`
+# of an empty vault against gocryptfs, the plain backing disk as the ceiling; targets plain
+# gocryptfs qeltrix-rw, each writing into a folder of its own on the same disk; rounds
+# interleaved, medians, ratios within the run:
+#   wseq_mib_s          dd bs=1M conv=fsync of the 1 GiB file (from the page cache) into the
+#                       target: MiB/s until the final fsync returned
+#   ow_iops / ow_mib_s  fio, OW_N x 4 KiB random overwrites (QD1, buffered, fixed seed) of an
+#                       existing OW_MIB MiB file, an fsync every 100 writes and one at the end;
+#                       the file is written (and closed) before each run, outside the timing
+#   ow_fsync_p50/p99_ms fio's fsync latency in that run (an fsync after 100 4 KiB writes)
+#   fsync_small_p50_ms  a 64 KiB file, FSYNC_N times a 4 KiB pwrite + fsync: fsync p50/p99 (as an
+#                       editor or a database does; scripts/lib/bench-write-probe.py)
+#   untar_s             tar x of a tarball of UNTAR_FILES source-tree files (sizes around 4 KiB,
+#                       a few up to 1 MiB; made once by bench-write-probe.py) until tar exits
+#   untar_all_s         the same until everything is on the backing disk: tar exits, the mount
+#                       is unmounted and its process has exited (a qeltrix file is committed on
+#                       close, which tar does not wait for), then `sync`
+#   rss_mib             peak RSS (VmHWM) of the mount process over the round
+# Round 1 checks what was written (sha256 of the 1 GiB copy, `tar -d` of the untarred tree).
+# usage: [ROUNDS=3] [WRITE_MIB=1024] [OW_MIB=256] [OW_N=10000] [FSYNC_N=200] [UNTAR_FILES=10000] \
+#        [QELTRIX_RW_ARGS="..."] scripts/bench-mount.sh write
 # needs: root (drop_caches) and cargo. It makes everything else itself: installs what is missing
 #        (Debian: fuse3 bindfs gocryptfs fio python3 openssl, one apt-get update first), builds
 #        target/release/qeltrix if it is not there, and makes the data in $BENCH (the 1 GiB file,
 #        the two containers, the gocryptfs copy); later runs reuse them.
 set -euo pipefail
+MODE=${1:-read}
+case $MODE in read | write) ;; *) echo "usage: bench-mount.sh [read|write]" >&2; exit 2 ;; esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 QELTRIX=${QELTRIX:-$ROOT/target/release/qeltrix}
 B=${BENCH:-/tmp/qeltrix-bench}
 ROUNDS=${ROUNDS:-3}
 SIZE_MIB=${SIZE_MIB:-1024}
 CACHE_MIB=${CACHE_MIB:-256}
-TARGETS=${TARGETS:-"plain bindfs gocryptfs qeltrix-v1-1m qeltrix-1m qeltrix-64k"}
+if [ "$MODE" = write ]; then
+  TARGETS=${TARGETS:-"plain gocryptfs qeltrix-rw"}
+  SIZE_MIB=${WRITE_MIB:-1024}
+else
+  TARGETS=${TARGETS:-"plain bindfs gocryptfs qeltrix-v1-1m qeltrix-1m qeltrix-64k"}
+fi
+OW_MIB=${OW_MIB:-256}
+OW_N=${OW_N:-10000}
+FSYNC_N=${FSYNC_N:-200}
+UNTAR_FILES=${UNTAR_FILES:-10000}
+QELTRIX_RW_ARGS=${QELTRIX_RW_ARGS:-}
+WPROBE=$ROOT/scripts/lib/bench-write-probe.py
 N4K=${N4K:-2000}
 N1M=${N1M:-500}
 TTFB_OFFSET=943718400 # 900 MiB
-RESULTS=$B/results.tsv
+RESULTS=$B/results-$MODE.tsv
 
 PROBE=$ROOT/scripts/lib/pread_probe.py
 APP_N=${APP_N:-300}
@@ -140,6 +175,11 @@ up() { # mounts $T, prints the ms it took
   case $T in
     bindfs) setsid bindfs -f "$B/data" "$mnt" > "$B/logs/$T.log" 2>&1 < /dev/null & ;;
     gocryptfs) setsid gocryptfs -fg -passfile "$B/gcfs.pass" "$B/gcfs.cipher" "$mnt" > "$B/logs/$T.log" 2>&1 < /dev/null & ;;
+    qeltrix-rw)
+      mkdir -p "$B/wvault"
+      # shellcheck disable=SC2086
+      setsid "$QELTRIX" mount --read-write --key-file "$B/key" --cache-size "$CACHE_MIB" $QELTRIX_RW_ARGS \
+        "$B/wvault" "$mnt" > "$B/logs/$T.log" 2>&1 < /dev/null & ;;
     qeltrix-*)
       local bs=${T#qeltrix-} ra=""
       case $bs in *-ra*) ra="--kernel-readahead ${bs#*-ra}"; bs=${bs%%-ra*} ;; esac
@@ -261,6 +301,10 @@ one_round() {
 }
 
 cleanup() { for T in $TARGETS; do down 2> /dev/null || true; done; }
+if [ "$MODE" = write ]; then
+  # shellcheck source=scripts/lib/bench-write.sh
+  . "$ROOT/scripts/lib/bench-write.sh" # runs the write rounds and exits
+fi
 trap cleanup EXIT
 
 mkdir -p "$B"; : > "$RESULTS"

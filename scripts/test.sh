@@ -12,6 +12,9 @@ need curl curl
 need fusermount3 fuse3
 need rsync rsync
 need ffmpeg ffmpeg
+need sqlite3 sqlite3        # tests/mount_rw.rs: a database written through the read-write mount
+need git git                # tests/mount_rw.rs: git clone, commit, gc and fsck in the mount
+need python3 python3        # tests/mount_rw.rs: the crash test's sqlite writer
 need chromium chromium
 need groff groff-base
 need script bsdutils        # tests/prompts.rs and tests/vault_readers.rs: a real pty
@@ -44,6 +47,8 @@ step "fuzz smoke: every parser, 5 s each (docs/FUZZING.md)"
 LIBFUZZER=0 ./scripts/fuzz.sh 5
 step "end to end: a browser plays and seeks a served video"
 ./scripts/e2e-browser.sh
+step "read-write mount: kill -9 at random points of real workloads (tests/mount_rw.rs, ignored in the fast tier)"
+cargo test --quiet --test mount_rw -- --ignored --test-threads=1
 step "remote storage on a three-node Garage cluster (tests/remote_cluster.rs, in its own network namespace)"
 # Built first: nothing inside the namespace reaches crates.io.
 cargo test --no-run --quiet --test remote_cluster
