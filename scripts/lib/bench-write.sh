@@ -100,8 +100,8 @@ one_write_round() {
   sync
   emit untar_all_s "$(s_since "$t0")" s
   up > /dev/null
-  if [ "$ROUND" = 1 ] && ! tar -C "$w/untar" -df "$B/data/src-$UNTAR_FILES.tar" > /dev/null; then
-    log "$T: the untarred tree differs from the tarball"
+  if [ "$ROUND" = 1 ] && ! tar -C "$w/untar" -df "$B/data/src-$UNTAR_FILES.tar" > "$B/logs/$T.tar-d" 2>&1; then
+    log "$T: the untarred tree differs from the tarball: $(head -5 "$B/logs/$T.tar-d")"
     exit 1
   fi
   rm -rf "$w/untar"
