@@ -838,10 +838,24 @@ fn same_contents(a: &Path, b: &Path) -> Result<(), TestCaseError> {
 /// close, and after a remount.
 #[test]
 fn random_overwrites_match_a_model_file() {
+    random_overwrites_with(&[]);
+}
+
+/// The same with 1 MiB of write memory: a file of more than 256 KiB of edits is written out to a
+/// scratch container and its pages dropped, mid-edit.
+#[test]
+fn random_overwrites_match_a_model_file_when_edits_spill() {
+    random_overwrites_with(&["--write-memory", "1"]);
+}
+
+fn random_overwrites_with(extra: &[&str]) {
     let s = Space::new();
     let models = s.path("models");
     fs::create_dir(&models).unwrap();
-    let Some(m) = s.mount_rw() else { return };
+    let args = [&["--read-write"], extra].concat();
+    let Some(m) = Mount::start(&s, "mnt", &args) else {
+        return;
+    };
     let case = AtomicUsize::new(0);
     let mut runner = TestRunner::new(PropConfig::with_cases(24));
     runner
@@ -954,6 +968,24 @@ fn renames_over_noreplace_exchange_folders_and_out_of_the_mount() {
     fs::rename(m.file("dir"), m.file("other/moved")).unwrap();
     assert_eq!(fs::read(m.file("other/moved/sub/x")).unwrap(), b"x");
     assert!(!m.file("dir").exists());
+    // Two folders swap; a file and a folder do not.
+    fs::create_dir(m.file("swap")).unwrap();
+    fs::write(m.file("swap/y"), b"y").unwrap();
+    assert_eq!(
+        renameat2(&m.file("swap"), &m.file("other/moved"), libc::RENAME_EXCHANGE),
+        0
+    );
+    assert_eq!(fs::read(m.file("swap/sub/x")).unwrap(), b"x");
+    assert_eq!(fs::read(m.file("other/moved/y")).unwrap(), b"y");
+    assert_eq!(
+        renameat2(&m.file("swap"), &m.file("other/moved"), libc::RENAME_EXCHANGE),
+        0
+    );
+    assert_eq!(
+        renameat2(&m.file("b"), &m.file("swap"), libc::RENAME_EXCHANGE),
+        libc::EINVAL
+    );
+    fs::remove_dir_all(m.file("swap")).unwrap();
 
     // A file renamed while open for writing: the writes land under the new name.
     let mut f = File::create(m.file("growing")).unwrap();
@@ -977,7 +1009,8 @@ fn renames_over_noreplace_exchange_folders_and_out_of_the_mount() {
 }
 
 /// unlink of an open file, mkdir/rmdir, ENOTEMPTY, truncate by path, the reserved `.qeltrix`
-/// names, and what is refused: hard links and symlinks (EPERM), extended attributes (ENOTSUP).
+/// names, name lengths, and what is refused: hard links, symlinks, FIFOs and chown to another
+/// owner (EPERM), extended attributes (ENOTSUP).
 #[test]
 fn unlink_folders_reserved_names_and_refused_calls() {
     let s = Space::new();
@@ -1020,27 +1053,34 @@ fn unlink_folders_reserved_names_and_refused_calls() {
     assert_eq!(errno_of(unsafe { libc::truncate(c.as_ptr(), 4) }), 0);
     assert_eq!(fs::read(m.file("t")).unwrap(), b"0123");
 
-    // The mount's own names.
-    for name in [".qeltrix", ".qeltrix-tmp", "p/.qeltrix"] {
-        let err = fs::write(m.file(name), b"x").unwrap_err();
+    // The vault's own names: its top folder `.qeltrix`, and `.qeltrix-*` anywhere.
+    let reserved = |what: &str, r: io::Result<()>| {
+        let err = r.expect_err(what);
         assert!(
             matches!(err.raw_os_error(), Some(libc::EINVAL | libc::EPERM)),
-            "creating {name}: {err}"
+            "{what}: {err}"
         );
-        let err = fs::create_dir(m.file(&format!("{name}d"))).unwrap_err();
-        assert!(
-            matches!(err.raw_os_error(), Some(libc::EINVAL | libc::EPERM)),
-            "mkdir {name}d: {err}"
+    };
+    for name in [".qeltrix", ".qeltrix-tmp", "p/.qeltrix-x.part"] {
+        reserved(&format!("create {name}"), fs::write(m.file(name), b"x"));
+        reserved(&format!("mkdir {name}"), fs::create_dir(m.file(name)));
+        reserved(
+            &format!("rename to {name}"),
+            fs::rename(m.file("t"), m.file(name)),
         );
     }
-    let err = fs::rename(m.file("t"), m.file(".qeltrix")).unwrap_err();
-    assert!(
-        matches!(err.raw_os_error(), Some(libc::EINVAL | libc::EPERM)),
-        "{err}"
-    );
+    assert_eq!(fs::read(m.file("t")).unwrap(), b"0123");
     // Other dot names are ordinary.
     fs::write(m.file(".env"), b"dot").unwrap();
     assert_eq!(fs::read(m.file(".env")).unwrap(), b"dot");
+    // The longest name whose container name (NAME.qltx) fits the backing file system's 255 bytes.
+    let longest = "n".repeat(255 - SUFFIX.len());
+    fs::write(m.file(&longest), b"long").unwrap();
+    let err = fs::write(m.file(&format!("{longest}n")), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENAMETOOLONG), "{err}");
+    fs::remove_file(m.file(&longest)).unwrap();
+    let err = fs::write(m.file("back\\slash"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
 
     let err = fs::hard_link(m.file("t"), m.file("t2")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EPERM), "link: {err}");
@@ -1049,6 +1089,17 @@ fn unlink_folders_reserved_names_and_refused_calls() {
     let (path, name) = (cstr(&m.file("t")), CString::new("user.test").unwrap());
     let ret = unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0) };
     assert_eq!(errno_of(ret), libc::ENOTSUP, "setxattr");
+    let fifo = cstr(&m.file("fifo"));
+    assert_eq!(
+        errno_of(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }),
+        libc::EPERM,
+        "mkfifo"
+    );
+    // chown to the owner it has is a no-op (cp -a and tar do it as root); to another, EPERM.
+    let md = fs::metadata(m.file("t")).unwrap();
+    std::os::unix::fs::chown(m.file("t"), Some(md.uid()), Some(md.gid())).unwrap();
+    let err = std::os::unix::fs::chown(m.file("t"), Some(md.uid() + 4242), None).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "chown: {err}");
     m.unmount();
 
     assert_eq!(s.stored(), [".env", "p/q/file", "t"]);
@@ -1083,9 +1134,15 @@ fn modes_and_times_survive_a_remount_and_statfs_shows_free_space() {
     let statvfs = |p: &Path| {
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         assert_eq!(errno_of(unsafe { libc::statvfs(cstr(p).as_ptr(), &mut st) }), 0);
-        (st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
+        (st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize, st.f_namemax)
     };
-    let ((free, total), (backing_free, backing_total)) = (statvfs(&m.mnt), statvfs(&s.vault()));
+    let ((free, total, namemax), (backing_free, backing_total, backing_namemax)) =
+        (statvfs(&m.mnt), statvfs(&s.vault()));
+    assert_eq!(
+        namemax,
+        backing_namemax - SUFFIX.len() as u64,
+        "room for the suffix"
+    );
     assert!(free > 0 && total > 0, "the mount shows room: {free} of {total}");
     assert!(
         free.abs_diff(backing_free) < backing_total / 20,
