@@ -72,11 +72,13 @@ impl Space {
     /// The files the vault stores, by their names in the mount (`a/b.txt` for
     /// `vault/a/b.txt.qltx`), sorted. Names of the mount's own (`.qeltrix…`) are left out.
     fn stored(&self) -> Vec<String> {
-        walk_files(&self.vault())
+        let mut names: Vec<String> = walk_files(&self.vault())
             .into_iter()
             .filter(|rel| !rel.split('/').any(|c| c.starts_with(".qeltrix")))
             .filter_map(|rel| rel.strip_suffix(SUFFIX).map(str::to_string))
-            .collect()
+            .collect();
+        names.sort();
+        names
     }
 
     /// `qeltrix verify` on every stored container: each one opens and authenticates.
@@ -1331,17 +1333,28 @@ impl Overwriter {
     }
 }
 
-/// Kills at a random moment: waits a random time up to `max_ms` (or until `child` ends).
-fn random_moment(rng: &mut Rng, max_ms: u64, child: &mut Child) {
-    let until = Instant::now() + Duration::from_millis(rng.below(max_ms + 1));
-    while Instant::now() < until && child.try_wait().unwrap().is_none() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+/// The bytes `pid` has passed to write(2) and its kin so far (`wchar` of /proc/PID/io).
+fn bytes_written(pid: u32) -> Option<u64> {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:")?.trim().parse().ok())
+}
+
+/// A random point of a copy: waits until `child` has written a random part of `total` bytes (or
+/// has ended). Returns whether it still runs: the kill then lands mid-workload.
+fn random_point(rng: &mut Rng, total: u64, child: &mut Child) -> bool {
+    let target = rng.below(total);
+    wait_until("the workload to reach its kill point", || {
+        child.try_wait().unwrap().is_some() || bytes_written(child.id()).is_none_or(|n| n >= target)
+    });
+    child.try_wait().unwrap().is_none()
 }
 
 /// Real workloads (cp -a over an earlier copy, tar x, sqlite transactions, random overwrites with
-/// fsync) killed with `kill -9` at random points, 60 times. After each kill the dead mount is
-/// detached and the vault remounted, and:
+/// fsync) killed with `kill -9` at random points, 60 times: cp and tar once they have written a
+/// random part of their bytes, sqlite after a random number of acknowledged commits, the
+/// overwriter after a random number of calls (paused) or fsyncs (running). After each kill the
+/// dead mount is detached and the vault remounted, and:
 /// - every container in the vault opens and authenticates (`qeltrix verify`);
 /// - cp -a over an earlier copy: each file is its earlier bytes or the new ones, never a mix;
 /// - tar x into a fresh folder: each file is absent or complete;
@@ -1383,6 +1396,8 @@ fn kill_9_at_random_points_keeps_every_file_whole() {
     let mut tar_states: Vec<(String, Files)> = Vec::new();
     let mut ow_state: Option<Vec<u8>> = None;
     let mut rows = 0u64;
+    // Kills that landed while the workload was running (the others: paused, or just done).
+    let mut mid = 0u64;
     let mut m = s.mount_rw().unwrap();
     fs::create_dir_all(m.file("cp")).unwrap();
     sqlite(
@@ -1392,6 +1407,7 @@ fn kill_9_at_random_points_keeps_every_file_whole() {
     for round in 0..ROUNDS {
         let workload = round % 4;
         let source = &sources[(round / 4 % 2) as usize];
+        let total: u64 = source.values().map(|b| b.len() as u64).sum();
         let tar_dir = format!("tar{round}");
         let mut ow_allowed: Vec<Option<Vec<u8>>> = vec![ow_state.clone()];
         let mut rows_acked = rows;
@@ -1406,7 +1422,7 @@ fn kill_9_at_random_points_keeps_every_file_whole() {
                         .spawn()
                         .unwrap(),
                 );
-                random_moment(&mut rng, 400, &mut cp.0);
+                mid += random_point(&mut rng, total, &mut cp.0) as u64;
                 m.kill9();
             }
             1 => {
@@ -1421,7 +1437,7 @@ fn kill_9_at_random_points_keeps_every_file_whole() {
                         .spawn()
                         .unwrap(),
                 );
-                random_moment(&mut rng, 400, &mut tar.0);
+                mid += random_point(&mut rng, total, &mut tar.0) as u64;
                 m.kill9();
             }
             2 => {
@@ -1441,17 +1457,14 @@ fn kill_9_at_random_points_keeps_every_file_whole() {
                         .last()
                         .map_or(rows, |l| l.trim().parse::<u64>().unwrap())
                 };
-                if round % 8 == 2 {
-                    // Once a random number of further commits have been acknowledged (the
-                    // writer may be inside the next transaction).
-                    let target = rows + 1 + rng.below(30);
-                    wait_for_output("commits", &mut py.0, &out, |_| {
-                        (acked(&out) >= target).then_some(())
-                    });
-                } else {
-                    random_moment(&mut rng, 300, &mut py.0);
-                }
+                // Once a random number of further commits have been acknowledged: the writer
+                // is inside the next transaction.
+                let target = rows + 1 + rng.below(30);
+                wait_for_output("commits", &mut py.0, &out, |_| {
+                    (acked(&out) >= target).then_some(())
+                });
                 rows_acked = acked(&out);
+                mid += py.0.try_wait().unwrap().is_none() as u64;
                 m.kill9();
             }
             _ => {
@@ -1488,6 +1501,7 @@ fn kill_9_at_random_points_keeps_every_file_whole() {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     let acked = synced.lock().unwrap().len();
+                    mid += !writer.is_finished() as u64;
                     m.kill9();
                     writer.join().unwrap();
                     let synced = synced.lock().unwrap();
@@ -1554,6 +1568,7 @@ fn kill_9_at_random_points_keeps_every_file_whole() {
     }
     m.unmount();
     s.verify_all();
+    eprintln!("{ROUNDS} kills, {mid} of them while the workload ran");
 }
 
 /// Reads `path`, `None` if it does not exist.
