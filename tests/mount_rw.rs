@@ -667,6 +667,34 @@ fn sqlite_a_thousand_transactions() {
     m.unmount();
 }
 
+/// SQLite in WAL mode: its `-shm` index is shared memory, an `mmap(MAP_SHARED)` of a file in
+/// the mount, written through the mapping; a checkpoint folds the log into the database.
+#[test]
+fn sqlite_in_wal_mode_maps_its_shared_memory_file() {
+    let s = Space::new();
+    let Some(m) = s.mount_rw() else { return };
+    let db = m.file("wal.sqlite");
+    let mut script =
+        String::from("PRAGMA journal_mode=WAL;\nCREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);\n");
+    for i in 1..=200 {
+        script.push_str(&format!("BEGIN; INSERT INTO t(v) VALUES ('row {i}'); COMMIT;\n"));
+    }
+    assert_eq!(sqlite(&db, &script), "wal\n");
+    let check = "PRAGMA integrity_check; SELECT count(*) FROM t;";
+    assert_eq!(sqlite(&db, check), "ok\n200\n");
+    assert_eq!(
+        sqlite(&db, "PRAGMA wal_checkpoint(TRUNCATE);"),
+        "0|0|0\n",
+        "checkpointed"
+    );
+    m.unmount();
+
+    s.verify_all();
+    let Some(m) = s.mount_rw() else { return };
+    assert_eq!(sqlite(&m.file("wal.sqlite"), check), "ok\n200\n");
+    m.unmount();
+}
+
 /// An editor's save: the new text to a temporary file, fsync, rename over the original. The
 /// name shows the new text each time; a reader holding the old file keeps the old text.
 #[test]
@@ -927,6 +955,82 @@ fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> i32 {
     errno_of(unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), flags) })
 }
 
+/// Appends (`>>`), truncating opens, and a second descriptor reading what the first one wrote
+/// before it is closed.
+#[test]
+fn appends_truncating_opens_and_a_second_reader() {
+    let s = Space::new();
+    let Some(m) = s.mount_rw() else { return };
+    let log = m.file("app.log");
+    let append = || OpenOptions::new().append(true).create(true).open(&log).unwrap();
+    let mut a = append();
+    a.write_all(b"one\n").unwrap();
+    a.write_all(b"two\n").unwrap();
+    drop(a);
+    let mut a = append();
+    a.write_all(b"three\n").unwrap();
+    let reader = File::open(&log).unwrap();
+    assert_eq!(
+        pread(&reader, 0, 100).unwrap(),
+        b"one\ntwo\nthree\n",
+        "before close"
+    );
+    drop(a);
+    assert_eq!(fs::read(&log).unwrap(), b"one\ntwo\nthree\n");
+
+    fs::write(m.file("t"), text_bytes(100_000, 1)).unwrap();
+    fs::write(m.file("t"), b"short").unwrap();
+    assert_eq!(fs::read(m.file("t")).unwrap(), b"short");
+    let mut w = File::create(m.file("t")).unwrap();
+    assert_eq!(fs::read(m.file("t")).unwrap(), b"", "O_TRUNC shows at once");
+    w.write_all(b"again").unwrap();
+    drop(w);
+    m.unmount();
+
+    assert_eq!(s.unpack("app.log"), b"one\ntwo\nthree\n");
+    assert_eq!(s.unpack("t"), b"again");
+}
+
+/// Eight threads write files of their own at once (sharing the mount's write memory), each
+/// read back and compared, also after a remount.
+#[test]
+fn eight_threads_write_files_at_once() {
+    let s = Space::new();
+    let Some(m) = s.mount_rw() else { return };
+    let expected = |t: u64, i: u64| random_bytes((t * 7919 + i * 104_729) as usize % 300_000, t * 100 + i);
+    std::thread::scope(|scope| {
+        for t in 0..8u64 {
+            let dir = m.file(&format!("t{t}"));
+            scope.spawn(move || {
+                fs::create_dir(&dir).unwrap();
+                for i in 0..12u64 {
+                    let path = dir.join(format!("f{i}"));
+                    let data = expected(t, i);
+                    let mut f = File::create(&path).unwrap();
+                    for chunk in data.chunks(1 + (i as usize * 9_973) % 70_000) {
+                        f.write_all(chunk).unwrap();
+                    }
+                    if i % 3 == 0 {
+                        f.sync_all().unwrap();
+                    }
+                    drop(f);
+                    assert!(fs::read(&path).unwrap() == data, "t{t}/f{i}");
+                }
+            });
+        }
+    });
+    m.unmount();
+    s.verify_all();
+    let Some(m) = s.mount_ro() else { return };
+    for t in 0..8 {
+        for i in 0..12 {
+            let got = fs::read(m.file(&format!("t{t}/f{i}"))).unwrap();
+            assert!(got == expected(t, i), "t{t}/f{i} after the remount");
+        }
+    }
+    m.unmount();
+}
+
 /// rename(2) as POSIX has it: over an existing file, `RENAME_NOREPLACE` (EEXIST),
 /// `RENAME_EXCHANGE`, folders with their files, open files, and EXDEV out of the mount.
 #[test]
@@ -1166,6 +1270,87 @@ fn modes_and_times_survive_a_remount_and_statfs_shows_free_space() {
         }
         m.unmount();
     }
+}
+
+/// A tmpfs mounted on `path` (root only), detached on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        run_ok(
+            "mount",
+            &[
+                "-t".as_ref(),
+                "tmpfs".as_ref(),
+                "-o".as_ref(),
+                format!("size={size}").as_ref(),
+                "tmpfs".as_ref(),
+                path.as_os_str(),
+            ],
+        );
+        Tmpfs(path.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        detach(&self.0);
+    }
+}
+
+/// A vault whose disk fills up: the fsync (or write) that cannot be stored fails with ENOSPC,
+/// the stored version stays as it was, and once the file is small again the next fsync stores
+/// it.
+#[test]
+fn a_full_disk_fails_the_sync_and_keeps_the_stored_version() {
+    if !qeltrix::sys::process::is_root() {
+        eprintln!("skipping: a small file system for the vault (tmpfs) needs root");
+        return;
+    }
+    let s = Space::new();
+    if !fuse_available() {
+        return;
+    }
+    let _tmpfs = Tmpfs::mount(&s.vault(), "4m");
+    let Some(m) = s.mount_rw() else { return };
+    let original = text_bytes(1000, 1);
+    fs::write(m.file("f"), &original).unwrap();
+
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.file("f"))
+        .unwrap();
+    let data = random_bytes(6 * MIB, 2);
+    let mut model = original.clone();
+    let mut errors = Vec::new();
+    for (i, chunk) in data.chunks(64 * KIB).enumerate() {
+        let at = i * 64 * KIB;
+        match f.write_all_at(chunk, at as u64) {
+            Ok(()) => {
+                model.resize(model.len().max(at + chunk.len()), 0);
+                model[at..at + chunk.len()].copy_from_slice(chunk);
+            }
+            Err(e) => {
+                errors.push(e.raw_os_error());
+                break;
+            }
+        }
+    }
+    if errors.is_empty() {
+        errors.push(f.sync_all().unwrap_err().raw_os_error());
+    }
+    assert_eq!(errors, [Some(libc::ENOSPC)], "6 MiB into a 4 MiB vault");
+    assert_eq!(s.unpack("f"), original, "the stored version is untouched");
+
+    f.set_len(2000).unwrap();
+    f.sync_all().expect("the next fsync, with room again");
+    drop(f);
+    model.truncate(2000);
+    assert_eq!(fs::read(m.file("f")).unwrap(), model);
+    assert_eq!(s.unpack("f"), model);
+    m.unmount();
+    s.verify_all();
 }
 
 /// Two read-write mounts of one vault would overwrite each other's files: the second is
