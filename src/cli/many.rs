@@ -384,8 +384,9 @@ fn containers(inputs: &[PathBuf]) -> Vec<(PathBuf, Result<()>)> {
         } else {
             Vault::local(input).map_err(|e| Error::io("opening the folder", e).in_file(input))
         };
+        // Every container of the vault, dot-named ones included (the mount shows and makes them).
         let vault = match vault {
-            Ok(v) => v,
+            Ok(v) => v.with_dot_names(),
             Err(e) => {
                 out.push((input.clone(), Err(e.into())));
                 continue;

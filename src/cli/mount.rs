@@ -57,6 +57,19 @@ pub struct MountArgs {
     /// 60), or polled (default 0.5) where inotify is not available.
     #[arg(long, value_name = "SECS")]
     pub rescan_interval: Option<f64>,
+    /// Mount read-write: files can be created, written, renamed and removed, each saved as a
+    /// container when closed or synced (docs/MOUNT.md, "Read-write"). A local vault only; one
+    /// read-write mount per vault.
+    #[arg(long, short = 'w')]
+    pub read_write: bool,
+    /// With --read-write: also seal new files to this X25519 public key (repeatable). New files
+    /// are always sealed to the mount's own key: the vault's keyring, a key file or identity.
+    #[arg(long, value_name = "PUBKEY", requires = "read_write")]
+    pub recipient: Vec<qeltrix::crypto::RecipientKey>,
+    /// With --read-write: memory in MiB for the edits of files being written, shared by all of
+    /// them; a file over its share is written out to a scratch container.
+    #[arg(long, value_name = "MIB", default_value_t = 256, requires = "read_write")]
+    pub write_memory: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -102,10 +115,14 @@ pub fn mount(a: MountArgs) -> Result<()> {
     // A remote vault is scanned once signals are blocked (below): its network threads must
     // inherit the mask, and a daemon must fork before it starts any.
     let remote = super::location::is_remote(&a.vault_dir);
-    let vault = if remote {
-        None
-    } else {
-        Some(Mountable::scan(&a.vault_dir)?)
+    if remote && a.read_write {
+        let problem = "--read-write needs a local vault folder (an object store is mounted read-only)";
+        return Err(Error::InvalidArgument(problem.into()).into());
+    }
+    let vault = match (remote, a.read_write) {
+        (true, _) => None,
+        (false, false) => Some(Mountable::scan(&a.vault_dir)?),
+        (false, true) => Some(Mountable::scan_writable(&a.vault_dir)?),
     };
     let key = a
         .keys
@@ -122,6 +139,13 @@ pub fn mount(a: MountArgs) -> Result<()> {
         kernel_readahead_kib: a.kernel_readahead,
         ..MountOptions::default()
     };
+    if a.read_write {
+        opts.read_write = Some(mount::ReadWrite {
+            recipients: sealing_keys(&key, &a.recipient, &a.vault_dir),
+            memory: a.write_memory.saturating_mul(1 << 20),
+            ..mount::ReadWrite::default()
+        });
+    }
     if let Some(every) = rescan.or(remote.then_some(REMOTE_RESCAN)) {
         (opts.rescan_interval, opts.safety_rescan_interval) = (every, every);
     }
@@ -172,6 +196,34 @@ pub fn mount(a: MountArgs) -> Result<()> {
     *lock(&mounted_at) = Some(mp);
     mounted.run()?;
     Ok(())
+}
+
+/// What a read-write mount seals new files to: the vault's keyring key if the mount's key has
+/// it, else the key's own recipient (key file, identity, passphrase), and every `--recipient`.
+fn sealing_keys(
+    key: &qeltrix::Key,
+    extra: &[qeltrix::crypto::RecipientKey],
+    vault: &Path,
+) -> Vec<qeltrix::Recipient> {
+    let simple: Vec<&qeltrix::Key> = match key {
+        qeltrix::Key::FirstOf(keys) => keys.iter().collect(),
+        k => vec![k],
+    };
+    let own = simple
+        .iter()
+        .find(|k| matches!(k, qeltrix::Key::Vault(_)))
+        .or_else(|| simple.first())
+        .and_then(|k| qeltrix::Recipient::try_from(*k).ok());
+    if let Some(qeltrix::Recipient::Passphrase(_)) = &own {
+        eprintln!(
+            "warning: vault {} has no keyring: each new file is sealed to the passphrase, which \
+             costs a PBKDF2 run per file; `qeltrix init` gives the vault a keyring whose slots cost nothing",
+            vault.display()
+        );
+    }
+    own.into_iter()
+        .chain(extra.iter().cloned().map(qeltrix::Recipient::X25519))
+        .collect()
 }
 
 /// How the mount's first line names the vault: where it is and how many containers it holds.

@@ -4,6 +4,7 @@
 //! slot rewriting ([`rekey`]) and the file-to-file operations ([`ops`]).
 
 pub mod cache;
+pub mod edit;
 pub mod ops;
 pub mod pipeline;
 pub mod reader;

@@ -390,9 +390,15 @@ impl<S: ReadAt> Container<S> {
 
     /// Unwraps the data key from a slot of `info` and checks the footer MAC.
     fn authenticate(source: S, info: ContainerInfo, key: &Key) -> Result<(Self, DataKey)> {
+        let data_key = unlock_data_key(&info.slots, &info.header.container_id, key)?;
+        Self::with_data_key(source, info, data_key.clone()).map(|c| (c, data_key))
+    }
+
+    /// Opens a container whose data key the caller already holds (an editor reopening the
+    /// version it wrote): no slot is unwrapped; the footer MAC is checked as always.
+    pub(crate) fn with_data_key(source: S, info: ContainerInfo, data_key: DataKey) -> Result<Self> {
         let cid = info.header.container_id;
-        let data_key = unlock_data_key(&info.slots, &cid, key)?;
-        let keys = derive_container_keys(data_key.clone(), info.header.cipher, cid);
+        let keys = derive_container_keys(data_key, info.header.cipher, cid);
         let bound = info.header.bound_fields();
         let authentic = match &info.footer_v2 {
             None => {
@@ -411,15 +417,17 @@ impl<S: ReadAt> Container<S> {
         let block_keys = Mutex::new(lru::LruCache::new(
             std::num::NonZeroUsize::new(BLOCK_KEYS_CACHED).expect("non-zero"),
         ));
-        Ok((
-            Container {
-                source,
-                info,
-                keys,
-                block_keys,
-            },
-            data_key,
-        ))
+        Ok(Container {
+            source,
+            info,
+            keys,
+            block_keys,
+        })
+    }
+
+    /// The data key (for a new version of this container: [`crate::container::edit`]).
+    pub(crate) fn data_key(&self) -> &DataKey {
+        &self.keys.data_key
     }
 
     /// The format version.

@@ -151,7 +151,7 @@ impl<W: Write> StreamPacker<W> {
     }
 
     fn start(mut out: W, keys: &[Recipient], opts: &PackOptions, patch: Option<Patch<W>>) -> Result<Self> {
-        check_block_size(opts.block_size)?;
+        check_options(opts)?;
         if keys.is_empty() || keys.len() > MAX_SLOTS {
             return Err(Error::InvalidArgument(format!(
                 "a container needs 1 to {MAX_SLOTS} keys, {} given",
@@ -162,17 +162,6 @@ impl<W: Write> StreamPacker<W> {
             return Err(Error::InvalidArgument(format!(
                 "KDF iterations must be between 1 and {MAX_KDF_ITERATIONS}"
             )));
-        }
-        if opts.level > 9 {
-            return Err(Error::InvalidArgument("compression level must be 0 to 9".into()));
-        }
-        if opts.format == FormatVersion::V1
-            && opts.codec == Codec::Zstd
-            && opts.compress != CompressMode::Never
-        {
-            return Err(Error::InvalidArgument(
-                "format version 1 compresses only with deflate".into(),
-            ));
         }
         let entropy = Arc::clone(&opts.entropy);
         let data_key = DataKey::generate(entropy.as_ref());
@@ -192,7 +181,20 @@ impl<W: Write> StreamPacker<W> {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut flags = if patch.is_none() { FLAG_STREAMING } else { 0 };
+        let areas = (SlotArea { sequence: 1, slots }.encode(), [0; SLOT_AREA_LEN]);
+        Self::begin(&mut out, opts, patch.is_some(), container_id, areas)
+            .map(|header| Self::with_header(out, header, data_key, opts, patch))?
+    }
+
+    /// Writes the header of a container with these key slots.
+    fn begin(
+        out: &mut W,
+        opts: &PackOptions,
+        seekable: bool,
+        container_id: ContainerId,
+        (slot_area_a, slot_area_b): ([u8; SLOT_AREA_LEN], [u8; SLOT_AREA_LEN]),
+    ) -> Result<Header> {
+        let mut flags = if seekable { 0 } else { FLAG_STREAMING };
         if opts.no_verify_hint {
             flags |= FLAG_NO_VERIFY;
         }
@@ -206,25 +208,35 @@ impl<W: Write> StreamPacker<W> {
             footer_offset: 0,
             footer_size: 0,
             container_id,
-            slot_area_a: SlotArea { sequence: 1, slots }.encode(),
-            slot_area_b: [0; SLOT_AREA_LEN],
+            slot_area_a,
+            slot_area_b,
         };
         out.write_all(&header.encode())
             .map_err(|e| Error::io("writing the container header", e))?;
+        Ok(header)
+    }
+
+    fn with_header(
+        out: W,
+        header: Header,
+        data_key: DataKey,
+        opts: &PackOptions,
+        patch: Option<Patch<W>>,
+    ) -> Result<Self> {
         let pool = match &opts.pool {
             Some(shared) => OrderedPool::on(shared),
             None => OrderedPool::new(opts.workers).map_err(|e| Error::io("starting worker threads", e))?,
         };
         Ok(StreamPacker {
             out,
-            keys: Arc::new(derive_container_keys(data_key, opts.cipher, container_id)),
+            keys: Arc::new(derive_container_keys(data_key, opts.cipher, header.container_id)),
             header,
             policy: CompressPolicy {
                 mode: opts.compress,
                 level: opts.level,
                 codec: opts.codec,
             },
-            entropy,
+            entropy: Arc::clone(&opts.entropy),
             pool,
             block_size: opts.block_size as usize,
             current: Vec::new(),
@@ -243,6 +255,17 @@ impl<W: Write> StreamPacker<W> {
             compressed_blocks: 0,
             patch,
         })
+    }
+
+    /// Replaces the file record sealed into the footer at [`StreamPacker::finish`] (v2).
+    pub(crate) fn set_file_meta(&mut self, meta: Option<FileMeta>) {
+        self.file_meta = meta.filter(|_| self.header.version == FormatVersion::V2);
+    }
+
+    /// The data key and header the container is being written with: what a rewrite of it
+    /// ([`StreamPacker::resume_seekable`]) keeps.
+    pub(crate) fn key_material(&self) -> (DataKey, Header) {
+        (self.keys.data_key.clone(), self.header.clone())
     }
 
     /// The new container's id.
@@ -521,15 +544,54 @@ impl<W: Write + Seek> StreamPacker<W> {
     /// Starts a container on a seekable output (a file), whose header totals are filled in by
     /// [`StreamPacker::finish`]. The output must be positioned at its start.
     pub fn new_seekable(out: W, keys: &[Recipient], opts: &PackOptions) -> Result<Self> {
-        fn patch<W: Write + Seek>(out: &mut W, header: &[u8]) -> io::Result<()> {
-            let end = out.stream_position()?;
-            out.seek(SeekFrom::Start(0))?;
-            out.write_all(header)?;
-            out.seek(SeekFrom::Start(end))?;
-            Ok(())
-        }
         Self::start(out, keys, opts, Some(patch::<W>))
     }
+
+    /// Starts a new version of an existing container on a seekable output: the same container
+    /// id, data key and key-slot areas (so every key that opened the old version opens this
+    /// one, recipients' slots included, with no secret but the data key), and new blocks, each
+    /// sealed under fresh random salts and nonces. Format 2 whatever `template`'s version was;
+    /// the cipher and block size are `template`'s.
+    pub(crate) fn resume_seekable(
+        mut out: W,
+        template: &Header,
+        data_key: DataKey,
+        opts: &PackOptions,
+    ) -> Result<Self> {
+        let opts = PackOptions {
+            format: FormatVersion::V2,
+            cipher: template.cipher,
+            block_size: template.block_size,
+            ..opts.clone()
+        };
+        check_options(&opts)?;
+        let areas = (template.slot_area_a, template.slot_area_b);
+        let header = Self::begin(&mut out, &opts, true, template.container_id, areas)?;
+        Self::with_header(out, header, data_key, &opts, Some(patch::<W>))
+    }
+}
+
+/// The checks of [`PackOptions`] that need no key: made before any slot is wrapped.
+fn check_options(opts: &PackOptions) -> Result<()> {
+    check_block_size(opts.block_size)?;
+    if opts.level > 9 {
+        return Err(Error::InvalidArgument("compression level must be 0 to 9".into()));
+    }
+    if opts.format == FormatVersion::V1 && opts.codec == Codec::Zstd && opts.compress != CompressMode::Never {
+        return Err(Error::InvalidArgument(
+            "format version 1 compresses only with deflate".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Rewrites the header at the start of a seekable output (the totals, once known).
+fn patch<W: Write + Seek>(out: &mut W, header: &[u8]) -> io::Result<()> {
+    let end = out.stream_position()?;
+    out.seek(SeekFrom::Start(0))?;
+    out.write_all(header)?;
+    out.seek(SeekFrom::Start(end))?;
+    Ok(())
 }
 
 impl<W: Write> Write for StreamPacker<W> {

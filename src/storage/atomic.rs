@@ -182,6 +182,80 @@ impl AtomicOutput {
     }
 }
 
+/// A file written now and put under a name later, a name not known when it was started (the
+/// mount's editor: a file may be renamed while it is being written). Unnamed where the file system
+/// has `O_TMPFILE`, so that even SIGKILL leaves nothing; a hidden named file in `dir` otherwise,
+/// removed on drop and on terminating signals. [`Scratch::publish`] gives it its name.
+pub(crate) struct Scratch {
+    file: File,
+    named: Option<TempName>,
+}
+
+impl Scratch {
+    /// A new, empty scratch file in the folder `dir` (which must be on the file system of every
+    /// destination it is published to).
+    pub(crate) fn new(dir: &Path) -> std::io::Result<Scratch> {
+        match open_unnamed(dir, 0o600) {
+            Ok(file) => Ok(Scratch { file, named: None }),
+            Err(e) if tmpfile_unsupported(&e) => {
+                let (file, name) = create_named(dir, 0o600)?;
+                Ok(Scratch {
+                    file,
+                    named: Some(name),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The file, for reads and writes.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Puts the file at `dest`, replacing what is there, all at once. `durable`: the data is
+    /// synced before and the folder after, so the new file survives a power cut; without it
+    /// the rename is as durable as the file system makes renames. The file stays open (a reader
+    /// of the new version may keep using it).
+    pub(crate) fn publish(mut self, dest: &Path, durable: bool) -> std::io::Result<File> {
+        if durable {
+            self.file.sync_all()?;
+        }
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        match self.named.take() {
+            Some(name) => {
+                let placed = std::fs::rename(&name.path, dest);
+                match placed {
+                    Ok(()) => name.forget(),
+                    Err(e) => return Err(e),
+                }
+            }
+            None => loop {
+                let temp = TempName::register(dir.join(random_temp_name()));
+                match crate::sys::fs::link_unnamed(&self.file, &temp.path) {
+                    Ok(()) => {
+                        std::fs::rename(&temp.path, dest)?;
+                        temp.forget();
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => temp.forget(),
+                    Err(e) => {
+                        temp.forget();
+                        return Err(e);
+                    }
+                }
+            },
+        }
+        if durable {
+            File::open(&dir)?.sync_all()?;
+        }
+        Ok(self.file)
+    }
+}
+
 /// An unnamed file in `dir` (`O_TMPFILE`; not `O_EXCL`, so it can be linked later).
 fn open_unnamed(dir: &Path, mode: u32) -> std::io::Result<File> {
     if crate::sys::test_hooks::no_tmpfile() {

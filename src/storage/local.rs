@@ -2,7 +2,7 @@
 
 use super::atomic::{AtomicOutput, Writeback, WRITE_BUFFER};
 use super::{
-    Entry, EntryKind, Object, ObjectWriter, SeekWrite, Storage, Version, VersionInner, WriteOptions,
+    Entry, EntryKind, Object, ObjectWriter, Rename, SeekWrite, Storage, Version, VersionInner, WriteOptions,
 };
 use crate::{Error, Result};
 use std::fs::{File, Metadata};
@@ -64,6 +64,19 @@ impl LocalStorage {
             },
             Err(e) => Err(e),
         }
+    }
+}
+
+impl LocalStorage {
+    /// The local path of the entry `path` itself: its folder resolved (and confined) as by
+    /// [`LocalStorage::resolve`], its last component not followed, so that a rename or removal
+    /// acts on a link, never on what it points to.
+    fn resolve_entry(&self, path: &Path) -> io::Result<PathBuf> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+        let parent = path.parent().unwrap_or(Path::new(""));
+        Ok(self.resolve(parent)?.join(name))
     }
 }
 
@@ -215,6 +228,23 @@ impl Storage for LocalStorage {
             }
         }
         Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path, how: Rename) -> io::Result<()> {
+        let flags = match how {
+            Rename::Replace => 0,
+            Rename::NoReplace => libc::RENAME_NOREPLACE,
+            Rename::Exchange => libc::RENAME_EXCHANGE,
+        };
+        crate::sys::fs::rename2(&self.resolve_entry(from)?, &self.resolve_entry(to)?, flags)
+    }
+
+    fn make_folder(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(self.resolve_entry(path)?)
+    }
+
+    fn remove_folder(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir(self.resolve_entry(path)?)
     }
 
     fn display(&self, path: &Path) -> String {

@@ -161,6 +161,17 @@ impl WriteOptions {
     }
 }
 
+/// What [`Storage::rename`] does with an existing target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rename {
+    /// Replace it (an object, or an empty folder by a folder), as `rename(2)`.
+    Replace,
+    /// Fail with `AlreadyExists` (`RENAME_NOREPLACE`).
+    NoReplace,
+    /// Swap the two, both of which must exist (`RENAME_EXCHANGE`).
+    Exchange,
+}
+
 /// An object being written. Nothing is visible under its name until [`ObjectWriter::commit`];
 /// dropped uncommitted (an error, a signal), it leaves nothing behind.
 pub trait ObjectWriter: Write + Send {
@@ -262,6 +273,23 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn make_parents(&self, path: &Path) -> io::Result<()> {
         let _ = path;
         Ok(())
+    }
+
+    /// Renames the object or folder `from` to `to`, at once where the backend can (a local
+    /// `renameat2(2)`); see [`Rename`] for what happens to an existing `to`.
+    fn rename(&self, from: &Path, to: &Path, how: Rename) -> io::Result<()> {
+        let _ = (to, how);
+        Err(unsupported("renaming", &self.display(from)))
+    }
+
+    /// Makes the folder `path` (its parent must exist). `AlreadyExists` if something is there.
+    fn make_folder(&self, path: &Path) -> io::Result<()> {
+        Err(unsupported("making the folder", &self.display(path)))
+    }
+
+    /// Removes the empty folder `path`.
+    fn remove_folder(&self, path: &Path) -> io::Result<()> {
+        Err(unsupported("removing the folder", &self.display(path)))
     }
 
     /// Writes a whole object at once, all or nothing.

@@ -13,6 +13,19 @@ fn c_path(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
 }
 
+/// `renameat2(2)` with `flags` (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`, or 0 for `rename(2)`).
+pub fn rename2(from: &Path, to: &Path, flags: u32) -> io::Result<()> {
+    let (from, to) = (c_path(from)?, c_path(to)?);
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call; renameat2 only
+    // reads them.
+    let r = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Gives the unnamed (`O_TMPFILE`) `file` the name `path` (fails with `AlreadyExists` if taken):
 /// `linkat` of `/proc/self/fd/N`, or where there is no `/proc`, of the descriptor itself with
 /// `AT_EMPTY_PATH` (which needs `CAP_DAC_READ_SEARCH`).
@@ -72,6 +85,41 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) {
 /// Calls statfs(2) on `path`, for its outcome only: statfs is never answered from the kernel's
 /// caches, so it fails with `ENOTCONN` on a FUSE mount whose process is gone.
 #[cfg(feature = "mount")]
+/// The file system statistics of the file system holding `path` (statvfs(3)): block size,
+/// total, free and available blocks, total and free inodes, and the longest name.
+pub fn statvfs(path: &Path) -> io::Result<FsStats> {
+    let c_path = c_path(path)?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a valid NUL-terminated string and `st` a writable buffer of the right
+    // size, both outliving the call; `st` is read only after statvfs filled it (returned 0).
+    if unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialized `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(FsStats {
+        block_size: st.f_frsize,
+        blocks: st.f_blocks,
+        free: st.f_bfree,
+        available: st.f_bavail,
+        files: st.f_files,
+        free_files: st.f_ffree,
+        name_max: st.f_namemax,
+    })
+}
+
+/// What [`statvfs`] reports.
+#[derive(Clone, Copy, Debug)]
+pub struct FsStats {
+    pub block_size: u64,
+    pub blocks: u64,
+    pub free: u64,
+    pub available: u64,
+    pub files: u64,
+    pub free_files: u64,
+    pub name_max: u64,
+}
+
 pub fn statfs(path: &Path) -> io::Result<()> {
     let c_path = c_path(path)?;
     let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();

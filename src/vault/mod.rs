@@ -41,6 +41,8 @@ use std::sync::Arc;
 pub struct Vault {
     storage: Arc<dyn Storage>,
     infos: Arc<InfoCache>,
+    /// Dot names are shown (the mount: a file system shows them); see [`naming`].
+    dot_names: bool,
 }
 
 impl std::fmt::Debug for Vault {
@@ -57,7 +59,21 @@ impl Vault {
         Vault {
             storage,
             infos: Arc::new(InfoCache::new(registry::MAX_INFOS)),
+            dot_names: false,
         }
+    }
+
+    /// The same vault showing dot names (`.git`, `.profile`) as a file system does, all but
+    /// the reserved ones ([`naming::is_reserved`]). The mount shows them; `serve` does not
+    /// publish them, as web servers do not.
+    pub fn with_dot_names(mut self) -> Self {
+        self.dot_names = true;
+        self
+    }
+
+    /// True when dot names are shown ([`Vault::with_dot_names`]).
+    pub fn dot_names(&self) -> bool {
+        self.dot_names
     }
 
     /// The local folder `root` as a vault (no link leads out of it).
@@ -78,7 +94,7 @@ impl Vault {
     /// What is at `path` (`""` for the top). A path through a name the vault does not show
     /// (hidden, or with a backslash) is not found, like one that is not there.
     pub fn stat(&self, path: &Path) -> io::Result<Entry> {
-        check_shown(path)?;
+        check_shown(path, self.dot_names)?;
         self.storage.stat(path)
     }
 
@@ -108,10 +124,13 @@ impl Vault {
 }
 
 /// `NotFound` unless every name along `path` is one the vault shows.
-fn check_shown(path: &Path) -> io::Result<()> {
+fn check_shown(path: &Path, dot_names: bool) -> io::Result<()> {
+    let mut top = true;
     for c in path.components() {
         let shown = match c {
-            Component::Normal(name) => naming::is_shown(name),
+            Component::Normal(name) => {
+                naming::is_shown_in(name, dot_names, std::mem::replace(&mut top, false))
+            }
             Component::CurDir => true,
             _ => false,
         };

@@ -2,7 +2,11 @@
 //! sink): which names are shown, and how a container's file name and its plaintext name map.
 //!
 //! - Hidden entries (a name starting with `.`, such as the `.qeltrix` keyring folder, and `.`,
-//!   `..`) are never shown, nor anything below them.
+//!   `..`) are not shown, nor anything below them, except by a vault that shows dot names
+//!   ([`Vault::with_dot_names`](super::Vault::with_dot_names): the mount, a file system where
+//!   `.git` and `.profile` must work). Even there the *reserved* names ([`is_reserved`]: `.`,
+//!   `..`, the writers' temporary names `.qeltrix-*`, and `.qeltrix` in the vault's top folder,
+//!   the vault's own folder) are never shown and never created.
 //! - A name holding a backslash is never shown either: a URL cannot name it safely (serve refuses
 //!   `\` in a request path), so showing it in one front end only would make them disagree.
 //! - A container file `NAME.qltx` is shown as `NAME`; a bare `.qltx` (hidden anyway) and any
@@ -25,6 +29,37 @@ pub fn is_hidden(name: &[u8]) -> bool {
     name.first() == Some(&b'.')
 }
 
+/// The vault's own folder (keyring, state, scratch files), in its top folder.
+pub const VAULT_DIR: &str = ".qeltrix";
+
+/// True for a name the vault keeps for itself in a folder (`top`: the vault's top folder): `.`,
+/// `..`, the `.qeltrix-*` temporary names of writers, and in the top folder `.qeltrix`.
+pub fn is_reserved(name: &[u8], top: bool) -> bool {
+    name == b"." || name == b".." || name.starts_with(b".qeltrix-") || (top && name == VAULT_DIR.as_bytes())
+}
+
+/// [`is_shown`], or, with `dot_names`, any name but the reserved ones (in the top folder when
+/// `top`), empty ones and those with a backslash.
+pub fn is_shown_in(name: &OsStr, dot_names: bool, top: bool) -> bool {
+    let bytes = name.as_bytes();
+    match dot_names {
+        false => is_shown(name),
+        true => !bytes.is_empty() && !is_reserved(bytes, top) && !bytes.contains(&b'\\'),
+    }
+}
+
+/// [`plaintext_name`] under [`is_shown_in`]'s rule.
+pub fn plaintext_name_in(file_name: &OsStr, dot_names: bool, top: bool) -> Option<&OsStr> {
+    if !is_shown_in(file_name, dot_names, top) {
+        return None;
+    }
+    let stem = file_name
+        .as_bytes()
+        .strip_suffix(CONTAINER_SUFFIX.as_bytes())
+        .filter(|s| !s.is_empty())?;
+    Some(OsStr::from_bytes(stem))
+}
+
 /// True for a name a vault may show (a folder's, or a container's file name): not hidden, no
 /// backslash, not empty.
 pub fn is_shown(name: &OsStr) -> bool {
@@ -35,14 +70,7 @@ pub fn is_shown(name: &OsStr) -> bool {
 /// The plaintext name a container file is shown as (`movie.mp4.qltx` → `movie.mp4`), or `None`
 /// for a name that is not shown or not a container's.
 pub fn plaintext_name(file_name: &OsStr) -> Option<&OsStr> {
-    if !is_shown(file_name) {
-        return None;
-    }
-    let stem = file_name
-        .as_bytes()
-        .strip_suffix(CONTAINER_SUFFIX.as_bytes())
-        .filter(|s| !s.is_empty())?;
-    Some(OsStr::from_bytes(stem))
+    plaintext_name_in(file_name, false, false)
 }
 
 /// [`plaintext_name`] for a UTF-8 name.
@@ -74,6 +102,25 @@ mod tests {
             assert!(!is_shown(OsStr::new(name)), "{name:?}");
         }
         assert!(is_shown(OsStr::new("sub dir")) && is_shown(OsStr::new("a.qltx")));
+    }
+
+    #[test]
+    fn a_vault_showing_dot_names_still_keeps_the_reserved_ones() {
+        for name in [".git", ".profile", ".x.qltx", "...", ".qeltrixx"] {
+            assert!(is_shown_in(OsStr::new(name), true, true), "{name:?}");
+            assert!(!is_shown_in(OsStr::new(name), false, true), "{name:?}");
+        }
+        for name in [".", "..", ".qeltrix", ".qeltrix-0123.part", "", "a\\b"] {
+            assert!(!is_shown_in(OsStr::new(name), true, true), "{name:?}");
+        }
+        // A nested `.qeltrix` (a vault inside a copied tree) is an ordinary folder.
+        assert!(is_shown_in(OsStr::new(".qeltrix"), true, false));
+        assert!(!is_shown_in(OsStr::new(".qeltrix-1.part"), true, false));
+        assert_eq!(
+            plaintext_name_in(OsStr::new(".bashrc.qltx"), true, false),
+            Some(OsStr::new(".bashrc"))
+        );
+        assert_eq!(plaintext_name_in(OsStr::new(".qltx"), true, false), None);
     }
 
     #[test]

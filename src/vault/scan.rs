@@ -38,7 +38,8 @@ impl Vault {
     /// containers are left out, and so are folders reached through a link and whatever the
     /// storage refuses to show (a link leading out of a local folder).
     pub fn list(&self, dir: &Path) -> io::Result<Listing> {
-        super::check_shown(dir)?;
+        super::check_shown(dir, self.dot_names())?;
+        let top = dir.as_os_str().is_empty() || dir == Path::new(".");
         let mut out = Listing::default();
         for entry in self.storage.list(dir)? {
             let path = dir.join(&entry.name);
@@ -46,13 +47,17 @@ impl Vault {
                 // A linked folder is not shown: a link loop must not hang a walk of the vault,
                 // and the mount never showed them. (A path through one still resolves, inside
                 // the storage: that is the storage's rule.)
-                EntryKind::Folder if naming::is_shown(&entry.name) && !entry.link => out.folders.push(Item {
-                    name: entry.name.clone(),
-                    path,
-                    entry,
-                }),
+                EntryKind::Folder
+                    if naming::is_shown_in(&entry.name, self.dot_names(), top) && !entry.link =>
+                {
+                    out.folders.push(Item {
+                        name: entry.name.clone(),
+                        path,
+                        entry,
+                    })
+                }
                 EntryKind::Object => {
-                    if let Some(name) = naming::plaintext_name(&entry.name) {
+                    if let Some(name) = naming::plaintext_name_in(&entry.name, self.dot_names(), top) {
                         out.containers.push(Item {
                             name: name.to_os_string(),
                             path,

@@ -14,9 +14,10 @@ use crate::core::ranges::BlockSlice;
 use crate::vault::{Registry, Vault};
 use crate::{Error, Key};
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
 };
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 /// How long the kernel may trust a name or an attribute. Changes in the vault are also pushed to
 /// the kernel as invalidations, so this only bounds staleness if a notification is lost.
-const TTL: Duration = Duration::from_secs(1);
+pub(super) const TTL: Duration = Duration::from_secs(1);
 
 /// Block size reported by stat (the unit `du` and `cp` size their I/O by).
 const STAT_BLKSIZE: u32 = 1 << 20;
@@ -47,16 +48,18 @@ pub struct MountState {
     pub tree: RwLock<Tree>,
     /// The vault's containers, each opened once (key unwrapped, index authenticated).
     containers: Registry<CachedContainer>,
-    workers: rayon::ThreadPool,
+    pub(super) workers: rayon::ThreadPool,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
-    next_fh: AtomicU64,
+    pub(super) next_fh: AtomicU64,
     readahead: u64,
     /// Files open now: the readahead windows share the cache between them.
     open_files: AtomicU64,
     cache_bytes: u64,
-    uid: u32,
-    gid: u32,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    /// The read-write state (`--read-write`); `None` for a read-only mount.
+    pub(super) rw: Option<super::write::Writable>,
 }
 
 /// An open file: the container it was opened on (fixed for the life of the handle, whatever
@@ -102,6 +105,7 @@ impl MountState {
             cache_bytes: opts.cache_bytes as u64,
             uid,
             gid,
+            rw: None,
         })
     }
 
@@ -111,25 +115,36 @@ impl MountState {
         self.containers.check_key()
     }
 
-    fn tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {
+    pub(super) fn tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {
         self.tree.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn attr(&self, tree: &Tree, ino: u64) -> Option<FileAttr> {
+    pub(super) fn attr(&self, tree: &Tree, ino: u64) -> Option<FileAttr> {
         let node = tree.get(ino)?;
         let (kind, size, times, perm, nlink) = match &node.kind {
             NodeKind::Dir { times, subdirs, .. } => (FileType::Directory, 0, *times, DIR_MODE, 2 + subdirs),
-            NodeKind::File(f) => match self.record(f) {
-                // The packed file's mode and mtime, as `unpack` restores them.
-                Some((mode, mtime)) => {
+            NodeKind::File(f) => match self.rw.as_ref().and_then(|w| w.shown(ino)) {
+                // Being written: what the app wrote so far.
+                Some((size, mode, mtime)) => {
                     let times = super::tree::Times {
                         atime: mtime,
                         mtime,
                         ..f.times
                     };
-                    (FileType::RegularFile, f.size, times, (mode & 0o777) as u16, 1)
+                    (FileType::RegularFile, size, times, (mode & 0o7777) as u16, 1)
                 }
-                None => (FileType::RegularFile, f.size, f.times, FILE_MODE, 1),
+                None => match self.record(f) {
+                    // The packed file's mode and mtime, as `unpack` restores them.
+                    Some((mode, mtime)) => {
+                        let times = super::tree::Times {
+                            atime: mtime,
+                            mtime,
+                            ..f.times
+                        };
+                        (FileType::RegularFile, f.size, times, (mode & 0o777) as u16, 1)
+                    }
+                    None => (FileType::RegularFile, f.size, f.times, FILE_MODE, 1),
+                },
             },
         };
         Some(FileAttr {
@@ -181,7 +196,7 @@ impl MountState {
     /// The container behind `entry`, opened (key unwrapped, index authenticated) on first use
     /// and kept by the vault's registry. A failure that retrying cannot fix (wrong key, damage)
     /// is kept too, and logged once.
-    fn container(&self, entry: &FileEntry) -> Result<Arc<CachedContainer>, Errno> {
+    pub(super) fn container(&self, entry: &FileEntry) -> Result<Arc<CachedContainer>, Errno> {
         // The version this inode shows: a container replaced since gets a new inode instead.
         let failure = match self.containers.get_version(&entry.path, &entry.version) {
             Ok(c) => {
@@ -394,9 +409,21 @@ impl Filesystem for VaultFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+        let writes = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        if let Some(w) = &self.shared.rw {
+            // Read-write: a writer, or a reader of a file being written, goes through its editor.
+            if writes || w.is_live(ino.0) {
+                let truncate = flags.0 & libc::O_TRUNC != 0 && flags.acc_mode() != OpenAccMode::O_RDONLY;
+                return self.shared.open_live(ino.0, truncate, reply);
+            }
+        } else if writes {
             return reply.error(Errno::EROFS);
         }
+        let keep_cache = if self.shared.rw.is_some() {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
+        };
         let entry = match self.shared.tree().get(ino.0).map(|n| &n.kind) {
             Some(NodeKind::File(f)) => Arc::clone(f),
             Some(NodeKind::Dir { .. }) => return reply.error(Errno::EISDIR),
@@ -421,9 +448,10 @@ impl Filesystem for VaultFs {
                 if replaced.is_none() {
                     shared.open_files.fetch_add(1, Ordering::Relaxed);
                 }
-                // Containers never change under an inode (a replaced one gets a new inode), so
-                // the kernel may keep this file's pages across opens.
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                // Read-only, containers never change under an inode (a replaced one gets a new
+                // inode), so the kernel may keep this file's pages across opens. Read-write, a
+                // write changes them under the same inode.
+                reply.opened(FileHandle(fh), keep_cache);
             }
             Err(errno) => reply.error(errno),
         });
@@ -440,6 +468,9 @@ impl Filesystem for VaultFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if let Some(live) = self.shared.rw.as_ref().and_then(|w| w.handle(fh.0)) {
+            return self.shared.read_live(live, offset, size, reply);
+        }
         let Some(file) = self.shared.open_file(fh.0) else {
             return reply.error(Errno::EBADF);
         };
@@ -455,13 +486,16 @@ impl Filesystem for VaultFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if self.shared.rw.as_ref().is_some_and(|w| w.handle(fh.0).is_some()) {
+            return self.shared.release_live(ino.0, fh.0, reply);
+        }
         let removed = self
             .shared
             .files
@@ -474,8 +508,160 @@ impl Filesystem for VaultFs {
         reply.ok();
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _owner: LockOwner, reply: ReplyEmpty) {
-        reply.ok();
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _owner: LockOwner, reply: ReplyEmpty) {
+        // Each close(2): a file being written is committed, and close reports a failure.
+        self.shared.sync(ino.0, fh.0, false, reply);
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.shared.sync(ino.0, fh.0, true, reply);
+    }
+
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.shared.fsyncdir(ino.0, reply);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        if mode & libc::S_IFMT != 0 && mode & libc::S_IFMT != libc::S_IFREG {
+            return reply.error(Errno::EPERM);
+        }
+        self.shared.create(parent.0, name, mode, umask, flags, reply);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // Regular files come through `create`; devices, FIFOs and sockets cannot be stored.
+        reply.error(if self.shared.rw.is_some() {
+            Errno::EPERM
+        } else {
+            Errno::EROFS
+        });
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.shared.mkdir(parent.0, name, reply);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.shared.unlink(parent.0, name, reply);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.shared.rmdir(parent.0, name, reply);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if self.shared.rw.is_none() {
+            return reply.error(Errno::EROFS);
+        }
+        self.shared
+            .rename(parent.0, name, newparent.0, newname, flags, reply);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(if self.shared.rw.is_some() {
+            Errno::EPERM
+        } else {
+            Errno::EROFS
+        });
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        reply.error(if self.shared.rw.is_some() {
+            Errno::EPERM
+        } else {
+            Errno::EROFS
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        self.shared.write(fh.0, offset, data, reply);
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        self.shared.setattr(ino.0, mode, uid, gid, size, mtime, reply);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOTSUP);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -541,6 +727,10 @@ impl Filesystem for VaultFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        if self.shared.rw.is_some() {
+            // Read-write: the space the vault's own file system has left.
+            return self.shared.statfs_backing(reply);
+        }
         let tree = self.shared.tree();
         const BSIZE: u64 = 4096;
         reply.statfs(
@@ -560,7 +750,7 @@ impl Filesystem for VaultFs {
         let Some(node) = tree.get(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
-        if mask.contains(AccessFlags::W_OK) {
+        if mask.contains(AccessFlags::W_OK) && self.shared.rw.is_none() {
             reply.error(Errno::EROFS)
         } else if mask.contains(AccessFlags::X_OK) && !node.is_dir() {
             reply.error(Errno::EACCES)

@@ -23,6 +23,9 @@
 mod fs;
 mod tree;
 mod watch;
+mod write;
+
+pub use write::ReadWrite;
 
 use crate::error::MountProblem;
 use crate::vault::KeyCheck;
@@ -65,6 +68,9 @@ pub struct MountOptions {
     /// several full-size (1 MiB) requests in flight for a sequential reader, so the worker pool
     /// decrypts them in parallel.
     pub kernel_readahead_kib: u32,
+    /// Mount read-write (`--read-write`): files can be created, written, renamed and removed
+    /// (see [`ReadWrite`]). `None`: read-only.
+    pub read_write: Option<ReadWrite>,
 }
 
 impl Default for MountOptions {
@@ -77,6 +83,7 @@ impl Default for MountOptions {
             rescan_interval: Duration::from_millis(500),
             safety_rescan_interval: Duration::from_secs(60),
             kernel_readahead_kib: 4096,
+            read_write: None,
         }
     }
 }
@@ -98,24 +105,38 @@ impl Mountable {
     /// Scans the vault folder `dir`. An error if it is not a readable folder or holds no
     /// containers.
     pub fn scan(dir: &Path) -> Result<Mountable> {
+        Self::scan_local(dir, false)
+    }
+
+    /// [`Mountable::scan`] for a read-write mount: an empty vault is fine (files are made in it).
+    pub fn scan_writable(dir: &Path) -> Result<Mountable> {
+        Self::scan_local(dir, true)
+    }
+
+    fn scan_local(dir: &Path, allow_empty: bool) -> Result<Mountable> {
         let invalid = |e: io::Error| Error::InvalidArgument(format!("vault {}: {e}", dir.display()));
         let root = dir.canonicalize().map_err(invalid)?;
         let vault = crate::vault::Vault::local(&root).map_err(invalid)?;
-        Mountable::scan_vault(vault, root)
+        Mountable::scan_inner(vault, root, allow_empty)
     }
 
     /// Scans a vault on any storage (an object store, say), shown as `shown`. Its changes are
     /// found by rescanning every [`MountOptions::rescan_interval`] (inotify watches only local
     /// folders).
     pub fn scan_vault(vault: crate::vault::Vault, shown: PathBuf) -> Result<Mountable> {
+        Mountable::scan_inner(vault, shown, false)
+    }
+
+    fn scan_inner(vault: crate::vault::Vault, shown: PathBuf, allow_empty: bool) -> Result<Mountable> {
         let dir = shown.clone();
         let invalid = |e: io::Error| Error::InvalidArgument(format!("vault {}: {e}", dir.display()));
-        let mut scanner = Scanner::new(vault, shown);
+        // A file system shows dot names (`.git`, `.profile`); the reserved ones stay hidden.
+        let mut scanner = Scanner::new(vault.with_dot_names(), shown);
         let scan = scanner.scan().map_err(invalid)?;
         for p in &scanner.problems {
             log(p);
         }
-        if scan.container_count() == 0 {
+        if scan.container_count() == 0 && !allow_empty {
             return Err(Error::InvalidArgument(format!(
                 "vault {} holds no readable containers (*.{})",
                 dir.display(),
@@ -167,16 +188,37 @@ impl Mountable {
         check_fuse()?;
         let mountpoint = check_mountpoint(mountpoint)?;
         raise_open_file_limit();
-        let shared = Arc::new(
-            fs::MountState::new(self.tree, self.scanner.vault(), key, opts)
-                .map_err(|e| Error::io("starting worker threads", e))?,
-        );
+        let mut state = fs::MountState::new(self.tree, self.scanner.vault(), key, opts)
+            .map_err(|e| Error::io("starting worker threads", e))?;
+        if let Some(rw) = &opts.read_write {
+            let storage = self.scanner.vault().storage();
+            if !storage.is_local() {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: a read-write mount needs a local vault (object stores are read-only through the mount)",
+                    self.scanner.root().display()
+                ))
+                .into());
+            }
+            let pool =
+                crate::pipeline::WorkerPool::new(0).map_err(|e| Error::io("starting worker threads", e))?;
+            state.rw = Some(write::Writable::new(
+                Arc::clone(storage),
+                self.scanner.root(),
+                rw,
+                pool,
+            )?);
+        }
+        let shared = Arc::new(state);
         if let Some(accept) = accept {
             accept(shared.check_key()?)?;
         }
         let mut config = Config::default();
         config.mount_options = vec![
-            MountOption::RO,
+            if opts.read_write.is_some() {
+                MountOption::RW
+            } else {
+                MountOption::RO
+            },
             MountOption::FSName(self.scanner.root().display().to_string()),
             MountOption::Subtype("qeltrix".into()),
             MountOption::DefaultPermissions,
@@ -206,17 +248,24 @@ impl Mountable {
             }
         }
         let (wake, wakes) = mpsc::channel();
-        let watcher = {
-            let vault_watcher = watch::VaultWatcher::new(shared, self.scanner, session.notifier());
-            let every = watch::Intervals {
-                poll: opts.rescan_interval,
-                safety: opts.safety_rescan_interval,
-            };
-            let sender = wake.clone();
-            std::thread::Builder::new()
-                .name("qeltrix-watch".into())
-                .spawn(move || vault_watcher.run(wakes, sender, every))
-                .map_err(|e| Error::io("starting the vault watcher", e))?
+        // A read-write mount is its vault's one writer (it holds the lock): it does not follow
+        // changes made beside it, which would fight its own.
+        let watcher = match opts.read_write {
+            Some(_) => None,
+            None => {
+                let vault_watcher = watch::VaultWatcher::new(shared, self.scanner, session.notifier());
+                let every = watch::Intervals {
+                    poll: opts.rescan_interval,
+                    safety: opts.safety_rescan_interval,
+                };
+                let sender = wake.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("qeltrix-watch".into())
+                        .spawn(move || vault_watcher.run(wakes, sender, every))
+                        .map_err(|e| Error::io("starting the vault watcher", e))?,
+                )
+            }
         };
         Ok(Mounted {
             session,
@@ -232,7 +281,7 @@ pub struct Mounted {
     session: Session<fs::VaultFs>,
     mountpoint: PathBuf,
     stop: watch::StopWatcher,
-    watcher: std::thread::JoinHandle<()>,
+    watcher: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Mounted {
@@ -251,7 +300,9 @@ impl Mounted {
         } = self;
         let result = session.run();
         drop(stop);
-        let _ = watcher.join();
+        if let Some(w) = watcher {
+            let _ = w.join();
+        }
         result.map_err(|e| Error::io(format!("serving {}", mountpoint.display()), e))
     }
 }

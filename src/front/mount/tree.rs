@@ -184,6 +184,8 @@ pub struct FileEntry {
 
 pub enum NodeKind {
     Dir {
+        /// Its path in the vault (`""` for the top).
+        path: PathBuf,
         times: Times,
         children: BTreeMap<OsString, u64>,
         subdirs: u32,
@@ -239,7 +241,7 @@ impl Tree {
             Self::ROOT,
             Node {
                 parent: Self::ROOT,
-                kind: new_dir_kind(),
+                kind: new_dir_kind(PathBuf::new()),
                 nlookup: AtomicU64::new(0),
                 live: true,
             },
@@ -323,12 +325,17 @@ impl Tree {
     }
 
     fn apply_dir(&mut self, ino: u64, scan: ScanDir, changes: &mut Changes) {
-        let old_children = match &mut self.nodes.get_mut(&ino).expect("dir exists").kind {
-            NodeKind::Dir { children, times, .. } => {
+        let (old_children, path) = match &mut self.nodes.get_mut(&ino).expect("dir exists").kind {
+            NodeKind::Dir {
+                children,
+                times,
+                path,
+                ..
+            } => {
                 if let Some(t) = scan.times {
                     *times = t;
                 }
-                std::mem::take(children)
+                (std::mem::take(children), path.clone())
             }
             NodeKind::File(_) => unreachable!("apply_dir is called on folders"),
         };
@@ -344,7 +351,7 @@ impl Tree {
                         self.retire(old, changes);
                         changes.entries.push((ino, name.clone()));
                     }
-                    self.add(ino, new_dir_kind())
+                    self.add(ino, new_dir_kind(path.join(&name)))
                 }
             };
             self.apply_dir(child, sub, changes);
@@ -376,6 +383,135 @@ impl Tree {
         {
             *children = new_children;
             *count = subdirs;
+        }
+    }
+
+    /// The vault path of a folder.
+    pub fn dir_path(&self, ino: u64) -> Option<&Path> {
+        match &self.nodes.get(&ino)?.kind {
+            NodeKind::Dir { path, .. } => Some(path),
+            NodeKind::File(_) => None,
+        }
+    }
+
+    /// Adds `name` to the folder `parent` (the read-write mount's create and mkdir). The caller
+    /// has checked that the name is free.
+    pub fn insert(&mut self, parent: u64, name: &OsStr, kind: NodeKind) -> u64 {
+        let is_dir = matches!(kind, NodeKind::Dir { .. });
+        let ino = self.add(parent, kind);
+        if let Some(NodeKind::Dir {
+            children, subdirs, ..
+        }) = self.nodes.get_mut(&parent).map(|n| &mut n.kind)
+        {
+            children.insert(name.to_os_string(), ino);
+            *subdirs += u32::from(is_dir);
+        }
+        ino
+    }
+
+    /// Takes `name` out of the folder `parent` (unlink, rmdir, a rename's replaced target). The
+    /// node stays while the kernel knows it (an open file goes on working).
+    pub fn remove(&mut self, parent: u64, name: &OsStr) -> Option<u64> {
+        let ino = self.lookup(parent, name)?;
+        let is_dir = self.nodes.get(&ino).is_some_and(Node::is_dir);
+        if let Some(NodeKind::Dir {
+            children, subdirs, ..
+        }) = self.nodes.get_mut(&parent).map(|n| &mut n.kind)
+        {
+            children.remove(name);
+            *subdirs = subdirs.saturating_sub(u32::from(is_dir));
+        }
+        self.retire(ino, &mut Changes::default());
+        Some(ino)
+    }
+
+    /// Moves the entry `name` of `parent` to `new_name` in `new_parent`, replacing whatever was
+    /// there, and gives it (and everything under a folder) its new vault paths.
+    pub fn rename(&mut self, parent: u64, name: &OsStr, new_parent: u64, new_name: &OsStr) -> Option<u64> {
+        let ino = self.lookup(parent, name)?;
+        self.remove(new_parent, new_name);
+        let is_dir = self.nodes.get(&ino).is_some_and(Node::is_dir);
+        if let Some(NodeKind::Dir {
+            children, subdirs, ..
+        }) = self.nodes.get_mut(&parent).map(|n| &mut n.kind)
+        {
+            children.remove(name);
+            *subdirs -= u32::from(is_dir);
+        }
+        if let Some(NodeKind::Dir {
+            children, subdirs, ..
+        }) = self.nodes.get_mut(&new_parent).map(|n| &mut n.kind)
+        {
+            children.insert(new_name.to_os_string(), ino);
+            *subdirs += u32::from(is_dir);
+        }
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.parent = new_parent;
+        }
+        let base = self.dir_path(new_parent).unwrap_or(Path::new("")).to_path_buf();
+        self.set_paths(ino, new_name, &base);
+        Some(ino)
+    }
+
+    /// Swaps two entries (`RENAME_EXCHANGE`).
+    pub fn exchange(&mut self, a: (u64, &OsStr), b: (u64, &OsStr)) -> Option<()> {
+        let (ia, ib) = (self.lookup(a.0, a.1)?, self.lookup(b.0, b.1)?);
+        let (da, db) = (self.nodes[&ia].is_dir(), self.nodes[&ib].is_dir());
+        for (parent, name, ino, was_dir, is_dir) in [(a.0, a.1, ib, da, db), (b.0, b.1, ia, db, da)] {
+            if let Some(NodeKind::Dir {
+                children, subdirs, ..
+            }) = self.nodes.get_mut(&parent).map(|n| &mut n.kind)
+            {
+                children.insert(name.to_os_string(), ino);
+                *subdirs = *subdirs - u32::from(was_dir) + u32::from(is_dir);
+            }
+            if let Some(node) = self.nodes.get_mut(&ino) {
+                node.parent = parent;
+            }
+            let base = self.dir_path(parent).unwrap_or(Path::new("")).to_path_buf();
+            self.set_paths(ino, name, &base);
+        }
+        Some(())
+    }
+
+    /// Gives `ino`, now named `name` in the folder at `base`, its vault path (and its
+    /// descendants theirs).
+    fn set_paths(&mut self, ino: u64, name: &OsStr, base: &Path) {
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        match &mut node.kind {
+            NodeKind::File(f) => {
+                let path = base.join(crate::vault::naming::container_name(name));
+                *f = Arc::new(f.moved(path));
+            }
+            NodeKind::Dir { path, children, .. } => {
+                *path = base.join(name);
+                let here = path.clone();
+                let kids: Vec<(OsString, u64)> = children.iter().map(|(n, &i)| (n.clone(), i)).collect();
+                for (n, child) in kids {
+                    self.set_paths(child, &n, &here);
+                }
+            }
+        }
+    }
+
+    /// Replaces the entry of the file `ino` (a new version committed), keeping its inode.
+    pub fn replace_file(&mut self, ino: u64, entry: FileEntry) {
+        if let Some(Node {
+            kind: NodeKind::File(f),
+            ..
+        }) = self.nodes.get_mut(&ino)
+        {
+            *f = Arc::new(entry);
+        }
+    }
+
+    /// Sets a folder's times (the read-write mount's own changes).
+    pub fn touch_dir(&mut self, ino: u64, now: SystemTime) {
+        if let Some(NodeKind::Dir { times, .. }) = self.nodes.get_mut(&ino).map(|n| &mut n.kind) {
+            times.mtime = now;
+            times.ctime = now;
         }
     }
 
@@ -416,8 +552,9 @@ impl Tree {
     }
 }
 
-fn new_dir_kind() -> NodeKind {
+pub fn new_dir_kind(path: PathBuf) -> NodeKind {
     NodeKind::Dir {
+        path,
         times: Times {
             atime: UNIX_EPOCH,
             mtime: UNIX_EPOCH,
@@ -428,7 +565,24 @@ fn new_dir_kind() -> NodeKind {
     }
 }
 
-fn file_entry(f: ScanFile) -> FileEntry {
+impl FileEntry {
+    /// The same file at another vault path (renamed), with what was learned of it kept.
+    fn moved(&self, path: PathBuf) -> FileEntry {
+        FileEntry {
+            path,
+            size: self.size,
+            times: self.times,
+            version: self.version.clone(),
+            bad_blocks: Mutex::new(self.bad_blocks.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+            record: match self.record.get() {
+                Some(r) => std::sync::OnceLock::from(*r),
+                None => Default::default(),
+            },
+        }
+    }
+}
+
+pub fn file_entry(f: ScanFile) -> FileEntry {
     FileEntry {
         path: f.path,
         size: f.size,

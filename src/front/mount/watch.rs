@@ -16,7 +16,7 @@
 
 use super::fs::MountState;
 use super::tree::Scanner;
-use crate::vault::naming::is_hidden;
+use crate::vault::naming::is_reserved;
 use fuser::{INodeNo, Notifier};
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -246,18 +246,19 @@ fn watch_events(root: &Path, sender: mpsc::Sender<Wake>) -> notify::Result<notif
 }
 
 /// Whether an event can change what the mount shows. Opening and reading files (the mount's own
-/// reads, a scan listing a folder) cannot, nor anything under a hidden name (a pack's temporary
-/// file, the keyring); its rename to a shown name is an event of its own.
+/// reads, a scan listing a folder) cannot, nor anything under a reserved name (a writer's
+/// `.qeltrix-*.part` temporary file, the keyring); its rename to a shown name is an event of its own.
 fn matters(root: &Path, event: &notify::Event) -> bool {
     let access_only = matches!(event.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write));
     !access_only && (event.paths.is_empty() || event.paths.iter().any(|p| shown(root, p)))
 }
 
-/// False for a path under a hidden name in the vault.
+/// False for a path under a reserved name in the vault (the mount shows dot names).
 fn shown(root: &Path, path: &Path) -> bool {
     let rel = path.strip_prefix(root).unwrap_or(path);
     !rel.components()
-        .any(|c| matches!(c, Component::Normal(n) if is_hidden(n.as_bytes())))
+        .enumerate()
+        .any(|(i, c)| matches!(c, Component::Normal(n) if is_reserved(n.as_bytes(), i == 0)))
 }
 
 #[cfg(test)]
@@ -273,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_and_hidden_names_do_not_wake_the_watcher() {
+    fn reads_and_reserved_names_do_not_wake_the_watcher() {
         let root = Path::new("/v");
         let open = EventKind::Access(AccessKind::Open(AccessMode::Any));
         let written = EventKind::Access(AccessKind::Close(AccessMode::Write));
@@ -283,9 +284,16 @@ mod tests {
         assert!(!matters(root, &event(open, &["/v"])));
         assert!(matters(root, &event(written, &["/v/a.qltx"])));
         assert!(matters(root, &event(create, &["/v/d/a.qltx"])));
-        assert!(!matters(root, &event(modify, &["/v/.a.qltx.tmp"])));
+        assert!(!matters(root, &event(modify, &["/v/.qeltrix-01.part"])));
+        assert!(
+            matters(root, &event(modify, &["/v/.profile.qltx"])),
+            "dot names are shown"
+        );
         assert!(!matters(root, &event(create, &["/v/.qeltrix/keyring"])));
-        assert!(matters(root, &event(modify, &["/v/.a.qltx.tmp", "/v/a.qltx"])));
+        assert!(matters(
+            root,
+            &event(modify, &["/v/.qeltrix-01.part", "/v/a.qltx"])
+        ));
         assert!(matters(root, &event(modify, &[])));
         assert!(matters(root, &event(modify, &["/v"])));
     }

@@ -1,0 +1,730 @@
+//! Editing a container's plaintext in place: reads and writes at any offset, truncation, and
+//! new versions committed whole, all or nothing. The read-write mount keeps one [`Editor`] per
+//! file being written; nothing in here knows about FUSE.
+//!
+//! - **New versions keep the keys.** A new version has the container id, data key and key-slot
+//!   areas of the one it replaces ([`StreamPacker::resume_seekable`]): every key that opened the
+//!   file opens it after an edit, a recipient's slot included, and the editor needs no secret
+//!   but the data key. Every block of a version is sealed under fresh random salts and nonces,
+//!   so no nonce is used twice under one key. A file that had no container yet is sealed to
+//!   [`EditOptions::recipients`].
+//! - **Writes from the start of an empty file stream.** They go through the packer into a
+//!   scratch file as they come, in bounded memory, whatever the size (a copy, an untar, a
+//!   download). Anything else (a read, a seek back, a truncation) first finishes that stream into
+//!   a complete, unpublished container, which becomes the base the edits apply to.
+//! - **Other writes are kept as pages** ([`PAGE`] bytes of plaintext each) over the base. The pages
+//!   of all editors share one [`MemoryBudget`]; an editor over its share writes a complete new
+//!   version into a scratch file (a *spill*) and drops its pages.
+//! - **[`Editor::commit`] publishes**: the new version is renamed over the container, at once,
+//!   so a reader (or a crash) sees the old version or the new one, never a mix. With `durable`,
+//!   data and folder are synced first, as `fsync(2)` promises. Until then, nothing of the edit is
+//!   in the vault: a scratch file has no name (`O_TMPFILE`) and vanishes with the process.
+//!
+//! A commit writes the whole file again, so editing a large file costs a pass over it per
+//! commit; appending versions of only the changed blocks to the container is the next step
+//! (issue "read-write mount", `docs/MOUNT.md`).
+
+use crate::container::cache::CachedContainer;
+use crate::container::reader::{Container, ContainerInfo};
+use crate::container::writer::{PackOptions, StreamPacker};
+use crate::core::crypto::{DataKey, Recipient};
+use crate::core::file_record::FileMeta;
+use crate::core::format::Header;
+use crate::storage::atomic::Scratch;
+use crate::storage::ReadAt;
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Bytes of plaintext per edited page.
+pub const PAGE: usize = 64 << 10;
+
+/// Memory for edited pages, shared by every editor of a process: past its limit, an editor that
+/// takes a page spills its own pages to a scratch file.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(MemoryBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes of pages held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn over(&self) -> bool {
+        self.used() > self.limit
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// What an edited file was before the edits: a container opened with its key.
+pub trait Source: Send + Sync {
+    /// Reads plaintext at `offset`; fewer bytes only at the end.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize>;
+    /// The plaintext length.
+    fn plain_len(&self) -> u64;
+    /// The data key and header a new version keeps.
+    fn key_material(&self) -> (DataKey, Header);
+    /// The file record (name, mode, mtime), if the container has one.
+    fn file_meta(&self) -> Result<Option<FileMeta>>;
+}
+
+impl<S: ReadAt> Source for Container<S> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        Container::read_at(self, offset, buf)
+    }
+    fn plain_len(&self) -> u64 {
+        self.len()
+    }
+    fn key_material(&self) -> (DataKey, Header) {
+        (self.data_key().clone(), self.info().header.clone())
+    }
+    fn file_meta(&self) -> Result<Option<FileMeta>> {
+        Container::file_meta(self)
+    }
+}
+
+impl<S: ReadAt + 'static> Source for CachedContainer<S> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        CachedContainer::read_at(self, offset, buf)
+    }
+    fn plain_len(&self) -> u64 {
+        self.container().len()
+    }
+    fn key_material(&self) -> (DataKey, Header) {
+        Source::key_material(&**self.container())
+    }
+    fn file_meta(&self) -> Result<Option<FileMeta>> {
+        self.container().file_meta()
+    }
+}
+
+/// How editors write.
+#[derive(Clone)]
+pub struct EditOptions {
+    /// Block size, compression and worker pool of new versions (the format is always 2; an
+    /// existing container's block size and cipher are kept).
+    pub pack: PackOptions,
+    /// What a file that has no container yet is sealed to.
+    pub recipients: Vec<Recipient>,
+    /// A folder for scratch files, on the file system of every container edited.
+    pub scratch: PathBuf,
+    /// Memory for pages, shared by all editors.
+    pub budget: Arc<MemoryBudget>,
+    /// Most page bytes one editor keeps before it spills.
+    pub file_limit: usize,
+}
+
+/// A new file being written from its start, straight into a container.
+struct Stream {
+    packer: StreamPacker<BufWriter<File>>,
+    scratch: Scratch,
+}
+
+/// One file's edits. See the module docs.
+pub struct Editor {
+    opts: Arc<EditOptions>,
+    /// The version the edits apply to; `None` for a file that has no container yet.
+    base: Option<Arc<dyn Source>>,
+    /// The base's complete version in a scratch file not yet published (after a spill), and
+    /// the file record it holds.
+    unpublished: Option<(Scratch, FileMeta)>,
+    /// The file last published by this editor, kept to sync it on a later `fsync`.
+    published: Option<File>,
+    /// The data key and header new versions keep, once there is a container.
+    keys: Option<(DataKey, Header)>,
+    /// Base bytes below this offset are the file's; above it, the file reads zeros.
+    base_valid: u64,
+    len: u64,
+    pages: BTreeMap<u64, Box<[u8]>>,
+    stream: Option<Stream>,
+    meta: FileMeta,
+    /// The file differs from the last version published.
+    dirty: bool,
+    /// A stream failed part-way (the disk filled up): what it held is lost, so the editor
+    /// refuses everything, and never publishes; the last published version stays.
+    broken: Option<String>,
+}
+
+/// What a commit published.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Plaintext length.
+    pub len: u64,
+    /// The file record written.
+    pub meta: FileMeta,
+}
+
+impl Editor {
+    /// An editor of a new, empty file (nothing is in the vault until the first commit).
+    pub fn new_file(opts: Arc<EditOptions>, meta: FileMeta) -> Self {
+        Editor {
+            opts,
+            base: None,
+            unpublished: None,
+            published: None,
+            keys: None,
+            base_valid: 0,
+            len: 0,
+            pages: BTreeMap::new(),
+            stream: None,
+            meta,
+            dirty: true,
+            broken: None,
+        }
+    }
+
+    /// An editor of the file whose current version is `base`. `meta` is what the file shows
+    /// (its record, or the container file's own mode and time when it has none).
+    pub fn open(opts: Arc<EditOptions>, base: Arc<dyn Source>, meta: FileMeta) -> Self {
+        let len = base.plain_len();
+        Editor {
+            opts,
+            keys: Some(base.key_material()),
+            base: Some(base),
+            unpublished: None,
+            published: None,
+            base_valid: len,
+            len,
+            pages: BTreeMap::new(),
+            stream: None,
+            meta,
+            dirty: false,
+            broken: None,
+        }
+    }
+
+    /// An error if a failed stream lost the file's edits.
+    fn check(&self) -> Result<()> {
+        match &self.broken {
+            None => Ok(()),
+            Some(why) => Err(Error::io(
+                format!("the file's unsaved writes were lost ({why}); its last saved version is kept"),
+                std::io::Error::from_raw_os_error(libc::EIO),
+            )),
+        }
+    }
+
+    /// The file's length now.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty file.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The name, mode and mtime the file shows now.
+    pub fn meta(&self) -> &FileMeta {
+        &self.meta
+    }
+
+    /// True when the file differs from its last published version.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Bytes of pages held in memory.
+    pub fn page_bytes(&self) -> usize {
+        self.pages.len() * PAGE
+    }
+
+    /// Sets the mode's permission bits (`chmod`).
+    pub fn set_mode(&mut self, mode: u32) {
+        self.meta.mode = mode & 0o7777;
+        self.dirty = true;
+    }
+
+    /// Sets the modification time (`utimensat`).
+    pub fn set_mtime(&mut self, time: SystemTime) {
+        set_time(&mut self.meta, time);
+        self.dirty = true;
+    }
+
+    /// Sets the name the file record keeps (after a rename).
+    pub fn set_name(&mut self, name: &[u8]) {
+        if self.meta.name != name {
+            self.meta.name = name.to_vec();
+            self.dirty = true;
+        }
+    }
+
+    /// Reads plaintext at `offset` into `buf`; returns the bytes read (fewer only at the end).
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.check()?;
+        if self.stream.is_some() {
+            self.spill()?;
+        }
+        self.read_current(offset, buf)
+    }
+
+    fn read_current(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        if offset >= self.len {
+            return Ok(0);
+        }
+        let n = buf.len().min((self.len - offset) as usize);
+        let mut done = 0;
+        while done < n {
+            let at = offset + done as u64;
+            let (page, within) = (at / PAGE as u64, (at % PAGE as u64) as usize);
+            let take = (PAGE - within).min(n - done);
+            let out = &mut buf[done..done + take];
+            match self.pages.get(&page) {
+                Some(p) => out.copy_from_slice(&p[within..within + take]),
+                None => self.read_base(at, out)?,
+            }
+            done += take;
+        }
+        Ok(n)
+    }
+
+    /// Fills `buf` with the base's bytes at `offset`, zeros where the base has none.
+    fn read_base(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let have = self.base_valid.saturating_sub(offset).min(buf.len() as u64) as usize;
+        let (from_base, zeros) = buf.split_at_mut(have);
+        zeros.fill(0);
+        let Some(base) = &self.base else {
+            from_base.fill(0);
+            return Ok(());
+        };
+        let mut done = 0;
+        while done < from_base.len() {
+            let n = base.read_at(offset + done as u64, &mut from_base[done..])?;
+            if n == 0 {
+                return Err(Error::Corrupt {
+                    what: format!(
+                        "the file ends at {} bytes, before its length {}",
+                        offset + done as u64,
+                        self.base_valid
+                    ),
+                    block: None,
+                    offset: None,
+                });
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` (past the end: the gap reads as zeros).
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.check()?;
+        set_time(&mut self.meta, SystemTime::now());
+        self.dirty = true;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| Error::InvalidArgument("a write past the largest file size".into()))?;
+        if self.stream.is_none() && offset == 0 && self.len == 0 && self.pages.is_empty() {
+            self.start_stream()?;
+        }
+        if let Some(stream) = &mut self.stream {
+            if offset == self.len {
+                if let Err(e) = stream.packer.write_all(data) {
+                    self.lose_stream(&e);
+                    return Err(Error::io("writing the scratch container", e));
+                }
+                self.len = end;
+                return Ok(());
+            }
+            self.spill()?;
+        }
+        let mut done = 0;
+        while done < data.len() {
+            let at = offset + done as u64;
+            let (page, within) = (at / PAGE as u64, (at % PAGE as u64) as usize);
+            let take = (PAGE - within).min(data.len() - done);
+            self.page_mut(page)?[within..within + take].copy_from_slice(&data[done..done + take]);
+            done += take;
+        }
+        self.len = self.len.max(end);
+        if self.page_bytes() > self.opts.file_limit || self.opts.budget.over() {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// The page `page`, loaded from the base (or zeros) when first written.
+    fn page_mut(&mut self, page: u64) -> Result<&mut [u8]> {
+        if !self.pages.contains_key(&page) {
+            let mut buf = vec![0u8; PAGE].into_boxed_slice();
+            let start = page * PAGE as u64;
+            if start < self.len {
+                self.read_base(start, &mut buf)?;
+            }
+            self.opts.budget.take(PAGE);
+            self.pages.insert(page, buf);
+        }
+        Ok(self.pages.get_mut(&page).expect("inserted above"))
+    }
+
+    /// Sets the length (`truncate`): bytes past it are dropped, and read as zeros if the file
+    /// grows again.
+    pub fn set_len(&mut self, len: u64) -> Result<()> {
+        self.check()?;
+        set_time(&mut self.meta, SystemTime::now());
+        self.dirty = true;
+        if len == self.len {
+            return Ok(());
+        }
+        if self.stream.is_some() {
+            self.spill()?;
+        }
+        if len < self.len {
+            let keep = len.div_ceil(PAGE as u64);
+            let dropped = self.pages.split_off(&keep);
+            self.opts.budget.give(dropped.len() * PAGE);
+            let within = (len % PAGE as u64) as usize;
+            if within != 0 {
+                if let Some(p) = self.pages.get_mut(&(len / PAGE as u64)) {
+                    p[within..].fill(0);
+                }
+            }
+            self.base_valid = self.base_valid.min(len);
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// A write into the stream failed: what it held cannot be trusted any more.
+    fn lose_stream(&mut self, e: &std::io::Error) {
+        self.stream = None;
+        self.broken = Some(e.to_string());
+    }
+
+    fn start_stream(&mut self) -> Result<()> {
+        let scratch = self.scratch()?;
+        let out = BufWriter::with_capacity(1 << 20, clone(&scratch)?);
+        let packer = self.packer(out)?;
+        self.stream = Some(Stream { packer, scratch });
+        Ok(())
+    }
+
+    fn scratch(&self) -> Result<Scratch> {
+        Scratch::new(&self.opts.scratch)
+            .map_err(|e| Error::io("creating a scratch file", e).in_file(&self.opts.scratch))
+    }
+
+    /// A packer of a new version into `out`: the keys of the file's container, or, for a file
+    /// that has none yet, its recipients.
+    fn packer(&self, out: BufWriter<File>) -> Result<StreamPacker<BufWriter<File>>> {
+        let opts = PackOptions {
+            file_meta: Some(self.meta.clone()),
+            ..self.opts.pack.clone()
+        };
+        match &self.keys {
+            Some((data_key, header)) => StreamPacker::resume_seekable(out, header, data_key.clone(), &opts),
+            None => StreamPacker::new_seekable(out, &self.opts.recipients, &opts),
+        }
+    }
+
+    /// Writes the file as it is now into a complete container in a scratch file.
+    fn write_version(&mut self) -> Result<Scratch> {
+        if let Some(Stream { mut packer, scratch }) = self.stream.take() {
+            packer.set_file_meta(Some(self.meta.clone()));
+            let material = packer.key_material();
+            let finished = packer.finish().and_then(|(out, _)| {
+                out.into_inner()
+                    .map_err(|e| Error::io("writing the scratch container", e.into_error()))
+            });
+            if let Err(e) = finished {
+                self.broken = Some(e.to_string());
+                return Err(e);
+            }
+            self.keys.get_or_insert(material);
+            return Ok(scratch);
+        }
+        let scratch = self.scratch()?;
+        let out = BufWriter::with_capacity(1 << 20, clone(&scratch)?);
+        let mut packer = self.packer(out)?;
+        let mut buf = vec![0u8; PAGE];
+        let mut at = 0;
+        while at < self.len {
+            let n = self.read_current(at, &mut buf)?;
+            packer
+                .write_all(&buf[..n])
+                .map_err(|e| Error::io("writing the scratch container", e))?;
+            at += n as u64;
+        }
+        let material = packer.key_material();
+        let (out, _) = packer.finish()?;
+        out.into_inner()
+            .map_err(|e| Error::io("writing the scratch container", e.into_error()))?;
+        self.keys.get_or_insert(material);
+        Ok(scratch)
+    }
+
+    /// Makes `file`, a complete version just written, the base of further edits.
+    fn adopt(&mut self, file: &File) -> Result<()> {
+        let source = file
+            .try_clone()
+            .map_err(|e| Error::io("reopening the new version", e))?;
+        let info = ContainerInfo::read(&source)?;
+        let (data_key, _) = self.keys.clone().expect("a version was written");
+        let container = Container::with_data_key(source, info, data_key)?;
+        self.base = Some(Arc::new(container));
+        self.opts.budget.give(self.pages.len() * PAGE);
+        self.pages.clear();
+        self.base_valid = self.len;
+        Ok(())
+    }
+
+    /// Writes the pages out into a complete, unpublished version that becomes the base.
+    fn spill(&mut self) -> Result<()> {
+        let scratch = self.write_version()?;
+        self.adopt(scratch.file())?;
+        self.unpublished = Some((scratch, self.meta.clone()));
+        Ok(())
+    }
+
+    /// Publishes the file as it is now at `dest` (replacing the container there), if it changed
+    /// since the last commit. `durable`: synced before this returns, as `fsync(2)` promises.
+    /// `None` when nothing changed.
+    pub fn commit(&mut self, dest: &Path, durable: bool) -> Result<Option<Committed>> {
+        self.check()?;
+        let in_file = |e: std::io::Error, what: &str| Error::io(what.to_string(), e).in_file(dest);
+        if !self.dirty {
+            if durable {
+                if let Some(f) = &self.published {
+                    f.sync_all().map_err(|e| in_file(e, "syncing"))?;
+                    sync_parent(dest).map_err(|e| in_file(e, "syncing the folder"))?;
+                }
+            }
+            return Ok(None);
+        }
+        let scratch = match self.unpublished.take() {
+            // A spill wrote the file as it is now: it has only been read since.
+            Some((s, meta))
+                if self.stream.is_none()
+                    && self.pages.is_empty()
+                    && self.base_valid == self.len
+                    && meta == self.meta =>
+            {
+                s
+            }
+            _ => self.write_version()?,
+        };
+        let file = scratch
+            .publish(dest, durable)
+            .map_err(|e| in_file(e, "publishing the new version"))?;
+        self.adopt(&file)?;
+        self.published = Some(file);
+        self.dirty = false;
+        Ok(Some(Committed {
+            len: self.len,
+            meta: self.meta.clone(),
+        }))
+    }
+}
+
+impl Drop for Editor {
+    fn drop(&mut self) {
+        self.opts.budget.give(self.pages.len() * PAGE);
+    }
+}
+
+fn clone(scratch: &Scratch) -> Result<File> {
+    scratch
+        .file()
+        .try_clone()
+        .map_err(|e| Error::io("opening the scratch file", e))
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => File::open(p)?.sync_all(),
+        _ => File::open(".")?.sync_all(),
+    }
+}
+
+/// Sets a file record's modification time.
+pub fn set_time(meta: &mut FileMeta, time: SystemTime) {
+    let (sec, nsec) = match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => (d.as_secs().min(i64::MAX as u64) as i64, d.subsec_nanos()),
+        Err(e) => {
+            let d = e.duration();
+            let whole = -(d.as_secs().min(i64::MAX as u64) as i64);
+            match d.subsec_nanos() {
+                0 => (whole, 0),
+                n => (whole - 1, 1_000_000_000 - n),
+            }
+        }
+    };
+    meta.mtime_sec = sec;
+    meta.mtime_nsec = nsec;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::crypto::KeyFileKey;
+    use crate::Key;
+
+    fn key() -> Key {
+        Key::KeyFile(KeyFileKey::from_bytes([7; 32]))
+    }
+
+    fn options(dir: &Path, budget: usize) -> Arc<EditOptions> {
+        Arc::new(EditOptions {
+            pack: PackOptions {
+                block_size: 16 << 10,
+                workers: 1,
+                ..PackOptions::default()
+            },
+            recipients: vec![Recipient::try_from(&key()).unwrap()],
+            scratch: dir.to_path_buf(),
+            budget: MemoryBudget::new(budget),
+            file_limit: budget,
+        })
+    }
+
+    fn meta(name: &str) -> FileMeta {
+        FileMeta {
+            name: name.as_bytes().to_vec(),
+            mode: 0o640,
+            mtime_sec: 1,
+            mtime_nsec: 2,
+        }
+    }
+
+    fn read_all(e: &mut Editor) -> Vec<u8> {
+        let mut out = vec![0u8; e.len() as usize];
+        assert_eq!(e.read_at(0, &mut out).unwrap(), out.len());
+        out
+    }
+
+    fn unpacked(path: &Path) -> (Vec<u8>, Option<FileMeta>) {
+        let c = Container::open(path, &key()).unwrap();
+        let mut out = vec![0u8; c.len() as usize];
+        assert_eq!(c.read_at(0, &mut out).unwrap(), out.len());
+        (out, c.file_meta().unwrap())
+    }
+
+    /// A small xorshift: the same operations every run.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn a_streamed_new_file_commits_and_reopens_with_the_same_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f.qltx");
+        let mut e = Editor::new_file(options(dir.path(), 1 << 20), meta("f"));
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for chunk in data.chunks(4096 + 3) {
+            let at = e.len();
+            e.write_at(at, chunk).unwrap();
+        }
+        assert!(e.page_bytes() == 0, "a sequential writer keeps no pages");
+        e.set_mode(0o600);
+        assert!(e.commit(&dest, true).unwrap().is_some());
+        assert!(e.commit(&dest, true).unwrap().is_none(), "nothing changed since");
+        let (plain, record) = unpacked(&dest);
+        assert_eq!(plain, data);
+        let record = record.unwrap();
+        assert_eq!((record.name.as_slice(), record.mode), (&b"f"[..], 0o600));
+
+        // Edit it again through an editor opened on the committed container.
+        let id = ContainerInfo::read(&File::open(&dest).unwrap())
+            .unwrap()
+            .header
+            .container_id;
+        let base = Arc::new(Container::open(&dest, &key()).unwrap());
+        let mut e = Editor::open(options(dir.path(), 1 << 20), base, record);
+        e.write_at(100_000, b"hello").unwrap();
+        e.commit(&dest, false).unwrap().unwrap();
+        let mut want = data.clone();
+        want[100_000..100_005].copy_from_slice(b"hello");
+        assert_eq!(unpacked(&dest).0, want);
+        let info = ContainerInfo::read(&File::open(&dest).unwrap()).unwrap();
+        assert_eq!(
+            info.header.container_id, id,
+            "a new version keeps the container id and slots"
+        );
+    }
+
+    #[test]
+    fn random_writes_and_truncations_match_a_model_through_spills() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("m.qltx");
+        // A budget of three pages: most rounds spill.
+        let mut e = Editor::new_file(options(dir.path(), 3 * PAGE), meta("m"));
+        let mut model: Vec<u8> = Vec::new();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..300 {
+            match next(&mut rng) % 10 {
+                0 => {
+                    let len = (next(&mut rng) % 400_000) as usize;
+                    e.set_len(len as u64).unwrap();
+                    model.resize(len, 0);
+                }
+                1 => {
+                    e.commit(&dest, false).unwrap();
+                    assert_eq!(unpacked(&dest).0, model, "round {round}");
+                }
+                _ => {
+                    let at = (next(&mut rng) % 300_000) as usize;
+                    let len = (next(&mut rng) % 70_000) as usize;
+                    let data: Vec<u8> = (0..len).map(|i| (i as u64 ^ round) as u8).collect();
+                    e.write_at(at as u64, &data).unwrap();
+                    if model.len() < at + len {
+                        model.resize(at + len, 0);
+                    }
+                    model[at..at + len].copy_from_slice(&data);
+                }
+            }
+            assert_eq!(e.len(), model.len() as u64);
+            if round % 25 == 0 {
+                assert_eq!(read_all(&mut e), model, "round {round}");
+            }
+            assert!(
+                e.page_bytes() <= 3 * PAGE + 2 * PAGE,
+                "pages stay within the budget"
+            );
+        }
+        e.commit(&dest, true).unwrap();
+        assert_eq!(unpacked(&dest).0, model);
+    }
+
+    #[test]
+    fn nothing_reaches_the_destination_before_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("n.qltx");
+        let mut e = Editor::new_file(options(dir.path(), PAGE), meta("n"));
+        e.write_at(0, &vec![1u8; 5 * PAGE]).unwrap();
+        e.write_at(3, b"xyz").unwrap(); // a spill: a scratch version, unpublished
+        assert!(!dest.exists());
+        drop(e);
+        assert!(!dest.exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "no scratch file is left: {left:?}");
+    }
+}
