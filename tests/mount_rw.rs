@@ -268,6 +268,23 @@ fn ok_output(what: &str, out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `got` equals `want`; on failure says where they first differ instead of printing megabytes.
+#[track_caller]
+fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let at = got
+            .iter()
+            .zip(want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "{what}: {} bytes, want {}; first difference at byte {at}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
 /// `diff -r A B` finds nothing.
 fn assert_diff_r(a: &Path, b: &Path) {
     run_ok("diff", &["-r".as_ref(), a.as_os_str(), b.as_os_str()]);
@@ -389,9 +406,10 @@ fn cp_a_a_tree_in_and_read_it_back_after_a_read_only_remount() {
     assert_eq!(s.stored(), want, "one container per file, and nothing else");
     assert!(s.vault().join("tree/emptydir").is_dir(), "folders mirrored");
     s.verify_all();
-    assert_eq!(
-        s.unpack("tree/a/b/c/five-mib"),
-        fs::read(src.join("a/b/c/five-mib")).unwrap()
+    assert_bytes(
+        &s.unpack("tree/a/b/c/five-mib"),
+        &fs::read(src.join("a/b/c/five-mib")).unwrap(),
+        "five-mib unpacked",
     );
 
     let Some(m) = s.mount_ro() else { return };
@@ -442,7 +460,11 @@ fn rsync_a_in_and_update_with_delete() {
     let want: Vec<String> = walk_files(&src).iter().map(|r| format!("tree/{r}")).collect();
     assert_eq!(s.stored(), want, "rsync's temporary files are gone");
     s.verify_all();
-    assert_eq!(s.unpack("tree/a/mib+17"), random_bytes(MIB + 17, 99));
+    assert_bytes(
+        &s.unpack("tree/a/mib+17"),
+        &random_bytes(MIB + 17, 99),
+        "mib+17 unpacked",
+    );
 }
 
 /// A source tree of a few hundred files of assorted sizes.
@@ -851,8 +873,11 @@ fn pread(file: &File, at: u64, len: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn same_contents(a: &Path, b: &Path) -> Result<(), TestCaseError> {
-    let (x, y) = (fs::read(a).unwrap(), fs::read(b).unwrap());
+/// The file `a` in mount `m` has the bytes of its model `b`.
+fn same_contents(m: &Mount, a: &Path, b: &Path) -> Result<(), TestCaseError> {
+    let x = fs::read(a)
+        .map_err(|e| TestCaseError::fail(format!("reading {}: {e}; log:\n{}", a.display(), m.log_text())))?;
+    let y = fs::read(b).unwrap();
     prop_assert!(
         x == y,
         "{} ({} bytes) differs from its model ({} bytes)",
@@ -893,35 +918,39 @@ fn random_overwrites_with(extra: &[&str]) {
             let name = format!("f{}", case.fetch_add(1, Ordering::Relaxed));
             let (real, model) = (m.file(&name), models.join(&name));
             let (mut rf, mut mf) = (open_rw(&real), open_rw(&model));
-            for op in &ops {
+            // A failed call on the mount fails the case with the call, the errno and the log.
+            let failed = |k: usize, op: &Op, e: io::Error| {
+                TestCaseError::fail(format!("{name}: op {k} {op:?}: {e}; log:\n{}", m.log_text()))
+            };
+            for (k, op) in ops.iter().enumerate() {
                 match *op {
                     Op::Write { at, len, seed } => {
                         let bytes = random_bytes(len, seed);
-                        rf.write_all_at(&bytes, at).unwrap();
+                        rf.write_all_at(&bytes, at).map_err(|e| failed(k, op, e))?;
                         mf.write_all_at(&bytes, at).unwrap();
                     }
                     Op::Truncate(len) => {
-                        rf.set_len(len).unwrap();
+                        rf.set_len(len).map_err(|e| failed(k, op, e))?;
                         mf.set_len(len).unwrap();
                     }
                     Op::Read { at, len } => {
-                        let got = pread(&rf, at, len).unwrap();
+                        let got = pread(&rf, at, len).map_err(|e| failed(k, op, e))?;
                         let want = pread(&mf, at, len).unwrap();
-                        prop_assert!(got == want, "{name}: read {at}+{len} differs");
+                        prop_assert!(got == want, "{name}: op {k}: read {at}+{len} differs");
                     }
                     Op::Fsync => {
-                        rf.sync_all().unwrap();
+                        rf.sync_all().map_err(|e| failed(k, op, e))?;
                         prop_assert_eq!(rf.metadata().unwrap().len(), mf.metadata().unwrap().len());
                     }
                     Op::Reopen => {
                         drop((rf, mf));
-                        same_contents(&real, &model)?;
+                        same_contents(&m, &real, &model)?;
                         (rf, mf) = (open_rw(&real), open_rw(&model));
                     }
                 }
             }
             drop((rf, mf));
-            same_contents(&real, &model)?;
+            same_contents(&m, &real, &model)?;
             Ok(())
         })
         .unwrap();
@@ -975,7 +1004,7 @@ fn appends_truncating_opens_and_a_second_reader() {
         b"one\ntwo\nthree\n",
         "before close"
     );
-    drop(a);
+    drop((a, reader));
     assert_eq!(fs::read(&log).unwrap(), b"one\ntwo\nthree\n");
 
     fs::write(m.file("t"), text_bytes(100_000, 1)).unwrap();
@@ -1323,32 +1352,33 @@ fn a_full_disk_fails_the_sync_and_keeps_the_stored_version() {
         .unwrap();
     let data = random_bytes(6 * MIB, 2);
     let mut model = original.clone();
-    let mut errors = Vec::new();
+    // The call that fails: a write (the edits no longer fit) or the fsync (the new version does
+    // not fit).
+    let mut failed = None;
     for (i, chunk) in data.chunks(64 * KIB).enumerate() {
         let at = i * 64 * KIB;
-        match f.write_all_at(chunk, at as u64) {
-            Ok(()) => {
-                model.resize(model.len().max(at + chunk.len()), 0);
-                model[at..at + chunk.len()].copy_from_slice(chunk);
-            }
-            Err(e) => {
-                errors.push(e.raw_os_error());
-                break;
-            }
+        if let Err(e) = f.write_all_at(chunk, at as u64) {
+            failed = Some((format!("write at {at}"), e));
+            break;
         }
+        model.resize(model.len().max(at + chunk.len()), 0);
+        model[at..at + chunk.len()].copy_from_slice(chunk);
     }
-    if errors.is_empty() {
-        errors.push(f.sync_all().unwrap_err().raw_os_error());
-    }
-    assert_eq!(errors, [Some(libc::ENOSPC)], "6 MiB into a 4 MiB vault");
-    assert_eq!(s.unpack("f"), original, "the stored version is untouched");
+    let (call, err) = failed.unwrap_or_else(|| ("fsync".into(), f.sync_all().unwrap_err()));
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{call}: {err}");
+    let stored = s.unpack("f");
+    assert_bytes(
+        &stored,
+        &original,
+        &format!("after {call} failed, the stored version (log: {})", m.log_text()),
+    );
 
     f.set_len(2000).unwrap();
     f.sync_all().expect("the next fsync, with room again");
     drop(f);
     model.truncate(2000);
-    assert_eq!(fs::read(m.file("f")).unwrap(), model);
-    assert_eq!(s.unpack("f"), model);
+    assert_bytes(&fs::read(m.file("f")).unwrap(), &model, "f after the next fsync");
+    assert_bytes(&s.unpack("f"), &model, "f stored by the next fsync");
     m.unmount();
     s.verify_all();
 }
