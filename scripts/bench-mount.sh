@@ -300,7 +300,11 @@ one_round() {
   [ "$T" = plain ] || emit rss_mib "$(awk -v k="$PEAK_KIB" 'BEGIN {printf "%.1f", k / 1024}')" MiB
 }
 
-cleanup() { for T in $TARGETS; do down 2> /dev/null || true; done; }
+# The target mounted when the run stopped first (PID is its process), then every other one.
+cleanup() {
+  down 2> /dev/null || true
+  for T in $TARGETS; do down 2> /dev/null || true; done
+}
 if [ "$MODE" = write ]; then
   # shellcheck source=scripts/lib/bench-write.sh
   . "$ROOT/scripts/lib/bench-write.sh" # runs the write rounds and exits

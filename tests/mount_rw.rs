@@ -465,6 +465,10 @@ fn rsync_a_in_and_update_with_delete() {
         &random_bytes(MIB + 17, 99),
         "mib+17 unpacked",
     );
+    // rsync sets times and modes by name once a file is in place: kept in the vault too.
+    let Some(m) = s.mount_ro() else { return };
+    assert_same_files(&src, &m.file("tree"));
+    m.unmount();
 }
 
 /// A source tree of a few hundred files of assorted sizes.
@@ -545,6 +549,10 @@ fn tar_x_of_a_few_hundred_files() {
         s.unpack("x/d3/s3/f003.bin"),
         fs::read(plain.join("d3/s3/f003.bin")).unwrap()
     );
+    // tar sets each file's time after closing it (utimensat by name): kept in the vault too.
+    let Some(m) = s.mount_ro() else { return };
+    assert_same_files(&plain, &m.file("x"));
+    m.unmount();
 }
 
 /// `git` run hermetically (no user or system config, no background gc that would keep files in
@@ -1261,6 +1269,22 @@ fn modes_and_times_survive_a_remount_and_statfs_shows_free_space() {
             "{name}"
         );
     }
+    // Times set by name on a closed file (as tar and `touch -d` do).
+    fs::write(m.file("touched"), b"touched").unwrap();
+    let path = cstr(&m.file("touched"));
+    let times = [
+        libc::timespec {
+            tv_sec: 1_234_567_890,
+            tv_nsec: 123_456_789,
+        },
+        libc::timespec {
+            tv_sec: 1_234_567_890,
+            tv_nsec: 123_456_789,
+        },
+    ];
+    let ret = unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), 0) };
+    assert_eq!(errno_of(ret), 0, "utimensat");
+    assert_eq!(fs::metadata(m.file("touched")).unwrap().modified().unwrap(), when);
     // A folder's chmod and utimens are accepted (not stored).
     fs::create_dir(m.file("dir")).unwrap();
     fs::set_permissions(m.file("dir"), fs::Permissions::from_mode(0o700)).unwrap();
@@ -1297,6 +1321,8 @@ fn modes_and_times_survive_a_remount_and_statfs_shows_free_space() {
             );
             assert_eq!(fs::read(m.file(name)).unwrap(), name.as_bytes());
         }
+        let md = fs::metadata(m.file("touched")).unwrap();
+        assert_eq!(md.modified().unwrap(), when, "touched: utimensat by name is kept");
         m.unmount();
     }
 }

@@ -14,6 +14,12 @@ s_since() { python3 -c "import sys,time;print(f'{time.time()-float(sys.argv[1]):
 
 setup_write() {
   mkdir -p "$B"/{data,mnt,logs,gcfs.cipher}
+  # A mount an earlier, interrupted run left (its process may be dead: a stale mount).
+  local m
+  awk -v p="$B/mnt/" 'index($2, p) == 1 {print $2}' /proc/mounts | while read -r m; do
+    log "detaching $m, left by an earlier run"
+    umount -l "$m"
+  done
   if [ ! -f "$B/data/big.bin" ] || [ "$(stat -c %s "$B/data/big.bin")" -lt $((SIZE_MIB << 20)) ]; then
     log "creating the $SIZE_MIB MiB random file"
     head -c $((SIZE_MIB << 20)) /dev/zero \
@@ -100,9 +106,13 @@ one_write_round() {
   sync
   emit untar_all_s "$(s_since "$t0")" s
   up > /dev/null
+  # Wrong contents end the run; other differences (modes, times) are reported and the run goes on.
   if [ "$ROUND" = 1 ] && ! tar -C "$w/untar" -df "$B/data/src-$UNTAR_FILES.tar" > "$B/logs/$T.tar-d" 2>&1; then
-    log "$T: the untarred tree differs from the tarball: $(head -5 "$B/logs/$T.tar-d")"
-    exit 1
+    if grep -qv -e 'Mod time differs' -e 'Mode differs' "$B/logs/$T.tar-d"; then
+      log "$T: the untarred tree differs from the tarball: $(grep -v -e 'Mod time differs' -e 'Mode differs' "$B/logs/$T.tar-d" | head -5)"
+      exit 1
+    fi
+    log "$T: WARNING: after a remount the untarred files' times or modes differ from the tarball's ($(wc -l < "$B/logs/$T.tar-d") files; $B/logs/$T.tar-d)"
   fi
   rm -rf "$w/untar"
   down
