@@ -41,6 +41,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Bytes buffered before a write to a scratch file (blocks larger than this go straight through).
+const WRITE_BUFFER: usize = 64 << 10;
+
 /// Bytes of plaintext per edited page.
 pub const PAGE: usize = 64 << 10;
 
@@ -146,8 +149,11 @@ struct Stream {
 /// One file's edits. See the module docs.
 pub struct Editor {
     opts: Arc<EditOptions>,
-    /// The version the edits apply to; `None` for a file that has no container yet.
+    /// The version the edits apply to; `None` for a file that has no container yet, or while
+    /// the version is `unopened`.
     base: Option<Arc<dyn Source>>,
+    /// A version written by this editor, not opened yet (see [`Editor::adopt`]).
+    unopened: Option<File>,
     /// The base's complete version in a scratch file not yet published (after a spill), and
     /// the file record it holds.
     unpublished: Option<(Scratch, FileMeta)>,
@@ -183,6 +189,7 @@ impl Editor {
         Editor {
             opts,
             base: None,
+            unopened: None,
             unpublished: None,
             published: None,
             keys: None,
@@ -204,6 +211,7 @@ impl Editor {
             opts,
             keys: Some(base.key_material()),
             base: Some(base),
+            unopened: None,
             unpublished: None,
             published: None,
             base_valid: len,
@@ -247,6 +255,12 @@ impl Editor {
         self.dirty
     }
 
+    /// True while a new file is streamed straight into a container (writes at its end are a
+    /// copy into the packer's block, never a read or a rewrite).
+    pub fn is_streaming(&self) -> bool {
+        self.stream.is_some()
+    }
+
     /// Bytes of pages held in memory.
     pub fn page_bytes(&self) -> usize {
         self.pages.len() * PAGE
@@ -275,6 +289,7 @@ impl Editor {
     /// Reads plaintext at `offset` into `buf`; returns the bytes read (fewer only at the end).
     pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         self.check()?;
+        self.open_base()?;
         if self.stream.is_some() {
             self.spill()?;
         }
@@ -307,6 +322,9 @@ impl Editor {
         let (from_base, zeros) = buf.split_at_mut(have);
         zeros.fill(0);
         let Some(base) = &self.base else {
+            // A file with no container yet has nothing below `base_valid` (0), unless its last
+            // version is still unopened, which every caller opens first.
+            debug_assert!(self.unopened.is_none() || from_base.is_empty());
             from_base.fill(0);
             return Ok(());
         };
@@ -332,6 +350,7 @@ impl Editor {
     /// Writes `data` at `offset` (past the end: the gap reads as zeros).
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.check()?;
+        self.open_base()?;
         set_time(&mut self.meta, SystemTime::now());
         self.dirty = true;
         if data.is_empty() {
@@ -387,6 +406,7 @@ impl Editor {
     /// grows again.
     pub fn set_len(&mut self, len: u64) -> Result<()> {
         self.check()?;
+        self.open_base()?;
         set_time(&mut self.meta, SystemTime::now());
         self.dirty = true;
         if len == self.len {
@@ -419,7 +439,7 @@ impl Editor {
 
     fn start_stream(&mut self) -> Result<()> {
         let scratch = self.scratch()?;
-        let out = BufWriter::with_capacity(1 << 20, clone(&scratch)?);
+        let out = BufWriter::with_capacity(WRITE_BUFFER, clone(&scratch)?);
         let packer = self.packer(out)?;
         self.stream = Some(Stream { packer, scratch });
         Ok(())
@@ -460,7 +480,7 @@ impl Editor {
             return Ok(scratch);
         }
         let scratch = self.scratch()?;
-        let out = BufWriter::with_capacity(1 << 20, clone(&scratch)?);
+        let out = BufWriter::with_capacity(WRITE_BUFFER, clone(&scratch)?);
         let mut packer = self.packer(out)?;
         let mut buf = vec![0u8; PAGE];
         let mut at = 0;
@@ -484,13 +504,22 @@ impl Editor {
         let source = file
             .try_clone()
             .map_err(|e| Error::io("reopening the new version", e))?;
-        let info = ContainerInfo::read(&source)?;
-        let (data_key, _) = self.keys.clone().expect("a version was written");
-        let container = Container::with_data_key(source, info, data_key)?;
-        self.base = Some(Arc::new(container));
+        // Opened when first needed: a file written and closed (a copy, an untar) never is.
+        self.base = None;
+        self.unopened = Some(source);
         self.opts.budget.give(self.pages.len() * PAGE);
         self.pages.clear();
         self.base_valid = self.len;
+        Ok(())
+    }
+
+    /// Opens the version [`Editor::adopt`] kept, before anything reads the base.
+    fn open_base(&mut self) -> Result<()> {
+        if let Some(source) = self.unopened.take() {
+            let info = ContainerInfo::read(&source)?;
+            let (data_key, _) = self.keys.clone().expect("a version was written");
+            self.base = Some(Arc::new(Container::with_data_key(source, info, data_key)?));
+        }
         Ok(())
     }
 
@@ -499,7 +528,8 @@ impl Editor {
         let scratch = self.write_version()?;
         self.adopt(scratch.file())?;
         self.unpublished = Some((scratch, self.meta.clone()));
-        Ok(())
+        // The edits go on at once, over this version.
+        self.open_base()
     }
 
     /// Publishes the file as it is now at `dest` (replacing the container there), if it changed
@@ -527,7 +557,10 @@ impl Editor {
             {
                 s
             }
-            _ => self.write_version()?,
+            _ => {
+                self.open_base()?;
+                self.write_version()?
+            }
         };
         let file = scratch
             .publish(dest, durable)

@@ -233,6 +233,8 @@ impl Scratch {
                     Err(e) => return Err(e),
                 }
             }
+            // Nothing there yet (a new file): the name is given at once.
+            None if crate::sys::fs::link_unnamed(&self.file, dest).is_ok() => {}
             None => loop {
                 let temp = TempName::register(dir.join(random_temp_name()));
                 match crate::sys::fs::link_unnamed(&self.file, &temp.path) {

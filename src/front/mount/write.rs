@@ -481,6 +481,18 @@ impl MountState {
         let Some(live) = self.rw.as_ref().and_then(|w| w.handle(fh)) else {
             return reply.error(Errno::EBADF);
         };
+        // A streamed new file takes the write here: a copy into the packer's block (sealing runs
+        // on the packer's pool). Anything that may read or rewrite the file goes to the workers.
+        if let Ok(mut editor) = live.editor.try_lock() {
+            if editor.is_streaming() && offset == editor.len() {
+                let result = editor.write_at(offset, data);
+                *lock(&live.shown) = shown_of(&editor);
+                return match result {
+                    Ok(()) => reply.written(data.len() as u32),
+                    Err(e) => reply.error(errno(&e)),
+                };
+            }
+        }
         let data = data.to_vec();
         self.workers.spawn(move || {
             let result = live.update(|e| e.write_at(offset, &data));
