@@ -562,6 +562,9 @@ impl Editor {
                 self.write_version()?
             }
         };
+        // The container file shows the file's own mtime, as `pack` makes it: a listing that
+        // reads no key (`ls -l` of the vault, a mount before it opens the container) agrees.
+        let _ = scratch.file().set_modified(self.meta.mtime());
         let file = scratch
             .publish(dest, durable)
             .map_err(|e| in_file(e, "publishing the new version"))?;

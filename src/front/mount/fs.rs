@@ -40,6 +40,14 @@ const STAT_BLKSIZE: u32 = 1 << 20;
 const FILE_MODE: u16 = 0o644;
 const DIR_MODE: u16 = 0o755;
 
+/// File records seen, by path (see [`MountState::records`]).
+type Records =
+    Arc<Mutex<HashMap<std::path::PathBuf, (crate::storage::Version, Option<(u32, std::time::SystemTime)>)>>>;
+
+fn lock_map<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A folder entry: name, inode, is a folder.
 type DirEntry = (OsString, u64, bool);
 
@@ -48,6 +56,10 @@ pub struct MountState {
     pub tree: RwLock<Tree>,
     /// The vault's containers, each opened once (key unwrapped, index authenticated).
     containers: Registry<CachedContainer>,
+    /// Each opened container's file record (mode, mtime), by path, with the version it was read
+    /// from: the registry keeps only the most recently used containers open, the mount shows
+    /// every record. One per path (a newer version replaces it).
+    records: Records,
     pub(super) workers: rayon::ThreadPool,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
@@ -82,13 +94,25 @@ impl MountState {
             opts.workers
         };
         let (uid, gid) = (crate::sys::process::uid(), crate::sys::process::gid());
+        let records = Arc::new(Mutex::new(HashMap::new()));
         Ok(MountState {
             tree: RwLock::new(tree),
-            containers: vault.registry(
-                key,
-                Arc::new(BlockCache::new(opts.cache_bytes, cores)),
-                |opened| opened.cached,
-            ),
+            containers: {
+                let records = Arc::clone(&records);
+                vault.registry(
+                    key,
+                    Arc::new(BlockCache::new(opts.cache_bytes, cores)),
+                    move |opened| {
+                        // Kept beyond the registry's most recent containers: `stat` shows a
+                        // file's record for as long as the mount runs.
+                        let record = opened.cached.container().file_meta().ok().flatten();
+                        let shown = record.map(|m| (m.mode, m.mtime()));
+                        lock_map(&records).insert(opened.path.clone(), (opened.entry.version.clone(), shown));
+                        opened.cached
+                    },
+                )
+            },
+            records,
             workers: rayon::ThreadPoolBuilder::new()
                 .num_threads(workers)
                 .thread_name(|i| format!("qeltrix-read-{i}"))
@@ -171,6 +195,13 @@ impl MountState {
     fn record(&self, entry: &FileEntry) -> Option<(u32, std::time::SystemTime)> {
         if let Some(known) = entry.record.get() {
             return *known;
+        }
+        let seen = lock_map(&self.records)
+            .get(&entry.path)
+            .filter(|(version, _)| *version == entry.version)
+            .map(|(_, record)| *record);
+        if let Some(record) = seen {
+            return *entry.record.get_or_init(|| record);
         }
         let c = self.containers.peek_version(&entry.path, &entry.version)?;
         Self::note_record(entry, &c)

@@ -304,9 +304,18 @@ impl MountState {
 
     /// The file being written at `ino`, made if there is none: an editor over the container's
     /// current version (opened with the mount's key).
-    fn live(&self, ino: u64) -> Result<Arc<Live>, Errno> {
+    fn live(&self, ino: u64, attach: bool) -> Result<Arc<Live>, Errno> {
         let w = self.writable()?;
-        if let Some(live) = w.live_of(ino) {
+        // A handle is counted under the map's lock, where the last release removes the editor:
+        // a file is never attached to an editor that is leaving the map.
+        let take = |map: &HashMap<u64, Arc<Live>>| {
+            let live = map.get(&ino)?;
+            if attach {
+                live.handles.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Arc::clone(live))
+        };
+        if let Some(live) = take(&lock(&w.live)) {
             return Ok(live);
         }
         let entry = self.file_of(ino)?;
@@ -319,10 +328,27 @@ impl MountState {
         let base: Arc<dyn Source> = container;
         let mut map = lock(&w.live);
         // Another thread may have made it meanwhile: that one wins.
-        let live = map
-            .entry(ino)
-            .or_insert_with(|| Live::new(Editor::open(Arc::clone(&w.edit), base, meta)));
-        Ok(Arc::clone(live))
+        if let Some(live) = take(&map) {
+            return Ok(live);
+        }
+        let live = Live::new(Editor::open(Arc::clone(&w.edit), base, meta));
+        if attach {
+            live.handles.fetch_add(1, Ordering::Relaxed);
+        }
+        map.insert(ino, Arc::clone(&live));
+        Ok(live)
+    }
+
+    /// Drops the editor of `ino` from the map if no handle uses it (after its last commit).
+    fn retire_live(&self, ino: u64, live: &Arc<Live>) {
+        if let Some(w) = &self.rw {
+            let mut map = lock(&w.live);
+            if live.handles.load(Ordering::Relaxed) == 0
+                && map.get(&ino).is_some_and(|l| Arc::ptr_eq(l, live))
+            {
+                map.remove(&ino);
+            }
+        }
     }
 
     /// Commits the file being written at `ino` to its current path in the vault, and shows the
@@ -355,13 +381,15 @@ impl MountState {
     /// commit or a rename changed its version). `shown`: its plaintext length and record, when
     /// known.
     fn refresh(&self, ino: u64, path: &Path, shown: Option<(u64, &FileMeta)>) {
-        let Ok(entry) = self.writable().map(|w| w.storage.stat(path)) else {
+        self.refresh_in(&mut self.tree_mut(), ino, path, shown);
+    }
+
+    /// [`MountState::refresh`] under the caller's write lock of the tree (a rename: no reader
+    /// may look the new name up before it shows the version the rename left).
+    fn refresh_in(&self, tree: &mut Tree, ino: u64, path: &Path, shown: Option<(u64, &FileMeta)>) {
+        let Ok(Ok(stat)) = self.writable().map(|w| w.storage.stat(path)) else {
             return;
         };
-        let Ok(stat) = entry else {
-            return;
-        };
-        let mut tree = self.tree_mut();
         let Some(NodeKind::File(old)) = tree.get(ino).map(|n| &n.kind) else {
             return;
         };
@@ -388,9 +416,8 @@ impl MountState {
         tree.replace_file(ino, entry);
     }
 
-    /// Counts a handle of a file being written.
-    fn add_handle(&self, ino: u64, live: &Live) -> u64 {
-        live.handles.fetch_add(1, Ordering::Relaxed);
+    /// A file handle for a handle already counted on the file's editor.
+    fn add_handle(&self, ino: u64) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         if let Some(w) = &self.rw {
             lock(&w.handles).insert(fh, ino);
@@ -447,8 +474,9 @@ impl MountState {
                 Arc::clone(&w.edit),
                 new_meta(name, mode & !umask),
             ));
-            lock(&w.live).insert(ino, Arc::clone(&live));
-            let fh = self.add_handle(ino, &live);
+            live.handles.fetch_add(1, Ordering::Relaxed);
+            lock(&w.live).insert(ino, live);
+            let fh = self.add_handle(ino);
             let _ = flags;
             let attr = self.attr_of(ino)?;
             self.tree().remember(ino);
@@ -464,11 +492,16 @@ impl MountState {
     pub fn open_live(self: &Arc<Self>, ino: u64, truncate: bool, reply: ReplyOpen) {
         let shared = Arc::clone(self);
         self.workers.spawn(move || {
-            let result = shared.live(ino).and_then(|live| {
+            let result = shared.live(ino, true).and_then(|live| {
+                let fh = shared.add_handle(ino);
                 if truncate {
-                    live.update(|e| e.set_len(0)).map_err(|e| errno(&e))?;
+                    if let Err(e) = live.update(|e| e.set_len(0)) {
+                        // The truncation's error is the one to report.
+                        let _ = shared.drop_handle(ino, fh, &live);
+                        return Err(errno(&e));
+                    }
                 }
-                Ok(shared.add_handle(ino, &live))
+                Ok(fh)
             });
             match result {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -530,35 +563,31 @@ impl MountState {
     /// The last close of a handle: commits what is left and, with no handle left, drops the
     /// editor.
     pub fn release_live(self: &Arc<Self>, ino: u64, fh: u64, reply: ReplyEmpty) {
-        let Some(w) = &self.rw else {
+        let Some(live) = self.rw.as_ref().and_then(|w| w.handle(fh)) else {
             return reply.ok();
         };
-        let Some(live) = w.handle(fh) else {
-            return reply.ok();
-        };
-        lock(&w.handles).remove(&fh);
         let shared = Arc::clone(self);
-        self.workers.spawn(move || {
-            let last = live.handles.fetch_sub(1, Ordering::Relaxed) == 1;
-            let result = if last {
-                shared.commit(ino, &live, false)
-            } else {
-                Ok(())
-            };
-            if last {
-                let w = shared.rw.as_ref().expect("read-write");
-                let mut map = lock(&w.live);
-                if live.handles.load(Ordering::Relaxed) == 0
-                    && map.get(&ino).is_some_and(|l| Arc::ptr_eq(l, &live))
-                {
-                    map.remove(&ino);
-                }
-            }
-            match result {
+        self.workers
+            .spawn(move || match shared.drop_handle(ino, fh, &live) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
-            }
-        });
+            });
+    }
+
+    /// Ends a handle; the last one commits what is left and drops the editor.
+    fn drop_handle(&self, ino: u64, fh: u64, live: &Arc<Live>) -> Result<(), Errno> {
+        let w = self.writable()?;
+        lock(&w.handles).remove(&fh);
+        let last = {
+            let _map = lock(&w.live);
+            live.handles.fetch_sub(1, Ordering::Relaxed) == 1
+        };
+        if !last {
+            return Ok(());
+        }
+        let result = self.commit(ino, live, false);
+        self.retire_live(ino, live);
+        result
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -592,7 +621,7 @@ impl MountState {
         let shared = Arc::clone(self);
         self.workers.spawn(move || {
             let result = (|| {
-                let live = shared.live(ino)?;
+                let live = shared.live(ino, false)?;
                 live.update(|e| {
                     if let Some(len) = size {
                         e.set_len(len)?;
@@ -610,12 +639,9 @@ impl MountState {
                 .map_err(|e| errno(&e))?;
                 // A change to a file no handle has open is committed at once.
                 if live.handles.load(Ordering::Relaxed) == 0 {
-                    shared.commit(ino, &live, false)?;
-                    let w = shared.writable()?;
-                    let mut map = lock(&w.live);
-                    if live.handles.load(Ordering::Relaxed) == 0 {
-                        map.remove(&ino);
-                    }
+                    let result = shared.commit(ino, &live, false);
+                    shared.retire_live(ino, &live);
+                    result?;
                 }
                 shared.attr_of(ino)
             })();
@@ -772,19 +798,17 @@ impl MountState {
                 .map_err(|e| io_errno(&e))?;
             tree.exchange((parent, name), (new_parent, new_name))
                 .ok_or(Errno::ENOENT)?;
+            for i in [ino, other] {
+                self.refresh_tree(&mut tree, i);
+            }
             drop(tree);
             for (i, n) in [(ino, new_name), (other, name)] {
-                if let Some(live) = w.live_of(i) {
+                if let Some(live) = w.live_of(i).filter(|_| !is_dir) {
                     live.update(|e| {
                         e.set_name(n.as_bytes());
                         Ok(())
                     })
                     .map_err(|e| errno(&e))?;
-                }
-                if is_dir {
-                    self.refresh_under(i);
-                } else if let Some(p) = self.stored(i) {
-                    self.refresh(i, &p, None);
                 }
             }
             return Ok(());
@@ -825,20 +849,16 @@ impl MountState {
         let now = SystemTime::now();
         tree.touch_dir(parent, now);
         tree.touch_dir(new_parent, now);
+        if in_vault {
+            self.refresh_tree(&mut tree, ino);
+        }
         drop(tree);
-        if !is_dir {
-            if let Some(live) = w.live_of(ino) {
-                live.update(|e| {
-                    e.set_name(new_name.as_bytes());
-                    Ok(())
-                })
-                .map_err(|e| errno(&e))?;
-            }
-            if in_vault {
-                self.refresh(ino, &to, None);
-            }
-        } else {
-            self.refresh_under(ino);
+        if let Some(live) = w.live_of(ino).filter(|_| !is_dir) {
+            live.update(|e| {
+                e.set_name(new_name.as_bytes());
+                Ok(())
+            })
+            .map_err(|e| errno(&e))?;
         }
         Ok(())
     }
@@ -847,31 +867,26 @@ impl MountState {
         self.rw.as_ref().is_some_and(|w| w.storage.stat(path).is_ok())
     }
 
-    fn stored(&self, ino: u64) -> Option<PathBuf> {
-        stored_path(&self.tree(), ino)
-    }
-
-    /// Gives every file under the folder `ino` the version it has in the vault now (a rename
-    /// of the folder changed their change times).
-    fn refresh_under(&self, ino: u64) {
-        let files: Vec<(u64, PathBuf)> = {
-            let tree = self.tree();
-            let mut out = Vec::new();
-            let mut stack = vec![ino];
-            while let Some(d) = stack.pop() {
-                for (_, child, is_dir) in tree.children(d).unwrap_or_default() {
-                    if is_dir {
-                        stack.push(child);
-                    } else if let Some(NodeKind::File(f)) = tree.get(child).map(|n| &n.kind) {
-                        out.push((child, f.path.clone()));
-                    }
-                }
+    /// Gives the file `ino`, or every file under the folder `ino`, the version it has in the
+    /// vault now (a rename changed their change times), under the caller's write lock.
+    fn refresh_tree(&self, tree: &mut Tree, ino: u64) {
+        let mut files = Vec::new();
+        let mut stack = vec![ino];
+        while let Some(n) = stack.pop() {
+            match tree.get(n).map(|node| &node.kind) {
+                Some(NodeKind::File(f)) => files.push((n, f.path.clone())),
+                Some(NodeKind::Dir { .. }) => stack.extend(
+                    tree.children(n)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(_, c, _)| c),
+                ),
+                None => {}
             }
-            out
-        };
-        for (child, path) in files {
+        }
+        for (file, path) in files {
             if self.vault_has(&path) {
-                self.refresh(child, &path, None);
+                self.refresh_in(tree, file, &path, None);
             }
         }
     }
