@@ -491,7 +491,7 @@ impl Filesystem for VaultFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -499,7 +499,14 @@ impl Filesystem for VaultFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        if let Some(live) = self.shared.rw.as_ref().and_then(|w| w.handle(fh.0)) {
+        // A file being written is read through its editor, also by a handle opened before the
+        // writer (a reader sees what the writer wrote so far, as on any file system).
+        if let Some(live) = self
+            .shared
+            .rw
+            .as_ref()
+            .and_then(|w| w.handle(fh.0).or_else(|| w.live_at(ino.0)))
+        {
             return self.shared.read_live(live, offset, size, reply);
         }
         let Some(file) = self.shared.open_file(fh.0) else {

@@ -190,6 +190,11 @@ impl Writable {
         lock(&self.live).get(&ino).cloned()
     }
 
+    /// The editor of the file `ino`, if it is being written.
+    pub fn live_at(&self, ino: u64) -> Option<Arc<Live>> {
+        self.live_of(ino)
+    }
+
     /// True when the file `ino` is being written.
     pub fn is_live(&self, ino: u64) -> bool {
         lock(&self.live).contains_key(&ino)
