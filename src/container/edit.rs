@@ -47,6 +47,10 @@ const WRITE_BUFFER: usize = 64 << 10;
 /// Bytes of plaintext per edited page.
 pub const PAGE: usize = 64 << 10;
 
+/// The fewest page bytes an editor spills for the shared budget's sake (its own limit aside):
+/// past the budget, pages may exceed it by this much per file being written.
+const SPILL_MIN: usize = 16 * PAGE;
+
 /// Memory for edited pages, shared by every editor of a process: past its limit, an editor that
 /// takes a page spills its own pages to a scratch file.
 #[derive(Debug)]
@@ -382,7 +386,10 @@ impl Editor {
             done += take;
         }
         self.len = self.len.max(end);
-        if self.page_bytes() > self.opts.file_limit || self.opts.budget.over() {
+        // Over the shared budget, the editors that hold a share of it spill; one holding less
+        // than SPILL_MIN would spill at every write and gain nothing.
+        let share = self.page_bytes();
+        if share > self.opts.file_limit || (self.opts.budget.over() && share >= SPILL_MIN) {
             self.spill()?;
         }
         Ok(())
