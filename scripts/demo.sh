@@ -88,6 +88,16 @@ echo "the last whole line, through the mount:"
 tail -n 2 "$MNT/logs/access.log" | head -n 1
 run "$Q" umount "$MNT"
 
+step "mount --read-write: what is written in the mount is stored as containers"
+run "$Q" mount "$VAULT" "$MNT" --read-write --daemon
+echo "written through the mount" > "$MNT/notes.txt"
+mkdir "$MNT/copies"
+cp "$WORK/access.log" "$MNT/copies/"
+run "$Q" umount "$MNT"
+run ls "$VAULT" "$VAULT/copies"
+run "$Q" unpack "$VAULT/notes.txt.qltx" -
+run "$Q" verify "$VAULT/copies/access.log.qltx"
+
 step "serve: the vault over HTTP; a Range request decrypts only the blocks it covers"
 "$Q" serve "$VAULT" --listen 127.0.0.1:0 2> "$WORK/serve.log" &
 PIDS+=($!)
