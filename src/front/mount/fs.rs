@@ -139,6 +139,16 @@ impl MountState {
         self.containers.check_key()
     }
 
+    /// What a request for something a vault cannot hold (a link, a device file) gets: `EPERM`
+    /// read-write, `EROFS` read-only.
+    fn cannot_store(&self) -> Errno {
+        if self.rw.is_some() {
+            Errno::EPERM
+        } else {
+            Errno::EROFS
+        }
+    }
+
     pub(super) fn tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {
         self.tree.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -586,11 +596,7 @@ impl Filesystem for VaultFs {
         reply: ReplyEntry,
     ) {
         // Regular files come through `create`; devices, FIFOs and sockets cannot be stored.
-        reply.error(if self.shared.rw.is_some() {
-            Errno::EPERM
-        } else {
-            Errno::EROFS
-        });
+        reply.error(self.shared.cannot_store());
     }
 
     fn mkdir(
@@ -638,19 +644,11 @@ impl Filesystem for VaultFs {
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply.error(if self.shared.rw.is_some() {
-            Errno::EPERM
-        } else {
-            Errno::EROFS
-        });
+        reply.error(self.shared.cannot_store());
     }
 
     fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
-        reply.error(if self.shared.rw.is_some() {
-            Errno::EPERM
-        } else {
-            Errno::EROFS
-        });
+        reply.error(self.shared.cannot_store());
     }
 
     fn write(

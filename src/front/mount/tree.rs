@@ -397,8 +397,42 @@ impl Tree {
     /// Adds `name` to the folder `parent` (the read-write mount's create and mkdir). The caller
     /// has checked that the name is free.
     pub fn insert(&mut self, parent: u64, name: &OsStr, kind: NodeKind) -> u64 {
-        let is_dir = matches!(kind, NodeKind::Dir { .. });
         let ino = self.add(parent, kind);
+        self.link(parent, name, ino);
+        ino
+    }
+
+    /// Takes `name` out of the folder `parent` (unlink, rmdir, a rename's replaced target). The
+    /// node stays while the kernel knows it (an open file goes on working).
+    pub fn remove(&mut self, parent: u64, name: &OsStr) -> Option<u64> {
+        let ino = self.unlink(parent, name)?;
+        self.retire(ino, &mut Changes::default());
+        Some(ino)
+    }
+
+    /// Moves the entry `name` of `parent` to `new_name` in `new_parent`, replacing whatever was
+    /// there, and gives it (and everything under a folder) its new vault paths.
+    pub fn rename(&mut self, parent: u64, name: &OsStr, new_parent: u64, new_name: &OsStr) -> Option<u64> {
+        self.lookup(parent, name)?;
+        self.remove(new_parent, new_name);
+        let ino = self.unlink(parent, name)?;
+        self.place(new_parent, new_name, ino);
+        Some(ino)
+    }
+
+    /// Swaps two entries (`RENAME_EXCHANGE`).
+    pub fn exchange(&mut self, a: (u64, &OsStr), b: (u64, &OsStr)) -> Option<()> {
+        self.lookup(a.0, a.1)?;
+        self.lookup(b.0, b.1)?;
+        let (ia, ib) = (self.unlink(a.0, a.1)?, self.unlink(b.0, b.1)?);
+        self.place(a.0, a.1, ib);
+        self.place(b.0, b.1, ia);
+        Some(())
+    }
+
+    /// Enters `ino` as `name` in the folder `parent` (its count of subfolders kept).
+    fn link(&mut self, parent: u64, name: &OsStr, ino: u64) {
+        let is_dir = self.nodes.get(&ino).is_some_and(Node::is_dir);
         if let Some(NodeKind::Dir {
             children, subdirs, ..
         }) = self.nodes.get_mut(&parent).map(|n| &mut n.kind)
@@ -406,12 +440,10 @@ impl Tree {
             children.insert(name.to_os_string(), ino);
             *subdirs += u32::from(is_dir);
         }
-        ino
     }
 
-    /// Takes `name` out of the folder `parent` (unlink, rmdir, a rename's replaced target). The
-    /// node stays while the kernel knows it (an open file goes on working).
-    pub fn remove(&mut self, parent: u64, name: &OsStr) -> Option<u64> {
+    /// Takes the entry `name` out of the folder `parent`, leaving its node as it is.
+    fn unlink(&mut self, parent: u64, name: &OsStr) -> Option<u64> {
         let ino = self.lookup(parent, name)?;
         let is_dir = self.nodes.get(&ino).is_some_and(Node::is_dir);
         if let Some(NodeKind::Dir {
@@ -421,57 +453,17 @@ impl Tree {
             children.remove(name);
             *subdirs = subdirs.saturating_sub(u32::from(is_dir));
         }
-        self.retire(ino, &mut Changes::default());
         Some(ino)
     }
 
-    /// Moves the entry `name` of `parent` to `new_name` in `new_parent`, replacing whatever was
-    /// there, and gives it (and everything under a folder) its new vault paths.
-    pub fn rename(&mut self, parent: u64, name: &OsStr, new_parent: u64, new_name: &OsStr) -> Option<u64> {
-        let ino = self.lookup(parent, name)?;
-        self.remove(new_parent, new_name);
-        let is_dir = self.nodes.get(&ino).is_some_and(Node::is_dir);
-        if let Some(NodeKind::Dir {
-            children, subdirs, ..
-        }) = self.nodes.get_mut(&parent).map(|n| &mut n.kind)
-        {
-            children.remove(name);
-            *subdirs -= u32::from(is_dir);
-        }
-        if let Some(NodeKind::Dir {
-            children, subdirs, ..
-        }) = self.nodes.get_mut(&new_parent).map(|n| &mut n.kind)
-        {
-            children.insert(new_name.to_os_string(), ino);
-            *subdirs += u32::from(is_dir);
-        }
+    /// Enters a moved node as `name` in `parent` and gives it its new vault paths.
+    fn place(&mut self, parent: u64, name: &OsStr, ino: u64) {
+        self.link(parent, name, ino);
         if let Some(node) = self.nodes.get_mut(&ino) {
-            node.parent = new_parent;
+            node.parent = parent;
         }
-        let base = self.dir_path(new_parent).unwrap_or(Path::new("")).to_path_buf();
-        self.set_paths(ino, new_name, &base);
-        Some(ino)
-    }
-
-    /// Swaps two entries (`RENAME_EXCHANGE`).
-    pub fn exchange(&mut self, a: (u64, &OsStr), b: (u64, &OsStr)) -> Option<()> {
-        let (ia, ib) = (self.lookup(a.0, a.1)?, self.lookup(b.0, b.1)?);
-        let (da, db) = (self.nodes[&ia].is_dir(), self.nodes[&ib].is_dir());
-        for (parent, name, ino, was_dir, is_dir) in [(a.0, a.1, ib, da, db), (b.0, b.1, ia, db, da)] {
-            if let Some(NodeKind::Dir {
-                children, subdirs, ..
-            }) = self.nodes.get_mut(&parent).map(|n| &mut n.kind)
-            {
-                children.insert(name.to_os_string(), ino);
-                *subdirs = *subdirs - u32::from(was_dir) + u32::from(is_dir);
-            }
-            if let Some(node) = self.nodes.get_mut(&ino) {
-                node.parent = parent;
-            }
-            let base = self.dir_path(parent).unwrap_or(Path::new("")).to_path_buf();
-            self.set_paths(ino, name, &base);
-        }
-        Some(())
+        let base = self.dir_path(parent).unwrap_or(Path::new("")).to_path_buf();
+        self.set_paths(ino, name, &base);
     }
 
     /// Gives `ino`, now named `name` in the folder at `base`, its vault path (and its

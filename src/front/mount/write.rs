@@ -223,6 +223,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Answers an empty reply with `result`.
+fn answer(reply: ReplyEmpty, result: Result<(), Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 /// The errno an app should see for `e`.
 fn errno(e: &Error) -> Errno {
     match e.root() {
@@ -559,10 +567,7 @@ impl MountState {
         };
         let shared = Arc::clone(self);
         self.workers
-            .spawn(move || match shared.commit(ino, &live, durable) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            });
+            .spawn(move || answer(reply, shared.commit(ino, &live, durable)));
     }
 
     /// The last close of a handle: commits what is left and, with no handle left, drops the
@@ -573,10 +578,7 @@ impl MountState {
         };
         let shared = Arc::clone(self);
         self.workers
-            .spawn(move || match shared.drop_handle(ino, fh, &live) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            });
+            .spawn(move || answer(reply, shared.drop_handle(ino, fh, &live)));
     }
 
     /// Ends a handle; the last one commits what is left and drops the editor.
@@ -707,10 +709,7 @@ impl MountState {
             tree.touch_dir(parent, SystemTime::now());
             Ok(())
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, result);
     }
 
     pub fn rmdir(&self, parent: u64, name: &OsStr, reply: ReplyEmpty) {
@@ -727,10 +726,7 @@ impl MountState {
             tree.touch_dir(parent, SystemTime::now());
             Ok(())
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, result);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -745,12 +741,12 @@ impl MountState {
     ) {
         let shared = Arc::clone(self);
         let (name, new_name) = (name.to_os_string(), new_name.to_os_string());
-        self.workers.spawn(
-            move || match shared.rename_now(parent, &name, new_parent, &new_name, flags) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            },
-        );
+        self.workers.spawn(move || {
+            answer(
+                reply,
+                shared.rename_now(parent, &name, new_parent, &new_name, flags),
+            )
+        });
     }
 
     fn rename_now(
@@ -922,10 +918,8 @@ impl MountState {
         let Some(path) = self.tree().dir_path(ino).map(Path::to_path_buf) else {
             return reply.error(Errno::ENOENT);
         };
-        match File::open(w.local(&path)).and_then(|d| d.sync_all()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(io_errno(&e)),
-        }
+        let synced = File::open(w.local(&path)).and_then(|d| d.sync_all());
+        answer(reply, synced.map_err(|e| io_errno(&e)));
     }
 }
 
