@@ -308,7 +308,15 @@ impl Refusal {
             body[name] = value;
         }
         log.note = Some(format!("{}: {}", self.reason, self.error));
-        json(self.status, &body, log)
+        let mut reply = json(self.status, &body, log);
+        // A refusal may come before the request body was read (a missing token, a declared
+        // length over the limit). hyper then closes the connection after the reply, so the
+        // reply says so: a client that pooled the connection would otherwise send its next
+        // request into a closed socket and see a disconnect instead of an answer.
+        reply
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        reply
     }
 }
 
