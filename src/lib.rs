@@ -33,7 +33,9 @@ pub mod vault;
 pub mod fuzzing;
 
 pub use crate::core::{codec, compress, crypto, file_record, format, integrity_v2, ranges};
-pub use container::{cache, edit, ops, pipeline, reader, rekey, repair, stream_reader, writer};
+pub use container::{
+    append, cache, compact, edit, ops, pipeline, reader, rekey, repair, stream_reader, writer,
+};
 #[cfg(feature = "gateway")]
 pub use front::gateway;
 #[cfg(feature = "mount")]

@@ -1016,7 +1016,7 @@ fn check_good(path: &str) {
         // per 16 KiB segment).
         let tags = match spec.format {
             FormatVersion::V1 => 1,
-            FormatVersion::V2 => size.div_ceil(16_384),
+            FormatVersion::V2 | FormatVersion::V3 => size.div_ceil(16_384),
         };
         let compressed = e.len < 140 + size + 16 * tags;
         assert_eq!(

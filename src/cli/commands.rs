@@ -38,6 +38,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Gateway(a) => super::net::gateway(a),
         Command::Sink(a) => super::net::sink(a),
         Command::Repair(a) => super::net::repair(a),
+        Command::Compact(a) => super::many::compact(a),
         Command::Serve(a) => super::serve::run(a),
         Command::Watch(a) => super::watch::run(a),
         Command::Mount(a) => super::mount::mount(a),

@@ -538,7 +538,22 @@ fn info_json(path: &Path, info: &ContainerInfo) -> serde_json::Value {
         "key_slot_area_sequence": info.slots.sequence,
         "key_slots": slots_json(info),
         "stale_key_slot_area": h.has_stale_slot_area(),
+        "generation": generation(info),
+        "superseded_bytes": superseded(info),
     })
+}
+
+/// A version-3 container's current generation.
+fn generation(info: &ContainerInfo) -> Option<u64> {
+    info.footer_v2.as_ref().and_then(|f| f.generation)
+}
+
+/// A version-3 container's bytes that no current block or footer holds: superseded block
+/// versions, earlier footers, a torn tail.
+fn superseded(info: &ContainerInfo) -> Option<u64> {
+    let footer = info.footer_v2.as_ref().filter(|f| f.generation.is_some())?;
+    let end = info.trailer.footer_offset + info.trailer.footer_size + qeltrix::format::TRAILER_LEN as u64;
+    Some(footer.superseded_bytes(info.trailer.footer_offset) + info.container_size.saturating_sub(end))
 }
 
 /// A container's key slots in words: `#0 key-file`, `#1 passphrase (…)`.
@@ -592,6 +607,12 @@ fn info_text(path: &Path, info: &ContainerInfo) -> String {
         hex::encode(h.container_id),
         slot_words(info).join(", "),
     );
+    if let (Some(g), Some(old)) = (generation(info), superseded(info)) {
+        text.push_str(&format!(
+            "Generation:     {g} (edited in place; {} in superseded versions, which `qeltrix compact` reclaims)\n",
+            size(old)
+        ));
+    }
     if h.has_stale_slot_area() {
         text.push_str(&format!(
             "Warning:        the inactive key-slot area still holds older slots (an interrupted rekey, \
@@ -819,4 +840,66 @@ pub(super) fn verify(a: VerifyArgs) -> Result<()> {
         );
     }
     tally.finish_or_only(total, "containers")
+}
+
+/// `qeltrix compact`: each version-3 container rewritten as version 2 (see
+/// [`qeltrix::compact::compact`]); others are reported as already compact.
+pub(super) fn compact(a: CompactArgs) -> Result<()> {
+    let mut keys = KeyCache {
+        args: &a.keys,
+        found: Vec::new(),
+    };
+    let mut one = |path: &Path| -> Result<qeltrix::compact::Compacted> {
+        refuse_if_mounted_read_write(path)?;
+        let key = keys.for_container(path)?;
+        Ok(qeltrix::compact::compact(path, key)?)
+    };
+    let line = |path: &Path, c: &qeltrix::compact::Compacted| {
+        if c.rewritten {
+            format!("compacted: {}: {} -> {} bytes", path.display(), c.before, c.after)
+        } else {
+            format!("already compact: {}", path.display())
+        }
+    };
+    if single_file(&a.inputs) {
+        let c = one(&a.inputs[0])?;
+        if !a.quiet {
+            outln!("{}", line(&a.inputs[0], &c));
+        }
+        return Ok(());
+    }
+    let found = containers(&a.inputs);
+    let total = found.len();
+    let mut tally = Tally::default();
+    for (path, listed) in found {
+        match listed.and_then(|()| one(&path)) {
+            Ok(c) if !a.quiet => outln!("{}", line(&path, &c)),
+            Ok(_) => {}
+            Err(e) => {
+                outln!("FAILED: {}", failure_text(&path, &e));
+                tally.add(e);
+            }
+        }
+    }
+    tally.finish_or_only(total, "containers")
+}
+
+/// A vault mounted read-write has one writer, the mount: compacting under it would replace a
+/// file the mount appends to.
+fn refuse_if_mounted_read_write(path: &Path) -> Result<()> {
+    let full = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    for folder in full.ancestors().skip(1) {
+        let lock_path = folder.join(".qeltrix/mount.lock");
+        let Ok(lock) = std::fs::File::open(&lock_path) else {
+            continue;
+        };
+        if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock_shared() {
+            anyhow::bail!(
+                "{} is in a vault mounted read-write ({} is held): unmount it first",
+                path.display(),
+                lock_path.display()
+            );
+        }
+    }
+    Ok(())
 }

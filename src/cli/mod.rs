@@ -96,6 +96,9 @@ pub enum Command {
     Sink(net::SinkArgs),
     /// Rebuild the footer of an incomplete container from the blocks that arrived whole.
     Repair(net::RepairArgs),
+    /// Reclaim the space of superseded block versions: rewrite each version-3 container (one a
+    /// read-write mount edited in place) as version 2, copying its current blocks unopened.
+    Compact(CompactArgs),
     /// Serve a container or a vault folder over HTTP, with Range requests.
     Serve(serve::ServeArgs),
     /// Watch a folder: pack every file into a vault (local, s3:// or a server) once it is
@@ -426,6 +429,18 @@ pub struct VerifyArgs {
     /// Print one JSON object per container, one per line, instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Set from the global `-q`.
+    #[arg(skip)]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompactArgs {
+    /// Containers, and folders (vaults) whose every container is compacted.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
     /// Set from the global `-q`.
     #[arg(skip)]
     pub quiet: bool,

@@ -24,12 +24,14 @@
 //! commit; appending versions of only the changed blocks to the container is the next step
 //! (issue "read-write mount", `docs/MOUNT.md`).
 
+use crate::container::append::{append_generation, Planned};
 use crate::container::cache::CachedContainer;
 use crate::container::reader::{Container, ContainerInfo};
 use crate::container::writer::{PackOptions, StreamPacker};
+use crate::core::codec::CompressPolicy;
 use crate::core::crypto::{DataKey, Recipient};
 use crate::core::file_record::FileMeta;
-use crate::core::format::Header;
+use crate::core::format::{FooterV2, FormatVersion, Header, TRAILER_LEN};
 use crate::storage::atomic::Scratch;
 use crate::storage::ReadAt;
 use crate::{Error, Result};
@@ -50,6 +52,11 @@ pub const PAGE: usize = 64 << 10;
 /// The fewest page bytes an editor spills for the shared budget's sake (its own limit aside):
 /// past the budget, pages may exceed it by this much per file being written.
 const SPILL_MIN: usize = 16 * PAGE;
+
+/// Files of at least this many bytes are written as version 3 and take later edits in place
+/// (only the changed blocks and a new footer appended); smaller ones are written whole at every
+/// commit, which also compacts them.
+pub const IN_PLACE_MIN: u64 = 1 << 20;
 
 /// Memory for edited pages, shared by every editor of a process: past its limit, an editor that
 /// takes a page spills its own pages to a scratch file.
@@ -96,6 +103,8 @@ pub trait Source: Send + Sync {
     fn key_material(&self) -> (DataKey, Header);
     /// The file record (name, mode, mtime), if the container has one.
     fn file_meta(&self) -> Result<Option<FileMeta>>;
+    /// The container's structure: header, footer, where the footer is.
+    fn info(&self) -> &ContainerInfo;
 }
 
 impl<S: ReadAt> Source for Container<S> {
@@ -111,6 +120,9 @@ impl<S: ReadAt> Source for Container<S> {
     fn file_meta(&self) -> Result<Option<FileMeta>> {
         Container::file_meta(self)
     }
+    fn info(&self) -> &ContainerInfo {
+        Container::info(self)
+    }
 }
 
 impl<S: ReadAt + 'static> Source for CachedContainer<S> {
@@ -125,6 +137,9 @@ impl<S: ReadAt + 'static> Source for CachedContainer<S> {
     }
     fn file_meta(&self) -> Result<Option<FileMeta>> {
         self.container().file_meta()
+    }
+    fn info(&self) -> &ContainerInfo {
+        self.container().info()
     }
 }
 
@@ -465,7 +480,17 @@ impl Editor {
             ..self.opts.pack.clone()
         };
         match &self.keys {
-            Some((data_key, header)) => StreamPacker::resume_seekable(out, header, data_key.clone(), &opts),
+            Some((data_key, header)) => {
+                // A large file is written as version 3, so that its next edits go in place.
+                let generation = (self.len >= IN_PLACE_MIN).then(|| {
+                    let current = match header.version {
+                        FormatVersion::V3 => header.current_commit().map_or(0, |c| c.generation),
+                        _ => 0,
+                    };
+                    current + 1
+                });
+                StreamPacker::resume_seekable(out, header, data_key.clone(), &opts, generation)
+            }
             None => StreamPacker::new_seekable(out, &self.opts.recipients, &opts),
         }
     }
@@ -554,6 +579,12 @@ impl Editor {
             }
             return Ok(None);
         }
+        if self.stream.is_none() && self.unpublished.is_none() {
+            self.open_base()?;
+            if let Some(done) = self.commit_in_place(dest, durable)? {
+                return Ok(Some(done));
+            }
+        }
         let scratch = match self.unpublished.take() {
             // A spill wrote the file as it is now: it has only been read since.
             Some((s, meta))
@@ -582,6 +613,131 @@ impl Editor {
             len: self.len,
             meta: self.meta.clone(),
         }))
+    }
+}
+
+impl Editor {
+    /// Commits by appending a new generation to the version-3 container at `dest`, when the
+    /// base is that container, the file is large enough, and what the commit supersedes keeps
+    /// the superseded bytes below the live ones. `None`: not taken (the caller writes the file
+    /// whole, which also compacts it).
+    fn commit_in_place(&mut self, dest: &Path, durable: bool) -> Result<Option<Committed>> {
+        let Some(base) = self.base.clone() else {
+            return Ok(None);
+        };
+        let info = base.info();
+        let Some(footer) = info.footer_v2.as_ref().filter(|f| f.generation.is_some()) else {
+            return Ok(None);
+        };
+        if self.len < IN_PLACE_MIN {
+            return Ok(None);
+        }
+        let plan = self.plan(footer, info.header.block_size as u64);
+        let kept: u64 = plan
+            .iter()
+            .zip(&footer.entries)
+            .filter(|(p, _)| **p == Planned::Keep)
+            .map(|(_, e)| e.entry.len)
+            .sum();
+        let replaced: u64 = footer.entries.iter().map(|e| e.entry.len).sum::<u64>() - kept;
+        let footer_end = info.trailer.footer_offset + info.trailer.footer_size + TRAILER_LEN as u64;
+        let superseded = footer.superseded_bytes(info.trailer.footer_offset) + replaced + footer_end
+            - info.trailer.footer_offset;
+        if superseded > self.len.max(IN_PLACE_MIN) {
+            return Ok(None);
+        }
+        let in_file = |e: Error| e.in_file(dest);
+        let file = match std::fs::OpenOptions::new().read(true).write(true).open(dest) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(in_file(Error::io("opening the container to append", e))),
+        };
+        // The container there must be the base, at the same generation: else write it whole.
+        let now = ContainerInfo::read(&file).map_err(in_file)?;
+        if now.header.container_id != info.header.container_id || now.trailer != info.trailer {
+            return Ok(None);
+        }
+        let (data_key, _) = self.keys.clone().expect("a base has keys");
+        let pack = &self.opts.pack;
+        let policy = CompressPolicy {
+            mode: pack.compress,
+            level: pack.level,
+            codec: pack.codec,
+        };
+        let len = self.len;
+        let mut read = |offset: u64, buf: &mut [u8]| -> Result<()> {
+            match self.read_current(offset, buf)? {
+                n if n == buf.len() => Ok(()),
+                n => Err(Error::corrupt(format!(
+                    "the file ends at {} bytes, before its length {len}",
+                    offset + n as u64
+                ))),
+            }
+        };
+        append_generation(
+            &file,
+            info,
+            &data_key,
+            &plan,
+            &mut read,
+            &self.meta,
+            policy,
+            pack.entropy.as_ref(),
+            durable,
+        )
+        .map_err(in_file)?;
+        let _ = file.set_modified(self.meta.mtime());
+        self.adopt(&file)?;
+        self.published = Some(file);
+        self.dirty = false;
+        Ok(Some(Committed {
+            len: self.len,
+            meta: self.meta.clone(),
+        }))
+    }
+
+    /// The blocks of a new generation over `footer`'s: each current block keeps its plaintext
+    /// range (cut at the new length), and is sealed again if a page or a truncation touched it;
+    /// a short last block grows to the block size when the file grew past it; new blocks of
+    /// the block size follow.
+    fn plan(&self, footer: &FooterV2, block_size: u64) -> Vec<Planned> {
+        let len = self.len;
+        let mut plan = Vec::with_capacity(len.div_ceil(block_size) as usize);
+        let mut at = 0;
+        let n = footer.entries.len();
+        for (i, e) in footer.entries.iter().enumerate() {
+            let (start, end) = (e.entry.plain_offset, e.entry.plain_offset + e.entry.plain_size);
+            if start >= len {
+                break;
+            }
+            let mut new_end = end.min(len);
+            if i + 1 == n && end < len && e.entry.plain_size < block_size {
+                new_end = (start + block_size).min(len);
+            }
+            let paged = self
+                .pages
+                .range(start / PAGE as u64..=(new_end - 1) / PAGE as u64)
+                .next()
+                .is_some();
+            plan.push(if new_end != end || end > self.base_valid || paged {
+                Planned::Seal {
+                    plain_offset: start,
+                    plain_size: new_end - start,
+                }
+            } else {
+                Planned::Keep
+            });
+            at = new_end;
+        }
+        while at < len {
+            let size = (len - at).min(block_size);
+            plan.push(Planned::Seal {
+                plain_offset: at,
+                plain_size: size,
+            });
+            at += size;
+        }
+        plan
     }
 }
 
@@ -626,6 +782,7 @@ pub fn set_time(meta: &mut FileMeta, time: SystemTime) {
 mod tests {
     use super::*;
     use crate::core::crypto::KeyFileKey;
+    use crate::core::format::CommitRecord;
     use crate::Key;
 
     fn key() -> Key {
@@ -755,6 +912,113 @@ mod tests {
         }
         e.commit(&dest, true).unwrap();
         assert_eq!(unpacked(&dest).0, model);
+    }
+
+    fn generation(path: &Path) -> Option<u64> {
+        let info = ContainerInfo::read(&File::open(path).unwrap()).unwrap();
+        info.footer_v2.and_then(|f| f.generation)
+    }
+
+    #[test]
+    fn a_large_file_takes_edits_in_place_one_generation_per_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("big.qltx");
+        let size = 3 * IN_PLACE_MIN as usize / 2;
+        let mut model: Vec<u8> = (0..size).map(|i| (i * 31 % 253) as u8).collect();
+        let mut e = Editor::new_file(options(dir.path(), 64 * PAGE), meta("big"));
+        e.write_at(0, &model).unwrap();
+        e.commit(&dest, false).unwrap().unwrap();
+        assert_eq!(generation(&dest), None, "a streamed new file is version 2");
+
+        let mut rng = 0x1234_5678_9abc_def1u64;
+        let mut last_len = std::fs::metadata(&dest).unwrap().len();
+        for round in 1..=12u64 {
+            for _ in 0..5 {
+                let at = (next(&mut rng) % (model.len() as u64 + 10_000)) as usize;
+                let data = vec![round as u8; 1 + (next(&mut rng) % 5000) as usize];
+                e.write_at(at as u64, &data).unwrap();
+                if model.len() < at + data.len() {
+                    model.resize(at + data.len(), 0);
+                }
+                model[at..at + data.len()].copy_from_slice(&data);
+            }
+            if round == 6 {
+                let cut = model.len() - 40_000;
+                e.set_len(cut as u64).unwrap();
+                model.truncate(cut);
+            }
+            e.commit(&dest, round % 2 == 0).unwrap().unwrap();
+            assert_eq!(unpacked(&dest).0, model, "round {round}");
+            // Round 1 writes version 3 whole (generation 1); every later one appends.
+            assert_eq!(generation(&dest), Some(round), "round {round}");
+            let len = std::fs::metadata(&dest).unwrap().len();
+            if round > 1 {
+                assert!(
+                    len - last_len < 200_000,
+                    "round {round}: appended {} bytes, not the whole file",
+                    len - last_len
+                );
+            }
+            last_len = len;
+            assert_eq!(read_all(&mut e), model, "round {round}");
+        }
+        // A chmod alone is a new footer.
+        e.set_mode(0o600);
+        e.commit(&dest, true).unwrap().unwrap();
+        assert_eq!(generation(&dest), Some(13));
+        let (plain, record) = unpacked(&dest);
+        assert_eq!((plain, record.unwrap().mode), (model, 0o600));
+    }
+
+    #[test]
+    fn an_interrupted_append_leaves_the_last_generation_and_is_overwritten_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("c.qltx");
+        let size = IN_PLACE_MIN as usize + 100_000;
+        let mut model = vec![5u8; size];
+        let mut e = Editor::new_file(options(dir.path(), 64 * PAGE), meta("c"));
+        e.write_at(0, &model).unwrap();
+        e.write_at(10, b"v3").unwrap(); // not streaming any more: written whole as version 3
+        model[10..12].copy_from_slice(b"v3");
+        e.commit(&dest, true).unwrap().unwrap();
+        assert_eq!(generation(&dest), Some(1));
+        e.write_at(500_000, b"second").unwrap();
+        model[500_000..500_006].copy_from_slice(b"second");
+        e.commit(&dest, true).unwrap().unwrap();
+        assert_eq!(generation(&dest), Some(2));
+        let committed = std::fs::read(&dest).unwrap();
+
+        // A crash after the blocks and footer of generation 3 but before its commit record:
+        // the file reads as generation 2, whatever the tail holds.
+        let mut torn = committed.clone();
+        torn.extend(std::iter::repeat_n(0xa5, 70_000));
+        std::fs::write(&dest, &torn).unwrap();
+        assert_eq!(generation(&dest), Some(2));
+        assert_eq!(unpacked(&dest).0, model);
+
+        // A torn commit record (generation 3, slot A) leaves generation 2 current.
+        let mut bad = torn.clone();
+        bad[CommitRecord::slot_of(3)..][..8].copy_from_slice(b"QLTXCMT3");
+        bad[CommitRecord::slot_of(3) + 8] = 3;
+        std::fs::write(&dest, &bad).unwrap();
+        assert_eq!(generation(&dest), Some(2));
+
+        // The next commit overwrites the tail and ends where its own trailer ends.
+        std::fs::write(&dest, &torn).unwrap();
+        let base = Arc::new(Container::open(&dest, &key()).unwrap());
+        let meta_now = base.file_meta().unwrap().unwrap();
+        let mut e = Editor::open(options(dir.path(), 64 * PAGE), base, meta_now);
+        e.write_at(0, b"third").unwrap();
+        model[0..5].copy_from_slice(b"third");
+        e.commit(&dest, true).unwrap().unwrap();
+        assert_eq!(generation(&dest), Some(3));
+        assert_eq!(unpacked(&dest).0, model);
+        let info = ContainerInfo::read(&File::open(&dest).unwrap()).unwrap();
+        assert_eq!(
+            info.trailer.footer_offset + info.trailer.footer_size + TRAILER_LEN as u64,
+            std::fs::metadata(&dest).unwrap().len(),
+            "no torn tail is left after a commit"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! ([`cache`]), in-order streaming reads ([`stream_reader`]), index rebuilding ([`repair`]), key
 //! slot rewriting ([`rekey`]) and the file-to-file operations ([`ops`]).
 
+pub mod append;
 pub mod cache;
+pub mod compact;
 pub mod edit;
 pub mod ops;
 pub mod pipeline;

@@ -21,7 +21,7 @@ use crate::core::format::{
     max_block_len_v2, min_block_len_v2, BlockMetaV2, BlockPrefix, CompressionV2, ContainerId, Footer,
     FooterEntry, FooterV2, FormatVersion, Header, LayoutCheck, SlotArea, SlotKind, Trailer, BLOCK_HEAD_LEN,
     BLOCK_PREFIX_LEN, FLAG_STREAMING, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN,
-    FOOTER_V2_ENTRY_LEN, FOOTER_V2_HEAD_LEN, HEADER_LEN, TRAILER_LEN,
+    FOOTER_V2_ENTRY_LEN, FOOTER_V2_HEAD_LEN, FOOTER_V3_ENTRY_LEN, HEADER_LEN, TRAILER_LEN,
 };
 use crate::core::integrity_v2::check_root;
 use crate::core::ranges;
@@ -81,12 +81,41 @@ impl ContainerInfo {
         let header = Header::decode(&head)?;
         let slots = header.active_slots()?;
 
+        // Versions 1 and 2 end with the trailer; version 3 says where its current footer (and
+        // the trailer after it) is in a commit record, and bytes after that trailer are a torn
+        // tail of an interrupted commit, ignored.
+        let (trailer_end, generation) = if header.version == FormatVersion::V3 {
+            let commit = header.current_commit()?;
+            let end = commit
+                .footer_offset
+                .checked_add(commit.footer_size)
+                .and_then(|e| e.checked_add(TRAILER_LEN as u64))
+                .filter(|&end| end <= container_size && commit.footer_offset >= HEADER_LEN as u64)
+                .ok_or_else(|| {
+                    Error::corrupt(format!(
+                        "commit record of generation {}: footer at {} ({} bytes) lies outside the \
+                         {container_size}-byte container",
+                        commit.generation, commit.footer_offset, commit.footer_size
+                    ))
+                })?;
+            let (offset, size) = (commit.footer_offset, commit.footer_size);
+            (end, Some((commit.generation, offset, size)))
+        } else {
+            (container_size, None)
+        };
         let mut tb = [0u8; TRAILER_LEN];
-        let trailer_at = container_size - TRAILER_LEN as u64;
+        let trailer_at = trailer_end - TRAILER_LEN as u64;
         source
             .read_exact_at(&mut tb, trailer_at)
             .map_err(|e| io_err("reading the trailer", e))?;
-        let trailer = Trailer::decode(&tb, container_size)?;
+        let trailer = Trailer::decode(&tb, trailer_end)?;
+        if let Some((g, offset, size)) = generation {
+            if (trailer.footer_offset, trailer.footer_size) != (offset, size) {
+                return Err(Error::corrupt(format!(
+                    "the trailer after the footer of generation {g} disagrees with its commit record"
+                )));
+            }
+        }
 
         let (footer, footer_v2) = match header.version {
             FormatVersion::V1 => {
@@ -95,9 +124,17 @@ impl ContainerInfo {
                 footer.check_layout(header.block_size, trailer.footer_offset)?;
                 (footer, None)
             }
-            FormatVersion::V2 => {
-                let fb = read_footer(source, &trailer, header.block_size, FooterLayout::V2)?;
-                let v2 = FooterV2::decode(&fb, trailer.footer_offset, header.block_size)?;
+            FormatVersion::V2 | FormatVersion::V3 => {
+                let v2 = match generation {
+                    None => {
+                        let fb = read_footer(source, &trailer, header.block_size, FooterLayout::V2)?;
+                        FooterV2::decode(&fb, trailer.footer_offset, header.block_size)?
+                    }
+                    Some((g, ..)) => {
+                        let fb = read_footer(source, &trailer, header.block_size, FooterLayout::V3)?;
+                        FooterV2::decode_v3(&fb, trailer.footer_offset, header.block_size, g)?
+                    }
+                };
                 check_root(&v2, trailer.footer_offset)?;
                 let footer = Footer {
                     original_size: v2.original_size,
@@ -118,7 +155,7 @@ impl ContainerInfo {
                 "header totals disagree with the footer and trailer",
             ));
         }
-        if !header.is_patched() && header.flags & FLAG_STREAMING == 0 {
+        if !header.is_patched() && header.flags & FLAG_STREAMING == 0 && generation.is_none() {
             return Err(Error::corrupt(
                 "header totals are missing but the container is not a stream",
             ));
@@ -209,6 +246,7 @@ pub fn unlock_data_key(slots: &SlotArea, container_id: &ContainerId, key: &Key) 
 enum FooterLayout {
     V1,
     V2,
+    V3,
 }
 
 /// Footer bytes read at once. A larger footer is read piece by piece.
@@ -230,6 +268,7 @@ fn read_footer(
     let (head_len, entry_len) = match layout {
         FooterLayout::V1 => (FOOTER_HEAD_LEN, FOOTER_ENTRY_LEN),
         FooterLayout::V2 => (FOOTER_V2_HEAD_LEN, FOOTER_V2_ENTRY_LEN),
+        FooterLayout::V3 => (FOOTER_V2_HEAD_LEN, FOOTER_V3_ENTRY_LEN),
     };
     // The entries end before the MAC (and, in v2, the file record of at most 4142 bytes): only
     // bytes certainly inside the entries are checked early; decoding checks the rest.
@@ -244,8 +283,12 @@ fn read_footer(
                 let e = FooterEntry::decode(&fb[checked..]);
                 match layout {
                     FooterLayout::V1 => check.next(&e)?,
-                    FooterLayout::V2 => {
+                    FooterLayout::V2 | FooterLayout::V3 => {
                         let index = ((checked - head_len) / entry_len) as u64;
+                        // Version 3's blocks lie anywhere before the footer, in any order.
+                        if matches!(layout, FooterLayout::V3) {
+                            v2_next = e.offset.max(HEADER_LEN as u64);
+                        }
                         if e.offset != v2_next
                             || e.len < min_block_len_v2()
                             || e.len > max_block_len_v2(e.plain_size.min(block_size as u64))
@@ -611,28 +654,45 @@ impl<S: ReadAt> Container<S> {
         ))
     }
 
-    /// The stored bytes (head and sealed payload) of blocks `first..=last`, with one read: blocks
-    /// are contiguous in the container. Split them with [`Container::stored_range`] and open each
-    /// with [`Container::open_stored`]. The length comes from the authenticated index, bounded by
-    /// `check_layout` for each block; callers bound the number of blocks.
+    /// The stored bytes (head and sealed payload) of blocks `first..=last`, back to back: one
+    /// read where the blocks are contiguous in the container (always, before version 3), one per
+    /// run of contiguous blocks otherwise. Split them with [`Container::stored_range`] and open
+    /// each with [`Container::open_stored`]. The lengths come from the authenticated index,
+    /// bounded for each block when the footer was read; callers bound the number of blocks.
     pub fn read_stored(&self, first: u64, last: u64) -> Result<Vec<u8>> {
-        let start = *self.entry(first).ok_or_else(|| self.no_such_block(first))?;
-        let end = *self
-            .entry(last.max(first))
-            .ok_or_else(|| self.no_such_block(last))?;
-        let mut stored = vec![0u8; (end.offset + end.len - start.offset) as usize];
-        self.source
-            .read_exact_at(&mut stored, start.offset)
-            .map_err(|e| read_error(e, first, start.offset))?;
+        let last = last.max(first);
+        let entries = self
+            .info
+            .footer
+            .entries
+            .get(first as usize..=last as usize)
+            .ok_or_else(|| self.no_such_block(if self.entry(first).is_none() { first } else { last }))?;
+        let total: u64 = entries.iter().map(|e| e.len).sum();
+        let mut stored = vec![0u8; total as usize];
+        let (mut at, mut i) = (0usize, 0usize);
+        while i < entries.len() {
+            // A run of blocks each starting where the one before ends: one read.
+            let mut j = i + 1;
+            while j < entries.len() && entries[j].offset == entries[j - 1].offset + entries[j - 1].len {
+                j += 1;
+            }
+            let run: u64 = entries[i..j].iter().map(|e| e.len).sum();
+            let (index, offset) = (first + i as u64, entries[i].offset);
+            self.source
+                .read_exact_at(&mut stored[at..at + run as usize], offset)
+                .map_err(|e| read_error(e, index, offset))?;
+            at += run as usize;
+            i = j;
+        }
         Ok(stored)
     }
 
     /// Where block `index` lies in the bytes [`Container::read_stored`] returned for a range
     /// starting at block `first`.
     pub fn stored_range(&self, first: u64, index: u64) -> Option<std::ops::Range<usize>> {
-        let (base, e) = (self.entry(first)?.offset, self.entry(index)?);
-        let start = usize::try_from(e.offset.checked_sub(base)?).ok()?;
-        Some(start..start + e.len as usize)
+        let before = self.info.footer.entries.get(first as usize..index as usize)?;
+        let start = usize::try_from(before.iter().map(|e| e.len).sum::<u64>()).ok()?;
+        Some(start..start + self.entry(index)?.len as usize)
     }
 
     /// Checks and decrypts block `index` from its stored bytes (exactly the block: head, then
@@ -652,7 +712,7 @@ impl<S: ReadAt> Container<S> {
             ));
         }
         let head: [u8; BLOCK_HEAD_LEN] = crate::core::format::array(&block, 0);
-        if self.version() == FormatVersion::V2 {
+        if self.version().has_v2_blocks() {
             return self.open_stored_v2(index, &entry, &head, block, verify);
         }
         let (prefix, meta) = open_block_head(&self.keys, index, &head, entry.offset)?;
@@ -748,7 +808,7 @@ impl<S: ReadAt> Container<S> {
         for slice in self.slices(offset, buf.len() as u64) {
             let at = slice.in_output as usize;
             let len = slice.len();
-            if self.version() == FormatVersion::V2 {
+            if self.version().has_v2_blocks() {
                 self.read_part_v2(slice.index, slice.in_block.clone(), &mut buf[at..at + len])?;
             } else {
                 let block = self.read_block(slice.index, false)?;
@@ -775,7 +835,7 @@ impl<S: ReadAt> Container<S> {
         for slice in self.slices(offset, len) {
             let whole_block =
                 slice.in_block.len() as u64 == self.entry(slice.index).map_or(0, |e| e.plain_size);
-            if self.version() == FormatVersion::V2 && !whole_block {
+            if self.version().has_v2_blocks() && !whole_block {
                 part.resize(slice.len(), 0);
                 self.read_part_v2(slice.index, slice.in_block.clone(), &mut part)?;
                 out.write_all(&part)

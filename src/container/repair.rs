@@ -128,7 +128,7 @@ fn repair_inner(
     let blocks_end = kept.last().map_or(HEADER_LEN as u64, |e| e.offset + e.len);
     let mut header = stream.header().clone();
     // A v2 file record lives in the footer, which a cut container has lost.
-    let (footer, _root) = footer_for(&header, stream.keys(), plain_bytes, &kept, &v2, None);
+    let (footer, _root) = footer_for(&header, stream.keys(), plain_bytes, &kept, &v2, None, None);
     let trailer = Trailer {
         footer_offset: blocks_end,
         footer_size: footer.len() as u64,

@@ -27,9 +27,9 @@ use crate::core::crypto::{
 };
 use crate::core::file_record::{seal_file_record, FileMeta};
 use crate::core::format::{
-    array, check_block_size, CipherId, ContainerId, Footer, FooterEntry, FooterEntryV2, FooterV2,
-    FormatVersion, Header, SlotArea, Trailer, BLOCK_PREFIX_LEN, DEFAULT_BLOCK_SIZE, FLAG_NO_VERIFY,
-    FLAG_STREAMING, HEADER_LEN, MAX_SLOTS, META_LEN, SLOT_AREA_LEN, TAG_LEN,
+    array, check_block_size, CipherId, CommitRecord, ContainerId, Footer, FooterEntry, FooterEntryV2,
+    FooterV2, FormatVersion, Header, SlotArea, Trailer, BLOCK_PREFIX_LEN, COMMIT_B, DEFAULT_BLOCK_SIZE,
+    FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN, MAX_SLOTS, META_LEN, SLOT_AREA_LEN, TAG_LEN,
 };
 use crate::core::integrity_v2::footer_root;
 use crate::{Error, Result};
@@ -142,6 +142,8 @@ pub struct StreamPacker<W: Write> {
     submitted: u64,
     compressed_blocks: u64,
     patch: Option<Patch<W>>,
+    /// Version 3 (a new version of an edited container): the generation it is written at.
+    generation: Option<u64>,
 }
 
 impl<W: Write> StreamPacker<W> {
@@ -194,6 +196,11 @@ impl<W: Write> StreamPacker<W> {
         container_id: ContainerId,
         (slot_area_a, slot_area_b): ([u8; SLOT_AREA_LEN], [u8; SLOT_AREA_LEN]),
     ) -> Result<Header> {
+        if opts.format == FormatVersion::V3 && !seekable {
+            return Err(Error::InvalidArgument(
+                "format version 3 needs a seekable output (its header names the current footer)".into(),
+            ));
+        }
         let mut flags = if seekable { 0 } else { FLAG_STREAMING };
         if opts.no_verify_hint {
             flags |= FLAG_NO_VERIFY;
@@ -210,6 +217,7 @@ impl<W: Write> StreamPacker<W> {
             container_id,
             slot_area_a,
             slot_area_b,
+            commits: [[0; crate::core::format::COMMIT_LEN]; 2],
         };
         out.write_all(&header.encode())
             .map_err(|e| Error::io("writing the container header", e))?;
@@ -245,21 +253,19 @@ impl<W: Write> StreamPacker<W> {
             next_index: 0,
             entries: Vec::new(),
             entries_v2: Vec::new(),
-            file_meta: opts
-                .file_meta
-                .clone()
-                .filter(|_| opts.format == FormatVersion::V2),
+            file_meta: opts.file_meta.clone().filter(|_| opts.format.has_v2_blocks()),
             container_offset: HEADER_LEN as u64,
             plain_offset: 0,
             submitted: 0,
             compressed_blocks: 0,
             patch,
+            generation: None,
         })
     }
 
     /// Replaces the file record sealed into the footer at [`StreamPacker::finish`] (v2).
     pub(crate) fn set_file_meta(&mut self, meta: Option<FileMeta>) {
-        self.file_meta = meta.filter(|_| self.header.version == FormatVersion::V2);
+        self.file_meta = meta.filter(|_| self.header.version.has_v2_blocks());
     }
 
     /// The data key and header the container is being written with: what a rewrite of it
@@ -365,7 +371,7 @@ impl<W: Write> StreamPacker<W> {
             FormatVersion::V1 => self
                 .pool
                 .submit(move || Ok(seal_block(&keys, index, plain, policy, entropy.as_ref()))),
-            FormatVersion::V2 => {
+            FormatVersion::V2 | FormatVersion::V3 => {
                 let mut payload = self.spare_v2.pop().unwrap_or_default();
                 let block_size = self.block_size;
                 self.pool.submit(move || {
@@ -445,10 +451,22 @@ impl<W: Write> StreamPacker<W> {
             .map_err(|e| Error::io("writing the footer", e))?;
         let container_size = self.container_offset + footer.len() as u64 + trailer.encode().len() as u64;
         if let Some(patch) = self.patch {
-            self.header.total_blocks = self.entries.len() as u64;
-            self.header.original_size = self.plain_offset;
-            self.header.footer_offset = trailer.footer_offset;
-            self.header.footer_size = trailer.footer_size;
+            if self.header.version == FormatVersion::V3 {
+                // Version 3 has no totals: its commit record says where the footer is.
+                let generation = self.generation();
+                let record = CommitRecord {
+                    generation,
+                    footer_offset: trailer.footer_offset,
+                    footer_size: trailer.footer_size,
+                };
+                let slot = usize::from(CommitRecord::slot_of(generation) == COMMIT_B);
+                self.header.commits[slot] = record.encode();
+            } else {
+                self.header.total_blocks = self.entries.len() as u64;
+                self.header.original_size = self.plain_offset;
+                self.header.footer_offset = trailer.footer_offset;
+                self.header.footer_size = trailer.footer_size;
+            }
             patch(&mut self.out, &self.header.encode()).map_err(|e| Error::io("patching the header", e))?;
         }
         self.out
@@ -472,6 +490,7 @@ impl<W: Write> StreamPacker<W> {
             .file_meta
             .as_ref()
             .map(|m| seal_file_record(&self.keys, m, self.entropy.as_ref()));
+        let generation = (self.header.version == FormatVersion::V3).then(|| self.generation());
         footer_for(
             &self.header,
             &self.keys,
@@ -479,13 +498,20 @@ impl<W: Write> StreamPacker<W> {
             &self.entries,
             &self.entries_v2,
             record,
+            generation,
         )
+    }
+
+    /// A version-3 container's generation: the one [`StreamPacker::resume_seekable`] was given.
+    fn generation(&self) -> u64 {
+        self.generation.unwrap_or(1)
     }
 }
 
 /// The footer (MAC included) of a container with `header` holding the blocks `entries`, and a v2
 /// container's root. For v2, `v2` holds each block's hash and sealed metadata, and `record` the
-/// sealed file record if any. The writer and `repair` finish containers with it.
+/// sealed file record if any. For v3, every block gets `generation`, the footer's. The writer and
+/// `repair` finish containers with it.
 pub(crate) fn footer_for(
     header: &Header,
     keys: &ContainerKeys,
@@ -493,6 +519,7 @@ pub(crate) fn footer_for(
     entries: &[FooterEntry],
     v2: &[([u8; 32], [u8; META_LEN])],
     record: Option<Vec<u8>>,
+    generation: Option<u64>,
 ) -> (Vec<u8>, Option<[u8; 32]>) {
     let bound = header.bound_fields();
     match header.version {
@@ -502,7 +529,7 @@ pub(crate) fn footer_for(
             footer.extend_from_slice(&mac);
             (footer, None)
         }
-        FormatVersion::V2 => {
+        FormatVersion::V2 | FormatVersion::V3 => {
             let mut footer = FooterV2 {
                 original_size,
                 root: [0; 32],
@@ -514,9 +541,11 @@ pub(crate) fn footer_for(
                         entry,
                         block_hash,
                         sealed_meta,
+                        generation: generation.unwrap_or(0),
                     })
                     .collect(),
                 mac: [0; 32],
+                generation,
             };
             footer.root = footer_root(&footer);
             footer.mac = footer_mac_v2(keys, &bound, &footer.encode_unsigned());
@@ -550,16 +579,22 @@ impl<W: Write + Seek> StreamPacker<W> {
     /// Starts a new version of an existing container on a seekable output: the same container
     /// id, data key and key-slot areas (so every key that opened the old version opens this
     /// one, recipients' slots included, with no secret but the data key), and new blocks, each
-    /// sealed under fresh random salts and nonces. Format 2 whatever `template`'s version was;
-    /// the cipher and block size are `template`'s.
+    /// sealed under fresh random salts and nonces. Format 2 whatever `template`'s version was,
+    /// or, with `generation`, format 3 at that generation (a container the read-write mount
+    /// then edits in place); the cipher and block size are `template`'s.
     pub(crate) fn resume_seekable(
         mut out: W,
         template: &Header,
         data_key: DataKey,
         opts: &PackOptions,
+        generation: Option<u64>,
     ) -> Result<Self> {
         let opts = PackOptions {
-            format: FormatVersion::V2,
+            format: if generation.is_some() {
+                FormatVersion::V3
+            } else {
+                FormatVersion::V2
+            },
             cipher: template.cipher,
             block_size: template.block_size,
             ..opts.clone()
@@ -567,7 +602,9 @@ impl<W: Write + Seek> StreamPacker<W> {
         check_options(&opts)?;
         let areas = (template.slot_area_a, template.slot_area_b);
         let header = Self::begin(&mut out, &opts, true, template.container_id, areas)?;
-        Self::with_header(out, header, data_key, &opts, Some(patch::<W>))
+        let mut packer = Self::with_header(out, header, data_key, &opts, Some(patch::<W>))?;
+        packer.generation = generation;
+        Ok(packer)
     }
 }
 

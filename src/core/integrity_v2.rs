@@ -52,12 +52,33 @@ where
     *h.finalize().as_bytes()
 }
 
-/// The root a footer's entries and file record give.
+/// The domain string that starts a version-3 root's input.
+pub const ROOT_DOMAIN_V3: &[u8] = b"qeltrix v3 root";
+
+/// A version-3 root: `BLAKE3("qeltrix v3 root" ‖ u64le(generation) ‖ u64le(n) ‖
+/// (u64le(gen_i) ‖ block_hash_i)… ‖ u32le(record length) ‖ record)`, so each block version is
+/// named with the commit that wrote it.
+pub fn root_v3(generation: u64, entries: &[FooterEntryV2], record: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(ROOT_DOMAIN_V3);
+    h.update(&generation.to_le_bytes());
+    h.update(&(entries.len() as u64).to_le_bytes());
+    for e in entries {
+        h.update(&e.generation.to_le_bytes());
+        h.update(&e.block_hash);
+    }
+    h.update(&(record.len() as u32).to_le_bytes());
+    h.update(record);
+    *h.finalize().as_bytes()
+}
+
+/// The root a footer's entries and file record give (and, in v3, its generations).
 pub fn footer_root(footer: &FooterV2) -> [u8; 32] {
-    root_v2(
-        footer.entries.iter().map(|e| &e.block_hash),
-        footer.file_record.as_deref().unwrap_or(&[]),
-    )
+    let record = footer.file_record.as_deref().unwrap_or(&[]);
+    match footer.generation {
+        None => root_v2(footer.entries.iter().map(|e| &e.block_hash), record),
+        Some(g) => root_v3(g, &footer.entries, record),
+    }
 }
 
 /// Checks the footer's root against its entries' block hashes and its file record. A mismatch
@@ -66,7 +87,10 @@ pub fn footer_root(footer: &FooterV2) -> [u8; 32] {
 pub fn check_root(footer: &FooterV2, footer_offset: u64) -> Result<()> {
     if footer_root(footer) != footer.root {
         return Err(Error::Corrupt {
-            what: "v2 footer: the root does not match the entries' block hashes and file record".into(),
+            what: format!(
+                "{} footer: the root does not match the entries' block hashes and file record",
+                if footer.generation.is_some() { "v3" } else { "v2" }
+            ),
             block: None,
             offset: Some(footer_offset),
         });
@@ -204,6 +228,7 @@ mod tests {
                 },
                 block_hash: block_hash_v2(block),
                 sealed_meta: array(block, BLOCK_PREFIX_LEN),
+                generation: 0,
             });
             plain += ps as u64;
         }
@@ -213,6 +238,7 @@ mod tests {
             file_record: record.map(|len| vec![0x5a; len as usize]),
             entries,
             mac: [0; 32],
+            generation: None,
         };
         footer.root = footer_root(&footer);
         footer.mac = footer_mac_v2(&keys, BOUND, &footer.encode_unsigned());

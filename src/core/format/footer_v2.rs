@@ -24,6 +24,9 @@ use super::{array, le_u32, le_u64, FooterEntry, BLOCK_HEAD_LEN, HEADER_LEN, META
 use crate::{Error, Result};
 
 const FOOTER_V2_MAGIC: &[u8; 8] = b"QLTXFOT2";
+const FOOTER_V3_MAGIC: &[u8; 8] = b"QLTXFOT3";
+/// Length of one v3 footer entry: v2's and the block's generation (u64).
+pub const FOOTER_V3_ENTRY_LEN: usize = FOOTER_V2_ENTRY_LEN + 8;
 /// Length of the v2 footer's head: magic, n, original size, root, record length, reserved.
 pub const FOOTER_V2_HEAD_LEN: usize = 72;
 /// Length of one v2 footer entry: v1's 32 bytes, the block hash, the sealed metadata copy.
@@ -67,6 +70,9 @@ pub struct FooterEntryV2 {
     pub block_hash: [u8; 32],
     /// A copy of the block's sealed metadata (nonce, ciphertext, tag), as stored inline.
     pub sealed_meta: [u8; META_LEN],
+    /// Version 3: the generation (commit) that wrote this version of the block, 1 … the
+    /// footer's generation. 0 in a v2 footer.
+    pub generation: u64,
 }
 
 /// The decoded v2 footer. The MAC is checked by the reader (it needs the key), the root and the
@@ -85,6 +91,8 @@ pub struct FooterV2 {
     /// HMAC-SHA256 under the v2 footer MAC key over the bound header fields and the footer
     /// bytes before it.
     pub mac: [u8; MAC_LEN],
+    /// A version-3 footer's generation (≥ 1): the commit it belongs to. `None` for v2.
+    pub generation: Option<u64>,
 }
 
 impl FooterV2 {
@@ -93,10 +101,27 @@ impl FooterV2 {
         b.starts_with(FOOTER_V2_MAGIC)
     }
 
+    /// Length of one entry in a footer of this kind (v2 or v3).
+    pub fn entry_len(v3: bool) -> usize {
+        if v3 {
+            FOOTER_V3_ENTRY_LEN
+        } else {
+            FOOTER_V2_ENTRY_LEN
+        }
+    }
+
     /// Length in bytes of a v2 footer with `entries` entries and a file record of `record`
     /// bytes (0: none), MAC included.
     pub fn encoded_len(entries: usize, record: u32) -> u64 {
         FOOTER_V2_FIXED_LEN as u64 + entries as u64 * FOOTER_V2_ENTRY_LEN as u64 + record as u64
+    }
+
+    /// Length in bytes of this footer, encoded.
+    pub fn encoded_size(&self) -> u64 {
+        let record = self.file_record.as_ref().map_or(0, |r| r.len() as u64);
+        FOOTER_V2_FIXED_LEN as u64
+            + self.entries.len() as u64 * Self::entry_len(self.generation.is_some()) as u64
+            + record
     }
 
     /// The footer's length, from its head (the first [`FOOTER_V2_HEAD_LEN`] bytes): what a
@@ -111,7 +136,7 @@ impl FooterV2 {
         if !Self::starts(head) {
             return Err(bad("bad magic".into()));
         }
-        let r = record_len(head).map_err(bad)?;
+        let r = record_len(head, false).map_err(bad)?;
         let n = le_u64(head, 8);
         let len = n
             .checked_mul(FOOTER_V2_ENTRY_LEN as u64)
@@ -131,13 +156,23 @@ impl FooterV2 {
     /// Footer bytes without the MAC: what the MAC covers.
     pub fn encode_unsigned(&self) -> Vec<u8> {
         let record = self.file_record.as_deref().unwrap_or(&[]);
-        let mut b = Vec::with_capacity(Self::encoded_len(self.entries.len(), record.len() as u32) as usize);
-        b.extend_from_slice(FOOTER_V2_MAGIC);
+        let mut b = Vec::with_capacity(self.encoded_size() as usize);
+        b.extend_from_slice(if self.generation.is_some() {
+            FOOTER_V3_MAGIC
+        } else {
+            FOOTER_V2_MAGIC
+        });
         b.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
         b.extend_from_slice(&self.original_size.to_le_bytes());
         b.extend_from_slice(&self.root);
         b.extend_from_slice(&(record.len() as u32).to_le_bytes());
-        b.extend_from_slice(&[0; 12]);
+        match self.generation {
+            None => b.extend_from_slice(&[0; 12]),
+            Some(g) => {
+                b.extend_from_slice(&[0; 4]);
+                b.extend_from_slice(&g.to_le_bytes());
+            }
+        }
         for e in &self.entries {
             let v = e.entry;
             for x in [v.offset, v.len, v.plain_offset, v.plain_size] {
@@ -145,6 +180,9 @@ impl FooterV2 {
             }
             b.extend_from_slice(&e.block_hash);
             b.extend_from_slice(&e.sealed_meta);
+            if self.generation.is_some() {
+                b.extend_from_slice(&e.generation.to_le_bytes());
+            }
         }
         b.extend_from_slice(record);
         b
@@ -166,20 +204,45 @@ impl FooterV2 {
     /// `original_size` the sum of the plain sizes. An error names the field, and the entry
     /// (index and block offset) if any.
     pub fn decode(b: &[u8], footer_offset: u64, block_size: u32) -> Result<Self> {
+        Self::decode_as(b, footer_offset, block_size, None)
+    }
+
+    /// Decodes a version-3 footer of generation `generation` (the current commit record's),
+    /// found at `footer_offset`. As [`FooterV2::decode`], except: the magic is `QLTXFOT3`; bytes
+    /// 60..64 are reserved and 64..72 hold the generation, which must be `generation`; each entry
+    /// ends with its block's generation, 1 … `generation`; and blocks may lie anywhere in
+    /// `[4096, footer_offset)` in any order, as long as no two overlap.
+    pub fn decode_v3(b: &[u8], footer_offset: u64, block_size: u32, generation: u64) -> Result<Self> {
+        Self::decode_as(b, footer_offset, block_size, Some(generation))
+    }
+
+    fn decode_as(b: &[u8], footer_offset: u64, block_size: u32, generation: Option<u64>) -> Result<Self> {
+        let v3 = generation.is_some();
+        let name = if v3 { "v3 footer" } else { "v2 footer" };
         let bad = |what: String| Error::Corrupt {
-            what: format!("v2 footer: {what}"),
+            what: format!("{name}: {what}"),
             block: None,
             offset: Some(footer_offset),
         };
-        if b.len() < FOOTER_V2_FIXED_LEN || &b[0..8] != FOOTER_V2_MAGIC {
+        let magic = if v3 { FOOTER_V3_MAGIC } else { FOOTER_V2_MAGIC };
+        if b.len() < FOOTER_V2_FIXED_LEN || &b[0..8] != magic {
             return Err(bad("bad magic".into()));
         }
-        let r = record_len(b).map_err(bad)? as usize;
+        let r = record_len(b, v3).map_err(bad)? as usize;
+        if let Some(g) = generation {
+            let stored = le_u64(b, 64);
+            if stored != g {
+                return Err(bad(format!(
+                    "generation {stored}, but the commit record says {g}"
+                )));
+            }
+        }
+        let entry_len = Self::entry_len(v3);
         let n = le_u64(b, 8);
         let room = (b.len() - FOOTER_V2_FIXED_LEN).checked_sub(r);
         let count = room
-            .filter(|room| room.is_multiple_of(FOOTER_V2_ENTRY_LEN))
-            .map(|room| room / FOOTER_V2_ENTRY_LEN)
+            .filter(|room| room.is_multiple_of(entry_len))
+            .map(|room| room / entry_len)
             .filter(|&count| count as u64 == n)
             .ok_or_else(|| {
                 bad(format!(
@@ -192,10 +255,22 @@ impl FooterV2 {
         let mut entries = Vec::with_capacity(count);
         let (mut offset, mut plain) = (HEADER_LEN as u64, 0u64);
         for i in 0..count {
-            let e = FooterEntryV2::decode(&b[FOOTER_V2_HEAD_LEN + i * FOOTER_V2_ENTRY_LEN..]);
+            let at = FOOTER_V2_HEAD_LEN + i * entry_len;
+            let mut e = FooterEntryV2::decode(&b[at..]);
             let v = e.entry;
             let bad_entry =
-                |what: &str| Error::corrupt_block(i as u64, v.offset, format!("v2 footer entry {i}: {what}"));
+                |what: &str| Error::corrupt_block(i as u64, v.offset, format!("{name} entry {i}: {what}"));
+            if let Some(g) = generation {
+                e.generation = le_u64(b, at + FOOTER_V2_ENTRY_LEN);
+                if !(1..=g).contains(&e.generation) {
+                    return Err(bad_entry("block generation out of range"));
+                }
+                // Blocks lie anywhere after the header; overlaps are checked below.
+                if v.offset < HEADER_LEN as u64 {
+                    return Err(bad_entry("block inside the header"));
+                }
+                offset = v.offset;
+            }
             if v.offset != offset {
                 return Err(bad_entry("block offset is not contiguous"));
             }
@@ -215,7 +290,9 @@ impl FooterV2 {
             plain += v.plain_size;
             entries.push(e);
         }
-        if offset != footer_offset {
+        if v3 {
+            check_no_overlap(&entries)?;
+        } else if offset != footer_offset {
             return Err(Error::Corrupt {
                 what: format!("v2 footer: blocks end at {offset} but the footer starts at {footer_offset}"),
                 block: None,
@@ -228,21 +305,58 @@ impl FooterV2 {
                 "original_size {original_size} but the entries add up to {plain}"
             )));
         }
-        let record_at = FOOTER_V2_HEAD_LEN + count * FOOTER_V2_ENTRY_LEN;
+        let record_at = FOOTER_V2_HEAD_LEN + count * entry_len;
         Ok(FooterV2 {
             original_size,
             root: array(b, 24),
             file_record: (r > 0).then(|| b[record_at..record_at + r].to_vec()),
             entries,
             mac: array(b, b.len() - MAC_LEN),
+            generation,
         })
+    }
+
+    /// Version 3: container bytes in `[4096, footer_offset)` that no entry of this footer holds:
+    /// superseded block versions and earlier footers, which `qeltrix compact` reclaims.
+    pub fn superseded_bytes(&self, footer_offset: u64) -> u64 {
+        let live: u64 = self.entries.iter().map(|e| e.entry.len).sum();
+        footer_offset
+            .saturating_sub(HEADER_LEN as u64)
+            .saturating_sub(live)
     }
 }
 
-/// The record length in a footer head, checked with the reserved bytes.
-fn record_len(head: &[u8]) -> std::result::Result<u32, String> {
-    if head[60..72].iter().any(|&x| x != 0) {
-        return Err("reserved bytes 60..72 are not zero".into());
+/// Version 3: no two blocks may share a byte (each lies within `[4096, footer_offset)`, checked
+/// per entry). Sorts a list of (offset, end, index): n log n on n entries the footer's length
+/// already bounds.
+fn check_no_overlap(entries: &[FooterEntryV2]) -> Result<()> {
+    let mut spans: Vec<(u64, u64, usize)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.entry.offset, e.entry.offset + e.entry.len, i))
+        .collect();
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(Error::corrupt_block(
+                w[1].2 as u64,
+                w[1].0,
+                format!("v3 footer entry {}: block overlaps block {}", w[1].2, w[0].2),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The record length in a footer head, checked with the reserved bytes (60..72 in v2; 60..64
+/// in v3, whose 64..72 hold the generation).
+fn record_len(head: &[u8], v3: bool) -> std::result::Result<u32, String> {
+    let reserved = if v3 { 60..64 } else { 60..72 };
+    if head[reserved.clone()].iter().any(|&x| x != 0) {
+        return Err(format!(
+            "reserved bytes {}..{} are not zero",
+            reserved.start, reserved.end
+        ));
     }
     let r = le_u32(head, 56);
     if r != 0 && !(FILE_RECORD_MIN_LEN..=FILE_RECORD_MAX_LEN).contains(&r) {
@@ -260,6 +374,7 @@ impl FooterEntryV2 {
             entry: FooterEntry::decode(b),
             block_hash: array(b, 32),
             sealed_meta: array(b, 64),
+            generation: 0,
         }
     }
 }
@@ -289,6 +404,7 @@ mod tests {
                     entry: e,
                     block_hash: [i as u8 + 1; 32],
                     sealed_meta: [0x80 + i as u8; META_LEN],
+                    generation: 0,
                 }
             })
             .collect()
@@ -304,6 +420,7 @@ mod tests {
             file_record: record.map(|len| vec![0x5a; len as usize]),
             entries,
             mac: [0xee; 32],
+            generation: None,
         };
         (f, end)
     }

@@ -1,8 +1,8 @@
 //! The 4096-byte header region: fixed fields, then the two key-slot areas.
 
 use super::{
-    array, le_u16, le_u32, le_u64, ContainerId, FormatVersion, SlotArea, SLOT_AREA_A, SLOT_AREA_B,
-    SLOT_AREA_LEN,
+    array, le_u16, le_u32, le_u64, CommitRecord, ContainerId, FormatVersion, SlotArea, COMMIT_A, COMMIT_B,
+    COMMIT_LEN, SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN,
 };
 use crate::{Error, Result};
 
@@ -68,6 +68,9 @@ pub struct Header {
     pub slot_area_a: [u8; SLOT_AREA_LEN],
     /// Raw bytes of key-slot area B (header offset 2560), decoded by [`SlotArea`].
     pub slot_area_b: [u8; SLOT_AREA_LEN],
+    /// Version 3: the raw commit records A (offset 72) and B (offset 136), decoded by
+    /// [`CommitRecord`]. Zero (reserved) in versions 1 and 2.
+    pub commits: [[u8; COMMIT_LEN]; 2],
 }
 
 /// The error for `b`, shorter than a header: a cut container when it starts with the magic (or
@@ -101,6 +104,8 @@ impl Header {
         b[40..48].copy_from_slice(&self.footer_offset.to_le_bytes());
         b[48..56].copy_from_slice(&self.footer_size.to_le_bytes());
         b[56..72].copy_from_slice(&self.container_id);
+        b[COMMIT_A..COMMIT_A + COMMIT_LEN].copy_from_slice(&self.commits[0]);
+        b[COMMIT_B..COMMIT_B + COMMIT_LEN].copy_from_slice(&self.commits[1]);
         b[SLOT_AREA_A..SLOT_AREA_A + SLOT_AREA_LEN].copy_from_slice(&self.slot_area_a);
         b[SLOT_AREA_B..SLOT_AREA_B + SLOT_AREA_LEN].copy_from_slice(&self.slot_area_b);
         b
@@ -127,10 +132,20 @@ impl Header {
         if flags & !KNOWN_FLAGS != 0 {
             return Err(Error::corrupt(format!("unknown header flags {flags:#06x}")));
         }
+        if version == FormatVersion::V3 && flags & FLAG_STREAMING != 0 {
+            return Err(Error::corrupt("version-3 header with the streaming flag"));
+        }
+        // Version 3 keeps its commit records in bytes 72..200, and has no totals (24..56).
+        let v3 = version == FormatVersion::V3;
         let reserved = [
             13..16,
             20..24,
-            72..SLOT_AREA_A,
+            if v3 { 24..56 } else { 0..0 },
+            if v3 {
+                COMMIT_B + COMMIT_LEN..SLOT_AREA_A
+            } else {
+                72..SLOT_AREA_A
+            },
             SLOT_AREA_A + SLOT_AREA_LEN..SLOT_AREA_B,
             SLOT_AREA_B + SLOT_AREA_LEN..HEADER_LEN,
         ];
@@ -160,6 +175,7 @@ impl Header {
             container_id: array(b, 56),
             slot_area_a: array(b, SLOT_AREA_A),
             slot_area_b: array(b, SLOT_AREA_B),
+            commits: [array(b, COMMIT_A), array(b, COMMIT_B)],
         })
     }
 
@@ -197,6 +213,11 @@ impl Header {
     pub fn is_patched(&self) -> bool {
         self.footer_offset != 0
     }
+
+    /// A version-3 header's current commit record: the valid one with the higher generation.
+    pub fn current_commit(&self) -> Result<CommitRecord> {
+        CommitRecord::current(&self.commits[0], &self.commits[1])
+    }
 }
 
 #[cfg(test)]
@@ -231,6 +252,7 @@ mod tests {
             container_id: *b"0123456789abcdef",
             slot_area_a: slot_area(1),
             slot_area_b: [0; SLOT_AREA_LEN],
+            commits: [[0; crate::core::format::COMMIT_LEN]; 2],
         }
     }
 
@@ -351,7 +373,7 @@ mod tests {
 
     #[test]
     fn an_unknown_version_is_not_a_container() {
-        for v in [0u16, 3, 0x0100, u16::MAX] {
+        for v in [0u16, 4, 0x0100, u16::MAX] {
             let e = corrupt_by(|b| b[8..10].copy_from_slice(&v.to_le_bytes()));
             assert!(
                 matches!(&e, Error::NotAContainer(m) if m == &format!("unsupported format version {v}")),
@@ -368,6 +390,52 @@ mod tests {
             assert_eq!(b[8..10], version.number().to_le_bytes());
             assert_eq!(Header::decode(&b).unwrap(), h);
         }
+    }
+
+    #[test]
+    fn version_3_keeps_commit_records_at_72_and_136_and_no_totals() {
+        let a = CommitRecord {
+            generation: 3,
+            footer_offset: 9000,
+            footer_size: 300,
+        };
+        let b = CommitRecord {
+            generation: 2,
+            footer_offset: 7000,
+            footer_size: 290,
+        };
+        let h = Header {
+            version: FormatVersion::V3,
+            flags: 0,
+            total_blocks: 0,
+            original_size: 0,
+            footer_offset: 0,
+            footer_size: 0,
+            commits: [a.encode(), b.encode()],
+            ..patched()
+        };
+        let bytes = h.encode();
+        assert_eq!(bytes[8..10], 3u16.to_le_bytes());
+        assert_eq!(bytes[72..136], a.encode());
+        assert_eq!(bytes[136..200], b.encode());
+        let back = Header::decode(&bytes).unwrap();
+        assert_eq!(back, h);
+        assert_eq!(back.current_commit().unwrap(), a);
+        // The same bytes are reserved (must be zero) in versions 1 and 2.
+        let mut v2 = bytes.clone();
+        v2[8..10].copy_from_slice(&2u16.to_le_bytes());
+        assert!(Header::decode(&v2).is_err());
+        // Version 3 has no totals and no streaming flag.
+        let mut totals = bytes.clone();
+        totals[40] = 1;
+        assert!(Header::decode(&totals).is_err());
+        let mut streaming = bytes.clone();
+        streaming[10] |= FLAG_STREAMING as u8;
+        assert!(Header::decode(&streaming).is_err());
+        // Past the records, the reserved bytes are checked as before.
+        let mut past = bytes;
+        past[200] = 1;
+        assert!(Header::decode(&past).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod block;
 mod block_v2;
+mod commit;
 mod footer;
 mod footer_v2;
 mod header;
@@ -21,6 +22,7 @@ pub use block_v2::{
     BlockMetaV2, CompressionV2, SegmentSpan, Segments, NONCE_BASE_USED, SEGMENT_LEN, SEGMENT_SHIFT,
     UNSEGMENTED,
 };
+pub use commit::{CommitRecord, COMMIT_A, COMMIT_B, COMMIT_LEN};
 pub use footer::{
     Footer, FooterEntry, LayoutCheck, Trailer, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN,
     TRAILER_LEN,
@@ -28,7 +30,7 @@ pub use footer::{
 pub use footer_v2::{
     max_block_len_v2, min_block_len_v2, FooterEntryV2, FooterV2, FILE_RECORD_FIXED_PLAIN,
     FILE_RECORD_MAX_LEN, FILE_RECORD_MAX_NAME, FILE_RECORD_MIN_LEN, FOOTER_V2_ENTRY_LEN, FOOTER_V2_FIXED_LEN,
-    FOOTER_V2_HEAD_LEN,
+    FOOTER_V2_HEAD_LEN, FOOTER_V3_ENTRY_LEN,
 };
 pub use header::{short_header, CipherId, Header, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN};
 pub use slots::{
@@ -47,6 +49,10 @@ pub enum FormatVersion {
     /// zstd, the file record. What writers write.
     #[default]
     V2 = 2,
+    /// Version 3: version 2's blocks and file record, edited in place by the read-write mount:
+    /// blocks in any order with superseded versions between them, a footer with a generation,
+    /// and two commit records in the header that say which footer is current.
+    V3 = 3,
 }
 
 impl FormatVersion {
@@ -55,6 +61,7 @@ impl FormatVersion {
         match v {
             1 => Some(FormatVersion::V1),
             2 => Some(FormatVersion::V2),
+            3 => Some(FormatVersion::V3),
             _ => None,
         }
     }
@@ -62,6 +69,12 @@ impl FormatVersion {
     /// The number in the header.
     pub fn number(self) -> u16 {
         self as u16
+    }
+
+    /// True for the versions whose blocks are sealed as version 2's (segments, BLAKE3, the
+    /// footer's metadata copies): 2 and 3.
+    pub fn has_v2_blocks(self) -> bool {
+        self != FormatVersion::V1
     }
 }
 /// Length of the random per-container identifier.

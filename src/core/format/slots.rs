@@ -202,6 +202,7 @@ mod tests {
             container_id: [7; 16],
             slot_area_a: a,
             slot_area_b: b,
+            commits: [[0; crate::core::format::COMMIT_LEN]; 2],
         }
     }
 

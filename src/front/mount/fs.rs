@@ -391,7 +391,7 @@ struct Span {
 /// random (not sequential) read, none of its blocks in the cache. A random 1 MiB read of 1 MiB
 /// blocks then reads about 1 MiB from the disk, not the 2 MiB of the two blocks it straddles.
 fn segments_pay(c: &CachedContainer, span: &Span) -> bool {
-    c.container().version() == crate::core::format::FormatVersion::V2
+    c.container().version().has_v2_blocks()
         && !span.sequential
         && (span.first.index..=span.last).all(|i| c.cached_block(i).is_none())
 }

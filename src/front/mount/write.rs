@@ -47,6 +47,11 @@ const SCRATCH_DIR: &str = ".qeltrix/tmp";
 /// The longest container file name most file systems take.
 const NAME_MAX: usize = 255;
 
+/// Block size of the files a read-write mount writes: 64 KiB, so that an edit in place of a
+/// large file seals 64 KiB per changed block, not 1 MiB, at a footer of 188 bytes per block
+/// (about 3 MiB per GiB, rewritten at each commit).
+pub const DEFAULT_RW_BLOCK_SIZE: u32 = 64 << 10;
+
 /// How a read-write mount writes.
 #[derive(Clone, Debug)]
 pub struct ReadWrite {
@@ -63,7 +68,7 @@ impl Default for ReadWrite {
         ReadWrite {
             recipients: Vec::new(),
             memory: 256 << 20,
-            block_size: crate::core::format::DEFAULT_BLOCK_SIZE,
+            block_size: DEFAULT_RW_BLOCK_SIZE,
         }
     }
 }

@@ -361,7 +361,7 @@ impl Streamer {
         let index = cached.block_of(range.start)?;
         let block_len = container.entry(index)?.plain_size;
         let sequential = range.start > 0 && self.file.last_end.load(Ordering::Relaxed) == range.start;
-        if container.version() != crate::format::FormatVersion::V2
+        if !container.version().has_v2_blocks()
             || sequential
             || cached.block_of(range.end - 1) != Some(index)
             || range.len() >= block_len
