@@ -157,6 +157,67 @@ fn verify_without_key(file: &[u8]) -> qeltrix::Result<()> {
     .map(drop)
 }
 
+/// The keyless check of any v2 or v3 container: its structure as `ContainerInfo::read` finds it
+/// (for v3, through the current commit record), then every current block against its entry.
+fn verify_without_key_any(file: &[u8]) -> qeltrix::Result<()> {
+    let info = ContainerInfo::read(&file.to_vec())?;
+    let footer = info.footer_v2.expect("a v2 or v3 footer");
+    qeltrix::integrity_v2::check_blocks_keyless(&footer, |e, buf| {
+        let start = (e.entry.offset as usize).min(file.len());
+        let end = ((e.entry.offset + e.entry.len) as usize).min(file.len());
+        buf.extend_from_slice(&file[start..end]);
+        Ok(())
+    })
+}
+
+/// A format-3 container's current generation and superseded bytes.
+fn generation_of(file: &[u8]) -> qeltrix::Result<(u64, u64)> {
+    let info = ContainerInfo::read(&file.to_vec())?;
+    let footer = info.footer_v2.expect("a v3 footer");
+    let superseded = footer.superseded_bytes(info.trailer.footer_offset);
+    Ok((footer.generation.expect("a v3 footer"), superseded))
+}
+
+/// Writes `good/v3-edited.qltx` the way the read-write mount does: a new file streamed, then
+/// three edits each committed in place (new generations appended), through the library's
+/// `Editor`. System randomness (a seeded one would repeat nonces across a block's versions),
+/// so it is written once and never compared again. Returns the container's bytes.
+fn write_v3_edited(plain: &[u8]) -> Vec<u8> {
+    use qeltrix::edit::{EditOptions, Editor, MemoryBudget};
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("v3.qltx");
+    let opts = Arc::new(EditOptions {
+        pack: PackOptions {
+            block_size: BLOCK_SIZE,
+            codec: Codec::Zstd,
+            level: 6,
+            workers: 1,
+            ..PackOptions::default()
+        },
+        recipients: vec![sealing(key_file_key(key_file_bytes()))],
+        scratch: dir.path().to_path_buf(),
+        budget: MemoryBudget::new(1 << 20),
+        file_limit: 1 << 20,
+        in_place_min: V3_IN_PLACE_MIN,
+    });
+    let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    let mut e = Editor::new_file(opts, file_meta(&V3_RECORD));
+    e.write_at(0, &plain[..V3_LEN]).unwrap();
+    e.set_mtime(at(1_700_000_001));
+    e.commit(&dest, true).unwrap();
+    for (i, (offset, bytes, cut)) in V3_EDITS.iter().enumerate() {
+        if let Some(len) = cut {
+            e.set_len(*len).unwrap();
+        }
+        e.write_at(*offset, bytes).unwrap();
+        e.set_mtime(at(1_700_000_002 + i as u64));
+        e.commit(&dest, true).unwrap();
+    }
+    e.set_mode(0o600);
+    e.commit(&dest, true).unwrap();
+    fs::read(&dest).unwrap()
+}
+
 /// The file record to seal into a v2 container.
 fn file_meta(r: &Record) -> FileMeta {
     FileMeta {
@@ -402,6 +463,10 @@ const PINNED: &[(&str, &str)] = &[
     (
         "good/v2-streamed.qltx",
         "24161a7733fdf5d52722f363faff8387cb98982a2abaa1b8d406651d58e7c170",
+    ),
+    (
+        "good/v3-edited.qltx",
+        "8c4c68a9643296cc53c56bad7a596fe8f2f9a25d43c3d20c7248f5167e8a39b0",
     ),
     (
         "keys/keyfile.hex",
@@ -1474,6 +1539,66 @@ fn v2_flipped_block_hash_is_refused_without_a_key() {
 // would write differently is reported, never overwritten.
 // ================================================================================================
 
+// ================================================================================================
+// Format 3: a container edited in place by the read-write mount.
+// ================================================================================================
+
+const V3_FILE: &str = "good/v3-edited.qltx";
+/// The plaintext first streamed: Noise, seed 50.
+const V3_LEN: usize = 40_000;
+const V3_SEED: u8 = 50;
+/// Files of at least this many bytes are format 3 (the mount's 1 MiB, made small here).
+const V3_IN_PLACE_MIN: u64 = 16 << 10;
+/// The edits, each committed as a generation: (offset, bytes written, truncated first to).
+const V3_EDITS: &[(u64, &[u8], Option<u64>)] = &[
+    (5_000, &[0xab; 100], None),
+    (35_000, b"a tail after a gap of zeros", Some(30_000)),
+];
+const V3_RECORD: Record = Record {
+    name: "v3-edited.txt",
+    mode: 0o644,
+    mtime_sec: 1_700_000_000,
+    mtime_nsec: 0,
+};
+
+/// The plaintext `good/v3-edited.qltx` holds: the stream, with the edits applied.
+fn v3_model() -> Vec<u8> {
+    let mut model = plaintext(Data::Noise, V3_LEN, V3_SEED);
+    for (offset, bytes, cut) in V3_EDITS {
+        if let Some(len) = cut {
+            model.truncate(*len as usize);
+        }
+        let end = *offset as usize + bytes.len();
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[*offset as usize..end].copy_from_slice(bytes);
+    }
+    model
+}
+
+#[test]
+fn v3_an_edited_container_opens_at_its_last_generation() {
+    assert_pinned(V3_FILE);
+    let bytes = read_bytes(V3_FILE);
+    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 3, "format 3");
+    // The stream (1), two edits (2, 3) and a chmod (4), each a generation appended in place.
+    let (generation, superseded) = generation_of(&bytes).unwrap();
+    assert_eq!(generation, 4);
+    assert!(
+        superseded > 0,
+        "earlier block versions and footers are still in the file"
+    );
+    verify_without_key_any(&bytes).unwrap();
+    let c = open(&data_path(V3_FILE), &key_file_key(key_file_bytes())).unwrap();
+    assert_eq!(read_whole(&c).unwrap(), v3_model());
+    let record = opened_record(&c).unwrap().unwrap();
+    assert_eq!(record.1, 0o600);
+    // A wrong key is refused.
+    let e = expect_err(open(&data_path(V3_FILE), &key_file_key([9; 32])), "a wrong key");
+    assert!(e.is_auth_failure() || e.to_string().contains("key"), "{e}");
+}
+
 #[test]
 #[ignore = "writes tests/data; run by hand to add new files"]
 fn regenerate_corpus() {
@@ -1492,6 +1617,13 @@ fn regenerate_corpus() {
     };
 
     put("keys/keyfile.hex", format!("{KEY_FILE_HEX}\n").as_bytes());
+    // Written with system randomness: only when missing, never compared.
+    if !data_path(V3_FILE).exists() {
+        put(
+            V3_FILE,
+            &write_v3_edited(&plaintext(Data::Noise, V3_LEN, V3_SEED)),
+        );
+    }
     let identity = new_identity_file_text(IDENTITY_SEED);
     put(IDENTITY_FILE, identity.as_bytes());
     let recipient = recipient_of(&identity);

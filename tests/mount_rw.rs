@@ -846,12 +846,14 @@ enum Op {
     Reopen,
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// Operations on files of up to 400 KB times `scale`: at 8, most files pass 1 MiB, where the
+/// mount writes them as format 3 and edits them in place.
+fn op(scale: u64) -> impl Strategy<Value = Op> {
     prop_oneof![
-        5 => (0u64..300_000, 0usize..70_000, any::<u64>())
+        5 => (0u64..300_000 * scale, 0usize..70_000, any::<u64>())
             .prop_map(|(at, len, seed)| Op::Write { at, len, seed }),
-        1 => (0u64..400_000).prop_map(Op::Truncate),
-        2 => (0u64..400_000, 0usize..70_000).prop_map(|(at, len)| Op::Read { at, len }),
+        1 => (0u64..400_000 * scale).prop_map(Op::Truncate),
+        2 => (0u64..400_000 * scale, 0usize..70_000).prop_map(|(at, len)| Op::Read { at, len }),
         1 => Just(Op::Fsync),
         1 => Just(Op::Reopen),
     ]
@@ -901,17 +903,22 @@ fn same_contents(m: &Mount, a: &Path, b: &Path) -> Result<(), TestCaseError> {
 /// close, and after a remount.
 #[test]
 fn random_overwrites_match_a_model_file() {
-    random_overwrites_with(&[]);
+    random_overwrites_with(&[], 1);
+}
+
+#[test]
+fn random_overwrites_of_large_files_go_in_place_and_match_a_model_file() {
+    random_overwrites_with(&[], 8);
 }
 
 /// The same with 1 MiB of write memory: a file of more than 256 KiB of edits is written out to a
 /// scratch container and its pages dropped, mid-edit.
 #[test]
 fn random_overwrites_match_a_model_file_when_edits_spill() {
-    random_overwrites_with(&["--write-memory", "1"]);
+    random_overwrites_with(&["--write-memory", "1"], 1);
 }
 
-fn random_overwrites_with(extra: &[&str]) {
+fn random_overwrites_with(extra: &[&str], scale: u64) {
     let s = Space::new();
     let models = s.path("models");
     fs::create_dir(&models).unwrap();
@@ -922,7 +929,7 @@ fn random_overwrites_with(extra: &[&str]) {
     let case = AtomicUsize::new(0);
     let mut runner = TestRunner::new(PropConfig::with_cases(24));
     runner
-        .run(&prop::collection::vec(op(), 1..24), |ops| {
+        .run(&prop::collection::vec(op(scale), 1..24), |ops| {
             let name = format!("f{}", case.fetch_add(1, Ordering::Relaxed));
             let (real, model) = (m.file(&name), models.join(&name));
             let (mut rf, mut mf) = (open_rw(&real), open_rw(&model));
@@ -965,6 +972,25 @@ fn random_overwrites_with(extra: &[&str]) {
     m.unmount();
 
     s.verify_all();
+    if scale > 1 {
+        // Files past 1 MiB were kept as format 3, their edits appended in place.
+        let in_place = s
+            .stored()
+            .iter()
+            .filter(|c| {
+                let json = run_ok(
+                    env!("CARGO_BIN_EXE_qeltrix"),
+                    &[
+                        "info".as_ref(),
+                        "--json".as_ref(),
+                        s.vault().join(format!("{c}{SUFFIX}")).as_os_str(),
+                    ],
+                );
+                json.replace(" ", "").contains("\"format_version\":3")
+            })
+            .count();
+        assert!(in_place > 0, "no file was written as format 3");
+    }
     let Some(m) = s.mount_ro() else { return };
     let names = walk_files(&models);
     assert_eq!(names.len(), 24);
@@ -1613,11 +1639,12 @@ impl Overwriter {
             self.file.sync_all()?;
             self.synced.lock().unwrap().push(self.model.clone());
         } else if i % 13 == 12 {
-            let len = self.rng.below(MIB as u64) as usize;
+            // Up to 2 MiB: past 1 MiB the mount edits the file in place (format 3).
+            let len = self.rng.below(2 * MIB as u64) as usize;
             self.file.set_len(len as u64)?;
             self.model.resize(len, 0);
         } else {
-            let at = self.rng.below(MIB as u64) as usize;
+            let at = self.rng.below(2 * MIB as u64) as usize;
             let len = 1 + self.rng.below(16 * KIB as u64) as usize;
             let bytes = random_bytes(len, self.rng.next_u64());
             self.file.write_all_at(&bytes, at as u64)?;
@@ -1875,4 +1902,94 @@ fn read_if_there(path: &Path) -> Option<Vec<u8>> {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
         Err(e) => panic!("{}: {e}", path.display()),
     }
+}
+
+/// `qeltrix info --json` of a stored container, whitespace removed.
+fn info_json(s: &Space, rel: &str) -> String {
+    let out = qeltrix()
+        .arg("info")
+        .arg("--json")
+        .arg(s.vault().join(format!("{rel}{SUFFIX}")))
+        .timeout(DEADLINE)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "qeltrix info {rel}: {}", stderr_of(&out));
+    String::from_utf8_lossy(&out.stdout).split_whitespace().collect()
+}
+
+/// `qeltrix compact` of a stored container: its exit status and output.
+fn compact(s: &Space, rel: &str) -> Output {
+    qeltrix()
+        .arg("compact")
+        .arg("--key-file")
+        .arg(s.key())
+        .arg(s.vault().join(format!("{rel}{SUFFIX}")))
+        .timeout(DEADLINE)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_large_file_is_edited_in_place_then_compacted_after_the_unmount() {
+    let s = Space::new();
+    let Some(m) = s.mount_rw() else { return };
+    let mut model = random_bytes(3 * MIB / 2, 77);
+    fs::write(m.file("big.bin"), &model).unwrap();
+    assert!(
+        info_json(&s, "big.bin").contains("\"format_version\":3"),
+        "a large file is format 3"
+    );
+    let size_after_copy = fs::metadata(s.vault().join("big.bin.qltx")).unwrap().len();
+
+    // Small edits, each fsynced: each commit appends the changed blocks and a footer.
+    let f = open_rw(&m.file("big.bin"));
+    for (i, at) in [10u64, 700_000, 1_500_000].into_iter().enumerate() {
+        let bytes = random_bytes(3000, i as u64);
+        f.write_all_at(&bytes, at).unwrap();
+        let end = at as usize + bytes.len();
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[at as usize..end].copy_from_slice(&bytes);
+        f.sync_all().unwrap();
+    }
+    drop(f);
+    let json = info_json(&s, "big.bin");
+    assert!(
+        json.contains("\"generation\":4"),
+        "three commits after the first: {json}"
+    );
+    let grown = fs::metadata(s.vault().join("big.bin.qltx")).unwrap().len() - size_after_copy;
+    assert!(
+        grown < 400_000,
+        "the edits appended {grown} bytes, not the whole file again"
+    );
+    assert!(
+        fs::read(m.file("big.bin")).unwrap() == model,
+        "read back in the mount"
+    );
+
+    // The mount is the vault's writer: compact waits for it to stop.
+    let out = compact(&s, "big.bin");
+    assert!(!out.status.success(), "compact while mounted read-write");
+    assert!(
+        stderr_of(&out).contains("mounted read-write"),
+        "{}",
+        stderr_of(&out)
+    );
+    m.unmount();
+
+    s.verify_all();
+    let out = compact(&s, "big.bin");
+    assert!(out.status.success(), "qeltrix compact: {}", stderr_of(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("compacted"));
+    let json = info_json(&s, "big.bin");
+    assert!(json.contains("\"format_version\":2"), "{json}");
+    assert!(
+        s.unpack("big.bin") == model,
+        "the compacted file holds the same plaintext"
+    );
+    let out = compact(&s, "big.bin");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already compact"));
+    s.verify_all();
 }

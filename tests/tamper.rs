@@ -971,3 +971,49 @@ fn v2_shared() -> &'static SegFixture {
     static F: std::sync::OnceLock<SegFixture> = std::sync::OnceLock::new();
     F.get_or_init(|| seg_fixture(CipherId::ChaCha20Poly1305))
 }
+
+/// Format 3: bytes of an edited-in-place container (the frozen one: four generations, with
+/// superseded block versions and footers between the current ones), flipped, either fails to
+/// open or read, or reads back the same plaintext (the byte was superseded, reserved, a commit
+/// record's stale copy, or an inactive slot area). The flipped file is read whole, as unpack does.
+#[test]
+fn v3_every_byte_flip_fails_or_changes_nothing() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let bytes = std::fs::read(data.join("good/v3-edited.qltx")).unwrap();
+    let hex = std::fs::read_to_string(data.join("keys/keyfile.hex")).unwrap();
+    let key = qeltrix::Key::KeyFile(qeltrix::crypto::KeyFileKey::from_bytes(
+        hex::decode(hex.trim()).unwrap().try_into().unwrap(),
+    ));
+    let plain = open_and_unpack(bytes.clone(), &key).unwrap();
+    let info = ContainerInfo::read(&bytes).unwrap();
+    let live = |p: usize| {
+        info.footer
+            .entries
+            .iter()
+            .any(|e| (e.offset..e.offset + e.len).contains(&(p as u64)))
+    };
+    let (mut changed_nothing, mut failed) = (0, 0);
+    // Every byte of the header's fields and commit records and of the current footer and
+    // trailer; every fifth byte elsewhere (slot areas, blocks current and superseded).
+    let footer = info.trailer.footer_offset as usize;
+    let every = |pos: &usize| *pos < 200 || *pos >= footer || pos.is_multiple_of(5);
+    for pos in (0..bytes.len()).filter(every) {
+        let mut b = bytes.clone();
+        b[pos] ^= 0x01 << (pos % 8);
+        match open_and_unpack(b, &key) {
+            Ok(p) => {
+                assert!(p == plain, "byte {pos} flipped: other plaintext returned");
+                assert!(
+                    !live(pos),
+                    "byte {pos} of a current block flipped and not noticed"
+                );
+                changed_nothing += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    assert!(
+        changed_nothing > 0 && failed > 0,
+        "{changed_nothing} unchanged, {failed} failed"
+    );
+}

@@ -9,10 +9,11 @@
 //! modification time.
 
 use crate::container::reader::{Container, ContainerInfo};
-use crate::container::writer::footer_for;
-use crate::core::crypto::{derive_container_keys, Key};
-use crate::core::format::{array, FooterEntry, FormatVersion, Header, Trailer, BLOCK_PREFIX_LEN, HEADER_LEN};
-use crate::core::integrity_v2::check_block_keyless;
+use crate::core::crypto::{derive_container_keys, footer_mac_v2, ContainerKeys, Key};
+use crate::core::format::{
+    CommitRecord, FooterV2, FormatVersion, Header, Trailer, COMMIT_B, COMMIT_LEN, HEADER_LEN, TRAILER_LEN,
+};
+use crate::core::integrity_v2::{check_block_keyless, footer_root};
 use crate::storage::atomic::AtomicOutput;
 use crate::{Error, Result};
 use std::fs::File;
@@ -57,70 +58,104 @@ pub fn compact(path: &Path, key: &Key) -> Result<Compacted> {
         .map_err(|e| Error::io("opening the container", e).in_file(path))?;
     let opened = Container::from_info(reopened, info.clone(), key).map_err(|e| e.in_file(path))?;
     let keys = derive_container_keys(opened.data_key().clone(), header.cipher, header.container_id);
-    let footer = info.footer_v2.as_ref().expect("a v3 container has a v3 footer");
-
-    let v2 = Header {
-        version: FormatVersion::V2,
-        commits: [[0; crate::core::format::COMMIT_LEN]; 2],
-        ..header.clone()
-    };
     let mut out = AtomicOutput::create_with_mode(path, true, stat.mode() & 0o7777)?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, out.file());
-    let io = |what: &str, e: std::io::Error| Error::io(what.to_string(), e).in_file(path);
-    w.write_all(&v2.encode())
-        .map_err(|e| io("writing the header", e))?;
-    let (mut entries, mut hashes) = (Vec::with_capacity(footer.entries.len()), Vec::new());
-    let mut at = HEADER_LEN as u64;
-    let mut block = Vec::new();
-    for (i, e) in footer.entries.iter().enumerate() {
-        block.resize(e.entry.len as usize, 0);
-        file.read_exact_at(&mut block, e.entry.offset).map_err(|err| {
-            Error::corrupt_block(i as u64, e.entry.offset, format!("reading: {err}")).in_file(path)
-        })?;
-        check_block_keyless(i as u64, e, &block).map_err(|err| err.in_file(path))?;
-        w.write_all(&block).map_err(|err| io("writing a block", err))?;
-        entries.push(FooterEntry {
-            offset: at,
-            ..e.entry
-        });
-        hashes.push((e.block_hash, array(&block, BLOCK_PREFIX_LEN)));
-        at += e.entry.len;
-    }
-    let (new_footer, _) = footer_for(
-        &v2,
-        &keys,
-        footer.original_size,
-        &entries,
-        &hashes,
-        footer.file_record.clone(),
-        None,
-    );
-    let trailer = Trailer {
-        footer_offset: at,
-        footer_size: new_footer.len() as u64,
-    };
-    w.write_all(&new_footer)
-        .and_then(|()| w.write_all(&trailer.encode()))
-        .map_err(|e| io("writing the footer", e))?;
-    w.flush().map_err(|e| io("writing the container", e))?;
-    drop(w);
-    let patched = Header {
-        total_blocks: entries.len() as u64,
-        original_size: footer.original_size,
-        footer_offset: trailer.footer_offset,
-        footer_size: trailer.footer_size,
-        ..v2
-    };
-    out.file()
-        .write_all_at(&patched.encode(), 0)
-        .map_err(|e| io("patching the header", e))?;
+    let after = compact_into(&file, &info, &keys, out.file(), None, true).map_err(|e| e.in_file(path))?;
     if let Ok(mtime) = stat.modified() {
         let _ = out.file().set_modified(mtime);
     }
     out.commit()?;
     Ok(Compacted {
         before,
-        after: at + trailer.footer_size + crate::core::format::TRAILER_LEN as u64,
+        after,
         rewritten: true,
     })
+}
+
+/// Writes the current blocks of the version-3 container `file` (structure `info`, keys `keys`)
+/// into `out`, an empty file, as a container of its own: version 2, or with `v3` version 3 at
+/// that generation (every block keeps its block generation). The blocks are copied as stored,
+/// each checked against its entry's block hash when `check`. Returns the new length.
+pub(crate) fn compact_into(
+    file: &File,
+    info: &ContainerInfo,
+    keys: &ContainerKeys,
+    out: &File,
+    v3: Option<u64>,
+    check: bool,
+) -> Result<u64> {
+    let header = &info.header;
+    let footer = info
+        .footer_v2
+        .as_ref()
+        .filter(|f| f.generation.is_some())
+        .ok_or_else(|| Error::InvalidArgument("only a version-3 container is compacted".into()))?;
+    let new_header = Header {
+        version: if v3.is_some() {
+            FormatVersion::V3
+        } else {
+            FormatVersion::V2
+        },
+        commits: [[0; COMMIT_LEN]; 2],
+        ..header.clone()
+    };
+    let io = |what: &str, e: std::io::Error| Error::io(what.to_string(), e);
+    let mut w = std::io::BufWriter::with_capacity(4 << 20, out);
+    w.write_all(&new_header.encode())
+        .map_err(|e| io("writing the header", e))?;
+    let mut entries = footer.entries.clone();
+    let mut at = HEADER_LEN as u64;
+    let mut block = Vec::new();
+    for (i, e) in footer.entries.iter().enumerate() {
+        block.resize(e.entry.len as usize, 0);
+        file.read_exact_at(&mut block, e.entry.offset)
+            .map_err(|err| Error::corrupt_block(i as u64, e.entry.offset, format!("reading: {err}")))?;
+        if check {
+            check_block_keyless(i as u64, e, &block)?;
+        }
+        w.write_all(&block).map_err(|err| io("writing a block", err))?;
+        entries[i].entry.offset = at;
+        at += e.entry.len;
+    }
+    let mut new_footer = FooterV2 {
+        entries,
+        generation: v3,
+        ..footer.clone()
+    };
+    if v3.is_none() {
+        for e in &mut new_footer.entries {
+            e.generation = 0;
+        }
+    }
+    new_footer.root = footer_root(&new_footer);
+    new_footer.mac = footer_mac_v2(keys, &new_header.bound_fields(), &new_footer.encode_unsigned());
+    let encoded = new_footer.encode();
+    let trailer = Trailer {
+        footer_offset: at,
+        footer_size: encoded.len() as u64,
+    };
+    w.write_all(&encoded)
+        .and_then(|()| w.write_all(&trailer.encode()))
+        .and_then(|()| w.flush())
+        .map_err(|e| io("writing the footer", e))?;
+    drop(w);
+    let mut patched = new_header;
+    match v3 {
+        Some(generation) => {
+            let record = CommitRecord {
+                generation,
+                footer_offset: trailer.footer_offset,
+                footer_size: trailer.footer_size,
+            };
+            patched.commits[usize::from(CommitRecord::slot_of(generation) == COMMIT_B)] = record.encode();
+        }
+        None => {
+            patched.total_blocks = new_footer.entries.len() as u64;
+            patched.original_size = new_footer.original_size;
+            patched.footer_offset = trailer.footer_offset;
+            patched.footer_size = trailer.footer_size;
+        }
+    }
+    out.write_all_at(&patched.encode(), 0)
+        .map_err(|e| io("patching the header", e))?;
+    Ok(at + trailer.footer_size + TRAILER_LEN as u64)
 }

@@ -26,16 +26,17 @@
 
 use crate::container::append::{append_generation, Planned};
 use crate::container::cache::CachedContainer;
+use crate::container::compact::compact_into;
 use crate::container::reader::{Container, ContainerInfo};
 use crate::container::writer::{PackOptions, StreamPacker};
 use crate::core::codec::CompressPolicy;
-use crate::core::crypto::{DataKey, Recipient};
+use crate::core::crypto::{derive_container_keys, DataKey, Recipient};
 use crate::core::file_record::FileMeta;
-use crate::core::format::{FooterV2, FormatVersion, Header, TRAILER_LEN};
+use crate::core::format::{FooterV2, Header, TRAILER_LEN};
 use crate::storage::atomic::Scratch;
 use crate::storage::ReadAt;
 use crate::{Error, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,9 @@ const WRITE_BUFFER: usize = 64 << 10;
 
 /// Bytes of plaintext per edited page.
 pub const PAGE: usize = 64 << 10;
+
+/// The granularity at which writes are remembered for an in-place commit: the smallest block.
+const UNIT: u64 = crate::core::format::MIN_BLOCK_SIZE as u64;
 
 /// The fewest page bytes an editor spills for the shared budget's sake (its own limit aside):
 /// past the budget, pages may exceed it by this much per file being written.
@@ -157,6 +161,9 @@ pub struct EditOptions {
     pub budget: Arc<MemoryBudget>,
     /// Most page bytes one editor keeps before it spills.
     pub file_limit: usize,
+    /// Files of at least this many bytes are written as format 3 and edited in place
+    /// ([`IN_PLACE_MIN`] in the mount).
+    pub in_place_min: u64,
 }
 
 /// A new file being written from its start, straight into a container.
@@ -184,6 +191,9 @@ pub struct Editor {
     base_valid: u64,
     len: u64,
     pages: BTreeMap<u64, Box<[u8]>>,
+    /// The [`UNIT`]s written since the base was written: the blocks holding one are sealed
+    /// again by an in-place commit (a page is larger than a block can be).
+    written: BTreeSet<u64>,
     stream: Option<Stream>,
     meta: FileMeta,
     /// The file differs from the last version published.
@@ -215,6 +225,7 @@ impl Editor {
             base_valid: 0,
             len: 0,
             pages: BTreeMap::new(),
+            written: BTreeSet::new(),
             stream: None,
             meta,
             dirty: true,
@@ -236,6 +247,7 @@ impl Editor {
             base_valid: len,
             len,
             pages: BTreeMap::new(),
+            written: BTreeSet::new(),
             stream: None,
             meta,
             dirty: false,
@@ -398,6 +410,7 @@ impl Editor {
             let (page, within) = (at / PAGE as u64, (at % PAGE as u64) as usize);
             let take = (PAGE - within).min(data.len() - done);
             self.page_mut(page)?[within..within + take].copy_from_slice(&data[done..done + take]);
+            self.written.extend(at / UNIT..(at + take as u64).div_ceil(UNIT));
             done += take;
         }
         self.len = self.len.max(end);
@@ -440,6 +453,7 @@ impl Editor {
         if len < self.len {
             let keep = len.div_ceil(PAGE as u64);
             let dropped = self.pages.split_off(&keep);
+            self.written.split_off(&len.div_ceil(UNIT));
             self.opts.budget.give(dropped.len() * PAGE);
             let within = (len % PAGE as u64) as usize;
             if within != 0 {
@@ -479,20 +493,15 @@ impl Editor {
             file_meta: Some(self.meta.clone()),
             ..self.opts.pack.clone()
         };
-        match &self.keys {
-            Some((data_key, header)) => {
-                // A large file is written as version 3, so that its next edits go in place.
-                let generation = (self.len >= IN_PLACE_MIN).then(|| {
-                    let current = match header.version {
-                        FormatVersion::V3 => header.current_commit().map_or(0, |c| c.generation),
-                        _ => 0,
-                    };
-                    current + 1
-                });
-                StreamPacker::resume_seekable(out, header, data_key.clone(), &opts, generation)
-            }
-            None => StreamPacker::new_seekable(out, &self.opts.recipients, &opts),
-        }
+        let mut packer = match &self.keys {
+            Some((data_key, header)) => StreamPacker::resume_seekable(out, header, data_key.clone(), &opts)?,
+            None => StreamPacker::new_seekable(out, &self.opts.recipients, &opts)?,
+        };
+        // A large file is written as version 3, so that its next edits go in place.
+        let base = self.base.as_ref().map(|b| b.info());
+        let generation = base.and_then(|i| i.footer_v2.as_ref()?.generation).unwrap_or(0) + 1;
+        packer.version_3_from(self.opts.in_place_min, generation);
+        Ok(packer)
     }
 
     /// Writes the file as it is now into a complete container in a scratch file.
@@ -541,6 +550,7 @@ impl Editor {
         self.unopened = Some(source);
         self.opts.budget.give(self.pages.len() * PAGE);
         self.pages.clear();
+        self.written.clear();
         self.base_valid = self.len;
         Ok(())
     }
@@ -629,7 +639,7 @@ impl Editor {
         let Some(footer) = info.footer_v2.as_ref().filter(|f| f.generation.is_some()) else {
             return Ok(None);
         };
-        if self.len < IN_PLACE_MIN {
+        if self.len < self.opts.in_place_min {
             return Ok(None);
         }
         let plan = self.plan(footer, info.header.block_size as u64);
@@ -639,25 +649,30 @@ impl Editor {
             .filter(|(p, _)| **p == Planned::Keep)
             .map(|(_, e)| e.entry.len)
             .sum();
-        let replaced: u64 = footer.entries.iter().map(|e| e.entry.len).sum::<u64>() - kept;
+        let live: u64 = footer.entries.iter().map(|e| e.entry.len).sum();
+        let replaced = live - kept;
         let footer_end = info.trailer.footer_offset + info.trailer.footer_size + TRAILER_LEN as u64;
         let superseded = footer.superseded_bytes(info.trailer.footer_offset) + replaced + footer_end
             - info.trailer.footer_offset;
-        if superseded > self.len.max(IN_PLACE_MIN) {
-            return Ok(None);
-        }
+        // Past as many superseded bytes as stored live ones (and at least `in_place_min`), the
+        // file is compacted after the append.
+        let compacting = superseded > live.max(self.opts.in_place_min);
         let in_file = |e: Error| e.in_file(dest);
         let file = match std::fs::OpenOptions::new().read(true).write(true).open(dest) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(in_file(Error::io("opening the container to append", e))),
         };
-        // The container there must be the base, at the same generation: else write it whole.
-        let now = ContainerInfo::read(&file).map_err(in_file)?;
-        if now.header.container_id != info.header.container_id || now.trailer != info.trailer {
+        // The container there must be the base, at the same generation (its header holds the
+        // same id and commit records): else it is written whole.
+        let mut head = vec![0u8; crate::core::format::HEADER_LEN];
+        let same = std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).is_ok()
+            && Header::decode(&head).is_ok_and(|h| h == info.header);
+        if !same {
             return Ok(None);
         }
         let (data_key, _) = self.keys.clone().expect("a base has keys");
+        let base_key = data_key.clone();
         let pack = &self.opts.pack;
         let policy = CompressPolicy {
             mode: pack.compress,
@@ -674,7 +689,7 @@ impl Editor {
                 ))),
             }
         };
-        append_generation(
+        let appended = append_generation(
             &file,
             info,
             &data_key,
@@ -683,17 +698,51 @@ impl Editor {
             &self.meta,
             policy,
             pack.entropy.as_ref(),
-            durable,
+            durable && !compacting,
         )
         .map_err(in_file)?;
-        let _ = file.set_modified(self.meta.mtime());
-        self.adopt(&file)?;
+        let file = if compacting {
+            let compacted = self.compact(&file, dest, durable)?;
+            let _ = compacted.set_modified(self.meta.mtime());
+            self.adopt(&compacted)?;
+            compacted
+        } else {
+            let _ = file.set_modified(self.meta.mtime());
+            // The new generation's structure is known: the base is opened without reading it.
+            let source = file
+                .try_clone()
+                .map_err(|e| Error::io("reopening the new version", e))?;
+            self.adopt(&file)?;
+            self.unopened = None;
+            self.base = Some(Arc::new(Container::with_data_key(
+                source,
+                appended.info,
+                base_key,
+            )?));
+            file
+        };
         self.published = Some(file);
         self.dirty = false;
         Ok(Some(Committed {
             len: self.len,
             meta: self.meta.clone(),
         }))
+    }
+
+    /// Copies the current blocks of `file`, the version-3 container at `dest` just appended to,
+    /// into a new version-3 container at the same generation, and publishes it over `dest`.
+    fn compact(&self, file: &File, dest: &Path, durable: bool) -> Result<File> {
+        let in_file = |e: Error| e.in_file(dest);
+        let info = ContainerInfo::read(file).map_err(in_file)?;
+        let generation = info.footer_v2.as_ref().and_then(|f| f.generation);
+        let (data_key, _) = self.keys.clone().expect("a base has keys");
+        let header = &info.header;
+        let keys = derive_container_keys(data_key, header.cipher, header.container_id);
+        let scratch = self.scratch()?;
+        compact_into(file, &info, &keys, scratch.file(), generation, false).map_err(in_file)?;
+        scratch
+            .publish(dest, durable)
+            .map_err(|e| Error::io("publishing the compacted version", e).in_file(dest))
     }
 
     /// The blocks of a new generation over `footer`'s: each current block keeps its plaintext
@@ -715,8 +764,8 @@ impl Editor {
                 new_end = (start + block_size).min(len);
             }
             let paged = self
-                .pages
-                .range(start / PAGE as u64..=(new_end - 1) / PAGE as u64)
+                .written
+                .range(start / UNIT..=(new_end - 1) / UNIT)
                 .next()
                 .is_some();
             plan.push(if new_end != end || end > self.base_valid || paged {
@@ -800,6 +849,7 @@ mod tests {
             scratch: dir.to_path_buf(),
             budget: MemoryBudget::new(budget),
             file_limit: budget,
+            in_place_min: IN_PLACE_MIN,
         })
     }
 
@@ -928,7 +978,7 @@ mod tests {
         let mut e = Editor::new_file(options(dir.path(), 64 * PAGE), meta("big"));
         e.write_at(0, &model).unwrap();
         e.commit(&dest, false).unwrap().unwrap();
-        assert_eq!(generation(&dest), None, "a streamed new file is version 2");
+        assert_eq!(generation(&dest), Some(1), "a large new file is version 3");
 
         let mut rng = 0x1234_5678_9abc_def1u64;
         let mut last_len = std::fs::metadata(&dest).unwrap().len();
@@ -949,10 +999,10 @@ mod tests {
             }
             e.commit(&dest, round % 2 == 0).unwrap().unwrap();
             assert_eq!(unpacked(&dest).0, model, "round {round}");
-            // Round 1 writes version 3 whole (generation 1); every later one appends.
-            assert_eq!(generation(&dest), Some(round), "round {round}");
+            // Every round appends a generation.
+            assert_eq!(generation(&dest), Some(round + 1), "round {round}");
             let len = std::fs::metadata(&dest).unwrap().len();
-            if round > 1 {
+            {
                 assert!(
                     len - last_len < 200_000,
                     "round {round}: appended {} bytes, not the whole file",
@@ -965,7 +1015,7 @@ mod tests {
         // A chmod alone is a new footer.
         e.set_mode(0o600);
         e.commit(&dest, true).unwrap().unwrap();
-        assert_eq!(generation(&dest), Some(13));
+        assert_eq!(generation(&dest), Some(14));
         let (plain, record) = unpacked(&dest);
         assert_eq!((plain, record.unwrap().mode), (model, 0o600));
     }
@@ -981,11 +1031,11 @@ mod tests {
         e.write_at(10, b"v3").unwrap(); // not streaming any more: written whole as version 3
         model[10..12].copy_from_slice(b"v3");
         e.commit(&dest, true).unwrap().unwrap();
-        assert_eq!(generation(&dest), Some(1));
+        assert_eq!(generation(&dest), Some(2));
         e.write_at(500_000, b"second").unwrap();
         model[500_000..500_006].copy_from_slice(b"second");
         e.commit(&dest, true).unwrap().unwrap();
-        assert_eq!(generation(&dest), Some(2));
+        assert_eq!(generation(&dest), Some(3));
         let committed = std::fs::read(&dest).unwrap();
 
         // A crash after the blocks and footer of generation 3 but before its commit record:
@@ -993,15 +1043,15 @@ mod tests {
         let mut torn = committed.clone();
         torn.extend(std::iter::repeat_n(0xa5, 70_000));
         std::fs::write(&dest, &torn).unwrap();
-        assert_eq!(generation(&dest), Some(2));
+        assert_eq!(generation(&dest), Some(3));
         assert_eq!(unpacked(&dest).0, model);
 
         // A torn commit record (generation 3, slot A) leaves generation 2 current.
         let mut bad = torn.clone();
-        bad[CommitRecord::slot_of(3)..][..8].copy_from_slice(b"QLTXCMT3");
-        bad[CommitRecord::slot_of(3) + 8] = 3;
+        bad[CommitRecord::slot_of(4)..][..8].copy_from_slice(b"QLTXCMT3");
+        bad[CommitRecord::slot_of(4) + 8] = 4;
         std::fs::write(&dest, &bad).unwrap();
-        assert_eq!(generation(&dest), Some(2));
+        assert_eq!(generation(&dest), Some(3));
 
         // The next commit overwrites the tail and ends where its own trailer ends.
         std::fs::write(&dest, &torn).unwrap();
@@ -1011,7 +1061,7 @@ mod tests {
         e.write_at(0, b"third").unwrap();
         model[0..5].copy_from_slice(b"third");
         e.commit(&dest, true).unwrap().unwrap();
-        assert_eq!(generation(&dest), Some(3));
+        assert_eq!(generation(&dest), Some(4));
         assert_eq!(unpacked(&dest).0, model);
         let info = ContainerInfo::read(&File::open(&dest).unwrap()).unwrap();
         assert_eq!(
@@ -1019,6 +1069,40 @@ mod tests {
             std::fs::metadata(&dest).unwrap().len(),
             "no torn tail is left after a commit"
         );
+    }
+
+    #[test]
+    fn superseded_versions_past_the_live_bytes_are_compacted_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("k.qltx");
+        let size = IN_PLACE_MIN as usize + 50_000;
+        // Incompressible, so that the stored bytes are about the plaintext's.
+        let mut rng = 0x5eed_u64;
+        let mut model: Vec<u8> = (0..size).map(|_| next(&mut rng) as u8).collect();
+        let mut e = Editor::new_file(options(dir.path(), 64 * PAGE), meta("k"));
+        e.write_at(0, &model).unwrap();
+        e.commit(&dest, true).unwrap().unwrap();
+        let mut compacted = 0;
+        let mut last = std::fs::metadata(&dest).unwrap().len();
+        for round in 2..=12u64 {
+            // A third of the file rewritten each round: the second or third round passes the
+            // live bytes.
+            let data: Vec<u8> = (0..size / 3).map(|_| next(&mut rng) as u8).collect();
+            e.write_at(100, &data).unwrap();
+            model[100..100 + data.len()].copy_from_slice(&data);
+            e.commit(&dest, round % 2 == 0).unwrap().unwrap();
+            let len = std::fs::metadata(&dest).unwrap().len();
+            assert!(len < 2 * size as u64 + 200_000, "round {round}: {len} bytes");
+            compacted += (len < last) as u32;
+            last = len;
+            assert_eq!(
+                generation(&dest),
+                Some(round),
+                "round {round}: the generation goes on"
+            );
+            assert_eq!(unpacked(&dest).0, model, "round {round}");
+        }
+        assert!(compacted >= 2, "compacted {compacted} times");
     }
 
     #[test]

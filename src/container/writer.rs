@@ -142,8 +142,12 @@ pub struct StreamPacker<W: Write> {
     submitted: u64,
     compressed_blocks: u64,
     patch: Option<Patch<W>>,
-    /// Version 3 (a new version of an edited container): the generation it is written at.
+    /// Version 3 (a container the read-write mount edits in place): the generation it is
+    /// written at.
     generation: Option<u64>,
+    /// Written as version 3 if it holds at least this many bytes when finished (the header is
+    /// patched then, with the version; the blocks are the same in both).
+    v3_from: Option<u64>,
 }
 
 impl<W: Write> StreamPacker<W> {
@@ -260,6 +264,7 @@ impl<W: Write> StreamPacker<W> {
             compressed_blocks: 0,
             patch,
             generation: None,
+            v3_from: None,
         })
     }
 
@@ -440,6 +445,9 @@ impl<W: Write> StreamPacker<W> {
     /// is seekable), and returns the output and a summary.
     pub fn finish(mut self) -> Result<(W, PackSummary)> {
         self.flush_block()?;
+        if self.v3_from.is_some_and(|min| self.plain_offset >= min) && self.patch.is_some() {
+            self.header.version = FormatVersion::V3;
+        }
         let (footer, root) = self.footer();
         let trailer = Trailer {
             footer_offset: self.container_offset,
@@ -579,22 +587,16 @@ impl<W: Write + Seek> StreamPacker<W> {
     /// Starts a new version of an existing container on a seekable output: the same container
     /// id, data key and key-slot areas (so every key that opened the old version opens this
     /// one, recipients' slots included, with no secret but the data key), and new blocks, each
-    /// sealed under fresh random salts and nonces. Format 2 whatever `template`'s version was,
-    /// or, with `generation`, format 3 at that generation (a container the read-write mount
-    /// then edits in place); the cipher and block size are `template`'s.
+    /// sealed under fresh random salts and nonces. Format 2 whatever `template`'s version was
+    /// (see [`StreamPacker::version_3_from`]); the cipher and block size are `template`'s.
     pub(crate) fn resume_seekable(
         mut out: W,
         template: &Header,
         data_key: DataKey,
         opts: &PackOptions,
-        generation: Option<u64>,
     ) -> Result<Self> {
         let opts = PackOptions {
-            format: if generation.is_some() {
-                FormatVersion::V3
-            } else {
-                FormatVersion::V2
-            },
+            format: FormatVersion::V2,
             cipher: template.cipher,
             block_size: template.block_size,
             ..opts.clone()
@@ -602,9 +604,16 @@ impl<W: Write + Seek> StreamPacker<W> {
         check_options(&opts)?;
         let areas = (template.slot_area_a, template.slot_area_b);
         let header = Self::begin(&mut out, &opts, true, template.container_id, areas)?;
-        let mut packer = Self::with_header(out, header, data_key, &opts, Some(patch::<W>))?;
-        packer.generation = generation;
-        Ok(packer)
+        Self::with_header(out, header, data_key, &opts, Some(patch::<W>))
+    }
+
+    /// Writes the container as version 3 at `generation` (one the read-write mount edits in
+    /// place) if it holds at least `min_len` plaintext bytes when finished, else as version 2.
+    pub(crate) fn version_3_from(&mut self, min_len: u64, generation: u64) {
+        if self.header.version.has_v2_blocks() {
+            self.v3_from = Some(min_len);
+            self.generation = Some(generation);
+        }
     }
 }
 

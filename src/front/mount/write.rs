@@ -50,7 +50,7 @@ const NAME_MAX: usize = 255;
 /// Block size of the files a read-write mount writes: 64 KiB, so that an edit in place of a
 /// large file seals 64 KiB per changed block, not 1 MiB, at a footer of 188 bytes per block
 /// (about 3 MiB per GiB, rewritten at each commit).
-pub const DEFAULT_RW_BLOCK_SIZE: u32 = 64 << 10;
+pub const DEFAULT_RW_BLOCK_SIZE: u32 = 16 << 10;
 
 /// How a read-write mount writes.
 #[derive(Clone, Debug)]
@@ -184,6 +184,7 @@ impl Writable {
                 scratch,
                 budget: MemoryBudget::new(rw.memory),
                 file_limit: (rw.memory / 4).max(crate::container::edit::PAGE),
+                in_place_min: crate::container::edit::IN_PLACE_MIN,
             }),
             live: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
