@@ -5,6 +5,8 @@
 //!    only the primitive crates ring, hkdf, sha2, hmac, blake3 and zstd, none of qeltrix's format,
 //!    codec or crypto code) decrypts them and checks every hash, tag and MAC they carry.
 //!
+//! Format 3 has no writer vector; the independent reader reads the frozen v3 file instead.
+//!
 //! If either fails, the spec and the code disagree. The v1 vector must stay byte-identical
 //! forever (a v1 writer is kept for readers of the original format); the v2 vector pins what
 //! writers write by default.
@@ -502,4 +504,163 @@ fn independent_reader_refuses_a_flipped_bit() {
         });
         assert!(r.is_err(), "{what}: a flipped bit at {at} went unnoticed");
     }
+}
+
+/// Format 3 (docs/FORMAT.md, "Version 3"), read from the page alone: the frozen
+/// `tests/data/good/v3-edited.qltx` (four generations appended in place). Header without
+/// totals, the commit records and the current one, the footer and trailer it names, the v3
+/// footer (generation, 188-byte entries), its MAC and root, and every current block opened as
+/// a v2 block. The plaintext must be what the library reads.
+#[test]
+fn independent_reader_decrypts_a_v3_container() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let c = std::fs::read(data.join("good/v3-edited.qltx")).unwrap();
+    let hex_key = std::fs::read_to_string(data.join("keys/keyfile.hex")).unwrap();
+    let key_file: [u8; 32] = hex::decode(hex_key.trim()).unwrap().try_into().unwrap();
+
+    assert_eq!(&c[0..8], b"QELTRIX\0");
+    assert_eq!(u16le(&c, 8), 3);
+    assert_eq!(u16le(&c, 10) & 0x02, 0, "no streaming flag");
+    assert_eq!(&c[24..56], &[0; 32], "no totals in version 3");
+    assert!(
+        c[200..1024].iter().all(|&b| b == 0),
+        "reserved after the commit records"
+    );
+    let block_size = u32le(&c, 16) as usize;
+    let cid = c[56..72].to_vec();
+
+    // Commit records A (72) and B (136): magic, generation, footer offset and size, reserved,
+    // then the first 24 bytes of BLAKE3 over bytes 0..40; odd generations in A, even in B.
+    let record = |at: usize| {
+        let r = &c[at..at + 64];
+        let valid = &r[0..8] == b"QLTXCMT3"
+            && r[40..64] == blake3(&[&r[0..40]])[..24]
+            && r[32..40] == [0; 8]
+            && u64le(r, 8) >= 1
+            && (u64le(r, 8) % 2 == 1) == (at == 72);
+        valid.then(|| (u64le(r, 8), u64le(r, 16) as usize, u64le(r, 24) as usize))
+    };
+    let (generation, foot_off, foot_len) = match (record(72), record(136)) {
+        (Some(a), Some(b)) => {
+            if b.0 > a.0 {
+                b
+            } else {
+                a
+            }
+        }
+        (Some(r), None) | (None, Some(r)) => r,
+        (None, None) => panic!("no valid commit record"),
+    };
+    assert_eq!(generation, 4, "the frozen file's last generation");
+    // The trailer right after the current footer names it too.
+    let t = foot_off + foot_len;
+    assert!(t + 32 <= c.len());
+    assert_eq!(&c[t..t + 8], b"QLTXTRLR");
+    assert_eq!(&c[t + 24..t + 32], b"QLTXEND\0");
+    assert_eq!(
+        (u64le(&c, t + 8) as usize, u64le(&c, t + 16) as usize),
+        (foot_off, foot_len)
+    );
+
+    // Key slot area A, slot 0: the key file.
+    let area = &c[1024..1024 + 1072];
+    assert_eq!(&Sha256::digest(&area[..1040])[..], &area[1040..]);
+    let slot = &area[16..16 + 128];
+    assert_eq!(slot[0], 2, "key-file slot");
+    let kek = hkdf(&key_file, &slot[8..40], b"qeltrix v1 key-file kek");
+    let aad = [&cid[..], &slot[0..52]].concat();
+    let mk: [u8; 32] = aes_open(&kek, &slot[40..52], &aad, &slot[52..100])
+        .try_into()
+        .unwrap();
+
+    // The footer: v2's MAC key; the header's version and the magic are under the MAC.
+    let footer = &c[foot_off..foot_off + foot_len];
+    check_mac(&c, &mk, &cid, footer, b"qeltrix v2 footer mac key");
+    assert_eq!(&footer[0..8], b"QLTXFOT3");
+    let n = u64le(footer, 8) as usize;
+    let original_size = u64le(footer, 16) as usize;
+    let r = u32le(footer, 56) as usize;
+    assert_eq!(&footer[60..64], &[0; 4], "reserved");
+    assert_eq!(
+        u64le(footer, 64),
+        generation,
+        "the footer's generation is the record's"
+    );
+    assert_eq!(foot_len, 72 + 188 * n + r + 32);
+
+    let mut plain = Vec::new();
+    let mut spans = Vec::new();
+    let mut root_input = b"qeltrix v3 root".to_vec();
+    root_input.extend_from_slice(&generation.to_le_bytes());
+    root_input.extend_from_slice(&(n as u64).to_le_bytes());
+    for i in 0..n {
+        let e = &footer[72 + 188 * i..72 + 188 * (i + 1)];
+        let (off, len) = (u64le(e, 0) as usize, u64le(e, 8) as usize);
+        assert_eq!(u64le(e, 16) as usize, plain.len(), "plaintext contiguous");
+        let block_generation = u64le(e, 180);
+        assert!((1..=generation).contains(&block_generation));
+        assert!(
+            off >= 4096 && off + len <= foot_off,
+            "block {i} lies before the footer"
+        );
+        spans.push((off, off + len));
+        let block = &c[off..off + len];
+        assert_eq!(&e[32..64], &blake3(&[block]), "block hash of block {i}");
+        assert_eq!(&e[64..180], &block[24..140], "metadata copy of block {i}");
+        root_input.extend_from_slice(&block_generation.to_le_bytes());
+        root_input.extend_from_slice(&e[32..64]);
+
+        // A v2 block: raw segments of 16 KiB (this file has no compressed block).
+        let meta = open_meta(&mk, &cid, block, i);
+        let plain_size = u32le(&meta, 0) as usize;
+        assert_eq!(plain_size, u64le(e, 24) as usize);
+        assert!(plain_size <= block_size);
+        assert_eq!((meta[8], meta[9]), (0, 14), "raw, 16 KiB segments");
+        let (hash, base, salt) = (&meta[12..44], &meta[44..56], &meta[56..88]);
+        let info = [
+            b"qeltrix v2 cdk".as_slice(),
+            &cid[..],
+            &(i as u64).to_le_bytes(),
+            hash,
+        ]
+        .concat();
+        let cdk = hkdf(&mk, salt, &info);
+        let count = plain_size.div_ceil(1 << 14);
+        let (mut data, mut at) = (Vec::new(), 140);
+        for j in 0..count {
+            let this = (1usize << 14).min(plain_size - j * (1 << 14));
+            let last = u8::from(j + 1 == count);
+            let nonce = [&base[..7], &(j as u32).to_be_bytes(), &[last]].concat();
+            let aad = [
+                &cid[..],
+                &(i as u64).to_le_bytes(),
+                &(j as u32).to_le_bytes(),
+                &[last],
+                &(plain_size as u32).to_le_bytes(),
+                &[0u8],
+            ]
+            .concat();
+            data.extend_from_slice(&aes_open(&cdk, &nonce, &aad, &block[at..at + this + 16]));
+            at += this + 16;
+        }
+        assert_eq!(at, len);
+        assert_eq!(&blake3(&[&data[..]]), hash, "content hash of block {i}");
+        plain.extend_from_slice(&data);
+    }
+    spans.sort_unstable();
+    assert!(
+        spans.windows(2).all(|w| w[0].1 <= w[1].0),
+        "no two blocks overlap"
+    );
+    assert_eq!(plain.len(), original_size);
+    let record = &footer[72 + 188 * n..72 + 188 * n + r];
+    root_input.extend_from_slice(&(r as u32).to_le_bytes());
+    root_input.extend_from_slice(record);
+    assert_eq!(&blake3(&[&root_input[..]]), &footer[24..56], "v3 root");
+
+    let key = qeltrix::Key::KeyFile(KeyFileKey::from_bytes(key_file));
+    let lib = qeltrix::Container::open(data.join("good/v3-edited.qltx"), &key).unwrap();
+    let mut want = vec![0u8; lib.len() as usize];
+    assert_eq!(lib.read_at(0, &mut want).unwrap(), want.len());
+    assert!(plain == want, "the independent reader and the library agree");
 }
