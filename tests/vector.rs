@@ -180,17 +180,21 @@ fn open_common(c: &[u8], version: u16, block_size: u32) -> (Vec<u8>, [u8; 32], u
     assert_eq!(foot_off + foot_len, t);
     assert_eq!(u64le(c, 40) as usize, foot_off, "patched header agrees");
     assert_eq!(u64le(c, 48) as usize, foot_len, "patched header agrees");
-    // Key slot area A, slot 0: key file.
+    let mk = unwrap_key_file_slot(c, &cid, &KEY_FILE);
+    (cid, mk, foot_off, foot_len)
+}
+
+/// Key slot area A, slot 0: a key-file slot, unwrapped with `key_file`. Returns the data key.
+fn unwrap_key_file_slot(c: &[u8], cid: &[u8], key_file: &[u8; 32]) -> [u8; 32] {
     let area = &c[1024..1024 + 1072];
     assert_eq!(&Sha256::digest(&area[..1040])[..], &area[1040..]);
     let slot = &area[16..16 + 128];
     assert_eq!(slot[0], 2, "key-file slot");
-    let kek = hkdf(&KEY_FILE, &slot[8..40], b"qeltrix v1 key-file kek");
-    let aad = [&cid[..], &slot[0..52]].concat();
-    let mk: [u8; 32] = aes_open(&kek, &slot[40..52], &aad, &slot[52..100])
+    let kek = hkdf(key_file, &slot[8..40], b"qeltrix v1 key-file kek");
+    let aad = [cid, &slot[0..52]].concat();
+    aes_open(&kek, &slot[40..52], &aad, &slot[52..100])
         .try_into()
-        .unwrap();
-    (cid, mk, foot_off, foot_len)
+        .unwrap()
 }
 
 /// Checks the footer MAC: HMAC-SHA256 under `HKDF(MK, cid, label)` over header bytes 0..24,
@@ -562,16 +566,7 @@ fn independent_reader_decrypts_a_v3_container() {
         (foot_off, foot_len)
     );
 
-    // Key slot area A, slot 0: the key file.
-    let area = &c[1024..1024 + 1072];
-    assert_eq!(&Sha256::digest(&area[..1040])[..], &area[1040..]);
-    let slot = &area[16..16 + 128];
-    assert_eq!(slot[0], 2, "key-file slot");
-    let kek = hkdf(&key_file, &slot[8..40], b"qeltrix v1 key-file kek");
-    let aad = [&cid[..], &slot[0..52]].concat();
-    let mk: [u8; 32] = aes_open(&kek, &slot[40..52], &aad, &slot[52..100])
-        .try_into()
-        .unwrap();
+    let mk = unwrap_key_file_slot(&c, &cid, &key_file);
 
     // The footer: v2's MAC key; the header's version and the magic are under the MAC.
     let footer = &c[foot_off..foot_off + foot_len];

@@ -702,7 +702,7 @@ impl Editor {
         )
         .map_err(in_file)?;
         let file = if compacting {
-            let compacted = self.compact(&file, dest, durable)?;
+            let compacted = self.compact(&file, &appended.info, dest, durable)?;
             let _ = compacted.set_modified(self.meta.mtime());
             self.adopt(&compacted)?;
             compacted
@@ -729,17 +729,17 @@ impl Editor {
         }))
     }
 
-    /// Copies the current blocks of `file`, the version-3 container at `dest` just appended to,
-    /// into a new version-3 container at the same generation, and publishes it over `dest`.
-    fn compact(&self, file: &File, dest: &Path, durable: bool) -> Result<File> {
+    /// Copies the current blocks of `file`, the version-3 container at `dest` just appended to
+    /// (its structure `info`, as the append built it), into a new version-3 container at the
+    /// same generation, and publishes it over `dest`.
+    fn compact(&self, file: &File, info: &ContainerInfo, dest: &Path, durable: bool) -> Result<File> {
         let in_file = |e: Error| e.in_file(dest);
-        let info = ContainerInfo::read(file).map_err(in_file)?;
         let generation = info.footer_v2.as_ref().and_then(|f| f.generation);
         let (data_key, _) = self.keys.clone().expect("a base has keys");
         let header = &info.header;
         let keys = derive_container_keys(data_key, header.cipher, header.container_id);
         let scratch = self.scratch()?;
-        compact_into(file, &info, &keys, scratch.file(), generation, false).map_err(in_file)?;
+        compact_into(file, info, &keys, scratch.file(), generation, false).map_err(in_file)?;
         scratch
             .publish(dest, durable)
             .map_err(|e| Error::io("publishing the compacted version", e).in_file(dest))
