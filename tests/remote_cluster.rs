@@ -1075,3 +1075,221 @@ fn watch_uploads_through_a_keyless_server_into_an_s3_vault() {
         "the token is not logged"
     );
 }
+
+/// `renameat2(2)` with `flags`, the error it gave.
+fn rename2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
+    let (a, b) = (
+        std::ffi::CString::new(from.as_os_str().as_encoded_bytes()).unwrap(),
+        std::ffi::CString::new(to.as_os_str().as_encoded_bytes()).unwrap(),
+    );
+    // SAFETY: two valid C strings, descriptors AT_FDCWD.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), flags) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The plaintext of the object `vault/NAME.qltx`, read by `qeltrix unpack` (not the mount).
+fn object_plaintext(r: &Remote, name: &str) -> Vec<u8> {
+    r.ok(&[
+        "unpack",
+        &r.g.url(&format!("vault/{name}.qltx")),
+        "-",
+        "--key-file",
+        "key",
+    ])
+}
+
+/// `qeltrix mount s3://… --read-write`: each file is uploaded whole when closed, as a container
+/// the CLI reads; edits, truncation, renames of files and folders, removal, folders, an
+/// editor-style save and `cp -a` of a tree all reach the bucket; a second read-write mount is
+/// refused while the first holds its lease, which is gone after the unmount, with no upload
+/// left pending; a read-only mount then shows every file as written.
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn a_read_write_mount_of_a_bucket_uploads_each_file_when_closed() {
+    let r = Remote::new();
+    let old = random_bytes(3 * MIB + 11, 31);
+    r.w.write("old.bin", &old);
+    r.pack("old.bin");
+    let vault = r.g.url("vault");
+    let mnt = r.path("mnt-rw");
+    let Some(m) = Mount::start(&r, &vault, &mnt, &["--read-write"]) else {
+        eprintln!("no FUSE here: skipping");
+        return;
+    };
+    let objects = || r.g.list_objects(ENDPOINT, "vault/");
+    let has = |key: &str| objects().contains(&format!("vault/{key}"));
+
+    // One writer per vault: the lease refuses a second read-write mount, naming the holder.
+    let mnt2 = r.path("mnt-rw2");
+    fs::create_dir_all(&mnt2).unwrap();
+    let err = r.fails(&[
+        "mount",
+        &vault,
+        mnt2.to_str().unwrap(),
+        "--key-file",
+        "key",
+        "--read-write",
+    ]);
+    assert!(err.contains("mounted read-write by"), "second mount: {err}");
+    assert!(mount_type(&mnt2).is_none(), "the second mount is in place");
+
+    // A new file: on close, the object holds it.
+    let new = random_bytes(5 * MIB + 3, 32);
+    fs::write(m.file("new.bin"), &new).unwrap();
+    assert!(object_plaintext(&r, "new.bin") == new, "new.bin as uploaded");
+
+    // An edit in the middle and one past the end of an existing file, then a truncation.
+    let mut model = old.clone();
+    {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(m.file("old.bin"))
+            .unwrap();
+        f.write_all_at(b"edited in the middle", MIB as u64 + 5).unwrap();
+        model[MIB + 5..MIB + 25].copy_from_slice(b"edited in the middle");
+        f.write_all_at(b"tail", model.len() as u64 + 100).unwrap();
+        model.resize(model.len() + 100, 0);
+        model.extend_from_slice(b"tail");
+        f.sync_all().unwrap();
+        // fsync returned: the upload is in the bucket before the close.
+        assert!(object_plaintext(&r, "old.bin") == model, "old.bin after fsync");
+        f.set_len(2 * MIB as u64 + 1).unwrap();
+        model.truncate(2 * MIB + 1);
+    }
+    assert!(
+        object_plaintext(&r, "old.bin") == model,
+        "old.bin after the truncation"
+    );
+    assert!(
+        fs::read(m.file("old.bin")).unwrap() == model,
+        "old.bin through the mount"
+    );
+
+    // A mode change is kept in the container's record.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(m.file("new.bin"), fs::Permissions::from_mode(0o600)).unwrap();
+
+    // An editor's save: a temporary file written and synced, renamed over the original.
+    let saved = b"the saved document".to_vec();
+    {
+        let mut t = File::create(m.file(".doc.swp")).unwrap();
+        t.write_all(&saved).unwrap();
+        t.sync_all().unwrap();
+    }
+    fs::write(m.file("doc.txt"), b"the first draft").unwrap();
+    fs::rename(m.file(".doc.swp"), m.file("doc.txt")).unwrap();
+    assert!(
+        has("doc.txt.qltx") && !has(".doc.swp.qltx"),
+        "after the save: {:?}",
+        objects()
+    );
+    assert!(object_plaintext(&r, "doc.txt") == saved);
+
+    // cp -a of a tree, then diff -r through the mount.
+    let tree = r.path("tree");
+    fs::create_dir_all(tree.join("sub/deeper")).unwrap();
+    fs::write(tree.join("top.txt"), b"top").unwrap();
+    fs::write(tree.join("sub/mid.bin"), random_bytes(200_000, 33)).unwrap();
+    fs::write(tree.join("sub/deeper/low.bin"), random_bytes(MIB + 1, 34)).unwrap();
+    fs::write(tree.join("sub/deeper/empty"), b"").unwrap();
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(&tree)
+        .arg(m.file("tree"))
+        .output()
+        .unwrap();
+    assert!(
+        cp.status.success(),
+        "cp -a: {}",
+        String::from_utf8_lossy(&cp.stderr)
+    );
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg(&tree)
+        .arg(m.file("tree"))
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "diff -r: {}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    assert!(has("tree/sub/deeper/low.bin.qltx") && has("tree/sub/deeper/empty.qltx"));
+
+    // Renames: a file, then a folder (every object under it moves).
+    fs::rename(m.file("new.bin"), m.file("renamed.bin")).unwrap();
+    assert!(has("renamed.bin.qltx") && !has("new.bin.qltx"), "{:?}", objects());
+    fs::rename(m.file("tree"), m.file("moved")).unwrap();
+    let keys = objects();
+    assert!(
+        keys.iter().all(|k| !k.starts_with("vault/tree/"))
+            && keys.contains(&"vault/moved/sub/deeper/low.bin.qltx".to_string()),
+        "after the folder rename: {keys:?}"
+    );
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg(&tree)
+        .arg(m.file("moved"))
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "diff -r after the move: {}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    // RENAME_NOREPLACE over a file that exists; RENAME_EXCHANGE, which an object store cannot do.
+    let e = rename2(&m.file("doc.txt"), &m.file("old.bin"), libc::RENAME_NOREPLACE).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST), "{e}");
+    let e = rename2(&m.file("doc.txt"), &m.file("old.bin"), libc::RENAME_EXCHANGE).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+
+    // Folders: an empty one lives in the mount; a full one is not removed; removal of a file.
+    fs::create_dir(m.file("empty-dir")).unwrap();
+    assert!(m.file("empty-dir").is_dir());
+    fs::remove_dir(m.file("empty-dir")).unwrap();
+    let e = fs::remove_dir(m.file("moved/sub")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY), "{e}");
+    fs::remove_file(m.file("moved/top.txt")).unwrap();
+    assert!(!has("moved/top.txt.qltx"));
+    assert!(fs::metadata(m.file("moved/top.txt")).is_err());
+    let log = m.log();
+    drop(m);
+
+    // The lease is gone with the mount, and nothing is left half uploaded.
+    let keys = objects();
+    assert!(
+        !keys.iter().any(|k| k.contains("mount.lock")),
+        "the lease outlived the mount: {keys:?}\n{log}"
+    );
+    assert!(r.g.pending_uploads(ENDPOINT).is_empty(), "pending uploads");
+    assert_no_secret(&log, "the read-write mount's log");
+
+    // Mounted again, read-only: every file as written, with its mode.
+    let Some(m) = Mount::start(&r, &vault, &mnt, &[]) else {
+        return;
+    };
+    assert!(fs::read(m.file("old.bin")).unwrap() == model, "old.bin remounted");
+    assert!(
+        fs::read(m.file("renamed.bin")).unwrap() == new,
+        "renamed.bin remounted"
+    );
+    assert!(fs::read(m.file("doc.txt")).unwrap() == saved, "doc.txt remounted");
+    let mode = fs::metadata(m.file("renamed.bin")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the mode set through the read-write mount");
+    fs::remove_file(tree.join("top.txt")).unwrap();
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg(&tree)
+        .arg(m.file("moved"))
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "diff -r remounted: {}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+}

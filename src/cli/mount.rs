@@ -58,8 +58,8 @@ pub struct MountArgs {
     #[arg(long, value_name = "SECS")]
     pub rescan_interval: Option<f64>,
     /// Mount read-write: files can be created, written, renamed and removed, each saved as a
-    /// container when closed or synced (docs/MOUNT.md, "Read-write"). A local vault only; one
-    /// read-write mount per vault.
+    /// container when closed or synced (docs/MOUNT.md, "Read-write"). On an object store, each
+    /// file is uploaded whole when closed. One read-write mount per vault.
     #[arg(long, short = 'w')]
     pub read_write: bool,
     /// With --read-write: also seal new files to this X25519 public key (repeatable). New files
@@ -115,10 +115,6 @@ pub fn mount(a: MountArgs) -> Result<()> {
     // A remote vault is scanned once signals are blocked (below): its network threads must
     // inherit the mask, and a daemon must fork before it starts any.
     let remote = super::location::is_remote(&a.vault_dir);
-    if remote && a.read_write {
-        let problem = "--read-write needs a local vault folder (an object store is mounted read-only)";
-        return Err(Error::InvalidArgument(problem.into()).into());
-    }
     let vault = match (remote, a.read_write) {
         (true, _) => None,
         (false, false) => Some(Mountable::scan(&a.vault_dir)?),
@@ -161,11 +157,16 @@ pub fn mount(a: MountArgs) -> Result<()> {
         None => None,
     };
     let vault_dir = a.vault_dir.clone();
+    let read_write = a.read_write;
     let scan = move || match vault {
         Some(v) => Ok(v),
         None => {
             let (v, shown) = super::location::vault(&vault_dir)?;
-            Mountable::scan_vault(v, shown)
+            if read_write {
+                Mountable::scan_vault_writable(v, shown)
+            } else {
+                Mountable::scan_vault(v, shown)
+            }
         }
     };
 

@@ -34,7 +34,7 @@ use crate::core::crypto::{derive_container_keys, DataKey, Recipient};
 use crate::core::file_record::FileMeta;
 use crate::core::format::{FooterV2, Header, TRAILER_LEN};
 use crate::storage::atomic::Scratch;
-use crate::storage::ReadAt;
+use crate::storage::{ReadAt, Storage, WriteOptions};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -46,6 +46,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bytes buffered before a write to a scratch file (blocks larger than this go straight through).
 const WRITE_BUFFER: usize = 64 << 10;
+
+/// Bytes read from a scratch container per write into an upload.
+const UPLOAD_CHUNK: usize = 1 << 20;
 
 /// Bytes of plaintext per edited page.
 pub const PAGE: usize = 64 << 10;
@@ -595,21 +598,7 @@ impl Editor {
                 return Ok(Some(done));
             }
         }
-        let scratch = match self.unpublished.take() {
-            // A spill wrote the file as it is now: it has only been read since.
-            Some((s, meta))
-                if self.stream.is_none()
-                    && self.pages.is_empty()
-                    && self.base_valid == self.len
-                    && meta == self.meta =>
-            {
-                s
-            }
-            _ => {
-                self.open_base()?;
-                self.write_version()?
-            }
-        };
+        let scratch = self.whole_version()?;
         // The container file shows the file's own mtime, as `pack` makes it: a listing that
         // reads no key (`ls -l` of the vault, a mount before it opens the container) agrees.
         let _ = scratch.file().set_modified(self.meta.mtime());
@@ -627,6 +616,67 @@ impl Editor {
 }
 
 impl Editor {
+    /// The file as it is now, a complete container in a scratch file: the one a spill wrote if
+    /// nothing changed since, else a new one.
+    fn whole_version(&mut self) -> Result<Scratch> {
+        match self.unpublished.take() {
+            // A spill wrote the file as it is now: it has only been read since.
+            Some((s, meta))
+                if self.stream.is_none()
+                    && self.pages.is_empty()
+                    && self.base_valid == self.len
+                    && meta == self.meta =>
+            {
+                Ok(s)
+            }
+            _ => {
+                self.open_base()?;
+                self.write_version()
+            }
+        }
+    }
+
+    /// Publishes the file as it is now as the object `path` of `storage` (an object store), if
+    /// it changed since the last commit: the version is written whole into a scratch file, then
+    /// uploaded, and the object is replaced when the upload completes, all at once. Durable when
+    /// this returns: a store keeps what it acknowledged. The scratch file stays the base of
+    /// further edits and reads. `None` when nothing changed.
+    pub fn commit_upload(&mut self, storage: &dyn Storage, path: &Path) -> Result<Option<Committed>> {
+        self.check()?;
+        if !self.dirty {
+            return Ok(None);
+        }
+        let scratch = self.whole_version()?;
+        let options = WriteOptions {
+            overwrite: true,
+            mode: self.meta.mode,
+        };
+        let mut out = storage.create(path, options)?;
+        let shown = || storage.display(path);
+        let file = scratch.file();
+        let size = file
+            .metadata()
+            .map_err(|e| Error::io("reading the scratch container", e))?
+            .len();
+        let mut buf = vec![0u8; UPLOAD_CHUNK.min(size as usize)];
+        let mut at = 0;
+        while at < size {
+            let n = buf.len().min((size - at) as usize);
+            ReadAt::read_exact_at(file, &mut buf[..n], at)
+                .map_err(|e| Error::io("reading the scratch container", e))?;
+            out.write_all(&buf[..n])
+                .map_err(|e| Error::io("uploading", e).in_file(shown()))?;
+            at += n as u64;
+        }
+        out.commit()?;
+        self.adopt(file)?;
+        self.dirty = false;
+        Ok(Some(Committed {
+            len: self.len,
+            meta: self.meta.clone(),
+        }))
+    }
+
     /// Commits by appending a new generation to the version-3 container at `dest`, when the
     /// base is that container, the file is large enough, and what the commit supersedes keeps
     /// the superseded bytes below the live ones. `None`: not taken (the caller writes the file
@@ -881,6 +931,59 @@ mod tests {
         *state ^= *state >> 7;
         *state ^= *state << 17;
         *state
+    }
+
+    /// Uploads to an object store: each commit replaces the object whole with the file as it is
+    /// (format 2), with its mode; the scratch copy
+    /// serves the reads in between; nothing changed, nothing is uploaded.
+    #[cfg(feature = "remote")]
+    #[test]
+    fn commits_to_an_object_store_upload_the_whole_file_each_time() {
+        use crate::storage::RemoteStorage;
+        use object_store::memory::InMemory;
+        let dir = tempfile::tempdir().unwrap();
+        let store = RemoteStorage::from_store(Arc::new(InMemory::new()), "s3://test");
+        let object = Path::new("folder/f.qltx");
+        let read_object = || {
+            let c = Container::open_in(&store, object, &key()).unwrap();
+            let mut out = vec![0u8; c.len() as usize];
+            assert_eq!(c.read_at(0, &mut out).unwrap(), out.len());
+            (out, c.file_meta().unwrap().unwrap(), c.info().header.version)
+        };
+        // In-place edits off, as the mount sets them for an object store.
+        let mut opts = (*options(dir.path(), 1 << 20)).clone();
+        opts.in_place_min = u64::MAX;
+        let mut e = Editor::new_file(Arc::new(opts), meta("f"));
+        let mut model = vec![0u8; 3 << 20];
+        let mut state = 5u64;
+        model.iter_mut().for_each(|b| *b = next(&mut state) as u8);
+        e.write_at(0, &model).unwrap();
+        assert!(e.commit_upload(&store, object).unwrap().is_some());
+        let (got, record, version) = read_object();
+        assert!(got == model, "the first upload");
+        assert_eq!(record.mode, 0o640);
+        assert_eq!(
+            version,
+            crate::core::format::FormatVersion::V2,
+            "an object is never format 3"
+        );
+
+        // An edit and growth: read back through the editor (its scratch copy), then uploaded.
+        e.write_at(100_000, b"edited").unwrap();
+        model[100_000..100_006].copy_from_slice(b"edited");
+        e.set_len(model.len() as u64 + 9).unwrap();
+        model.extend_from_slice(&[0; 9]);
+        e.set_mode(0o600);
+        assert!(read_all(&mut e) == model);
+        assert!(e.commit_upload(&store, object).unwrap().is_some());
+        assert!(
+            e.commit_upload(&store, object).unwrap().is_none(),
+            "nothing changed since"
+        );
+        let (got, record, _) = read_object();
+        assert!(got == model, "the second upload");
+        assert_eq!(record.mode, 0o600);
+        assert!(read_all(&mut e) == model, "reads after the upload");
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! the change detection.
 
 mod fs;
+mod lease;
 mod tree;
 mod watch;
 mod write;
@@ -127,6 +128,11 @@ impl Mountable {
         Mountable::scan_inner(vault, shown, false)
     }
 
+    /// [`Mountable::scan_vault`] for a read-write mount: an empty vault is fine.
+    pub fn scan_vault_writable(vault: crate::vault::Vault, shown: PathBuf) -> Result<Mountable> {
+        Mountable::scan_inner(vault, shown, true)
+    }
+
     fn scan_inner(vault: crate::vault::Vault, shown: PathBuf, allow_empty: bool) -> Result<Mountable> {
         let dir = shown.clone();
         let invalid = |e: io::Error| Error::InvalidArgument(format!("vault {}: {e}", dir.display()));
@@ -192,13 +198,6 @@ impl Mountable {
             .map_err(|e| Error::io("starting worker threads", e))?;
         if let Some(rw) = &opts.read_write {
             let storage = self.scanner.vault().storage();
-            if !storage.is_local() {
-                return Err(Error::InvalidArgument(format!(
-                    "{}: a read-write mount needs a local vault (object stores are read-only through the mount)",
-                    self.scanner.root().display()
-                ))
-                .into());
-            }
             let pool =
                 crate::pipeline::WorkerPool::new(0).map_err(|e| Error::io("starting worker threads", e))?;
             state.rw = Some(write::Writable::new(

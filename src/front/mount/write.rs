@@ -19,9 +19,10 @@
 //!   changes made beside it (it is the vault's writer).
 
 use super::fs::{MountState, TTL};
+use super::lease::Lease;
 use super::tree::{file_entry, new_dir_kind, FileEntry, NodeKind, ScanFile, Times, Tree};
 use crate::container::cache::CachedContainer;
-use crate::container::edit::{EditOptions, Editor, MemoryBudget, Source};
+use crate::container::edit::{Committed, EditOptions, Editor, MemoryBudget, Source};
 use crate::core::file_record::FileMeta;
 use crate::storage::{Rename, Storage, Version, VersionInner};
 use crate::vault::naming::{self, container_name};
@@ -117,15 +118,26 @@ fn shown_of(e: &Editor) -> (u64, u32, SystemTime) {
 /// The read-write state of a mount.
 pub struct Writable {
     storage: Arc<dyn Storage>,
-    /// The vault's local folder.
-    root: PathBuf,
+    /// The vault's local folder; `None` for an object store, where files are uploaded whole.
+    root: Option<PathBuf>,
     edit: Arc<EditOptions>,
     /// Files being written, by inode.
     live: Mutex<HashMap<u64, Arc<Live>>>,
     /// Handles of files being written: file handle → inode.
     handles: Mutex<HashMap<u64, u64>>,
-    /// Held for the life of the mount (released by the kernel when the process ends).
-    _lock: File,
+    /// Held for the life of the mount.
+    _lock: VaultLock,
+}
+
+/// What keeps a second read-write mount out: held, never read.
+#[allow(dead_code)]
+enum VaultLock {
+    /// A local vault: an exclusive lock on its lock file (released by the kernel when the
+    /// process ends).
+    File(File),
+    /// An object store: a lease object the mount renews, and the local scratch folder of the
+    /// files being uploaded (removed when the mount ends).
+    Lease(Lease, tempfile::TempDir),
 }
 
 impl Writable {
@@ -141,6 +153,9 @@ impl Writable {
             return Err(Error::InvalidArgument(
                 "a read-write mount needs a key to seal new files to".into(),
             ));
+        }
+        if !storage.is_local() {
+            return Self::remote(storage, rw, pool);
         }
         let scratch = root.join(SCRATCH_DIR);
         std::fs::create_dir_all(&scratch)
@@ -172,28 +187,37 @@ impl Writable {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        // Blocks are stored uncompressed: on small blocks, `Auto`'s zstd sample of each block (a
-        // quarter of a 64 KiB block, all of a 16 KiB one) costs about as much as the seal.
-        let pack = crate::PackOptions {
-            block_size: rw.block_size,
-            compress: crate::CompressMode::Never,
-            pool: Some(pool),
-            ..crate::PackOptions::default()
-        };
+        let edit = edit_options(rw, pool, scratch, crate::container::edit::IN_PLACE_MIN);
         Ok(Writable {
             storage,
-            root: root.to_path_buf(),
-            edit: Arc::new(EditOptions {
-                pack,
-                recipients: rw.recipients.clone(),
-                scratch,
-                budget: MemoryBudget::new(rw.memory),
-                file_limit: (rw.memory / 4).max(crate::container::edit::PAGE),
-                in_place_min: crate::container::edit::IN_PLACE_MIN,
-            }),
+            root: Some(root.to_path_buf()),
+            edit,
             live: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
-            _lock: lock,
+            _lock: VaultLock::File(lock),
+        })
+    }
+
+    /// A read-write mount of an object store: each file is written into a local scratch file
+    /// and uploaded whole when committed (no edits in place: an object cannot be appended to).
+    fn remote(
+        storage: Arc<dyn Storage>,
+        rw: &ReadWrite,
+        pool: crate::pipeline::WorkerPool,
+    ) -> crate::Result<Self> {
+        let lease = Lease::take(Arc::clone(&storage), Path::new(LOCK_FILE))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("qeltrix-mount-")
+            .tempdir()
+            .map_err(|e| Error::io("creating the scratch folder", e).in_file(std::env::temp_dir()))?;
+        let edit = edit_options(rw, pool, scratch.path().to_path_buf(), u64::MAX);
+        Ok(Writable {
+            storage,
+            root: None,
+            edit,
+            live: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            _lock: VaultLock::Lease(lease, scratch),
         })
     }
 
@@ -224,10 +248,44 @@ impl Writable {
         Some(shown)
     }
 
-    /// The local path of a vault path.
-    fn local(&self, path: &Path) -> PathBuf {
-        self.root.join(path)
+    /// The local path of a vault path; `None` on an object store.
+    fn local(&self, path: &Path) -> Option<PathBuf> {
+        self.root.as_ref().map(|r| r.join(path))
     }
+
+    /// Commits `editor` to the vault path `path`: a local container replaced (or appended to),
+    /// or an object uploaded.
+    fn commit(&self, editor: &mut Editor, path: &Path, durable: bool) -> crate::Result<Option<Committed>> {
+        match self.local(path) {
+            Some(local) => editor.commit(&local, durable),
+            None => editor.commit_upload(&*self.storage, path),
+        }
+    }
+}
+
+/// The editors' options: blocks of `rw.block_size`, stored uncompressed (on small blocks,
+/// `Auto`'s zstd sample of each block, a quarter of a 64 KiB block, costs about as much as the
+/// seal), edited in place from `in_place_min` bytes.
+fn edit_options(
+    rw: &ReadWrite,
+    pool: crate::pipeline::WorkerPool,
+    scratch: PathBuf,
+    in_place_min: u64,
+) -> Arc<EditOptions> {
+    let pack = crate::PackOptions {
+        block_size: rw.block_size,
+        compress: crate::CompressMode::Never,
+        pool: Some(pool),
+        ..crate::PackOptions::default()
+    };
+    Arc::new(EditOptions {
+        pack,
+        recipients: rw.recipients.clone(),
+        scratch,
+        budget: MemoryBudget::new(rw.memory),
+        file_limit: (rw.memory / 4).max(crate::container::edit::PAGE),
+        in_place_min,
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -390,7 +448,7 @@ impl MountState {
         if live.unlinked.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let committed = live.update(|e| e.commit(&w.local(&path), durable)).map_err(|e| {
+        let committed = live.update(|e| w.commit(e, &path, durable)).map_err(|e| {
             tracing::warn!(target: "qeltrix::mount", "{}: commit failed: {e}", w.storage.display(&path));
             errno(&e)
         })?;
@@ -795,6 +853,11 @@ impl MountState {
             dir.join(container_name(new_name))
         };
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            if !w.storage.is_local() {
+                // An object store cannot swap two names at once (renameat2(2): a flag the file
+                // system does not support).
+                return Err(Errno::EINVAL);
+            }
             let other = target.ok_or(Errno::ENOENT)?;
             if tree.get(other).is_some_and(|n| n.is_dir()) != is_dir {
                 // A file and a folder have differently formed stored names: no single
@@ -907,7 +970,9 @@ impl MountState {
         let Some(w) = &self.rw else {
             return reply.error(Errno::EROFS);
         };
-        match crate::sys::fs::statvfs(&w.root) {
+        // An object store has no size: the local disk holding the files being uploaded is
+        // what limits a write.
+        match crate::sys::fs::statvfs(w.root.as_deref().unwrap_or(&w.edit.scratch)) {
             Ok(s) => reply.statfs(
                 s.blocks,
                 s.free,
@@ -929,7 +994,11 @@ impl MountState {
         let Some(path) = self.tree().dir_path(ino).map(Path::to_path_buf) else {
             return reply.error(Errno::ENOENT);
         };
-        let synced = File::open(w.local(&path)).and_then(|d| d.sync_all());
+        // An object store keeps what it acknowledged: nothing to sync.
+        let Some(local) = w.local(&path) else {
+            return reply.ok();
+        };
+        let synced = File::open(local).and_then(|d| d.sync_all());
         answer(reply, synced.map_err(|e| io_errno(&e)));
     }
 }

@@ -22,7 +22,9 @@ mod runtime;
 
 pub use config::RemoteOptions;
 
-use super::{Entry, EntryKind, Object, ObjectWriter, ReadAt, Storage, Version, VersionInner, WriteOptions};
+use super::{
+    Entry, EntryKind, Object, ObjectWriter, ReadAt, Rename, Storage, Version, VersionInner, WriteOptions,
+};
 use crate::{Error, Result};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -332,6 +334,30 @@ impl RemoteStorage {
         Ok(entry)
     }
 
+    /// The object `key` if there is one, else every object under the folder `key`: the keys a
+    /// rename moves.
+    fn under(&self, key: &str) -> io::Result<Vec<Key>> {
+        let location =
+            Key::parse(key).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        match self.head(key) {
+            Ok(_) => return Ok(vec![location]),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            Err(_) => {}
+        }
+        let store = Arc::clone(&self.shared.store);
+        trace("LIST (all under)", &self.shown(key));
+        let listed = runtime::run(async move {
+            let mut keys = Vec::new();
+            let mut stream = store.list(Some(&location));
+            while let Some(meta) = stream.next().await {
+                keys.push(meta?.location);
+            }
+            Ok::<_, object_store::Error>(keys)
+        })?
+        .map_err(|e| self.error("LIST", key, e))?;
+        Ok(listed)
+    }
+
     /// Refuses a change to a web server location, which is read-only.
     fn writable(&self, shown: &str) -> io::Result<()> {
         match self.shared.service {
@@ -346,6 +372,16 @@ impl RemoteStorage {
     fn error(&self, what: &str, key: &str, e: object_store::Error) -> io::Error {
         request_error(&self.shared, what, &self.shown(key), e)
     }
+}
+
+/// Forgets what is cached about `key` and everything under it, and the folder holding it.
+fn forget_under(shared: &Shared, key: &str) {
+    let mut meta = shared.meta.lock().unwrap_or_else(|p| p.into_inner());
+    let inside = format!("{key}/");
+    meta.objects.retain(|k, _| k != key && !k.starts_with(&inside));
+    meta.folders.retain(|k, _| k != key && !k.starts_with(&inside));
+    let folder = key.rsplit_once('/').map_or("", |(folder, _)| folder);
+    meta.folders.remove(folder);
 }
 
 /// A debug log line for each request (`-v`): what was asked of which object.
@@ -528,6 +564,107 @@ impl Storage for RemoteStorage {
         let (a, b) = (source.clone(), target.clone());
         runtime::run(async move { store.copy(&a, &b).await })?
             .map_err(|e| self.error("COPY", source.as_ref(), e))
+    }
+
+    /// An object is copied to `to` and then deleted; a folder (a prefix) has each object under
+    /// it moved so. Object stores have no rename: this is not atomic, and a failure part-way
+    /// leaves some objects at both names, never at neither. `Exchange` is refused
+    /// (`Unsupported`). `NoReplace` is checked before the copies, not with them (no store here
+    /// offers a conditional copy).
+    fn rename(&self, from: &Path, to: &Path, how: Rename) -> io::Result<()> {
+        let (source, target) = (self.key(from)?, self.key(to)?);
+        let shown = self.shown(&target);
+        self.writable(&shown)?;
+        if how == Rename::Exchange {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{shown}: an object store cannot swap two names at once"),
+            ));
+        }
+        if source.is_empty() || target.is_empty() || target.starts_with(&format!("{source}/")) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{shown}: cannot move a folder into itself or the storage's top"),
+            ));
+        }
+        let moves = self.under(&source)?;
+        if moves.is_empty() {
+            // A folder with nothing under it exists only where it was made (a mount's tree).
+            return match self.stat_now(from) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+        }
+        if how == Rename::NoReplace && self.stat_now(to).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{shown}: exists"),
+            ));
+        }
+        let store = &self.shared.store;
+        let moves: Vec<(Key, Key)> = moves
+            .into_iter()
+            .map(|k| {
+                let rest = &k.as_ref()[source.len()..];
+                let new = format!("{target}{rest}");
+                Key::parse(&new)
+                    .map(|n| (k, n))
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{new}: {e}")))
+            })
+            .collect::<io::Result<_>>()?;
+        forget_under(&self.shared, &source);
+        forget_under(&self.shared, &target);
+        for (a, b) in &moves {
+            trace("COPY", &self.shown(b.as_ref()));
+            let (st, a2, b2) = (Arc::clone(store), a.clone(), b.clone());
+            runtime::run(async move { st.copy(&a2, &b2).await })?
+                .map_err(|e| self.error("COPY", a.as_ref(), e))?;
+        }
+        for (a, _) in &moves {
+            trace("DELETE", &self.shown(a.as_ref()));
+            let (st, a2) = (Arc::clone(store), a.clone());
+            runtime::run(async move { st.delete(&a2).await })?
+                .map_err(|e| self.error("DELETE", a.as_ref(), e))?;
+        }
+        forget_under(&self.shared, &source);
+        forget_under(&self.shared, &target);
+        Ok(())
+    }
+
+    /// Object stores have no folders: a folder appears with the first object under it. Made
+    /// where no object has the name, it is accepted and nothing is stored.
+    fn make_folder(&self, path: &Path) -> io::Result<()> {
+        let key = self.key(path)?;
+        let shown = self.shown(&key);
+        self.writable(&shown)?;
+        match self.stat_now(path) {
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{shown}: exists"),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A folder goes with its last object: removing one is refused only while objects are under
+    /// it.
+    fn remove_folder(&self, path: &Path) -> io::Result<()> {
+        let key = self.key(path)?;
+        let shown = self.shown(&key);
+        self.writable(&shown)?;
+        if key.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{shown}: the storage's top"),
+            ));
+        }
+        forget_under(&self.shared, &key);
+        if self.under(&key)?.is_empty() {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(libc::ENOTEMPTY))
+        }
     }
 
     fn display(&self, path: &Path) -> String {

@@ -288,3 +288,71 @@ fn copy_and_remove_act_on_objects_and_name_what_is_missing() {
     let e = s.remove(Path::new("a/x.qltx")).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
 }
+
+#[test]
+fn renames_move_objects_and_folders_and_folders_go_with_their_objects() {
+    let (store, storage) = memory();
+    let put = |p: &str, b: &[u8]| storage.put(Path::new(p), b, WriteOptions::default()).unwrap();
+    put("a.qltx", b"a");
+    put("dir/x.qltx", b"x");
+    put("dir/sub/y.qltx", b"y");
+    put("dirt.qltx", b"not under dir/");
+    let read = |p: &str| {
+        let o = storage.open(Path::new(p)).unwrap();
+        let mut buf = vec![0; o.size().unwrap() as usize];
+        o.read_exact_at(&mut buf, 0).unwrap();
+        buf
+    };
+
+    // A file: over another with Replace; refused with NoReplace; Exchange is not offered.
+    put("b.qltx", b"b");
+    let e = storage
+        .rename(Path::new("a.qltx"), Path::new("b.qltx"), Rename::NoReplace)
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+    let e = storage
+        .rename(Path::new("a.qltx"), Path::new("b.qltx"), Rename::Exchange)
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{e}");
+    storage
+        .rename(Path::new("a.qltx"), Path::new("b.qltx"), Rename::Replace)
+        .unwrap();
+    assert_eq!(read("b.qltx"), b"a");
+    assert!(storage.stat(Path::new("a.qltx")).is_err(), "the old name stays");
+
+    // A folder: every object under it moves, and nothing that only shares its first letters.
+    storage
+        .rename(Path::new("dir"), Path::new("moved/deep"), Rename::NoReplace)
+        .unwrap();
+    let mut names = object_names(&store);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "b.qltx",
+            "dirt.qltx",
+            "moved/deep/sub/y.qltx",
+            "moved/deep/x.qltx"
+        ]
+    );
+    assert_eq!(read("moved/deep/sub/y.qltx"), b"y");
+    assert_eq!(storage.stat(Path::new("moved")).unwrap().kind, EntryKind::Folder);
+    let e = storage
+        .rename(Path::new("moved"), Path::new("moved/inside"), Rename::Replace)
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    let e = storage
+        .rename(Path::new("nothing"), Path::new("else"), Rename::Replace)
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+
+    // Folders: made where nothing is (nothing stored), refused over an object; removed only
+    // when empty.
+    storage.make_folder(Path::new("new")).unwrap();
+    assert_eq!(object_names(&store).len(), 4, "a folder stored an object");
+    let e = storage.make_folder(Path::new("b.qltx")).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+    let e = storage.remove_folder(Path::new("moved")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY), "{e}");
+    storage.remove_folder(Path::new("new")).unwrap();
+}
