@@ -646,7 +646,25 @@ impl Editor {
         if !self.dirty {
             return Ok(None);
         }
+        // The version becomes the base before the upload: if the upload fails, nothing of the
+        // file is lost (a stream's bytes are only there), and the next commit sends it again.
         let scratch = self.whole_version()?;
+        self.adopt(scratch.file())?;
+        self.unpublished = Some((scratch, self.meta.clone()));
+        self.upload(storage, path)?;
+        self.unpublished = None;
+        self.dirty = false;
+        Ok(Some(Committed {
+            len: self.len,
+            meta: self.meta.clone(),
+        }))
+    }
+
+    /// Uploads the unpublished version to `path` of `storage`, replacing the object there.
+    fn upload(&self, storage: &dyn Storage, path: &Path) -> Result<()> {
+        let Some((scratch, _)) = &self.unpublished else {
+            return Ok(());
+        };
         let options = WriteOptions {
             overwrite: true,
             mode: self.meta.mode,
@@ -668,13 +686,7 @@ impl Editor {
                 .map_err(|e| Error::io("uploading", e).in_file(shown()))?;
             at += n as u64;
         }
-        out.commit()?;
-        self.adopt(file)?;
-        self.dirty = false;
-        Ok(Some(Committed {
-            len: self.len,
-            meta: self.meta.clone(),
-        }))
+        out.commit()
     }
 
     /// Commits by appending a new generation to the version-3 container at `dest`, when the
@@ -958,6 +970,11 @@ mod tests {
         let mut state = 5u64;
         model.iter_mut().for_each(|b| *b = next(&mut state) as u8);
         e.write_at(0, &model).unwrap();
+        // A failed upload (here: a folder that is not there) loses nothing: the next one sends it.
+        let nowhere = crate::storage::LocalStorage::new(dir.path()).unwrap();
+        e.commit_upload(&nowhere, Path::new("missing/f.qltx"))
+            .expect_err("an upload into a missing folder");
+        assert!(read_all(&mut e) == model, "reads after the failed upload");
         assert!(e.commit_upload(&store, object).unwrap().is_some());
         let (got, record, version) = read_object();
         assert!(got == model, "the first upload");
