@@ -598,13 +598,20 @@ impl Editor {
                 return Ok(Some(done));
             }
         }
-        let scratch = self.whole_version()?;
+        let mut scratch = self.whole_version()?;
         // The container file shows the file's own mtime, as `pack` makes it: a listing that
         // reads no key (`ls -l` of the vault, a mount before it opens the container) agrees.
         let _ = scratch.file().set_modified(self.meta.mtime());
-        let file = scratch
-            .publish(dest, durable)
-            .map_err(|e| in_file(e, "publishing the new version"))?;
+        let file = match scratch.publish(dest, durable) {
+            Ok(file) => file,
+            Err(e) => {
+                // Kept as the base, unpublished: a stream's bytes are only there, and the next
+                // commit publishes it.
+                self.adopt(scratch.file())?;
+                self.unpublished = Some((scratch, self.meta.clone()));
+                return Err(in_file(e, "publishing the new version"));
+            }
+        };
         self.adopt(&file)?;
         self.published = Some(file);
         self.dirty = false;
@@ -800,7 +807,7 @@ impl Editor {
         let (data_key, _) = self.keys.clone().expect("a base has keys");
         let header = &info.header;
         let keys = derive_container_keys(data_key, header.cipher, header.container_id);
-        let scratch = self.scratch()?;
+        let mut scratch = self.scratch()?;
         compact_into(file, info, &keys, scratch.file(), generation, false).map_err(in_file)?;
         scratch
             .publish(dest, durable)
@@ -1001,6 +1008,30 @@ mod tests {
         assert!(got == model, "the second upload");
         assert_eq!(record.mode, 0o600);
         assert!(read_all(&mut e) == model, "reads after the upload");
+    }
+
+    /// A publish that fails (here: into a folder that is not there) loses nothing of a streamed
+    /// file, whose bytes were only in the stream: it reads back, and the next commit publishes it.
+    #[test]
+    fn a_failed_publish_of_a_streamed_file_keeps_it_for_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = Editor::new_file(options(dir.path(), 1 << 20), meta("f"));
+        let mut model = vec![0u8; 300_000];
+        let mut state = 9u64;
+        model.iter_mut().for_each(|b| *b = next(&mut state) as u8);
+        e.write_at(0, &model).unwrap();
+        assert!(e.is_streaming());
+        let missing = dir.path().join("missing/f.qltx");
+        e.commit(&missing, true)
+            .expect_err("a publish into a missing folder");
+        assert!(!missing.exists());
+        assert!(read_all(&mut e) == model, "reads after the failed publish");
+        let dest = dir.path().join("f.qltx");
+        assert!(e.commit(&dest, true).unwrap().is_some());
+        assert!(
+            unpacked(&dest).0 == model,
+            "the file published by the next commit"
+        );
     }
 
     #[test]

@@ -217,7 +217,8 @@ impl Scratch {
     /// synced before and the folder after, so the new file survives a power cut; without it
     /// the rename is as durable as the file system makes renames. The file stays open (a reader
     /// of the new version may keep using it).
-    pub(crate) fn publish(mut self, dest: &Path, durable: bool) -> std::io::Result<File> {
+    /// Failed, the scratch file is left as it was, to publish again.
+    pub(crate) fn publish(&mut self, dest: &Path, durable: bool) -> std::io::Result<File> {
         if durable {
             self.file.sync_all()?;
         }
@@ -225,12 +226,11 @@ impl Scratch {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        match self.named.take() {
+        match &self.named {
             Some(name) => {
-                let placed = std::fs::rename(&name.path, dest);
-                match placed {
-                    Ok(()) => name.forget(),
-                    Err(e) => return Err(e),
+                std::fs::rename(&name.path, dest)?;
+                if let Some(name) = self.named.take() {
+                    name.forget();
                 }
             }
             // Nothing there yet (a new file): the name is given at once.
@@ -254,7 +254,7 @@ impl Scratch {
         if durable {
             File::open(&dir)?.sync_all()?;
         }
-        Ok(self.file)
+        self.file.try_clone()
     }
 }
 
