@@ -1266,7 +1266,9 @@ fn a_read_write_mount_of_a_bucket_uploads_each_file_when_closed() {
     // Folders: an empty one lives in the mount; a full one is not removed; removal of a file.
     fs::create_dir(m.file("empty-dir")).unwrap();
     assert!(m.file("empty-dir").is_dir());
-    fs::remove_dir(m.file("empty-dir")).unwrap();
+    fs::rename(m.file("empty-dir"), m.file("renamed-dir")).unwrap();
+    assert!(m.file("renamed-dir").is_dir() && !m.file("empty-dir").exists());
+    fs::remove_dir(m.file("renamed-dir")).unwrap();
     let e = fs::remove_dir(m.file("moved/sub")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY), "{e}");
     fs::remove_file(m.file("moved/top.txt")).unwrap();

@@ -953,8 +953,8 @@ mod tests {
     }
 
     /// Uploads to an object store: each commit replaces the object whole with the file as it is
-    /// (format 2), with its mode; the scratch copy
-    /// serves the reads in between; nothing changed, nothing is uploaded.
+    /// (format 2), with its mode; the scratch copy serves the reads in between; nothing changed,
+    /// nothing is uploaded.
     #[cfg(feature = "remote")]
     #[test]
     fn commits_to_an_object_store_upload_the_whole_file_each_time() {

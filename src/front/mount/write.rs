@@ -904,7 +904,8 @@ impl MountState {
                 live.unlinked.store(true, Ordering::Relaxed);
             }
         }
-        let in_vault = is_dir || self.vault_has(&from);
+        // On an object store, a folder with nothing under it exists only in the tree.
+        let in_vault = (is_dir && w.storage.is_local()) || self.vault_has(&from);
         if in_vault {
             let how = if flags.contains(RenameFlags::RENAME_NOREPLACE) {
                 Rename::NoReplace
