@@ -199,6 +199,7 @@ fn write_v3_edited(plain: &[u8]) -> Vec<u8> {
         budget: MemoryBudget::new(1 << 20),
         file_limit: 1 << 20,
         in_place_min: V3_IN_PLACE_MIN,
+        slack_while_open: 1,
     });
     let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     let mut e = Editor::new_file(opts, file_meta(&V3_RECORD));

@@ -1993,3 +1993,41 @@ fn a_large_file_is_edited_in_place_then_compacted_after_the_unmount() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("already compact"));
     s.verify_all();
 }
+
+/// Superseded versions of a file being edited are kept while it is open (an `fsync` never waits
+/// for a copy of the file), up to a bound; its last close compacts it, with the same plaintext.
+#[test]
+fn a_file_edited_past_its_size_is_compacted_at_its_last_close() {
+    let s = Space::new();
+    let Some(m) = s.mount_rw() else { return };
+    let mut model = random_bytes(3 * MIB / 2, 78);
+    fs::write(m.file("hot.bin"), &model).unwrap();
+    let container = s.vault().join("hot.bin.qltx");
+    let size = fs::metadata(&container).unwrap().len();
+    let f = open_rw(&m.file("hot.bin"));
+    for i in 0..8u64 {
+        // 600 KB rewritten per fsync: 8 rounds supersede about 3 times the file.
+        let bytes = random_bytes(600_000, 100 + i);
+        let at = (i * 100_000) as usize;
+        f.write_all_at(&bytes, at as u64).unwrap();
+        model[at..at + bytes.len()].copy_from_slice(&bytes);
+        f.sync_all().unwrap();
+    }
+    let open_len = fs::metadata(&container).unwrap().len();
+    assert!(
+        open_len > 2 * size && open_len < 6 * size,
+        "{open_len} bytes while open, for a file of {size}"
+    );
+    drop(f);
+    // The release (after close returns) compacts the file.
+    wait_until("the last close to compact hot.bin", || {
+        fs::metadata(&container).is_ok_and(|md| md.len() < size + 300_000)
+    });
+    assert!(
+        fs::read(m.file("hot.bin")).unwrap() == model,
+        "read back in the mount"
+    );
+    m.unmount();
+    s.verify_all();
+    assert!(s.unpack("hot.bin") == model, "unpacked after the unmount");
+}

@@ -20,9 +20,11 @@
 //!   data and folder are synced first, as `fsync(2)` promises. Until then, nothing of the edit is
 //!   in the vault: a scratch file has no name (`O_TMPFILE`) and vanishes with the process.
 //!
-//! A commit writes the whole file again, so editing a large file costs a pass over it per
-//! commit; appending versions of only the changed blocks to the container is the next step
-//! (issue "read-write mount", `docs/MOUNT.md`).
+//! A file of [`EditOptions::in_place_min`] bytes or more is a version-3 container, and a commit
+//! appends only the blocks its edits touched, with a new footer and commit record
+//! ([`append_generation`]); the superseded versions are copied away by compaction
+//! ([`Editor::tidy`], and a commit past [`EditOptions::slack_while_open`]). An object on an
+//! object store cannot be appended to: [`Editor::commit_upload`] uploads the file whole.
 
 use crate::container::append::{append_generation, Planned};
 use crate::container::cache::CachedContainer;
@@ -167,7 +169,17 @@ pub struct EditOptions {
     /// Files of at least this many bytes are written as format 3 and edited in place
     /// ([`IN_PLACE_MIN`] in the mount).
     pub in_place_min: u64,
+    /// A commit compacts a format-3 file once its superseded bytes pass this many times its
+    /// live ones (1: as soon as they pass them). Above 1, compaction waits for
+    /// [`Editor::tidy`] (the mount calls it at a file's last close), so that a file being
+    /// edited does not stall an `fsync` on a copy of itself; the file may then take up to
+    /// `1 + slack` times its size while it is open ([`OPEN_SLACK`] in the mount).
+    pub slack_while_open: u64,
 }
+
+/// The read-write mount's [`EditOptions::slack_while_open`]: a file being edited takes at most
+/// about five times its size until its last close.
+pub const OPEN_SLACK: u64 = 4;
 
 /// A new file being written from its start, straight into a container.
 struct Stream {
@@ -723,9 +735,10 @@ impl Editor {
         let footer_end = info.trailer.footer_offset + info.trailer.footer_size + TRAILER_LEN as u64;
         let superseded = footer.superseded_bytes(info.trailer.footer_offset) + replaced + footer_end
             - info.trailer.footer_offset;
-        // Past as many superseded bytes as stored live ones (and at least `in_place_min`), the
-        // file is compacted after the append.
-        let compacting = superseded > live.max(self.opts.in_place_min);
+        // Past `slack_while_open` times the stored live bytes superseded (and at least
+        // `in_place_min`), the file is compacted after the append.
+        let slack = self.opts.slack_while_open.max(1);
+        let compacting = superseded > live.saturating_mul(slack).max(self.opts.in_place_min);
         let in_file = |e: Error| e.in_file(dest);
         let file = match std::fs::OpenOptions::new().read(true).write(true).open(dest) {
             Ok(f) => f,
@@ -734,10 +747,7 @@ impl Editor {
         };
         // The container there must be the base, at the same generation (its header holds the
         // same id and commit records): else it is written whole.
-        let mut head = vec![0u8; crate::core::format::HEADER_LEN];
-        let same = std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).is_ok()
-            && Header::decode(&head).is_ok_and(|h| h == info.header);
-        if !same {
+        if !holds(&file, info) {
             return Ok(None);
         }
         let (data_key, _) = self.keys.clone().expect("a base has keys");
@@ -771,7 +781,7 @@ impl Editor {
         )
         .map_err(in_file)?;
         let file = if compacting {
-            let compacted = self.compact(&file, &appended.info, dest, durable)?;
+            let compacted = self.compact(&file, &appended.info, dest)?;
             let _ = compacted.set_modified(self.meta.mtime());
             self.adopt(&compacted)?;
             compacted
@@ -798,10 +808,47 @@ impl Editor {
         }))
     }
 
-    /// Copies the current blocks of `file`, the version-3 container at `dest` just appended to
-    /// (its structure `info`, as the append built it), into a new version-3 container at the
-    /// same generation, and publishes it over `dest`.
-    fn compact(&self, file: &File, info: &ContainerInfo, dest: &Path, durable: bool) -> Result<File> {
+    /// Compacts the version-3 container at `dest`, the editor's base with nothing changed since
+    /// its last commit, if its superseded bytes pass its live ones (and `in_place_min`): what a
+    /// commit leaves while the file is open ([`EditOptions::slack_while_open`]). For the last
+    /// close of a file. True if it was compacted.
+    pub fn tidy(&mut self, dest: &Path) -> Result<bool> {
+        self.check()?;
+        if self.dirty || self.stream.is_some() || self.unpublished.is_some() {
+            return Ok(false);
+        }
+        self.open_base()?;
+        let Some(base) = self.base.clone() else {
+            return Ok(false);
+        };
+        let info = base.info();
+        let Some(footer) = info.footer_v2.as_ref().filter(|f| f.generation.is_some()) else {
+            return Ok(false);
+        };
+        let live: u64 = footer.entries.iter().map(|e| e.entry.len).sum();
+        if footer.superseded_bytes(info.trailer.footer_offset) <= live.max(self.opts.in_place_min) {
+            return Ok(false);
+        }
+        let file = match File::open(dest) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("opening the container to compact", e).in_file(dest)),
+        };
+        if !holds(&file, info) {
+            return Ok(false);
+        }
+        let compacted = self.compact(&file, info, dest)?;
+        let _ = compacted.set_modified(self.meta.mtime());
+        self.adopt(&compacted)?;
+        self.published = Some(compacted);
+        Ok(true)
+    }
+
+    /// Copies the current blocks of `file`, the version-3 container at `dest` (its structure
+    /// `info`), into a new version-3 container at the same generation, and publishes it over
+    /// `dest`, always durably: it replaces versions an `fsync` may have promised, so a power cut
+    /// must not find the new name before its bytes.
+    fn compact(&self, file: &File, info: &ContainerInfo, dest: &Path) -> Result<File> {
         let in_file = |e: Error| e.in_file(dest);
         let generation = info.footer_v2.as_ref().and_then(|f| f.generation);
         let (data_key, _) = self.keys.clone().expect("a base has keys");
@@ -810,7 +857,7 @@ impl Editor {
         let mut scratch = self.scratch()?;
         compact_into(file, info, &keys, scratch.file(), generation, false).map_err(in_file)?;
         scratch
-            .publish(dest, durable)
+            .publish(dest, true)
             .map_err(|e| Error::io("publishing the compacted version", e).in_file(dest))
     }
 
@@ -863,6 +910,14 @@ impl Drop for Editor {
     fn drop(&mut self) {
         self.opts.budget.give(self.pages.len() * PAGE);
     }
+}
+
+/// True when `file` holds the container `info` describes, at the same generation: its header
+/// (id, key slots' place, commit records) is the same.
+fn holds(file: &File, info: &ContainerInfo) -> bool {
+    let mut head = vec![0u8; crate::core::format::HEADER_LEN];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut head, 0).is_ok()
+        && Header::decode(&head).is_ok_and(|h| h == info.header)
 }
 
 fn clone(scratch: &Scratch) -> Result<File> {
@@ -919,6 +974,7 @@ mod tests {
             budget: MemoryBudget::new(budget),
             file_limit: budget,
             in_place_min: IN_PLACE_MIN,
+            slack_while_open: 1,
         })
     }
 
@@ -1254,6 +1310,62 @@ mod tests {
             assert_eq!(unpacked(&dest).0, model, "round {round}");
         }
         assert!(compacted >= 2, "compacted {compacted} times");
+    }
+
+    /// With a slack while open, commits let the superseded bytes grow to that many times the
+    /// live ones before compacting; `tidy` (the last close) compacts what is past the live
+    /// bytes, and does nothing to a compact file or one with changes not committed.
+    #[test]
+    fn a_slack_while_open_defers_compaction_to_tidy() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("t.qltx");
+        let size = IN_PLACE_MIN as usize + 50_000;
+        let mut rng = 0x7107_u64;
+        let mut model: Vec<u8> = (0..size).map(|_| next(&mut rng) as u8).collect();
+        let mut opts = (*options(dir.path(), 64 * PAGE)).clone();
+        opts.slack_while_open = 3;
+        let mut e = Editor::new_file(Arc::new(opts), meta("t"));
+        e.write_at(0, &model).unwrap();
+        e.commit(&dest, true).unwrap().unwrap();
+        assert!(!e.tidy(&dest).unwrap(), "a file with nothing superseded");
+        let mut lens = Vec::new();
+        for round in 2..=11u64 {
+            // A third of the file rewritten each round.
+            let data: Vec<u8> = (0..size / 3).map(|_| next(&mut rng) as u8).collect();
+            e.write_at(100, &data).unwrap();
+            model[100..100 + data.len()].copy_from_slice(&data);
+            e.commit(&dest, true).unwrap().unwrap();
+            let len = std::fs::metadata(&dest).unwrap().len();
+            assert!(len < 4 * size as u64 + 200_000, "round {round}: {len} bytes");
+            lens.push(len);
+            assert_eq!(unpacked(&dest).0, model, "round {round}");
+        }
+        // Grown past twice the size (no compaction at 1x), then compacted past 3x.
+        assert!(lens.iter().any(|&l| l > 2 * size as u64), "{lens:?}");
+        assert!(lens.windows(2).any(|w| w[1] < w[0]), "never compacted: {lens:?}");
+        // Grown past the live bytes again, then tidied: compacted, same plaintext, same
+        // generation, and tidy again does nothing.
+        let data: Vec<u8> = (0..size / 2).map(|_| next(&mut rng) as u8).collect();
+        for _ in 0..3 {
+            e.write_at(7, &data).unwrap();
+            e.commit(&dest, false).unwrap().unwrap();
+        }
+        model[7..7 + data.len()].copy_from_slice(&data);
+        let before = std::fs::metadata(&dest).unwrap().len();
+        let gen = generation(&dest);
+        assert!(before > 2 * size as u64, "{before} bytes before tidy");
+        e.write_at(0, b"x").unwrap();
+        assert!(!e.tidy(&dest).unwrap(), "tidy with a change not committed");
+        model[0] = b'x';
+        e.commit(&dest, false).unwrap().unwrap();
+        let gen = gen.map(|g| g + 1);
+        assert!(e.tidy(&dest).unwrap(), "tidy of {before} bytes");
+        let after = std::fs::metadata(&dest).unwrap().len();
+        assert!(after < size as u64 + 200_000, "{after} bytes after tidy");
+        assert_eq!(generation(&dest), gen);
+        assert_eq!(unpacked(&dest).0, model);
+        assert!(!e.tidy(&dest).unwrap(), "tidy of a compact file");
+        assert!(read_all(&mut e) == model, "reads after tidy");
     }
 
     #[test]

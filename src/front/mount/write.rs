@@ -285,6 +285,7 @@ fn edit_options(
         budget: MemoryBudget::new(rw.memory),
         file_limit: (rw.memory / 4).max(crate::container::edit::PAGE),
         in_place_min,
+        slack_while_open: crate::container::edit::OPEN_SLACK,
     })
 }
 
@@ -662,8 +663,42 @@ impl MountState {
             return Ok(());
         }
         let result = self.commit(ino, live, false);
+        if result.is_ok() {
+            self.tidy(ino, live);
+        }
         self.retire_live(ino, live);
         result
+    }
+
+    /// At a file's last close: compacts its container if edits in place left more superseded
+    /// bytes than live ones (a commit lets them grow further while the file is open). The
+    /// commit is done: a failure here is logged, and the file keeps its versions.
+    fn tidy(&self, ino: u64, live: &Live) {
+        let Some(w) = &self.rw else { return };
+        let tree = self.tree();
+        let Some(NodeKind::File(entry)) = tree.get(ino).map(|n| &n.kind) else {
+            return;
+        };
+        let path = entry.path.clone();
+        let Some(local) = w.local(&path) else { return };
+        if live.unlinked.load(Ordering::Relaxed) {
+            return;
+        }
+        match live.update(|e| e.tidy(&local)) {
+            Ok(true) => {
+                drop(tree);
+                let editor = live.editor();
+                let (len, meta) = (editor.len(), editor.meta().clone());
+                drop(editor);
+                self.refresh(ino, &path, Some((len, &meta)));
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                target: "qeltrix::mount",
+                "{}: compacting at the last close failed (the file keeps its versions): {e}",
+                w.storage.display(&path)
+            ),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
