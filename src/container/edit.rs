@@ -817,7 +817,11 @@ impl Editor {
         if self.dirty || self.stream.is_some() || self.unpublished.is_some() {
             return Ok(false);
         }
-        self.open_base()?;
+        // A version written whole (kept unopened: a copy, an untar) has nothing superseded, and
+        // a small file is never appended to: neither is opened here.
+        if self.len < self.opts.in_place_min || self.unopened.is_some() {
+            return Ok(false);
+        }
         let Some(base) = self.base.clone() else {
             return Ok(false);
         };
