@@ -247,27 +247,6 @@ fn walk_files(root: &Path) -> Vec<String> {
     out
 }
 
-/// `PROGRAM ARGS` must succeed; returns its stdout.
-fn run_ok(program: &str, args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is installed (scripts/test.sh installs it): {e}"));
-    ok_output(program, &out)
-}
-
-fn ok_output(what: &str, out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// `got` equals `want`; on failure says where they first differ instead of printing megabytes.
 #[track_caller]
 fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
@@ -283,11 +262,6 @@ fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
             want.len()
         );
     }
-}
-
-/// `diff -r A B` finds nothing.
-fn assert_diff_r(a: &Path, b: &Path) {
-    run_ok("diff", &["-r".as_ref(), a.as_os_str(), b.as_os_str()]);
 }
 
 /// Every file under `src` is under `dst` with the same bytes, permission bits and mtime (to the

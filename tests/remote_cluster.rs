@@ -1212,28 +1212,9 @@ fn a_read_write_mount_of_a_bucket_uploads_each_file_when_closed() {
     fs::write(tree.join("sub/mid.bin"), random_bytes(200_000, 33)).unwrap();
     fs::write(tree.join("sub/deeper/low.bin"), random_bytes(MIB + 1, 34)).unwrap();
     fs::write(tree.join("sub/deeper/empty"), b"").unwrap();
-    let cp = Command::new("cp")
-        .arg("-a")
-        .arg(&tree)
-        .arg(m.file("tree"))
-        .output()
-        .unwrap();
-    assert!(
-        cp.status.success(),
-        "cp -a: {}",
-        String::from_utf8_lossy(&cp.stderr)
-    );
-    let diff = Command::new("diff")
-        .arg("-r")
-        .arg(&tree)
-        .arg(m.file("tree"))
-        .output()
-        .unwrap();
-    assert!(
-        diff.status.success(),
-        "diff -r: {}",
-        String::from_utf8_lossy(&diff.stdout)
-    );
+    let into = m.file("tree");
+    run_ok("cp", &["-a".as_ref(), tree.as_os_str(), into.as_os_str()]);
+    assert_diff_r(&tree, &m.file("tree"));
     assert!(has("tree/sub/deeper/low.bin.qltx") && has("tree/sub/deeper/empty.qltx"));
 
     // Renames: a file, then a folder (every object under it moves).
@@ -1246,17 +1227,7 @@ fn a_read_write_mount_of_a_bucket_uploads_each_file_when_closed() {
             && keys.contains(&"vault/moved/sub/deeper/low.bin.qltx".to_string()),
         "after the folder rename: {keys:?}"
     );
-    let diff = Command::new("diff")
-        .arg("-r")
-        .arg(&tree)
-        .arg(m.file("moved"))
-        .output()
-        .unwrap();
-    assert!(
-        diff.status.success(),
-        "diff -r after the move: {}",
-        String::from_utf8_lossy(&diff.stdout)
-    );
+    assert_diff_r(&tree, &m.file("moved"));
     // RENAME_NOREPLACE over a file that exists; RENAME_EXCHANGE, which an object store cannot do.
     let e = rename2(&m.file("doc.txt"), &m.file("old.bin"), libc::RENAME_NOREPLACE).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EEXIST), "{e}");
@@ -1299,17 +1270,7 @@ fn a_read_write_mount_of_a_bucket_uploads_each_file_when_closed() {
     let mode = fs::metadata(m.file("renamed.bin")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the mode set through the read-write mount");
     fs::remove_file(tree.join("top.txt")).unwrap();
-    let diff = Command::new("diff")
-        .arg("-r")
-        .arg(&tree)
-        .arg(m.file("moved"))
-        .output()
-        .unwrap();
-    assert!(
-        diff.status.success(),
-        "diff -r remounted: {}",
-        String::from_utf8_lossy(&diff.stdout)
-    );
+    assert_diff_r(&tree, &m.file("moved"));
 }
 
 /// With the store gone, a read-write mount's `fsync` (an upload) fails with `EIO` and nothing of

@@ -243,3 +243,30 @@ impl Drop for DaemonMount {
         unsafe { libc::kill(self.pid, libc::SIGKILL) };
     }
 }
+
+/// `PROGRAM ARGS` must succeed; returns its stdout.
+pub fn run_ok(program: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is installed (scripts/test.sh installs it): {e}"));
+    ok_output(program, &out)
+}
+
+/// `out` is a success; its stdout.
+pub fn ok_output(what: &str, out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `diff -r A B` finds nothing.
+pub fn assert_diff_r(a: &Path, b: &Path) {
+    run_ok("diff", &["-r".as_ref(), a.as_os_str(), b.as_os_str()]);
+}
