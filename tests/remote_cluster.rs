@@ -233,11 +233,7 @@ impl Drop for Mount {
                 let _ = self.child.wait();
             }
         }
-        if mount_type(&self.mnt).is_some() {
-            let c = std::ffi::CString::new(self.mnt.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: a plain syscall on our own mount point.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        detach_mount(&self.mnt);
     }
 }
 
@@ -1081,11 +1077,7 @@ struct Detach(PathBuf);
 
 impl Drop for Detach {
     fn drop(&mut self) {
-        if mount_type(&self.0).is_some() {
-            let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: a plain syscall on our own mount point.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        detach_mount(&self.0);
     }
 }
 

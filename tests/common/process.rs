@@ -232,13 +232,18 @@ pub struct DaemonMount {
     pub pid: i32,
 }
 
+/// Detaches (lazily) whatever is mounted at `mnt`, if anything is.
+pub fn detach_mount(mnt: &Path) {
+    if qeltrix::mount::mount_type(mnt).is_some() {
+        let c = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a plain syscall on our own mount point.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
 impl Drop for DaemonMount {
     fn drop(&mut self) {
-        if qeltrix::mount::mount_type(&self.mnt).is_some() {
-            let c = std::ffi::CString::new(self.mnt.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: a plain syscall on our own mount point.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        detach_mount(&self.mnt);
         // SAFETY: kill(2) on the daemon this test started.
         unsafe { libc::kill(self.pid, libc::SIGKILL) };
     }
