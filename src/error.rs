@@ -24,6 +24,9 @@ use crate::core::format::SlotKind;
 /// A result whose error defaults to [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How [`Error::NotAContainer`] begins for a format version this build does not read.
+pub(crate) const UNSUPPORTED_VERSION: &str = "unsupported format version";
+
 /// Every error the library returns. Match on the kind; `Display` includes the cause, and errors
 /// about container bytes name the block and/or container offset.
 #[derive(Debug, thiserror::Error)]
@@ -393,6 +396,13 @@ impl Error {
     /// exit code 4, distinct from a wrong key or a container that fails authentication.
     pub fn is_not_a_container(&self) -> bool {
         matches!(self.root(), Error::NotAContainer(_))
+    }
+
+    /// True for a container of a format version this build does not read (a newer writer's):
+    /// a kind of [`Error::NotAContainer`], told apart for embedders (the Python package raises
+    /// `UnsupportedVersionError`).
+    pub fn is_unsupported_version(&self) -> bool {
+        matches!(self.root(), Error::NotAContainer(m) if m.starts_with(UNSUPPORTED_VERSION))
     }
 
     /// True for a broken pipe on output (`qeltrix seek ... | head`), which is not an error.

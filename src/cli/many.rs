@@ -687,7 +687,7 @@ struct Verified {
 fn verify_keyless_one(path: &Path, quiet: bool) -> Result<Verified> {
     let (object, info) = read_info(path)?;
     // Reading the structure decoded a v2 footer and checked its root; the blocks are left.
-    let Some(footer) = info.footer_v2.as_ref() else {
+    let Some(root) = info.root() else {
         anyhow::bail!(Error::InvalidArgument(format!(
             "{}: format version 1 has no keyless hashes, so it cannot be checked without a key; \
              verify it with its key, or upgrade it with `qeltrix reencrypt {} NEW.qltx` (writes \
@@ -696,27 +696,16 @@ fn verify_keyless_one(path: &Path, quiet: bool) -> Result<Verified> {
             path.display()
         )));
     };
-    let in_file = |e: Error| e.in_file(path);
     let pb = bar(Some(info.container_size), quiet);
     pb.set_message(format!("{} blocks", info.block_count()));
     let started = Instant::now();
-    qeltrix::integrity_v2::check_blocks_keyless(footer, |entry, buf| {
-        // What the file holds of the block (the check names a short one by index and offset).
-        let at = entry.entry.offset;
-        let len = entry.entry.len.min(info.container_size.saturating_sub(at));
-        buf.resize(len as usize, 0);
-        qeltrix::storage::ReadAt::read_exact_at(&object, buf, at)
-            .map_err(|e| Error::io(format!("reading the block at offset {at}"), e))?;
-        pb.inc(len);
-        Ok(())
-    })
-    .map_err(in_file)?;
+    let blocks = qeltrix::ops::verify_keyless(&object, &info, &|n| pb.inc(n)).map_err(|e| e.in_file(path))?;
     pb.finish_and_clear();
     Ok(Verified {
-        blocks: footer.entries.len() as u64,
-        bytes: footer.original_size,
+        blocks,
+        bytes: info.original_size(),
         elapsed: started.elapsed(),
-        keyless_root: Some(footer.root),
+        keyless_root: Some(root),
     })
 }
 

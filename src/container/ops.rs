@@ -4,7 +4,7 @@
 //! committed whole (on the local disk, through [`AtomicOutput`]), so a wrong key, a corrupt block,
 //! a signal or a crash never leaves a partial file behind.
 
-use crate::container::reader::Container;
+use crate::container::reader::{Container, ContainerInfo};
 use crate::container::writer::{PackOptions, PackSummary, StreamPacker};
 pub use crate::storage::atomic::{AtomicOutput, EarlyWriteback};
 use crate::storage::{LocalStorage, ReadAt, Storage, WriteOptions};
@@ -188,6 +188,34 @@ pub fn unpack_container_in<S: ReadAt + 'static>(
     }
     out.commit().map_err(|e| e.in_file(storage.display(output)))?;
     Ok(n)
+}
+
+/// Checks every stored byte of a format-2 or 3 container without any key: the trailer, footer
+/// and root (already checked when `info` was read), then each block's hash, prefix and metadata
+/// copy, one block at a time (memory: one block). It proves the container is intact as written,
+/// not who wrote it nor that the plaintext is right (that needs the key). `progress` gets each
+/// block's stored length. Returns the number of blocks. Format 1 has no keyless hashes: an
+/// [`Error::InvalidArgument`] saying so.
+pub fn verify_keyless(source: &dyn ReadAt, info: &ContainerInfo, progress: &dyn Fn(u64)) -> Result<u64> {
+    let Some(footer) = info.footer_v2.as_ref() else {
+        return Err(Error::InvalidArgument(
+            "format version 1 has no keyless hashes, so it cannot be checked without a key; verify \
+             it with its key, or upgrade it with `qeltrix reencrypt` (writes version 2)"
+                .into(),
+        ));
+    };
+    crate::integrity_v2::check_blocks_keyless(footer, |entry, buf| {
+        // What the file holds of the block (the check names a short one by index and offset).
+        let at = entry.entry.offset;
+        let len = entry.entry.len.min(info.container_size.saturating_sub(at));
+        buf.resize(len as usize, 0);
+        source
+            .read_exact_at(buf, at)
+            .map_err(|e| Error::io(format!("reading the block at offset {at}"), e))?;
+        progress(len);
+        Ok(())
+    })?;
+    Ok(footer.entries.len() as u64)
 }
 
 /// Re-encrypts `input` into `output` under a new random data key and fresh block keys, with key

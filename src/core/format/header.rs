@@ -127,7 +127,7 @@ impl Header {
         }
         let number = le_u16(b, 8);
         let version = FormatVersion::from_u16(number)
-            .ok_or_else(|| Error::NotAContainer(format!("unsupported format version {number}")))?;
+            .ok_or_else(|| Error::NotAContainer(format!("{} {number}", crate::error::UNSUPPORTED_VERSION)))?;
         let flags = le_u16(b, 10);
         if flags & !KNOWN_FLAGS != 0 {
             return Err(Error::corrupt(format!("unknown header flags {flags:#06x}")));

@@ -133,6 +133,23 @@ struct GatewayState {
 pub struct GatewayServer {
     listener: TcpListener,
     shared: Arc<GatewayState>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Stops a running [`GatewayServer`] from another thread: its `run` returns once `stop` is
+/// called (connections being served finish on their own threads).
+#[derive(Clone)]
+pub struct GatewayStopper {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+}
+
+impl GatewayStopper {
+    /// Makes `run` return: sets the flag, then wakes the accept with a connection of its own.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5));
+    }
 }
 
 impl GatewayServer {
@@ -161,6 +178,16 @@ impl GatewayServer {
                 pool,
                 stats: Arc::default(),
             }),
+            stop: Arc::default(),
+        })
+    }
+
+    /// A handle that makes [`GatewayServer::run`] return (for an embedder running it on a
+    /// thread of its own).
+    pub fn stopper(&self) -> io::Result<GatewayStopper> {
+        Ok(GatewayStopper {
+            stop: Arc::clone(&self.stop),
+            addr: self.local_addr()?,
         })
     }
 
@@ -179,26 +206,32 @@ impl GatewayServer {
         self.shared.pool.workers()
     }
 
-    /// Accepts connections until the listener fails, serving each on its own thread.
+    /// Accepts connections until the listener fails or a [`GatewayStopper`] stops it, serving
+    /// each on its own thread.
     pub fn run(&self) -> Result<()> {
         let shared = Arc::clone(&self.shared);
         let max = shared.config.limits.max_connections;
-        accept_loop(&self.listener, "gateway", max, move |client, id, peer| {
-            serve(&shared, client, id, peer)
-        })
+        accept_loop(
+            &self.listener,
+            "gateway",
+            max,
+            Some(&self.stop),
+            move |client, id, peer| serve(&shared, client, id, peer),
+        )
     }
 }
 
-/// Accepts connections until the listener fails, running `handle(connection, id, peer)` on a
-/// thread of its own for each. With `max_connections` being served, a new connection is reset
-/// as soon as it is accepted (never left waiting in the backlog); one line is logged when a burst
-/// of refusals starts and one with their count when connections are accepted again. Errors that
-/// concern one connection are logged and skipped; when the process is out of descriptors or
-/// memory it pauses briefly instead of spinning.
+/// Accepts connections until the listener fails (or `stop` is set), running
+/// `handle(connection, id, peer)` on a thread of its own for each. With `max_connections` being
+/// served, a new connection is reset as soon as it is accepted (never left waiting in the
+/// backlog); one line is logged when a burst of refusals starts and one with their count when
+/// connections are accepted again. Errors that concern one connection are logged and skipped;
+/// when the process is out of descriptors or memory it pauses briefly instead of spinning.
 pub(crate) fn accept_loop(
     listener: &TcpListener,
     name: &'static str,
     max_connections: usize,
+    stop: Option<&AtomicBool>,
     handle: impl Fn(TcpStream, u64, SocketAddr) + Send + Sync + Clone + 'static,
 ) -> Result<()> {
     let active = Arc::new(AtomicUsize::new(0));
@@ -229,6 +262,9 @@ pub(crate) fn accept_loop(
             }
             Err(e) => return Err(Error::io("accepting connections", e)),
         };
+        if stop.is_some_and(|s| s.load(Ordering::Acquire)) {
+            return Ok(());
+        }
         if active.load(Ordering::Acquire) >= max_connections {
             if refused == 0 {
                 server_event!(

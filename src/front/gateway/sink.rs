@@ -141,7 +141,7 @@ impl SinkServer {
     pub fn run(&self) -> Result<()> {
         let shared = Arc::clone(&self.shared);
         let max = shared.config.limits.max_connections;
-        super::accept_loop(&self.listener, "sink", max, move |conn, id, peer| {
+        super::accept_loop(&self.listener, "sink", max, None, move |conn, id, peer| {
             receive(&shared, conn, id, peer)
         })
     }
