@@ -30,6 +30,7 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy -p qeltrix-py --all-targets --quiet -- -D warnings   # the Python package (python/)
 step "cargo test"
 cargo test --all-targets
 cargo test --doc --quiet
@@ -45,6 +46,8 @@ if [ -n "$heavy" ]; then
 fi
 step "fuzz smoke: every parser, 5 s each (docs/FUZZING.md)"
 LIBFUZZER=0 ./scripts/fuzz.sh 5
+step "the Python package: its wheel in a fresh venv, then python/tests (scripts/test-python.sh)"
+./scripts/test-python.sh
 step "end to end: a browser plays and seeks a served video"
 ./scripts/e2e-browser.sh
 step "read-write mount: kill -9 at random points of real workloads (tests/mount_rw.rs, ignored in the fast tier)"
