@@ -109,6 +109,11 @@ pub enum Error {
         offset: Option<u64>,
     },
 
+    /// The container's signature does not prove what was asked: it is unsigned, signed by
+    /// another key, or its signature does not match its bytes (`verify --signer`).
+    #[error("signature check failed: {0}")]
+    Signature(String),
+
     /// The container is cut short (a stream that ended, a file shorter than its header).
     #[error("incomplete container: {0}")]
     Incomplete(String),
@@ -388,7 +393,7 @@ impl Error {
         self.is_wrong_key()
             || matches!(
                 self.root(),
-                Error::Corrupt { .. } | Error::Incomplete(_) | Error::NoTrailer
+                Error::Corrupt { .. } | Error::Incomplete(_) | Error::NoTrailer | Error::Signature(_)
             )
     }
 

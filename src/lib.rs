@@ -34,7 +34,7 @@ pub mod fuzzing;
 
 pub use crate::core::{codec, compress, crypto, file_record, format, integrity_v2, ranges};
 pub use container::{
-    append, cache, compact, edit, ops, pipeline, reader, rekey, repair, stream_reader, writer,
+    append, cache, compact, edit, ops, pipeline, reader, rekey, repair, sign, stream_reader, writer,
 };
 #[cfg(feature = "gateway")]
 pub use front::gateway;

@@ -15,7 +15,7 @@ use crate::core::crypto::{derive_container_keys, footer_mac_v2, ContainerKeys, D
 use crate::core::file_record::{seal_file_record, FileMeta};
 use crate::core::format::{
     array, max_block_len_v2, CommitRecord, Footer, FooterEntry, FooterEntryV2, FooterV2, FormatVersion,
-    Trailer, BLOCK_PREFIX_LEN, COMMIT_B, TRAILER_LEN,
+    Trailer, BLOCK_PREFIX_LEN, COMMIT_B, SIGNATURE_AT, SIGNATURE_LEN, TRAILER_LEN,
 };
 use crate::core::integrity_v2::footer_root;
 use crate::{Error, Result};
@@ -286,12 +286,20 @@ fn append(
     };
     file.write_all_at(&record.encode(), CommitRecord::slot_of(next) as u64)
         .map_err(|e| Failed::AtRecord(Error::io("writing the commit record", e)))?;
+    // The new footer is not what a signer signed, so a signature goes: always written, since
+    // `qeltrix sign` may have signed the file since this editor read its header (a page-cache
+    // write of 128 bytes, synced with the record). After the record: a crash between the two
+    // leaves the new generation with a signature that fails its check, rather than the old
+    // generation unsigned.
+    file.write_all_at(&[0; SIGNATURE_LEN], SIGNATURE_AT as u64)
+        .map_err(|e| Failed::AtRecord(Error::io("removing the signature", e)))?;
     if durable {
         file.sync_data()
             .map_err(|e| Failed::AtRecord(Error::io("syncing the commit record", e)))?;
     }
     let mut new_header = header.clone();
     new_header.commits[usize::from(CommitRecord::slot_of(next) == COMMIT_B)] = record.encode();
+    new_header.signature = [0; SIGNATURE_LEN];
     let info = ContainerInfo {
         header: new_header,
         slots: info.slots.clone(),

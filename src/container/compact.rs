@@ -96,6 +96,8 @@ pub(crate) fn compact_into(
             FormatVersion::V2
         },
         commits: [[0; COMMIT_LEN]; 2],
+        // A new footer: a signature of the old one would no longer match.
+        signature: [0; crate::core::format::SIGNATURE_LEN],
         ..header.clone()
     };
     let io = |what: &str, e: std::io::Error| Error::io(what.to_string(), e);

@@ -12,5 +12,6 @@ pub mod pipeline;
 pub mod reader;
 pub mod rekey;
 pub mod repair;
+pub mod sign;
 pub mod stream_reader;
 pub mod writer;

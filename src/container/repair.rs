@@ -137,6 +137,8 @@ fn repair_inner(
         .write_all(&footer)
         .and_then(|()| writer.write_all(&trailer.encode()))
         .map_err(write_err)?;
+    // A new footer: a signature of the old one would no longer match.
+    header.signature = [0; crate::core::format::SIGNATURE_LEN];
     header.total_blocks = kept.len() as u64;
     header.original_size = plain_bytes;
     header.footer_offset = trailer.footer_offset;

@@ -23,13 +23,14 @@ use crate::core::codec_v2::seal_block_v2;
 use crate::core::compress::{Codec, CompressMode};
 use crate::core::crypto::{
     derive_container_keys, footer_mac, footer_mac_v2, wrap_slot, ContainerKeys, DataKey, Entropy, Recipient,
-    SystemEntropy, DEFAULT_KDF_ITERATIONS, MAX_KDF_ITERATIONS,
+    SignerKey, SystemEntropy, DEFAULT_KDF_ITERATIONS, MAX_KDF_ITERATIONS,
 };
 use crate::core::file_record::{seal_file_record, FileMeta};
 use crate::core::format::{
-    array, check_block_size, CipherId, CommitRecord, ContainerId, Footer, FooterEntry, FooterEntryV2,
-    FooterV2, FormatVersion, Header, SlotArea, Trailer, BLOCK_PREFIX_LEN, COMMIT_B, DEFAULT_BLOCK_SIZE,
-    FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN, MAX_SLOTS, META_LEN, SLOT_AREA_LEN, TAG_LEN,
+    array, can_sign, check_block_size, signed_message, CipherId, CommitRecord, ContainerId, Footer,
+    FooterEntry, FooterEntryV2, FooterV2, FormatVersion, Header, SignatureRecord, SlotArea, Trailer,
+    BLOCK_PREFIX_LEN, COMMIT_B, DEFAULT_BLOCK_SIZE, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN, MAX_SLOTS,
+    META_LEN, SIGNATURE_LEN, SLOT_AREA_LEN, TAG_LEN,
 };
 use crate::core::integrity_v2::footer_root;
 use crate::{Error, Result};
@@ -63,6 +64,10 @@ pub struct PackOptions {
     pub kdf_iterations: u32,
     /// Sets the header's no-verify hint for readers.
     pub no_verify_hint: bool,
+    /// Signs the container with this Ed25519 key (`docs/FORMAT.md`, "Signatures"): versions 2
+    /// and 3 on a seekable output only, since the signature goes into the header once the footer
+    /// is written.
+    pub signer: Option<SignerKey>,
     /// Source of randomness. Only the format's test vector replaces it.
     #[doc(hidden)]
     pub entropy: Arc<dyn Entropy>,
@@ -82,6 +87,7 @@ impl Default for PackOptions {
             pool: None,
             kdf_iterations: DEFAULT_KDF_ITERATIONS,
             no_verify_hint: false,
+            signer: None,
             entropy: Arc::new(SystemEntropy),
         }
     }
@@ -148,6 +154,8 @@ pub struct StreamPacker<W: Write> {
     /// Written as version 3 if it holds at least this many bytes when finished (the header is
     /// patched then, with the version; the blocks are the same in both).
     v3_from: Option<u64>,
+    /// Signs the container when the header is patched.
+    signer: Option<SignerKey>,
 }
 
 impl<W: Write> StreamPacker<W> {
@@ -205,6 +213,18 @@ impl<W: Write> StreamPacker<W> {
                 "format version 3 needs a seekable output (its header names the current footer)".into(),
             ));
         }
+        if opts.signer.is_some() && !seekable {
+            return Err(Error::InvalidArgument(
+                "a signature is written into the header once the footer is known, which a stream \
+                 cannot go back to: pack to a file, or sign it afterwards with `qeltrix sign`"
+                    .into(),
+            ));
+        }
+        if opts.signer.is_some() && !can_sign(opts.format) {
+            return Err(Error::InvalidArgument(
+                "format version 1 has no ciphertext root to sign: pack version 2".into(),
+            ));
+        }
         let mut flags = if seekable { 0 } else { FLAG_STREAMING };
         if opts.no_verify_hint {
             flags |= FLAG_NO_VERIFY;
@@ -222,6 +242,7 @@ impl<W: Write> StreamPacker<W> {
             slot_area_a,
             slot_area_b,
             commits: [[0; crate::core::format::COMMIT_LEN]; 2],
+            signature: [0; crate::core::format::SIGNATURE_LEN],
         };
         out.write_all(&header.encode())
             .map_err(|e| Error::io("writing the container header", e))?;
@@ -265,6 +286,7 @@ impl<W: Write> StreamPacker<W> {
             patch,
             generation: None,
             v3_from: None,
+            signer: opts.signer.clone(),
         })
     }
 
@@ -475,6 +497,14 @@ impl<W: Write> StreamPacker<W> {
                 self.header.footer_offset = trailer.footer_offset;
                 self.header.footer_size = trailer.footer_size;
             }
+            // A header carried over from an earlier version (the editor's) loses its signature:
+            // the new footer is not what was signed.
+            self.header.signature = match (&self.signer, &root) {
+                (Some(key), Some(root)) => {
+                    sign_record(key, &self.header, trailer.footer_offset, &footer, root)
+                }
+                _ => [0; SIGNATURE_LEN],
+            };
             patch(&mut self.out, &self.header.encode()).map_err(|e| Error::io("patching the header", e))?;
         }
         self.out
@@ -615,6 +645,24 @@ impl<W: Write + Seek> StreamPacker<W> {
             self.generation = Some(generation);
         }
     }
+}
+
+/// The signature record of a container with `header` whose current footer (`footer`, with root
+/// `root`) is at `footer_offset`, signed by `key`.
+pub(crate) fn sign_record(
+    key: &SignerKey,
+    header: &Header,
+    footer_offset: u64,
+    footer: &[u8],
+    root: &[u8; 32],
+) -> [u8; SIGNATURE_LEN] {
+    let public = *key.public().as_bytes();
+    let message = signed_message(&header.bound_fields(), &public, footer_offset, footer, root);
+    SignatureRecord {
+        public,
+        signature: key.sign(&message),
+    }
+    .encode()
 }
 
 /// The checks of [`PackOptions`] that need no key: made before any slot is wrapped.

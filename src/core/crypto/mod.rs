@@ -12,6 +12,7 @@
 mod aead;
 mod entropy;
 mod keys;
+mod signer;
 
 pub use aead::{AeadKey, AuthFailed};
 pub use entropy::{Entropy, SeededEntropy, SystemEntropy};
@@ -24,3 +25,4 @@ pub use keys::{
     DEFAULT_KDF_ITERATIONS, DEFAULT_MAX_KDF_ITERATIONS, DEFAULT_MAX_PASSPHRASE_SLOTS, KDF_ITERATIONS_FLOOR,
     MAX_KDF_ITERATIONS,
 };
+pub use signer::{SignerFormatError, SignerKey, SignerPublic, SIGNATURE_BYTES};

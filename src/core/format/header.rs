@@ -2,7 +2,7 @@
 
 use super::{
     array, le_u16, le_u32, le_u64, CommitRecord, ContainerId, FormatVersion, SlotArea, COMMIT_A, COMMIT_B,
-    COMMIT_LEN, SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN,
+    COMMIT_LEN, SIGNATURE_AT, SIGNATURE_LEN, SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN,
 };
 use crate::{Error, Result};
 
@@ -71,6 +71,10 @@ pub struct Header {
     /// Version 3: the raw commit records A (offset 72) and B (offset 136), decoded by
     /// [`CommitRecord`]. Zero (reserved) in versions 1 and 2.
     pub commits: [[u8; COMMIT_LEN]; 2],
+    /// Versions 2 and 3: the raw signature record (offset 896), decoded by
+    /// [`SignatureRecord`](super::SignatureRecord); all zero when unsigned. Zero (reserved) in
+    /// version 1. Not under the footer MAC: signing adds it without the data key.
+    pub signature: [u8; SIGNATURE_LEN],
 }
 
 /// The error for `b`, shorter than a header: a cut container when it starts with the magic (or
@@ -106,6 +110,7 @@ impl Header {
         b[56..72].copy_from_slice(&self.container_id);
         b[COMMIT_A..COMMIT_A + COMMIT_LEN].copy_from_slice(&self.commits[0]);
         b[COMMIT_B..COMMIT_B + COMMIT_LEN].copy_from_slice(&self.commits[1]);
+        b[SIGNATURE_AT..SIGNATURE_AT + SIGNATURE_LEN].copy_from_slice(&self.signature);
         b[SLOT_AREA_A..SLOT_AREA_A + SLOT_AREA_LEN].copy_from_slice(&self.slot_area_a);
         b[SLOT_AREA_B..SLOT_AREA_B + SLOT_AREA_LEN].copy_from_slice(&self.slot_area_b);
         b
@@ -136,16 +141,15 @@ impl Header {
             return Err(Error::corrupt("version-3 header with the streaming flag"));
         }
         // Version 3 keeps its commit records in bytes 72..200, and has no totals (24..56).
+        // Versions 2 and 3 keep a signature record in 896..1024; it is decoded (and may be
+        // damaged) only when a signature is checked.
         let v3 = version == FormatVersion::V3;
+        let signable = version != FormatVersion::V1;
         let reserved = [
             13..16,
             20..24,
             if v3 { 24..56 } else { 0..0 },
-            if v3 {
-                COMMIT_B + COMMIT_LEN..SLOT_AREA_A
-            } else {
-                72..SLOT_AREA_A
-            },
+            if v3 { COMMIT_B + COMMIT_LEN } else { 72 }..if signable { SIGNATURE_AT } else { SLOT_AREA_A },
             SLOT_AREA_A + SLOT_AREA_LEN..SLOT_AREA_B,
             SLOT_AREA_B + SLOT_AREA_LEN..HEADER_LEN,
         ];
@@ -176,6 +180,7 @@ impl Header {
             slot_area_a: array(b, SLOT_AREA_A),
             slot_area_b: array(b, SLOT_AREA_B),
             commits: [array(b, COMMIT_A), array(b, COMMIT_B)],
+            signature: array(b, SIGNATURE_AT),
         })
     }
 
@@ -253,6 +258,7 @@ mod tests {
             slot_area_a: slot_area(1),
             slot_area_b: [0; SLOT_AREA_LEN],
             commits: [[0; crate::core::format::COMMIT_LEN]; 2],
+            signature: [0; crate::core::format::SIGNATURE_LEN],
         }
     }
 

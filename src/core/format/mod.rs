@@ -12,6 +12,7 @@ mod commit;
 mod footer;
 mod footer_v2;
 mod header;
+mod signature;
 mod slots;
 
 pub use block::{
@@ -33,6 +34,7 @@ pub use footer_v2::{
     FOOTER_V2_HEAD_LEN, FOOTER_V3_ENTRY_LEN,
 };
 pub use header::{short_header, CipherId, Header, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN};
+pub use signature::{can_sign, signed_message, SignatureRecord, ALG_ED25519, SIGNATURE_AT, SIGNATURE_LEN};
 pub use slots::{
     KeySlot, SlotArea, SlotKind, MAX_SLOTS, SLOT_AAD_LEN, SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN, SLOT_LEN,
 };

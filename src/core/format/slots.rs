@@ -203,6 +203,7 @@ mod tests {
             slot_area_a: a,
             slot_area_b: b,
             commits: [[0; crate::core::format::COMMIT_LEN]; 2],
+            signature: [0; crate::core::format::SIGNATURE_LEN],
         }
     }
 
