@@ -30,6 +30,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Seek(a) => seek(a),
         Command::Info(a) => super::many::info(a),
         Command::Verify(a) => super::many::verify(a),
+        Command::Sign(a) => super::many::sign(a),
         Command::Keygen(a) => keygen(a),
         Command::Init(a) => super::key_commands::init(a),
         Command::Passwd(a) => super::key_commands::passwd(a),
@@ -96,6 +97,7 @@ fn pack(mut a: PackArgs) -> Result<()> {
     }
     let mut opts = PackOptions {
         no_verify_hint: a.no_verify,
+        signer: a.sign.as_deref().map(super::keys::read_signer_key).transpose()?,
         ..a.packing.options()?
     };
     if !a.force && !to_stdout && location::exists(&output)? {
@@ -428,6 +430,10 @@ fn keygen(a: KeygenArgs) -> Result<()> {
             let id = qeltrix::crypto::IdentityKey::generate(&entropy);
             out!("{}", id.to_file_text().as_str());
             eprintln!("Public recipient: {}", id.recipient());
+        } else if a.ed25519 {
+            let key = qeltrix::crypto::SignerKey::generate(&entropy);
+            out!("{}", key.to_file_text().as_str());
+            eprintln!("Public signer: {}", key.public());
         } else {
             out!(
                 "{}",
@@ -446,6 +452,17 @@ fn keygen(a: KeygenArgs) -> Result<()> {
             a.output.display()
         );
         outln!("{}", id.recipient());
+        return Ok(());
+    }
+    if a.ed25519 {
+        let key = qeltrix::crypto::SignerKey::generate(&entropy);
+        write_secret_file(&a.output, key.to_file_text().as_bytes(), a.force)?;
+        eprintln!(
+            "Wrote a new Ed25519 signing key to {} (mode 0600). Its public signer, for \
+             `verify --signer`:",
+            a.output.display()
+        );
+        outln!("{}", key.public());
         return Ok(());
     }
     let key = qeltrix::crypto::KeyFileKey::generate(&entropy);

@@ -468,3 +468,44 @@ fn passphrase(p: String, from: &str) -> Result<Passphrase> {
     }
     Ok(Passphrase::new(p))
 }
+
+/// The Ed25519 signing key in the file `path` (from `qeltrix keygen --ed25519`).
+pub fn read_signer_key(path: &Path) -> Result<qeltrix::crypto::SignerKey> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("{}: reading the signing key file", path.display()))?,
+    );
+    qeltrix::crypto::SignerKey::parse(&text)
+        .map_err(|e| qeltrix::Error::InvalidArgument(format!("{}: {e}", path.display())).into())
+}
+
+/// The signer named by `arg`: a `qeltrix-ed25519:` string, or a file holding one (a signing key
+/// file names its public key in a comment; a `.pub` file holds only the string).
+pub fn signer_public(arg: &str) -> Result<qeltrix::crypto::SignerPublic> {
+    use qeltrix::crypto::SignerPublic;
+    if let Ok(public) = arg.parse::<SignerPublic>() {
+        return Ok(public);
+    }
+    let path = Path::new(arg);
+    if arg.starts_with("qeltrix-") || !path.is_file() {
+        bail!(qeltrix::Error::InvalidArgument(format!(
+            "--signer {arg:?}: neither a signer string (qeltrix-ed25519: and 64 hex digits) nor a \
+             file holding one"
+        )));
+    }
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("{}: reading the signer", path.display()))?,
+    );
+    if let Ok(key) = qeltrix::crypto::SignerKey::parse(&text) {
+        return Ok(key.public());
+    }
+    text.split_whitespace()
+        .find_map(|word| word.parse::<SignerPublic>().ok())
+        .ok_or_else(|| {
+            qeltrix::Error::InvalidArgument(format!(
+                "{}: holds no signer string (qeltrix-ed25519: and 64 hex digits)",
+                path.display()
+            ))
+            .into()
+        })
+}

@@ -14,8 +14,10 @@ use super::commands::{open_object, pack_json, slots_json};
 use super::progress::{bar, size, speed};
 use super::*;
 use anyhow::{Context, Result};
+use qeltrix::crypto::SignerPublic;
 use qeltrix::format::{FLAG_NO_VERIFY, FLAG_STREAMING};
 use qeltrix::reader::{Container, ContainerInfo};
+use qeltrix::sign::SignatureStatus;
 use qeltrix::vault::{naming, Vault};
 use qeltrix::writer::{PackOptions, PackSummary};
 use qeltrix::{Error, Key};
@@ -127,6 +129,7 @@ pub(super) fn pack_tree(a: PackArgs) -> Result<()> {
     }
     let opts = PackOptions {
         no_verify_hint: a.no_verify,
+        signer: a.sign.as_deref().map(super::keys::read_signer_key).transpose()?,
         ..a.packing.options()?
     };
 
@@ -441,14 +444,15 @@ fn read_info(path: &Path) -> Result<(qeltrix::storage::Object, ContainerInfo)> {
 pub(super) fn info(a: InfoArgs) -> Result<()> {
     if single_file(&a.inputs) {
         let path = &a.inputs[0];
-        let (_, info) = read_info(path)?;
+        let (object, info) = read_info(path)?;
+        let sig = signature_status(path, &object, &info)?;
         if a.json {
             outln!(
                 "{}",
-                serde_json::to_string_pretty(&info_json(path, &info)).expect("JSON values serialize")
+                serde_json::to_string_pretty(&info_json(path, &info, &sig)).expect("JSON values serialize")
             );
         } else {
-            out!("{}", info_text(path, &info));
+            out!("{}", info_text(path, &info, &sig));
         }
         return Ok(());
     }
@@ -457,14 +461,19 @@ pub(super) fn info(a: InfoArgs) -> Result<()> {
     let mut tally = Tally::default();
     let (mut plain, mut stored) = (0u64, 0u64);
     for (path, listed) in found {
-        match listed.and_then(|()| read_info(&path)) {
-            Ok((_, info)) => {
+        let read = listed.and_then(|()| {
+            let (object, info) = read_info(&path)?;
+            let sig = signature_status(&path, &object, &info)?;
+            Ok((info, sig))
+        });
+        match read {
+            Ok((info, sig)) => {
                 plain += info.original_size();
                 stored += info.container_size;
                 if a.json {
-                    outln!("{}", info_json(&path, &info));
+                    outln!("{}", info_json(&path, &info, &sig));
                 } else {
-                    outln!("{}", info_line(&path, &info));
+                    outln!("{}", info_line(&path, &info, &sig));
                 }
             }
             Err(e) => {
@@ -517,13 +526,38 @@ fn overhead(info: &ContainerInfo) -> i128 {
     info.container_size as i128 - info.original_size() as i128
 }
 
+/// What a container's signature says (reading its footer again).
+fn signature_status(
+    path: &Path,
+    object: &qeltrix::storage::Object,
+    info: &ContainerInfo,
+) -> Result<SignatureStatus> {
+    Ok(qeltrix::sign::signature_status(object, info).map_err(|e| e.in_file(path))?)
+}
+
+/// `info --json`'s signature fields: `signature` ("valid", "invalid" or "none"), `signer` (the
+/// key a valid or invalid record names) and `signature_problem`.
+fn signature_json(sig: &SignatureStatus) -> (&'static str, Option<String>, Option<String>) {
+    match sig {
+        SignatureStatus::Unsigned => ("none", None, None),
+        SignatureStatus::Valid(k) => ("valid", Some(k.to_string()), None),
+        SignatureStatus::Invalid { signer, reason } => {
+            ("invalid", signer.map(|k| k.to_string()), Some(reason.clone()))
+        }
+    }
+}
+
 /// `info --json` of one container.
-fn info_json(path: &Path, info: &ContainerInfo) -> serde_json::Value {
+fn info_json(path: &Path, info: &ContainerInfo, sig: &SignatureStatus) -> serde_json::Value {
     let h = &info.header;
+    let (signature, signer, signature_problem) = signature_json(sig);
     serde_json::json!({
         "file": path.display().to_string(),
         "format_version": info.version().number(),
         "root": info.root().map(hex::encode),
+        "signature": signature,
+        "signer": signer,
+        "signature_problem": signature_problem,
         "flags": flag_names(info),
         "cipher": h.cipher.name(),
         "block_size": h.block_size,
@@ -572,7 +606,7 @@ fn slot_words(info: &ContainerInfo) -> Vec<String> {
 }
 
 /// `info` of one container, in full.
-fn info_text(path: &Path, info: &ContainerInfo) -> String {
+fn info_text(path: &Path, info: &ContainerInfo, sig: &SignatureStatus) -> String {
     let h = &info.header;
     let flags = flag_names(info);
     let overhead = overhead(info);
@@ -585,13 +619,21 @@ fn info_text(path: &Path, info: &ContainerInfo) -> String {
         String::new()
     };
     let mut text = format!(
-        "File:           {}\nFormat:         Qeltrix container v{}{}\n{}Cipher:         {}\nBlock size:     {}\nBlocks:         {} ({} compressed)\nOriginal size:  {} ({} bytes)\nContainer size: {} ({} bytes)\nOverhead:       {} bytes{pct}\nFooter:         {} bytes at offset {}\nContainer id:   {}\nKey slots:      {}\n",
+        "File:           {}\nFormat:         Qeltrix container v{}{}\n{}{}Cipher:         {}\nBlock size:     {}\nBlocks:         {} ({} compressed)\nOriginal size:  {} ({} bytes)\nContainer size: {} ({} bytes)\nOverhead:       {} bytes{pct}\nFooter:         {} bytes at offset {}\nContainer id:   {}\nKey slots:      {}\n",
         path.display(),
         info.version().number(),
         if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) },
         match info.root() {
             Some(root) => format!("Root:           {}\n", hex::encode(root)),
             None => String::new(),
+        },
+        match sig {
+            SignatureStatus::Unsigned => String::new(),
+            SignatureStatus::Valid(k) => format!("Signed by:      {k} (signature valid)\n"),
+            SignatureStatus::Invalid { signer: Some(k), reason } => {
+                format!("Signature:      INVALID, names {k}: {reason}\n")
+            }
+            SignatureStatus::Invalid { signer: None, reason } => format!("Signature:      INVALID: {reason}\n"),
         },
         h.cipher.name(),
         size(h.block_size as u64),
@@ -624,10 +666,10 @@ fn info_text(path: &Path, info: &ContainerInfo) -> String {
 }
 
 /// `info` of one of many containers: one line.
-fn info_line(path: &Path, info: &ContainerInfo) -> String {
+fn info_line(path: &Path, info: &ContainerInfo, sig: &SignatureStatus) -> String {
     let flags = flag_names(info);
     format!(
-        "{}: {} in {} blocks of {}, {} stored, format v{}, {}, key slots {}{}{}",
+        "{}: {} in {} blocks of {}, {} stored, format v{}, {}, key slots {}{}{}{}",
         path.display(),
         size(info.original_size()),
         info.block_count(),
@@ -645,6 +687,12 @@ fn info_line(path: &Path, info: &ContainerInfo) -> String {
             " (stale key-slot area: `qeltrix rekey --scrub`)"
         } else {
             ""
+        },
+        match sig {
+            SignatureStatus::Unsigned => String::new(),
+            SignatureStatus::Valid(k) => format!(", signed by {k}"),
+            SignatureStatus::Invalid { .. } =>
+                ", INVALID signature (`qeltrix info` of the file says why)".into(),
         },
     )
 }
@@ -678,14 +726,20 @@ struct Verified {
     elapsed: std::time::Duration,
     /// Checked without a key (`--no-key`): the root every stored byte was checked against.
     keyless_root: Option<[u8; 32]>,
+    /// `--signer`: the signer whose valid signature the container carries.
+    signer: Option<SignerPublic>,
 }
 
 /// `verify --no-key` of one container: every stored byte of a format-2 container (trailer,
 /// footer, root, and each block's hash, prefix and metadata copy) checked without any key, one
 /// block at a time (memory: one block). It proves the file is intact as written, not who wrote
 /// it nor that the plaintext is right (that needs the key). Format 1 has no keyless hashes.
-fn verify_keyless_one(path: &Path, quiet: bool) -> Result<Verified> {
-    let (object, info) = read_info(path)?;
+fn verify_keyless_one(
+    path: &Path,
+    object: qeltrix::storage::Object,
+    info: ContainerInfo,
+    quiet: bool,
+) -> Result<Verified> {
     // Reading the structure decoded a v2 footer and checked its root; the blocks are left.
     let Some(root) = info.root() else {
         anyhow::bail!(Error::InvalidArgument(format!(
@@ -706,12 +760,18 @@ fn verify_keyless_one(path: &Path, quiet: bool) -> Result<Verified> {
         bytes: info.original_size(),
         elapsed: started.elapsed(),
         keyless_root: Some(root),
+        signer: None,
     })
 }
 
-fn verify_one(path: &Path, keys: &mut KeyCache<'_>, workers: usize, quiet: bool) -> Result<Verified> {
-    // The structure first, so a truncated or foreign file is reported before a prompt.
-    let (object, info) = read_info(path)?;
+fn verify_one(
+    path: &Path,
+    object: qeltrix::storage::Object,
+    info: ContainerInfo,
+    keys: &mut KeyCache<'_>,
+    workers: usize,
+    quiet: bool,
+) -> Result<Verified> {
     let key = keys.for_container(path)?;
     let container = Arc::new(Container::from_info(object, info, key).map_err(|e| e.in_file(path))?);
     let pb = bar(Some(container.len()), quiet);
@@ -731,13 +791,18 @@ fn verify_one(path: &Path, keys: &mut KeyCache<'_>, workers: usize, quiet: bool)
         bytes,
         elapsed: started.elapsed(),
         keyless_root: None,
+        signer: None,
     })
 }
 
 fn verified_line(path: &Path, v: &Verified) -> String {
+    let signed = match &v.signer {
+        Some(k) => format!("signed by {k}; "),
+        None => String::new(),
+    };
     match v.keyless_root {
         Some(root) => format!(
-            "OK: {}: {} blocks ({} of plaintext) intact, checked without a key against root {} ({})",
+            "OK: {}: {signed}{} blocks ({} of plaintext) intact, checked without a key against root {} ({})",
             path.display(),
             v.blocks,
             size(v.bytes),
@@ -745,7 +810,7 @@ fn verified_line(path: &Path, v: &Verified) -> String {
             speed(v.bytes, v.elapsed)
         ),
         None => format!(
-            "OK: {}: {} blocks, {} authenticated and hash-checked ({})",
+            "OK: {}: {signed}{} blocks, {} authenticated and hash-checked ({})",
             path.display(),
             v.blocks,
             size(v.bytes),
@@ -766,6 +831,9 @@ fn verified_json(path: &Path, v: &Verified) -> serde_json::Value {
         doc["keyless"] = true.into();
         doc["root"] = hex::encode(root).into();
     }
+    if let Some(k) = &v.signer {
+        doc["signer"] = k.to_string().into();
+    }
     doc
 }
 
@@ -780,13 +848,24 @@ pub(super) fn verify(a: VerifyArgs) -> Result<()> {
         args: &a.keys,
         found: Vec::new(),
     };
-    // `--no-key` never looks for a key, so it never prompts.
+    let signer = a.signer.as_deref().map(super::keys::signer_public).transpose()?;
+    // `--no-key` never looks for a key, so it never prompts; nor does `--signer` without a key
+    // option.
+    let keyless = a.no_key || (signer.is_some() && !a.keys.any_given());
     let mut verify_one = |path: &Path| {
-        if a.no_key {
-            verify_keyless_one(path, a.quiet)
-        } else {
-            verify_one(path, &mut keys, a.workers, a.quiet)
+        // The structure first, so a truncated or foreign file is reported before a prompt; then
+        // the signature, which reads only the header and the footer.
+        let (object, info) = read_info(path)?;
+        if let Some(expected) = &signer {
+            qeltrix::sign::check_signer(&object, &info, expected).map_err(|e| e.in_file(path))?;
         }
+        let mut v = if keyless {
+            verify_keyless_one(path, object, info, a.quiet)
+        } else {
+            verify_one(path, object, info, &mut keys, a.workers, a.quiet)
+        }?;
+        v.signer = signer;
+        Ok::<_, anyhow::Error>(v)
     };
     if single_file(&a.inputs) {
         // One container: its line, or the error as every single-file command reports it.
@@ -827,6 +906,45 @@ pub(super) fn verify(a: VerifyArgs) -> Result<()> {
             total - tally.failed,
             tally.failed
         );
+    }
+    tally.finish_or_only(total, "containers")
+}
+
+/// `qeltrix sign`: each container signed in place ([`qeltrix::sign::sign_in_place`]).
+pub(super) fn sign(a: SignArgs) -> Result<()> {
+    let key = super::keys::read_signer_key(&a.key)?;
+    let one = |path: &Path| -> Result<()> {
+        if location::is_remote(path) {
+            anyhow::bail!(Error::InvalidArgument(format!(
+                "{}: signing writes the header in place, which an object store cannot do: sign the \
+                 container before uploading it, or pack it with --sign",
+                path.display()
+            )));
+        }
+        refuse_if_mounted_read_write(path)?;
+        qeltrix::sign::sign_in_place(path, &key)?;
+        Ok(())
+    };
+    let public = key.public();
+    if single_file(&a.inputs) {
+        one(&a.inputs[0])?;
+        if !a.quiet {
+            outln!("signed: {} by {public}", a.inputs[0].display());
+        }
+        return Ok(());
+    }
+    let found = containers(&a.inputs);
+    let total = found.len();
+    let mut tally = Tally::default();
+    for (path, listed) in found {
+        match listed.and_then(|()| one(&path)) {
+            Ok(()) if !a.quiet => outln!("signed: {} by {public}", path.display()),
+            Ok(()) => {}
+            Err(e) => {
+                outln!("FAILED: {}", failure_text(&path, &e));
+                tally.add(e);
+            }
+        }
     }
     tally.finish_or_only(total, "containers")
 }

@@ -79,7 +79,11 @@ pub enum Command {
     Info(InfoArgs),
     /// Authenticate every block and the index without writing plaintext.
     Verify(VerifyArgs),
-    /// Write a new random 32-byte key file, or an X25519 identity (mode 0600).
+    /// Sign containers in place with an Ed25519 key: only the header's signature record is
+    /// written (no block, no data key needed).
+    Sign(SignArgs),
+    /// Write a new random 32-byte key file, an X25519 identity, or an Ed25519 signing key
+    /// (mode 0600).
     Keygen(KeygenArgs),
     /// Make a folder a vault: a keyring whose one passphrase unlocks every container in it.
     Init(key_commands::InitArgs),
@@ -286,6 +290,11 @@ pub struct PackArgs {
     /// Mark the container so readers may skip plaintext hash checks (AEAD is always checked).
     #[arg(long)]
     pub no_verify: bool,
+    /// Sign the container with this Ed25519 signing key file (from `qeltrix keygen --ed25519`):
+    /// `verify --signer` then proves who made it, without the data key. Needs a local output
+    /// file (the signature goes into the header last).
+    #[arg(long, value_name = "FILE")]
+    pub sign: Option<PathBuf>,
     /// Reading stdin: seal a partial block after this many milliseconds without input, so a slow
     /// stream (a log) reaches OUTPUT in bounded time. Ctrl-C (SIGINT) or SIGTERM ends such a
     /// stream cleanly: what has arrived is sealed into a complete container, then the exit code
@@ -423,6 +432,11 @@ pub struct VerifyArgs {
     /// Format 1 has no keyless hashes (`qeltrix reencrypt` upgrades it).
     #[arg(long)]
     pub no_key: bool,
+    /// Also prove who made each container: it must carry a valid signature by this signer (a
+    /// qeltrix-ed25519: string, or a file holding one). Needs no key: the blocks are then checked
+    /// as with --no-key, unless a key option is given.
+    #[arg(long, value_name = "SIGNER")]
+    pub signer: Option<String>,
     /// Threads authenticating blocks (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
@@ -447,6 +461,20 @@ pub struct CompactArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct SignArgs {
+    /// Containers, and folders (vaults) whose every container is signed. Local files only: an
+    /// object store cannot change bytes in place.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// The Ed25519 signing key file (from `qeltrix keygen --ed25519`).
+    #[arg(long, short = 'k', value_name = "FILE")]
+    pub key: PathBuf,
+    /// Set from the global `-q`.
+    #[arg(skip)]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct KeygenArgs {
     /// Where to write the key file (mode 0600), or `-` for stdout (then an identity's public
     /// recipient goes to stderr).
@@ -455,6 +483,10 @@ pub struct KeygenArgs {
     /// Write an X25519 identity instead, and print its public recipient string.
     #[arg(long)]
     pub x25519: bool,
+    /// Write an Ed25519 signing key instead (for `pack --sign`, `qeltrix sign`), and print its
+    /// public signer string.
+    #[arg(long, conflicts_with = "x25519")]
+    pub ed25519: bool,
     /// Overwrite the output file if it exists.
     #[arg(long, short)]
     pub force: bool,
@@ -485,6 +517,7 @@ pub fn main() -> ExitCode {
         Command::Watch(a) => a.quiet = cli.quiet,
         Command::Unpack(a) => a.quiet = cli.quiet,
         Command::Verify(a) => a.quiet = cli.quiet,
+        Command::Sign(a) => a.quiet = cli.quiet,
         Command::Reencrypt(a) => a.quiet = cli.quiet,
         _ => {}
     }
