@@ -18,9 +18,10 @@ mod common;
 /// generator, with its state set to the seed as the corpus was made (`Rng::from_state`).
 use common::Rng;
 use qeltrix::compress::Codec;
-use qeltrix::crypto::{IdentityKey, KeyFileKey, Passphrase, RecipientKey, SeededEntropy};
+use qeltrix::crypto::{IdentityKey, KeyFileKey, Passphrase, RecipientKey, SeededEntropy, SignerKey};
 use qeltrix::file_record::FileMeta;
 use qeltrix::format::FormatVersion;
+use qeltrix::sign::SignatureStatus;
 use qeltrix::{
     keyring, CipherId, CompressMode, Container, ContainerInfo, Error, Key, PackOptions, Recipient,
     StreamPacker,
@@ -51,6 +52,28 @@ fn identity_key(identity_file_text: &str) -> Key {
 /// The public key a recipient slot is made for (packing only: it opens nothing).
 fn recipient_key(recipient: &str) -> Recipient {
     Recipient::X25519(recipient.parse::<RecipientKey>().expect("recipient parses"))
+}
+
+/// The Ed25519 signing key of a seed.
+fn signer_key(seed: u8) -> SignerKey {
+    SignerKey::from_seed([seed; 32])
+}
+
+/// The signer of a container's bytes when its signature is valid, `None` when it is unsigned,
+/// an error when the signature fails.
+fn signer_of(file: &[u8]) -> qeltrix::Result<Option<String>> {
+    let file = file.to_vec();
+    let info = ContainerInfo::read(&file)?;
+    match qeltrix::sign::signature_status(&file, &info)? {
+        SignatureStatus::Unsigned => Ok(None),
+        SignatureStatus::Valid(k) => Ok(Some(k.to_string())),
+        SignatureStatus::Invalid { reason, .. } => Err(Error::Signature(reason)),
+    }
+}
+
+/// Signs the container file at `path` in place with the key of `seed`.
+fn sign_in_place(path: &Path, seed: u8) -> qeltrix::Result<()> {
+    qeltrix::sign::sign_in_place(path, &signer_key(seed)).map(drop)
 }
 
 /// What a key seals to, for packing.
@@ -301,6 +324,11 @@ fn read_info(path: &Path) -> qeltrix::Result<Info> {
 /// Packs `segments` of `plain` (sealing a short block after each but the last, as a trickling
 /// stream does) with `keys`: to a seekable output, or to a plain `Write` (`streamed`).
 fn pack(spec: &Good, plain: &[u8], keys: &[Recipient]) -> Vec<u8> {
+    pack_signed_by(spec, plain, keys, spec.signer)
+}
+
+/// [`pack`], signed by the key of `signer` (whatever the spec says).
+fn pack_signed_by(spec: &Good, plain: &[u8], keys: &[Recipient], signer: Option<u8>) -> Vec<u8> {
     let opts = PackOptions {
         format: spec.format,
         codec: spec.codec,
@@ -312,6 +340,7 @@ fn pack(spec: &Good, plain: &[u8], keys: &[Recipient]) -> Vec<u8> {
         workers: 1,
         kdf_iterations: KDF_ITERATIONS,
         no_verify_hint: spec.no_verify_hint,
+        signer: signer.map(signer_key),
         entropy: Arc::new(SeededEntropy([spec.seed; 32])),
         ..PackOptions::default()
     };
@@ -466,8 +495,16 @@ const PINNED: &[(&str, &str)] = &[
         "24161a7733fdf5d52722f363faff8387cb98982a2abaa1b8d406651d58e7c170",
     ),
     (
+        "good/v2-signed.qltx",
+        "883394b9e4b7927eb2d9a111d16cb1394bec66948fa42e30e64243816bcc8949",
+    ),
+    (
         "good/v3-edited.qltx",
         "8c4c68a9643296cc53c56bad7a596fe8f2f9a25d43c3d20c7248f5167e8a39b0",
+    ),
+    (
+        "good/v3-signed.qltx",
+        "8d7d525805b988731241cf1ef5ddd023b3c757868bc003ad56aba2c1bbb4d5d8",
     ),
     (
         "keys/keyfile.hex",
@@ -600,6 +637,9 @@ struct Good {
     record: Option<Record>,
     /// The blocks stored compressed (deflate or zstd); the others are stored raw.
     compressed: &'static [u64],
+    /// Signed by the Ed25519 key with this seed (`SignerKey::from_seed([seed; 32])`): always
+    /// [`SIGNER_SEED`], whose public key is [`SIGNER_PUBLIC`].
+    signer: Option<u8>,
 }
 
 /// A v2 file record: the packed file's name, permission bits and modification time.
@@ -643,6 +683,7 @@ const GOOD: &[Good] = &[
         block_size: BLOCK_SIZE,
         record: None,
         compressed: &[],
+        signer: None,
     },
     Good {
         path: "good/chacha20-keyfile-raw-noverify.qltx",
@@ -659,6 +700,7 @@ const GOOD: &[Good] = &[
         block_size: BLOCK_SIZE,
         record: None,
         compressed: &[],
+        signer: None,
     },
     Good {
         path: "good/aes256gcm-keyfile-deflate.qltx",
@@ -675,6 +717,7 @@ const GOOD: &[Good] = &[
         block_size: BLOCK_SIZE,
         record: None,
         compressed: &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        signer: None,
     },
     Good {
         path: "good/chacha20-passphrase-mixed.qltx",
@@ -691,6 +734,7 @@ const GOOD: &[Good] = &[
         block_size: BLOCK_SIZE,
         record: None,
         compressed: &[0, 2, 4],
+        signer: None,
     },
     Good {
         path: "good/aes256gcm-recipient.qltx",
@@ -707,6 +751,7 @@ const GOOD: &[Good] = &[
         block_size: BLOCK_SIZE,
         record: None,
         compressed: &[0, 1, 2],
+        signer: None,
     },
     Good {
         path: "vault/in-vault.qltx",
@@ -723,6 +768,7 @@ const GOOD: &[Good] = &[
         block_size: BLOCK_SIZE,
         record: None,
         compressed: &[0, 2],
+        signer: None,
     },
     Good {
         path: "good/streamed.qltx",
@@ -739,6 +785,7 @@ const GOOD: &[Good] = &[
         block_size: BLOCK_SIZE,
         record: None,
         compressed: &[],
+        signer: None,
     },
     Good {
         path: "good/multi-slot.qltx",
@@ -755,6 +802,7 @@ const GOOD: &[Good] = &[
         block_size: BLOCK_SIZE,
         record: None,
         compressed: &[0, 1, 2, 3, 4],
+        signer: None,
     },
     Good {
         path: "good/empty.qltx",
@@ -771,6 +819,7 @@ const GOOD: &[Good] = &[
         block_size: BLOCK_SIZE,
         record: None,
         compressed: &[],
+        signer: None,
     },
     // Version 2 (written by the build that introduced it; the v1 files above keep proving
     // that version 1 opens).
@@ -789,6 +838,7 @@ const GOOD: &[Good] = &[
         block_size: 36_864,
         record: None,
         compressed: &[],
+        signer: None,
     },
     Good {
         path: "good/v2-chacha20-zstd-mixed.qltx",
@@ -805,6 +855,7 @@ const GOOD: &[Good] = &[
         block_size: BLOCK_SIZE,
         record: None,
         compressed: &[0, 2, 4],
+        signer: None,
     },
     Good {
         path: "good/v2-file-record.qltx",
@@ -826,6 +877,7 @@ const GOOD: &[Good] = &[
             mtime_nsec: 987_654_321,
         }),
         compressed: &[0, 1, 2],
+        signer: None,
     },
     Good {
         path: "good/v2-passphrase-deflate.qltx",
@@ -842,6 +894,7 @@ const GOOD: &[Good] = &[
         block_size: BLOCK_SIZE,
         record: None,
         compressed: &[0, 1, 2, 3, 4],
+        signer: None,
     },
     Good {
         path: "good/v2-streamed.qltx",
@@ -858,6 +911,7 @@ const GOOD: &[Good] = &[
         block_size: BLOCK_SIZE,
         record: None,
         compressed: &[],
+        signer: None,
     },
     Good {
         path: "good/v2-empty.qltx",
@@ -874,6 +928,30 @@ const GOOD: &[Good] = &[
         block_size: BLOCK_SIZE,
         record: None,
         compressed: &[],
+        signer: None,
+    },
+    // Signed (written by the build that introduced signatures).
+    Good {
+        path: "good/v2-signed.qltx",
+        seed: 60,
+        data: Data::Noise,
+        segments: &[20_000],
+        cipher: CipherId::Aes256Gcm,
+        compress: CompressMode::Never,
+        slots: &[Slot::KeyFile],
+        streamed: false,
+        no_verify_hint: false,
+        format: FormatVersion::V2,
+        codec: Codec::Zstd,
+        block_size: BLOCK_SIZE,
+        record: Some(Record {
+            name: "signed.bin",
+            mode: 0o644,
+            mtime_sec: 1_750_000_000,
+            mtime_nsec: 5,
+        }),
+        compressed: &[],
+        signer: Some(SIGNER_SEED),
     },
 ];
 
@@ -1054,6 +1132,11 @@ fn check_good(path: &str) {
         "{path}: a root exactly in v2"
     );
     assert_eq!(info.has_record, spec.record.is_some(), "{path}: file record");
+    assert_eq!(
+        signer_of(&read_bytes(path)).unwrap_or_else(|e| panic!("{path}: signature: {e}")),
+        spec.signer.map(|_| SIGNER_PUBLIC.to_string()),
+        "{path}: signer"
+    );
     if spec.format == FormatVersion::V2 {
         verify_without_key(&read_bytes(path)).unwrap_or_else(|e| panic!("{path}: keyless check: {e}"));
     }
@@ -1292,6 +1375,47 @@ fn v2_streamed_container_reads_back() {
 #[test]
 fn v2_empty_container_reads_back() {
     check_good("good/v2-empty.qltx");
+}
+
+#[test]
+fn v2_signed_by_its_signer() {
+    check_good(SIGNED_FILE);
+}
+
+#[test]
+fn signing_the_unsigned_twin_in_place_writes_the_frozen_bytes() {
+    // `pack --sign` and `qeltrix sign` write the same record: the signature covers nothing that
+    // signing changes, and Ed25519 is deterministic.
+    let spec = good(SIGNED_FILE);
+    let keys = [sealing(key_file_key(key_file_bytes()))];
+    let unsigned = pack_signed_by(spec, &spec.plaintext(), &keys, None);
+    assert_eq!(signer_of(&unsigned).unwrap(), None);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("twin.qltx");
+    fs::write(&path, &unsigned).unwrap();
+    sign_in_place(&path, SIGNER_SEED).unwrap();
+    assert!(
+        fs::read(&path).unwrap() == read_bytes(SIGNED_FILE),
+        "the signed twin equals the frozen file"
+    );
+}
+
+#[test]
+fn v3_signed_in_place_by_its_signer() {
+    assert_pinned(SIGNED_V3_FILE);
+    let bytes = read_bytes(SIGNED_V3_FILE);
+    assert_eq!(signer_of(&bytes).unwrap(), Some(SIGNER_PUBLIC.to_string()));
+    verify_without_key_any(&bytes).unwrap();
+    let c = open(&data_path(SIGNED_V3_FILE), &key_file_key(key_file_bytes())).unwrap();
+    assert_eq!(read_whole(&c).unwrap(), v3_model());
+    // Only the signature record differs from the unsigned file it was made from.
+    let unsigned = read_bytes(V3_FILE);
+    let differ: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] != unsigned[i]).collect();
+    assert!(
+        differ.iter().all(|i| (896..1024).contains(i)),
+        "bytes changed outside 896..1024"
+    );
+    assert_eq!(signer_of(&unsigned).unwrap(), None);
 }
 
 #[test]
@@ -1545,6 +1669,14 @@ fn v2_flipped_block_hash_is_refused_without_a_key() {
 // ================================================================================================
 
 const V3_FILE: &str = "good/v3-edited.qltx";
+/// A format-2 container packed signed (`pack --sign`).
+const SIGNED_FILE: &str = "good/v2-signed.qltx";
+/// `good/v3-edited.qltx` signed in place (`qeltrix sign`).
+const SIGNED_V3_FILE: &str = "good/v3-signed.qltx";
+/// The signers' seed, and its public key.
+const SIGNER_SEED: u8 = 61;
+const SIGNER_PUBLIC: &str =
+    "qeltrix-ed25519:70df9e2279adbec6d12bf2921184c9222eb24ed852005bf640139f52e59cd9ae";
 /// The plaintext first streamed: Noise, seed 50.
 const V3_LEN: usize = 40_000;
 const V3_SEED: u8 = 50;
@@ -1625,6 +1757,14 @@ fn regenerate_corpus() {
             &write_v3_edited(&plaintext(Data::Noise, V3_LEN, V3_SEED)),
         );
     }
+    if !data_path(SIGNED_V3_FILE).exists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let copy = tmp.path().join("v3.qltx");
+        fs::write(&copy, read_bytes(V3_FILE)).unwrap();
+        sign_in_place(&copy, SIGNER_SEED).unwrap();
+        put(SIGNED_V3_FILE, &fs::read(&copy).unwrap());
+    }
+    println!("signer: {}", signer_key(SIGNER_SEED).public());
     let identity = new_identity_file_text(IDENTITY_SEED);
     put(IDENTITY_FILE, identity.as_bytes());
     let recipient = recipient_of(&identity);
@@ -1659,6 +1799,8 @@ fn regenerate_corpus() {
     let mut all: Vec<String> = GOOD.iter().map(|g| g.path.to_string()).collect();
     all.extend(BAD.iter().map(|b| b.path.to_string()));
     all.extend([
+        V3_FILE.into(),
+        SIGNED_V3_FILE.into(),
         "keys/keyfile.hex".into(),
         IDENTITY_FILE.into(),
         format!("{VAULT}/.qeltrix/keyring"),

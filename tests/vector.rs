@@ -659,3 +659,69 @@ fn independent_reader_decrypts_a_v3_container() {
     assert_eq!(lib.read_at(0, &mut want).unwrap(), want.len());
     assert!(plain == want, "the independent reader and the library agree");
 }
+
+/// The signed message of `docs/FORMAT.md`, "Signatures", built from a container's bytes with
+/// nothing but the page: the current footer is the trailer's (v2) or the commit record's (v3).
+fn independent_signed_message(file: &[u8]) -> (Vec<u8>, [u8; 32], [u8; 64]) {
+    let le = |at: usize| u64::from_le_bytes(file[at..at + 8].try_into().unwrap());
+    let record = &file[896..1024];
+    assert_eq!(&record[0..8], b"QLTXSIG1");
+    assert_eq!(record[8], 1, "Ed25519");
+    assert!(record[9..16].iter().chain(&record[112..128]).all(|&b| b == 0));
+    let (footer_offset, footer_size) = match u16::from_le_bytes([file[8], file[9]]) {
+        2 => {
+            let t = file.len() - 32;
+            (le(t + 8), le(t + 16))
+        }
+        3 => {
+            // The valid commit record with the higher generation (both are valid here).
+            let (a, b) = (le(72 + 8), le(136 + 8));
+            let at = if a > b { 72 } else { 136 };
+            (le(at + 16), le(at + 24))
+        }
+        v => panic!("version {v} is not signed"),
+    };
+    let footer = &file[footer_offset as usize..(footer_offset + footer_size) as usize];
+    let public: [u8; 32] = record[16..48].try_into().unwrap();
+    let mut m = Vec::new();
+    m.extend_from_slice(b"qeltrix signature v1");
+    m.extend_from_slice(&file[0..24]);
+    m.extend_from_slice(&file[56..72]);
+    m.push(1);
+    m.extend_from_slice(&public);
+    m.extend_from_slice(&footer_offset.to_le_bytes());
+    m.extend_from_slice(&footer_size.to_le_bytes());
+    m.extend_from_slice(&footer[24..56]); // the root (v2 and v3 footers alike)
+    m.extend_from_slice(blake3::hash(footer).as_bytes());
+    assert_eq!(m.len(), 173);
+    (m, public, record[48..112].try_into().unwrap())
+}
+
+/// The frozen signed containers (`tests/data/good/v2-signed.qltx`, `v3-signed.qltx`) carry valid
+/// Ed25519 signatures by the documented key, checked from `docs/FORMAT.md` alone.
+#[test]
+fn independent_check_of_signed_containers() {
+    use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+    let expected = SigningKey::from_bytes(&[0x3d; 32]).verifying_key();
+    assert_eq!(
+        hex::encode(expected.to_bytes()),
+        "70df9e2279adbec6d12bf2921184c9222eb24ed852005bf640139f52e59cd9ae"
+    );
+    for name in ["v2-signed.qltx", "v3-signed.qltx"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/good")
+            .join(name);
+        let file = std::fs::read(&path).unwrap();
+        let (message, public, signature) = independent_signed_message(&file);
+        assert_eq!(public, expected.to_bytes(), "{name}: signer");
+        let key = VerifyingKey::from_bytes(&public).unwrap();
+        key.verify_strict(&message, &Signature::from_bytes(&signature))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        // One flipped bit of the footer hash input fails it.
+        let mut other = message.clone();
+        other[172] ^= 1;
+        assert!(key
+            .verify_strict(&other, &Signature::from_bytes(&signature))
+            .is_err());
+    }
+}
