@@ -36,6 +36,8 @@ pub use crate::core::{codec, compress, crypto, file_record, format, integrity_v2
 pub use container::{
     append, cache, compact, edit, ops, pipeline, reader, rekey, repair, sign, stream_reader, writer,
 };
+#[cfg(feature = "cap")]
+pub use front::capability;
 #[cfg(feature = "gateway")]
 pub use front::gateway;
 #[cfg(feature = "mount")]

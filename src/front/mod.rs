@@ -1,5 +1,7 @@
 //! The front ends: how containers reach people and programs. Each sits behind a cargo feature.
 
+#[cfg(feature = "cap")]
+pub mod capability;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 #[cfg(feature = "mount")]
