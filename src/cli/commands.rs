@@ -31,6 +31,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Info(a) => super::many::info(a),
         Command::Verify(a) => super::many::verify(a),
         Command::Sign(a) => super::many::sign(a),
+        Command::Cap(a) => super::cap::run(a),
         Command::Keygen(a) => keygen(a),
         Command::Init(a) => super::key_commands::init(a),
         Command::Passwd(a) => super::key_commands::passwd(a),

@@ -24,6 +24,7 @@ macro_rules! out {
     }};
 }
 
+mod cap;
 mod commands;
 mod generate;
 mod key_commands;
@@ -82,6 +83,8 @@ pub enum Command {
     /// Sign containers in place with an Ed25519 key: only the header's signature record is
     /// written (no block, no data key needed).
     Sign(SignArgs),
+    /// Capability tokens: issue, narrow (attenuate) and inspect them (docs/CAPABILITIES.md).
+    Cap(cap::CapArgs),
     /// Write a new random 32-byte key file, an X25519 identity, or an Ed25519 signing key
     /// (mode 0600).
     Keygen(KeygenArgs),

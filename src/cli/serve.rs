@@ -30,8 +30,16 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
     /// Require `Authorization: Bearer TOKEN`, TOKEN being the first line of this file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "cap_root")]
     pub token_file: Option<PathBuf>,
+    /// Require a capability token (`qeltrix cap issue`) signed by this root (a qeltrix-ed25519:
+    /// string or a file holding one) that allows each request's path, method and time; it comes
+    /// as `Authorization: Bearer TOKEN` or `?cap=TOKEN` (docs/CAPABILITIES.md).
+    #[arg(long, value_name = "ROOT")]
+    pub cap_root: Option<String>,
+    /// This server's name, for tokens limited to some servers (`cap issue --audience NAME`).
+    #[arg(long, value_name = "NAME", requires = "cap_root")]
+    pub cap_audience: Option<String>,
     /// Close a connection on which no byte moved for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub idle_timeout: u64,
@@ -104,13 +112,21 @@ pub fn run(a: ServeArgs) -> Result<()> {
         ));
     }
     let token = a.token_file.as_deref().map(BearerToken::from_file).transpose()?;
-    let has_token = token.is_some();
+    let has_token = token.is_some() || a.cap_root.is_some();
+    let caps = match &a.cap_root {
+        Some(root) => Some(qeltrix::capability::CapRoot::new(
+            &super::keys::signer_public(root)?,
+            a.cap_audience.clone(),
+        )?),
+        None => None,
+    };
     let opts = ServeOptions {
         cache_bytes: a.cache_size.checked_mul(1 << 20).ok_or_else(|| {
             Error::InvalidArgument(format!("--cache-size {} MiB is too large", a.cache_size))
         })?,
         workers: a.workers,
         token,
+        caps,
         idle_timeout: Duration::from_secs(a.idle_timeout.max(1)),
         header_timeout: Duration::from_secs(a.header_timeout.clamp(1, a.idle_timeout.max(1))),
         shutdown_grace: Duration::from_secs(a.shutdown_grace),

@@ -8,7 +8,8 @@ use super::conn::Activity;
 use super::containers::{OpenFailure, ServedFile};
 use super::paths::{self, Target};
 use super::range::{self, ByteRange, RangeRequest};
-use super::{upload, State};
+use super::{caps, upload, State};
+use crate::capability::{Operation, Refusal};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -22,8 +23,13 @@ type Reply = Response<ServeBody>;
 /// What the blocking part of a request found.
 enum Outcome {
     NotFound,
+    /// A capability token that does not allow this request, and why.
+    Forbidden(String),
     Redirect(String),
-    Listing { text: String, json: bool },
+    Listing {
+        text: String,
+        json: bool,
+    },
     ListingFailed(String),
     File(Arc<ServedFile>),
     OpenFailed(OpenFailure),
@@ -41,10 +47,11 @@ pub async fn handle(
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_string();
+    // A `?cap=` token never reaches the log.
     let mut log = AccessLog::new(
         remote,
         req.method(),
-        &target,
+        &caps::redact(&target),
         req.headers().get(header::RANGE).map(|v| v.as_bytes()),
     );
     log.busy = Some(connection.busy());
@@ -66,11 +73,33 @@ pub async fn handle(
         return Ok(r);
     }
     let path = req.uri.path().to_string();
-    let query = req.uri.query().map(str::to_string);
-    let authorized = state
-        .token
-        .as_ref()
-        .is_none_or(|token| token.accepts(req.headers.get(header::AUTHORIZATION)));
+    let raw_query = req.uri.query().map(str::to_string);
+    // With capability tokens: the token's signature now (cheap), its caveats once the request's
+    // target is known (on the blocking thread).
+    let mut cap = None;
+    let mut cap_refusal = None;
+    if let Some(root) = &state.caps {
+        match caps::presented(&req.headers, raw_query.as_deref()) {
+            None => {
+                cap_refusal = Some(
+                    "a capability token is required (Authorization: Bearer TOKEN, or ?cap=TOKEN)".to_string(),
+                )
+            }
+            Some(p) => match root.verify(&p.token) {
+                Ok(verified) => cap = Some((verified, p)),
+                Err(Refusal::Unauthenticated(why) | Refusal::Forbidden(why)) => cap_refusal = Some(why),
+            },
+        }
+    }
+    let query = match &state.caps {
+        Some(_) => caps::without_cap(raw_query.as_deref()),
+        None => raw_query.clone(),
+    };
+    let authorized = cap_refusal.is_none()
+        && state
+            .token
+            .as_ref()
+            .is_none_or(|token| token.accepts(req.headers.get(header::AUTHORIZATION)));
     if path == paths::HEALTH_PATH {
         // Load balancers probe without the token: they get the status; the details (version,
         // cache, open containers, counters) only with it.
@@ -79,13 +108,17 @@ pub async fn handle(
         return Ok(r);
     }
     if !authorized {
-        log.note = Some("missing or wrong bearer token".into());
-        let mut r = simple(
-            StatusCode::UNAUTHORIZED,
-            "a bearer token is required\n",
-            is_head,
-            log,
-        );
+        let body = match cap_refusal {
+            Some(why) => {
+                log.note = Some(format!("capability refused: {why}"));
+                format!("{why}\n")
+            }
+            None => {
+                log.note = Some("missing or wrong bearer token".into());
+                "a bearer token is required\n".to_string()
+            }
+        };
+        let mut r = simple(StatusCode::UNAUTHORIZED, body, is_head, log);
         set(&mut r, header::WWW_AUTHENTICATE, "Bearer realm=\"qeltrix\"");
         return Ok(r);
     }
@@ -102,10 +135,21 @@ pub async fn handle(
     }
 
     let finder = Arc::clone(&state);
-    let found = tokio::task::spawn_blocking(move || find(&finder, &path, query.as_deref()))
-        .await
-        .unwrap_or_else(|e| Outcome::ListingFailed(format!("request task failed: {e}")));
+    let found = tokio::task::spawn_blocking(move || {
+        let grant = cap.as_ref().map(|(token, presented)| {
+            let root = finder.caps.as_ref().expect("a token was verified against it");
+            (caps::Grant { root, token }, presented)
+        });
+        let grant = grant.as_ref().map(|(g, p)| (g, *p));
+        find(&finder, &path, query.as_deref(), raw_query.as_deref(), grant)
+    })
+    .await
+    .unwrap_or_else(|e| Outcome::ListingFailed(format!("request task failed: {e}")));
     Ok(match found {
+        Outcome::Forbidden(why) => {
+            log.note = Some(format!("capability refused: {why}"));
+            simple(StatusCode::FORBIDDEN, format!("{why}\n"), is_head, log)
+        }
         Outcome::NotFound => simple(StatusCode::NOT_FOUND, "not found\n", is_head, log),
         Outcome::Redirect(to) => {
             let mut r = simple(StatusCode::MOVED_PERMANENTLY, "", is_head, log);
@@ -141,32 +185,86 @@ pub async fn handle(
     })
 }
 
-fn find(state: &State, path: &str, query: Option<&str>) -> Outcome {
+/// Resolves `path` (with `query`, the `cap=` parameter removed; `raw_query` as sent, kept on a
+/// redirect) and, with capability tokens, checks what it finds against the token: a folder
+/// needs `list` on its URL and shows only the entries the token allows (files: `read`,
+/// folders: `list`), a container needs `read`.
+fn find(
+    state: &State,
+    path: &str,
+    query: Option<&str>,
+    raw_query: Option<&str>,
+    grant: Option<(&caps::Grant<'_>, &caps::Presented)>,
+) -> Outcome {
+    let denied = |op: Operation, resource: &str| -> Option<Outcome> {
+        let (grant, _) = grant?;
+        grant.allows(op, resource).err().map(|r| match r {
+            Refusal::Forbidden(why) | Refusal::Unauthenticated(why) => {
+                Outcome::Forbidden(format!("cap {}: {why}", grant.token.id()))
+            }
+        })
+    };
     match state.root.resolve(path, query) {
         Target::NotFound | Target::Health => Outcome::NotFound,
-        Target::Redirect(to) => Outcome::Redirect(match query {
-            Some(q) => format!("{to}?{q}"),
-            None => to,
-        }),
+        Target::Redirect(to) => {
+            if let Some(refused) = denied(Operation::List, &to) {
+                return refused;
+            }
+            Outcome::Redirect(match raw_query {
+                Some(q) => format!("{to}?{q}"),
+                None => to,
+            })
+        }
         Target::Folder { dir, url, json } => {
+            if let Some(refused) = denied(Operation::List, &url) {
+                return refused;
+            }
             let vault = state.root.vault();
             match paths::list(vault, &dir) {
-                Ok(entries) => Outcome::Listing {
-                    text: if json {
-                        paths::listing_json(&url, &entries)
-                    } else {
-                        paths::listing_html(&url, &entries)
-                    },
-                    json,
-                },
+                Ok(mut entries) => {
+                    if let Some((grant, presented)) = grant {
+                        entries.retain(|e| {
+                            let op = if e.is_dir {
+                                Operation::List
+                            } else {
+                                Operation::Read
+                            };
+                            grant.allows(op, &format!("{url}{}", e.href)).is_ok()
+                        });
+                        if presented.in_query {
+                            // A shared link: the listing's links carry the token on.
+                            let cap: String = percent_encoding::utf8_percent_encode(
+                                &presented.token,
+                                percent_encoding::NON_ALPHANUMERIC,
+                            )
+                            .collect();
+                            for e in &mut entries {
+                                e.href = format!("{}?cap={cap}", e.href);
+                            }
+                        }
+                    }
+                    Outcome::Listing {
+                        text: if json {
+                            paths::listing_json(&url, &entries)
+                        } else {
+                            paths::listing_html(&url, &entries)
+                        },
+                        json,
+                    }
+                }
                 Err(e) => Outcome::ListingFailed(format!("{}: {e}", vault.display(&dir))),
             }
         }
-        Target::Container { file, .. } => match state.containers.as_ref().map(|c| c.get(&file)) {
-            Some(Ok(f)) => Outcome::File(f),
-            Some(Err(failure)) => Outcome::OpenFailed(failure),
-            None => Outcome::NotFound,
-        },
+        Target::Container { file, .. } => {
+            if let Some(refused) = denied(Operation::Read, path) {
+                return refused;
+            }
+            match state.containers.as_ref().map(|c| c.get(&file)) {
+                Some(Ok(f)) => Outcome::File(f),
+                Some(Err(failure)) => Outcome::OpenFailed(failure),
+                None => Outcome::NotFound,
+            }
+        }
     }
 }
 

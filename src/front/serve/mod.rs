@@ -31,6 +31,7 @@
 
 mod auth;
 mod body;
+mod caps;
 mod conditional;
 mod conn;
 mod containers;
@@ -86,6 +87,9 @@ pub struct ServeOptions {
     pub workers: usize,
     /// Require `Authorization: Bearer` with this token (except for `/health`).
     pub token: Option<BearerToken>,
+    /// Require a capability token signed by this root that allows each request's path and
+    /// operation (`docs/CAPABILITIES.md`); excludes [`ServeOptions::token`].
+    pub caps: Option<crate::capability::CapRoot>,
     /// Close a connection on which nothing moved for this long.
     pub idle_timeout: Duration,
     /// The whole request head must arrive within this time.
@@ -112,6 +116,7 @@ impl Default for ServeOptions {
             cache_bytes: 256 << 20,
             workers: 0,
             token: None,
+            caps: None,
             idle_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
@@ -133,6 +138,7 @@ pub(crate) struct State {
     /// Bounds concurrent request-driven decryptions.
     limiter: Arc<Semaphore>,
     token: Option<BearerToken>,
+    caps: Option<crate::capability::CapRoot>,
     readahead_bytes: u64,
     /// The in-flight budget: one permit per byte of block held by a response body.
     budget: Arc<Semaphore>,
@@ -250,6 +256,11 @@ impl SeekServer {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
+        if opts.token.is_some() && opts.caps.is_some() {
+            return Err(Error::InvalidArgument(
+                "either a bearer token (--token-file) or capability tokens (--cap-root), not both".into(),
+            ));
+        }
         let uploads = match opts.uploads.take() {
             None => None,
             Some(_) if opts.token.is_none() => {
@@ -289,6 +300,7 @@ impl SeekServer {
             uploads,
             limiter: Arc::new(Semaphore::new(workers)),
             token: opts.token.take(),
+            caps: opts.caps.take(),
             readahead_bytes: READAHEAD_BYTES.min(opts.cache_bytes as u64 / 8),
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,

@@ -1,0 +1,306 @@
+//! Capability tokens end to end (`docs/CAPABILITIES.md`): `qeltrix cap issue/attenuate/inspect`
+//! and `qeltrix serve --cap-root`, the real binary on an ephemeral loopback port and a real HTTP
+//! client. Every refusal the issue names, each with its status and reason.
+
+mod common;
+
+use common::{qeltrix_process, random_bytes, serve_addr, unique_suffix, wait_for_text, Work, DEADLINE, KIB};
+use std::cell::RefCell;
+use std::fs::{self, File};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+
+/// A vault `v` with `media/talk.mp4`, `media/notes.txt` and `private/secret.bin`, a data key
+/// `key`, root signing keys `root.key` and `other-root.key`.
+struct Fixture {
+    w: Work,
+    talk: Vec<u8>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let w = Work::with_key();
+        w.ok("keygen --ed25519 -o root.key");
+        w.ok("keygen --ed25519 -o other-root.key");
+        let talk = random_bytes(300 * KIB + 17, 1);
+        w.write("talk.mp4", &talk);
+        w.write("notes.txt", b"notes");
+        w.write("secret.bin", b"secret");
+        fs::create_dir_all(w.path("v/media")).unwrap();
+        fs::create_dir_all(w.path("v/private")).unwrap();
+        w.ok("pack -q --key-file key talk.mp4 v/media/talk.mp4.qltx");
+        w.ok("pack -q --key-file key notes.txt v/media/notes.txt.qltx");
+        w.ok("pack -q --key-file key secret.bin v/private/secret.bin.qltx");
+        Fixture { w, talk }
+    }
+
+    /// `qeltrix cap ARGS` writing the token to `name`; returns the token.
+    fn token(&self, name: &str, args: &str) -> String {
+        self.w.ok(&format!("cap {args} -o {name}"));
+        fs::read_to_string(self.w.path(name)).unwrap().trim().to_string()
+    }
+}
+
+/// A running `qeltrix serve --cap-root root.key --cap-audience tv` over the vault, killed on drop.
+struct Server {
+    child: RefCell<Child>,
+    addr: std::net::SocketAddr,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(f: &Fixture) -> Server {
+        let log = f.w.path(&format!("serve-{}.log", unique_suffix()));
+        let mut child = qeltrix_process()
+            .current_dir(f.w.path(""))
+            .args(["serve", "v", "--key-file", "key", "--listen", "127.0.0.1:0"])
+            .args(["--cap-root", "root.key", "--cap-audience", "tv"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let addr = serve_addr(&mut child, &log);
+        Server {
+            child: RefCell::new(child),
+            addr,
+            log,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Waits until the log holds `needle` (a line is written when its response ends).
+    fn wait_for_log(&self, needle: &str) -> String {
+        wait_for_text(&mut self.child.borrow_mut(), &self.log, needle)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let child = self.child.get_mut();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .timeout_global(Some(DEADLINE))
+        .build()
+        .into()
+}
+
+/// GET `url`, with `Authorization: Bearer TOKEN` if given (and `range`); status and body.
+fn get(url: &str, bearer: Option<&str>, range: Option<&str>) -> (u16, String, Vec<u8>) {
+    let mut req = agent().get(url);
+    if let Some(t) = bearer {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    if let Some(r) = range {
+        req = req.header("Range", r);
+    }
+    let mut resp = req.call().unwrap();
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned(), body)
+}
+
+/// Every refusal, each with its status and reason, through a real server: no token, a
+/// malformed one, another root's (401); an expired one, another path, another server, another
+/// method, an attenuation that tries to widen its parent (403). And the log never holds a token.
+#[test]
+fn serve_cap_root_refuses_every_token_that_does_not_allow_the_request() {
+    let f = Fixture::new();
+    let server = Server::start(&f);
+    let talk = server.url("/media/talk.mp4");
+    let media = f.token(
+        "media",
+        "issue --root root.key --path /media/ --method read --method list --audience tv --expires 1h",
+    );
+
+    let (status, body, _) = get(&talk, None, None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("capability token is required"), "{body}");
+
+    let (status, body, _) = get(&talk, Some("not-a-token"), None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("malformed"), "{body}");
+
+    let foreign = f.token("foreign", "issue --root other-root.key --path /media/");
+    let (status, body, _) = get(&talk, Some(&foreign), None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("not signed by this server's root"), "{body}");
+
+    let expired = f.token(
+        "expired",
+        "issue --root root.key --path /media/ --expires 2020-01-01T00:00:00Z",
+    );
+    let (status, body, _) = get(&talk, Some(&expired), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("expired"), "{body}");
+
+    let (status, body, _) = get(&server.url("/private/secret.bin"), Some(&media), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not for this path"), "{body}");
+
+    let elsewhere = f.token("elsewhere", "issue --root root.key --audience radio");
+    let (status, body, _) = get(&talk, Some(&elsewhere), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not for this server"), "{body}");
+
+    let list_only = f.token("list-only", "issue --root root.key --method list");
+    let (status, body, _) = get(&talk, Some(&list_only), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not for this method"), "{body}");
+
+    // An attenuation claiming all paths and a later expiry: its parent's caveats still hold.
+    let wider = f.token("wider", "attenuate media --path / --method upload --expires 30d");
+    let (status, body, _) = get(&server.url("/private/secret.bin"), Some(&wider), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not for this path"), "{body}");
+    let (status, body, _) = get(&talk, Some(&wider), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not for this method"), "{body}");
+
+    // The parent works; the log names tokens by id only.
+    let (status, _, bytes) = get(&talk, Some(&media), None);
+    assert_eq!(status, 200);
+    assert!(bytes == f.talk);
+    let log = server.wait_for_log("not for this method");
+    for token in [&media, &foreign, &expired, &elsewhere, &list_only, &wider] {
+        assert!(!log.contains(token.as_str()), "a token reached the log");
+    }
+    assert!(log.contains("capability refused"), "{log}");
+}
+
+/// An attenuated token works exactly within its caveats: one file, ranges of it, through the
+/// header or a `?cap=` link (which also survives a redirect and a listing's links), and nothing
+/// else; listings show only what a token allows.
+#[test]
+fn an_attenuated_token_works_exactly_within_its_caveats() {
+    let f = Fixture::new();
+    let server = Server::start(&f);
+    let media = f.token(
+        "media",
+        "issue --root root.key --path /media/ --method read --method list",
+    );
+    let one = f.token("one", "attenuate media --path /media/talk.mp4 --expires 1h");
+
+    let (status, _, bytes) = get(
+        &server.url("/media/talk.mp4"),
+        Some(&one),
+        Some("bytes=1000-1999"),
+    );
+    assert_eq!(status, 206);
+    assert!(bytes == f.talk[1000..2000]);
+    let link = server.url(&format!("/media/talk.mp4?cap={one}"));
+    let (status, _, bytes) = get(&link, None, None);
+    assert_eq!(status, 200);
+    assert!(bytes == f.talk);
+    let (status, body, _) = get(&server.url("/media/notes.txt"), Some(&one), None);
+    assert_eq!(status, 403, "{body}");
+    let (status, body, _) = get(&server.url("/media/"), Some(&one), None);
+    assert_eq!(status, 403, "the narrowed token cannot list: {body}");
+
+    // Listings: the parent sees /media/ but not /private/ nor the root.
+    let (status, body, _) = get(&server.url("/media/?format=json"), Some(&media), None);
+    assert_eq!(status, 200, "{body}");
+    let listing: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["notes.txt", "talk.mp4"]);
+    let (status, _, _) = get(&server.url("/"), Some(&media), None);
+    assert_eq!(status, 403);
+    // A glob: the folder itself (exact) and only its .mp4 files.
+    let glob = f.token("glob", "issue --root root.key --path /media --path /media/*.mp4");
+    let (status, body, _) = get(&server.url("/media/?format=json"), Some(&glob), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("talk.mp4") && !body.contains("notes.txt"), "{body}");
+    let (status, _, _) = get(&server.url("/media/notes.txt"), Some(&glob), None);
+    assert_eq!(status, 403);
+    let (status, _, _) = get(&server.url("/media/talk.mp4"), Some(&glob), None);
+    assert_eq!(status, 200);
+    // Everything (`--path /`), as a listing of the root shows.
+    let all = f.token("all", "issue --root root.key --path /");
+    let (_, body, _) = get(&server.url("/?format=json"), Some(&all), None);
+    assert!(
+        body.contains("\"media\"") && body.contains("\"private\""),
+        "{body}"
+    );
+
+    // A shared folder link: the redirect keeps ?cap=, and the HTML listing's links carry it.
+    let shared = server.url(&format!("/media?cap={media}"));
+    let resp = agent().get(&shared).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 301);
+    let location = resp
+        .headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(location.starts_with("/media/?cap="), "{location}");
+    let (status, html, _) = get(&server.url(&location), None, None);
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("href=\"talk.mp4?cap="), "{html}");
+    let href = html
+        .split("href=\"talk.mp4?cap=")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let (status, _, bytes) = get(&server.url(&format!("/media/talk.mp4?cap={href}")), None, None);
+    assert_eq!(status, 200);
+    assert!(bytes == f.talk);
+}
+
+/// `cap inspect` says what a token allows in words, checks its root when asked, and refuses
+/// garbage; tokens never come from the command line.
+#[test]
+fn cap_inspect_reads_a_token_in_plain_words() {
+    let f = Fixture::new();
+    f.token(
+        "t",
+        "issue --root root.key --path /media/ --method read --audience tv --expires 2099-01-01T00:00:00Z",
+    );
+    f.token("n", "attenuate t --path /media/talk.mp4");
+    let out = f.w.ok("cap inspect n --root root.key");
+    for words in [
+        "Signed by the root qeltrix-ed25519:",
+        "paths: /media/ and everything in it",
+        "methods: read",
+        "servers: tv",
+        "until 2099-01-01T00:00:00Z",
+        "Block 1 (attenuation)",
+        "paths: exactly /media/talk.mp4",
+    ] {
+        assert!(out.contains(words), "{words:?} in:\n{out}");
+    }
+    let e = f.w.fails("cap inspect n --root other-root.key", 2);
+    assert!(e.contains("not signed by"), "{e}");
+    f.w.write("junk", b"junk\n");
+    let e = f.w.fails("cap inspect junk", 2);
+    assert!(e.contains("not a capability token"), "{e}");
+    // Bad caveats are usage errors.
+    for bad in ["--path media/", "--method write", "--expires soon"] {
+        f.w.fails(&format!("cap issue --root root.key {bad}"), 2);
+    }
+    let e = f.w.fails("cap attenuate t", 2);
+    assert!(e.contains("at least one caveat"), "{e}");
+}
