@@ -21,8 +21,20 @@ BIN=$ROOT/target/release/qeltrix
 WORK=$(mktemp -d /tmp/qeltrix-e2e-browser.XXXXXX)
 PIDS=()
 cleanup() {
+  # Each chromium runs in a session of its own (setsid): its helpers (zygote, renderers,
+  # crashpad) go with the group, not only the browser process.
   for pid in "${PIDS[@]:-}"; do
-    [ -n "$pid" ] && kill "$pid" 2> /dev/null && wait "$pid" 2> /dev/null || true
+    [ -n "$pid" ] || continue
+    kill -- "-$pid" 2> /dev/null || true
+    kill "$pid" 2> /dev/null || true
+    wait "$pid" 2> /dev/null || true
+  done
+  # A helper that left the group may still be writing into its profile for a moment: remove
+  # the folder until it is gone (bounded), rather than fail the run on a cleanup race.
+  for _ in $(seq 100); do
+    pkill -KILL -f -- "$WORK" 2> /dev/null || true
+    rm -rf "$WORK" 2> /dev/null && break
+    sleep 0.1
   done
   rm -rf "$WORK"
 }
@@ -109,7 +121,7 @@ for _ in $(seq 200); do
 done
 
 log "opening the page in headless chromium"
-chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+setsid chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
   --autoplay-policy=no-user-gesture-required --user-data-dir="$WORK/profile" \
   "http://127.0.0.1:$P_PORT/" > "$WORK/chromium.log" 2>&1 &
