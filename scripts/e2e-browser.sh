@@ -53,9 +53,19 @@ mkdir -p "$WORK/vault/media"
 "$BIN" pack "$WORK/clip.mp4" "$WORK/vault/media/clip.mp4.qltx" --key-file "$WORK/key" --block-size 64 -q
 
 Q_PORT=$(free_port)
-"$BIN" serve "$WORK/vault" --key-file "$WORK/key" --listen "127.0.0.1:$Q_PORT" 2> "$WORK/serve.log" &
+"$BIN" serve "$WORK/vault" --key-file "$WORK/key" --listen "127.0.0.1:$Q_PORT" 2> "$WORK/serve-open.log" &
 PIDS+=($!)
-VIDEO_URL="http://127.0.0.1:$Q_PORT/media/clip.mp4"
+# The video is played through a shared capability link (docs/CAPABILITIES.md): a server that
+# takes only tokens signed by root.key, and a token for this one file, for an hour, in ?cap=.
+"$BIN" keygen --ed25519 -o "$WORK/root.key" > /dev/null 2>&1
+"$BIN" cap issue --root "$WORK/root.key" --path /media/clip.mp4 --method read --expires 1h \
+  -o "$WORK/clip.cap" 2> /dev/null
+CAP=$(cat "$WORK/clip.cap")
+C_PORT=$(free_port)
+"$BIN" serve "$WORK/vault" --key-file "$WORK/key" --listen "127.0.0.1:$C_PORT" \
+  --cap-root "$WORK/root.key" 2> "$WORK/serve.log" &
+PIDS+=($!)
+VIDEO_URL="http://127.0.0.1:$C_PORT/media/clip.mp4?cap=$CAP"
 
 # The page server: serves the test page and stores what the page POSTs to /result.
 P_PORT=$(free_port)
@@ -116,7 +126,8 @@ python3 "$WORK/pageserver.py" "$P_PORT" "$WORK/page.html" "$WORK/result.json" &
 PIDS+=($!)
 
 for _ in $(seq 200); do
-  curl -s -o /dev/null "http://127.0.0.1:$Q_PORT/health" && curl -s -o /dev/null "http://127.0.0.1:$P_PORT/" && break
+  curl -s -o /dev/null "http://127.0.0.1:$Q_PORT/health" && curl -s -o /dev/null "http://127.0.0.1:$C_PORT/health" \
+    && curl -s -o /dev/null "http://127.0.0.1:$P_PORT/" && break
   sleep 0.05
 done
 
@@ -154,11 +165,26 @@ if problems:
     sys.exit(1)
 print(f"OK: seeked to {t:.2f} s of {r['duration']:.2f} s, readyState {r['readyState']}, no media error")
 EOF
-ranges=$(grep -c 'GET /media/clip.mp4 range=bytes=[0-9-]* 206' "$WORK/serve.log" || true)
-late=$(grep -cE 'GET /media/clip.mp4 range=bytes=[1-9][0-9]*-[0-9]* 206' "$WORK/serve.log" || true)
+ranges=$(grep -c 'GET /media/clip.mp4?cap=\[redacted\] range=bytes=[0-9-]* 206' "$WORK/serve.log" || true)
+late=$(grep -cE 'GET /media/clip.mp4\?cap=\[redacted\] range=bytes=[1-9][0-9]*-[0-9]* 206' "$WORK/serve.log" || true)
 [ "$late" -ge 1 ] || { log "the browser made no Range request past the start"; cat "$WORK/serve.log" >&2; exit 1; }
 log "the server answered $ranges Range requests with 206:"
 grep 'GET /media/clip.mp4' "$WORK/serve.log" | sed 's/^/    /' >&2
+
+if grep -qF "$CAP" "$WORK/serve.log"; then
+  log "the capability token reached the server log"; exit 1
+fi
+
+log "ffprobe through the shared link, and without it"
+duration=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$VIDEO_URL")
+python3 -c "import sys; d = float(sys.argv[1]); sys.exit(0 if 9.5 < d < 10.5 else 1)" "$duration" \
+  || { log "ffprobe read a duration of $duration s through the link, not 10 s"; exit 1; }
+if ffprobe -v error -show_entries format=duration "http://127.0.0.1:$C_PORT/media/clip.mp4" > /dev/null 2>&1; then
+  log "ffprobe read the video without a token"; exit 1
+fi
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$C_PORT/media/clip.mp4")
+[ "$code" = 401 ] || { log "no token: HTTP $code, not 401"; exit 1; }
+echo "OK: ffprobe reads $duration s through the link; without the token the server answers 401"
 
 log "the vault listing in the browser: human sizes, dates in the browser's time zone"
 # Asia/Kolkata is UTC+05:30: a converted time has the UTC minute + 30, which no UTC rendering has.
