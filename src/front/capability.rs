@@ -16,6 +16,7 @@ use biscuit_auth::error::{FailedCheck, Logic, Token as TokenError};
 use biscuit_auth::{Biscuit, KeyPair, PrivateKey, PublicKey, UnverifiedBiscuit};
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The longest token accepted, in bytes of its base64 text (a request line must hold it).
@@ -399,10 +400,106 @@ pub enum Refusal {
     Forbidden(String),
 }
 
-/// A server's trust in one root key: checks tokens and requests.
+/// The id that revokes a token and every attenuation made from it, but not its siblings: its
+/// last block's revocation id (an attenuation of it carries that block too).
+pub fn revocation_id(token: &str) -> Result<Vec<u8>> {
+    parse_unverified(token)?
+        .revocation_identifiers()
+        .pop()
+        .ok_or_else(|| Error::InvalidArgument("a capability token without blocks".into()))
+}
+
+const REVOCATIONS_FORMAT: &str = "qeltrix revocations 1";
+
+/// A signed revocation list: the revocation ids no server may accept, under a sequence number
+/// that only grows. The store holding it may have no compare-and-swap (Garage has none), so a
+/// server keeps the highest sequence it has seen and refuses an older list (a replay).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Revocations {
+    /// Raised by one at each revocation.
+    pub sequence: u64,
+    /// Revoked block ids.
+    pub ids: std::collections::BTreeSet<Vec<u8>>,
+}
+
+impl Revocations {
+    /// What the signature covers: `"qeltrix revocations 1"` ‖ u64 sequence ‖ u64 count ‖ each
+    /// id in ascending order as u16 length ‖ bytes.
+    fn message(&self) -> Vec<u8> {
+        let mut m = REVOCATIONS_FORMAT.as_bytes().to_vec();
+        m.extend_from_slice(&self.sequence.to_le_bytes());
+        m.extend_from_slice(&(self.ids.len() as u64).to_le_bytes());
+        for id in &self.ids {
+            m.extend_from_slice(&(id.len() as u16).to_le_bytes());
+            m.extend_from_slice(id);
+        }
+        m
+    }
+
+    /// The list as signed JSON, signed by `root`.
+    pub fn to_signed_json(&self, root: &SignerKey) -> String {
+        let doc = serde_json::json!({
+            "format": REVOCATIONS_FORMAT,
+            "sequence": self.sequence,
+            "revoked": self.ids.iter().map(hex::encode).collect::<Vec<_>>(),
+            "signer": root.public().to_string(),
+            "signature": hex::encode(root.sign(&self.message())),
+        });
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&doc).expect("JSON values serialize")
+        )
+    }
+
+    /// A signed list, checked: its format, and a signature by `root` over exactly its content.
+    pub fn parse(text: &str, root: &SignerPublic) -> Result<Self> {
+        let bad = |why: &str| Error::InvalidArgument(format!("revocation list: {why}"));
+        let doc: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(&format!("not JSON: {e}")))?;
+        if doc["format"] != REVOCATIONS_FORMAT {
+            return Err(bad("not a qeltrix revocation list (format)"));
+        }
+        let sequence = doc["sequence"]
+            .as_u64()
+            .ok_or_else(|| bad("no sequence number"))?;
+        let ids = doc["revoked"]
+            .as_array()
+            .ok_or_else(|| bad("no revoked list"))?
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .and_then(|h| hex::decode(h).ok())
+                    .filter(|id| id.len() <= 1024)
+            })
+            .collect::<Option<std::collections::BTreeSet<_>>>()
+            .ok_or_else(|| bad("a revoked id that is not hex"))?;
+        let signer: SignerPublic = doc["signer"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("no signer"))?;
+        if signer != *root {
+            return Err(bad(&format!("signed by {signer}, not by the root {root}")));
+        }
+        let mut signature = [0u8; 64];
+        doc["signature"]
+            .as_str()
+            .filter(|h| h.len() == 128 && hex::decode_to_slice(h, &mut signature).is_ok())
+            .ok_or_else(|| bad("no signature"))?;
+        let list = Revocations { sequence, ids };
+        if !root.verifies(&list.message(), &signature) {
+            return Err(bad("the signature does not match its content"));
+        }
+        Ok(list)
+    }
+}
+
+/// A server's trust in one root key: checks tokens and requests, and the revocation list in
+/// force.
 pub struct CapRoot {
     root: PublicKey,
+    root_signer: SignerPublic,
     audience: Option<String>,
+    revoked: std::sync::RwLock<Option<(Arc<Revocations>, Arc<str>)>>,
 }
 
 impl fmt::Debug for CapRoot {
@@ -422,8 +519,36 @@ impl CapRoot {
     pub fn new(root: &SignerPublic, audience: Option<String>) -> Result<Self> {
         Ok(CapRoot {
             root: public_key(root)?,
+            root_signer: *root,
             audience,
+            revoked: std::sync::RwLock::new(None),
         })
+    }
+
+    /// Puts the signed list `text` in force, if it is newer than the one in force. Returns its
+    /// sequence number, or refuses: a bad signature, another signer, or an older sequence (a
+    /// replayed list). The same sequence again is accepted only with the same content.
+    pub fn load_revocations(&self, text: &str) -> Result<u64> {
+        let list = Revocations::parse(text, &self.root_signer)?;
+        let mut current = self.revoked.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((old, _)) = current.as_ref() {
+            if list.sequence < old.sequence || (list.sequence == old.sequence && list != **old) {
+                return Err(Error::InvalidArgument(format!(
+                    "revocation list: sequence {} is older than the {} in force (a replayed or \
+                     stale list); kept the list in force",
+                    list.sequence, old.sequence
+                )));
+            }
+        }
+        let sequence = list.sequence;
+        *current = Some((Arc::new(list), Arc::from(text)));
+        Ok(sequence)
+    }
+
+    /// The revocation list in force, as it was loaded (for publishing), if any.
+    pub fn revocations_text(&self) -> Option<Arc<str>> {
+        let current = self.revoked.read().unwrap_or_else(|e| e.into_inner());
+        current.as_ref().map(|(_, text)| Arc::clone(text))
     }
 
     /// Checks `token`'s signatures against the root.
@@ -462,6 +587,14 @@ impl CapRoot {
         resource: &str,
         now: SystemTime,
     ) -> std::result::Result<(), Refusal> {
+        if let Some((list, _)) = self.revoked.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if token.revocation_ids().iter().any(|id| list.ids.contains(id)) {
+                return Err(Refusal::Forbidden(format!(
+                    "the capability token is revoked (revocation list sequence {})",
+                    list.sequence
+                )));
+            }
+        }
         let secs = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
         let mut params = HashMap::from([
             ("res".to_string(), Term::Str(resource.to_string())),
@@ -643,6 +776,60 @@ mod tests {
         let flipped = String::from_utf8(flipped).unwrap();
         let ours = CapRoot::new(&root(1).public(), None).unwrap();
         assert!(matches!(ours.verify(&flipped), Err(Refusal::Unauthenticated(_))));
+    }
+
+    #[test]
+    fn a_revoked_token_and_its_attenuations_are_refused_its_siblings_not() {
+        let key = root(1);
+        let caps = CapRoot::new(&key.public(), None).unwrap();
+        let parent = issue(&key, &Caveats::default()).unwrap();
+        let narrow = |t: &str, p: &str| {
+            attenuate(
+                t,
+                &Caveats {
+                    paths: vec![PathRule::parse(p).unwrap()],
+                    ..Caveats::default()
+                },
+            )
+            .unwrap()
+        };
+        let (a, b) = (narrow(&parent, "/a/"), narrow(&parent, "/b/"));
+        let a2 = narrow(&a, "/a/x");
+        let list = |sequence, ids: &[&str]| Revocations {
+            sequence,
+            ids: ids.iter().map(|t| revocation_id(t).unwrap()).collect(),
+        };
+        let ok = |t: &str, p: &str| caps.authorize(&caps.verify(t).unwrap(), Operation::Read, p, at(0));
+        assert_eq!(
+            caps.load_revocations(&list(1, &[]).to_signed_json(&key)).unwrap(),
+            1
+        );
+        assert!(ok(&a2, "/a/x").is_ok());
+        caps.load_revocations(&list(2, &[&a]).to_signed_json(&key))
+            .unwrap();
+        for t in [&a, &a2] {
+            assert!(matches!(ok(t, "/a/x"), Err(Refusal::Forbidden(w)) if w.contains("revoked")));
+        }
+        assert!(ok(&b, "/b/y").is_ok() && ok(&parent, "/z").is_ok());
+        // A replay of sequence 1, another signer, a forged content: refused, list 2 stays.
+        assert!(caps
+            .load_revocations(&list(1, &[]).to_signed_json(&key))
+            .unwrap_err()
+            .to_string()
+            .contains("older"));
+        assert!(caps
+            .load_revocations(&list(3, &[]).to_signed_json(&root(2)))
+            .is_err());
+        let forged = list(3, &[])
+            .to_signed_json(&key)
+            .replace("\"sequence\": 3", "\"sequence\": 4");
+        assert!(caps
+            .load_revocations(&forged)
+            .unwrap_err()
+            .to_string()
+            .contains("signature"));
+        assert!(ok(&a, "/a/x").is_err());
+        assert!(caps.revocations_text().unwrap().contains("\"sequence\": 2"));
     }
 
     #[test]
