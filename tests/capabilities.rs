@@ -50,11 +50,16 @@ struct Server {
 
 impl Server {
     fn start(f: &Fixture) -> Server {
+        Server::start_with(f, &[])
+    }
+
+    fn start_with(f: &Fixture, extra: &[&str]) -> Server {
         let log = f.w.path(&format!("serve-{}.log", unique_suffix()));
         let mut child = qeltrix_process()
             .current_dir(f.w.path(""))
             .args(["serve", "v", "--key-file", "key", "--listen", "127.0.0.1:0"])
             .args(["--cap-root", "root.key", "--cap-audience", "tv"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
@@ -75,6 +80,13 @@ impl Server {
     /// Waits until the log holds `needle` (a line is written when its response ends).
     fn wait_for_log(&self, needle: &str) -> String {
         wait_for_text(&mut self.child.borrow_mut(), &self.log, needle)
+    }
+
+    /// Sends SIGHUP (reload the revocation list).
+    fn hangup(&self) {
+        let pid = self.child.borrow().id() as i32;
+        // SAFETY: kill(2) on our own child's pid, with a valid signal number.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
     }
 }
 
@@ -303,4 +315,87 @@ fn cap_inspect_reads_a_token_in_plain_words() {
     }
     let e = f.w.fails("cap attenuate t", 2);
     assert!(e.contains("at least one caveat"), "{e}");
+}
+
+/// `cap revoke` puts a token on the signed list; the server reloads it on SIGHUP and on its
+/// period, then refuses that token and every token narrowed from it, but not its siblings or
+/// its parent; an older list written back over it (a replay) is refused and the newer stays in
+/// force; `/revocations.json` publishes the list in force.
+#[test]
+fn a_revoked_token_and_its_attenuations_stop_working_after_a_reload() {
+    let f = Fixture::new();
+    let parent = f.token("parent", "issue --root root.key --path /media/");
+    f.token("a", "attenuate parent --method read");
+    let a2 = f.token("a2", "attenuate a --path /media/talk.mp4");
+    let b = f.token("b", "attenuate parent --method read");
+    f.token("unrelated", "issue --root root.key --path /private/");
+    let out = f.w.ok("cap revoke unrelated --root root.key --list revoked.json");
+    assert!(out.contains("sequence 1"), "{out}");
+    let server = Server::start_with(&f, &["--cap-revocations", "revoked.json", "--cap-reload", "3600"]);
+    let talk = server.url("/media/talk.mp4");
+    assert_eq!(get(&talk, Some(&a2), None).0, 200);
+    let (status, list, _) = get(&server.url("/revocations.json"), None, None);
+    assert_eq!(status, 200);
+    assert!(list.contains("\"sequence\": 1"), "{list}");
+
+    let sequence_1 = f.w.read("revoked.json");
+    let out = f.w.ok("cap revoke a --root root.key --list revoked.json");
+    assert!(out.contains("revoked a") && out.contains("sequence 2"), "{out}");
+    server.hangup();
+    server.wait_for_log("loaded sequence 2");
+    for (token, status) in [(&a2, 403), (&b, 200), (&parent, 200)] {
+        let (got, body, _) = get(&talk, Some(token), None);
+        assert_eq!(got, status, "{body}");
+        if status == 403 {
+            assert!(body.contains("revoked"), "{body}");
+        }
+    }
+    let (_, body, _) = get(
+        &talk,
+        Some(fs::read_to_string(f.w.path("a")).unwrap().trim()),
+        None,
+    );
+    assert!(body.contains("revoked"), "the revoked token itself: {body}");
+
+    // A replay: the sequence-1 list written back. Refused on reload; revocation 2 stays.
+    fs::write(f.w.path("revoked.json"), &sequence_1).unwrap();
+    server.hangup();
+    server.wait_for_log("older than the 2 in force");
+    assert_eq!(get(&talk, Some(&a2), None).0, 403);
+    let (_, list, _) = get(&server.url("/revocations.json"), None, None);
+    assert!(list.contains("\"sequence\": 2"), "{list}");
+
+    // Another signer's list is refused at start.
+    f.w.ok("cap issue --root other-root.key -o o");
+    f.w.ok("cap revoke o --root other-root.key --list foreign.json");
+    let out = qeltrix_process()
+        .current_dir(f.w.path(""))
+        .args(["serve", "v", "--key-file", "key", "--listen", "127.0.0.1:0"])
+        .args(["--cap-root", "root.key", "--cap-revocations", "foreign.json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not by the root"),
+        "{out:?}"
+    );
+    // Revoking needs the token's own root.
+    let e =
+        f.w.fails("cap revoke a --root other-root.key --list revoked.json", 2);
+    assert!(e.contains("not signed by the root"), "{e}");
+}
+
+/// The period alone reloads the list: a revocation takes effect within `--cap-reload`.
+#[test]
+fn revocation_takes_effect_within_the_reload_period() {
+    let f = Fixture::new();
+    let t = f.token("t", "issue --root root.key --path /media/");
+    f.token("x", "issue --root root.key --path /private/");
+    f.w.ok("cap revoke x --root root.key --list revoked.json");
+    let server = Server::start_with(&f, &["--cap-revocations", "revoked.json", "--cap-reload", "1"]);
+    let talk = server.url("/media/talk.mp4");
+    assert_eq!(get(&talk, Some(&t), None).0, 200);
+    f.w.ok("cap revoke t --root root.key --list revoked.json");
+    server.wait_for_log("loaded sequence 2");
+    assert_eq!(get(&talk, Some(&t), None).0, 403);
 }

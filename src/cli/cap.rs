@@ -25,6 +25,22 @@ pub enum CapCommand {
     Attenuate(AttenuateArgs),
     /// Show what a token allows, block by block, in plain words.
     Inspect(InspectArgs),
+    /// Revoke a token and every token narrowed from it: add it to the signed revocation list
+    /// (a file or s3:// object) under the next sequence number.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RevokeArgs {
+    /// The file holding the token to revoke, or `-` for stdin.
+    #[arg(value_name = "TOKEN_FILE")]
+    pub token: PathBuf,
+    /// The root signing key (the list is signed with it, and only its tokens are revoked).
+    #[arg(long, value_name = "FILE")]
+    pub root: PathBuf,
+    /// The revocation list to update (created if missing): a file or an s3:// object.
+    #[arg(long, value_name = "LIST")]
+    pub list: PathBuf,
 }
 
 /// The caveats of one block.
@@ -131,6 +147,52 @@ pub fn run(a: CapArgs) -> Result<()> {
             let token = read_token(&a.token)?;
             let narrowed = Zeroizing::new(capability::attenuate(&token, &a.caveats.caveats()?)?);
             write_token(a.output.as_deref(), &narrowed)
+        }
+        CapCommand::Revoke(a) => {
+            let root = read_signer_key(&a.root)?;
+            let token = read_token(&a.token)?;
+            let root_ok = capability::inspect(&token, Some(&root.public()))?.root_ok;
+            if root_ok != Some(true) {
+                anyhow::bail!(Error::InvalidArgument(format!(
+                    "the token is not signed by the root {}: it cannot be revoked by this key",
+                    root.public()
+                )));
+            }
+            let id = capability::revocation_id(&token)?;
+            let (storage, path) = super::location::object(&a.list)?;
+            let mut list = match storage.open(&path) {
+                Ok(object) => {
+                    let mut bytes = vec![0u8; qeltrix::ReadAt::size(&object)? as usize];
+                    qeltrix::ReadAt::read_exact_at(&object, &mut bytes, 0)?;
+                    let text = String::from_utf8(bytes).map_err(|_| {
+                        Error::InvalidArgument(format!("{}: not a revocation list", a.list.display()))
+                    })?;
+                    capability::Revocations::parse(&text, &root.public()).map_err(|e| e.in_file(&a.list))?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => capability::Revocations::default(),
+                Err(e) => {
+                    return Err(Error::io("opening the revocation list", e)
+                        .in_file(&a.list)
+                        .into())
+                }
+            };
+            let newly = list.ids.insert(id.clone());
+            list.sequence += 1;
+            storage.put(
+                &path,
+                list.to_signed_json(&root).as_bytes(),
+                qeltrix::storage::WriteOptions::overwrite(true),
+            )?;
+            outln!(
+                "{} {} (revocation id {}…): {} holds {} ids at sequence {}",
+                if newly { "revoked" } else { "already revoked" },
+                a.token.display(),
+                &hex::encode(&id)[..16],
+                a.list.display(),
+                list.ids.len(),
+                list.sequence
+            );
+            Ok(())
         }
         CapCommand::Inspect(a) => {
             let token = read_token(&a.token)?;

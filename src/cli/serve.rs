@@ -40,6 +40,13 @@ pub struct ServeArgs {
     /// This server's name, for tokens limited to some servers (`cap issue --audience NAME`).
     #[arg(long, value_name = "NAME", requires = "cap_root")]
     pub cap_audience: Option<String>,
+    /// The signed revocation list (`qeltrix cap revoke`), a file or s3:// object: loaded at
+    /// start, reloaded every --cap-reload seconds and on SIGHUP, published at /revocations.json.
+    #[arg(long, value_name = "LIST", requires = "cap_root")]
+    pub cap_revocations: Option<PathBuf>,
+    /// Reload the revocation list every this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60, requires = "cap_revocations")]
+    pub cap_reload: u64,
     /// Close a connection on which no byte moved for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub idle_timeout: u64,
@@ -127,6 +134,17 @@ pub fn run(a: ServeArgs) -> Result<()> {
         workers: a.workers,
         token,
         caps,
+        revocations: match &a.cap_revocations {
+            Some(list) => {
+                let (storage, path) = super::location::object(list)?;
+                Some(qeltrix::serve::RevocationSource {
+                    storage,
+                    path,
+                    every: Duration::from_secs(a.cap_reload.max(1)),
+                })
+            }
+            None => None,
+        },
         idle_timeout: Duration::from_secs(a.idle_timeout.max(1)),
         header_timeout: Duration::from_secs(a.header_timeout.clamp(1, a.idle_timeout.max(1))),
         shutdown_grace: Duration::from_secs(a.shutdown_grace),

@@ -5,9 +5,92 @@
 //! is logged with `cap=` redacted, and a refusal names the token by its short id.
 
 use crate::capability::{CapRoot, Operation, Refusal, Verified};
+use crate::storage::Storage;
+use crate::{Error, Result};
 use hyper::header::{self, HeaderMap};
 use percent_encoding::percent_decode_str;
-use std::time::SystemTime;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tracing::{info, warn};
+
+/// Where the signed revocation list lives (a local file or an object, through the storage
+/// seam), and how often to reload it.
+#[derive(Clone)]
+pub struct RevocationSource {
+    /// The storage holding the list.
+    pub storage: Arc<dyn Storage>,
+    /// Its path in `storage`.
+    pub path: PathBuf,
+    /// Reload period (SIGHUP reloads at once).
+    pub every: Duration,
+}
+
+impl std::fmt::Debug for RevocationSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RevocationSource({}, every {:?})", self.display(), self.every)
+    }
+}
+
+/// The longest revocation list read, in bytes.
+const MAX_LIST_BYTES: u64 = 16 << 20;
+
+impl RevocationSource {
+    /// How the list is named in messages.
+    pub fn display(&self) -> String {
+        self.storage.display(&self.path)
+    }
+
+    /// The list's text, read whole.
+    pub fn read(&self) -> Result<String> {
+        let object = self
+            .storage
+            .open(&self.path)
+            .map_err(|e| Error::io("opening", e).in_file(self.display()))?;
+        let len = crate::storage::ReadAt::size(&object)
+            .map_err(|e| Error::io("reading", e).in_file(self.display()))?;
+        if len > MAX_LIST_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "{}: a revocation list of {len} bytes is over the {MAX_LIST_BYTES}-byte limit",
+                self.display()
+            )));
+        }
+        let mut bytes = vec![0u8; len as usize];
+        crate::storage::ReadAt::read_exact_at(&object, &mut bytes, 0)
+            .map_err(|e| Error::io("reading", e).in_file(self.display()))?;
+        String::from_utf8(bytes)
+            .map_err(|_| Error::InvalidArgument(format!("{}: not UTF-8 text", self.display())))
+    }
+}
+
+/// Reloads the revocation list every period and whenever SIGHUP asks, until aborted. A list
+/// that fails (unreadable, badly signed, older than the one in force) is logged and the list in
+/// force stays.
+pub(super) async fn reload_periodically(state: Arc<super::State>) {
+    let (Some(source), Some(_)) = (state.revocations.clone(), state.caps.as_ref()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(source.every) => {}
+            _ = state.reload.notified() => {}
+        }
+        let state = Arc::clone(&state);
+        let reading = source.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let caps = state.caps.as_ref().expect("checked above");
+            reading.read().and_then(|text| caps.load_revocations(&text))
+        })
+        .await;
+        match loaded {
+            Ok(Ok(sequence)) => {
+                info!(target: "qeltrix::serve", "revocations: loaded sequence {sequence} from {}", source.display())
+            }
+            Ok(Err(e)) => warn!(target: "qeltrix::serve", "revocations: {}: {e}", source.display()),
+            Err(e) => warn!(target: "qeltrix::serve", "revocations: the reload task failed: {e}"),
+        }
+    }
+}
 
 /// A token presented with a request, and where it came from.
 pub struct Presented {

@@ -100,6 +100,14 @@ pub async fn handle(
             .token
             .as_ref()
             .is_none_or(|token| token.accepts(req.headers.get(header::AUTHORIZATION)));
+    if path == "/revocations.json" {
+        // The revocation list in force is public: mirrors and clients may check against it.
+        if let Some(text) = state.caps.as_ref().and_then(|c| c.revocations_text()) {
+            let mut r = simple(StatusCode::OK, Bytes::from(text.to_string()), is_head, log);
+            set(&mut r, header::CONTENT_TYPE, "application/json");
+            return Ok(r);
+        }
+    }
     if path == paths::HEALTH_PATH {
         // Load balancers probe without the token: they get the status; the details (version,
         // cache, open containers, counters) only with it.

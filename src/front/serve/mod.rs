@@ -41,6 +41,7 @@ mod range;
 mod upload;
 
 pub use auth::BearerToken;
+pub use caps::RevocationSource;
 pub use upload::UploadOptions;
 
 use crate::container::cache::BlockCache;
@@ -90,6 +91,9 @@ pub struct ServeOptions {
     /// Require a capability token signed by this root that allows each request's path and
     /// operation (`docs/CAPABILITIES.md`); excludes [`ServeOptions::token`].
     pub caps: Option<crate::capability::CapRoot>,
+    /// The signed revocation list to load at start, reload periodically and on SIGHUP, and
+    /// publish at `/revocations.json` (needs [`ServeOptions::caps`]).
+    pub revocations: Option<RevocationSource>,
     /// Close a connection on which nothing moved for this long.
     pub idle_timeout: Duration,
     /// The whole request head must arrive within this time.
@@ -117,6 +121,7 @@ impl Default for ServeOptions {
             workers: 0,
             token: None,
             caps: None,
+            revocations: None,
             idle_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
@@ -139,6 +144,9 @@ pub(crate) struct State {
     limiter: Arc<Semaphore>,
     token: Option<BearerToken>,
     caps: Option<crate::capability::CapRoot>,
+    revocations: Option<RevocationSource>,
+    /// Wakes the revocation reloader (SIGHUP).
+    reload: Arc<tokio::sync::Notify>,
     readahead_bytes: u64,
     /// The in-flight budget: one permit per byte of block held by a response body.
     budget: Arc<Semaphore>,
@@ -261,6 +269,15 @@ impl SeekServer {
                 "either a bearer token (--token-file) or capability tokens (--cap-root), not both".into(),
             ));
         }
+        if let Some(source) = &opts.revocations {
+            let caps = opts.caps.as_ref().ok_or_else(|| {
+                Error::InvalidArgument("a revocation list needs capability tokens (--cap-root)".into())
+            })?;
+            let sequence = caps
+                .load_revocations(&source.read()?)
+                .map_err(|e| e.in_file(source.display()))?;
+            info!(target: "qeltrix::serve", "revocations: loaded sequence {sequence} from {}", source.display());
+        }
         let uploads = match opts.uploads.take() {
             None => None,
             Some(_) if opts.token.is_none() => {
@@ -301,6 +318,8 @@ impl SeekServer {
             limiter: Arc::new(Semaphore::new(workers)),
             token: opts.token.take(),
             caps: opts.caps.take(),
+            revocations: opts.revocations.take(),
+            reload: Arc::default(),
             readahead_bytes: READAHEAD_BYTES.min(opts.cache_bytes as u64 / 8),
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
@@ -361,6 +380,15 @@ impl SeekServer {
                 .map_err(|e| Error::io("installing the SIGTERM handler", e))?;
             let mut int =
                 signal(SignalKind::interrupt()).map_err(|e| Error::io("installing the SIGINT handler", e))?;
+            // SIGHUP reloads the revocation list now (and is otherwise ignored, not fatal).
+            let mut hup =
+                signal(SignalKind::hangup()).map_err(|e| Error::io("installing the SIGHUP handler", e))?;
+            let reload = Arc::clone(&self.state.reload);
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    reload.notify_one();
+                }
+            });
             ready(addr);
             self.run_until(async move {
                 tokio::select! {
@@ -387,6 +415,11 @@ impl SeekServer {
             window: self.opts.min_rate_window,
         };
         tokio::pin!(shutdown);
+        let reloader = self
+            .state
+            .revocations
+            .is_some()
+            .then(|| tokio::spawn(caps::reload_periodically(Arc::clone(&self.state))));
         let sweeper = self
             .state
             .uploads
@@ -467,6 +500,9 @@ impl SeekServer {
         drop(listener);
         if let Some(sweeper) = sweeper {
             sweeper.abort();
+        }
+        if let Some(reloader) = reloader {
+            reloader.abort();
         }
         let grace = self.opts.shutdown_grace;
         info!(
