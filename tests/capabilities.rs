@@ -189,11 +189,20 @@ fn serve_cap_root_refuses_every_token_that_does_not_allow_the_request() {
     let (status, _, bytes) = get(&talk, Some(&media), None);
     assert_eq!(status, 200);
     assert!(bytes == f.talk);
-    let log = server.wait_for_log("not for this method");
+    // The 200 is logged when its body ends, after every refusal before it.
+    let log = server.wait_for_log(" 200 ");
     for token in [&media, &foreign, &expired, &elsewhere, &list_only, &wider] {
         assert!(!log.contains(token.as_str()), "a token reached the log");
     }
     assert!(log.contains("capability refused"), "{log}");
+    let served = log
+        .lines()
+        .find(|l| l.contains(" 200 "))
+        .expect("the 200 is logged");
+    assert!(
+        served.contains(": cap "),
+        "an allowed request names its token's id: {served}"
+    );
 }
 
 /// An attenuated token works exactly within its caveats: one file, ranges of it, through the

@@ -86,7 +86,11 @@ pub async fn handle(
                 )
             }
             Some(p) => match root.verify(&p.token) {
-                Ok(verified) => cap = Some((verified, p)),
+                Ok(verified) => {
+                    // The log names the token by its id, never by its text.
+                    log.note = Some(format!("cap {}", verified.id()));
+                    cap = Some((verified, p))
+                }
                 Err(Refusal::Unauthenticated(why) | Refusal::Forbidden(why)) => cap_refusal = Some(why),
             },
         }
