@@ -42,6 +42,8 @@ pub use front::capability;
 pub use front::gateway;
 #[cfg(feature = "mount")]
 pub use front::mount;
+#[cfg(feature = "cap")]
+pub use front::registry;
 #[cfg(feature = "serve")]
 pub use front::serve;
 #[cfg(feature = "token")]

@@ -6,6 +6,8 @@ pub mod capability;
 pub mod gateway;
 #[cfg(feature = "mount")]
 pub mod mount;
+#[cfg(feature = "cap")]
+pub mod registry;
 #[cfg(feature = "serve")]
 pub mod serve;
 #[cfg(feature = "token")]

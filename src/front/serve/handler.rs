@@ -20,11 +20,19 @@ use std::sync::Arc;
 
 type Reply = Response<ServeBody>;
 
+/// The registry view of a vault: its containers' paths, sizes, roots and signers.
+const INDEX_PATH: &str = "/index.json";
+
 /// What the blocking part of a request found.
 enum Outcome {
     NotFound,
     /// A capability token that does not allow this request, and why.
     Forbidden(String),
+    /// The vault's index (`/index.json`), and a note for the log.
+    Index {
+        text: String,
+        note: String,
+    },
     Redirect(String),
     Listing {
         text: String,
@@ -163,6 +171,12 @@ pub async fn handle(
             simple(StatusCode::FORBIDDEN, format!("{why}\n"), is_head, log)
         }
         Outcome::NotFound => simple(StatusCode::NOT_FOUND, "not found\n", is_head, log),
+        Outcome::Index { text, note } => {
+            log.note = Some(note);
+            let mut r = simple(StatusCode::OK, text, is_head, log);
+            set(&mut r, header::CONTENT_TYPE, "application/json");
+            r
+        }
         Outcome::Redirect(to) => {
             let mut r = simple(StatusCode::MOVED_PERMANENTLY, "", is_head, log);
             if let Ok(v) = HeaderValue::from_str(&to) {
@@ -216,6 +230,27 @@ fn find(
             }
         })
     };
+    if path == INDEX_PATH {
+        if let paths::Root::Vault { vault } = &state.root {
+            // Only what the token allows: folders it may list, containers it may read.
+            let allow = |p: &str, folder: bool| {
+                grant.is_none_or(|(g, _)| {
+                    let op = if folder { Operation::List } else { Operation::Read };
+                    g.allows(op, p).is_ok()
+                })
+            };
+            return match crate::registry::Index::of_vault(vault, &allow) {
+                Ok((index, skipped)) => Outcome::Index {
+                    text: index.to_json(state.index_key.as_ref()),
+                    note: format!(
+                        "index of {} containers, {skipped} unreadable left out",
+                        index.entries.len()
+                    ),
+                },
+                Err(e) => Outcome::ListingFailed(format!("the index: {e}")),
+            };
+        }
+    }
     match state.root.resolve(path, query) {
         Target::NotFound | Target::Health => Outcome::NotFound,
         Target::Redirect(to) => {

@@ -94,6 +94,8 @@ pub struct ServeOptions {
     /// The signed revocation list to load at start, reload periodically and on SIGHUP, and
     /// publish at `/revocations.json` (needs [`ServeOptions::caps`]).
     pub revocations: Option<RevocationSource>,
+    /// Signs the vault's `/index.json` (the registry view) with this key.
+    pub index_key: Option<crate::crypto::SignerKey>,
     /// Close a connection on which nothing moved for this long.
     pub idle_timeout: Duration,
     /// The whole request head must arrive within this time.
@@ -122,6 +124,7 @@ impl Default for ServeOptions {
             token: None,
             caps: None,
             revocations: None,
+            index_key: None,
             idle_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
@@ -145,6 +148,7 @@ pub(crate) struct State {
     token: Option<BearerToken>,
     caps: Option<crate::capability::CapRoot>,
     revocations: Option<RevocationSource>,
+    index_key: Option<crate::crypto::SignerKey>,
     /// Wakes the revocation reloader (SIGHUP).
     reload: Arc<tokio::sync::Notify>,
     readahead_bytes: u64,
@@ -319,6 +323,7 @@ impl SeekServer {
             token: opts.token.take(),
             caps: opts.caps.take(),
             revocations: opts.revocations.take(),
+            index_key: opts.index_key.take(),
             reload: Arc::default(),
             readahead_bytes: READAHEAD_BYTES.min(opts.cache_bytes as u64 / 8),
             budget: Arc::new(Semaphore::new(budget_bytes)),
