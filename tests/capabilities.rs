@@ -54,11 +54,17 @@ impl Server {
     }
 
     fn start_with(f: &Fixture, extra: &[&str]) -> Server {
+        let mut args = vec!["--cap-root", "root.key", "--cap-audience", "tv"];
+        args.extend_from_slice(extra);
+        Server::start_args(f, &args)
+    }
+
+    /// `qeltrix serve v --key-file key --listen 127.0.0.1:0 ARGS`.
+    fn start_args(f: &Fixture, extra: &[&str]) -> Server {
         let log = f.w.path(&format!("serve-{}.log", unique_suffix()));
         let mut child = qeltrix_process()
             .current_dir(f.w.path(""))
             .args(["serve", "v", "--key-file", "key", "--listen", "127.0.0.1:0"])
-            .args(["--cap-root", "root.key", "--cap-audience", "tv"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -407,4 +413,89 @@ fn revocation_takes_effect_within_the_reload_period() {
     f.w.ok("cap revoke t --root root.key --list revoked.json");
     server.wait_for_log("loaded sequence 2");
     assert_eq!(get(&talk, Some(&t), None).0, 403);
+}
+
+/// The registry view: `/index.json` lists every container's path, size, root and signer, signed
+/// with `--index-key`; `verify --index` checks a container fetched from anywhere against it (a
+/// changed container, one not listed, a changed index or another signer all fail); with
+/// `--cap-root` the index shows only what the token may read.
+#[test]
+fn the_signed_index_lets_a_client_check_containers_from_any_mirror() {
+    let f = Fixture::new();
+    f.w.ok("keygen --ed25519 -o index.key");
+    f.w.ok("keygen --ed25519 -o producer.key");
+    f.w.ok("sign -q -k producer.key v/media/talk.mp4.qltx");
+    let index_pub = f.w.ok("keygen --ed25519 -o unused.key"); // a third key, for the mismatch
+    let server = Server::start_args(&f, &["--index-key", "index.key"]);
+    let (status, text, _) = get(&server.url("/index.json"), None, None);
+    assert_eq!(status, 200, "{text}");
+    f.w.write("index.json", text.as_bytes());
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let paths: Vec<&str> = doc["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/media/notes.txt", "/media/talk.mp4", "/private/secret.bin"]
+    );
+    let talk = &doc["containers"][1];
+    let info: serde_json::Value = serde_json::from_str(&f.w.ok("info --json v/media/talk.mp4.qltx")).unwrap();
+    assert_eq!(talk["root"], info["root"]);
+    assert_eq!(talk["size"], info["container_size"]);
+    assert_eq!(
+        talk["signer"], info["signer"],
+        "the producer's signature is listed"
+    );
+
+    // A client with a copy from a mirror: listed, intact.
+    fs::copy(f.w.path("v/media/talk.mp4.qltx"), f.w.path("mirror.qltx")).unwrap();
+    let out =
+        f.w.ok("verify --index index.json --index-signer index.key mirror.qltx");
+    assert!(out.contains("listed in the index as /media/talk.mp4"), "{out}");
+    // A mirror that changed one byte of a block: its root no longer matches, or its block fails.
+    let mut bytes = f.w.read("mirror.qltx");
+    bytes[5000] ^= 1;
+    f.w.write("changed.qltx", &bytes);
+    f.w.fails(
+        "verify --index index.json --index-signer index.key changed.qltx",
+        3,
+    );
+    // A container the index does not list.
+    f.w.ok("pack -q --key-file key notes.txt stray.qltx");
+    let e =
+        f.w.fails("verify --index index.json --index-signer index.key stray.qltx", 3);
+    assert!(e.contains("not in the index"), "{e}");
+    // A changed index, and one checked against another key.
+    f.w.write(
+        "forged.json",
+        text.replace("/media/talk.mp4", "/media/other.mp4").as_bytes(),
+    );
+    let e = f.w.fails(
+        "verify --index forged.json --index-signer index.key mirror.qltx",
+        3,
+    );
+    assert!(e.contains("does not match"), "{e}");
+    let e = f.w.fails(
+        &format!(
+            "verify --index index.json --index-signer {} mirror.qltx",
+            index_pub.trim()
+        ),
+        3,
+    );
+    assert!(e.contains("not by"), "{e}");
+    drop(server);
+
+    // With capability tokens: only what the token may read.
+    let capped = Server::start_with(&f, &["--index-key", "index.key"]);
+    let media = f.token("media", "issue --root root.key --path /media/");
+    let (status, text, _) = get(&capped.url("/index.json"), Some(&media), None);
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("/media/talk.mp4") && !text.contains("/private/"),
+        "{text}"
+    );
+    assert_eq!(get(&capped.url("/index.json"), None, None).0, 401);
 }

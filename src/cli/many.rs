@@ -728,6 +728,29 @@ struct Verified {
     keyless_root: Option<[u8; 32]>,
     /// `--signer`: the signer whose valid signature the container carries.
     signer: Option<SignerPublic>,
+    /// `--index`: the path the index lists the container under.
+    listed: Option<String>,
+}
+
+/// The path `index` lists a container with this root and size under; an
+/// [`Error::Signature`] if none.
+fn listed_in(index: &qeltrix::registry::Index, info: &ContainerInfo) -> qeltrix::Result<String> {
+    let Some(root) = info.root() else {
+        return Err(Error::Signature(
+            "format version 1 has no root to look up in an index".into(),
+        ));
+    };
+    match index.by_root(&root) {
+        None => Err(Error::Signature(format!(
+            "root {} is not in the index: not the container the index lists (changed, or another one)",
+            hex::encode(root)
+        ))),
+        Some(e) if e.size != info.container_size => Err(Error::Signature(format!(
+            "the index lists it as {} with {} bytes, but it has {}",
+            e.path, e.size, info.container_size
+        ))),
+        Some(e) => Ok(e.path.clone()),
+    }
 }
 
 /// `verify --no-key` of one container: every stored byte of a format-2 container (trailer,
@@ -761,6 +784,7 @@ fn verify_keyless_one(
         elapsed: started.elapsed(),
         keyless_root: Some(root),
         signer: None,
+        listed: None,
     })
 }
 
@@ -792,13 +816,16 @@ fn verify_one(
         elapsed: started.elapsed(),
         keyless_root: None,
         signer: None,
+        listed: None,
     })
 }
 
 fn verified_line(path: &Path, v: &Verified) -> String {
-    let signed = match &v.signer {
-        Some(k) => format!("signed by {k}; "),
-        None => String::new(),
+    let signed = match (&v.signer, &v.listed) {
+        (Some(k), Some(p)) => format!("listed in the index as {p}, signed by {k}; "),
+        (Some(k), None) => format!("signed by {k}; "),
+        (None, Some(p)) => format!("listed in the index as {p}; "),
+        (None, None) => String::new(),
     };
     match v.keyless_root {
         Some(root) => format!(
@@ -834,6 +861,9 @@ fn verified_json(path: &Path, v: &Verified) -> serde_json::Value {
     if let Some(k) = &v.signer {
         doc["signer"] = k.to_string().into();
     }
+    if let Some(p) = &v.listed {
+        doc["index_path"] = p.clone().into();
+    }
     doc
 }
 
@@ -849,9 +879,22 @@ pub(super) fn verify(a: VerifyArgs) -> Result<()> {
         found: Vec::new(),
     };
     let signer = a.signer.as_deref().map(super::keys::signer_public).transpose()?;
-    // `--no-key` never looks for a key, so it never prompts; nor does `--signer` without a key
-    // option.
-    let keyless = a.no_key || (signer.is_some() && !a.keys.any_given());
+    let index = match &a.index {
+        Some(path) => {
+            let index_signer = a
+                .index_signer
+                .as_deref()
+                .map(super::keys::signer_public)
+                .transpose()?;
+            let text =
+                fs::read_to_string(path).with_context(|| format!("{}: reading the index", path.display()))?;
+            Some(qeltrix::registry::Index::parse(&text, index_signer.as_ref()).map_err(|e| e.in_file(path))?)
+        }
+        None => None,
+    };
+    // `--no-key` never looks for a key, so it never prompts; nor do `--signer` and `--index`
+    // without a key option.
+    let keyless = a.no_key || ((signer.is_some() || index.is_some()) && !a.keys.any_given());
     let mut verify_one = |path: &Path| {
         // The structure first, so a truncated or foreign file is reported before a prompt; then
         // the signature, which reads only the header and the footer.
@@ -859,12 +902,17 @@ pub(super) fn verify(a: VerifyArgs) -> Result<()> {
         if let Some(expected) = &signer {
             qeltrix::sign::check_signer(&object, &info, expected).map_err(|e| e.in_file(path))?;
         }
+        let listed = match &index {
+            Some(index) => Some(listed_in(index, &info).map_err(|e| e.in_file(path))?),
+            None => None,
+        };
         let mut v = if keyless {
             verify_keyless_one(path, object, info, a.quiet)
         } else {
             verify_one(path, object, info, &mut keys, a.workers, a.quiet)
         }?;
         v.signer = signer;
+        v.listed = listed;
         Ok::<_, anyhow::Error>(v)
     };
     if single_file(&a.inputs) {

@@ -440,6 +440,14 @@ pub struct VerifyArgs {
     /// as with --no-key, unless a key option is given.
     #[arg(long, value_name = "SIGNER")]
     pub signer: Option<String>,
+    /// Check each container against this registry index (a server's /index.json, saved): its
+    /// root and size must be listed there, then its blocks are checked as with --no-key. With
+    /// --index-signer, the index must carry a valid signature by that key.
+    #[arg(long, value_name = "INDEX")]
+    pub index: Option<PathBuf>,
+    /// The key the index must be signed by (a qeltrix-ed25519: string or a file holding one).
+    #[arg(long, value_name = "SIGNER", requires = "index")]
+    pub index_signer: Option<String>,
     /// Threads authenticating blocks (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,

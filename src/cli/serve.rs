@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// start, reloaded every --cap-reload seconds and on SIGHUP, published at /revocations.json.
     #[arg(long, value_name = "LIST", requires = "cap_root")]
     pub cap_revocations: Option<PathBuf>,
+    /// Sign the vault's /index.json (each container's path, size, root and signer) with this
+    /// Ed25519 signing key, so clients can check containers from any mirror against it.
+    #[arg(long, value_name = "FILE")]
+    pub index_key: Option<PathBuf>,
     /// Reload the revocation list every this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60, requires = "cap_revocations")]
     pub cap_reload: u64,
@@ -134,6 +138,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         workers: a.workers,
         token,
         caps,
+        index_key: a
+            .index_key
+            .as_deref()
+            .map(super::keys::read_signer_key)
+            .transpose()?,
         revocations: match &a.cap_revocations {
             Some(list) => {
                 let (storage, path) = super::location::object(list)?;
