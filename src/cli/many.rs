@@ -974,20 +974,34 @@ pub(super) fn sign(a: SignArgs) -> Result<()> {
         Ok(())
     };
     let public = key.public();
-    if single_file(&a.inputs) {
-        one(&a.inputs[0])?;
-        if !a.quiet {
-            outln!("signed: {} by {public}", a.inputs[0].display());
+    each_container(&a.inputs, a.quiet, one, |path, ()| {
+        format!("signed: {} by {public}", path.display())
+    })
+}
+
+/// Runs `one` on a single container (its error is the command's), or on each container of
+/// several inputs and vault folders (a `FAILED:` line for each that fails, then the worst exit
+/// code), printing `line` for each success unless `quiet`.
+fn each_container<T>(
+    inputs: &[PathBuf],
+    quiet: bool,
+    mut one: impl FnMut(&Path) -> Result<T>,
+    line: impl Fn(&Path, &T) -> String,
+) -> Result<()> {
+    if single_file(inputs) {
+        let done = one(&inputs[0])?;
+        if !quiet {
+            outln!("{}", line(&inputs[0], &done));
         }
         return Ok(());
     }
-    let found = containers(&a.inputs);
+    let found = containers(inputs);
     let total = found.len();
     let mut tally = Tally::default();
     for (path, listed) in found {
         match listed.and_then(|()| one(&path)) {
-            Ok(()) if !a.quiet => outln!("signed: {} by {public}", path.display()),
-            Ok(()) => {}
+            Ok(done) if !quiet => outln!("{}", line(&path, &done)),
+            Ok(_) => {}
             Err(e) => {
                 outln!("FAILED: {}", failure_text(&path, &e));
                 tally.add(e);
@@ -1004,7 +1018,7 @@ pub(super) fn compact(a: CompactArgs) -> Result<()> {
         args: &a.keys,
         found: Vec::new(),
     };
-    let mut one = |path: &Path| -> Result<qeltrix::compact::Compacted> {
+    let one = |path: &Path| -> Result<qeltrix::compact::Compacted> {
         refuse_if_mounted_read_write(path)?;
         let key = keys.for_container(path)?;
         Ok(qeltrix::compact::compact(path, key)?)
@@ -1016,27 +1030,7 @@ pub(super) fn compact(a: CompactArgs) -> Result<()> {
             format!("already compact: {}", path.display())
         }
     };
-    if single_file(&a.inputs) {
-        let c = one(&a.inputs[0])?;
-        if !a.quiet {
-            outln!("{}", line(&a.inputs[0], &c));
-        }
-        return Ok(());
-    }
-    let found = containers(&a.inputs);
-    let total = found.len();
-    let mut tally = Tally::default();
-    for (path, listed) in found {
-        match listed.and_then(|()| one(&path)) {
-            Ok(c) if !a.quiet => outln!("{}", line(&path, &c)),
-            Ok(_) => {}
-            Err(e) => {
-                outln!("FAILED: {}", failure_text(&path, &e));
-                tally.add(e);
-            }
-        }
-    }
-    tally.finish_or_only(total, "containers")
+    each_container(&a.inputs, a.quiet, one, line)
 }
 
 /// A vault mounted read-write has one writer, the mount: compacting under it would replace a

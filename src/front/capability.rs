@@ -177,31 +177,13 @@ impl Caveats {
                 .collect();
             add(format!("check if {}", alternatives.join(" or ")), params)?;
         }
-        if !self.operations.is_empty() {
-            let mut params = HashMap::new();
-            let alternatives: Vec<String> = self
-                .operations
-                .iter()
-                .enumerate()
-                .map(|(i, op)| {
-                    params.insert(format!("m{i}"), Term::Str(op.name().into()));
-                    format!("operation({{m{i}}})")
-                })
-                .collect();
-            add(format!("check if {}", alternatives.join(" or ")), params)?;
+        let names: Vec<&str> = self.operations.iter().map(|op| op.name()).collect();
+        if let Some((source, params)) = any_fact("operation", "m", &names) {
+            add(source, params)?;
         }
-        if !self.audiences.is_empty() {
-            let mut params = HashMap::new();
-            let alternatives: Vec<String> = self
-                .audiences
-                .iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    params.insert(format!("a{i}"), Term::Str(a.clone()));
-                    format!("audience({{a{i}}})")
-                })
-                .collect();
-            add(format!("check if {}", alternatives.join(" or ")), params)?;
+        let audiences: Vec<&str> = self.audiences.iter().map(String::as_str).collect();
+        if let Some((source, params)) = any_fact("audience", "a", &audiences) {
+            add(source, params)?;
         }
         if let Some(t) = self.expires {
             let secs = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
@@ -210,6 +192,23 @@ impl Caveats {
         }
         Ok(block)
     }
+}
+
+/// `check if NAME({P0}) or NAME({P1}) …` with its parameters `P0`… bound to `values`; `None`
+/// for no values (no restriction).
+fn any_fact(name: &str, prefix: &str, values: &[&str]) -> Option<(String, HashMap<String, Term>)> {
+    if values.is_empty() {
+        return None;
+    }
+    let params: HashMap<String, Term> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("{prefix}{i}"), Term::Str(v.to_string())))
+        .collect();
+    let alternatives: Vec<String> = (0..values.len())
+        .map(|i| format!("{name}({{{prefix}{i}}})"))
+        .collect();
+    Some((format!("check if {}", alternatives.join(" or ")), params))
 }
 
 fn token_error(e: TokenError) -> Error {
