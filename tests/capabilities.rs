@@ -4,11 +4,8 @@
 
 mod common;
 
-use common::{qeltrix_process, random_bytes, serve_addr, unique_suffix, wait_for_text, Work, DEADLINE, KIB};
-use std::cell::RefCell;
-use std::fs::{self, File};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use common::{qeltrix_process, random_bytes, unique_suffix, ServeProcess, Work, DEADLINE, KIB};
+use std::fs;
 
 /// A vault `v` with `media/talk.mp4`, `media/notes.txt` and `private/secret.bin`, a data key
 /// `key`, root signing keys `root.key` and `other-root.key`.
@@ -41,66 +38,30 @@ impl Fixture {
     }
 }
 
-/// A running `qeltrix serve --cap-root root.key --cap-audience tv` over the vault, killed on drop.
-struct Server {
-    child: RefCell<Child>,
-    addr: std::net::SocketAddr,
-    log: PathBuf,
-}
+/// `qeltrix serve` over the vault, killed on drop.
+struct Server;
 
 impl Server {
-    fn start(f: &Fixture) -> Server {
+    /// With `--cap-root root.key --cap-audience tv`.
+    fn start(f: &Fixture) -> ServeProcess {
         Server::start_with(f, &[])
     }
 
-    fn start_with(f: &Fixture, extra: &[&str]) -> Server {
+    /// With `--cap-root root.key --cap-audience tv EXTRA`.
+    fn start_with(f: &Fixture, extra: &[&str]) -> ServeProcess {
         let mut args = vec!["--cap-root", "root.key", "--cap-audience", "tv"];
         args.extend_from_slice(extra);
         Server::start_args(f, &args)
     }
 
     /// `qeltrix serve v --key-file key --listen 127.0.0.1:0 ARGS`.
-    fn start_args(f: &Fixture, extra: &[&str]) -> Server {
-        let log = f.w.path(&format!("serve-{}.log", unique_suffix()));
-        let mut child = qeltrix_process()
+    fn start_args(f: &Fixture, extra: &[&str]) -> ServeProcess {
+        let mut command = qeltrix_process();
+        command
             .current_dir(f.w.path(""))
             .args(["serve", "v", "--key-file", "key", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let addr = serve_addr(&mut child, &log);
-        Server {
-            child: RefCell::new(child),
-            addr,
-            log,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Waits until the log holds `needle` (a line is written when its response ends).
-    fn wait_for_log(&self, needle: &str) -> String {
-        wait_for_text(&mut self.child.borrow_mut(), &self.log, needle)
-    }
-
-    /// Sends SIGHUP (reload the revocation list).
-    fn hangup(&self) {
-        let pid = self.child.borrow().id() as i32;
-        // SAFETY: kill(2) on our own child's pid, with a valid signal number.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let child = self.child.get_mut();
-        let _ = child.kill();
-        let _ = child.wait();
+            .args(extra);
+        ServeProcess::spawn(command, f.w.path(&format!("serve-{}.log", unique_suffix())))
     }
 }
 
@@ -356,7 +317,7 @@ fn a_revoked_token_and_its_attenuations_stop_working_after_a_reload() {
     let sequence_1 = f.w.read("revoked.json");
     let out = f.w.ok("cap revoke a --root root.key --list revoked.json");
     assert!(out.contains("revoked a") && out.contains("sequence 2"), "{out}");
-    server.hangup();
+    server.signal(libc::SIGHUP);
     server.wait_for_log("loaded sequence 2");
     for (token, status) in [(&a2, 403), (&b, 200), (&parent, 200)] {
         let (got, body, _) = get(&talk, Some(token), None);
@@ -374,7 +335,7 @@ fn a_revoked_token_and_its_attenuations_stop_working_after_a_reload() {
 
     // A replay: the sequence-1 list written back. Refused on reload; revocation 2 stays.
     fs::write(f.w.path("revoked.json"), &sequence_1).unwrap();
-    server.hangup();
+    server.signal(libc::SIGHUP);
     server.wait_for_log("older than the 2 in force");
     assert_eq!(get(&talk, Some(&a2), None).0, 403);
     let (_, list, _) = get(&server.url("/revocations.json"), None, None);

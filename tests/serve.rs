@@ -4,18 +4,17 @@
 mod common;
 
 use common::{
-    connect, find, key_file_key, proc_status, recipients, serve_addr, striped, unique_suffix, wait_exit,
-    wait_for_text, wait_until, Work, DEADLINE,
+    connect, find, key_file_key, proc_status, recipients, striped, unique_suffix, wait_until, ServeProcess,
+    Work, DEADLINE,
 };
 use qeltrix::{format::BLOCK_HEAD_LEN, ContainerInfo, PackOptions};
-use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::ops::Deref;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const BLOCK: usize = 64 * 1024;
@@ -60,66 +59,25 @@ impl Fixture {
     }
 }
 
-/// A running `qeltrix serve` logging to a file, killed on drop.
-struct Server {
-    /// In a cell so that waiting on the log (which checks the process is alive) needs no `mut`.
-    child: RefCell<Child>,
-    addr: SocketAddr,
-    log: PathBuf,
+type Server = ServeProcess;
+
+/// `qeltrix serve PATH --key-file key --listen 127.0.0.1:0 EXTRA`.
+fn start_server(f: &Fixture, path: &Path, extra: &[&str]) -> Server {
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    start_server_with(f, path, &args)
 }
 
-impl Server {
-    fn start(f: &Fixture, path: &Path, extra: &[&str]) -> Server {
-        let mut args = vec!["--listen", "127.0.0.1:0"];
-        args.extend_from_slice(extra);
-        Server::start_with(f, path, &args)
-    }
-
-    fn start_with(f: &Fixture, path: &Path, args: &[&str]) -> Server {
-        let log = f.path(&format!("serve-{}.log", unique_suffix()));
-        let mut child = common::qeltrix_process()
-            .arg("serve")
-            .arg(path)
-            .arg("--key-file")
-            .arg(f.path("key"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let addr = serve_addr(&mut child, &log);
-        Server {
-            child: RefCell::new(child),
-            addr,
-            log,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the log contains `needle` (log lines are written when a response ends).
-    fn wait_for_log(&self, needle: &str) -> String {
-        wait_for_text(&mut self.child.borrow_mut(), &self.log, needle)
-    }
-
-    fn wait_exit(&mut self) -> ExitStatus {
-        wait_exit(self.child.get_mut(), &self.log)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let child = self.child.get_mut();
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+/// `qeltrix serve PATH --key-file key ARGS`.
+fn start_server_with(f: &Fixture, path: &Path, args: &[&str]) -> Server {
+    let mut command = common::qeltrix_process();
+    command
+        .arg("serve")
+        .arg(path)
+        .arg("--key-file")
+        .arg(f.path("key"))
+        .args(args);
+    ServeProcess::spawn(command, f.path(&format!("serve-{}.log", unique_suffix())))
 }
 
 fn agent() -> ureq::Agent {
@@ -233,7 +191,7 @@ fn every_range_form_is_byte_exact() {
     let size = 1_000_003;
     let original = data(size, 1);
     let file = f.pack("video.mp4.qltx", &original, KEY);
-    let server = Server::start(&f, &file, &[]);
+    let server = start_server(&f, &file, &[]);
     let a = agent();
 
     let full = get(&a, &server.url("/"), &[]);
@@ -336,7 +294,7 @@ fn conditional_requests() {
     let f = Fixture::new();
     let original = data(300_000, 2);
     let file = f.pack("notes.txt.qltx", &original, KEY);
-    let server = Server::start(&f, &file, &[]);
+    let server = start_server(&f, &file, &[]);
     let a = agent();
     let url = server.url("/notes.txt");
     let first = get(&a, &url, &[]);
@@ -405,7 +363,7 @@ fn vault_listing_json_index_and_health() {
     f.pack("vault/sub dir/b.mp4.qltx", &b_mp4, KEY);
     fs::write(f.path("vault/plain.txt"), b"not a container").unwrap();
     fs::write(f.path("vault/.hidden.qltx"), b"x").unwrap();
-    let server = Server::start(&f, &f.path("vault"), &[]);
+    let server = start_server(&f, &f.path("vault"), &[]);
     let a = agent();
 
     let html = get(&a, &server.url("/"), &[]);
@@ -423,19 +381,29 @@ fn vault_listing_json_index_and_health() {
     );
     assert!(page.contains("<time datetime=\"20"), "{page}");
 
-    for url in ["/?format=json", "/index.json"] {
-        let r = get(&a, &server.url(url), &[]);
-        assert_eq!(r.status, 200, "{url}");
-        assert_eq!(r.header("content-type"), Some("application/json"));
-        let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        let entries = json["entries"].as_array().unwrap();
-        assert_eq!(entries.len(), 2, "{json}");
-        assert_eq!(entries[0]["name"], "sub dir");
-        assert_eq!(entries[0]["type"], "dir");
-        assert_eq!(entries[1]["name"], "a.txt");
-        assert_eq!(entries[1]["size"], 70_000);
-        assert!(entries[1]["modified"].as_str().unwrap().ends_with('Z'));
-    }
+    // The top folder's `/index.json` is the registry view (docs/CAPABILITIES.md): every
+    // container at any depth, with its size and root.
+    let registry = get(&a, &server.url("/index.json"), &[]);
+    assert_eq!(registry.status, 200);
+    let registry: serde_json::Value = serde_json::from_slice(&registry.body).unwrap();
+    let paths: Vec<&str> = registry["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/a.txt", "/sub dir/b.mp4"], "{registry}");
+    let r = get(&a, &server.url("/?format=json"), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let entries = json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{json}");
+    assert_eq!(entries[0]["name"], "sub dir");
+    assert_eq!(entries[0]["type"], "dir");
+    assert_eq!(entries[1]["name"], "a.txt");
+    assert_eq!(entries[1]["size"], 70_000);
+    assert!(entries[1]["modified"].as_str().unwrap().ends_with('Z'));
     let sub = get(&a, &server.url("/sub%20dir"), &[]);
     assert_eq!(sub.status, 301);
     assert_eq!(sub.header("location"), Some("/sub%20dir/"));
@@ -469,7 +437,7 @@ fn traversal_attempts_are_not_found() {
     fs::create_dir_all(f.path("vault/dir")).unwrap();
     std::os::unix::fs::symlink(f.path("secret.qltx"), f.path("vault/link.qltx")).unwrap();
     std::os::unix::fs::symlink(f.dir.path(), f.path("vault/dir/up")).unwrap();
-    let server = Server::start(&f, &f.path("vault"), &[]);
+    let server = start_server(&f, &f.path("vault"), &[]);
 
     let ok = raw(
         server.addr,
@@ -521,13 +489,13 @@ fn bearer_token_on_and_off() {
     let token_file = f.path("token").display().to_string();
     let a = agent();
 
-    let open = Server::start(&f, &file, &[]);
+    let open = start_server(&f, &file, &[]);
     assert!(
         get(&a, &open.url("/"), &[]).body == original,
         "no token needed without --token-file"
     );
 
-    let guarded = Server::start(&f, &file, &["--token-file", &token_file]);
+    let guarded = start_server(&f, &file, &["--token-file", &token_file]);
     for auth in [
         None,
         Some("Bearer wrong"),
@@ -559,7 +527,7 @@ fn a_container_the_key_cannot_open_is_403_and_logged() {
     let f = Fixture::new();
     f.pack("vault/mine.qltx", &data(1000, 8), KEY);
     f.pack("vault/theirs.qltx", &data(1000, 9), 9);
-    let server = Server::start(&f, &f.path("vault"), &[]);
+    let server = start_server(&f, &f.path("vault"), &[]);
     let a = agent();
     assert_eq!(get(&a, &server.url("/mine"), &[]).status, 200);
     let r = get(&a, &server.url("/theirs"), &[]);
@@ -599,7 +567,7 @@ fn thirty_two_clients_fetch_random_ranges_of_several_files() {
         })
         .collect();
     // A 1 MiB cache (16 blocks) for ~3 MiB of files: evictions and reloads under contention.
-    let server = Server::start(&f, &f.path("vault"), &["--cache-size", "1"]);
+    let server = start_server(&f, &f.path("vault"), &["--cache-size", "1"]);
     let files = std::sync::Arc::new(files);
     let threads: Vec<_> = (0..32u64)
         .map(|t| {
@@ -646,7 +614,7 @@ fn a_corrupt_block_cuts_the_response_and_never_sends_wrong_bytes() {
     handle.write_all_at(&[byte[0] ^ 0x01], flip_at).unwrap();
     drop(handle);
 
-    let server = Server::start(&f, &file, &[]);
+    let server = start_server(&f, &file, &[]);
     let a = agent();
     let before = format!("bytes=0-{}", bad * BLOCK - 1);
     let r = get(&a, &server.url("/"), &[("Range", &before)]);
@@ -711,7 +679,7 @@ fn sigterm_with_requests_in_flight_exits_zero() {
     let f = Fixture::new();
     let original = data(24 << 20, 12);
     let file = f.pack("big.bin.qltx", &original, KEY);
-    let mut server = Server::start(&f, &file, &["--shutdown-grace", "3"]);
+    let mut server = start_server(&f, &file, &["--shutdown-grace", "3"]);
 
     // One client reads a little of a full GET and then waits; another never reads at all.
     let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -725,7 +693,7 @@ fn sigterm_with_requests_in_flight_exits_zero() {
     staller.read_exact(&mut status_line).unwrap();
     assert_eq!(&status_line, b"HTTP/1.1 200");
 
-    unsafe { libc::kill(server.child.borrow().id() as i32, libc::SIGTERM) };
+    server.signal(libc::SIGTERM);
     server.wait_for_log("shutting down");
     // The in-flight response still completes, byte for byte.
     let mut rest = Vec::new();
@@ -746,7 +714,7 @@ fn sigterm_with_requests_in_flight_exits_zero() {
 fn slow_or_oversized_requests_do_not_hold_the_server() {
     let f = Fixture::new();
     let file = f.pack("a.qltx", &data(10_000, 13), KEY);
-    let server = Server::start(&f, &file, &["--idle-timeout", "5", "--header-timeout", "1"]);
+    let server = start_server(&f, &file, &["--idle-timeout", "5", "--header-timeout", "1"]);
 
     // Half a request, then silence: the header deadline closes it (before the idle timeout). The server must close the socket itself: a read that only ends at our own guard
     // timeout fails here.
@@ -831,7 +799,7 @@ fn a_replaced_container_is_served_afresh() {
     let first = data(100_000, 14);
     f.pack("vault/doc.txt.qltx", &first, KEY);
     // The seeds' --host/--port spelling.
-    let server = Server::start_with(&f, &f.path("vault"), &["--host", "127.0.0.1", "--port", "0"]);
+    let server = start_server_with(&f, &f.path("vault"), &["--host", "127.0.0.1", "--port", "0"]);
     let a = agent();
     let before = get(&a, &server.url("/doc.txt"), &[]);
     assert!(before.body == first);
@@ -896,7 +864,7 @@ fn health_details_only_with_the_token() {
     let token_file = f.path("token").display().to_string();
     let a = agent();
 
-    let guarded = Server::start(&f, &file, &["--token-file", &token_file]);
+    let guarded = start_server(&f, &file, &["--token-file", &token_file]);
     for auth in [None, Some("Bearer wrong")] {
         let h = health(&a, &guarded, auth);
         assert_eq!(
@@ -916,7 +884,7 @@ fn health_details_only_with_the_token() {
     );
 
     // Without --token-file (loopback by default), everyone gets the details.
-    let open = Server::start(&f, &file, &[]);
+    let open = start_server(&f, &file, &[]);
     let h = health(&a, &open, None);
     assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
     assert!(h["cache_capacity"].as_u64().is_some() && h["open_containers"].as_u64().is_some());
@@ -946,7 +914,7 @@ fn stalled_clients_keep_memory_under_the_documented_bound() {
     let file = pack_repeated(&f, "big.bin.qltx", (CLIENTS + 8) * BIG, BIG as u32);
     // The minimum rate is off and the idle timeout long: the stalled clients stay for the whole
     // test, and only the in-flight budget keeps their responses from holding memory.
-    let server = Server::start(
+    let server = start_server(
         &f,
         &file,
         &[
@@ -970,7 +938,7 @@ fn stalled_clients_keep_memory_under_the_documented_bound() {
     let bound =
         48 * MIB + CACHE + INFLIGHT + 2 * WORKERS * (2 * BIG + 8 * MIB) + MAX_CONNECTIONS * 256 * 1024;
     let a = agent();
-    let pid = server.child.borrow().id();
+    let pid = server.pid();
 
     // Each client asks for a different block onward and never reads a byte.
     let stalled: Vec<TcpStream> = (0..CLIENTS)
@@ -1023,7 +991,7 @@ fn a_trickling_client_is_dropped_and_a_normal_one_is_served() {
     let original = std::sync::Arc::new(data(24 << 20, 16));
     let file = f.pack("big.bin.qltx", &original, KEY);
     // The idle timeout is far away: only the minimum rate can drop the trickler in time.
-    let server = Server::start(
+    let server = start_server(
         &f,
         &file,
         &[
@@ -1088,7 +1056,7 @@ fn idle_sockets_over_the_cap_do_not_lock_out_clients() {
     let original = data(200_000, 17);
     let file = f.pack("a.bin.qltx", &original, KEY);
     // Header and idle timeouts of an hour: only shedding can free a slot held by an idle socket.
-    let server = Server::start(
+    let server = start_server(
         &f,
         &file,
         &[
@@ -1146,7 +1114,7 @@ fn sparse_ranges_are_not_amplified() {
     let f = Fixture::new();
     let original = data(BLOCKS * MIB, 18);
     let file = pack_blocks(&f, "big.bin.qltx", &original, MIB as u32);
-    let server = Server::start(&f, &file, &[]);
+    let server = start_server(&f, &file, &[]);
     let a = agent();
     let pulled = || health(&a, &server, None)["pulled_bytes"].as_u64();
     // docs/SERVE.md: ranges are honoured if the blocks they touch hold at most
@@ -1194,7 +1162,7 @@ fn a_client_that_leaves_while_waiting_for_the_budget_stops_waiting() {
     let f = Fixture::new();
     let file = pack_repeated(&f, "big.bin.qltx", 8 * BIG, BIG as u32);
     // A budget of one block: the first stalled response takes it all.
-    let server = Server::start(
+    let server = start_server(
         &f,
         &file,
         &["--cache-size", "1", "--inflight-size", "4", "--min-rate", "0"],
@@ -1248,7 +1216,7 @@ fn v2_last_modified_is_the_files_and_small_ranges_read_segments() {
         .set_modified(mtime)
         .unwrap();
     f.ok("pack -q --block-size 64 --key-file key movie.bin movie.bin.qltx");
-    let server = Server::start(&f, &f.path("movie.bin.qltx"), &[]);
+    let server = start_server(&f, &f.path("movie.bin.qltx"), &[]);
     let a = agent();
     let url = server.url("/movie.bin");
 

@@ -176,3 +176,65 @@ pub fn serve_addr(child: &mut Child, log: &std::path::Path) -> SocketAddr {
         text.split("http://").nth(1)?.split('/').next()?.parse().ok()
     })
 }
+
+/// A running `qeltrix serve` logging to a file, killed on drop.
+pub struct ServeProcess {
+    /// In a cell so that waiting on the log (which checks the process is alive) needs no `mut`.
+    child: std::cell::RefCell<Child>,
+    pub addr: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl ServeProcess {
+    /// Spawns `command` (a `qeltrix serve … --listen 127.0.0.1:0`) with its stderr in the file
+    /// `log`, and waits for the address it listens on.
+    pub fn spawn(mut command: Command, log: std::path::PathBuf) -> ServeProcess {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let addr = super::serve_addr(&mut child, &log);
+        ServeProcess {
+            child: std::cell::RefCell::new(child),
+            addr,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (log lines are written when a response ends).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        super::wait_for_text(&mut self.child.borrow_mut(), &self.log, needle)
+    }
+
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        super::wait_exit(self.child.get_mut(), &self.log)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.borrow().id()
+    }
+
+    /// Sends `signal` (SIGTERM, SIGHUP, …) to the server.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid, with a valid signal number.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, signal) }, 0);
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let child = self.child.get_mut();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
