@@ -1316,3 +1316,76 @@ fn a_failed_upload_is_the_syncs_eio_and_the_next_commit_sends_the_file() {
     assert!(r.g.pending_uploads(ENDPOINT).is_empty(), "pending uploads");
     assert_no_secret(&m.log(), "the read-write mount's log");
 }
+
+/// Capability revocation lists on the store (docs/CAPABILITIES.md): `cap revoke --list s3://…`
+/// creates and updates the signed list through the storage seam, and `serve --cap-root
+/// --cap-revocations s3://…` over the s3 vault loads it at start and again on SIGHUP, refusing
+/// the newly revoked token and publishing the list.
+#[test]
+#[ignore = "needs Garage; scripts/test.sh runs it"]
+fn capability_revocations_live_on_the_store() {
+    let r = Remote::single_node();
+    r.w.write("a.bin", &random_bytes(100_000, 5));
+    r.pack("a.bin");
+    r.ok(&["keygen", "--ed25519", "-o", "root.key"]);
+    r.ok(&[
+        "cap",
+        "issue",
+        "--root",
+        "root.key",
+        "--path",
+        "/",
+        "-o",
+        "everything",
+    ]);
+    r.ok(&[
+        "cap", "issue", "--root", "root.key", "--path", "/other/", "-o", "other",
+    ]);
+    let list = r.g.url("caps/revoked.json");
+    let out = r.ok(&["cap", "revoke", "other", "--root", "root.key", "--list", &list]);
+    assert!(String::from_utf8_lossy(&out).contains("sequence 1"));
+    let mut s = Serve::start(
+        &r,
+        &r.g.url("vault"),
+        &[
+            "--cap-root",
+            "root.key",
+            "--cap-revocations",
+            &list,
+            "--cap-reload",
+            "3600",
+        ],
+    );
+    let token = fs::read_to_string(r.path("everything"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let get = |path: &str| {
+        let mut resp = agent()
+            .get(format!("{}{path}", s.base))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap_or_default())
+    };
+    assert_eq!(get("/a.bin").0, 200);
+    r.ok(&[
+        "cap",
+        "revoke",
+        "everything",
+        "--root",
+        "root.key",
+        "--list",
+        &list,
+    ]);
+    // SAFETY: kill(2) on our own child's pid, with a valid signal number.
+    assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) }, 0);
+    wait_for_text(&mut s.child, &s.log, "loaded sequence 2");
+    let (status, body) = get("/a.bin");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("revoked"), "{body}");
+    let (status, list) = get("/revocations.json");
+    assert_eq!(status, 200);
+    assert!(list.contains("\"sequence\": 2"), "{list}");
+}
