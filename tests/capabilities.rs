@@ -460,3 +460,14 @@ fn the_signed_index_lets_a_client_check_containers_from_any_mirror() {
     );
     assert_eq!(get(&capped.url("/index.json"), None, None).0, 401);
 }
+
+/// SIGHUP reloads the revocation list only for a server that has one; any other server ends on
+/// it, as a foreground program does when its terminal closes.
+#[test]
+fn sighup_ends_a_server_without_a_revocation_list() {
+    use std::os::unix::process::ExitStatusExt;
+    let f = Fixture::new();
+    let mut server = Server::start(&f);
+    server.signal(libc::SIGHUP);
+    assert_eq!(server.wait_exit().signal(), Some(libc::SIGHUP));
+}

@@ -385,15 +385,19 @@ impl SeekServer {
                 .map_err(|e| Error::io("installing the SIGTERM handler", e))?;
             let mut int =
                 signal(SignalKind::interrupt()).map_err(|e| Error::io("installing the SIGINT handler", e))?;
-            // SIGHUP reloads the revocation list now (and is otherwise ignored, not fatal).
-            let mut hup =
-                signal(SignalKind::hangup()).map_err(|e| Error::io("installing the SIGHUP handler", e))?;
-            let reload = Arc::clone(&self.state.reload);
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    reload.notify_one();
-                }
-            });
+            // With a revocation list, SIGHUP reloads it now (as daemons reload their
+            // configuration). Without one, SIGHUP keeps its default: a server started on a
+            // terminal ends with the terminal.
+            if self.state.revocations.is_some() {
+                let mut hup = signal(SignalKind::hangup())
+                    .map_err(|e| Error::io("installing the SIGHUP handler", e))?;
+                let reload = Arc::clone(&self.state.reload);
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        reload.notify_one();
+                    }
+                });
+            }
             ready(addr);
             self.run_until(async move {
                 tokio::select! {
