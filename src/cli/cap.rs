@@ -160,15 +160,15 @@ pub fn run(a: CapArgs) -> Result<()> {
             }
             let id = capability::revocation_id(&token)?;
             let (storage, path) = super::location::object(&a.list)?;
-            let mut list = match storage.open(&path) {
-                Ok(object) => {
-                    let mut bytes = vec![0u8; qeltrix::ReadAt::size(&object)? as usize];
-                    qeltrix::ReadAt::read_exact_at(&object, &mut bytes, 0)?;
-                    let text = String::from_utf8(bytes).map_err(|_| {
-                        Error::InvalidArgument(format!("{}: not a revocation list", a.list.display()))
-                    })?;
-                    capability::Revocations::parse(&text, &root.public()).map_err(|e| e.in_file(&a.list))?
-                }
+            // The list is read as the server reads it (whole, bounded), or starts empty.
+            let source = qeltrix::serve::RevocationSource {
+                storage: std::sync::Arc::clone(&storage),
+                path: path.clone(),
+                every: std::time::Duration::ZERO,
+            };
+            let mut list = match storage.stat(&path) {
+                Ok(_) => capability::Revocations::parse(&source.read()?, &root.public())
+                    .map_err(|e| e.in_file(&a.list))?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => capability::Revocations::default(),
                 Err(e) => {
                     return Err(Error::io("opening the revocation list", e)
