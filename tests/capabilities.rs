@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{qeltrix_process, random_bytes, unique_suffix, ServeProcess, Work, DEADLINE, KIB};
+use common::{qeltrix_process, random_bytes, unique_suffix, ServeProcess, Work, KIB};
 use std::fs;
 
 /// A vault `v` with `media/talk.mp4`, `media/notes.txt` and `private/secret.bin`, a data key
@@ -65,19 +65,9 @@ impl Server {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .max_redirects_will_error(false)
-        .timeout_global(Some(DEADLINE))
-        .build()
-        .into()
-}
-
 /// GET `url`, with `Authorization: Bearer TOKEN` if given (and `range`); status and body.
 fn get(url: &str, bearer: Option<&str>, range: Option<&str>) -> (u16, String, Vec<u8>) {
-    let mut req = agent().get(url);
+    let mut req = common::http_agent().get(url);
     if let Some(t) = bearer {
         req = req.header("Authorization", format!("Bearer {t}"));
     }
@@ -86,12 +76,7 @@ fn get(url: &str, bearer: Option<&str>, range: Option<&str>) -> (u16, String, Ve
     }
     let mut resp = req.call().unwrap();
     let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(u64::MAX)
-        .read_to_vec()
-        .unwrap();
+    let body = common::body_bytes(&mut resp);
     (status, String::from_utf8_lossy(&body).into_owned(), body)
 }
 
@@ -233,7 +218,7 @@ fn an_attenuated_token_works_exactly_within_its_caveats() {
 
     // A shared folder link: the redirect keeps ?cap=, and the HTML listing's links carry it.
     let shared = server.url(&format!("/media?cap={media}"));
-    let resp = agent().get(&shared).call().unwrap();
+    let resp = common::http_agent().get(&shared).call().unwrap();
     assert_eq!(resp.status().as_u16(), 301);
     let location = resp
         .headers()

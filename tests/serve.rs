@@ -80,16 +80,6 @@ fn start_server_with(f: &Fixture, path: &Path, args: &[&str]) -> Server {
     ServeProcess::spawn(command, f.path(&format!("serve-{}.log", unique_suffix())))
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .max_redirects_will_error(false)
-        .timeout_global(Some(DEADLINE))
-        .build()
-        .into()
-}
-
 /// A response: status, headers (lower-case names), body.
 struct Reply {
     status: u16,
@@ -121,12 +111,7 @@ fn request(mut req: ureq::RequestBuilder<ureq::typestate::WithoutBody>, headers:
         .iter()
         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap().to_string()))
         .collect();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(u64::MAX)
-        .read_to_vec()
-        .unwrap();
+    let body = common::body_bytes(&mut resp);
     Reply {
         status,
         headers,
@@ -192,7 +177,7 @@ fn every_range_form_is_byte_exact() {
     let original = data(size, 1);
     let file = f.pack("video.mp4.qltx", &original, KEY);
     let server = start_server(&f, &file, &[]);
-    let a = agent();
+    let a = common::http_agent();
 
     let full = get(&a, &server.url("/"), &[]);
     assert_eq!(full.status, 200);
@@ -295,7 +280,7 @@ fn conditional_requests() {
     let original = data(300_000, 2);
     let file = f.pack("notes.txt.qltx", &original, KEY);
     let server = start_server(&f, &file, &[]);
-    let a = agent();
+    let a = common::http_agent();
     let url = server.url("/notes.txt");
     let first = get(&a, &url, &[]);
     assert_eq!(first.header("content-type"), Some("text/plain"));
@@ -364,7 +349,7 @@ fn vault_listing_json_index_and_health() {
     fs::write(f.path("vault/plain.txt"), b"not a container").unwrap();
     fs::write(f.path("vault/.hidden.qltx"), b"x").unwrap();
     let server = start_server(&f, &f.path("vault"), &[]);
-    let a = agent();
+    let a = common::http_agent();
 
     let html = get(&a, &server.url("/"), &[]);
     assert_eq!(html.status, 200);
@@ -487,7 +472,7 @@ fn bearer_token_on_and_off() {
     let file = f.pack("a.bin.qltx", &original, KEY);
     fs::write(f.path("token"), "correct-horse-battery\n").unwrap();
     let token_file = f.path("token").display().to_string();
-    let a = agent();
+    let a = common::http_agent();
 
     let open = start_server(&f, &file, &[]);
     assert!(
@@ -528,7 +513,7 @@ fn a_container_the_key_cannot_open_is_403_and_logged() {
     f.pack("vault/mine.qltx", &data(1000, 8), KEY);
     f.pack("vault/theirs.qltx", &data(1000, 9), 9);
     let server = start_server(&f, &f.path("vault"), &[]);
-    let a = agent();
+    let a = common::http_agent();
     assert_eq!(get(&a, &server.url("/mine"), &[]).status, 200);
     let r = get(&a, &server.url("/theirs"), &[]);
     assert_eq!(r.status, 403);
@@ -573,7 +558,7 @@ fn thirty_two_clients_fetch_random_ranges_of_several_files() {
         .map(|t| {
             let (files, base) = (std::sync::Arc::clone(&files), server.url(""));
             std::thread::spawn(move || {
-                let a = agent();
+                let a = common::http_agent();
                 let mut x = t.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
                 let mut next = move || {
                     x ^= x << 13;
@@ -615,7 +600,7 @@ fn a_corrupt_block_cuts_the_response_and_never_sends_wrong_bytes() {
     drop(handle);
 
     let server = start_server(&f, &file, &[]);
-    let a = agent();
+    let a = common::http_agent();
     let before = format!("bytes=0-{}", bad * BLOCK - 1);
     let r = get(&a, &server.url("/"), &[("Range", &before)]);
     assert_eq!(r.status, 206);
@@ -800,7 +785,7 @@ fn a_replaced_container_is_served_afresh() {
     f.pack("vault/doc.txt.qltx", &first, KEY);
     // The seeds' --host/--port spelling.
     let server = start_server_with(&f, &f.path("vault"), &["--host", "127.0.0.1", "--port", "0"]);
-    let a = agent();
+    let a = common::http_agent();
     let before = get(&a, &server.url("/doc.txt"), &[]);
     assert!(before.body == first);
 
@@ -862,7 +847,7 @@ fn health_details_only_with_the_token() {
     let file = f.pack("a.bin.qltx", &data(1000, 19), KEY);
     fs::write(f.path("token"), "health-token-42\n").unwrap();
     let token_file = f.path("token").display().to_string();
-    let a = agent();
+    let a = common::http_agent();
 
     let guarded = start_server(&f, &file, &["--token-file", &token_file]);
     for auth in [None, Some("Bearer wrong")] {
@@ -937,7 +922,7 @@ fn stalled_clients_keep_memory_under_the_documented_bound() {
     // connections. The base (code, runtime, thread stacks touched) is budgeted at 48 MiB.
     let bound =
         48 * MIB + CACHE + INFLIGHT + 2 * WORKERS * (2 * BIG + 8 * MIB) + MAX_CONNECTIONS * 256 * 1024;
-    let a = agent();
+    let a = common::http_agent();
     let pid = server.pid();
 
     // Each client asks for a different block onward and never reads a byte.
@@ -1014,7 +999,7 @@ fn a_trickling_client_is_dropped_and_a_normal_one_is_served() {
     let normal = {
         let (url, original) = (server.url("/"), std::sync::Arc::clone(&original));
         std::thread::spawn(move || {
-            let r = get(&agent(), &url, &[]);
+            let r = get(&common::http_agent(), &url, &[]);
             assert_eq!(r.status, 200);
             assert!(r.body[..] == original[..], "the normal client's bytes differ");
         })
@@ -1089,7 +1074,7 @@ fn idle_sockets_over_the_cap_do_not_lock_out_clients() {
     );
 
     // A real client gets through, /health included, while the newest idle sockets stay open.
-    let a = agent();
+    let a = common::http_agent();
     assert_eq!(health(&a, &server, None)["status"], "ok");
     let r = get(&a, &server.url("/"), &[("Range", "bytes=1000-1999")]);
     assert_eq!(r.status, 206);
@@ -1115,7 +1100,7 @@ fn sparse_ranges_are_not_amplified() {
     let original = data(BLOCKS * MIB, 18);
     let file = pack_blocks(&f, "big.bin.qltx", &original, MIB as u32);
     let server = start_server(&f, &file, &[]);
-    let a = agent();
+    let a = common::http_agent();
     let pulled = || health(&a, &server, None)["pulled_bytes"].as_u64();
     // docs/SERVE.md: ranges are honoured if the blocks they touch hold at most
     // 2 × bytes asked + max(8 MiB, 2 blocks); otherwise the whole file is sent with 200.
@@ -1167,7 +1152,7 @@ fn a_client_that_leaves_while_waiting_for_the_budget_stops_waiting() {
         &file,
         &["--cache-size", "1", "--inflight-size", "4", "--min-rate", "0"],
     );
-    let a = agent();
+    let a = common::http_agent();
     let waiting = || health(&a, &server, None)["inflight_waiting"].as_u64().unwrap();
     let wait_for = |what: &str, cond: &dyn Fn(u64) -> bool| {
         let mut w = 0;
@@ -1217,7 +1202,7 @@ fn v2_last_modified_is_the_files_and_small_ranges_read_segments() {
         .unwrap();
     f.ok("pack -q --block-size 64 --key-file key movie.bin movie.bin.qltx");
     let server = start_server(&f, &f.path("movie.bin.qltx"), &[]);
-    let a = agent();
+    let a = common::http_agent();
     let url = server.url("/movie.bin");
 
     let (start, end) = (BLOCK + 20_000, BLOCK + 20_099);

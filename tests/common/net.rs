@@ -238,3 +238,24 @@ impl Drop for ServeProcess {
         let _ = child.wait();
     }
 }
+
+/// An HTTP client for the server tests: every status is an answer (not an error), redirects
+/// are returned rather than followed, and every request has the tests' deadline.
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .timeout_global(Some(DEADLINE))
+        .build()
+        .into()
+}
+
+/// The whole body of a response, however long.
+pub fn body_bytes(resp: &mut ureq::http::Response<ureq::Body>) -> Vec<u8> {
+    resp.body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .unwrap()
+}
