@@ -22,7 +22,7 @@ use fuser::{
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 /// How long the kernel may trust a name or an attribute. Changes in the vault are also pushed to
@@ -60,7 +60,7 @@ pub struct MountState {
     /// from: the registry keeps only the most recently used containers open, the mount shows
     /// every record. One per path (a newer version replaces it).
     records: Records,
-    pub(super) workers: rayon::ThreadPool,
+    pub(super) workers: Workers,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     pub(super) next_fh: AtomicU64,
@@ -72,6 +72,46 @@ pub struct MountState {
     pub(super) gid: u32,
     /// The read-write state (`--read-write`); `None` for a read-only mount.
     pub(super) rw: Option<super::write::Writable>,
+}
+
+/// The threads that answer reads and run writes, commits and closes, with a count of the jobs
+/// given to them and not done yet. The kernel does not wait for a file's last close (its
+/// release): the commit it runs must finish before the process ends, so an unmount waits for
+/// the count to reach zero ([`MountState::wait_idle`]).
+pub(super) struct Workers {
+    pool: rayon::ThreadPool,
+    pending: Arc<(Mutex<usize>, Condvar)>,
+}
+
+impl Workers {
+    pub(super) fn spawn(&self, job: impl FnOnce() + Send + 'static) {
+        /// Counts the job done however it ends (a panic too).
+        struct Done(Arc<(Mutex<usize>, Condvar)>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                let (count, idle) = &*self.0;
+                let mut n = count.lock().unwrap_or_else(|p| p.into_inner());
+                *n -= 1;
+                if *n == 0 {
+                    idle.notify_all();
+                }
+            }
+        }
+        *self.pending.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        let done = Done(Arc::clone(&self.pending));
+        self.pool.spawn(move || {
+            let _done = done;
+            job();
+        });
+    }
+
+    fn wait_idle(&self) {
+        let (count, idle) = &*self.pending;
+        let mut n = count.lock().unwrap_or_else(|p| p.into_inner());
+        while *n > 0 {
+            n = idle.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// An open file: the container it was opened on (fixed for the life of the handle, whatever
@@ -86,6 +126,12 @@ struct OpenFile {
 }
 
 impl MountState {
+    /// Waits until the workers have finished every job given to them: the commits of last
+    /// closes the kernel sent before the session ended. Called once the session has ended.
+    pub(super) fn wait_idle(&self) {
+        self.workers.wait_idle();
+    }
+
     pub fn new(tree: Tree, vault: &Vault, key: Key, opts: &MountOptions) -> std::io::Result<Self> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let workers = if opts.workers == 0 {
@@ -113,14 +159,17 @@ impl MountState {
                 )
             },
             records,
-            workers: rayon::ThreadPoolBuilder::new()
-                .num_threads(workers)
-                .thread_name(|i| format!("qeltrix-read-{i}"))
-                // A job that panics drops its reply, which fuser answers with EIO: that one
-                // request fails, the mount goes on.
-                .panic_handler(crate::container::pipeline::pool_panic_handler)
-                .build()
-                .map_err(std::io::Error::other)?,
+            workers: Workers {
+                pool: rayon::ThreadPoolBuilder::new()
+                    .num_threads(workers)
+                    .thread_name(|i| format!("qeltrix-read-{i}"))
+                    // A job that panics drops its reply, which fuser answers with EIO: that one
+                    // request fails, the mount goes on.
+                    .panic_handler(crate::container::pipeline::pool_panic_handler)
+                    .build()
+                    .map_err(std::io::Error::other)?,
+                pending: Arc::new((Mutex::new(0), Condvar::new())),
+            },
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),

@@ -235,6 +235,7 @@ impl Mountable {
         let fs = fs::VaultFs {
             shared: Arc::clone(&shared),
         };
+        let state = Arc::clone(&shared);
         let session = Session::new(fs, &mountpoint, &config).map_err(|e| mount_error(&mountpoint, e))?;
         let kib = opts.kernel_readahead_kib;
         if kib > 0 && crate::sys::process::is_root() {
@@ -268,6 +269,7 @@ impl Mountable {
         };
         Ok(Mounted {
             session,
+            state,
             mountpoint,
             stop: watch::StopWatcher(wake),
             watcher,
@@ -278,6 +280,8 @@ impl Mountable {
 /// A mounted vault.
 pub struct Mounted {
     session: Session<fs::VaultFs>,
+    /// Shared with the session's filesystem: waited on when the session ends.
+    state: Arc<fs::MountState>,
     mountpoint: PathBuf,
     stop: watch::StopWatcher,
     watcher: Option<std::thread::JoinHandle<()>>,
@@ -293,11 +297,14 @@ impl Mounted {
     pub fn run(self) -> Result<()> {
         let Mounted {
             session,
+            state,
             mountpoint,
             stop,
             watcher,
         } = self;
         let result = session.run();
+        // The kernel does not wait for a file's last close: its commit may still be running.
+        state.wait_idle();
         drop(stop);
         if let Some(w) = watcher {
             let _ = w.join();
