@@ -85,6 +85,12 @@ pub struct Live {
     /// Length, mode and mtime as of the last change, for `stat`, which must not wait behind a
     /// long write or commit holding the editor.
     shown: Mutex<(u64, u32, SystemTime)>,
+    /// Versions published (commits and compactions), counted under the editor's lock, so in
+    /// the order they reached the vault.
+    published: AtomicU64,
+    /// The latest of them the tree shows, set under the tree's write lock: a refresh that
+    /// lost the race to the tree against a later one is dropped, not shown over it.
+    shown_version: AtomicU64,
 }
 
 impl Live {
@@ -95,6 +101,8 @@ impl Live {
             handles: AtomicU64::new(0),
             unlinked: AtomicBool::new(false),
             shown,
+            published: AtomicU64::new(0),
+            shown_version: AtomicU64::new(0),
         })
     }
 
@@ -108,6 +116,11 @@ impl Live {
         let out = change(&mut e);
         *lock(&self.shown) = shown_of(&e);
         out
+    }
+
+    /// Numbers a version just published; called under the editor's lock.
+    fn publish(&self) -> u64 {
+        self.published.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 
@@ -385,17 +398,16 @@ impl MountState {
         }
     }
 
-    /// The file being written at `ino`, made if there is none: an editor over the container's
-    /// current version (opened with the mount's key).
-    fn live(&self, ino: u64, attach: bool) -> Result<Arc<Live>, Errno> {
+    /// The file being written at `ino`, made if there is none (an editor over the container's
+    /// current version, opened with the mount's key), with one more use counted on it: the
+    /// caller ends it with [`MountState::let_go`].
+    fn live(&self, ino: u64) -> Result<Arc<Live>, Errno> {
         let w = self.writable()?;
         // A handle is counted under the map's lock, where the last release removes the editor:
         // a file is never attached to an editor that is leaving the map.
         let take = |map: &HashMap<u64, Arc<Live>>| {
             let live = map.get(&ino)?;
-            if attach {
-                live.handles.fetch_add(1, Ordering::Relaxed);
-            }
+            live.handles.fetch_add(1, Ordering::Relaxed);
             Some(Arc::clone(live))
         };
         if let Some(live) = take(&lock(&w.live)) {
@@ -415,18 +427,20 @@ impl MountState {
             return Ok(live);
         }
         let live = Live::new(Editor::open(Arc::clone(&w.edit), base, meta));
-        if attach {
-            live.handles.fetch_add(1, Ordering::Relaxed);
-        }
+        live.handles.fetch_add(1, Ordering::Relaxed);
         map.insert(ino, Arc::clone(&live));
         Ok(live)
     }
 
-    /// Drops the editor of `ino` from the map if no handle uses it (after its last commit).
+    /// Drops the editor of `ino` from the map if no handle uses it (after its last commit) and
+    /// the tree shows every version it published: until then, `stat` reads the editor. (Two
+    /// last uses may commit at once, a close and a setattr; the one whose version is still on
+    /// its way to the tree drops the editor after showing it.)
     fn retire_live(&self, ino: u64, live: &Arc<Live>) {
         if let Some(w) = &self.rw {
             let mut map = lock(&w.live);
             if live.handles.load(Ordering::Relaxed) == 0
+                && live.shown_version.load(Ordering::Relaxed) == live.published.load(Ordering::Relaxed)
                 && map.get(&ino).is_some_and(|l| Arc::ptr_eq(l, live))
             {
                 map.remove(&ino);
@@ -449,26 +463,33 @@ impl MountState {
         if live.unlinked.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let committed = live.update(|e| w.commit(e, &path, durable)).map_err(|e| {
-            tracing::warn!(target: "qeltrix::mount", "{}: commit failed: {e}", w.storage.display(&path));
-            errno(&e)
-        })?;
+        let committed = live
+            .update(|e| Ok(w.commit(e, &path, durable)?.map(|c| (c, live.publish()))))
+            .map_err(|e| {
+                tracing::warn!(target: "qeltrix::mount", "{}: commit failed: {e}", w.storage.display(&path));
+                errno(&e)
+            })?;
         drop(tree);
-        if let Some(c) = committed {
-            self.refresh(ino, &path, Some((c.len, &c.meta)));
+        if let Some((c, version)) = committed {
+            self.refresh_published(ino, &path, live, version, (c.len, &c.meta));
         }
         Ok(())
     }
 
-    /// Shows the container at `path` as it is in the vault now under the inode `ino` (after a
-    /// commit or a rename changed its version). `shown`: its plaintext length and record, when
-    /// known.
-    fn refresh(&self, ino: u64, path: &Path, shown: Option<(u64, &FileMeta)>) {
-        self.refresh_in(&mut self.tree_mut(), ino, path, shown);
+    /// Shows version `version` of the file being written (a commit's or a compaction's) in the
+    /// tree, unless a later one is shown already: a setattr on a file whose last handle is
+    /// closing commits too, and its refresh may reach the tree first.
+    fn refresh_published(&self, ino: u64, path: &Path, live: &Live, version: u64, shown: (u64, &FileMeta)) {
+        let mut tree = self.tree_mut();
+        if live.shown_version.fetch_max(version, Ordering::Relaxed) < version {
+            self.refresh_in(&mut tree, ino, path, Some(shown));
+        }
     }
 
-    /// [`MountState::refresh`] under the caller's write lock of the tree (a rename: no reader
-    /// may look the new name up before it shows the version the rename left).
+    /// Shows the container at `path` as it is in the vault now under the inode `ino` (after a
+    /// commit or a rename changed its version), under the caller's write lock of the tree (a
+    /// rename: no reader may look the new name up before it shows the version the rename
+    /// left). `shown`: its plaintext length and record, when known.
     fn refresh_in(&self, tree: &mut Tree, ino: u64, path: &Path, shown: Option<(u64, &FileMeta)>) {
         let Ok(Ok(stat)) = self.writable().map(|w| w.storage.stat(path)) else {
             return;
@@ -575,7 +596,7 @@ impl MountState {
     pub fn open_live(self: &Arc<Self>, ino: u64, truncate: bool, reply: ReplyOpen) {
         let shared = Arc::clone(self);
         self.workers.spawn(move || {
-            let result = shared.live(ino, true).and_then(|live| {
+            let result = shared.live(ino).and_then(|live| {
                 let fh = shared.add_handle(ino);
                 if truncate {
                     if let Err(e) = live.update(|e| e.set_len(0)) {
@@ -655,6 +676,13 @@ impl MountState {
     fn drop_handle(&self, ino: u64, fh: u64, live: &Arc<Live>) -> Result<(), Errno> {
         let w = self.writable()?;
         lock(&w.handles).remove(&fh);
+        self.let_go(ino, live)
+    }
+
+    /// Ends one use of the editor counted in its handles (a file handle, or a setattr's); the
+    /// last one commits what is left, compacts if due and drops the editor.
+    fn let_go(&self, ino: u64, live: &Arc<Live>) -> Result<(), Errno> {
+        let w = self.writable()?;
         let last = {
             let _map = lock(&w.live);
             live.handles.fetch_sub(1, Ordering::Relaxed) == 1
@@ -684,15 +712,16 @@ impl MountState {
         if live.unlinked.load(Ordering::Relaxed) {
             return;
         }
-        match live.update(|e| e.tidy(&local)) {
-            Ok(true) => {
+        let tidied = live.update(|e| {
+            Ok(e.tidy(&local)?
+                .then(|| (e.len(), e.meta().clone(), live.publish())))
+        });
+        match tidied {
+            Ok(Some((len, meta, version))) => {
                 drop(tree);
-                let editor = live.editor();
-                let (len, meta) = (editor.len(), editor.meta().clone());
-                drop(editor);
-                self.refresh(ino, &path, Some((len, &meta)));
+                self.refresh_published(ino, &path, live, version, (len, &meta));
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(e) => tracing::warn!(
                 target: "qeltrix::mount",
                 "{}: compacting at the last close failed (the file keeps its versions): {e}",
@@ -732,8 +761,10 @@ impl MountState {
         let shared = Arc::clone(self);
         self.workers.spawn(move || {
             let result = (|| {
-                let live = shared.live(ino, false)?;
-                live.update(|e| {
+                // Counted as a use while it changes the file, as a handle is: the file's last
+                // close cannot drop the editor between the change and its commit.
+                let live = shared.live(ino)?;
+                let changed = live.update(|e| {
                     if let Some(len) = size {
                         e.set_len(len)?;
                     }
@@ -746,14 +777,11 @@ impl MountState {
                         None => {}
                     }
                     Ok(())
-                })
-                .map_err(|e| errno(&e))?;
+                });
                 // A change to a file no handle has open is committed at once.
-                if live.handles.load(Ordering::Relaxed) == 0 {
-                    let result = shared.commit(ino, &live, false);
-                    shared.retire_live(ino, &live);
-                    result?;
-                }
+                let committed = shared.let_go(ino, &live);
+                changed.map_err(|e| errno(&e))?;
+                committed?;
                 shared.attr_of(ino)
             })();
             match result {
