@@ -690,6 +690,240 @@ fn through_the_upload_api_a_cut_connection_resends_only_the_chunks_the_server_la
     );
 }
 
+/// POST or PUT `what` on the server at `addr`: `Authorization: Bearer TOKEN` and
+/// `X-Qeltrix-Path: PATH` if given; the status and the body.
+fn upload_call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    what: &str,
+    token: Option<&str>,
+    for_path: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let url = format!("http://{addr}/{what}");
+    let agent = http_agent();
+    let mut req = match method {
+        "PUT" => agent.put(&url),
+        _ => agent.post(&url),
+    };
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    if let Some(p) = for_path {
+        req = req.header("X-Qeltrix-Path", p);
+    }
+    let mut resp = req.send(body).unwrap();
+    let status = resp.status().as_u16();
+    (
+        status,
+        String::from_utf8_lossy(&body_bytes(&mut resp)).into_owned(),
+    )
+}
+
+/// `serve --accept-uploads --cap-root`: an upload-only server that takes capability tokens in
+/// place of a shared one. A watcher holding a token for `upload` under `/ingest/` stores what is
+/// under `ingest/`, and is refused anywhere else before a byte is staged; every refusal also
+/// through a plain HTTP client, with its status and reason.
+#[test]
+fn uploads_under_capability_tokens_go_only_where_the_token_allows() {
+    let s = Setup::new();
+    s.w.ok("keygen --ed25519 -o root.key");
+    let token = |name: &str, args: &str| {
+        s.w.ok(&format!("cap issue --root root.key {args} -o {name}"));
+        fs::read_to_string(s.w.path(name)).unwrap().trim().to_string()
+    };
+    let ingest = token(
+        "ingest.token",
+        "--method upload --path /ingest/ --audience up --expires 1h",
+    );
+    let reader = token("read.token", "--method read --method list --audience up");
+    let elsewhere = token("elsewhere.token", "--method upload --audience another-server");
+    let expired = token("expired.token", "--method upload --expires 2020-01-01T00:00:00Z");
+    fs::create_dir_all(s.w.path("server-vault")).unwrap();
+    let log = s.w.path("serve.log");
+    let child =
+        s.w.std_cmd(
+            "serve server-vault --listen 127.0.0.1:0 --accept-uploads --cap-root root.key --cap-audience up",
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped(child);
+    let addr = serve_addr(&mut child.0, &log);
+
+    // The watcher presents the token from its --token-file, as it would a shared one.
+    let data = random_bytes(3 << 20, 21);
+    s.write("ingest/cam1/clip.bin", &data);
+    let watch = |state: &str| {
+        let mut c = s.w.std_cmd(&format!(
+            "watch inbox --vault http://{addr}/ --token-file ingest.token --recipient {} --json --once --state {state}",
+            s.recipient
+        ));
+        c.stdin(Stdio::null()).output().unwrap()
+    };
+    let out = watch("s1.json");
+    assert!(
+        out.status.success(),
+        "{}\nserver:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log.as_path().text()
+    );
+    let got =
+        s.w.run("unpack server-vault/ingest/cam1/clip.bin.qltx - --identity id.key");
+    assert_code(&got, 0, "unpack");
+    assert!(got.stdout == data, "the uploaded container holds the file");
+
+    // Outside /ingest/: refused at the first question, so nothing is staged or stored.
+    s.write("outside.txt", b"not for this token");
+    let out = watch("s2.json");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let evs = events(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        evs.iter().any(|e| e["event"] == "failed"
+            && e["path"] == "outside.txt"
+            && e["message"].as_str().unwrap_or("").contains("403")),
+        "{evs:?}"
+    );
+    assert!(!s.w.path("server-vault/outside.txt.qltx").exists());
+    let staged = fs::read_dir(s.w.path("server-vault/.qeltrix/uploads"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(staged, 0, "a refused upload stages nothing");
+
+    // Each refusal through a plain client.
+    let ask = br#"{"request_id":"r1","chunks":[]}"#;
+    let chunk = format!("chunks/{}", "0".repeat(64));
+    // Method, request, token, X-Qeltrix-Path, body; the status and words of the answer.
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a [u8],
+        u16,
+        &'a str,
+    );
+    let cases: [Case; 11] = [
+        (
+            "POST",
+            "upload",
+            None,
+            Some("ingest/a.qltx"),
+            ask,
+            401,
+            "capability token is required",
+        ),
+        (
+            "POST",
+            "upload",
+            Some("not-a-token"),
+            Some("ingest/a.qltx"),
+            ask,
+            401,
+            "malformed",
+        ),
+        ("POST", "upload", Some(&ingest), None, ask, 400, "path_required"),
+        (
+            "POST",
+            "upload",
+            Some(&ingest),
+            Some("../a.qltx"),
+            ask,
+            400,
+            "bad_path",
+        ),
+        (
+            "POST",
+            "upload",
+            Some(&ingest),
+            Some("outside.txt.qltx"),
+            ask,
+            403,
+            "not for this path",
+        ),
+        (
+            "PUT",
+            &chunk,
+            Some(&ingest),
+            Some("private/x.qltx"),
+            b"x",
+            403,
+            "not for this path",
+        ),
+        (
+            "POST",
+            "upload",
+            Some(&reader),
+            Some("ingest/a.qltx"),
+            ask,
+            403,
+            "not for this method",
+        ),
+        (
+            "POST",
+            "upload",
+            Some(&elsewhere),
+            Some("ingest/a.qltx"),
+            ask,
+            403,
+            "not for this server",
+        ),
+        (
+            "POST",
+            "upload",
+            Some(&expired),
+            Some("ingest/a.qltx"),
+            ask,
+            403,
+            "expired",
+        ),
+        (
+            "POST",
+            "commit",
+            Some(&ingest),
+            None,
+            br#"{"path":"outside.txt.qltx","chunks":[]}"#,
+            403,
+            "not for this path",
+        ),
+        (
+            "POST",
+            "upload",
+            Some(&ingest),
+            Some("ingest/a%20b.qltx"),
+            ask,
+            200,
+            "\"chunks\":[]",
+        ),
+    ];
+    for (method, what, token, for_path, body, status, words) in cases {
+        let (got, text) = upload_call(addr, method, what, token, for_path, body);
+        assert_eq!(got, status, "{method} /{what} with {for_path:?}: {text}");
+        assert!(text.contains(words), "{method} /{what} with {for_path:?}: {text}");
+    }
+    // An upload-only server reads nothing, whatever the token.
+    let mut resp = http_agent()
+        .get(format!("http://{addr}/ingest/cam1/clip.bin"))
+        .header("Authorization", format!("Bearer {reader}"))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert!(String::from_utf8_lossy(&body_bytes(&mut resp)).contains("no_key"));
+    // The log names tokens by id, never by their text.
+    let text = log.as_path().text();
+    for t in [&ingest, &reader, &elsewhere, &expired] {
+        assert!(!text.contains(t.as_str()), "a token reached the log");
+    }
+    assert!(text.contains("committed ingest/cam1/clip.bin.qltx"), "{text}");
+}
+
 #[test]
 fn a_vault_with_a_keyring_gets_a_keyring_slot_so_its_passphrase_opens_what_was_watched_in() {
     let s = Setup::new();

@@ -75,8 +75,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 20)]
     pub min_rate_window: u64,
     /// Take containers packed elsewhere into the vault (POST /upload, PUT /chunks/ID,
-    /// POST /commit; docs/UPLOAD.md). Needs --token-file. With no key source given, the server
-    /// is upload-only: it asks for no key and refuses reads.
+    /// POST /commit; docs/UPLOAD.md). Needs --token-file, or --cap-root (then each upload needs
+    /// a token allowing `upload` on its path). With no key source given, the server is
+    /// upload-only: it asks for no key and refuses reads.
     #[arg(long)]
     pub accept_uploads: bool,
     /// Hold no key, even if QELTRIX_KEY_FILE or QELTRIX_PASSPHRASE is set: an upload-only
@@ -117,9 +118,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
             "--no-key and --key-file contradict each other: an upload-only server holds no key".into()
         ));
     }
-    if a.accept_uploads && a.token_file.is_none() {
+    if a.accept_uploads && a.token_file.is_none() && a.cap_root.is_none() {
         anyhow::bail!(Error::InvalidArgument(
-            "--accept-uploads needs --token-file: without a token anyone who can reach the server could fill the vault".into()
+            "--accept-uploads needs --token-file or --cap-root: without a token anyone who can reach the server could fill the vault".into()
         ));
     }
     let token = a.token_file.as_deref().map(BearerToken::from_file).transpose()?;

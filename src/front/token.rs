@@ -11,8 +11,9 @@ use std::path::Path;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-/// The longest token, in bytes (it must fit a 1 KiB line with its line end).
-pub const MAX_TOKEN_LEN: usize = 1022;
+/// The longest token, in bytes: a capability token (`qeltrix cap`) presented by `watch
+/// --token-file` fits too (the same limit as `capability::MAX_TOKEN_LEN`).
+pub const MAX_TOKEN_LEN: usize = 8192;
 
 /// A shared secret; compared in constant time, redacted in `Debug`, zeroized on drop.
 #[derive(Clone)]

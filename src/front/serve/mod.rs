@@ -112,7 +112,8 @@ pub struct ServeOptions {
     /// The window over which [`ServeOptions::min_rate`] is measured.
     pub min_rate_window: Duration,
     /// Take containers packed elsewhere (`POST /upload`, `PUT /chunks/ID`, `POST /commit`;
-    /// docs/UPLOAD.md): a vault only, and only with [`ServeOptions::token`].
+    /// docs/UPLOAD.md): a vault only, and only with [`ServeOptions::token`] or
+    /// [`ServeOptions::caps`] (each upload then needs a token allowing `upload` on its path).
     pub uploads: Option<UploadOptions>,
 }
 
@@ -249,7 +250,8 @@ impl SeekServer {
     }
 
     /// Binds `addr` for an upload-only server over `vault`: it holds no key, takes containers
-    /// (`opts.uploads`, which must be set, as must `opts.token`) and refuses every read with 403.
+    /// (`opts.uploads`, which must be set, as must `opts.token` or `opts.caps`) and refuses every
+    /// read with 403.
     pub fn bind_uploads_only(
         vault: crate::vault::Vault,
         addr: SocketAddr,
@@ -284,9 +286,10 @@ impl SeekServer {
         }
         let uploads = match opts.uploads.take() {
             None => None,
-            Some(_) if opts.token.is_none() => {
+            Some(_) if opts.token.is_none() && opts.caps.is_none() => {
                 return Err(Error::InvalidArgument(
-                    "uploads need a bearer token (--token-file): anyone could fill the vault otherwise"
+                    "uploads need a bearer token (--token-file) or capability tokens (--cap-root): \
+                     anyone could fill the vault otherwise"
                         .into(),
                 ))
             }

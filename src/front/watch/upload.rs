@@ -5,6 +5,7 @@
 
 use crate::front::token::Token;
 use crate::{Error, Result};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashSet;
@@ -19,6 +20,14 @@ use std::time::Duration;
 pub const CHUNK: usize = 8 << 20;
 /// Rounds of asking and sending before giving up on one container.
 const ATTEMPTS: u32 = 8;
+/// The header naming the container the chunks are for (`PATH_HEADER` of the server).
+const PATH_HEADER: &str = "X-Qeltrix-Path";
+/// What the header's path keeps as it is; the rest is percent-encoded.
+const PATH_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_');
 
 /// A client of one server.
 pub struct UploadClient {
@@ -121,13 +130,21 @@ impl UploadClient {
             .map(|t| format!("Bearer {}", String::from_utf8_lossy(t.secret())))
     }
 
-    fn post(&self, what: &str, body: &serde_json::Value) -> std::result::Result<(u16, Vec<u8>), String> {
+    fn post(
+        &self,
+        what: &str,
+        body: &serde_json::Value,
+        for_path: Option<&str>,
+    ) -> std::result::Result<(u16, Vec<u8>), String> {
         let mut req = self
             .agent
             .post(format!("{}/{what}", self.base))
             .header("Content-Type", "application/json");
         if let Some(a) = self.auth() {
             req = req.header("Authorization", a);
+        }
+        if let Some(p) = for_path {
+            req = req.header(PATH_HEADER, p);
         }
         let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
         let mut resp = req.send(&body[..]).map_err(|e| e.to_string())?;
@@ -217,7 +234,11 @@ impl UploadClient {
             "request_id": hex::encode(request_id),
             "chunks": asked.iter().map(|(_, len, id)| json!({"id": id, "size": len})).collect::<Vec<_>>(),
         });
-        let (status, bytes) = match self.post("upload", &body) {
+        // The container the chunks are for: a server checking capability tokens checks the
+        // token's `upload` right on it before it takes a chunk.
+        let target = path.to_string_lossy().replace('\\', "/");
+        let for_path = utf8_percent_encode(&target, PATH_ENCODE).to_string();
+        let (status, bytes) = match self.post("upload", &body, Some(&for_path)) {
             Ok(r) => r,
             Err(e) => return Ok(Round::Again(e)),
         };
@@ -237,7 +258,10 @@ impl UploadClient {
                 input
                     .read_exact_at(&mut buf[..*len], *offset)
                     .map_err(|e| Error::io("reading the spooled container", e))?;
-                let mut req = self.agent.put(format!("{}/chunks/{id}", self.base));
+                let mut req = self
+                    .agent
+                    .put(format!("{}/chunks/{id}", self.base))
+                    .header(PATH_HEADER, &for_path);
                 if let Some(auth) = self.auth() {
                     req = req.header("Authorization", auth);
                 }
@@ -265,11 +289,11 @@ impl UploadClient {
             }
         }
         let commit = json!({
-            "path": path.to_string_lossy().replace('\\', "/"),
+            "path": target,
             "chunks": chunks.iter().map(|c| c.2.as_str()).collect::<Vec<_>>(),
             "overwrite": overwrite,
         });
-        let (status, bytes) = match self.post("commit", &commit) {
+        let (status, bytes) = match self.post("commit", &commit, None) {
             Ok(r) => r,
             Err(e) => return Ok(Round::Again(e)),
         };

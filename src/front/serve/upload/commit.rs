@@ -4,7 +4,8 @@
 //! The order of work, each step refusing before anything is created:
 //!
 //! 1. the path: relative, `/`-separated, no empty, `.`-leading (so no `..`, no `.qeltrix`) or
-//!    backslash components, ending in `.qltx` (400 `bad_path`);
+//!    backslash components, ending in `.qltx` (400 `bad_path`), and, on a server that checks
+//!    capability tokens, one the token may upload (403 `forbidden`);
 //! 2. every chunk staged (409 `missing`, with the list);
 //! 3. nothing at the path, unless `overwrite` (409 `exists`);
 //! 4. the chunks read as one container ([`Chain`]) pass the check behind `verify --no-key`: a
@@ -43,6 +44,7 @@ pub(super) async fn commit(
     headers: &hyper::HeaderMap,
     body: Incoming,
     connection: &Activity,
+    allowed: &(dyn Fn(&Path) -> Result<(), Refusal> + Sync),
 ) -> Answer {
     let request = read_json(headers, body, MAX_COMMIT_BODY).await?;
     let Some(Value::String(path)) = request.get("path") else {
@@ -57,6 +59,7 @@ pub(super) async fn commit(
         Some(_) => return Err(Refusal::bad_json("\"overwrite\" must be true or false")),
     };
     let target = container_path(path)?;
+    allowed(&target)?;
     let mut ids = Vec::with_capacity(list.len());
     for item in list {
         let Some(text) = item.as_str() else {

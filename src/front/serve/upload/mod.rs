@@ -26,7 +26,9 @@ mod negotiate;
 use super::body::{AccessLog, ServeBody};
 use super::conn::Activity;
 use super::State;
+use crate::capability::Operation;
 use crate::storage::{Entry, EntryKind, Storage};
+use crate::vault::naming;
 use bytes::{Bytes, BytesMut};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -332,7 +334,123 @@ pub(super) fn json(status: StatusCode, value: &serde_json::Value, mut log: Acces
         .expect("headers built from valid values")
 }
 
-/// Answers an upload request (see [`is_upload_request`]). The bearer token is required.
+/// The header naming the container (`docs/a.txt.qltx`, as `POST /commit` names it) that a
+/// `POST /upload` or `PUT /chunks/…` is for. A server that checks capability tokens requires it
+/// and checks the token's `upload` right on it; a server with a bearer token ignores it.
+pub const PATH_HEADER: &str = "x-qeltrix-path";
+
+/// Who may upload what, as the request's credentials showed.
+enum Access {
+    /// The server's bearer token: anything.
+    Any,
+    /// A capability token: `upload` where it allows it.
+    Cap(Box<crate::capability::Verified>),
+}
+
+impl Access {
+    /// Refuses unless the access allows uploading the container at `target` (a checked
+    /// container path). A token's caveats name the file as the server shows it: `/docs/a.txt`
+    /// for the container `docs/a.txt.qltx`.
+    fn check(&self, state: &State, target: &Path) -> Result<(), Refusal> {
+        let Access::Cap(token) = self else {
+            return Ok(());
+        };
+        let root = state
+            .caps
+            .as_ref()
+            .expect("a capability token was verified against it");
+        // A checked container path ends in NAME.qltx, so it has a plaintext name.
+        let name = target
+            .file_name()
+            .and_then(naming::plaintext_name)
+            .unwrap_or_default();
+        let resource = format!("/{}", target.with_file_name(name).to_string_lossy());
+        root.authorize(token, Operation::Upload, &resource, SystemTime::now())
+            .map_err(|refusal| cap_refusal(refusal, Some(token)))
+    }
+}
+
+/// A capability refusal as an upload refusal: 401 `unauthorized` (no token, a bad one) or 403
+/// `forbidden`, naming the token by its id, never by its text.
+fn cap_refusal(refusal: crate::capability::Refusal, token: Option<&crate::capability::Verified>) -> Refusal {
+    use crate::capability::Refusal as Cap;
+    let named = |why: String| match token {
+        Some(t) => format!("cap {}: {why}", t.id()),
+        None => why,
+    };
+    match refusal {
+        Cap::Unauthenticated(why) => Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", named(why)),
+        Cap::Forbidden(why) => Refusal::new(StatusCode::FORBIDDEN, "forbidden", named(why)),
+    }
+}
+
+/// The request's credentials: the bearer token (`--token-file`), or with `--cap-root` a
+/// capability token (`Authorization: Bearer`, or `?cap=`) whose signature and revocation are
+/// checked here; its caveats are checked against the container path once it is known.
+fn access(state: &State, req: &Request<Incoming>) -> Result<Access, Refusal> {
+    if let Some(root) = &state.caps {
+        let presented = super::caps::presented(req.headers(), req.uri().query()).ok_or_else(|| {
+            Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a capability token is required (Authorization: Bearer TOKEN, or ?cap=TOKEN)",
+            )
+        })?;
+        return root
+            .verify(&presented.token)
+            .map(|token| Access::Cap(Box::new(token)))
+            .map_err(|refusal| cap_refusal(refusal, None));
+    }
+    let authorized = state
+        .token
+        .as_ref()
+        .is_some_and(|token| token.accepts(req.headers().get(header::AUTHORIZATION)));
+    if !authorized {
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a bearer token is required (Authorization: Bearer TOKEN)",
+        ));
+    }
+    Ok(Access::Any)
+}
+
+/// The container a `POST /upload` or `PUT /chunks/…` is for, from [`PATH_HEADER`], checked
+/// against a capability token. A bearer token needs none.
+fn check_header_path(state: &State, access: &Access, headers: &hyper::HeaderMap) -> Result<(), Refusal> {
+    if let Access::Any = access {
+        return Ok(());
+    }
+    let Some(value) = headers.get(PATH_HEADER) else {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "path_required",
+            "X-Qeltrix-Path is required: a server that checks capability tokens needs the path \
+             of the container (docs/a.txt.qltx) these chunks are for",
+        ));
+    };
+    let text = value.to_str().map_err(|_| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            "X-Qeltrix-Path is not printable ASCII (percent-encode the path)",
+        )
+    })?;
+    let decoded = percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .map_err(|_| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_path",
+                "X-Qeltrix-Path does not decode to UTF-8",
+            )
+        })?;
+    let target = commit::container_path(&decoded)?;
+    access.check(state, &target)
+}
+
+/// Answers an upload request (see [`is_upload_request`]): with the server's bearer token, or
+/// with a capability token that allows `upload` on the container's path.
 pub(super) async fn handle(
     req: Request<Incoming>,
     state: Arc<State>,
@@ -342,36 +460,47 @@ pub(super) async fn handle(
     let Some(uploads) = state.uploads.clone() else {
         return Refusal::new(StatusCode::NOT_FOUND, "not_found", "this server takes no uploads").reply(log);
     };
-    let authorized = state
-        .token
-        .as_ref()
-        .is_some_and(|token| token.accepts(req.headers().get(header::AUTHORIZATION)));
-    if !authorized {
-        let mut r = Refusal::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a bearer token is required (Authorization: Bearer TOKEN)",
-        )
-        .reply(log);
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"qeltrix\""),
-        );
-        return r;
-    }
+    let access = match access(&state, &req) {
+        Ok(access) => access,
+        Err(refusal) => {
+            let unauthorized = refusal.status == StatusCode::UNAUTHORIZED;
+            let mut r = refusal.reply(log);
+            if unauthorized {
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"qeltrix\""),
+                );
+            }
+            return r;
+        }
+    };
     let path = req.uri().path().to_string();
     let (parts, body) = req.into_parts();
     let result = if let Some(id) = path.strip_prefix("/chunks/") {
-        chunks::put(&uploads, id, &parts.headers, body, connection).await
+        match check_header_path(&state, &access, &parts.headers) {
+            Ok(()) => chunks::put(&uploads, id, &parts.headers, body, connection).await,
+            Err(refusal) => Err(refusal),
+        }
     } else if path == "/upload" {
-        negotiate::negotiate(&uploads, &parts.headers, body).await
+        match check_header_path(&state, &access, &parts.headers) {
+            Ok(()) => negotiate::negotiate(&uploads, &parts.headers, body).await,
+            Err(refusal) => Err(refusal),
+        }
     } else {
-        commit::commit(&uploads, &parts.headers, body, connection).await
+        let check = |target: &Path| access.check(&state, target);
+        commit::commit(&uploads, &parts.headers, body, connection, &check).await
+    };
+    let cap_id = match &access {
+        Access::Cap(token) => Some(token.id().to_string()),
+        Access::Any => None,
     };
     match result {
         Ok((status, value, note)) => {
             let mut log = log;
-            log.note = Some(note);
+            log.note = Some(match cap_id {
+                Some(id) => format!("cap {id}: {note}"),
+                None => note,
+            });
             json(status, &value, log)
         }
         Err(refusal) => refusal.reply(log),
