@@ -6,9 +6,13 @@
 use crate::container::reader::ContainerInfo;
 use crate::container::sign::{signature_status, SignatureStatus};
 use crate::core::crypto::{SignerKey, SignerPublic};
+use crate::storage::Version;
 use crate::vault::Vault;
 use crate::{Error, Result};
-use std::path::Path;
+use lru::LruCache;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 const FORMAT: &str = "qeltrix index 1";
 
@@ -32,13 +36,77 @@ pub struct Index {
     pub entries: Vec<IndexEntry>,
 }
 
+/// What an index keeps of each container between builds, by storage path and the version the
+/// listing saw: a container unchanged since it was last read (same [`Version`]) is not opened
+/// again, so a second `/index.json` costs the vault's listing only. Bounded: the least recently
+/// used entries go first.
+pub struct IndexCache(Mutex<LruCache<PathBuf, (Version, Known)>>);
+
+/// How an index was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Built {
+    /// Containers read (their header and footer) for it; the others came from the cache.
+    pub read: usize,
+    /// Containers left out because they could not be read.
+    pub skipped: usize,
+}
+
+/// What a container's header and footer said.
+#[derive(Clone)]
+struct Known {
+    size: u64,
+    root: Option<[u8; 32]>,
+    signer: Option<SignerPublic>,
+}
+
+impl IndexCache {
+    /// Containers remembered, at most (about 150 bytes each).
+    pub const ENTRIES: usize = 1 << 16;
+
+    /// An empty cache.
+    pub fn new() -> Self {
+        IndexCache(Mutex::new(LruCache::new(
+            NonZeroUsize::new(Self::ENTRIES).expect("not zero"),
+        )))
+    }
+
+    fn get(&self, path: &Path, version: &Version) -> Option<Known> {
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.get(path) {
+            Some((v, known)) if v == version => Some(known.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, path: &Path, version: Version, known: Known) {
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        cache.put(path.to_path_buf(), (version, known));
+    }
+}
+
+impl Default for IndexCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Index {
     /// Every container of `vault` whose URL path `allow` accepts (a folder is entered only if
     /// `allow` accepts its path with a final `/`). A container that cannot be read is left out
     /// and counted in the second value.
     pub fn of_vault(vault: &Vault, allow: &dyn Fn(&str, bool) -> bool) -> Result<(Index, usize)> {
+        Index::of_vault_cached(vault, allow, &IndexCache::new()).map(|(index, built)| (index, built.skipped))
+    }
+
+    /// [`Index::of_vault`], reading only the containers `cache` does not hold at the version
+    /// listed now, and keeping what it read there.
+    pub fn of_vault_cached(
+        vault: &Vault,
+        allow: &dyn Fn(&str, bool) -> bool,
+        cache: &IndexCache,
+    ) -> Result<(Index, Built)> {
         let mut index = Index::default();
-        let mut skipped = 0;
+        let mut built = Built::default();
         let mut folders = vec![(std::path::PathBuf::new(), String::from("/"))];
         while let Some((dir, url)) = folders.pop() {
             let listing = vault
@@ -55,14 +123,30 @@ impl Index {
                 if !allow(&path, false) {
                     continue;
                 }
-                match entry(vault, &c.path, path) {
-                    Ok(e) => index.entries.push(e),
-                    Err(_) => skipped += 1,
-                }
+                let known = match cache.get(&c.path, &c.entry.version) {
+                    Some(known) => known,
+                    None => match read(vault, &c.path) {
+                        Ok(known) => {
+                            built.read += 1;
+                            cache.put(&c.path, c.entry.version.clone(), known.clone());
+                            known
+                        }
+                        Err(_) => {
+                            built.skipped += 1;
+                            continue;
+                        }
+                    },
+                };
+                index.entries.push(IndexEntry {
+                    path,
+                    size: known.size,
+                    root: known.root,
+                    signer: known.signer,
+                });
             }
         }
         index.entries.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok((index, skipped))
+        Ok((index, built))
     }
 
     /// What a signature covers: `"qeltrix index 1"` ‖ u64 count ‖ for each entry in path order:
@@ -175,15 +259,15 @@ impl Index {
     }
 }
 
-fn entry(vault: &Vault, file: &Path, path: String) -> Result<IndexEntry> {
+/// A container's size, root and valid signer, from its header and footer (no key).
+fn read(vault: &Vault, file: &Path) -> Result<Known> {
     let object = vault.storage().open(file).map_err(|e| Error::io("opening", e))?;
     let info = ContainerInfo::read(&object)?;
     let signer = match signature_status(&object, &info)? {
         SignatureStatus::Valid(k) => Some(k),
         _ => None,
     };
-    Ok(IndexEntry {
-        path,
+    Ok(Known {
         size: info.container_size,
         root: info.root(),
         signer,
@@ -212,6 +296,59 @@ mod tests {
                 },
             ],
         }
+    }
+
+    /// A vault folder's index built again through one cache reads only what changed: a
+    /// container signed in place, one replaced; a broken one is left out every time.
+    #[test]
+    fn a_cached_index_reads_only_the_containers_that_changed() {
+        use crate::crypto::KeyFileKey;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = tempfile::tempdir().unwrap();
+        let pack = |name: &str, len: usize| {
+            let input = plain.path().join(name);
+            std::fs::write(&input, vec![7u8; len]).unwrap();
+            let key = crate::Recipient::KeyFile(KeyFileKey::from_bytes([1; 32]));
+            let out = dir.path().join(crate::vault::naming::container_name(name));
+            crate::pack(&input, &out, &[key], &crate::PackOptions::default(), true).unwrap();
+        };
+        pack("a", 1000);
+        pack("b", 2000);
+        std::fs::write(dir.path().join("broken.qltx"), b"not a container").unwrap();
+        let vault = Vault::local(dir.path()).unwrap();
+        let cache = IndexCache::new();
+        let all = |_: &str, _: bool| true;
+        let build = || Index::of_vault_cached(&vault, &all, &cache).unwrap();
+
+        let (first, built) = build();
+        assert_eq!(built, Built { read: 2, skipped: 1 });
+        assert_eq!(
+            first.entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+            ["/a", "/b"]
+        );
+        let (again, built) = build();
+        assert_eq!(again, first);
+        assert_eq!(built, Built { read: 0, skipped: 1 });
+
+        // Signed in place: the same file, a new version (its times set apart from the first,
+        // as the clock's tick may not have moved).
+        let a = dir.path().join("a.qltx");
+        let key = SignerKey::generate(&SeededEntropy([5; 32]));
+        crate::container::sign::sign_in_place(&a, &key).unwrap();
+        let past = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        pack("b", 3000);
+        let (changed, built) = build();
+        assert_eq!(built, Built { read: 2, skipped: 1 });
+        assert_eq!(changed.entries[0].signer, Some(key.public()));
+        assert_eq!(changed.entries[0].root, first.entries[0].root);
+        assert_ne!(changed.entries[1].root, first.entries[1].root);
+        assert_eq!(build(), (changed, Built { read: 0, skipped: 1 }));
     }
 
     #[test]

@@ -239,12 +239,14 @@ fn find(
                     g.allows(op, p).is_ok()
                 })
             };
-            return match crate::registry::Index::of_vault(vault, &allow) {
-                Ok((index, skipped)) => Outcome::Index {
+            return match crate::registry::Index::of_vault_cached(vault, &allow, &state.index_cache) {
+                Ok((index, built)) => Outcome::Index {
                     text: index.to_json(state.index_key.as_ref()),
                     note: format!(
-                        "index of {} containers, {skipped} unreadable left out",
-                        index.entries.len()
+                        "index of {} containers ({} read, the rest unchanged since the last index), {} unreadable left out",
+                        index.entries.len(),
+                        built.read,
+                        built.skipped
                     ),
                 },
                 Err(e) => Outcome::ListingFailed(format!("the index: {e}")),

@@ -150,6 +150,8 @@ pub(crate) struct State {
     caps: Option<crate::capability::CapRoot>,
     revocations: Option<RevocationSource>,
     index_key: Option<crate::crypto::SignerKey>,
+    /// What `/index.json` read of each container, kept while the container is unchanged.
+    index_cache: crate::registry::IndexCache,
     /// Wakes the revocation reloader (SIGHUP).
     reload: Arc<tokio::sync::Notify>,
     readahead_bytes: u64,
@@ -327,6 +329,7 @@ impl SeekServer {
             caps: opts.caps.take(),
             revocations: opts.revocations.take(),
             index_key: opts.index_key.take(),
+            index_cache: crate::registry::IndexCache::new(),
             reload: Arc::default(),
             readahead_bytes: READAHEAD_BYTES.min(opts.cache_bytes as u64 / 8),
             budget: Arc::new(Semaphore::new(budget_bytes)),
