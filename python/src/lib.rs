@@ -16,6 +16,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyString};
+use qeltrix::sign::{signature_status, SignatureStatus};
 use qeltrix::storage::remote::{self, RemoteOptions, RemoteStorage};
 use qeltrix::storage::{LocalStorage, Object, Storage};
 use qeltrix::writer::{PackOptions, PackSummary, StreamPacker};
@@ -359,8 +360,23 @@ fn cipher_name(c: CipherId) -> &'static str {
 /// What the container at `path` is, read from its structure: no key needed.
 #[pyfunction]
 fn info<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
-    let (_, info) = py.detach(|| read_info(&path)).map_err(to_py)?;
-    info_dict(py, &path, &info)
+    let (info, signature) = py
+        .detach(|| -> qeltrix::Result<_> {
+            let (object, info) = read_info(&path)?;
+            let signature = signature_status(&object, &info).map_err(|e| e.in_file(&path))?;
+            Ok((info, signature))
+        })
+        .map_err(to_py)?;
+    let d = info_dict(py, &path, &info)?;
+    // As `qeltrix info` shows it: the signer only when the signature checks out.
+    let (signer, status) = match signature {
+        SignatureStatus::Unsigned => (None, "none".to_string()),
+        SignatureStatus::Valid(signer) => (Some(signer.to_string()), "valid".to_string()),
+        SignatureStatus::Invalid { reason, .. } => (None, format!("invalid: {reason}")),
+    };
+    d.set_item("signer", signer)?;
+    d.set_item("signature", status)?;
+    Ok(d)
 }
 
 /// Checks the whole container at `path`: with `key`, every block authenticated and hash-checked;

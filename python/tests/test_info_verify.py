@@ -2,6 +2,7 @@
 
 import io
 import os
+import subprocess
 
 import pytest
 
@@ -9,7 +10,7 @@ import qeltrix
 
 BS = 1 << 16
 INFO_KEYS = {"path", "format", "cipher", "block_size", "size", "blocks", "container_size", "root",
-             "container_id"}
+             "container_id", "signer", "signature"}
 
 
 @pytest.mark.parametrize("size", [0, 1, BS, 3 * BS + 17])
@@ -31,6 +32,7 @@ def test_info(tmp_path, key, make_data, size):
     assert len(info["container_id"]) == 32
     assert info["root"] == result.root
     assert info["root"] is None or isinstance(info["root"], str)
+    assert (info["signer"], info["signature"]) == (None, "none")
     # Also for a str path.
     assert qeltrix.info(str(path))["container_id"] == result.container_id
 
@@ -87,3 +89,24 @@ def test_verify_stream_packed(tmp_path, key, make_data):
     assert qeltrix.verify(path, key)["size"] == len(data)
     assert qeltrix.verify(path)["blocks"] == 3
     assert qeltrix.info(path)["size"] == len(data)
+
+
+def test_info_shows_a_signature_the_cli_made_and_one_that_no_longer_holds(
+        tmp_path, key, make_data, qeltrix_bin):
+    path = tmp_path / "c.qltx"
+    qeltrix.pack(make_data(3 * BS + 5), path, key, block_size=BS)
+    made = subprocess.run([qeltrix_bin, "keygen", "--ed25519", "-o", str(tmp_path / "s.key")],
+                          capture_output=True, text=True, check=True)
+    signer = next(w for w in (made.stdout + made.stderr).split() if w.startswith("qeltrix-ed25519:"))
+    subprocess.run([qeltrix_bin, "-q", "sign", "-k", str(tmp_path / "s.key"), str(path)],
+                   check=True)
+    info = qeltrix.info(path)
+    assert (info["signer"], info["signature"]) == (signer, "valid")
+    # A byte of the signature itself changed (the record is header bytes 896..1024): still
+    # a readable container, but a signature that proves nothing.
+    data = bytearray(path.read_bytes())
+    data[960] ^= 1
+    path.write_bytes(bytes(data))
+    info = qeltrix.info(path)
+    assert info["signer"] is None
+    assert info["signature"].startswith("invalid: "), info["signature"]
