@@ -600,18 +600,27 @@ impl CuttingProxy {
     }
 }
 
-/// `qeltrix serve VAULT --accept-uploads` (no key: uploads only), its address, and its log.
+/// `qeltrix serve VAULT --accept-uploads --token-file token` (no key: uploads only), its
+/// address, and its log.
 fn upload_server(s: &Setup) -> (Reaped, std::net::SocketAddr, PathBuf) {
-    fs::create_dir_all(s.w.path("server-vault")).unwrap();
     fs::write(s.w.path("token"), "upload-secret-token\n").unwrap();
+    upload_server_with(s, "--token-file token")
+}
+
+/// `qeltrix serve server-vault --accept-uploads AUTH` (no key: uploads only), its address, and
+/// its log.
+fn upload_server_with(s: &Setup, auth: &str) -> (Reaped, std::net::SocketAddr, PathBuf) {
+    fs::create_dir_all(s.w.path("server-vault")).unwrap();
     let log = s.w.path("serve.log");
     let child =
-        s.w.std_cmd("serve server-vault --listen 127.0.0.1:0 --accept-uploads --token-file token")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        s.w.std_cmd(&format!(
+            "serve server-vault --listen 127.0.0.1:0 --accept-uploads {auth}"
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
     let mut child = Reaped(child);
     let addr: std::net::SocketAddr = serve_addr(&mut child.0, &log);
     (child, addr, log)
@@ -739,19 +748,7 @@ fn uploads_under_capability_tokens_go_only_where_the_token_allows() {
     let reader = token("read.token", "--method read --method list --audience up");
     let elsewhere = token("elsewhere.token", "--method upload --audience another-server");
     let expired = token("expired.token", "--method upload --expires 2020-01-01T00:00:00Z");
-    fs::create_dir_all(s.w.path("server-vault")).unwrap();
-    let log = s.w.path("serve.log");
-    let child =
-        s.w.std_cmd(
-            "serve server-vault --listen 127.0.0.1:0 --accept-uploads --cap-root root.key --cap-audience up",
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut child = Reaped(child);
-    let addr = serve_addr(&mut child.0, &log);
+    let (_server, addr, log) = upload_server_with(&s, "--cap-root root.key --cap-audience up");
 
     // The watcher presents the token from its --token-file, as it would a shared one.
     let data = random_bytes(3 << 20, 21);
