@@ -471,19 +471,26 @@ impl MountState {
             })?;
         drop(tree);
         if let Some((c, version)) = committed {
-            self.refresh_published(ino, &path, live, version, (c.len, &c.meta));
+            self.refresh_published(ino, live, version, (c.len, &c.meta));
         }
         Ok(())
     }
 
     /// Shows version `version` of the file being written (a commit's or a compaction's) in the
     /// tree, unless a later one is shown already: a setattr on a file whose last handle is
-    /// closing commits too, and its refresh may reach the tree first.
-    fn refresh_published(&self, ino: u64, path: &Path, live: &Live, version: u64, shown: (u64, &FileMeta)) {
+    /// closing commits too, and its refresh may reach the tree first. A rename since the commit
+    /// (which took the tree after it, so it moved this version) is followed: the version is
+    /// shown at the file's new path.
+    fn refresh_published(&self, ino: u64, live: &Live, version: u64, shown: (u64, &FileMeta)) {
         let mut tree = self.tree_mut();
-        if live.shown_version.fetch_max(version, Ordering::Relaxed) < version {
-            self.refresh_in(&mut tree, ino, path, Some(shown));
+        if live.shown_version.fetch_max(version, Ordering::Relaxed) >= version {
+            return;
         }
+        let Some(NodeKind::File(entry)) = tree.get(ino).map(|n| &n.kind) else {
+            return; // unlinked meanwhile
+        };
+        let path = entry.path.clone();
+        self.refresh_in(&mut tree, ino, &path, Some(shown));
     }
 
     /// Shows the container at `path` as it is in the vault now under the inode `ino` (after a
@@ -719,7 +726,7 @@ impl MountState {
         match tidied {
             Ok(Some((len, meta, version))) => {
                 drop(tree);
-                self.refresh_published(ino, &path, live, version, (len, &meta));
+                self.refresh_published(ino, live, version, (len, &meta));
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(
