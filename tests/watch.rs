@@ -748,7 +748,12 @@ fn uploads_under_capability_tokens_go_only_where_the_token_allows() {
     let reader = token("read.token", "--method read --method list --audience up");
     let elsewhere = token("elsewhere.token", "--method upload --audience another-server");
     let expired = token("expired.token", "--method upload --expires 2020-01-01T00:00:00Z");
-    let (_server, addr, log) = upload_server_with(&s, "--cap-root root.key --cap-audience up");
+    let revoked = token("revoked.token", "--method upload --path /ingest/ --audience up");
+    s.w.ok("cap revoke revoked.token --root root.key --list revoked.json");
+    let (_server, addr, log) = upload_server_with(
+        &s,
+        "--cap-root root.key --cap-audience up --cap-revocations revoked.json",
+    );
 
     // The watcher presents the token from its --token-file, as it would a shared one.
     let data = random_bytes(3 << 20, 21);
@@ -807,7 +812,7 @@ fn uploads_under_capability_tokens_go_only_where_the_token_allows() {
         u16,
         &'a str,
     );
-    let cases: [Case; 11] = [
+    let cases: [Case; 12] = [
         (
             "POST",
             "upload",
@@ -883,6 +888,15 @@ fn uploads_under_capability_tokens_go_only_where_the_token_allows() {
         ),
         (
             "POST",
+            "upload",
+            Some(&revoked),
+            Some("ingest/a.qltx"),
+            ask,
+            403,
+            "revoked",
+        ),
+        (
+            "POST",
             "commit",
             Some(&ingest),
             None,
@@ -915,7 +929,7 @@ fn uploads_under_capability_tokens_go_only_where_the_token_allows() {
     assert!(String::from_utf8_lossy(&body_bytes(&mut resp)).contains("no_key"));
     // The log names tokens by id, never by their text.
     let text = log.as_path().text();
-    for t in [&ingest, &reader, &elsewhere, &expired] {
+    for t in [&ingest, &reader, &elsewhere, &expired, &revoked] {
         assert!(!text.contains(t.as_str()), "a token reached the log");
     }
     assert!(text.contains("committed ingest/cam1/clip.bin.qltx"), "{text}");

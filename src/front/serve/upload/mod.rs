@@ -385,8 +385,9 @@ fn cap_refusal(refusal: crate::capability::Refusal, token: Option<&crate::capabi
 }
 
 /// The request's credentials: the bearer token (`--token-file`), or with `--cap-root` a
-/// capability token (`Authorization: Bearer`, or `?cap=`) whose signature and revocation are
-/// checked here; its caveats are checked against the container path once it is known.
+/// capability token (`Authorization: Bearer`, or `?cap=`) whose signature is checked here; its
+/// revocation and caveats are checked against the container path once it is known
+/// ([`Access::check`]).
 fn access(state: &State, req: &Request<Incoming>) -> Result<Access, Refusal> {
     if let Some(root) = &state.caps {
         let presented = super::caps::presented(req.headers(), req.uri().query()).ok_or_else(|| {
