@@ -139,7 +139,7 @@ pub fn run(a: WatchArgs) -> Result<()> {
                     .into()
             ));
         }
-        let token = a.token_file.as_deref().map(Token::from_file).transpose()?;
+        let token = a.token_file.as_deref().map(Token::bearer_from_file).transpose()?;
         let client = UploadClient::new(&url, token)?;
         let id = blake3::hash(format!("{url}\n{}", inbox.display()).as_bytes()).to_hex();
         let state_file = match &a.state {

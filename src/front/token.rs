@@ -11,9 +11,12 @@ use std::path::Path;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-/// The longest token, in bytes: a capability token (`qeltrix cap`) presented by `watch
-/// --token-file` fits too (the same limit as `capability::MAX_TOKEN_LEN`).
-pub const MAX_TOKEN_LEN: usize = 8192;
+/// The longest token, in bytes: a gateway's or sink's token line (1 KiB with its line end,
+/// `gateway::limits::MAX_TOKEN_LINE`) must hold it.
+pub const MAX_TOKEN_LEN: usize = 1022;
+/// The longest HTTP bearer token (`serve --token-file`, `watch --token-file`), in bytes: a
+/// capability token (`qeltrix cap`) fits, as for `capability::MAX_TOKEN_LEN`.
+pub const MAX_BEARER_LEN: usize = 8192;
 
 /// A shared secret; compared in constant time, redacted in `Debug`, zeroized on drop.
 #[derive(Clone)]
@@ -31,8 +34,18 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    /// A token from its text; surrounding whitespace is not part of it.
+    /// A token from its text, at most [`MAX_TOKEN_LEN`] bytes; surrounding whitespace is not
+    /// part of it.
     pub fn new(text: &str) -> Result<Self> {
+        Token::up_to(text, MAX_TOKEN_LEN)
+    }
+
+    /// An HTTP bearer token from its text, at most [`MAX_BEARER_LEN`] bytes.
+    pub fn bearer(text: &str) -> Result<Self> {
+        Token::up_to(text, MAX_BEARER_LEN)
+    }
+
+    fn up_to(text: &str, max: usize) -> Result<Self> {
         let token = text.trim();
         if token.is_empty() {
             return Err(Error::InvalidArgument("the token is empty".into()));
@@ -42,9 +55,9 @@ impl Token {
                 "the token must be printable ASCII without spaces".into(),
             ));
         }
-        if token.len() > MAX_TOKEN_LEN {
+        if token.len() > max {
             return Err(Error::InvalidArgument(format!(
-                "the token is longer than {MAX_TOKEN_LEN} bytes"
+                "the token is longer than {max} bytes"
             )));
         }
         Ok(Token {
@@ -55,11 +68,20 @@ impl Token {
 
     /// The token in the first line of a file.
     pub fn from_file(path: &Path) -> Result<Self> {
+        Token::first_line_of(path, Token::new)
+    }
+
+    /// The HTTP bearer token in the first line of a file ([`Token::bearer`]).
+    pub fn bearer_from_file(path: &Path) -> Result<Self> {
+        Token::first_line_of(path, Token::bearer)
+    }
+
+    fn first_line_of(path: &Path, make: fn(&str) -> Result<Self>) -> Result<Self> {
         let text = Zeroizing::new(
             std::fs::read_to_string(path)
                 .map_err(|e| Error::io("reading the token file", e).in_file(path))?,
         );
-        Token::new(text.lines().next().unwrap_or("")).map_err(|e| e.in_file(path))
+        make(text.lines().next().unwrap_or("")).map_err(|e| e.in_file(path))
     }
 
     /// True if `given` is this token, ASCII whitespace around it ignored (constant time).
@@ -90,6 +112,10 @@ mod tests {
         assert!(Token::new("  \n").is_err());
         assert!(Token::new("two words").is_err());
         assert!(Token::new(&"x".repeat(MAX_TOKEN_LEN + 1)).is_err());
+        // A bearer token may be as long as a capability token; a gateway's line may not.
+        assert!(Token::bearer(&"x".repeat(MAX_TOKEN_LEN + 1)).is_ok());
+        assert!(Token::bearer(&"x".repeat(MAX_BEARER_LEN)).is_ok());
+        assert!(Token::bearer(&"x".repeat(MAX_BEARER_LEN + 1)).is_err());
         assert!(!format!("{t:?}").contains("s3cret"));
     }
 }

@@ -15,12 +15,12 @@ pub struct BearerToken(Token);
 impl BearerToken {
     /// A token from its text; surrounding whitespace is not part of it.
     pub fn new(token: &str) -> Result<Self> {
-        Token::new(token).map(BearerToken)
+        Token::bearer(token).map(BearerToken)
     }
 
     /// The token in the first line of a file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        Token::from_file(path).map(BearerToken)
+        Token::bearer_from_file(path).map(BearerToken)
     }
 
     /// True if an `Authorization` header carries this token (scheme name case-insensitive).
