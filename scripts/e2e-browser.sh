@@ -130,22 +130,12 @@ for _ in $(seq 200); do
     && curl -s -o /dev/null "http://127.0.0.1:$P_PORT/" && break
   sleep 0.05
 done
-
-log "opening the page in headless chromium"
-setsid chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-  --disable-background-networking --disable-component-update --disable-sync \
-  --autoplay-policy=no-user-gesture-required --user-data-dir="$WORK/profile" \
-  "http://127.0.0.1:$P_PORT/" > "$WORK/chromium.log" 2>&1 &
-PIDS+=($!)
-
-for _ in $(seq 1200); do
-  [ -s "$WORK/result.json" ] && break
-  sleep 0.05
+for port in "$Q_PORT" "$C_PORT" "$P_PORT"; do
+  curl -s -o /dev/null "http://127.0.0.1:$port/" -w '' || {
+    log "nothing answers on port $port after 10 s"; cat "$WORK"/serve*.log >&2; exit 1; }
 done
-[ -s "$WORK/result.json" ] || { log "no result from the page within 60 s"; cat "$WORK/chromium.log" >&2; exit 1; }
 
-log "page reported: $(cat "$WORK/result.json")"
-python3 - "$WORK/result.json" << 'EOF'
+cat > "$WORK/check.py" << 'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 problems = []
@@ -165,6 +155,37 @@ if problems:
     sys.exit(1)
 print(f"OK: seeked to {t:.2f} s of {r['duration']:.2f} s, readyState {r['readyState']}, no media error")
 EOF
+
+# One attempt: a fresh headless chromium opens the page; its report is checked.
+play() {
+  rm -f "$WORK/result.json"
+  log "opening the page in headless chromium (attempt $1)"
+  setsid chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --autoplay-policy=no-user-gesture-required --user-data-dir="$WORK/profile-$1" \
+    "http://127.0.0.1:$P_PORT/" > "$WORK/chromium-$1.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 1200); do
+    [ -s "$WORK/result.json" ] && break
+    sleep 0.05
+  done
+  kill -- "-$pid" 2> /dev/null || true
+  [ -s "$WORK/result.json" ] || { log "no result from the page within 60 s"; cat "$WORK/chromium-$1.log" >&2; return 1; }
+  log "page reported: $(cat "$WORK/result.json")"
+  python3 "$WORK/check.py" "$WORK/result.json"
+}
+
+# Headless chromium once failed a first load in CI on a busy machine (media error 4 before any
+# event), and passed on every run since: a failed attempt shows what the server logged of the
+# clip and chromium's last lines, and the page is opened once more in a fresh browser. Two
+# failures fail the test.
+if ! play 1; then
+  log "the server's log of the clip so far:"
+  grep 'GET /media/clip.mp4' "$WORK/serve.log" | sed 's/^/    /' >&2 || log "    (no request for the clip)"
+  tail -5 "$WORK/chromium-1.log" | sed 's/^/    chromium: /' >&2
+  play 2
+fi
 ranges=$(grep -c 'GET /media/clip.mp4?cap=\[redacted\] range=bytes=[0-9-]* 206' "$WORK/serve.log" || true)
 late=$(grep -cE 'GET /media/clip.mp4\?cap=\[redacted\] range=bytes=[1-9][0-9]*-[0-9]* 206' "$WORK/serve.log" || true)
 [ "$late" -ge 1 ] || { log "the browser made no Range request past the start"; cat "$WORK/serve.log" >&2; exit 1; }
