@@ -36,18 +36,19 @@ use crate::core::crypto::{derive_container_keys, DataKey, Recipient};
 use crate::core::file_record::FileMeta;
 use crate::core::format::{FooterV2, Header, TRAILER_LEN};
 use crate::storage::atomic::Scratch;
+use crate::storage::spool::Spool;
 use crate::storage::{ReadAt, Storage, WriteOptions};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Bytes buffered before a write to a scratch file (blocks larger than this go straight through).
-const WRITE_BUFFER: usize = 64 << 10;
+/// Bytes handed at a time to a scratch file's writer thread ([`Spool`]).
+const WRITE_CHUNK: usize = 256 << 10;
 
 /// Bytes read from a scratch container per write into an upload.
 const UPLOAD_CHUNK: usize = 1 << 20;
@@ -183,7 +184,7 @@ pub const OPEN_SLACK: u64 = 4;
 
 /// A new file being written from its start, straight into a container.
 struct Stream {
-    packer: StreamPacker<BufWriter<File>>,
+    packer: StreamPacker<Spool>,
     scratch: Scratch,
 }
 
@@ -490,7 +491,7 @@ impl Editor {
 
     fn start_stream(&mut self) -> Result<()> {
         let scratch = self.scratch()?;
-        let out = BufWriter::with_capacity(WRITE_BUFFER, clone(&scratch)?);
+        let out = Spool::new(clone(&scratch)?, WRITE_CHUNK);
         let packer = self.packer(out)?;
         self.stream = Some(Stream { packer, scratch });
         Ok(())
@@ -503,7 +504,7 @@ impl Editor {
 
     /// A packer of a new version into `out`: the keys of the file's container, or, for a file
     /// that has none yet, its recipients.
-    fn packer(&self, out: BufWriter<File>) -> Result<StreamPacker<BufWriter<File>>> {
+    fn packer(&self, out: Spool) -> Result<StreamPacker<Spool>> {
         let opts = PackOptions {
             file_meta: Some(self.meta.clone()),
             ..self.opts.pack.clone()
@@ -525,8 +526,8 @@ impl Editor {
             packer.set_file_meta(Some(self.meta.clone()));
             let material = packer.key_material();
             let finished = packer.finish().and_then(|(out, _)| {
-                out.into_inner()
-                    .map_err(|e| Error::io("writing the scratch container", e.into_error()))
+                out.into_file()
+                    .map_err(|e| Error::io("writing the scratch container", e))
             });
             if let Err(e) = finished {
                 self.broken = Some(e.to_string());
@@ -536,7 +537,7 @@ impl Editor {
             return Ok(scratch);
         }
         let scratch = self.scratch()?;
-        let out = BufWriter::with_capacity(WRITE_BUFFER, clone(&scratch)?);
+        let out = Spool::new(clone(&scratch)?, WRITE_CHUNK);
         let mut packer = self.packer(out)?;
         let mut buf = vec![0u8; PAGE];
         let mut at = 0;
@@ -549,8 +550,8 @@ impl Editor {
         }
         let material = packer.key_material();
         let (out, _) = packer.finish()?;
-        out.into_inner()
-            .map_err(|e| Error::io("writing the scratch container", e.into_error()))?;
+        out.into_file()
+            .map_err(|e| Error::io("writing the scratch container", e))?;
         self.keys.get_or_insert(material);
         Ok(scratch)
     }

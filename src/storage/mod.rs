@@ -10,6 +10,7 @@ pub mod atomic;
 mod local;
 #[cfg(feature = "remote")]
 pub mod remote;
+pub(crate) mod spool;
 
 pub use local::LocalStorage;
 #[cfg(feature = "remote")]
