@@ -111,7 +111,8 @@ pub enum Command {
     /// Watch a folder: pack every file into a vault (local, s3:// or a server) once it is
     /// finished, and again when it changes.
     Watch(watch::WatchArgs),
-    /// Mount a vault of containers as a read-only plaintext filesystem (FUSE).
+    /// Mount a vault of containers as a plaintext filesystem (FUSE): read-only, or with
+    /// `--read-write` writable, each file committed to the vault as a container.
     Mount(mount::MountArgs),
     /// Unmount a `qeltrix mount`.
     Umount(mount::UmountArgs),

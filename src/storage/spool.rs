@@ -8,15 +8,15 @@
 //! cache runs beside the next request and the next seals.
 //!
 //! The thread starts with the second full chunk: a small file (an untar's) is written on the
-//! caller's thread, header patch included, as a `BufWriter` would, and costs no thread. Where the file system takes
-//! `O_DIRECT`, whole chunks at aligned offsets are written through a second descriptor opened
-//! with it, from aligned buffers: they go from the buffer to the disk, with no copy into the page
-//! cache and no dirty pages for the final `fsync` to write (the packer's output is not read
-//! again before it is published). The rest (the header patch, the last partial chunk) goes
-//! through the page cache. Writes are positioned, so
-//! [`Seek`] only moves where the next bytes go (the packer seeks back once, to patch its
-//! header). Nothing is known to be in the file until [`Spool::into_file`] returns: it waits for
-//! the thread and reports the first failed write.
+//! caller's thread through the page cache, header patch included, as a `BufWriter` would, and
+//! costs no thread. Where the file system takes `O_DIRECT`, the thread writes whole chunks at
+//! aligned offsets through a second descriptor opened with it, from aligned buffers: they go from
+//! the buffer to the disk, with no copy into the page cache and no dirty pages for the final
+//! `fsync` to write (the packer's output is not read again before it is published). The rest (the
+//! first chunk, the header patch, the last partial chunk) goes through the page cache. Writes are
+//! positioned, so [`Seek`] only moves where the next bytes go (the packer seeks back once, to
+//! patch its header). Nothing is known to be in the file until [`Spool::into_file`] returns: it
+//! waits for the thread and reports the first failed write.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -81,9 +81,10 @@ impl Target {
         Target { file, direct: None }
     }
 
-    fn write(&mut self, buf: &Buf, at: u64) -> io::Result<()> {
+    /// Writes `buf` at `at`; `direct` lets a whole aligned chunk bypass the page cache.
+    fn write(&mut self, buf: &Buf, at: u64, direct: bool) -> io::Result<()> {
         let data = buf.data();
-        let aligned = at.is_multiple_of(ALIGN as u64) && data.len().is_multiple_of(ALIGN);
+        let aligned = direct && at.is_multiple_of(ALIGN as u64) && data.len().is_multiple_of(ALIGN);
         if aligned && self.direct.is_none() {
             // A second open file description (a `dup` would share the first one's flags).
             let direct = OpenOptions::new()
@@ -182,9 +183,11 @@ impl Spool {
             self.full_chunks += 1;
         }
         if self.worker.is_none() && self.full_chunks < 2 {
-            // The first chunk, or a small file's bytes and header patch: written here.
+            // The first chunk, or a small file's bytes and header patch: written here, through
+            // the page cache. A direct write would wait for the disk on the caller's thread, and
+            // the header patch would then read its page back from the disk.
             let target = self.file.as_mut().expect("no worker: the spool holds the file");
-            let result = target.write(&self.buf, at);
+            let result = target.write(&self.buf, at, false);
             self.buf.clear();
             return result.inspect_err(|_| self.failed = true);
         }
@@ -213,7 +216,7 @@ impl Spool {
             .name("qeltrix-spool".into())
             .spawn(move || {
                 for (at, mut chunk) in queue {
-                    target.write(&chunk, at)?;
+                    target.write(&chunk, at, true)?;
                     chunk.clear();
                     let _ = give_back.try_send(chunk);
                 }

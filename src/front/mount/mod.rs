@@ -1,4 +1,5 @@
-//! `qeltrix mount`: a vault of containers as a read-only plaintext filesystem (FUSE, via `fuser`).
+//! `qeltrix mount`: a vault of containers as a plaintext filesystem (FUSE, via `fuser`), read-only
+//! or, with `--read-write`, writable through the [`Editor`](crate::container::edit::Editor).
 //!
 //! Every `NAME.qltx` under the vault appears as `NAME`, folders mirrored. Listing needs no key:
 //! sizes come from each container's footer. A container's key is unwrapped when it is first
