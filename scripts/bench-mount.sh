@@ -51,9 +51,15 @@
 #                       is unmounted and its process has exited (a qeltrix file is committed on
 #                       close, which tar does not wait for), then `sync`
 #   rss_mib             peak RSS (VmHWM) of the mount process over the round
+#   many_s / rss_many_mib  MANY_N new files of MANY_MIB MiB, all open for writing at once, written
+#                       128 KiB to each in turn (bench-write-probe.py many): seconds until the
+#                       last close returned, and the peak RSS of a mount process started for it
 # Round 1 checks what was written (sha256 of the 1 GiB copy, `tar -d` of the untarred tree).
 # usage: [ROUNDS=3] [WRITE_MIB=1024] [OW_MIB=256] [OW_N=10000] [FSYNC_N=200] [UNTAR_FILES=10000] \
-#        [QELTRIX_RW_ARGS="..."] scripts/bench-mount.sh write
+#        [MANY_N=100] [MANY_MIB=8] \
+#        [QELTRIX_RW_ARGS="..."] [QELTRIX_BASE=path/to/an/older/qeltrix] scripts/bench-mount.sh write
+# QELTRIX_BASE adds a target, qeltrix-rw-base: that binary's read-write mount, in the same
+# interleaved rounds, with ratios of qeltrix-rw against it (a change measured against its baseline).
 # needs: root (drop_caches) and cargo. It makes everything else itself: installs what is missing
 #        (Debian: fuse3 bindfs gocryptfs fio python3 openssl, one apt-get update first), builds
 #        target/release/qeltrix if it is not there, and makes the data in $BENCH (the 1 GiB file,
@@ -68,7 +74,7 @@ ROUNDS=${ROUNDS:-3}
 SIZE_MIB=${SIZE_MIB:-1024}
 CACHE_MIB=${CACHE_MIB:-256}
 if [ "$MODE" = write ]; then
-  TARGETS=${TARGETS:-"plain gocryptfs qeltrix-rw"}
+  TARGETS=${TARGETS:-"plain gocryptfs qeltrix-rw${QELTRIX_BASE:+ qeltrix-rw-base}"}
   SIZE_MIB=${WRITE_MIB:-1024}
 else
   TARGETS=${TARGETS:-"plain bindfs gocryptfs qeltrix-v1-1m qeltrix-1m qeltrix-64k"}
@@ -77,6 +83,8 @@ OW_MIB=${OW_MIB:-256}
 OW_N=${OW_N:-10000}
 FSYNC_N=${FSYNC_N:-200}
 UNTAR_FILES=${UNTAR_FILES:-10000}
+MANY_N=${MANY_N:-100}
+MANY_MIB=${MANY_MIB:-8}
 QELTRIX_RW_ARGS=${QELTRIX_RW_ARGS:-}
 WPROBE=$ROOT/scripts/lib/bench-write-probe.py
 N4K=${N4K:-2000}
@@ -97,6 +105,7 @@ log() { echo "[$(date +%T)] $*" >&2; }
   need fio fio; need bindfs bindfs; need gocryptfs gocryptfs; need fusermount3 fuse3
   need python3 python3; need openssl openssl; need sha256sum coreutils; need mountpoint util-linux
 } >&2
+[ -z "${QELTRIX_BASE:-}" ] || [ -x "$QELTRIX_BASE" ] || { echo "no $QELTRIX_BASE" >&2; exit 1; }
 if [ ! -x "$QELTRIX" ]; then
   [ "$QELTRIX" = "$ROOT/target/release/qeltrix" ] || { echo "no $QELTRIX" >&2; exit 1; }
   need_cargo
@@ -175,11 +184,13 @@ up() { # mounts $T, prints the ms it took
   case $T in
     bindfs) setsid bindfs -f "$B/data" "$mnt" > "$B/logs/$T.log" 2>&1 < /dev/null & ;;
     gocryptfs) setsid gocryptfs -fg -passfile "$B/gcfs.pass" "$B/gcfs.cipher" "$mnt" > "$B/logs/$T.log" 2>&1 < /dev/null & ;;
-    qeltrix-rw)
-      mkdir -p "$B/wvault"
+    qeltrix-rw | qeltrix-rw-base)
+      local bin=$QELTRIX vault=$B/wvault
+      [ "$T" = qeltrix-rw-base ] && { bin=$QELTRIX_BASE; vault=$B/wvault-base; }
+      mkdir -p "$vault"
       # shellcheck disable=SC2086
-      setsid "$QELTRIX" mount --read-write --key-file "$B/key" --cache-size "$CACHE_MIB" $QELTRIX_RW_ARGS \
-        "$B/wvault" "$mnt" > "$B/logs/$T.log" 2>&1 < /dev/null & ;;
+      setsid "$bin" mount --read-write --key-file "$B/key" --cache-size "$CACHE_MIB" $QELTRIX_RW_ARGS \
+        "$vault" "$mnt" > "$B/logs/$T.log" 2>&1 < /dev/null & ;;
     qeltrix-*)
       local bs=${T#qeltrix-} ra=""
       case $bs in *-ra*) ra="--kernel-readahead ${bs#*-ra}"; bs=${bs%%-ra*} ;; esac

@@ -8,6 +8,10 @@
   bench-write-probe.py fsync FILE N SEED
       Creates FILE (64 KiB), then N times: a 4 KiB pwrite at a random 4 KiB-aligned offset and an
       fsync. Prints the fsync latencies' "p50_ms p99_ms".
+  bench-write-probe.py many DIR N MIB SEED
+      Opens N new files in DIR and writes MIB MiB into each, 128 KiB to each file in turn (all N
+      open for writing at once, as an app copying many files in parallel), then closes them all
+      and checks each file's size. Prints the seconds it took.
 """
 import io
 import os
@@ -65,11 +69,33 @@ def fsync_probe(path, n, seed):
     print("%.4f %.4f" % (statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))]))
 
 
+def many(folder, n, mib, seed):
+    chunk = 128 * 1024
+    data = random.Random(seed).randbytes(chunk * 8)
+    t0 = time.perf_counter()
+    fds = [os.open(os.path.join(folder, f"f{i:03}.bin"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+           for i in range(n)]
+    for k in range(mib * 1024 * 1024 // chunk):
+        for i, fd in enumerate(fds):
+            off = ((k + i) % 8) * chunk
+            os.write(fd, data[off:off + chunk])
+    for fd in fds:
+        os.close(fd)
+    took = time.perf_counter() - t0
+    for i in range(n):
+        size = os.stat(os.path.join(folder, f"f{i:03}.bin")).st_size
+        if size != mib << 20:
+            sys.exit(f"f{i:03}.bin: {size} bytes, not {mib << 20}")
+    print("%.3f" % took)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "maketar":
         maketar(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     elif cmd == "fsync":
         fsync_probe(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif cmd == "many":
+        many(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     else:
         sys.exit(__doc__)

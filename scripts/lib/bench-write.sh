@@ -39,7 +39,7 @@ setup_write() {
   fi
   # Every target starts empty (an earlier run's files removed): the qeltrix vault holds nothing
   # but what this section wrote.
-  rm -rf "$B/plainw" "$B/wvault"
+  rm -rf "$B/plainw" "$B/wvault" "$B/wvault-base"
   mkdir -p "$B/plainw" "$B/wvault"
   T=gocryptfs
   up > /dev/null
@@ -66,7 +66,7 @@ print("%.1f %.2f %.4f %.4f" % (w["iops"], w["bw_bytes"] / 1048576, p["50.000000"
 
 one_write_round() {
   PEAK_KIB=0
-  local w t0 iops mib p50 p99
+  local w t t0 iops mib p50 p99
   cat "$B/data/wsrc.bin" "$B/data/src-$UNTAR_FILES.tar" > /dev/null
   up > /dev/null
   w=$(wdir_of "$T")
@@ -117,14 +117,24 @@ one_write_round() {
   rm -rf "$w/untar"
   down
   [ "$T" = plain ] || emit rss_mib "$(awk -v k="$PEAK_KIB" 'BEGIN {printf "%.1f", k / 1024}')" MiB
+
+  # A fresh mount process, so that its peak RSS is this phase's alone.
+  PEAK_KIB=0
+  up > /dev/null
+  mkdir -p "$w/many"
+  t=$(python3 "$WPROBE" many "$w/many" "$MANY_N" "$MANY_MIB" 1) || { log "$T: many-files probe failed"; exit 1; }
+  emit many_s "$t" s
+  rm -rf "$w/many"
+  down
+  [ "$T" = plain ] || emit rss_many_mib "$(awk -v k="$PEAK_KIB" 'BEGIN {printf "%.1f", k / 1024}')" MiB
 }
 
 write_report() {
-  python3 - "$RESULTS" "$TARGETS" "$SIZE_MIB" "$OW_MIB" "$OW_N" "$UNTAR_FILES" <<'EOF'
+  python3 - "$RESULTS" "$TARGETS" "$SIZE_MIB" "$OW_MIB" "$OW_N" "$UNTAR_FILES" "$MANY_N" "$MANY_MIB" <<'EOF'
 import sys, statistics
 from collections import defaultdict
 path, targets = sys.argv[1], sys.argv[2].split()
-size_mib, ow_mib, ow_n, files = sys.argv[3:7]
+size_mib, ow_mib, ow_n, files, many_n, many_mib = sys.argv[3:9]
 vals = defaultdict(list)
 for line in open(path):
     t, metric, _round, value, _unit = line.rstrip("\n").split("\t")
@@ -139,20 +149,22 @@ rows = [("wseq_mib_s", f"sequential write {size_mib} MiB + fsync (MiB/s)"),
         ("fsync_small_p99_ms", "  the same, p99 (ms)"),
         ("untar_s", f"untar {files} files, until tar exits (s)"),
         ("untar_all_s", "  until unmounted and synced (s)"),
-        ("rss_mib", "peak RSS of the mount process (MiB)")]
+        ("rss_mib", "peak RSS of the mount process (MiB)"),
+        ("many_s", f"{many_n} files of {many_mib} MiB written at once, until closed (s)"),
+        ("rss_many_mib", "  peak RSS of a fresh mount process meanwhile (MiB)")]
 ours = [t for t in targets if t.startswith("qeltrix")]
-bases = [p for p in ("gocryptfs", "plain") if p in targets]
+bases = [p for p in ("gocryptfs", "plain", "qeltrix-rw-base") if p in targets]
 def fmt(x):
     return "-" if x is None else (f"{x:.0f}" if x >= 100 else f"{x:.3g}")
-head = ["metric"] + targets + [f"{q} / {p}" for q in ours for p in bases]
+pairs = [(q, p) for q in ours for p in bases if q != p]
+head = ["metric"] + targets + [f"{q} / {p}" for q, p in pairs]
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 for m, label in rows:
     row = [label] + [fmt(med.get((t, m))) for t in targets]
-    for q in ours:
-        for p in bases:
-            a, b = med.get((q, m)), med.get((p, m))
-            row.append(f"{a / b:.2f}x" if a and b else "-")
+    for q, p in pairs:
+        a, b = med.get((q, m)), med.get((p, m))
+        row.append(f"{a / b:.2f}x" if a and b else "-")
     print("| " + " | ".join(row) + " |")
 print()
 rounds = max((len(v) for v in vals.values()), default=0)
