@@ -84,8 +84,8 @@ impl Target {
     /// Writes `buf` at `at`; `direct` lets a whole aligned chunk bypass the page cache.
     fn write(&mut self, buf: &Buf, at: u64, direct: bool) -> io::Result<()> {
         let data = buf.data();
-        let aligned = direct && at.is_multiple_of(ALIGN as u64) && data.len().is_multiple_of(ALIGN);
-        if aligned && self.direct.is_none() {
+        let go_direct = direct && at.is_multiple_of(ALIGN as u64) && data.len().is_multiple_of(ALIGN);
+        if go_direct && self.direct.is_none() {
             // A second open file description (a `dup` would share the first one's flags).
             let direct = OpenOptions::new()
                 .write(true)
@@ -95,7 +95,7 @@ impl Target {
             self.direct = Some(direct);
         }
         if let Some(Some(direct)) = &self.direct {
-            if aligned {
+            if go_direct {
                 match direct.write_all_at(data, at) {
                     // Some file systems refuse direct writes only when they are made.
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
