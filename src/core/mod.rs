@@ -10,4 +10,6 @@ pub mod crypto;
 pub mod file_record;
 pub mod format;
 pub mod integrity_v2;
+pub mod overlay;
 pub mod ranges;
+pub mod units;

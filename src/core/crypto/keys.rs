@@ -34,6 +34,7 @@ const LABEL_FOOTER_MAC_V2: &[u8] = b"qeltrix v2 footer mac key";
 const LABEL_CDK: &[u8] = b"qeltrix v1 cdk";
 const LABEL_FILE_RECORD: &[u8] = b"qeltrix v2 file record key";
 const LABEL_CDK_V2: &[u8] = b"qeltrix v2 cdk";
+const LABEL_UNIT_KEY: &[u8] = b"qeltrix v4 unit key";
 const LABEL_KEY_FILE_KEK: &[u8] = b"qeltrix v1 key-file kek";
 
 macro_rules! secret_debug {
@@ -651,6 +652,20 @@ pub fn derive_cdk_v2(keys: &ContainerKeys, salt: &[u8; 32], index: u64, content_
         cdk.as_mut(),
     );
     AeadKey::new(keys.cipher, &cdk)
+}
+
+/// The key sealing the units of generation `generation`'s patch (format 4, proposed:
+/// `docs/design/format-4.md`): `HKDF(MK, patch_salt, "qeltrix v4 unit key" ‖ container_id ‖
+/// u64(generation))`. A fresh salt per patch gives each patch its own key.
+pub fn derive_unit_key(keys: &ContainerKeys, patch_salt: &[u8; 32], generation: u64) -> AeadKey {
+    let mut key = Zeroizing::new([0u8; 32]);
+    hkdf_expand(
+        keys.data_key.as_bytes(),
+        patch_salt,
+        &[LABEL_UNIT_KEY, &keys.container_id, &generation.to_le_bytes()],
+        key.as_mut(),
+    );
+    AeadKey::new(keys.cipher, &key)
 }
 
 /// The key sealing a format-v2 container's file record:
@@ -1431,6 +1446,78 @@ mod tests {
             let mut data = sealed.clone();
             assert_eq!(
                 cdk.open(&[3; 12], b"", &mut data),
+                Err(super::super::AuthFailed),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_unit_opens_only_under_its_own_patch_key_nonce_and_aad() {
+        use crate::core::format::{unit_aad, unit_nonce, UnitEntry};
+        let keys = derive_container_keys(data_key(), CipherId::ChaCha20Poly1305, ID);
+        let salt = [0x6b; 32];
+        let info = [&b"qeltrix v4 unit key"[..], &ID, &9u64.to_le_bytes()].concat();
+        let spec = AeadKey::new(CipherId::ChaCha20Poly1305, &spec_hkdf(&[0x2d; 32], &salt, &info));
+        let base = [7; 12];
+        let unit = UnitEntry {
+            plain_offset: 8192,
+            offset: 5000,
+            len: 4096,
+            unit_hash: [0; 32],
+        };
+        let mut sealed = vec![0x42; 4096];
+        spec.seal(&unit_nonce(&base, 3), &unit_aad(&ID, 9, 3, &unit), &mut sealed);
+        let open = |key: &AeadKey, k: u32, generation: u64, unit: &UnitEntry| {
+            let mut data = sealed.clone();
+            key.open(
+                &unit_nonce(&base, k),
+                &unit_aad(&ID, generation, k, unit),
+                &mut data,
+            )
+            .map(|()| data)
+        };
+        assert_eq!(
+            open(&derive_unit_key(&keys, &salt, 9), 3, 9, &unit),
+            Ok(vec![0x42; 4096])
+        );
+        let moved = UnitEntry {
+            plain_offset: 12288,
+            ..unit
+        };
+        for (what, key, k, generation, unit) in [
+            (
+                "older generation's key",
+                derive_unit_key(&keys, &salt, 8),
+                3,
+                9,
+                unit,
+            ),
+            (
+                "another patch's salt",
+                derive_unit_key(&keys, &[0x6c; 32], 9),
+                3,
+                9,
+                unit,
+            ),
+            ("another position", derive_unit_key(&keys, &salt, 9), 4, 9, unit),
+            (
+                "another generation in the AAD",
+                derive_unit_key(&keys, &salt, 9),
+                3,
+                8,
+                unit,
+            ),
+            (
+                "another plaintext offset",
+                derive_unit_key(&keys, &salt, 9),
+                3,
+                9,
+                moved,
+            ),
+        ] {
+            assert_eq!(
+                open(&key, k, generation, &unit),
                 Err(super::super::AuthFailed),
                 "{what}"
             );

@@ -19,9 +19,9 @@ pub use entropy::{Entropy, SeededEntropy, SystemEntropy};
 #[cfg(test)]
 pub(crate) use keys::SLOT_KDF_RUNS;
 pub use keys::{
-    derive_cdk, derive_cdk_v2, derive_container_keys, derive_file_record_key, footer_mac, footer_mac_v2,
-    unwrap_slot, verify_footer_mac, verify_footer_mac_v2, wrap_slot, ContainerKeys, DataKey, IdentityKey,
-    KdfLimits, Key, KeyFileKey, KeyFormatError, Passphrase, Recipient, RecipientKey, VaultKey,
+    derive_cdk, derive_cdk_v2, derive_container_keys, derive_file_record_key, derive_unit_key, footer_mac,
+    footer_mac_v2, unwrap_slot, verify_footer_mac, verify_footer_mac_v2, wrap_slot, ContainerKeys, DataKey,
+    IdentityKey, KdfLimits, Key, KeyFileKey, KeyFormatError, Passphrase, Recipient, RecipientKey, VaultKey,
     DEFAULT_KDF_ITERATIONS, DEFAULT_MAX_KDF_ITERATIONS, DEFAULT_MAX_PASSPHRASE_SLOTS, KDF_ITERATIONS_FLOOR,
     MAX_KDF_ITERATIONS,
 };

@@ -12,6 +12,7 @@ mod commit;
 mod footer;
 mod footer_v2;
 mod header;
+mod patch;
 mod signature;
 mod slots;
 
@@ -34,6 +35,10 @@ pub use footer_v2::{
     FOOTER_V2_HEAD_LEN, FOOTER_V3_ENTRY_LEN,
 };
 pub use header::{short_header, CipherId, Header, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN};
+pub use patch::{
+    unit_aad, unit_nonce, PatchFooter, UnitEntry, MAX_DEPTH, MAX_UNITS, PATCH_HEAD_LEN, PATCH_MAC_LEN, UNIT,
+    UNIT_ENTRY_LEN,
+};
 pub use signature::{can_sign, signed_message, SignatureRecord, ALG_ED25519, SIGNATURE_AT, SIGNATURE_LEN};
 pub use slots::{
     KeySlot, SlotArea, SlotKind, MAX_SLOTS, SLOT_AAD_LEN, SLOT_AREA_A, SLOT_AREA_B, SLOT_AREA_LEN, SLOT_LEN,
