@@ -32,9 +32,9 @@ pub mod vault;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use crate::core::{codec, compress, crypto, file_record, format, integrity_v2, ranges};
+pub use crate::core::{codec, compress, crypto, file_record, format, integrity_v2, overlay, ranges, units};
 pub use container::{
-    append, cache, compact, edit, ops, pipeline, reader, rekey, repair, sign, stream_reader, writer,
+    append, cache, chain, compact, edit, ops, pipeline, reader, rekey, repair, sign, stream_reader, writer,
 };
 #[cfg(feature = "cap")]
 pub use front::capability;

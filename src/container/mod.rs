@@ -5,6 +5,7 @@
 
 pub mod append;
 pub mod cache;
+pub mod chain;
 pub mod compact;
 pub mod edit;
 pub mod ops;

@@ -5,10 +5,6 @@
 //! wins over an older one's for the same page. [`Overlay`] keeps, for every overridden page,
 //! the newest unit, and cuts a read into [`Piece`]s in plaintext order. Pure: no I/O, no keys.
 
-// Built and tested ahead of the reader and the editor that will use it (format 4 is proposed):
-// until then nothing outside the tests calls it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use super::format::{PatchFooter, UNIT};
 
 /// Where one overridden page's bytes are: unit `unit` of patch `patch` (indices into the chain

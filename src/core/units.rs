@@ -3,12 +3,8 @@
 //! in the patch), and its AAD binds the container, the generation, the index and the plaintext
 //! range, so a unit replayed from an older patch or moved within one fails.
 
-// Built and tested ahead of the reader and the editor that will use it (format 4 is proposed):
-// until then nothing outside the tests calls it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use super::crypto::{derive_unit_key, AeadKey, ContainerKeys};
-use super::format::{unit_aad, unit_nonce, ContainerId, PatchFooter, UnitEntry, NONCE_LEN, UNIT};
+use super::format::{unit_aad, unit_nonce, ContainerId, PatchFooter, UnitEntry, NONCE_LEN};
 use crate::{Error, Result};
 
 /// The key, nonce base and binding of one patch's units.
@@ -44,15 +40,14 @@ impl PatchKey {
     /// Seals `pages` (plaintext offset, plaintext; offsets multiples of 4 KiB, ascending, each
     /// plaintext 1 … 4096 bytes) as units 0, 1, … laid back to back from container offset `at`,
     /// appends them to `out`, and returns their entries. A key seals one set of pages once.
+    /// Pages out of that shape are sealed as given: the caller checks the entries (as
+    /// `PatchFooter::decode` does) before writing anything.
     pub fn seal(&self, at: u64, pages: &[(u64, &[u8])], out: &mut Vec<u8>) -> Vec<UnitEntry> {
         let mut offset = at;
         pages
             .iter()
             .enumerate()
             .map(|(k, &(plain_offset, plain))| {
-                debug_assert!(
-                    plain_offset.is_multiple_of(UNIT) && !plain.is_empty() && plain.len() as u64 <= UNIT
-                );
                 let mut entry = UnitEntry {
                     plain_offset,
                     offset,

@@ -25,10 +25,6 @@
 //! its own footer (commits only append). The unit's nonce and AAD are laid out here too; the key is
 //! `crypto::derive_unit_key`.
 
-// Built and tested ahead of the reader and the editor that will use it (format 4 is proposed):
-// until then nothing outside the tests calls it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use super::{array, le_u32, le_u64, ContainerId, NONCE_BASE_USED, NONCE_LEN, TAG_LEN, TRAILER_LEN};
 use crate::{Error, Result};
 
