@@ -80,32 +80,28 @@ impl Chain {
         self.tip().generation
     }
 
-    /// Reads the chain whose newest footer the commit record `tip` names, in `source` (a
-    /// container with header bound fields `bound`, keys `keys`, plaintext `size` bytes). Each
-    /// patch footer is checked (layout, MAC, generation, and the MAC of the footer it names);
-    /// the walk stops at a version-3 base footer, whose generation must be the chain's base
-    /// generation. The base footer's own checks are the reader's, as for format 3.
-    pub fn read(
-        source: &dyn ReadAt,
-        bound: &[u8],
-        keys: &ContainerKeys,
-        tip: CommitRecord,
-        size: u64,
-    ) -> Result<Self> {
-        let mut patches: Vec<(Link, PatchFooter)> = Vec::new();
-        let (mut generation, mut offset, mut len) = (tip.generation, tip.footer_offset, tip.footer_size);
+    /// Reads the chain whose newest footer the commit record `tip` names in `source`, and
+    /// checks everything that needs no key: each patch footer's layout and generation, that it
+    /// names its predecessor's MAC, and that the walk ends at a version-3 base footer of the
+    /// chain's base generation. The plaintext size, which the units' ranges are checked
+    /// against, is the base footer's (checked with the base footer itself by the reader, as
+    /// for format 3). [`Chain::authenticate`] then checks the patch footers' MACs.
+    pub fn walk(source: &dyn ReadAt, tip: CommitRecord) -> Result<Self> {
         let total = source_len(source)?;
-        let base = loop {
-            let end = offset
+        // First the links, newest first: (link, raw footer bytes).
+        let mut raw: Vec<(Link, Vec<u8>)> = Vec::new();
+        let (mut generation, mut offset, mut len) = (tip.generation, tip.footer_offset, tip.footer_size);
+        let (base, size) = loop {
+            let inside = offset
                 .checked_add(len)
-                .filter(|&end| offset >= HEADER_LEN as u64 && end <= total);
-            if end.is_none() || len < (FOOTER_V2_HEAD_LEN + PATCH_MAC_LEN) as u64 {
+                .is_some_and(|end| offset >= HEADER_LEN as u64 && end <= total);
+            if !inside || len < (FOOTER_V2_HEAD_LEN + PATCH_MAC_LEN) as u64 {
                 return Err(Error::corrupt(format!(
                     "footer of generation {generation} at {offset} ({len} bytes) lies outside the container"
                 )));
             }
-            let mut magic = [0u8; 8];
-            read(source, &mut magic, offset, "a footer's magic")?;
+            let mut head = [0u8; FOOTER_V2_HEAD_LEN];
+            read(source, &mut head, offset, "a footer's head")?;
             let mut mac = [0u8; 32];
             read(
                 source,
@@ -119,56 +115,61 @@ impl Chain {
                 size: len,
                 mac,
             };
-            if let Some((next, footer)) = patches.last() {
-                if footer.prev_mac != mac {
+            if let Some((newer, bytes)) = raw.last() {
+                if bytes[32..64] != mac {
                     return Err(Error::corrupt(format!(
                         "the patch footer of generation {} names a footer at {offset} whose MAC differs",
-                        next.generation
+                        newer.generation
                     )));
                 }
             }
-            if &magic == BASE_MAGIC {
-                let mut g = [0u8; 8];
-                read(source, &mut g, offset + 64, "the base footer's generation")?;
-                let base_generation = u64::from_le_bytes(g);
+            if &head[0..8] == BASE_MAGIC {
+                let base_generation = u64::from_le_bytes(head[64..72].try_into().expect("8 bytes"));
                 if base_generation != generation {
                     return Err(Error::corrupt(format!(
                         "the chain's base footer at {offset} is of generation {base_generation}, not {generation}"
                     )));
                 }
-                break link;
+                break (
+                    link,
+                    u64::from_le_bytes(head[16..24].try_into().expect("8 bytes")),
+                );
             }
-            if &magic != PATCH_MAGIC {
+            if &head[0..8] != PATCH_MAGIC {
                 return Err(Error::corrupt(format!(
                     "footer of generation {generation} at {offset}: neither a base nor a patch footer"
                 )));
             }
-            if len > PatchFooter::encoded_len(MAX_UNITS) {
+            // Each patch lies after its predecessor, and at most MAX_DEPTH patches are walked.
+            if len > PatchFooter::encoded_len(MAX_UNITS) || raw.len() as u64 >= MAX_DEPTH || generation < 2 {
                 return Err(Error::corrupt(format!(
-                    "patch footer of generation {generation} at {offset}: {len} bytes, more than any patch holds"
+                    "patch footer of generation {generation} at {offset}: {len} bytes, or a chain deeper \
+                     than {MAX_DEPTH}"
                 )));
             }
             let mut bytes = vec![0u8; len as usize];
             read(source, &mut bytes, offset, "a patch footer")?;
-            let footer = PatchFooter::decode(&bytes, offset, size, generation)?;
-            let unsigned = &bytes[..bytes.len() - PATCH_MAC_LEN];
-            if !verify_footer_mac_v2(keys, bound, unsigned, &mac) {
+            let (prev_offset, prev_size) = (le(&bytes, 16), le(&bytes, 24));
+            if prev_offset.checked_add(prev_size).is_none_or(|end| end > offset) {
                 return Err(Error::corrupt(format!(
-                    "patch footer of generation {generation} at {offset}: MAC mismatch (changed, or another container's)"
+                    "patch footer of generation {generation} at {offset}: its predecessor does not lie before it"
                 )));
             }
-            if let Some((_, newer)) = patches.last() {
-                if newer.base_generation != footer.base_generation {
-                    return Err(Error::corrupt(format!(
-                        "patch footers of generations {} and {generation} name different bases",
-                        generation + 1
-                    )));
-                }
-            }
-            (generation, offset, len) = (generation - 1, footer.prev_offset, footer.prev_size);
-            patches.push((link, footer));
+            raw.push((link, bytes));
+            (generation, offset, len) = (generation - 1, prev_offset, prev_size);
         };
-        patches.reverse();
+        // Then each patch decoded (its units checked against the size), oldest first.
+        let mut patches = Vec::with_capacity(raw.len());
+        for (link, bytes) in raw.into_iter().rev() {
+            let footer = PatchFooter::decode(&bytes, link.offset, size, link.generation)?;
+            if footer.base_generation != base.generation {
+                return Err(Error::corrupt(format!(
+                    "the patch footer of generation {} names base generation {}, but the chain's base is {}",
+                    link.generation, footer.base_generation, base.generation
+                )));
+            }
+            patches.push((link, footer));
+        }
         let overlay = Overlay::new(&patches.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>());
         Ok(Chain {
             base,
@@ -176,6 +177,27 @@ impl Chain {
             overlay,
             size,
         })
+    }
+
+    /// Checks each patch footer's MAC (header bound fields `bound`, the container's `keys`):
+    /// a decoded footer encodes back to exactly the bytes it was read from.
+    pub fn authenticate(&self, bound: &[u8], keys: &ContainerKeys) -> Result<()> {
+        for (link, footer) in &self.patches {
+            if !verify_footer_mac_v2(keys, bound, &footer.encode_unsigned(), &link.mac) {
+                return Err(Error::corrupt(format!(
+                    "patch footer of generation {} at {}: MAC mismatch (changed, or another container's)",
+                    link.generation, link.offset
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Chain::walk`], then [`Chain::authenticate`].
+    pub fn read(source: &dyn ReadAt, bound: &[u8], keys: &ContainerKeys, tip: CommitRecord) -> Result<Self> {
+        let chain = Self::walk(source, tip)?;
+        chain.authenticate(bound, keys)?;
+        Ok(chain)
     }
 
     /// The plaintext of unit `at`, read from `source` and opened (its hash, then its AEAD).
@@ -314,6 +336,10 @@ impl Chain {
     }
 }
 
+fn le(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
 fn source_len(source: &dyn ReadAt) -> Result<u64> {
     source
         .size()
@@ -419,7 +445,7 @@ mod tests {
     }
 
     fn reread(b: &Base, file: &dyn ReadAt) -> Result<Chain> {
-        Chain::read(file, &b.bound, &b.keys, tip_of(file), b.plain.len() as u64)
+        Chain::read(file, &b.bound, &b.keys, tip_of(file))
     }
 
     /// The whole plaintext through `chain`, the base read through the container.
@@ -625,6 +651,17 @@ mod tests {
             bytes[slot..slot + 64].copy_from_slice(&record.encode());
         });
         assert!(reread(&b, &f).is_err());
+        // Without the key, the chain walks; with another key, its MACs fail.
+        let walked = Chain::walk(&file, tip_of(&file)).unwrap();
+        assert_eq!((walked.tip(), walked.patches.len()), (two.tip(), 2));
+        let other = derive_container_keys(
+            crate::core::crypto::DataKey::generate(&SystemEntropy),
+            b.container.info().header.cipher,
+            b.container.info().header.container_id,
+        );
+        let e = walked.authenticate(&b.bound, &other).unwrap_err().to_string();
+        assert!(e.contains("MAC mismatch"), "{e}");
+        walked.authenticate(&b.bound, &b.keys).unwrap();
         // Unchanged, it reads.
         let f = with(&|_| {});
         assert!(read_all(&b, &f, &reread(&b, &f).unwrap()).unwrap() == model_with(&model, 3, 2));
