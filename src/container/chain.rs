@@ -220,6 +220,13 @@ impl Chain {
         buf: &mut [u8],
         base: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
     ) -> Result<()> {
+        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > self.size) {
+            return Err(Error::InvalidArgument(format!(
+                "a read of {} bytes at {offset}: past the plaintext's {} bytes",
+                buf.len(),
+                self.size
+            )));
+        }
         let mut at = 0usize;
         for piece in self.overlay.pieces(offset, buf.len() as u64) {
             match piece {
@@ -717,6 +724,10 @@ mod tests {
         assert_eq!(file.metadata().unwrap().len(), len);
         let again = reread(&b, &file).unwrap();
         assert_eq!(again.patches.len() as u64, MAX_DEPTH);
+        let mut past = [0u8; 2];
+        let mut base = |o: u64, buf: &mut [u8]| b.container.read_at(o, buf).map(drop);
+        let e = again.read_at(&file, &b.keys, SIZE as u64 - 1, &mut past, &mut base);
+        assert!(matches!(e, Err(Error::InvalidArgument(_))));
         let mut model = b.plain.clone();
         model[..UNIT as usize].fill(9);
         model[last as usize..].fill(8);
