@@ -110,8 +110,48 @@ pub fn append_generation(
     entropy: &(dyn Entropy + Sync),
     durable: bool,
 ) -> Result<Appended> {
-    let committed_end = info.trailer.footer_offset + info.trailer.footer_size + TRAILER_LEN as u64;
-    let result = append(file, info, data_key, plan, read, meta, policy, entropy, durable);
+    let Some(generation) = info.footer_v2.as_ref().and_then(|f| f.generation) else {
+        return Err(Error::InvalidArgument(
+            "only a version-3 container takes a generation in place".into(),
+        ));
+    };
+    let end = info.trailer.footer_offset + info.trailer.footer_size + TRAILER_LEN as u64;
+    let tip = Tip { end, generation };
+    append_generation_after(
+        file, info, tip, data_key, plan, read, meta, policy, entropy, durable,
+    )
+}
+
+/// The container's current generation and where its committed bytes end: what an append goes
+/// after. For a version-3 container, its footer's; for one with a chain of patches over that
+/// footer (format 4, proposed), the newest patch's (`chain::Chain::fold`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tip {
+    /// The end of the current generation's trailer.
+    pub end: u64,
+    /// The current generation.
+    pub generation: u64,
+}
+
+/// [`append_generation`] after `tip` instead of after `info`'s footer: `info` still gives the
+/// blocks that [`Planned::Keep`] keeps (its footer's entries), the header and the key slots.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn append_generation_after(
+    file: &File,
+    info: &ContainerInfo,
+    tip: Tip,
+    data_key: &DataKey,
+    plan: &[Planned],
+    read: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
+    meta: &FileMeta,
+    policy: CompressPolicy,
+    entropy: &(dyn Entropy + Sync),
+    durable: bool,
+) -> Result<Appended> {
+    let committed_end = tip.end;
+    let result = append(
+        file, info, tip, data_key, plan, read, meta, policy, entropy, durable,
+    );
     if let Err(Failed::BeforeRecord(_)) = &result {
         // What was appended is a torn tail no record names: it goes at once, so that a full
         // disk gets its room back (the next commit would overwrite it anyway).
@@ -139,6 +179,7 @@ impl From<Error> for Failed {
 fn append(
     file: &File,
     info: &ContainerInfo,
+    tip: Tip,
     data_key: &DataKey,
     plan: &[Planned],
     read: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
@@ -152,17 +193,16 @@ fn append(
         .footer_v2
         .as_ref()
         .filter(|_| header.version == FormatVersion::V3);
-    let Some(generation) = current.and_then(|f| f.generation) else {
+    let Some(current) = current.filter(|f| f.generation.is_some_and(|g| g <= tip.generation)) else {
         return Err(
             Error::InvalidArgument("only a version-3 container takes a generation in place".into()).into(),
         );
     };
-    let current = current.expect("checked above");
-    let next = generation + 1;
+    let next = tip.generation + 1;
     let keys = derive_container_keys(data_key.clone(), header.cipher, header.container_id);
     let block_size = header.block_size as u64;
 
-    let mut pos = info.trailer.footer_offset + info.trailer.footer_size + TRAILER_LEN as u64;
+    let mut pos = tip.end;
     let mut batch: Vec<u8> = Vec::new();
     let mut batch_at = pos;
     let flush = |batch: &mut Vec<u8>, at: u64| -> Result<()> {

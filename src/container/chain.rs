@@ -10,7 +10,11 @@
 //! Neither the reader nor the editor takes chains yet: this is the part of format 4 they will
 //! call, tested on real files.
 
-use crate::core::crypto::{footer_mac_v2, verify_footer_mac_v2, ContainerKeys, Entropy};
+use crate::container::append::{append_generation_after, Appended, Planned, Tip};
+use crate::container::reader::ContainerInfo;
+use crate::core::codec::CompressPolicy;
+use crate::core::crypto::{footer_mac_v2, verify_footer_mac_v2, ContainerKeys, DataKey, Entropy};
+use crate::core::file_record::FileMeta;
 use crate::core::format::{
     CommitRecord, PatchFooter, Trailer, UnitEntry, FOOTER_V2_HEAD_LEN, HEADER_LEN, MAX_DEPTH, MAX_UNITS,
     NONCE_BASE_USED, NONCE_LEN, PATCH_MAC_LEN, SIGNATURE_AT, SIGNATURE_LEN, TRAILER_LEN,
@@ -220,7 +224,10 @@ impl Chain {
         buf: &mut [u8],
         base: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
     ) -> Result<()> {
-        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > self.size) {
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.size)
+        {
             return Err(Error::InvalidArgument(format!(
                 "a read of {} bytes at {offset}: past the plaintext's {} bytes",
                 buf.len(),
@@ -242,6 +249,61 @@ impl Chain {
             }
         }
         Ok(())
+    }
+
+    /// Folds the chain into a base commit: generation g + 1 appended after the newest patch as
+    /// a version-3 footer, every block a unit overrides sealed again with the units applied, the
+    /// others kept (their bytes are not touched). `info` is the base's structure (its footer is
+    /// this chain's base), `base` reads the base's plaintext. What results is a version-3
+    /// container: every reader of format 3 reads it. A failure before the commit record cuts
+    /// only what it appended: the patches stay, and so does generation g.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fold(
+        &self,
+        file: &File,
+        info: &ContainerInfo,
+        data_key: &DataKey,
+        keys: &ContainerKeys,
+        base: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
+        meta: &FileMeta,
+        policy: CompressPolicy,
+        entropy: &(dyn Entropy + Sync),
+        durable: bool,
+    ) -> Result<Appended> {
+        let is_base = info.trailer.footer_offset == self.base.offset && info.footer.mac == self.base.mac;
+        if !is_base {
+            return Err(Error::InvalidArgument(
+                "folding a chain over another footer than its base".into(),
+            ));
+        }
+        let plan: Vec<Planned> = info
+            .footer
+            .entries
+            .iter()
+            .map(|e| {
+                let overridden = self
+                    .overlay
+                    .pieces(e.plain_offset, e.plain_size)
+                    .iter()
+                    .any(|p| matches!(p, Piece::Unit { .. }));
+                if overridden {
+                    Planned::Seal {
+                        plain_offset: e.plain_offset,
+                        plain_size: e.plain_size,
+                    }
+                } else {
+                    Planned::Keep
+                }
+            })
+            .collect();
+        let tip = Tip {
+            end: self.tip().end(),
+            generation: self.generation(),
+        };
+        let mut read = |offset: u64, buf: &mut [u8]| self.read_at(file, keys, offset, buf, base);
+        append_generation_after(
+            file, info, tip, data_key, &plan, &mut read, meta, policy, entropy, durable,
+        )
     }
 
     /// Commits generation g + 1 as a patch of `pages` (plaintext offset, plaintext: offsets on
@@ -672,6 +734,97 @@ mod tests {
         // Unchanged, it reads.
         let f = with(&|_| {});
         assert!(read_all(&b, &f, &reread(&b, &f).unwrap()).unwrap() == model_with(&model, 3, 2));
+    }
+
+    fn fold(
+        b: &Base,
+        file: &File,
+        chain: &Chain,
+        base: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
+    ) -> Result<Appended> {
+        let meta = FileMeta {
+            name: b"f".to_vec(),
+            mode: 0o600,
+            mtime_sec: 1,
+            mtime_nsec: 0,
+        };
+        let policy = CompressPolicy {
+            mode: crate::CompressMode::Never,
+            level: 1,
+            codec: crate::core::compress::Codec::default(),
+        };
+        let data_key = b.container.data_key();
+        let info = b.container.info();
+        chain.fold(
+            file,
+            info,
+            data_key,
+            &b.keys,
+            base,
+            &meta,
+            policy,
+            &SystemEntropy,
+            true,
+        )
+    }
+
+    #[test]
+    fn a_folded_chain_is_a_version_3_container_that_reads_as_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = base(dir.path(), SIZE);
+        let file = open_rw(&b.path);
+        let (mut model, mut state) = (b.plain.clone(), 5u64);
+        let mut chain = chain_of(&b);
+        for round in 0..3 {
+            let pages = scribble(&mut model, &mut state, 3 + round);
+            chain = chain
+                .append(&file, &b.bound, &b.keys, &as_pages(&pages), &SystemEntropy, false)
+                .unwrap();
+        }
+        // A failing fold (here its base reads fail) cuts only what it appended.
+        let before = std::fs::read(&b.path).unwrap();
+        let mut broken = |_: u64, _: &mut [u8]| Err(Error::corrupt("a test's failing read"));
+        assert!(fold(&b, &file, &chain, &mut broken).is_err());
+        assert!(std::fs::read(&b.path).unwrap() == before);
+        assert!(read_all(&b, &file, &reread(&b, &file).unwrap()).unwrap() == model);
+
+        let mut base = |o: u64, buf: &mut [u8]| b.container.read_at(o, buf).map(drop);
+        let folded = fold(&b, &file, &chain, &mut base).unwrap();
+        assert_eq!(folded.generation, chain.generation() + 1);
+        assert!(folded.sealed > 0 && folded.sealed < b.container.block_count());
+        // Read by the format-3 reader, from the file alone.
+        let reopened = Container::open(&b.path, &key()).unwrap();
+        assert_eq!(
+            reopened.info().footer_v2.as_ref().unwrap().generation,
+            Some(folded.generation)
+        );
+        let mut all = vec![0u8; SIZE];
+        reopened.read_at(0, &mut all).unwrap();
+        assert!(all == model);
+        // And as the base of a new chain.
+        let base_link = Link {
+            generation: folded.generation,
+            offset: folded.info.trailer.footer_offset,
+            size: folded.info.trailer.footer_size,
+            mac: folded.info.footer.mac,
+        };
+        let next = Chain::over(base_link, SIZE as u64)
+            .append(
+                &file,
+                &b.bound,
+                &b.keys,
+                &[(0, &[7u8; 4096][..])],
+                &SystemEntropy,
+                true,
+            )
+            .unwrap();
+        let walked = reread(&b, &file).unwrap();
+        assert_eq!((walked.base, walked.tip()), (base_link, next.tip()));
+        model[..4096].fill(7);
+        let mut out = vec![0u8; SIZE];
+        let mut base = |o: u64, buf: &mut [u8]| reopened.read_at(o, buf).map(drop);
+        walked.read_at(&file, &b.keys, 0, &mut out, &mut base).unwrap();
+        assert!(out == model);
     }
 
     fn model_with(model: &[u8], page: usize, byte: u8) -> Vec<u8> {
