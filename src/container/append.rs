@@ -94,14 +94,28 @@ const WRITE_BATCH: usize = 4 << 20;
 /// Plaintext bytes of new blocks read, then sealed in parallel, at a time.
 const SEAL_BATCH: u64 = 8 << 20;
 
+/// The container's current generation and where its committed bytes end: what an append goes
+/// after. For a version-3 container, its footer's; for one with a chain of patches over that
+/// footer (format 4, proposed), the newest patch's (`chain::Chain::fold`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tip {
+    /// The end of the current generation's trailer.
+    pub end: u64,
+    /// The current generation.
+    pub generation: u64,
+}
+
 /// Appends generation g + 1 to `file`, a version-3 container whose current generation g is
 /// described by `info` (read from this same file), with the blocks `plan` says and the file
-/// record `meta`, reading new plaintext through `read`. `durable`: the commit record is synced
-/// too before this returns (the blocks and footer always are, before the record is written).
+/// record `meta`, reading new plaintext through `read`. `after`: append after this tip instead
+/// of after `info`'s footer (`info` still gives the blocks that [`Planned::Keep`] keeps, the
+/// header and the key slots). `durable`: the commit record is synced too before this returns
+/// (the blocks and footer always are, before the record is written).
 #[allow(clippy::too_many_arguments)]
 pub fn append_generation(
     file: &File,
     info: &ContainerInfo,
+    after: Option<Tip>,
     data_key: &DataKey,
     plan: &[Planned],
     read: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
@@ -115,47 +129,17 @@ pub fn append_generation(
             "only a version-3 container takes a generation in place".into(),
         ));
     };
-    let end = info.trailer.footer_offset + info.trailer.footer_size + TRAILER_LEN as u64;
-    let tip = Tip { end, generation };
-    append_generation_after(
-        file, info, tip, data_key, plan, read, meta, policy, entropy, durable,
-    )
-}
-
-/// The container's current generation and where its committed bytes end: what an append goes
-/// after. For a version-3 container, its footer's; for one with a chain of patches over that
-/// footer (format 4, proposed), the newest patch's (`chain::Chain::fold`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tip {
-    /// The end of the current generation's trailer.
-    pub end: u64,
-    /// The current generation.
-    pub generation: u64,
-}
-
-/// [`append_generation`] after `tip` instead of after `info`'s footer: `info` still gives the
-/// blocks that [`Planned::Keep`] keeps (its footer's entries), the header and the key slots.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn append_generation_after(
-    file: &File,
-    info: &ContainerInfo,
-    tip: Tip,
-    data_key: &DataKey,
-    plan: &[Planned],
-    read: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
-    meta: &FileMeta,
-    policy: CompressPolicy,
-    entropy: &(dyn Entropy + Sync),
-    durable: bool,
-) -> Result<Appended> {
-    let committed_end = tip.end;
+    let tip = after.unwrap_or(Tip {
+        end: info.trailer.footer_offset + info.trailer.footer_size + TRAILER_LEN as u64,
+        generation,
+    });
     let result = append(
         file, info, tip, data_key, plan, read, meta, policy, entropy, durable,
     );
     if let Err(Failed::BeforeRecord(_)) = &result {
         // What was appended is a torn tail no record names: it goes at once, so that a full
         // disk gets its room back (the next commit would overwrite it anyway).
-        let _ = file.set_len(committed_end);
+        let _ = file.set_len(tip.end);
     }
     result.map_err(|f| match f {
         Failed::BeforeRecord(e) | Failed::AtRecord(e) => e,

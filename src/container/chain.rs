@@ -10,7 +10,7 @@
 //! Neither the reader nor the editor takes chains yet: this is the part of format 4 they will
 //! call, tested on real files.
 
-use crate::container::append::{append_generation_after, Appended, Planned, Tip};
+use crate::container::append::{append_generation, Appended, Planned, Tip};
 use crate::container::reader::ContainerInfo;
 use crate::core::codec::CompressPolicy;
 use crate::core::crypto::{footer_mac_v2, verify_footer_mac_v2, ContainerKeys, DataKey, Entropy};
@@ -301,8 +301,17 @@ impl Chain {
             generation: self.generation(),
         };
         let mut read = |offset: u64, buf: &mut [u8]| self.read_at(file, keys, offset, buf, base);
-        append_generation_after(
-            file, info, tip, data_key, &plan, &mut read, meta, policy, entropy, durable,
+        append_generation(
+            file,
+            info,
+            Some(tip),
+            data_key,
+            &plan,
+            &mut read,
+            meta,
+            policy,
+            entropy,
+            durable,
         )
     }
 

@@ -772,6 +772,7 @@ impl Editor {
         let appended = append_generation(
             &file,
             info,
+            None,
             &data_key,
             &plan,
             &mut read,
