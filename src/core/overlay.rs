@@ -93,13 +93,13 @@ impl Overlay {
     /// unit overrides the page, the base's elsewhere, adjacent base runs merged. The caller
     /// keeps the range within the plaintext (a unit covers its page up to the plaintext's end).
     pub fn pieces(&self, offset: u64, len: u64) -> Vec<Piece> {
-        let end = offset + len;
+        let end = offset.saturating_add(len);
         let mut out = Vec::new();
         if len == 0 {
             return out;
         }
         let mut at = offset;
-        let first = self.pages.partition_point(|&(p, _)| (p + 1) * UNIT <= offset);
+        let first = self.pages.partition_point(|&(p, _)| page_end(p) <= offset);
         for &(page, unit) in &self.pages[first..] {
             let page_start = page * UNIT;
             if page_start >= end {
@@ -112,7 +112,7 @@ impl Overlay {
                 });
                 at = page_start;
             }
-            let take = (page_start + UNIT).min(end) - at;
+            let take = page_end(page).min(end) - at;
             out.push(Piece::Unit {
                 at: unit,
                 skip: at - page_start,
@@ -128,6 +128,12 @@ impl Overlay {
         }
         out
     }
+}
+
+/// The plaintext offset just past page `page`. The last page of a plaintext that reaches the
+/// top of the u64 range ends there: no sum here overflows, whatever a footer says.
+fn page_end(page: u64) -> u64 {
+    page.saturating_add(1).saturating_mul(UNIT)
 }
 
 #[cfg(test)]
@@ -158,6 +164,24 @@ mod tests {
 
     fn r(patch: u32, unit: u32) -> UnitRef {
         UnitRef { patch, unit }
+    }
+
+    #[test]
+    fn a_unit_at_the_top_of_the_u64_range_is_cut_without_overflow() {
+        let top = u64::MAX / UNIT;
+        let o = Overlay::new(&[patch(&[top])]);
+        let (offset, len) = (top * UNIT - 10, UNIT + 9);
+        assert_eq!(
+            o.pieces(offset, len),
+            vec![
+                Piece::Base { offset, len: 10 },
+                Piece::Unit {
+                    at: r(0, 0),
+                    skip: 0,
+                    len: UNIT - 1
+                },
+            ]
+        );
     }
 
     #[test]

@@ -223,7 +223,7 @@ impl PatchFooter {
                     )))
                 }
             }
-            next_plain = u.plain_offset + UNIT;
+            next_plain = u.plain_offset.saturating_add(UNIT);
             let sealed_end = u.offset.checked_add(u.sealed_len());
             if u.offset < units_from || sealed_end.is_none_or(|end| end > footer_offset) {
                 return Err(what(format!(
@@ -407,6 +407,21 @@ mod tests {
         }
         let fits = vec![unit(0, 4096 + 500 + 32, 4096), unit(2, AT - 4112, 4096)];
         assert!(PatchFooter::decode(&signed(&patch(fits)), AT, SIZE, 5).is_ok());
+    }
+
+    #[test]
+    fn units_at_the_top_of_the_u64_range_are_checked_without_overflow() {
+        let top = u64::MAX / UNIT;
+        let (last, past) = (unit(top, 10_000, 4095), unit(top - 1, 20_000, 4096));
+        assert!(PatchFooter::decode(&signed(&patch(vec![past, last])), AT, u64::MAX, 5).is_ok());
+        let twice = vec![
+            last,
+            UnitEntry {
+                offset: 20_000,
+                ..last
+            },
+        ];
+        assert!(PatchFooter::decode(&signed(&patch(twice)), AT, u64::MAX, 5).is_err());
     }
 
     #[test]
