@@ -226,7 +226,8 @@ fn main() {
     let v3_file = containers.pop().expect("two");
     let info = info_of(&v4_file);
     let keys = unlock(&info.header, &info.slots, &key).expect("the key opens it");
-    let data_key = unlock(&info_of(&v3_file).header, &info_of(&v3_file).slots, &key)
+    let v3_info = info_of(&v3_file);
+    let data_key = unlock(&v3_info.header, &v3_info.slots, &key)
         .expect("the key opens it")
         .data_key;
     let base = Link {

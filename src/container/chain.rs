@@ -16,8 +16,9 @@ use crate::core::codec::CompressPolicy;
 use crate::core::crypto::{footer_mac_v2, verify_footer_mac_v2, ContainerKeys, DataKey, Entropy};
 use crate::core::file_record::FileMeta;
 use crate::core::format::{
-    CommitRecord, PatchFooter, Trailer, UnitEntry, FOOTER_V2_HEAD_LEN, HEADER_LEN, MAX_DEPTH, MAX_UNITS,
-    NONCE_BASE_USED, NONCE_LEN, PATCH_MAC_LEN, SIGNATURE_AT, SIGNATURE_LEN, TRAILER_LEN,
+    le_u64, CommitRecord, PatchFooter, Trailer, UnitEntry, FOOTER_V2_HEAD_LEN, FOOTER_V3_MAGIC, HEADER_LEN,
+    MAX_DEPTH, MAX_UNITS, NONCE_BASE_USED, NONCE_LEN, PATCH_MAC_LEN, PATCH_MAGIC, SIGNATURE_AT,
+    SIGNATURE_LEN, TRAILER_LEN,
 };
 use crate::core::overlay::{Overlay, Piece, UnitRef};
 use crate::core::units::PatchKey;
@@ -25,9 +26,6 @@ use crate::storage::ReadAt;
 use crate::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-
-const BASE_MAGIC: &[u8; 8] = b"QLTXFOT3";
-const PATCH_MAGIC: &[u8; 8] = b"QLTXPAT4";
 
 /// One footer of a chain: its generation, where it is, and its MAC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,17 +125,14 @@ impl Chain {
                     )));
                 }
             }
-            if &head[0..8] == BASE_MAGIC {
-                let base_generation = u64::from_le_bytes(head[64..72].try_into().expect("8 bytes"));
+            if &head[0..8] == FOOTER_V3_MAGIC {
+                let base_generation = le_u64(&head, 64);
                 if base_generation != generation {
                     return Err(Error::corrupt(format!(
                         "the chain's base footer at {offset} is of generation {base_generation}, not {generation}"
                     )));
                 }
-                break (
-                    link,
-                    u64::from_le_bytes(head[16..24].try_into().expect("8 bytes")),
-                );
+                break (link, le_u64(&head, 16));
             }
             if &head[0..8] != PATCH_MAGIC {
                 return Err(Error::corrupt(format!(
@@ -153,7 +148,7 @@ impl Chain {
             }
             let mut bytes = vec![0u8; len as usize];
             read(source, &mut bytes, offset, "a patch footer")?;
-            let (prev_offset, prev_size) = (le(&bytes, 16), le(&bytes, 24));
+            let (prev_offset, prev_size) = (le_u64(&bytes, 16), le_u64(&bytes, 24));
             if prev_offset.checked_add(prev_size).is_none_or(|end| end > offset) {
                 return Err(Error::corrupt(format!(
                     "patch footer of generation {generation} at {offset}: its predecessor does not lie before it"
@@ -174,7 +169,7 @@ impl Chain {
             }
             patches.push((link, footer));
         }
-        let overlay = Overlay::new(&patches.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>());
+        let overlay = Overlay::new(patches.iter().map(|(_, f)| f));
         Ok(Chain {
             base,
             patches,
@@ -206,11 +201,16 @@ impl Chain {
 
     /// The plaintext of unit `at`, read from `source` and opened (its hash, then its AEAD).
     pub fn read_unit(&self, source: &dyn ReadAt, keys: &ContainerKeys, at: UnitRef) -> Result<Vec<u8>> {
-        let (_, footer) = &self.patches[at.patch as usize];
-        let entry: &UnitEntry = &footer.units[at.unit as usize];
+        let key = PatchKey::of(keys, &self.patches[at.patch as usize].1);
+        self.open_unit(source, &key, at)
+    }
+
+    /// Unit `at`'s plaintext, opened with its patch's key `key`.
+    fn open_unit(&self, source: &dyn ReadAt, key: &PatchKey, at: UnitRef) -> Result<Vec<u8>> {
+        let entry: &UnitEntry = &self.patches[at.patch as usize].1.units[at.unit as usize];
         let mut data = vec![0u8; entry.sealed_len() as usize];
         read(source, &mut data, entry.offset, "a unit")?;
-        PatchKey::of(keys, footer).open(at.unit, entry, &mut data)?;
+        key.open(at.unit, entry, &mut data)?;
         Ok(data)
     }
 
@@ -234,11 +234,15 @@ impl Chain {
                 self.size
             )));
         }
+        // Each patch's unit key is derived once per read, however many of its units it opens.
+        let mut patch_keys: Vec<Option<PatchKey>> = self.patches.iter().map(|_| None).collect();
         let mut at = 0usize;
         for piece in self.overlay.pieces(offset, buf.len() as u64) {
             match piece {
                 Piece::Unit { at: unit, skip, len } => {
-                    let plain = self.read_unit(source, keys, unit)?;
+                    let key = patch_keys[unit.patch as usize]
+                        .get_or_insert_with(|| PatchKey::of(keys, &self.patches[unit.patch as usize].1));
+                    let plain = self.open_unit(source, key, unit)?;
                     buf[at..at + len as usize].copy_from_slice(&plain[skip as usize..(skip + len) as usize]);
                     at += len as usize;
                 }
@@ -409,13 +413,9 @@ impl Chain {
         }
         let mut next = self.clone();
         next.patches.push((link, footer));
-        next.overlay = Overlay::new(&next.patches.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>());
+        next.overlay = Overlay::new(next.patches.iter().map(|(_, f)| f));
         Ok(next)
     }
-}
-
-fn le(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 fn source_len(source: &dyn ReadAt) -> Result<u64> {

@@ -48,9 +48,9 @@ pub struct Overlay {
 impl Overlay {
     /// The overlay of `chain`, oldest patch first. Each patch's units are sorted by
     /// plain_offset, one per page (as `PatchFooter::decode` checks).
-    pub fn new(chain: &[PatchFooter]) -> Self {
-        let mut pages: Vec<(u64, UnitRef)> = Vec::with_capacity(chain.iter().map(|p| p.units.len()).sum());
-        for (patch, footer) in chain.iter().enumerate() {
+    pub fn new<'a>(chain: impl IntoIterator<Item = &'a PatchFooter>) -> Self {
+        let mut pages: Vec<(u64, UnitRef)> = Vec::new();
+        for (patch, footer) in chain.into_iter().enumerate() {
             for (unit, u) in footer.units.iter().enumerate() {
                 let at = UnitRef {
                     patch: patch as u32,
@@ -193,7 +193,7 @@ mod tests {
         assert_eq!(o.unit_of(3), Some(r(1, 0)));
         assert_eq!(o.unit_of(4), Some(r(1, 1)));
         assert_eq!(o.unit_of(5), Some(r(2, 0)));
-        assert!(Overlay::new(&[]).is_empty());
+        assert!(Overlay::new(&[] as &[PatchFooter]).is_empty());
     }
 
     #[test]

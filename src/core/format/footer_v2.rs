@@ -24,7 +24,8 @@ use super::{array, le_u32, le_u64, FooterEntry, BLOCK_HEAD_LEN, HEADER_LEN, META
 use crate::{Error, Result};
 
 const FOOTER_V2_MAGIC: &[u8; 8] = b"QLTXFOT2";
-const FOOTER_V3_MAGIC: &[u8; 8] = b"QLTXFOT3";
+/// Magic of a version-3 footer (and of format 4's base footer).
+pub const FOOTER_V3_MAGIC: &[u8; 8] = b"QLTXFOT3";
 /// Length of one v3 footer entry: v2's and the block's generation (u64).
 pub const FOOTER_V3_ENTRY_LEN: usize = FOOTER_V2_ENTRY_LEN + 8;
 /// Length of the v2 footer's head: magic, n, original size, root, record length, reserved.

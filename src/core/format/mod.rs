@@ -32,12 +32,12 @@ pub use footer::{
 pub use footer_v2::{
     max_block_len_v2, min_block_len_v2, FooterEntryV2, FooterV2, FILE_RECORD_FIXED_PLAIN,
     FILE_RECORD_MAX_LEN, FILE_RECORD_MAX_NAME, FILE_RECORD_MIN_LEN, FOOTER_V2_ENTRY_LEN, FOOTER_V2_FIXED_LEN,
-    FOOTER_V2_HEAD_LEN, FOOTER_V3_ENTRY_LEN,
+    FOOTER_V2_HEAD_LEN, FOOTER_V3_ENTRY_LEN, FOOTER_V3_MAGIC,
 };
 pub use header::{short_header, CipherId, Header, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN};
 pub use patch::{
-    unit_aad, unit_nonce, PatchFooter, UnitEntry, MAX_DEPTH, MAX_UNITS, PATCH_HEAD_LEN, PATCH_MAC_LEN, UNIT,
-    UNIT_ENTRY_LEN,
+    unit_aad, unit_nonce, PatchFooter, UnitEntry, MAX_DEPTH, MAX_UNITS, PATCH_HEAD_LEN, PATCH_MAC_LEN,
+    PATCH_MAGIC, UNIT, UNIT_ENTRY_LEN,
 };
 pub use signature::{can_sign, signed_message, SignatureRecord, ALG_ED25519, SIGNATURE_AT, SIGNATURE_LEN};
 pub use slots::{

@@ -28,7 +28,8 @@
 use super::{array, le_u32, le_u64, ContainerId, NONCE_BASE_USED, NONCE_LEN, TAG_LEN, TRAILER_LEN};
 use crate::{Error, Result};
 
-const PATCH_MAGIC: &[u8; 8] = b"QLTXPAT4";
+/// Magic of a patch footer.
+pub const PATCH_MAGIC: &[u8; 8] = b"QLTXPAT4";
 /// Bytes of a patch footer before its entries.
 pub const PATCH_HEAD_LEN: usize = 128;
 /// Bytes of one unit entry.
