@@ -44,16 +44,23 @@ def v4one(fd):
     append_commit(fd, N, 4096 + 16, 120 + N * 112, 1)
 
 pats = [("g", g), ("v3", v3), ("v4", v4), ("v4one", v4one)]
-fds = {name: make("iox-" + name, SIZE + (SIZE // 4096) * 32 if name == "g" else SIZE) for name, _ in pats}
-times = {name: [] for name, _ in pats}
-for r in range(rounds):
-    order = pats[r % 4:] + pats[:r % 4]
-    for name, f in order:
-        t = time.perf_counter(); f(fds[name]); times[name].append(time.perf_counter() - t)
+fds = {}
+try:
+    for name, _ in pats:
+        fds[name] = make("iox-" + name, SIZE + (SIZE // 4096) * 32 if name == "g" else SIZE)
+    times = {name: [] for name, _ in pats}
+    for r in range(rounds):
+        order = pats[r % 4:] + pats[:r % 4]
+        for name, f in order:
+            t = time.perf_counter(); f(fds[name]); times[name].append(time.perf_counter() - t)
+finally:
+    # Ctrl-C (KeyboardInterrupt) included: no test file is left in DIR.
+    for name in pats:
+        path = os.path.join(d, "iox-" + name[0])
+        if os.path.exists(path):
+            os.unlink(path)
 base = statistics.median(times["g"])
 print(f"{'pattern':8} {'p50 ms':>8} {'ratio to g':>10}   ({rounds} interleaved rounds, {d})")
 for name, _ in pats:
     m = statistics.median(times[name])
     print(f"{name:8} {m * 1000:8.2f} {m / base:10.2f}")
-for name in fds:
-    os.close(fds[name]); os.unlink(os.path.join(d, "iox-" + name))
