@@ -176,6 +176,7 @@ struct V4 {
     keys: ContainerKeys,
     bound: Vec<u8>,
     chain: Chain,
+    meta: FileMeta,
 }
 
 impl Case for V4 {
@@ -189,7 +190,15 @@ impl Case for V4 {
             .collect();
         self.chain = self
             .chain
-            .append(&self.file, &self.bound, &self.keys, &units, &SystemEntropy, true)
+            .append(
+                &self.file,
+                &self.bound,
+                &self.keys,
+                &units,
+                &self.meta,
+                &SystemEntropy,
+                true,
+            )
             .expect("a patch");
     }
 }
@@ -267,6 +276,7 @@ fn main() {
             bound: info.header.bound_fields(),
             keys,
             chain: Chain::over(base, size),
+            meta: meta(),
         }),
     ];
     // Nothing made above is left for the kernel to write back during the rounds.

@@ -222,6 +222,7 @@ fn write_v3_edited(plain: &[u8]) -> Vec<u8> {
         budget: MemoryBudget::new(1 << 20),
         file_limit: 1 << 20,
         in_place_min: V3_IN_PLACE_MIN,
+        in_place_format: qeltrix::format::FormatVersion::V3,
         slack_while_open: 1,
     });
     let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
@@ -1165,7 +1166,7 @@ fn check_good(path: &str) {
         // per 16 KiB segment).
         let tags = match spec.format {
             FormatVersion::V1 => 1,
-            FormatVersion::V2 | FormatVersion::V3 => size.div_ceil(16_384),
+            FormatVersion::V2 | FormatVersion::V3 | FormatVersion::V4 => size.div_ceil(16_384),
         };
         let compressed = e.len < 140 + size + 16 * tags;
         assert_eq!(

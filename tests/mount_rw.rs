@@ -884,7 +884,7 @@ enum Op {
 }
 
 /// Operations on files of up to 400 KB times `scale`: at 8, most files pass 1 MiB, where the
-/// mount writes them as format 3 and edits them in place.
+/// mount writes them as format 4 and edits them in place.
 fn op(scale: u64) -> impl Strategy<Value = Op> {
     prop_oneof![
         5 => (0u64..300_000 * scale, 0usize..70_000, any::<u64>())
@@ -1010,7 +1010,7 @@ fn random_overwrites_with(extra: &[&str], scale: u64) {
 
     s.verify_all();
     if scale > 1 {
-        // Files past 1 MiB were kept as format 3, their edits appended in place.
+        // Files past 1 MiB were kept as format 4, their edits appended in place.
         let in_place = s
             .stored()
             .iter()
@@ -1023,10 +1023,10 @@ fn random_overwrites_with(extra: &[&str], scale: u64) {
                         s.vault().join(format!("{c}{SUFFIX}")).as_os_str(),
                     ],
                 );
-                json.replace(" ", "").contains("\"format_version\":3")
+                json.replace(" ", "").contains("\"format_version\":4")
             })
             .count();
-        assert!(in_place > 0, "no file was written as format 3");
+        assert!(in_place > 0, "no file was written as format 4");
     }
     let Some(m) = s.mount_ro() else { return };
     let names = walk_files(&models);
@@ -1676,7 +1676,7 @@ impl Overwriter {
             self.file.sync_all()?;
             self.synced.lock().unwrap().push(self.model.clone());
         } else if i % 13 == 12 {
-            // Up to 2 MiB: past 1 MiB the mount edits the file in place (format 3).
+            // Up to 2 MiB: past 1 MiB the mount edits the file in place (format 4).
             let len = self.rng.below(2 * MIB as u64) as usize;
             self.file.set_len(len as u64)?;
             self.model.resize(len, 0);
@@ -1973,12 +1973,12 @@ fn a_large_file_is_edited_in_place_then_compacted_after_the_unmount() {
     let mut model = random_bytes(3 * MIB / 2, 77);
     fs::write(m.file("big.bin"), &model).unwrap();
     assert!(
-        info_json(&s, "big.bin").contains("\"format_version\":3"),
-        "a large file is format 3"
+        info_json(&s, "big.bin").contains("\"format_version\":4"),
+        "a large file is format 4"
     );
     let size_after_copy = fs::metadata(s.vault().join("big.bin.qltx")).unwrap().len();
 
-    // Small edits, each fsynced: each commit appends the changed blocks and a footer.
+    // Small edits, each fsynced: each commit appends the changed 4 KiB pages as a patch.
     let f = open_rw(&m.file("big.bin"));
     for (i, at) in [10u64, 700_000, 1_500_000].into_iter().enumerate() {
         let bytes = random_bytes(3000, i as u64);
@@ -1993,13 +1993,13 @@ fn a_large_file_is_edited_in_place_then_compacted_after_the_unmount() {
     drop(f);
     let json = info_json(&s, "big.bin");
     assert!(
-        json.contains("\"generation\":4"),
-        "three commits after the first: {json}"
+        json.contains("\"generation\":4") && json.contains("\"patches\":3"),
+        "three patch commits after the first: {json}"
     );
     let grown = fs::metadata(s.vault().join("big.bin.qltx")).unwrap().len() - size_after_copy;
     assert!(
-        grown < 400_000,
-        "the edits appended {grown} bytes, not the whole file again"
+        grown < 40_000,
+        "the edits appended {grown} bytes, not whole blocks"
     );
     assert!(
         fs::read(m.file("big.bin")).unwrap() == model,

@@ -262,6 +262,7 @@ fn an_edit_in_place_or_a_compaction_drops_the_signature() {
         budget: MemoryBudget::new(1 << 20),
         file_limit: 1 << 20,
         in_place_min: 16 << 10,
+        in_place_format: qeltrix::format::FormatVersion::V3,
         slack_while_open: 1,
     });
     let meta = qeltrix::FileMeta {

@@ -939,14 +939,14 @@ fn v2_a_dropped_last_segment_fails_naming_the_block() {
 
 #[test]
 fn v2_a_block_of_a_newer_version_is_not_a_container() {
-    // A reader that knows only versions 1 to 3 meets version 4: not a container (exit 4), and
+    // A reader that knows only versions 1 to 4 meets version 5: not a container (exit 4), and
     // the message says which version.
     let f = seg_fixture(CipherId::Aes256Gcm);
     let mut bytes = f.bytes.to_vec();
-    bytes[8..10].copy_from_slice(&4u16.to_le_bytes());
+    bytes[8..10].copy_from_slice(&5u16.to_le_bytes());
     match Header::decode(&bytes[..HEADER_LEN]) {
-        Err(Error::NotAContainer(m)) => assert_eq!(m, "unsupported format version 4"),
-        r => panic!("version 4: {r:?}"),
+        Err(Error::NotAContainer(m)) => assert_eq!(m, "unsupported format version 5"),
+        r => panic!("version 5: {r:?}"),
     }
     let e = open_and_unpack(bytes.clone(), &key_file_key(KEY_BYTE)).unwrap_err();
     assert!(e.is_not_a_container(), "{e}");

@@ -574,20 +574,21 @@ fn info_json(path: &Path, info: &ContainerInfo, sig: &SignatureStatus) -> serde_
         "stale_key_slot_area": h.has_stale_slot_area(),
         "generation": generation(info),
         "superseded_bytes": superseded(info),
+        "patches": info.chain.as_ref().map(|c| c.patches.len()),
+        "patched_pages": info.chain.as_ref().map(|c| c.overlay.len()),
     })
 }
 
-/// A version-3 container's current generation.
+/// A version-3 or -4 container's current generation.
 fn generation(info: &ContainerInfo) -> Option<u64> {
-    info.footer_v2.as_ref().and_then(|f| f.generation)
+    info.generation()
 }
 
-/// A version-3 container's bytes that no current block or footer holds: superseded block
-/// versions, earlier footers, a torn tail.
+/// A version-3 or -4 container's bytes that no current block, unit or footer holds:
+/// superseded block versions and units, earlier footers, a torn tail.
 fn superseded(info: &ContainerInfo) -> Option<u64> {
-    let footer = info.footer_v2.as_ref().filter(|f| f.generation.is_some())?;
-    let end = info.trailer.footer_offset + info.trailer.footer_size + qeltrix::format::TRAILER_LEN as u64;
-    Some(footer.superseded_bytes(info.trailer.footer_offset) + info.container_size.saturating_sub(end))
+    let tip = info.tip()?;
+    Some(info.superseded_bytes() + info.container_size.saturating_sub(tip.end))
 }
 
 /// A container's key slots in words: `#0 key-file`, `#1 passphrase (…)`.
@@ -653,6 +654,13 @@ fn info_text(path: &Path, info: &ContainerInfo, sig: &SignatureStatus) -> String
         text.push_str(&format!(
             "Generation:     {g} (edited in place; {} in superseded versions, which `qeltrix compact` reclaims)\n",
             size(old)
+        ));
+    }
+    if let Some(chain) = info.chain.as_ref().filter(|c| !c.patches.is_empty()) {
+        text.push_str(&format!(
+            "Patches:        {} over the footer above, overriding {} pages of 4 KiB\n",
+            chain.patches.len(),
+            chain.overlay.len()
         ));
     }
     if h.has_stale_slot_area() {

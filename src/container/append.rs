@@ -7,6 +7,7 @@
 //! torn tail, ignored and later overwritten), a crash after it leaves the new one. Readers that
 //! opened the previous generation keep reading it: nothing they use is overwritten.
 
+use crate::container::chain::{Chain, Link};
 use crate::container::reader::ContainerInfo;
 use crate::core::codec::CompressPolicy;
 use crate::core::codec_v2::seal_block_v2;
@@ -124,15 +125,11 @@ pub fn append_generation(
     entropy: &(dyn Entropy + Sync),
     durable: bool,
 ) -> Result<Appended> {
-    let Some(generation) = info.footer_v2.as_ref().and_then(|f| f.generation) else {
+    let Some(tip) = after.or_else(|| info.tip()) else {
         return Err(Error::InvalidArgument(
-            "only a version-3 container takes a generation in place".into(),
+            "only a version-3 or -4 container takes a generation in place".into(),
         ));
     };
-    let tip = after.unwrap_or(Tip {
-        end: info.trailer.footer_offset + info.trailer.footer_size + TRAILER_LEN as u64,
-        generation,
-    });
     let result = append(
         file, info, tip, data_key, plan, read, meta, policy, entropy, durable,
     );
@@ -173,14 +170,12 @@ fn append(
     durable: bool,
 ) -> std::result::Result<Appended, Failed> {
     let header = &info.header;
-    let current = info
-        .footer_v2
-        .as_ref()
-        .filter(|_| header.version == FormatVersion::V3);
+    let current = info.footer_v2.as_ref().filter(|_| header.version.has_commits());
     let Some(current) = current.filter(|f| f.generation.is_some_and(|g| g <= tip.generation)) else {
-        return Err(
-            Error::InvalidArgument("only a version-3 container takes a generation in place".into()).into(),
-        );
+        return Err(Error::InvalidArgument(
+            "only a version-3 or -4 container takes a generation in place".into(),
+        )
+        .into());
     };
     let next = tip.generation + 1;
     let keys = derive_container_keys(data_key.clone(), header.cipher, header.container_id);
@@ -333,6 +328,16 @@ fn append(
             entries: footer_v2.entries.iter().map(|e| e.entry).collect(),
             mac: footer_v2.mac,
         },
+        // A version-4 container's new base footer starts a chain of no patches.
+        chain: (header.version == FormatVersion::V4).then(|| {
+            let base = Link {
+                generation: next,
+                offset: trailer.footer_offset,
+                size: trailer.footer_size,
+                mac: footer_v2.mac,
+            };
+            Chain::over(base, original_size)
+        }),
         footer_v2: Some(footer_v2),
         container_size: end,
     };

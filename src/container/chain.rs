@@ -16,9 +16,9 @@ use crate::core::codec::CompressPolicy;
 use crate::core::crypto::{footer_mac_v2, verify_footer_mac_v2, ContainerKeys, DataKey, Entropy};
 use crate::core::file_record::FileMeta;
 use crate::core::format::{
-    le_u64, CommitRecord, PatchFooter, Trailer, UnitEntry, FOOTER_V2_HEAD_LEN, FOOTER_V3_MAGIC, HEADER_LEN,
-    MAX_DEPTH, MAX_UNITS, NONCE_BASE_USED, NONCE_LEN, PATCH_MAC_LEN, PATCH_MAGIC, SIGNATURE_AT,
-    SIGNATURE_LEN, TRAILER_LEN,
+    le_u32, le_u64, CommitRecord, PatchFooter, Trailer, UnitEntry, FOOTER_V2_HEAD_LEN, FOOTER_V3_MAGIC,
+    HEADER_LEN, MAX_CHAIN_UNITS, MAX_DEPTH, MAX_UNITS, NONCE_BASE_USED, NONCE_LEN, PATCH_MAC_LEN,
+    PATCH_MAGIC, SIGNATURE_AT, SIGNATURE_LEN, TRAILER_LEN,
 };
 use crate::core::overlay::{Overlay, Piece, UnitRef};
 use crate::core::units::PatchKey;
@@ -80,6 +80,99 @@ impl Chain {
     /// The current generation.
     pub fn generation(&self) -> u64 {
         self.tip().generation
+    }
+
+    /// Checks, without the key, each current unit's bytes in `source` against the BLAKE3
+    /// hash its entry gives: `verify --no-key` of a version-4 container. Returns the units
+    /// checked.
+    pub fn check_units_keyless(&self, source: &dyn ReadAt, progress: &dyn Fn(u64)) -> Result<u64> {
+        let mut data = Vec::new();
+        let mut checked = 0;
+        for (page, at) in self.overlay.iter() {
+            let (link, footer) = &self.patches[at.patch as usize];
+            let entry = &footer.units[at.unit as usize];
+            data.resize(entry.sealed_len() as usize, 0);
+            read(source, &mut data, entry.offset, "a unit")?;
+            if *blake3::hash(&data).as_bytes() != entry.unit_hash {
+                return Err(Error::Corrupt {
+                    what: format!(
+                        "unit {} of the patch of generation {} (plaintext {}): BLAKE3 hash mismatch",
+                        at.unit,
+                        link.generation,
+                        page * crate::core::format::UNIT
+                    ),
+                    block: None,
+                    offset: Some(entry.offset),
+                });
+            }
+            progress(data.len() as u64);
+            checked += 1;
+        }
+        Ok(checked)
+    }
+
+    /// Units in the chain, superseded or not.
+    pub fn units(&self) -> u64 {
+        self.patches.iter().map(|(_, f)| f.units.len() as u64).sum()
+    }
+
+    /// True when one more patch of `pages` units fits the chain's limits.
+    pub fn has_room(&self, pages: usize) -> bool {
+        (1..=MAX_UNITS).contains(&pages)
+            && (self.patches.len() as u64) < MAX_DEPTH
+            && self.units() + pages as u64 <= MAX_CHAIN_UNITS
+    }
+
+    /// The bytes of the container the chain's current state uses past its base footer's
+    /// trailer: every patch footer with its trailer, and the newest unit of each page.
+    pub fn live_bytes(&self) -> u64 {
+        let footers: u64 = self
+            .patches
+            .iter()
+            .map(|(link, _)| link.size + TRAILER_LEN as u64)
+            .sum();
+        let units: u64 = self
+            .overlay
+            .iter()
+            .map(|(_, at)| self.patches[at.patch as usize].1.units[at.unit as usize].sealed_len())
+            .sum();
+        footers + units
+    }
+
+    /// Fills in, in `buf` (plaintext from `offset`), the bytes the chain's units override,
+    /// leaving the others as they are: for a reader that has decoded the base's bytes there.
+    pub fn apply(
+        &self,
+        source: &dyn ReadAt,
+        keys: &ContainerKeys,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        if self.overlay.is_empty() {
+            return Ok(());
+        }
+        self.read_at(source, keys, offset, buf, &mut |_, _| Ok(()))
+    }
+
+    /// True when units override every byte of plaintext `offset .. offset + len`: a reader
+    /// need not decode the base there.
+    pub fn covers(&self, offset: u64, len: u64) -> bool {
+        !self.overlay.is_empty()
+            && self
+                .overlay
+                .pieces(offset, len)
+                .iter()
+                .all(|p| matches!(p, Piece::Unit { .. }))
+    }
+
+    /// True when a unit overrides some byte of plaintext `offset .. offset + len`.
+    pub fn touches(&self, offset: u64, len: u64) -> bool {
+        !self.overlay.is_empty()
+            && self
+                .overlay
+                .pieces(offset, len)
+                .iter()
+                .any(|p| matches!(p, Piece::Unit { .. }))
     }
 
     /// Reads the chain whose newest footer the commit record `tip` names in `source`, and
@@ -157,6 +250,14 @@ impl Chain {
             raw.push((link, bytes));
             (generation, offset, len) = (generation - 1, prev_offset, prev_size);
         };
+        // The units the chain holds, from each footer's count, before any is decoded.
+        let units: u64 = raw.iter().map(|(_, b)| u64::from(le_u32(b, 72))).sum();
+        if units > MAX_CHAIN_UNITS {
+            return Err(Error::corrupt(format!(
+                "the chain ending at generation {} holds {units} units (at most {MAX_CHAIN_UNITS})",
+                tip.generation
+            )));
+        }
         // Then each patch decoded (its units checked against the size), oldest first.
         let mut patches = Vec::with_capacity(raw.len());
         for (link, bytes) in raw.into_iter().rev() {
@@ -325,24 +426,33 @@ impl Chain {
     /// is synced too before this returns (the units and footer always are, before the record is
     /// written). Refused, with nothing written, when the chain already holds [`MAX_DEPTH`]
     /// patches or the pages are more than [`MAX_UNITS`] or out of shape: the caller then folds
-    /// the chain into a base commit. Returns the chain at g + 1.
+    /// the chain into a base commit. `meta`'s mode and mtime are the file's as of g + 1 (its
+    /// name stays the base's). Returns the chain at g + 1.
+    #[allow(clippy::too_many_arguments)]
     pub fn append(
         &self,
         file: &File,
         bound: &[u8],
         keys: &ContainerKeys,
         pages: &[(u64, &[u8])],
+        meta: &FileMeta,
         entropy: &dyn Entropy,
         durable: bool,
     ) -> Result<Chain> {
         let tip = self.tip();
         let generation = tip.generation + 1;
         let base_generation = self.base.generation;
-        if pages.is_empty() || pages.len() > MAX_UNITS || generation - base_generation > MAX_DEPTH {
+        if pages.is_empty()
+            || pages.len() > MAX_UNITS
+            || generation - base_generation > MAX_DEPTH
+            || self.units() + pages.len() as u64 > MAX_CHAIN_UNITS
+        {
             return Err(Error::InvalidArgument(format!(
-                "a patch of {} pages at depth {} (1 … {MAX_UNITS} pages, at most {MAX_DEPTH} deep)",
+                "a patch of {} pages at depth {} over {} units (1 … {MAX_UNITS} pages, at most \
+                 {MAX_DEPTH} deep, {MAX_CHAIN_UNITS} units in all)",
                 pages.len(),
-                generation - base_generation
+                generation - base_generation,
+                self.units()
             )));
         }
         let mut patch_salt = [0u8; 32];
@@ -363,6 +473,9 @@ impl Chain {
             base_generation,
             patch_salt,
             nonce_base,
+            mode: meta.mode,
+            mtime_sec: meta.mtime_sec,
+            mtime_nsec: meta.mtime_nsec,
             units,
         };
         let mut encoded = footer.encode_unsigned();
@@ -457,6 +570,15 @@ mod tests {
         keys: ContainerKeys,
         bound: Vec<u8>,
         container: Container,
+    }
+
+    fn meta() -> FileMeta {
+        FileMeta {
+            name: b"c".to_vec(),
+            mode: 0o640,
+            mtime_sec: 1_700_000_000,
+            mtime_nsec: 7,
+        }
     }
 
     fn key() -> Key {
@@ -583,6 +705,7 @@ mod tests {
                     &b.bound,
                     &b.keys,
                     &as_pages(&pages),
+                    &meta(),
                     &SystemEntropy,
                     round % 2 == 0,
                 )
@@ -615,13 +738,29 @@ mod tests {
         let (mut model, mut state) = (b.plain.clone(), 3u64);
         let pages = scribble(&mut model, &mut state, 5);
         let chain = chain_of(&b)
-            .append(&file, &b.bound, &b.keys, &as_pages(&pages), &SystemEntropy, true)
+            .append(
+                &file,
+                &b.bound,
+                &b.keys,
+                &as_pages(&pages),
+                &meta(),
+                &SystemEntropy,
+                true,
+            )
             .unwrap();
         let old_model = model.clone();
         let before = std::fs::read(&b.path).unwrap();
         let pages = scribble(&mut model, &mut state, 9);
         let next = chain
-            .append(&file, &b.bound, &b.keys, &as_pages(&pages), &SystemEntropy, true)
+            .append(
+                &file,
+                &b.bound,
+                &b.keys,
+                &as_pages(&pages),
+                &meta(),
+                &SystemEntropy,
+                true,
+            )
             .unwrap();
         let after = std::fs::read(&b.path).unwrap();
         assert_eq!(after.len() as u64, next.tip().end());
@@ -671,11 +810,27 @@ mod tests {
         first.insert(0, (3 * UNIT, vec![1; UNIT as usize]));
         first.sort_unstable_by_key(|(o, _)| *o);
         let one = chain_of(&b)
-            .append(&file, &b.bound, &b.keys, &as_pages(&first), &SystemEntropy, true)
+            .append(
+                &file,
+                &b.bound,
+                &b.keys,
+                &as_pages(&first),
+                &meta(),
+                &SystemEntropy,
+                true,
+            )
             .unwrap();
         let second = vec![(3 * UNIT, vec![2u8; UNIT as usize])];
         let two = one
-            .append(&file, &b.bound, &b.keys, &as_pages(&second), &SystemEntropy, true)
+            .append(
+                &file,
+                &b.bound,
+                &b.keys,
+                &as_pages(&second),
+                &meta(),
+                &SystemEntropy,
+                true,
+            )
             .unwrap();
         let good = std::fs::read(&b.path).unwrap();
         let crash = dir.path().join("bad.qltx");
@@ -787,7 +942,15 @@ mod tests {
         for round in 0..3 {
             let pages = scribble(&mut model, &mut state, 3 + round);
             chain = chain
-                .append(&file, &b.bound, &b.keys, &as_pages(&pages), &SystemEntropy, false)
+                .append(
+                    &file,
+                    &b.bound,
+                    &b.keys,
+                    &as_pages(&pages),
+                    &meta(),
+                    &SystemEntropy,
+                    false,
+                )
                 .unwrap();
         }
         // A failing fold (here its base reads fail) cuts only what it appended.
@@ -823,6 +986,7 @@ mod tests {
                 &b.bound,
                 &b.keys,
                 &[(0, &[7u8; 4096][..])],
+                &meta(),
                 &SystemEntropy,
                 true,
             )
@@ -861,7 +1025,7 @@ mod tests {
             vec![(last + UNIT, &short[..])],
         ] {
             let len = file.metadata().unwrap().len();
-            let e = chain.append(&file, &b.bound, &b.keys, &bad, &SystemEntropy, false);
+            let e = chain.append(&file, &b.bound, &b.keys, &bad, &meta(), &SystemEntropy, false);
             assert!(matches!(e, Err(Error::InvalidArgument(_))), "{bad:?}");
             assert_eq!(file.metadata().unwrap().len(), len);
         }
@@ -871,17 +1035,34 @@ mod tests {
                 &b.bound,
                 &b.keys,
                 &[(last, &short[..])],
+                &meta(),
                 &SystemEntropy,
                 false,
             )
             .unwrap();
         while chain.generation() - chain.base.generation < MAX_DEPTH {
             chain = chain
-                .append(&file, &b.bound, &b.keys, &[(0, &page[..])], &SystemEntropy, false)
+                .append(
+                    &file,
+                    &b.bound,
+                    &b.keys,
+                    &[(0, &page[..])],
+                    &meta(),
+                    &SystemEntropy,
+                    false,
+                )
                 .unwrap();
         }
         let len = file.metadata().unwrap().len();
-        let e = chain.append(&file, &b.bound, &b.keys, &[(0, &page[..])], &SystemEntropy, false);
+        let e = chain.append(
+            &file,
+            &b.bound,
+            &b.keys,
+            &[(0, &page[..])],
+            &meta(),
+            &SystemEntropy,
+            false,
+        );
         assert!(matches!(e, Err(Error::InvalidArgument(_))));
         assert_eq!(file.metadata().unwrap().len(), len);
         let again = reread(&b, &file).unwrap();

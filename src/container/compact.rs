@@ -9,14 +9,17 @@
 //! modification time.
 
 use crate::container::reader::{Container, ContainerInfo};
-use crate::core::crypto::{derive_container_keys, footer_mac_v2, ContainerKeys, Key};
+use crate::container::writer::PackOptions;
+use crate::core::codec::CompressPolicy;
+use crate::core::crypto::{derive_container_keys, footer_mac_v2, ContainerKeys, Key, SystemEntropy};
+use crate::core::file_record::FileMeta;
 use crate::core::format::{
     CommitRecord, FooterV2, FormatVersion, Header, Trailer, COMMIT_B, COMMIT_LEN, HEADER_LEN, TRAILER_LEN,
 };
 use crate::core::integrity_v2::{check_block_keyless, footer_root};
 use crate::storage::atomic::AtomicOutput;
 use crate::{Error, Result};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
@@ -41,9 +44,9 @@ pub fn compact(path: &Path, key: &Key) -> Result<Compacted> {
     let stat = file
         .metadata()
         .map_err(|e| Error::io("reading the container's metadata", e).in_file(path))?;
-    let info = ContainerInfo::read(&file).map_err(|e| e.in_file(path))?;
+    let mut info = ContainerInfo::read(&file).map_err(|e| e.in_file(path))?;
     let before = stat.len();
-    if info.header.version != FormatVersion::V3 {
+    if !info.header.version.has_commits() {
         return Ok(Compacted {
             before,
             after: before,
@@ -58,6 +61,11 @@ pub fn compact(path: &Path, key: &Key) -> Result<Compacted> {
         .map_err(|e| Error::io("opening the container", e).in_file(path))?;
     let opened = Container::from_info(reopened, info.clone(), key).map_err(|e| e.in_file(path))?;
     let keys = derive_container_keys(opened.data_key().clone(), header.cipher, header.container_id);
+    if info.patch_count() > 0 {
+        // Version 4's patches are first folded into the blocks they touch, in place (a base
+        // commit, as crash-safe as any): what is left is copied as for version 3.
+        info = fold_in_place(path, &opened, &stat).map_err(|e| e.in_file(path))?;
+    }
     let mut out = AtomicOutput::create_with_mode(path, true, stat.mode() & 0o7777)?;
     let after = compact_into(&file, &info, &keys, out.file(), None, true).map_err(|e| e.in_file(path))?;
     if let Ok(mtime) = stat.modified() {
@@ -69,6 +77,50 @@ pub fn compact(path: &Path, key: &Key) -> Result<Compacted> {
         after,
         rewritten: true,
     })
+}
+
+/// Folds the patches of the version-4 container `opened` (at `path`, whose metadata is `stat`)
+/// into a new base generation appended to it, durably. Returns its structure.
+fn fold_in_place(path: &Path, opened: &Container, stat: &std::fs::Metadata) -> Result<ContainerInfo> {
+    let info = opened.info();
+    let chain = info.chain.as_ref().expect("a chain with patches");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("opening the container to fold its patches", e))?;
+    let meta = opened
+        .file_meta()?
+        .unwrap_or_else(|| FileMeta::from_file(path, stat));
+    let defaults = PackOptions::default();
+    let policy = CompressPolicy {
+        mode: defaults.compress,
+        level: defaults.level,
+        codec: defaults.codec,
+    };
+    let header = &info.header;
+    let keys = derive_container_keys(opened.data_key().clone(), header.cipher, header.container_id);
+    let mut base = |offset: u64, buf: &mut [u8]| -> Result<()> {
+        match opened.read_at(offset, buf)? {
+            n if n == buf.len() => Ok(()),
+            _ => Err(Error::corrupt(format!(
+                "the plaintext ends before byte {}",
+                offset + buf.len() as u64
+            ))),
+        }
+    };
+    let folded = chain.fold(
+        &file,
+        info,
+        opened.data_key(),
+        &keys,
+        &mut base,
+        &meta,
+        policy,
+        &SystemEntropy,
+        true,
+    )?;
+    Ok(folded.info)
 }
 
 /// Writes the current blocks of the version-3 container `file` (structure `info`, keys `keys`)
@@ -88,10 +140,16 @@ pub(crate) fn compact_into(
         .footer_v2
         .as_ref()
         .filter(|f| f.generation.is_some())
-        .ok_or_else(|| Error::InvalidArgument("only a version-3 container is compacted".into()))?;
+        .ok_or_else(|| Error::InvalidArgument("only a version-3 or -4 container is compacted".into()))?;
+    if info.patch_count() > 0 {
+        return Err(Error::InvalidArgument(
+            "a version-4 container's patches are folded before it is compacted".into(),
+        ));
+    }
     let new_header = Header {
+        // With `v3`, the version is kept (3 or 4: a version-4 base with no patches yet).
         version: if v3.is_some() {
-            FormatVersion::V3
+            header.version
         } else {
             FormatVersion::V2
         },

@@ -215,6 +215,10 @@ pub fn verify_keyless(source: &dyn ReadAt, info: &ContainerInfo, progress: &dyn 
         progress(len);
         Ok(())
     })?;
+    // Version 4: the current units, each against its entry's hash.
+    if let Some(chain) = &info.chain {
+        chain.check_units_keyless(source, progress)?;
+    }
     Ok(footer.entries.len() as u64)
 }
 

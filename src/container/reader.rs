@@ -10,6 +10,8 @@
 //! # Ok::<(), qeltrix::Error>(())
 //! ```
 
+use crate::container::append::Tip;
+use crate::container::chain::Chain;
 use crate::container::pipeline::OrderedPool;
 use crate::core::codec::{open_block_head, open_payload_from};
 use crate::core::codec_v2::{content_hash_v2, decompress_payload_v2, open_block_head_v2, PayloadKey};
@@ -18,9 +20,9 @@ use crate::core::crypto::{
 };
 use crate::core::file_record::{open_file_record, FileMeta};
 use crate::core::format::{
-    max_block_len_v2, min_block_len_v2, BlockMetaV2, BlockPrefix, CompressionV2, ContainerId, Footer,
-    FooterEntry, FooterV2, FormatVersion, Header, LayoutCheck, SlotArea, SlotKind, Trailer, BLOCK_HEAD_LEN,
-    BLOCK_PREFIX_LEN, FLAG_STREAMING, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN,
+    max_block_len_v2, min_block_len_v2, BlockMetaV2, BlockPrefix, CommitRecord, CompressionV2, ContainerId,
+    Footer, FooterEntry, FooterV2, FormatVersion, Header, LayoutCheck, SlotArea, SlotKind, Trailer,
+    BLOCK_HEAD_LEN, BLOCK_PREFIX_LEN, FLAG_STREAMING, FOOTER_ENTRY_LEN, FOOTER_FIXED_LEN, FOOTER_HEAD_LEN,
     FOOTER_V2_ENTRY_LEN, FOOTER_V2_HEAD_LEN, FOOTER_V3_ENTRY_LEN, HEADER_LEN, TRAILER_LEN,
 };
 use crate::core::integrity_v2::check_root;
@@ -51,6 +53,9 @@ pub struct ContainerInfo {
     pub footer_v2: Option<FooterV2>,
     /// Length of the container in bytes.
     pub container_size: u64,
+    /// Version 4: the chain of patches over the base footer (the one `trailer`, `footer` and
+    /// `footer_v2` describe), walked and checked without the key; `None` before version 4.
+    pub chain: Option<Chain>,
 }
 
 impl ContainerInfo {
@@ -83,9 +88,20 @@ impl ContainerInfo {
 
         // Versions 1 and 2 end with the trailer; version 3 says where its current footer (and
         // the trailer after it) is in a commit record, and bytes after that trailer are a torn
-        // tail of an interrupted commit, ignored.
-        let (trailer_end, generation) = if header.version == FormatVersion::V3 {
-            let commit = header.current_commit()?;
+        // tail of an interrupted commit, ignored. In version 4 the record may name a patch
+        // footer: the chain is walked back to its base footer, which is read as version 3's.
+        let mut chain = None;
+        let (trailer_end, generation) = if header.version.has_commits() {
+            let mut commit = header.current_commit()?;
+            if header.version == FormatVersion::V4 {
+                let walked = Chain::walk(source, commit)?;
+                commit = CommitRecord {
+                    generation: walked.base.generation,
+                    footer_offset: walked.base.offset,
+                    footer_size: walked.base.size,
+                };
+                chain = Some(walked);
+            }
             let end = commit
                 .footer_offset
                 .checked_add(commit.footer_size)
@@ -124,7 +140,7 @@ impl ContainerInfo {
                 footer.check_layout(header.block_size, trailer.footer_offset)?;
                 (footer, None)
             }
-            FormatVersion::V2 | FormatVersion::V3 => {
+            FormatVersion::V2 | FormatVersion::V3 | FormatVersion::V4 => {
                 let v2 = match generation {
                     None => {
                         let fb = read_footer(source, &trailer, header.block_size, FooterLayout::V2)?;
@@ -160,6 +176,11 @@ impl ContainerInfo {
                 "header totals are missing but the container is not a stream",
             ));
         }
+        if chain.as_ref().is_some_and(|c| c.size != footer.original_size) {
+            return Err(Error::corrupt(
+                "the patch chain's size disagrees with its base footer",
+            ));
+        }
         Ok(ContainerInfo {
             header,
             slots,
@@ -167,7 +188,52 @@ impl ContainerInfo {
             footer,
             footer_v2,
             container_size,
+            chain,
         })
+    }
+
+    /// The current generation (version 3 and 4; `None` before): the newest patch's, else the
+    /// footer's.
+    pub fn generation(&self) -> Option<u64> {
+        match &self.chain {
+            Some(chain) => Some(chain.generation()),
+            None => self.footer_v2.as_ref()?.generation,
+        }
+    }
+
+    /// The current generation and where its committed bytes end, for an append (version 3
+    /// and 4).
+    pub fn tip(&self) -> Option<Tip> {
+        let end = match &self.chain {
+            Some(chain) => chain.tip().end(),
+            None => self.trailer.footer_offset + self.trailer.footer_size + TRAILER_LEN as u64,
+        };
+        Some(Tip {
+            end,
+            generation: self.generation()?,
+        })
+    }
+
+    /// Version 4 patches in the current generation (0 for a chain of none, and before
+    /// version 4).
+    pub fn patch_count(&self) -> usize {
+        self.chain.as_ref().map_or(0, |c| c.patches.len())
+    }
+
+    /// The container's bytes that no current block, unit or footer uses: superseded versions
+    /// and footers of earlier generations (version 3 and 4; 0 before).
+    pub fn superseded_bytes(&self) -> u64 {
+        let Some(v2) = self.footer_v2.as_ref().filter(|f| f.generation.is_some()) else {
+            return 0;
+        };
+        let base = v2.superseded_bytes(self.trailer.footer_offset);
+        let Some(chain) = &self.chain else {
+            return base;
+        };
+        // Past the base footer's trailer, everything is patches: only the current units and
+        // the patch footers, with their trailers, are live.
+        let base_end = self.trailer.footer_offset + self.trailer.footer_size + TRAILER_LEN as u64;
+        base + (chain.tip().end() - base_end).saturating_sub(chain.live_bytes())
     }
 
     /// The format version.
@@ -437,6 +503,20 @@ impl<S: ReadAt> Container<S> {
         Self::with_data_key(source, info, data_key.clone()).map(|c| (c, data_key))
     }
 
+    /// A container this process has just written, whose structure `info` it made itself (an
+    /// editor's new generation): nothing is read or checked again.
+    pub(crate) fn written(source: S, info: ContainerInfo, data_key: DataKey) -> Self {
+        let keys = derive_container_keys(data_key, info.header.cipher, info.header.container_id);
+        Container {
+            source,
+            info,
+            keys,
+            block_keys: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(BLOCK_KEYS_CACHED).expect("non-zero"),
+            )),
+        }
+    }
+
     /// Opens a container whose data key the caller already holds (an editor reopening the
     /// version it wrote): no slot is unwrapped; the footer MAC is checked as always.
     pub(crate) fn with_data_key(source: S, info: ContainerInfo, data_key: DataKey) -> Result<Self> {
@@ -456,6 +536,9 @@ impl<S: ReadAt> Container<S> {
                 block: None,
                 offset: Some(info.trailer.footer_offset),
             });
+        }
+        if let Some(chain) = &info.chain {
+            chain.authenticate(&bound, &keys)?;
         }
         let block_keys = Mutex::new(lru::LruCache::new(
             std::num::NonZeroUsize::new(BLOCK_KEYS_CACHED).expect("non-zero"),
@@ -481,6 +564,22 @@ impl<S: ReadAt> Container<S> {
     /// A v2 container's file record (name, mode, mtime of the packed file), opened with the key;
     /// `None` for v1 and for a container packed from a stream.
     pub fn file_meta(&self) -> Result<Option<FileMeta>> {
+        let record = self.base_file_meta()?;
+        // Version 4: the newest patch's mode and mtime are the file's.
+        let newest = self.info.chain.as_ref().and_then(|c| c.patches.last());
+        Ok(match (record, newest) {
+            (Some(record), Some((_, patch))) => Some(FileMeta {
+                mode: patch.mode,
+                mtime_sec: patch.mtime_sec,
+                mtime_nsec: patch.mtime_nsec,
+                ..record
+            }),
+            (record, _) => record,
+        })
+    }
+
+    /// The file record of the footer (the base's, in version 4).
+    fn base_file_meta(&self) -> Result<Option<FileMeta>> {
         match self
             .info
             .footer_v2
@@ -560,9 +659,35 @@ impl<S: ReadAt> Container<S> {
     /// reading and opening only the segments that hold them. A compressed block is read whole.
     fn read_part_v2(&self, index: u64, range: std::ops::Range<usize>, out: &mut [u8]) -> Result<()> {
         let entry = *self.entry(index).ok_or_else(|| self.no_such_block(index))?;
+        let Some(chain) = self.info.chain.as_ref().filter(|c| !c.patches.is_empty()) else {
+            return self.read_base_part_v2(index, &entry, range, out);
+        };
+        // Version 4: the units over the range, and the base's bytes only where none is.
+        let at = entry.plain_offset + range.start as u64;
+        if !chain.covers(at, out.len() as u64) {
+            self.read_base_part_v2(index, &entry, range, out)?;
+        }
+        chain.apply(&self.source, &self.keys, at, out)
+    }
+
+    /// [`Self::read_part_v2`] of the base's block, without the units of a version-4 chain.
+    fn read_base_part_v2(
+        &self,
+        index: u64,
+        entry: &FooterEntry,
+        range: std::ops::Range<usize>,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let entry = *entry;
         let k = self.block_key_v2(index, &entry)?;
         if k.meta.compression != CompressionV2::None {
-            let block = self.read_block(index, false)?;
+            // The base's block alone: the caller applies the units of the range it wants.
+            let mut block = vec![0u8; entry.len as usize];
+            self.source
+                .read_exact_at(&mut block, entry.offset)
+                .map_err(|e| read_error(e, index, entry.offset))?;
+            let head: [u8; BLOCK_HEAD_LEN] = crate::core::format::array(&block, 0);
+            let block = self.open_stored_v2(index, &entry, &head, block, false)?;
             let part = block.get(range.clone()).ok_or_else(|| {
                 Error::corrupt_block(index, entry.offset, "block is shorter than the footer index says")
             })?;
@@ -713,7 +838,12 @@ impl<S: ReadAt> Container<S> {
         }
         let head: [u8; BLOCK_HEAD_LEN] = crate::core::format::array(&block, 0);
         if self.version().has_v2_blocks() {
-            return self.open_stored_v2(index, &entry, &head, block, verify);
+            let mut plain = self.open_stored_v2(index, &entry, &head, block, verify)?;
+            // Version 4: the chain's units over the block.
+            if let Some(chain) = &self.info.chain {
+                chain.apply(&self.source, &self.keys, entry.plain_offset, &mut plain)?;
+            }
+            return Ok(plain);
         }
         let (prefix, meta) = open_block_head(&self.keys, index, &head, entry.offset)?;
         if entry.len != (BLOCK_HEAD_LEN as u64 + prefix.payload_len as u64)

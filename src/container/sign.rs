@@ -69,6 +69,14 @@ pub fn signature_status(source: &dyn ReadAt, info: &ContainerInfo) -> Result<Sig
             reason: "the signature record's public key is not an Ed25519 key".into(),
         });
     };
+    // A signature covers a footer's blocks; version 4's patches over them it does not cover,
+    // and no signer signs a container that has some (writing a patch removes the signature).
+    if info.patch_count() > 0 {
+        return Ok(SignatureStatus::Invalid {
+            signer: Some(signer),
+            reason: "the container has patches written after its footer, which no signature covers".into(),
+        });
+    }
     let footer = footer_bytes(source, info)?;
     let message = signed_message(
         &info.header.bound_fields(),
@@ -130,6 +138,14 @@ pub fn sign_in_place(path: &Path, key: &SignerKey) -> Result<SignerPublic> {
         )
         .in_file(path));
     };
+    if info.patch_count() > 0 {
+        return Err(Error::InvalidArgument(format!(
+            "the container has {} patches from a read-write mount, which a signature would not \
+             cover: run `qeltrix compact` on it first, then sign",
+            info.patch_count()
+        ))
+        .in_file(path));
+    }
     let footer = footer_bytes(&file, &info).map_err(|e| e.in_file(path))?;
     let record = sign_record(key, &info.header, info.trailer.footer_offset, &footer, &root);
     debug_assert_eq!(record.len(), SIGNATURE_LEN);

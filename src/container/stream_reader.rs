@@ -129,14 +129,15 @@ impl<R: Read> StreamReader<R> {
             ));
         }
         let header = Header::decode(&head)?;
-        if header.version == FormatVersion::V3 {
-            // Blocks in any order with superseded versions between them, and the current footer
-            // named only by the header: it cannot be read front to back.
-            return Err(Error::InvalidArgument(
-                "a version-3 container (edited in place by a read-write mount) cannot be read as \
-                 a stream: read it from a file, or run `qeltrix compact` on it first"
-                    .into(),
-            ));
+        if header.version.has_commits() {
+            // Blocks in any order with superseded versions between them (and, in version 4,
+            // patches over them), and the current footer named only by the header: it cannot be
+            // read front to back.
+            return Err(Error::InvalidArgument(format!(
+                "a version-{} container (edited in place by a read-write mount) cannot be read as \
+                 a stream: read it from a file, or run `qeltrix compact` on it first",
+                header.version.number()
+            )));
         }
         let keys = unlock(&header, &header.active_slots()?, key)?;
         Ok(StreamReader {

@@ -153,7 +153,7 @@ pub struct StreamPacker<W: Write> {
     generation: Option<u64>,
     /// Written as version 3 if it holds at least this many bytes when finished (the header is
     /// patched then, with the version; the blocks are the same in both).
-    v3_from: Option<u64>,
+    v3_from: Option<(u64, FormatVersion)>,
     /// Signs the container when the header is patched.
     signer: Option<SignerKey>,
 }
@@ -208,10 +208,11 @@ impl<W: Write> StreamPacker<W> {
         container_id: ContainerId,
         (slot_area_a, slot_area_b): ([u8; SLOT_AREA_LEN], [u8; SLOT_AREA_LEN]),
     ) -> Result<Header> {
-        if opts.format == FormatVersion::V3 && !seekable {
-            return Err(Error::InvalidArgument(
-                "format version 3 needs a seekable output (its header names the current footer)".into(),
-            ));
+        if opts.format.has_commits() && !seekable {
+            return Err(Error::InvalidArgument(format!(
+                "format version {} needs a seekable output (its header names the current footer)",
+                opts.format.number()
+            )));
         }
         if opts.signer.is_some() && !seekable {
             return Err(Error::InvalidArgument(
@@ -398,7 +399,7 @@ impl<W: Write> StreamPacker<W> {
             FormatVersion::V1 => self
                 .pool
                 .submit(move || Ok(seal_block(&keys, index, plain, policy, entropy.as_ref()))),
-            FormatVersion::V2 | FormatVersion::V3 => {
+            FormatVersion::V2 | FormatVersion::V3 | FormatVersion::V4 => {
                 let mut payload = self.spare_v2.pop().unwrap_or_default();
                 let block_size = self.block_size;
                 self.pool.submit(move || {
@@ -467,8 +468,10 @@ impl<W: Write> StreamPacker<W> {
     /// is seekable), and returns the output and a summary.
     pub fn finish(mut self) -> Result<(W, PackSummary)> {
         self.flush_block()?;
-        if self.v3_from.is_some_and(|min| self.plain_offset >= min) && self.patch.is_some() {
-            self.header.version = FormatVersion::V3;
+        if let Some((min, version)) = self.v3_from {
+            if self.plain_offset >= min && self.patch.is_some() {
+                self.header.version = version;
+            }
         }
         let (footer, root) = self.footer();
         let trailer = Trailer {
@@ -481,8 +484,8 @@ impl<W: Write> StreamPacker<W> {
             .map_err(|e| Error::io("writing the footer", e))?;
         let container_size = self.container_offset + footer.len() as u64 + trailer.encode().len() as u64;
         if let Some(patch) = self.patch {
-            if self.header.version == FormatVersion::V3 {
-                // Version 3 has no totals: its commit record says where the footer is.
+            if self.header.version.has_commits() {
+                // Versions 3 and 4 have no totals: its commit record says where the footer is.
                 let generation = self.generation();
                 let record = CommitRecord {
                     generation,
@@ -528,7 +531,7 @@ impl<W: Write> StreamPacker<W> {
             .file_meta
             .as_ref()
             .map(|m| seal_file_record(&self.keys, m, self.entropy.as_ref()));
-        let generation = (self.header.version == FormatVersion::V3).then(|| self.generation());
+        let generation = self.header.version.has_commits().then(|| self.generation());
         footer_for(
             &self.header,
             &self.keys,
@@ -567,7 +570,7 @@ pub(crate) fn footer_for(
             footer.extend_from_slice(&mac);
             (footer, None)
         }
-        FormatVersion::V2 | FormatVersion::V3 => {
+        FormatVersion::V2 | FormatVersion::V3 | FormatVersion::V4 => {
             let mut footer = FooterV2 {
                 original_size,
                 root: [0; 32],
@@ -637,11 +640,12 @@ impl<W: Write + Seek> StreamPacker<W> {
         Self::with_header(out, header, data_key, &opts, Some(patch::<W>))
     }
 
-    /// Writes the container as version 3 at `generation` (one the read-write mount edits in
-    /// place) if it holds at least `min_len` plaintext bytes when finished, else as version 2.
-    pub(crate) fn version_3_from(&mut self, min_len: u64, generation: u64) {
-        if self.header.version.has_v2_blocks() {
-            self.v3_from = Some(min_len);
+    /// Writes the container as `version` (3 or 4) at `generation` (one the read-write mount
+    /// edits in place) if it holds at least `min_len` plaintext bytes when finished, else as
+    /// version 2.
+    pub(crate) fn version_3_from(&mut self, min_len: u64, generation: u64, version: FormatVersion) {
+        if self.header.version.has_v2_blocks() && version.has_commits() {
+            self.v3_from = Some((min_len, version));
             self.generation = Some(generation);
         }
     }

@@ -81,6 +81,11 @@ impl Overlay {
         self.pages.is_empty()
     }
 
+    /// Each overridden page and its newest unit, by page.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, UnitRef)> + '_ {
+        self.pages.iter().copied()
+    }
+
     /// The newest unit of page `page`, if one overrides it.
     pub fn unit_of(&self, page: u64) -> Option<UnitRef> {
         self.pages
@@ -150,6 +155,9 @@ mod tests {
             base_generation: 1,
             patch_salt: [0; 32],
             nonce_base: [0; 12],
+            mode: 0o600,
+            mtime_sec: 0,
+            mtime_nsec: 0,
             units: pages
                 .iter()
                 .map(|&p| UnitEntry {

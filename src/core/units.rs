@@ -148,6 +148,9 @@ mod tests {
             base_generation: 3,
             patch_salt: [9; 32],
             nonce_base: BASE,
+            mode: 0o600,
+            mtime_sec: 0,
+            mtime_nsec: 0,
             units: units.clone(),
         };
         let mut data = unit_bytes(&units, &out, 1);

@@ -137,13 +137,15 @@ impl Header {
         if flags & !KNOWN_FLAGS != 0 {
             return Err(Error::corrupt(format!("unknown header flags {flags:#06x}")));
         }
-        if version == FormatVersion::V3 && flags & FLAG_STREAMING != 0 {
-            return Err(Error::corrupt("version-3 header with the streaming flag"));
+        if version.has_commits() && flags & FLAG_STREAMING != 0 {
+            return Err(Error::corrupt(format!(
+                "version-{number} header with the streaming flag"
+            )));
         }
-        // Version 3 keeps its commit records in bytes 72..200, and has no totals (24..56).
-        // Versions 2 and 3 keep a signature record in 896..1024; it is decoded (and may be
+        // Versions 3 and 4 keep their commit records in bytes 72..200, and have no totals
+        // (24..56). Versions 2, 3 and 4 keep a signature record in 896..1024; it is decoded (and may be
         // damaged) only when a signature is checked.
-        let v3 = version == FormatVersion::V3;
+        let v3 = version.has_commits();
         let signable = version != FormatVersion::V1;
         let reserved = [
             13..16,
@@ -219,7 +221,7 @@ impl Header {
         self.footer_offset != 0
     }
 
-    /// A version-3 header's current commit record: the valid one with the higher generation.
+    /// A version-3 or -4 header's current commit record: the valid one with the higher generation.
     pub fn current_commit(&self) -> Result<CommitRecord> {
         CommitRecord::current(&self.commits[0], &self.commits[1])
     }
@@ -379,7 +381,7 @@ mod tests {
 
     #[test]
     fn an_unknown_version_is_not_a_container() {
-        for v in [0u16, 4, 0x0100, u16::MAX] {
+        for v in [0u16, 5, 0x0100, u16::MAX] {
             let e = corrupt_by(|b| b[8..10].copy_from_slice(&v.to_le_bytes()));
             assert!(
                 matches!(&e, Error::NotAContainer(m) if m == &format!("unsupported format version {v}")),
@@ -422,6 +424,15 @@ mod tests {
         };
         let bytes = h.encode();
         assert_eq!(bytes[8..10], 3u16.to_le_bytes());
+        // Version 4's header is version 3's, with another number.
+        let v4 = Header {
+            version: FormatVersion::V4,
+            ..h.clone()
+        };
+        let v4_bytes = v4.encode();
+        assert_eq!(v4_bytes[8..10], 4u16.to_le_bytes());
+        assert_eq!(v4_bytes[10..], bytes[10..]);
+        assert_eq!(Header::decode(&v4_bytes).unwrap(), v4);
         assert_eq!(bytes[72..136], a.encode());
         assert_eq!(bytes[136..200], b.encode());
         let back = Header::decode(&bytes).unwrap();

@@ -36,8 +36,8 @@ pub use footer_v2::{
 };
 pub use header::{short_header, CipherId, Header, FLAG_NO_VERIFY, FLAG_STREAMING, HEADER_LEN};
 pub use patch::{
-    unit_aad, unit_nonce, PatchFooter, UnitEntry, MAX_DEPTH, MAX_UNITS, PATCH_HEAD_LEN, PATCH_MAC_LEN,
-    PATCH_MAGIC, UNIT, UNIT_ENTRY_LEN,
+    unit_aad, unit_nonce, PatchFooter, UnitEntry, MAX_CHAIN_UNITS, MAX_DEPTH, MAX_UNITS, PATCH_HEAD_LEN,
+    PATCH_MAC_LEN, PATCH_MAGIC, UNIT, UNIT_ENTRY_LEN,
 };
 pub use signature::{can_sign, signed_message, SignatureRecord, ALG_ED25519, SIGNATURE_AT, SIGNATURE_LEN};
 pub use slots::{
@@ -60,6 +60,10 @@ pub enum FormatVersion {
     /// blocks in any order with superseded versions between them, a footer with a generation,
     /// and two commit records in the header that say which footer is current.
     V3 = 3,
+    /// Version 4 (`docs/FORMAT.md`, "Version 4"): version 3 whose current generation may be a
+    /// chain of patches (sealed 4 KiB units over a version-3 base footer), so that a small
+    /// overwrite commits a few pages, not whole blocks.
+    V4 = 4,
 }
 
 impl FormatVersion {
@@ -69,6 +73,7 @@ impl FormatVersion {
             1 => Some(FormatVersion::V1),
             2 => Some(FormatVersion::V2),
             3 => Some(FormatVersion::V3),
+            4 => Some(FormatVersion::V4),
             _ => None,
         }
     }
@@ -79,9 +84,15 @@ impl FormatVersion {
     }
 
     /// True for the versions whose blocks are sealed as version 2's (segments, BLAKE3, the
-    /// footer's metadata copies): 2 and 3.
+    /// footer's metadata copies): 2, 3 and 4.
     pub fn has_v2_blocks(self) -> bool {
         self != FormatVersion::V1
+    }
+
+    /// True for the versions edited in place, whose header holds commit records naming the
+    /// current footer: 3 and 4.
+    pub fn has_commits(self) -> bool {
+        matches!(self, FormatVersion::V3 | FormatVersion::V4)
     }
 }
 /// Length of the random per-container identifier.

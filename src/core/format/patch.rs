@@ -8,12 +8,14 @@
 //! 24   8     prev_size
 //! 32   32    prev_mac: that footer's MAC
 //! 64   8     base_generation: 1 … g − 1, with g − base_generation ≤ 64
-//! 72   4     m = unit count, 1 … 16384
-//! 76   4     reserved (zero)
+//! 72   4     m = unit count, 1 … 16384 (and at most 2^18 in the whole chain)
+//! 76   4     mode: the file's permission bits (≤ 0o7777) as of this generation
 //! 80   32    patch_salt
 //! 112  12    unit nonce base: bytes 0..7 random, 7..12 zero
-//! 124  4     reserved (zero)
-//! 128  56·m  unit entries, plain_offset strictly ascending
+//! 124  4     mtime_nsec (below 10⁹)
+//! 128  8     mtime_sec (i64): the file's modification time as of this generation
+//! 136  8     reserved (zero)
+//! 144  56·m  unit entries, plain_offset strictly ascending
 //! …    32    MAC (HMAC-SHA256 under the v2 footer MAC key; checked by the caller)
 //! ```
 //!
@@ -31,15 +33,20 @@ use crate::{Error, Result};
 /// Magic of a patch footer.
 pub const PATCH_MAGIC: &[u8; 8] = b"QLTXPAT4";
 /// Bytes of a patch footer before its entries.
-pub const PATCH_HEAD_LEN: usize = 128;
+pub const PATCH_HEAD_LEN: usize = 144;
 /// Bytes of one unit entry.
 pub const UNIT_ENTRY_LEN: usize = 56;
 /// Plaintext bytes a unit covers at most, and the alignment of its plain_offset.
 pub const UNIT: u64 = 4096;
 /// Units one patch may hold.
 pub const MAX_UNITS: usize = 16384;
-/// Patches a chain may hold, from its base (exclusive) to its newest (inclusive).
-pub const MAX_DEPTH: u64 = 64;
+/// Patches a chain may hold, from its base (exclusive) to its newest (inclusive). Deep enough
+/// that a file kept open under small `fsync`ed writes folds its chain (rewriting the blocks the
+/// units touch) once per thousand commits, not once per few dozen.
+pub const MAX_DEPTH: u64 = 1024;
+/// Units a whole chain may hold (every patch's, superseded or not): bounds a reader's memory
+/// for the chain (about 100 bytes a unit) and the walk at open.
+pub const MAX_CHAIN_UNITS: u64 = 1 << 18;
 /// Bytes of the MAC that ends a patch footer.
 pub const PATCH_MAC_LEN: usize = 32;
 
@@ -80,6 +87,13 @@ pub struct PatchFooter {
     pub patch_salt: [u8; 32],
     /// Nonce base of this patch's units; only bytes 0..7 are used.
     pub nonce_base: [u8; NONCE_LEN],
+    /// The file's permission bits as of this generation (they override the base's file
+    /// record, whose name is kept).
+    pub mode: u32,
+    /// The file's modification time as of this generation: seconds since the epoch.
+    pub mtime_sec: i64,
+    /// Its nanoseconds, below 10⁹.
+    pub mtime_nsec: u32,
     /// The units, by plain_offset ascending.
     pub units: Vec<UnitEntry>,
 }
@@ -105,10 +119,12 @@ impl PatchFooter {
         b.extend_from_slice(&self.prev_mac);
         b.extend_from_slice(&self.base_generation.to_le_bytes());
         b.extend_from_slice(&(self.units.len() as u32).to_le_bytes());
-        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&self.mode.to_le_bytes());
         b.extend_from_slice(&self.patch_salt);
         b.extend_from_slice(&self.nonce_base);
-        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&self.mtime_nsec.to_le_bytes());
+        b.extend_from_slice(&self.mtime_sec.to_le_bytes());
+        b.extend_from_slice(&[0; 8]);
         for u in &self.units {
             b.extend_from_slice(&u.plain_offset.to_le_bytes());
             b.extend_from_slice(&u.offset.to_le_bytes());
@@ -136,8 +152,14 @@ impl PatchFooter {
         if &b[0..8] != PATCH_MAGIC {
             return Err(bad("bad magic (expected QLTXPAT4)".into()));
         }
-        if b[76..80] != [0; 4] || b[124..128] != [0; 4] {
+        if b[136..144] != [0; 8] {
             return Err(bad("reserved bytes are not zero".into()));
+        }
+        let (mode, mtime_nsec) = (le_u32(b, 76), le_u32(b, 124));
+        if mode > 0o7777 || mtime_nsec >= 1_000_000_000 {
+            return Err(bad(format!(
+                "mode {mode:#o} or mtime nanoseconds {mtime_nsec} out of range"
+            )));
         }
         let m = le_u32(b, 72) as usize;
         if !(1..=MAX_UNITS).contains(&m) {
@@ -158,6 +180,9 @@ impl PatchFooter {
             base_generation: le_u64(b, 64),
             patch_salt: array(b, 80),
             nonce_base: array(b, 112),
+            mode,
+            mtime_sec: le_u64(b, 128) as i64,
+            mtime_nsec,
             units: (0..m)
                 .map(|k| {
                     let e = &b[PATCH_HEAD_LEN + k * UNIT_ENTRY_LEN..][..UNIT_ENTRY_LEN];
@@ -292,6 +317,9 @@ mod tests {
             base_generation: 3,
             patch_salt: [9; 32],
             nonce_base: [1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 0, 0],
+            mode: 0o640,
+            mtime_sec: -2,
+            mtime_nsec: 999_999_999,
             units,
         }
     }
@@ -317,7 +345,7 @@ mod tests {
         let p = sample();
         let b = signed(&p);
         assert_eq!(b.len() as u64, PatchFooter::encoded_len(3));
-        assert_eq!(b.len(), 128 + 3 * 56 + 32);
+        assert_eq!(b.len(), 144 + 3 * 56 + 32);
         assert_eq!(&b[0..8], b"QLTXPAT4");
         assert_eq!(le_u64(&b, 8), 5);
         assert_eq!((le_u64(&b, 16), le_u64(&b, 24)), (4096, 500));
@@ -326,7 +354,10 @@ mod tests {
         assert_eq!(le_u32(&b, 72), 3);
         assert_eq!(&b[80..112], &[9; 32]);
         assert_eq!(&b[112..124], &p.nonce_base);
-        let e = &b[128 + 56..128 + 112];
+        assert_eq!((le_u32(&b, 76), le_u32(&b, 124)), (0o640, 999_999_999));
+        assert_eq!(le_u64(&b, 128) as i64, -2);
+        assert_eq!(&b[136..144], &[0; 8]);
+        let e = &b[144 + 56..144 + 112];
         assert_eq!(
             (le_u64(e, 0), le_u64(e, 8), le_u32(e, 16)),
             (9 * 4096, 14_112, 4096)
@@ -339,7 +370,14 @@ mod tests {
     #[test]
     fn every_reserved_magic_or_count_byte_changed_is_refused() {
         let b = signed(&sample());
-        let fields = (0..8).chain(72..80).chain(119..128).chain(128 + 20..128 + 24);
+        // The magic, the count, the nonce base's zero bytes, the mode's and nanoseconds' high
+        // bits, the reserved bytes, an entry's reserved bytes.
+        let fields = (0..8)
+            .chain(72..76)
+            .chain(77..80)
+            .chain(119..124)
+            .chain(136..144)
+            .chain(144 + 20..144 + 24);
         for i in fields {
             let mut c = b.clone();
             c[i] ^= 0x10;
@@ -349,9 +387,22 @@ mod tests {
     }
 
     #[test]
+    fn a_mode_or_mtime_out_of_range_is_refused() {
+        for (mode, nsec) in [(0o10000, 0), (0, 1_000_000_000), (u32::MAX, u32::MAX)] {
+            let p = PatchFooter {
+                mode,
+                mtime_nsec: nsec,
+                ..sample()
+            };
+            let e = PatchFooter::decode(&signed(&p), AT, SIZE, 5).expect_err(&format!("{mode} {nsec}"));
+            assert!(e.to_string().contains("out of range"), "{e}");
+        }
+    }
+
+    #[test]
     fn a_short_or_long_footer_is_refused() {
         let b = signed(&sample());
-        for len in [0, 10, 159, b.len() - 1] {
+        for len in [0, 10, 175, b.len() - 1] {
             assert!(PatchFooter::decode(&b[..len], AT, SIZE, 5).is_err(), "{len}");
         }
         let mut long = b.clone();
@@ -369,10 +420,10 @@ mod tests {
             assert!(PatchFooter::decode(&signed(&p), AT, SIZE, 5).is_err(), "{base}");
         }
         let mut deep = sample();
-        (deep.generation, deep.base_generation) = (100, 100 - MAX_DEPTH);
-        assert!(PatchFooter::decode(&signed(&deep), AT, SIZE, 100).is_ok());
+        (deep.generation, deep.base_generation) = (2000, 2000 - MAX_DEPTH);
+        assert!(PatchFooter::decode(&signed(&deep), AT, SIZE, 2000).is_ok());
         deep.base_generation -= 1;
-        assert!(PatchFooter::decode(&signed(&deep), AT, SIZE, 100).is_err());
+        assert!(PatchFooter::decode(&signed(&deep), AT, SIZE, 2000).is_err());
         for (prev_offset, prev_size) in [(0, 10), (4095, 10), (AT - 10, 11), (u64::MAX, 2)] {
             let mut p = sample();
             (p.prev_offset, p.prev_size) = (prev_offset, prev_size);

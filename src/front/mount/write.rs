@@ -298,6 +298,7 @@ fn edit_options(
         budget: MemoryBudget::new(rw.memory),
         file_limit: (rw.memory / 4).max(crate::container::edit::PAGE),
         in_place_min,
+        in_place_format: crate::format::FormatVersion::V4,
         slack_while_open: crate::container::edit::OPEN_SLACK,
     })
 }
