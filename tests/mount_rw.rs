@@ -1759,6 +1759,7 @@ fn kill_9_at_random_points_keeps_every_file_whole() {
     let mut rows = 0u64;
     // Kills that landed while the workload was running (the others: paused, or just done).
     let mut mid = 0u64;
+    let mut patched_rounds = 0u64;
     let mut m = s.mount_rw().unwrap();
     fs::create_dir_all(m.file("cp")).unwrap();
     sqlite(
@@ -1926,10 +1927,28 @@ fn kill_9_at_random_points_keeps_every_file_whole() {
                 .collect::<Vec<_>>()
         );
         ow_state = got;
+        // How the overwriter's file was last committed: a format-4 chain of patches, or not.
+        if ow_state.is_some() {
+            let json = info_json(&s, "ow.bin");
+            let patches = json.split("\"patches\":").nth(1).and_then(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            });
+            patched_rounds += u64::from(patches.is_some_and(|n| n > 0));
+        }
     }
     m.unmount();
     s.verify_all();
-    eprintln!("{ROUNDS} kills, {mid} of them while the workload ran");
+    eprintln!(
+        "{ROUNDS} kills, {mid} of them while the workload ran; {patched_rounds} found the overwritten \
+         file with format-4 patches"
+    );
+    assert!(
+        patched_rounds > 0,
+        "no round found the overwriter's file committed as patches: the crash rounds did not cover them"
+    );
 }
 
 /// Reads `path`, `None` if it does not exist.
