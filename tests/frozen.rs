@@ -243,6 +243,47 @@ fn write_v3_edited(plain: &[u8]) -> Vec<u8> {
     fs::read(&dest).unwrap()
 }
 
+/// Writes `good/v4-patched.qltx` the way the read-write mount does: a new file streamed (a
+/// base of generation 1), then three writes that keep the size, each committed as a patch of
+/// the 4 KiB pages it touched (the last one with a chmod). System randomness, written once.
+fn write_v4_patched(plain: &[u8]) -> Vec<u8> {
+    use qeltrix::edit::{EditOptions, Editor, MemoryBudget};
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("v4.qltx");
+    let opts = Arc::new(EditOptions {
+        pack: PackOptions {
+            block_size: V4_BLOCK_SIZE,
+            codec: Codec::Zstd,
+            level: 6,
+            workers: 1,
+            ..PackOptions::default()
+        },
+        recipients: vec![sealing(key_file_key(key_file_bytes()))],
+        scratch: dir.path().to_path_buf(),
+        budget: MemoryBudget::new(1 << 20),
+        file_limit: 1 << 20,
+        in_place_min: V3_IN_PLACE_MIN,
+        in_place_format: FormatVersion::V4,
+        slack_while_open: 1,
+    });
+    let at = |secs: i64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+    let mut e = Editor::new_file(opts, file_meta(&V4_RECORD));
+    e.write_at(0, &plain[..V4_LEN]).unwrap();
+    e.set_mtime(at(V4_RECORD.mtime_sec + 10));
+    e.commit(&dest, true).unwrap();
+    for (i, writes) in V4_EDITS.iter().enumerate() {
+        for (offset, bytes) in *writes {
+            e.write_at(*offset, bytes).unwrap();
+        }
+        if i + 1 == V4_EDITS.len() {
+            e.set_mode(0o600);
+        }
+        e.set_mtime(at(V4_RECORD.mtime_sec + 11 + i as i64));
+        e.commit(&dest, true).unwrap();
+    }
+    fs::read(&dest).unwrap()
+}
+
 /// The file record to seal into a v2 container.
 fn file_meta(r: &Record) -> FileMeta {
     FileMeta {
@@ -506,6 +547,10 @@ const PINNED: &[(&str, &str)] = &[
     (
         "good/v3-signed.qltx",
         "8d7d525805b988731241cf1ef5ddd023b3c757868bc003ad56aba2c1bbb4d5d8",
+    ),
+    (
+        "good/v4-patched.qltx",
+        "cbc21c9316d62edbe3b4591e2993eb6c3eb4832ba41ad12859f2014ed23d1f64",
     ),
     (
         "keys/keyfile.hex",
@@ -1733,6 +1778,70 @@ fn v3_an_edited_container_opens_at_its_last_generation() {
     assert!(e.is_auth_failure() || e.to_string().contains("key"), "{e}");
 }
 
+// ================================================================================================
+// Format 4: a container whose last generations are patches of 4 KiB units.
+// ================================================================================================
+
+const V4_FILE: &str = "good/v4-patched.qltx";
+const V4_LEN: usize = 40_000;
+const V4_SEED: u8 = 51;
+const V4_BLOCK_SIZE: u32 = 16 << 10;
+/// The writes of each patch: (offset, bytes); none changes the size.
+const V4_EDITS: &[&[(u64, &[u8])]] = &[
+    &[(5_000, &[0xcd; 100])],
+    &[(12_288, &[0x5a; 4096])],
+    &[(39_000, b"the last, short unit"), (5_050, b"newer")],
+];
+const V4_RECORD: Record = Record {
+    name: "v4-patched.txt",
+    mode: 0o644,
+    mtime_sec: 1_700_000_000,
+    mtime_nsec: 0,
+};
+
+/// The plaintext `good/v4-patched.qltx` holds.
+fn v4_model() -> Vec<u8> {
+    let mut model = plaintext(Data::Noise, V4_LEN, V4_SEED);
+    for writes in V4_EDITS {
+        for (offset, bytes) in *writes {
+            model[*offset as usize..*offset as usize + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+    model
+}
+
+#[test]
+fn v4_a_patched_container_opens_at_its_last_patch() {
+    assert_pinned(V4_FILE);
+    let bytes = read_bytes(V4_FILE);
+    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 4, "format 4");
+    let info = ContainerInfo::read(&bytes).unwrap();
+    // The stream (1), then three patches (2, 3, 4).
+    assert_eq!((info.generation(), info.patch_count()), (Some(4), 3));
+    qeltrix::ops::verify_keyless(&bytes, &info, &|_| {}).unwrap();
+    let c = open(&data_path(V4_FILE), &key_file_key(key_file_bytes())).unwrap();
+    assert_eq!(read_whole(&c).unwrap(), v4_model());
+    // The name from the base's record; the mode and mtime from the newest patch.
+    let record = opened_record(&c).unwrap().unwrap();
+    assert_eq!(
+        record,
+        (
+            V4_RECORD.name.as_bytes().to_vec(),
+            0o600,
+            V4_RECORD.mtime_sec + 13,
+            0
+        )
+    );
+    let e = expect_err(open(&data_path(V4_FILE), &key_file_key([9; 32])), "a wrong key");
+    assert!(e.is_auth_failure() || e.to_string().contains("key"), "{e}");
+    // A stream reader refuses it by name; so does a signer.
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("v4.qltx");
+    fs::write(&copy, &bytes).unwrap();
+    let e = expect_err(sign_in_place(&copy, SIGNER_SEED), "signing a file with patches");
+    assert!(e.to_string().contains("patches"), "{e}");
+}
+
 #[test]
 #[ignore = "writes tests/data; run by hand to add new files"]
 fn regenerate_corpus() {
@@ -1756,6 +1865,12 @@ fn regenerate_corpus() {
         put(
             V3_FILE,
             &write_v3_edited(&plaintext(Data::Noise, V3_LEN, V3_SEED)),
+        );
+    }
+    if !data_path(V4_FILE).exists() {
+        put(
+            V4_FILE,
+            &write_v4_patched(&plaintext(Data::Noise, V4_LEN, V4_SEED)),
         );
     }
     if !data_path(SIGNED_V3_FILE).exists() {
@@ -1802,6 +1917,7 @@ fn regenerate_corpus() {
     all.extend([
         V3_FILE.into(),
         SIGNED_V3_FILE.into(),
+        V4_FILE.into(),
         "keys/keyfile.hex".into(),
         IDENTITY_FILE.into(),
         format!("{VAULT}/.qeltrix/keyring"),

@@ -5,7 +5,8 @@
 //!    only the primitive crates ring, hkdf, sha2, hmac, blake3 and zstd, none of qeltrix's format,
 //!    codec or crypto code) decrypts them and checks every hash, tag and MAC they carry.
 //!
-//! Format 3 has no writer vector; the independent reader reads the frozen v3 file instead.
+//! Formats 3 and 4 have no writer vector; the independent reader reads the frozen v3 and v4
+//! files instead.
 //!
 //! If either fails, the spec and the code disagree. The v1 vector must stay byte-identical
 //! forever (a v1 writer is kept for readers of the original format); the v2 vector pins what
@@ -510,31 +511,11 @@ fn independent_reader_refuses_a_flipped_bit() {
     }
 }
 
-/// Format 3 (docs/FORMAT.md, "Version 3"), read from the page alone: the frozen
-/// `tests/data/good/v3-edited.qltx` (four generations appended in place). Header without
-/// totals, the commit records and the current one, the footer and trailer it names, the v3
-/// footer (generation, 188-byte entries), its MAC and root, and every current block opened as
-/// a v2 block. The plaintext must be what the library reads.
-#[test]
-fn independent_reader_decrypts_a_v3_container() {
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-    let c = std::fs::read(data.join("good/v3-edited.qltx")).unwrap();
-    let hex_key = std::fs::read_to_string(data.join("keys/keyfile.hex")).unwrap();
-    let key_file: [u8; 32] = hex::decode(hex_key.trim()).unwrap().try_into().unwrap();
-
-    assert_eq!(&c[0..8], b"QELTRIX\0");
-    assert_eq!(u16le(&c, 8), 3);
-    assert_eq!(u16le(&c, 10) & 0x02, 0, "no streaming flag");
-    assert_eq!(&c[24..56], &[0; 32], "no totals in version 3");
-    assert!(
-        c[200..1024].iter().all(|&b| b == 0),
-        "reserved after the commit records"
-    );
-    let block_size = u32le(&c, 16) as usize;
-    let cid = c[56..72].to_vec();
-
-    // Commit records A (72) and B (136): magic, generation, footer offset and size, reserved,
-    // then the first 24 bytes of BLAKE3 over bytes 0..40; odd generations in A, even in B.
+/// The current commit record of a version-3 or -4 header (docs/FORMAT.md, "Commit record"):
+/// records A (72) and B (136): magic, generation, footer offset and size, reserved, then the
+/// first 24 bytes of BLAKE3 over bytes 0..40; odd generations in A, even in B. Returns
+/// (generation, footer offset, footer size).
+fn current_record(c: &[u8]) -> (u64, usize, usize) {
     let record = |at: usize| {
         let r = &c[at..at + 64];
         let valid = &r[0..8] == b"QLTXCMT3"
@@ -544,7 +525,7 @@ fn independent_reader_decrypts_a_v3_container() {
             && (u64le(r, 8) % 2 == 1) == (at == 72);
         valid.then(|| (u64le(r, 8), u64le(r, 16) as usize, u64le(r, 24) as usize))
     };
-    let (generation, foot_off, foot_len) = match (record(72), record(136)) {
+    match (record(72), record(136)) {
         (Some(a), Some(b)) => {
             if b.0 > a.0 {
                 b
@@ -554,23 +535,28 @@ fn independent_reader_decrypts_a_v3_container() {
         }
         (Some(r), None) | (None, Some(r)) => r,
         (None, None) => panic!("no valid commit record"),
-    };
-    assert_eq!(generation, 4, "the frozen file's last generation");
-    // The trailer right after the current footer names it too.
+    }
+}
+
+/// A version-3 footer (`QLTXFOT3`) of generation `generation` at `foot_off`, with the trailer
+/// after it, its MAC and root checked, and every block it names opened as a v2 block. Returns
+/// the plaintext.
+fn read_v3_footer(c: &[u8], mk: &[u8; 32], generation: u64, foot_off: usize, foot_len: usize) -> Vec<u8> {
+    let block_size = u32le(c, 16) as usize;
+    let cid = c[56..72].to_vec();
+    // The trailer right after the footer names it too.
     let t = foot_off + foot_len;
     assert!(t + 32 <= c.len());
     assert_eq!(&c[t..t + 8], b"QLTXTRLR");
     assert_eq!(&c[t + 24..t + 32], b"QLTXEND\0");
     assert_eq!(
-        (u64le(&c, t + 8) as usize, u64le(&c, t + 16) as usize),
+        (u64le(c, t + 8) as usize, u64le(c, t + 16) as usize),
         (foot_off, foot_len)
     );
 
-    let mk = unwrap_key_file_slot(&c, &cid, &key_file);
-
     // The footer: v2's MAC key; the header's version and the magic are under the MAC.
     let footer = &c[foot_off..foot_off + foot_len];
-    check_mac(&c, &mk, &cid, footer, b"qeltrix v2 footer mac key");
+    check_mac(c, mk, &cid, footer, b"qeltrix v2 footer mac key");
     assert_eq!(&footer[0..8], b"QLTXFOT3");
     let n = u64le(footer, 8) as usize;
     let original_size = u64le(footer, 16) as usize;
@@ -605,8 +591,8 @@ fn independent_reader_decrypts_a_v3_container() {
         root_input.extend_from_slice(&block_generation.to_le_bytes());
         root_input.extend_from_slice(&e[32..64]);
 
-        // A v2 block: raw segments of 16 KiB (this file has no compressed block).
-        let meta = open_meta(&mk, &cid, block, i);
+        // A v2 block: raw segments of 16 KiB (these files have no compressed block).
+        let meta = open_meta(mk, &cid, block, i);
         let plain_size = u32le(&meta, 0) as usize;
         assert_eq!(plain_size, u64le(e, 24) as usize);
         assert!(plain_size <= block_size);
@@ -619,7 +605,7 @@ fn independent_reader_decrypts_a_v3_container() {
             hash,
         ]
         .concat();
-        let cdk = hkdf(&mk, salt, &info);
+        let cdk = hkdf(mk, salt, &info);
         let count = plain_size.div_ceil(1 << 14);
         let (mut data, mut at) = (Vec::new(), 140);
         for j in 0..count {
@@ -652,12 +638,154 @@ fn independent_reader_decrypts_a_v3_container() {
     root_input.extend_from_slice(&(r as u32).to_le_bytes());
     root_input.extend_from_slice(record);
     assert_eq!(&blake3(&[&root_input[..]]), &footer[24..56], "v3 root");
+    plain
+}
 
+/// The frozen test data folder and its key file.
+fn frozen(name: &str) -> (Vec<u8>, [u8; 32], std::path::PathBuf) {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let c = std::fs::read(data.join("good").join(name)).unwrap();
+    let hex_key = std::fs::read_to_string(data.join("keys/keyfile.hex")).unwrap();
+    let key_file: [u8; 32] = hex::decode(hex_key.trim()).unwrap().try_into().unwrap();
+    (c, key_file, data.join("good").join(name))
+}
+
+/// What the library reads from the container at `path`.
+fn library_plaintext(path: &std::path::Path, key_file: [u8; 32]) -> Vec<u8> {
     let key = qeltrix::Key::KeyFile(KeyFileKey::from_bytes(key_file));
-    let lib = qeltrix::Container::open(data.join("good/v3-edited.qltx"), &key).unwrap();
+    let lib = qeltrix::Container::open(path, &key).unwrap();
     let mut want = vec![0u8; lib.len() as usize];
     assert_eq!(lib.read_at(0, &mut want).unwrap(), want.len());
-    assert!(plain == want, "the independent reader and the library agree");
+    want
+}
+
+/// The header checks versions 3 and 4 share.
+fn check_v3_header(c: &[u8], version: u16) {
+    assert_eq!(&c[0..8], b"QELTRIX\0");
+    assert_eq!(u16le(c, 8), version);
+    assert_eq!(u16le(c, 10) & 0x02, 0, "no streaming flag");
+    assert_eq!(&c[24..56], &[0; 32], "no totals in versions 3 and 4");
+    assert!(
+        c[200..1024].iter().all(|&b| b == 0),
+        "reserved after the commit records"
+    );
+}
+
+/// Format 3 (docs/FORMAT.md, "Version 3"), read from the page alone: the frozen
+/// `tests/data/good/v3-edited.qltx` (four generations appended in place). Header without
+/// totals, the commit records and the current one, the footer and trailer it names, the v3
+/// footer (generation, 188-byte entries), its MAC and root, and every current block opened as
+/// a v2 block. The plaintext must be what the library reads.
+#[test]
+fn independent_reader_decrypts_a_v3_container() {
+    let (c, key_file, path) = frozen("v3-edited.qltx");
+    check_v3_header(&c, 3);
+    let (generation, foot_off, foot_len) = current_record(&c);
+    assert_eq!(generation, 4, "the frozen file's last generation");
+    let mk = unwrap_key_file_slot(&c, &c[56..72], &key_file);
+    let plain = read_v3_footer(&c, &mk, generation, foot_off, foot_len);
+    assert!(
+        plain == library_plaintext(&path, key_file),
+        "the independent reader and the library agree"
+    );
+}
+
+/// Format 4 (docs/FORMAT.md, "Version 4"), read from the page alone: the frozen
+/// `tests/data/good/v4-patched.qltx` (a base and three patches). The chain walked from the
+/// commit record back to the base footer (each link's prev_mac, generation and magic), the
+/// base read as a version-3 footer, then each patch footer checked (layout, MAC) and its units
+/// opened (hash, AEAD under the patch's unit key) and laid over the plaintext, oldest first.
+#[test]
+fn independent_reader_decrypts_a_v4_container() {
+    let (c, key_file, path) = frozen("v4-patched.qltx");
+    check_v3_header(&c, 4);
+    let cid = c[56..72].to_vec();
+    let mk = unwrap_key_file_slot(&c, &cid, &key_file);
+    let (mut generation, mut off, mut len) = current_record(&c);
+    assert_eq!(generation, 4, "the frozen file's last generation");
+
+    // The walk, newest first: (generation, offset, size) of each patch footer.
+    let mut patches = Vec::new();
+    let mut successor_prev_mac: Option<Vec<u8>> = None;
+    while &c[off..off + 8] == b"QLTXPAT4" {
+        let f = &c[off..off + len];
+        if let Some(mac) = &successor_prev_mac {
+            assert_eq!(&f[len - 32..], &mac[..], "prev_mac names this footer");
+        }
+        assert_eq!(u64le(f, 8), generation);
+        patches.push((generation, off, len));
+        successor_prev_mac = Some(f[32..64].to_vec());
+        (generation, off, len) = (generation - 1, u64le(f, 16) as usize, u64le(f, 24) as usize);
+        assert!(
+            off + len + 32 <= patches.last().unwrap().1,
+            "the predecessor lies before"
+        );
+    }
+    assert_eq!(patches.len(), 3, "three patches over the base");
+    assert_eq!(&c[off + len - 32..off + len], &successor_prev_mac.unwrap()[..]);
+    let base_generation = generation;
+    let mut plain = read_v3_footer(&c, &mk, base_generation, off, len);
+    let size = plain.len() as u64;
+
+    let mac_key = hkdf(&mk, &cid, b"qeltrix v2 footer mac key");
+    let mut mode_mtime = None;
+    for &(g, off, len) in patches.iter().rev() {
+        let f = &c[off..off + len];
+        // The MAC: as a footer's, over header bytes 0..24, the id and everything before it.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&mac_key).unwrap();
+        mac.update(&c[0..24]);
+        mac.update(&cid);
+        mac.update(&f[..len - 32]);
+        mac.verify_slice(&f[len - 32..]).expect("patch footer MAC");
+        assert_eq!(u64le(f, 64), base_generation);
+        let m = u32le(f, 72) as usize;
+        assert_eq!(len, 144 + 56 * m + 32);
+        let (mode, nsec, sec) = (u32le(f, 76), u32le(f, 124), u64le(f, 128) as i64);
+        assert!(mode <= 0o7777 && nsec < 1_000_000_000);
+        assert_eq!(&f[136..144], &[0; 8], "reserved");
+        let (salt, nonce_base) = (&f[80..112], &f[112..124]);
+        assert_eq!(&nonce_base[7..], &[0; 5]);
+        mode_mtime = Some((mode, sec, nsec));
+        let info = [b"qeltrix v4 unit key".as_slice(), &cid[..], &g.to_le_bytes()].concat();
+        let uk = hkdf(&mk, salt, &info);
+        let mut last_plain = None;
+        for k in 0..m {
+            let e = &f[144 + 56 * k..144 + 56 * (k + 1)];
+            let (plain_offset, at, ulen) = (u64le(e, 0), u64le(e, 8) as usize, u32le(e, 16) as usize);
+            assert_eq!(plain_offset % 4096, 0);
+            assert!(last_plain.is_none_or(|p| plain_offset > p), "ascending");
+            last_plain = Some(plain_offset);
+            assert!((1..=4096).contains(&ulen));
+            assert!(
+                ulen == 4096 || plain_offset + ulen as u64 == size,
+                "only the last unit is short"
+            );
+            assert_eq!(&e[20..24], &[0; 4]);
+            assert!(at + ulen + 16 <= off, "the unit lies before its footer");
+            let sealed = &c[at..at + ulen + 16];
+            assert_eq!(&e[24..56], &blake3(&[sealed]), "unit hash");
+            let nonce = [&nonce_base[..7], &(k as u32).to_be_bytes(), &[0u8]].concat();
+            let aad = [
+                &cid[..],
+                &g.to_le_bytes(),
+                &(k as u32).to_le_bytes(),
+                &plain_offset.to_le_bytes(),
+                &(ulen as u32).to_le_bytes(),
+            ]
+            .concat();
+            let page = aes_open(&uk, &nonce, &aad, sealed);
+            plain[plain_offset as usize..plain_offset as usize + ulen].copy_from_slice(&page);
+        }
+    }
+    assert_eq!(
+        mode_mtime,
+        Some((0o600, 1_700_000_013, 0)),
+        "the newest patch's mode and mtime"
+    );
+    assert!(
+        plain == library_plaintext(&path, key_file),
+        "the independent reader and the library agree"
+    );
 }
 
 /// The signed message of `docs/FORMAT.md`, "Signatures", built from a container's bytes with
