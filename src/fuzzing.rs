@@ -137,7 +137,49 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         }
         out.push(c);
     }
+    // Format 4: a base and two patches, as the read-write mount writes them (with system
+    // randomness: the commits are made once per run).
+    if target != "stream_reader" && target != "repair" {
+        out.push(patched(&plain));
+    }
     out
+}
+
+/// A version-4 container of `plain` (16 KiB blocks) with two patches over its base.
+fn patched(plain: &[u8]) -> Vec<u8> {
+    use crate::container::edit::{EditOptions, Editor, MemoryBudget, OPEN_SLACK};
+    use crate::core::file_record::FileMeta;
+    use crate::format::FormatVersion;
+    let dir = tempfile::tempdir().expect("scratch folder");
+    let dest = dir.path().join("v4.qltx");
+    let opts = Arc::new(EditOptions {
+        pack: PackOptions {
+            block_size: 16 << 10,
+            workers: 1,
+            ..PackOptions::default()
+        },
+        recipients: vec![Recipient::KeyFile(KeyFileKey::from_bytes(KEY))],
+        scratch: dir.path().to_path_buf(),
+        budget: MemoryBudget::new(1 << 20),
+        file_limit: 1 << 20,
+        in_place_min: 16 << 10,
+        in_place_format: FormatVersion::V4,
+        slack_while_open: OPEN_SLACK,
+    });
+    let meta = FileMeta {
+        name: b"fuzz".to_vec(),
+        mode: 0o644,
+        mtime_sec: 0,
+        mtime_nsec: 0,
+    };
+    let mut e = Editor::new_file(opts, meta);
+    e.write_at(0, plain).expect("stream");
+    e.commit(&dest, false).expect("base commit");
+    for (at, bytes) in [(100u64, &b"first patch"[..]), (8192, &[7u8; 4096][..])] {
+        e.write_at(at, bytes).expect("write");
+        e.commit(&dest, false).expect("patch commit");
+    }
+    std::fs::read(&dest).expect("the container")
 }
 
 fn pack(plain: &[u8], cipher: CipherId, compress: CompressMode, seekable: bool) -> Vec<u8> {
@@ -188,5 +230,16 @@ mod tests {
             run(&[]);
             run(&[0xff; 300]);
         }
+    }
+
+    #[test]
+    fn the_format_4_seed_has_patches_and_opens() {
+        let seed = seeds("info").pop().unwrap();
+        let info = ContainerInfo::read(&seed).unwrap();
+        assert_eq!((info.version().number(), info.patch_count()), (4, 2));
+        let c = Container::from_source(seed, &key()).unwrap();
+        let mut buf = [0u8; 11];
+        c.read_at(100, &mut buf).unwrap();
+        assert_eq!(&buf, b"first patch");
     }
 }
