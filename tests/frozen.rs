@@ -201,30 +201,37 @@ fn generation_of(file: &[u8]) -> qeltrix::Result<(u64, u64)> {
     Ok((footer.generation.expect("a v3 footer"), superseded))
 }
 
-/// Writes `good/v3-edited.qltx` the way the read-write mount does: a new file streamed, then
-/// three edits each committed in place (new generations appended), through the library's
-/// `Editor`. System randomness (a seeded one would repeat nonces across a block's versions),
-/// so it is written once and never compared again. Returns the container's bytes.
-fn write_v3_edited(plain: &[u8]) -> Vec<u8> {
-    use qeltrix::edit::{EditOptions, Editor, MemoryBudget};
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("v3.qltx");
-    let opts = Arc::new(EditOptions {
+/// The editor's options as the read-write mount sets them, made small: blocks of
+/// `block_size`, in place (as `format`) from 16 KiB, sealed to the corpus's key file.
+fn edit_options(dir: &Path, block_size: u32, format: FormatVersion) -> Arc<qeltrix::edit::EditOptions> {
+    use qeltrix::edit::{EditOptions, MemoryBudget};
+    Arc::new(EditOptions {
         pack: PackOptions {
-            block_size: BLOCK_SIZE,
+            block_size,
             codec: Codec::Zstd,
             level: 6,
             workers: 1,
             ..PackOptions::default()
         },
         recipients: vec![sealing(key_file_key(key_file_bytes()))],
-        scratch: dir.path().to_path_buf(),
+        scratch: dir.to_path_buf(),
         budget: MemoryBudget::new(1 << 20),
         file_limit: 1 << 20,
         in_place_min: V3_IN_PLACE_MIN,
-        in_place_format: qeltrix::format::FormatVersion::V3,
+        in_place_format: format,
         slack_while_open: 1,
-    });
+    })
+}
+
+/// Writes `good/v3-edited.qltx` the way the read-write mount does: a new file streamed, then
+/// three edits each committed in place (new generations appended), through the library's
+/// `Editor`. System randomness (a seeded one would repeat nonces across a block's versions),
+/// so it is written once and never compared again. Returns the container's bytes.
+fn write_v3_edited(plain: &[u8]) -> Vec<u8> {
+    use qeltrix::edit::Editor;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("v3.qltx");
+    let opts = edit_options(dir.path(), BLOCK_SIZE, FormatVersion::V3);
     let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     let mut e = Editor::new_file(opts, file_meta(&V3_RECORD));
     e.write_at(0, &plain[..V3_LEN]).unwrap();
@@ -247,25 +254,10 @@ fn write_v3_edited(plain: &[u8]) -> Vec<u8> {
 /// base of generation 1), then three writes that keep the size, each committed as a patch of
 /// the 4 KiB pages it touched (the last one with a chmod). System randomness, written once.
 fn write_v4_patched(plain: &[u8]) -> Vec<u8> {
-    use qeltrix::edit::{EditOptions, Editor, MemoryBudget};
+    use qeltrix::edit::Editor;
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("v4.qltx");
-    let opts = Arc::new(EditOptions {
-        pack: PackOptions {
-            block_size: V4_BLOCK_SIZE,
-            codec: Codec::Zstd,
-            level: 6,
-            workers: 1,
-            ..PackOptions::default()
-        },
-        recipients: vec![sealing(key_file_key(key_file_bytes()))],
-        scratch: dir.path().to_path_buf(),
-        budget: MemoryBudget::new(1 << 20),
-        file_limit: 1 << 20,
-        in_place_min: V3_IN_PLACE_MIN,
-        in_place_format: FormatVersion::V4,
-        slack_while_open: 1,
-    });
+    let opts = edit_options(dir.path(), V4_BLOCK_SIZE, FormatVersion::V4);
     let at = |secs: i64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
     let mut e = Editor::new_file(opts, file_meta(&V4_RECORD));
     e.write_at(0, &plain[..V4_LEN]).unwrap();

@@ -679,6 +679,21 @@ mod tests {
         pages.iter().map(|(o, p)| (*o, p.as_slice())).collect()
     }
 
+    /// `chain.append` of `pages` to `file`, with the tests' keys and file record.
+    fn commit(b: &Base, file: &File, chain: &Chain, pages: &[(u64, &[u8])], durable: bool) -> Chain {
+        try_commit(b, file, chain, pages, durable).unwrap()
+    }
+
+    fn try_commit(
+        b: &Base,
+        file: &File,
+        chain: &Chain,
+        pages: &[(u64, &[u8])],
+        durable: bool,
+    ) -> Result<Chain> {
+        chain.append(file, &b.bound, &b.keys, pages, &meta(), &SystemEntropy, durable)
+    }
+
     fn open_rw(path: &Path) -> File {
         std::fs::OpenOptions::new()
             .read(true)
@@ -699,17 +714,7 @@ mod tests {
         let base_generation = chain.generation();
         for round in 0..5 {
             let pages = scribble(&mut model, &mut state, 1 + round * 7);
-            chain = chain
-                .append(
-                    &file,
-                    &b.bound,
-                    &b.keys,
-                    &as_pages(&pages),
-                    &meta(),
-                    &SystemEntropy,
-                    round % 2 == 0,
-                )
-                .unwrap();
+            chain = commit(&b, &file, &chain, &as_pages(&pages), round % 2 == 0);
             assert_eq!(chain.generation(), base_generation + 1 + round as u64);
             let again = reread(&b, &file).unwrap();
             assert_eq!(again.tip(), chain.tip());
@@ -737,31 +742,11 @@ mod tests {
         let file = open_rw(&b.path);
         let (mut model, mut state) = (b.plain.clone(), 3u64);
         let pages = scribble(&mut model, &mut state, 5);
-        let chain = chain_of(&b)
-            .append(
-                &file,
-                &b.bound,
-                &b.keys,
-                &as_pages(&pages),
-                &meta(),
-                &SystemEntropy,
-                true,
-            )
-            .unwrap();
+        let chain = commit(&b, &file, &chain_of(&b), &as_pages(&pages), true);
         let old_model = model.clone();
         let before = std::fs::read(&b.path).unwrap();
         let pages = scribble(&mut model, &mut state, 9);
-        let next = chain
-            .append(
-                &file,
-                &b.bound,
-                &b.keys,
-                &as_pages(&pages),
-                &meta(),
-                &SystemEntropy,
-                true,
-            )
-            .unwrap();
+        let next = commit(&b, &file, &chain, &as_pages(&pages), true);
         let after = std::fs::read(&b.path).unwrap();
         assert_eq!(after.len() as u64, next.tip().end());
         let from = chain.tip().end() as usize;
@@ -809,29 +794,9 @@ mod tests {
         first.retain(|(o, _)| *o != 3 * UNIT);
         first.insert(0, (3 * UNIT, vec![1; UNIT as usize]));
         first.sort_unstable_by_key(|(o, _)| *o);
-        let one = chain_of(&b)
-            .append(
-                &file,
-                &b.bound,
-                &b.keys,
-                &as_pages(&first),
-                &meta(),
-                &SystemEntropy,
-                true,
-            )
-            .unwrap();
+        let one = commit(&b, &file, &chain_of(&b), &as_pages(&first), true);
         let second = vec![(3 * UNIT, vec![2u8; UNIT as usize])];
-        let two = one
-            .append(
-                &file,
-                &b.bound,
-                &b.keys,
-                &as_pages(&second),
-                &meta(),
-                &SystemEntropy,
-                true,
-            )
-            .unwrap();
+        let two = commit(&b, &file, &one, &as_pages(&second), true);
         let good = std::fs::read(&b.path).unwrap();
         let crash = dir.path().join("bad.qltx");
         let with = |change: &dyn Fn(&mut Vec<u8>)| {
@@ -941,17 +906,7 @@ mod tests {
         let mut chain = chain_of(&b);
         for round in 0..3 {
             let pages = scribble(&mut model, &mut state, 3 + round);
-            chain = chain
-                .append(
-                    &file,
-                    &b.bound,
-                    &b.keys,
-                    &as_pages(&pages),
-                    &meta(),
-                    &SystemEntropy,
-                    false,
-                )
-                .unwrap();
+            chain = commit(&b, &file, &chain, &as_pages(&pages), false);
         }
         // A failing fold (here its base reads fail) cuts only what it appended.
         let before = std::fs::read(&b.path).unwrap();
@@ -980,17 +935,13 @@ mod tests {
             size: folded.info.trailer.footer_size,
             mac: folded.info.footer.mac,
         };
-        let next = Chain::over(base_link, SIZE as u64)
-            .append(
-                &file,
-                &b.bound,
-                &b.keys,
-                &[(0, &[7u8; 4096][..])],
-                &meta(),
-                &SystemEntropy,
-                true,
-            )
-            .unwrap();
+        let next = commit(
+            &b,
+            &file,
+            &Chain::over(base_link, SIZE as u64),
+            &[(0, &[7u8; 4096][..])],
+            true,
+        );
         let walked = reread(&b, &file).unwrap();
         assert_eq!((walked.base, walked.tip()), (base_link, next.tip()));
         model[..4096].fill(7);
@@ -1025,44 +976,16 @@ mod tests {
             vec![(last + UNIT, &short[..])],
         ] {
             let len = file.metadata().unwrap().len();
-            let e = chain.append(&file, &b.bound, &b.keys, &bad, &meta(), &SystemEntropy, false);
+            let e = try_commit(&b, &file, &chain, &bad, false);
             assert!(matches!(e, Err(Error::InvalidArgument(_))), "{bad:?}");
             assert_eq!(file.metadata().unwrap().len(), len);
         }
-        chain = chain
-            .append(
-                &file,
-                &b.bound,
-                &b.keys,
-                &[(last, &short[..])],
-                &meta(),
-                &SystemEntropy,
-                false,
-            )
-            .unwrap();
+        chain = commit(&b, &file, &chain, &[(last, &short[..])], false);
         while chain.generation() - chain.base.generation < MAX_DEPTH {
-            chain = chain
-                .append(
-                    &file,
-                    &b.bound,
-                    &b.keys,
-                    &[(0, &page[..])],
-                    &meta(),
-                    &SystemEntropy,
-                    false,
-                )
-                .unwrap();
+            chain = commit(&b, &file, &chain, &[(0, &page[..])], false);
         }
         let len = file.metadata().unwrap().len();
-        let e = chain.append(
-            &file,
-            &b.bound,
-            &b.keys,
-            &[(0, &page[..])],
-            &meta(),
-            &SystemEntropy,
-            false,
-        );
+        let e = try_commit(&b, &file, &chain, &[(0, &page[..])], false);
         assert!(matches!(e, Err(Error::InvalidArgument(_))));
         assert_eq!(file.metadata().unwrap().len(), len);
         let again = reread(&b, &file).unwrap();
