@@ -442,11 +442,7 @@ impl Chain {
         let tip = self.tip();
         let generation = tip.generation + 1;
         let base_generation = self.base.generation;
-        if pages.is_empty()
-            || pages.len() > MAX_UNITS
-            || generation - base_generation > MAX_DEPTH
-            || self.units() + pages.len() as u64 > MAX_CHAIN_UNITS
-        {
+        if !self.has_room(pages.len()) {
             return Err(Error::InvalidArgument(format!(
                 "a patch of {} pages at depth {} over {} units (1 … {MAX_UNITS} pages, at most \
                  {MAX_DEPTH} deep, {MAX_CHAIN_UNITS} units in all)",

@@ -10,7 +10,6 @@
 
 use crate::container::reader::{Container, ContainerInfo};
 use crate::container::writer::PackOptions;
-use crate::core::codec::CompressPolicy;
 use crate::core::crypto::{derive_container_keys, footer_mac_v2, ContainerKeys, Key, SystemEntropy};
 use crate::core::file_record::FileMeta;
 use crate::core::format::{
@@ -92,12 +91,7 @@ fn fold_in_place(path: &Path, opened: &Container, stat: &std::fs::Metadata) -> R
     let meta = opened
         .file_meta()?
         .unwrap_or_else(|| FileMeta::from_file(path, stat));
-    let defaults = PackOptions::default();
-    let policy = CompressPolicy {
-        mode: defaults.compress,
-        level: defaults.level,
-        codec: defaults.codec,
-    };
+    let policy = PackOptions::default().compress_policy();
     let header = &info.header;
     let keys = derive_container_keys(opened.data_key().clone(), header.cipher, header.container_id);
     let mut base = |offset: u64, buf: &mut [u8]| -> Result<()> {

@@ -31,12 +31,9 @@ use crate::container::cache::CachedContainer;
 use crate::container::compact::compact_into;
 use crate::container::reader::{Container, ContainerInfo};
 use crate::container::writer::{PackOptions, StreamPacker};
-use crate::core::codec::CompressPolicy;
 use crate::core::crypto::{derive_container_keys, DataKey, Recipient};
 use crate::core::file_record::FileMeta;
-use crate::core::format::{
-    CommitRecord, FooterV2, FormatVersion, Header, COMMIT_B, SIGNATURE_LEN, TRAILER_LEN,
-};
+use crate::core::format::{CommitRecord, FooterV2, FormatVersion, Header, COMMIT_B, SIGNATURE_LEN};
 use crate::storage::atomic::Scratch;
 use crate::storage::spool::Spool;
 use crate::storage::{ReadAt, Storage, WriteOptions};
@@ -798,7 +795,7 @@ impl Editor {
         let replaced = live - kept;
         // What is superseded now, and what this commit supersedes: the blocks it seals again,
         // the footer and trailer, and a version-4 chain's patches and units.
-        let footer_end = info.trailer.footer_offset + info.trailer.footer_size + TRAILER_LEN as u64;
+        let footer_end = info.footer_end();
         let chain_live = info.chain.as_ref().map_or(0, |c| c.live_bytes());
         let superseded =
             info.superseded_bytes() + replaced + footer_end - info.trailer.footer_offset + chain_live;
@@ -825,11 +822,7 @@ impl Editor {
         let (data_key, _) = self.keys.clone().expect("a base has keys");
         let base_key = data_key.clone();
         let pack = &self.opts.pack;
-        let policy = CompressPolicy {
-            mode: pack.compress,
-            level: pack.level,
-            codec: pack.codec,
-        };
+        let policy = pack.compress_policy();
         let len = self.len;
         let mut read = |offset: u64, buf: &mut [u8]| -> Result<()> {
             match self.read_current(offset, buf)? {
@@ -1114,7 +1107,7 @@ pub fn set_time(meta: &mut FileMeta, time: SystemTime) {
 mod tests {
     use super::*;
     use crate::core::crypto::KeyFileKey;
-    use crate::core::format::CommitRecord;
+    use crate::core::format::{CommitRecord, TRAILER_LEN};
     use crate::Key;
 
     fn key() -> Key {

@@ -201,12 +201,17 @@ impl ContainerInfo {
         }
     }
 
+    /// Where the trailer after the footer ends (the base footer's, in version 4).
+    pub fn footer_end(&self) -> u64 {
+        self.trailer.footer_offset + self.trailer.footer_size + TRAILER_LEN as u64
+    }
+
     /// The current generation and where its committed bytes end, for an append (version 3
     /// and 4).
     pub fn tip(&self) -> Option<Tip> {
         let end = match &self.chain {
             Some(chain) => chain.tip().end(),
-            None => self.trailer.footer_offset + self.trailer.footer_size + TRAILER_LEN as u64,
+            None => self.footer_end(),
         };
         Some(Tip {
             end,
@@ -232,8 +237,7 @@ impl ContainerInfo {
         };
         // Past the base footer's trailer, everything is patches: only the current units and
         // the patch footers, with their trailers, are live.
-        let base_end = self.trailer.footer_offset + self.trailer.footer_size + TRAILER_LEN as u64;
-        base + (chain.tip().end() - base_end).saturating_sub(chain.live_bytes())
+        base + (chain.tip().end() - self.footer_end()).saturating_sub(chain.live_bytes())
     }
 
     /// The format version.
@@ -507,6 +511,11 @@ impl<S: ReadAt> Container<S> {
     /// editor's new generation): nothing is read or checked again.
     pub(crate) fn written(source: S, info: ContainerInfo, data_key: DataKey) -> Self {
         let keys = derive_container_keys(data_key, info.header.cipher, info.header.container_id);
+        Self::assemble(source, info, keys)
+    }
+
+    /// The container of `source`, structure `info` and `keys`, with an empty block-key cache.
+    fn assemble(source: S, info: ContainerInfo, keys: ContainerKeys) -> Self {
         Container {
             source,
             info,
@@ -540,15 +549,7 @@ impl<S: ReadAt> Container<S> {
         if let Some(chain) = &info.chain {
             chain.authenticate(&bound, &keys)?;
         }
-        let block_keys = Mutex::new(lru::LruCache::new(
-            std::num::NonZeroUsize::new(BLOCK_KEYS_CACHED).expect("non-zero"),
-        ));
-        Ok(Container {
-            source,
-            info,
-            keys,
-            block_keys,
-        })
+        Ok(Self::assemble(source, info, keys))
     }
 
     /// The data key (for a new version of this container: [`crate::container::edit`]).
@@ -682,12 +683,7 @@ impl<S: ReadAt> Container<S> {
         let k = self.block_key_v2(index, &entry)?;
         if k.meta.compression != CompressionV2::None {
             // The base's block alone: the caller applies the units of the range it wants.
-            let mut block = vec![0u8; entry.len as usize];
-            self.source
-                .read_exact_at(&mut block, entry.offset)
-                .map_err(|e| read_error(e, index, entry.offset))?;
-            let head: [u8; BLOCK_HEAD_LEN] = crate::core::format::array(&block, 0);
-            let block = self.open_stored_v2(index, &entry, &head, block, false)?;
+            let block = self.open_stored_base(index, self.read_raw_block(index, Vec::new())?, false)?;
             let part = block.get(range.clone()).ok_or_else(|| {
                 Error::corrupt_block(index, entry.offset, "block is shorter than the footer index says")
             })?;
@@ -761,7 +757,13 @@ impl<S: ReadAt> Container<S> {
     /// [`Self::read_block`] into `buffer` (whatever it holds; its allocation is reused) so that a
     /// caller decrypting many blocks need not allocate one per block. Head and payload come in one
     /// read: one disk round trip per cold block, not two.
-    fn read_block_into(&self, index: u64, verify: bool, mut buffer: Vec<u8>) -> Result<Vec<u8>> {
+    fn read_block_into(&self, index: u64, verify: bool, buffer: Vec<u8>) -> Result<Vec<u8>> {
+        let block = self.read_raw_block(index, buffer)?;
+        self.open_stored(index, block, verify)
+    }
+
+    /// Block `index`'s stored bytes (head and sealed payload), read into `buffer`.
+    fn read_raw_block(&self, index: u64, mut buffer: Vec<u8>) -> Result<Vec<u8>> {
         let entry = *self.entry(index).ok_or_else(|| self.no_such_block(index))?;
         // Only the part of the buffer it never held is zeroed: the read overwrites all of it, and
         // zeroing a recycled block first cost an eighth of unpack's CPU time.
@@ -769,7 +771,7 @@ impl<S: ReadAt> Container<S> {
         self.source
             .read_exact_at(&mut buffer, entry.offset)
             .map_err(|e| read_error(e, index, entry.offset))?;
-        self.open_stored(index, buffer, verify)
+        Ok(buffer)
     }
 
     fn no_such_block(&self, index: u64) -> Error {
@@ -823,6 +825,17 @@ impl<S: ReadAt> Container<S> {
     /// Checks and decrypts block `index` from its stored bytes (exactly the block: head, then
     /// sealed payload).
     pub fn open_stored(&self, index: u64, block: Vec<u8>, verify: bool) -> Result<Vec<u8>> {
+        let mut plain = self.open_stored_base(index, block, verify)?;
+        // Version 4: the chain's units over the block.
+        if let Some(chain) = &self.info.chain {
+            let plain_offset = self.entry(index).map_or(0, |e| e.plain_offset);
+            chain.apply(&self.source, &self.keys, plain_offset, &mut plain)?;
+        }
+        Ok(plain)
+    }
+
+    /// [`Self::open_stored`] of the base's block, without the units of a version-4 chain.
+    fn open_stored_base(&self, index: u64, block: Vec<u8>, verify: bool) -> Result<Vec<u8>> {
         let entry = *self.entry(index).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "block {index} does not exist ({} blocks)",
@@ -838,12 +851,7 @@ impl<S: ReadAt> Container<S> {
         }
         let head: [u8; BLOCK_HEAD_LEN] = crate::core::format::array(&block, 0);
         if self.version().has_v2_blocks() {
-            let mut plain = self.open_stored_v2(index, &entry, &head, block, verify)?;
-            // Version 4: the chain's units over the block.
-            if let Some(chain) = &self.info.chain {
-                chain.apply(&self.source, &self.keys, entry.plain_offset, &mut plain)?;
-            }
-            return Ok(plain);
+            return self.open_stored_v2(index, &entry, &head, block, verify);
         }
         let (prefix, meta) = open_block_head(&self.keys, index, &head, entry.offset)?;
         if entry.len != (BLOCK_HEAD_LEN as u64 + prefix.payload_len as u64)

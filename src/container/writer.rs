@@ -73,6 +73,17 @@ pub struct PackOptions {
     pub entropy: Arc<dyn Entropy>,
 }
 
+impl PackOptions {
+    /// How these options compress each block.
+    pub fn compress_policy(&self) -> CompressPolicy {
+        CompressPolicy {
+            mode: self.compress,
+            level: self.level,
+            codec: self.codec,
+        }
+    }
+}
+
 impl Default for PackOptions {
     fn default() -> Self {
         PackOptions {
@@ -265,11 +276,7 @@ impl<W: Write> StreamPacker<W> {
             out,
             keys: Arc::new(derive_container_keys(data_key, opts.cipher, header.container_id)),
             header,
-            policy: CompressPolicy {
-                mode: opts.compress,
-                level: opts.level,
-                codec: opts.codec,
-            },
+            policy: opts.compress_policy(),
             entropy: Arc::clone(&opts.entropy),
             pool,
             block_size: opts.block_size as usize,
